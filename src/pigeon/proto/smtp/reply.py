@@ -1,0 +1,93 @@
+"""SMTP replies as values.
+
+Rules:
+1. A reply is a three-digit code, an enhanced status code (RFC 3463, RFC 2034) and one or
+   more lines of text. Every reply Pigeon sends carries an enhanced code
+   (ENHANCEDSTATUSCODES), except the greeting and the EHLO reply, where RFC 2034 §3 says none.
+2. ``to_bytes`` renders the multi-line form ``250-...`` / ``250 ...`` (RFC 5321 §4.2.1),
+   each line ending in CRLF.
+3. Reply text never contains CR or LF; they are replaced by spaces when rendering.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    code: int
+    enhanced: str
+    text: str | tuple[str, ...]
+
+    @property
+    def lines(self) -> tuple[str, ...]:
+        if isinstance(self.text, str):
+            return (self.text,)
+        return self.text or ("",)
+
+    @property
+    def is_positive(self) -> bool:
+        return 200 <= self.code < 400
+
+    @property
+    def is_transient(self) -> bool:
+        return 400 <= self.code < 500
+
+    @property
+    def is_permanent(self) -> bool:
+        return self.code >= 500
+
+    def with_text(self, text: str | tuple[str, ...]) -> Reply:
+        return Reply(self.code, self.enhanced, text)
+
+    def to_bytes(self) -> bytes:
+        out = []
+        lines = self.lines
+        for i, line in enumerate(lines):
+            sep = " " if i == len(lines) - 1 else "-"
+            clean = line.replace("\r", " ").replace("\n", " ")
+            # RFC 2034 §3: the enhanced code starts every line of the reply.
+            body = (f"{self.enhanced} {clean}" if clean else self.enhanced) if self.enhanced else clean
+            out.append(f"{self.code}{sep}{body}\r\n")
+        return "".join(out).encode("utf-8")
+
+    def __str__(self) -> str:
+        return " ".join(
+            f"{self.code} {self.enhanced} {line}".replace("  ", " ").strip() for line in self.lines
+        )
+
+
+# Named replies: number and meaning (RFC 5321 §4.2.2, RFC 3463, RFC 4954, RFC 3030, RFC 7505).
+C211_SYSTEM_STATUS = Reply(211, "2.0.0", "System status")
+C214_HELP = Reply(214, "2.0.0", "See RFC 5321")
+C221_BYE = Reply(221, "2.0.0", "Bye")
+C250_OK = Reply(250, "2.0.0", "OK")
+C250_SENDER_OK = Reply(250, "2.1.0", "Sender OK")
+C250_RECIPIENT_OK = Reply(250, "2.1.5", "Recipient OK")
+C250_RESET = Reply(250, "2.0.0", "Reset state")
+C252_CANNOT_VRFY = Reply(252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery")
+C354_START_INPUT = Reply(354, "", "End data with <CR><LF>.<CR><LF>")
+C421_SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down, closing channel")
+C421_TIMEOUT = Reply(421, "4.4.2", "Timeout, closing channel")
+C421_TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections, try again later")
+C421_TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors, closing channel")
+C451_LOCAL_ERROR = Reply(451, "4.3.0", "Local error in processing, try again later")
+C452_INSUFFICIENT_STORAGE = Reply(452, "4.3.1", "Insufficient system storage, try again later")
+C452_TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
+C500_LINE_TOO_LONG = Reply(500, "5.5.2", "Line too long")
+C500_UNRECOGNIZED = Reply(500, "5.5.2", "Command not recognized")
+C501_SYNTAX_PARAMS = Reply(501, "5.5.4", "Syntax error in parameters or arguments")
+C501_BAD_ADDRESS = Reply(501, "5.1.3", "Bad address syntax")
+C502_NOT_IMPLEMENTED = Reply(502, "5.5.1", "Command not implemented")
+C503_BAD_SEQUENCE = Reply(503, "5.5.1", "Bad sequence of commands")
+C504_PARAM_NOT_IMPLEMENTED = Reply(504, "5.5.4", "Command parameter not implemented")
+C550_MAILBOX_UNAVAILABLE = Reply(550, "5.1.1", "Mailbox unavailable")
+C550_BARE_NEWLINE = Reply(550, "5.5.2", "Message contains bare <CR> or <LF>, refused (see RFC 5321 §2.3.8)")
+C552_MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
+C552_LINE_TOO_LONG = Reply(552, "5.3.4", "Message line exceeds the hard limit, refused")
+C553_MAILBOX_NAME_NOT_ALLOWED = Reply(553, "5.1.3", "Mailbox name not allowed")
+C554_RELAY_DENIED = Reply(554, "5.7.1", "Relay access denied")
+C554_TRANSACTION_FAILED = Reply(554, "5.0.0", "Transaction failed")
+C554_LOOP = Reply(554, "5.4.6", "Too many Received headers, mail loop suspected")
+C555_PARAM_NOT_RECOGNIZED = Reply(555, "5.5.4", "MAIL FROM/RCPT TO parameters not recognized or not implemented")
