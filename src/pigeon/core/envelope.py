@@ -32,7 +32,8 @@ class Recipient:
     @staticmethod
     def from_json(d: dict[str, object]) -> Recipient:
         notify = d.get("notify") or []
-        assert isinstance(notify, list)
+        if not isinstance(notify, list):
+            raise ValueError("recipient notify must be a list")
         orcpt = d.get("orcpt")
         return Recipient(
             parse_address(str(d["address"]), utf8=True),
@@ -84,7 +85,8 @@ class Envelope:
         sender = str(d.get("sender") or "")
         rcpts = d.get("recipients") or []
         client = d.get("client") or {}
-        assert isinstance(rcpts, list) and isinstance(client, dict)
+        if not isinstance(rcpts, list) or not isinstance(client, dict):
+            raise ValueError("envelope recipients must be a list and client an object")
         body = str(d.get("body") or "7BIT")
         ret = d.get("ret")
         return Envelope(
@@ -92,7 +94,7 @@ class Envelope:
             recipients=[Recipient.from_json(r) for r in rcpts],
             body=body if body in ("7BIT", "8BITMIME", "BINARYMIME") else "7BIT",  # type: ignore[arg-type]
             smtputf8=bool(d.get("smtputf8")),
-            ret=ret if ret in ("FULL", "HDRS") else None,  # type: ignore[arg-type]
+            ret=ret if ret in ("FULL", "HDRS") else None,
             envid=str(d["envid"]) if d.get("envid") is not None else None,
             client=ClientInfo(
                 address=str(client.get("address", "local")),

@@ -91,3 +91,16 @@ C554_RELAY_DENIED = Reply(554, "5.7.1", "Relay access denied")
 C554_TRANSACTION_FAILED = Reply(554, "5.0.0", "Transaction failed")
 C554_LOOP = Reply(554, "5.4.6", "Too many Received headers, mail loop suspected")
 C555_PARAM_NOT_RECOGNIZED = Reply(555, "5.5.4", "MAIL FROM/RCPT TO parameters not recognized or not implemented")
+
+# Added by the SMTP protocol core (proto/smtp/server.py, params.py).
+C220_READY_TLS = Reply(220, "2.0.0", "Ready to start TLS")
+C500_AUTH_LINE_TOO_LONG = Reply(500, "5.5.6", "Authentication exchange line is too long")  # RFC 4954 §4
+C500_BAD_COMMAND_ENCODING = Reply(500, "5.5.2", "Command line is not valid UTF-8 text")
+C501_BDAT_SYNTAX = Reply(501, "5.5.4", "Syntax: BDAT <size> [LAST]; closing connection")  # RFC 3030 §2
+C501_AUTH_CANCELLED = Reply(501, "5.0.0", "Authentication cancelled")  # RFC 4954 §4
+C503_AUTH_ALREADY = Reply(503, "5.5.1", "Already authenticated")  # RFC 4954 §4
+C503_TLS_ALREADY = Reply(503, "5.5.1", "TLS already active")  # RFC 3207 §4.2
+C503_BINARYMIME_NEEDS_BDAT = Reply(503, "5.5.1", "BODY=BINARYMIME requires BDAT, not DATA")  # RFC 3030 §3
+C553_NON_ASCII_ADDRESS = Reply(553, "5.6.7", "Non-ASCII addresses not permitted without SMTPUTF8")  # RFC 6531 §3.5
+C554_NO_VALID_RECIPIENTS = Reply(554, "5.5.1", "No valid recipients")  # RFC 5321 §4.1.1.4
+C221_FORBIDDEN_COMMAND = Reply(221, "2.7.0", "This is an SMTP server, not a web proxy; closing connection")

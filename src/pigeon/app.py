@@ -1,0 +1,241 @@
+"""The composition root: configuration → objects → tasks. Nothing imports this module.
+
+Start-up order (docs/architecture.md):
+1. Take the data directory lock (one server per data directory).
+2. Open the directory (users, domains, aliases); on the embedded default, create the demo user
+   on first start and print its password once.
+3. Recover the queue (``QueueStore.recover``) and schedule what it holds — before any listener
+   opens, so nothing new is accepted on top of an unrecovered queue.
+4. Start the queue manager, the control socket, then the listeners.
+Stop (SIGTERM/SIGINT): close the listeners, let sessions finish their command (idle ones get
+``421 4.3.2``), let deliveries under way finish for a grace period, then exit. Nothing accepted
+is lost: every ``250`` was given after the commit point. SIGHUP reloads the configuration
+(limits, domains, queue schedule, TLS certificates later); listener changes need a restart
+and say so in the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from pigeon.auth.passwords import generate_password
+from pigeon.bounce.dsn import Bouncer
+from pigeon.cleanup.intake import Intake
+from pigeon.config import Config, ConfigError, load_config
+from pigeon.control import queueops
+from pigeon.control.protocol import JSONValue
+from pigeon.control.server import ControlServer
+from pigeon.control.client import socket_path
+from pigeon.core.clock import SystemClock
+from pigeon.delivery.local import LocalDelivery
+from pigeon.delivery.norelay import HoldForRelay
+from pigeon.directory import Directory
+from pigeon.net.listener import ConnectionLimits, Listener
+from pigeon.proto.smtp.reply import C421_TOO_MANY_CONNECTIONS
+from pigeon.qmgr.manager import QueueManager
+from pigeon.queue.store import QueueStore
+from pigeon.smtpd.session import SmtpContext, SmtpSession
+from pigeon.store.maildir import MaildirStore
+
+log = logging.getLogger("pigeon")
+
+DEMO_USER = "demo@example.test"
+
+
+class DataDirLocked(Exception):
+    """Another server already runs on this data directory."""
+
+
+def setup_logging(config: Config, stream: TextIO = sys.stderr) -> None:
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    fmt = logging.Formatter("%(asctime)s pigeon[%(process)d] %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(fmt)
+    root.addHandler(handler)
+    if config.log_file is not None:
+        config.log_file.parent.mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(config.log_file)
+        fh.setFormatter(fmt)
+        root.addHandler(fh)
+    root.setLevel(logging.INFO)
+
+
+class App:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.clock = SystemClock()
+        self.stopping = asyncio.Event()
+        self.listeners: list[Listener] = []
+        self._lock_fd: int | None = None
+
+    def current_config(self) -> Config:
+        return self.config
+
+    def _lock(self) -> None:
+        data = self.config.data_dir
+        data.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(data / "pigeon.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            os.close(fd)
+            raise DataDirLocked(f"another pigeon server is running on {data}") from exc
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def _build(self) -> None:
+        cfg = self.config
+        data = cfg.data_dir
+        self.directory = Directory(data / "directory.sqlite3", cfg.domains, cfg.postmaster,
+                                   cfg.smtp.recipient_delimiter)
+        if cfg.source == "<embedded default>" and not self.directory.users():
+            password = generate_password()
+            self.directory.add_user(DEMO_USER, password)
+            print(f"pigeon: created user {DEMO_USER} with password {password} "
+                  "(shown only this once; change it with `pigeon user passwd`)", file=sys.stderr, flush=True)
+        self.queue = QueueStore(data / "queue", self.clock)
+        report = self.queue.recover()
+        log.info("queue recovered: %s", report)
+        self.store = MaildirStore(data / "mail", cfg.hostname)
+        self.intake = Intake(self.queue, self.directory, cfg.hostname, self.clock,
+                             max_received=cfg.limits.max_received_headers)
+        self.bouncer = Bouncer(self.intake, self.queue, cfg.hostname,
+                               self.directory.postmaster_address, self.clock,
+                               max_lifetime=cfg.queue.max_lifetime)
+        self.local = LocalDelivery(self.store, self.directory, cfg.hostname)
+        self.qmgr = QueueManager(self.queue, self.local, HoldForRelay(), self.directory,
+                                 self.current_config, self.clock, self.bouncer)
+        self.bouncer.on_queued = self.qmgr.submit
+        self.control = ControlServer(socket_path(data))
+        self._register_control()
+
+    def _limits(self) -> ConnectionLimits:
+        lim = self.config.limits
+        return ConnectionLimits(lim.max_connections, lim.max_connections_per_ip, lim.session_timeout)
+
+    def _register_control(self) -> None:
+        c = self.control
+        q = self.queue
+
+        async def ping(args: dict[str, JSONValue]) -> JSONValue:
+            return {"pid": os.getpid(), "config": self.config.source}
+
+        async def qlist(args: dict[str, JSONValue]) -> JSONValue:
+            return queueops.list_queue(q, self.clock.now())
+
+        async def qshow(args: dict[str, JSONValue]) -> JSONValue:
+            return queueops.show(q, args.get("id"), self.clock.now())
+
+        async def qdelete(args: dict[str, JSONValue]) -> JSONValue:
+            qid = queueops.delete(q, args.get("id"))
+            self.qmgr.forget(qid)
+            return qid
+
+        async def qhold(args: dict[str, JSONValue]) -> JSONValue:
+            qid = queueops.hold(q, args.get("id"))
+            self.qmgr.forget(qid)
+            return qid
+
+        async def qrelease(args: dict[str, JSONValue]) -> JSONValue:
+            qid = queueops.release(q, args.get("id"))
+            self.qmgr.submit(q.load(qid))
+            return qid
+
+        async def qflush(args: dict[str, JSONValue]) -> JSONValue:
+            return self.qmgr.flush()
+
+        async def reload(args: dict[str, JSONValue]) -> JSONValue:
+            return self.reload()
+
+        for name, h in [("ping", ping), ("queue.list", qlist), ("queue.show", qshow),
+                        ("queue.delete", qdelete), ("queue.hold", qhold),
+                        ("queue.release", qrelease), ("queue.flush", qflush), ("reload", reload)]:
+            c.register(name, h)
+
+    def reload(self) -> str:
+        """SIGHUP: read the configuration again; keep the old one if the new one is invalid."""
+        if self.config.source.startswith("<"):
+            log.info("reload: embedded default configuration, nothing to reload")
+            return "unchanged"
+        try:
+            new = load_config(Path(self.config.source))
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running configuration: %s", exc)
+            return f"refused: {exc}"
+        if new.listen != self.config.listen or new.data_dir != self.config.data_dir:
+            log.warning("reload: listener or data_dir changes need a restart; other settings applied")
+        self.config = new
+        self.directory.set_config_domains(new.domains, new.postmaster)
+        log.info("configuration reloaded from %s", new.source)
+        return "reloaded"
+
+    async def start(self) -> None:
+        self._lock()
+        self._build()
+        n = self.qmgr.schedule_existing()
+        if n:
+            log.info("queue: %d messages scheduled after recovery", n)
+        self.qmgr.start()
+        await self.control.start()
+        ctx = SmtpContext(self.current_config, self.directory, self.intake, self.qmgr.submit)
+        listen = self.config.listen
+        if listen.smtp:
+            too_many = C421_TOO_MANY_CONNECTIONS.with_text(
+                f"{self.config.hostname} Too many connections, try again later").to_bytes()
+            lst = Listener("smtp", [(e.host, e.port) for e in listen.smtp],
+                           lambda stream: SmtpSession(stream, ctx), self._limits, too_many)
+            await lst.start()
+            self.listeners.append(lst)
+        for name in ("submission", "submissions", "imap", "imaps", "pop3", "pop3s"):
+            if getattr(listen, name):
+                log.info("service %s is configured but not available in this version; not listening", name)
+        log.info("pigeon started hostname=%s data_dir=%s config=%s", self.config.hostname,
+                 self.config.data_dir, self.config.source)
+
+    async def stop(self) -> None:
+        log.info("stopping")
+        for lst in self.listeners:
+            await lst.stop()
+        await self.qmgr.stop()
+        await self.control.stop()
+        self.queue.close()
+        self.directory.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        log.info("stopped")
+
+    async def run(self) -> None:
+        await self.start()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
+        loop.add_signal_handler(signal.SIGINT, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        try:
+            await self.stopping.wait()
+        finally:
+            await self.stop()
+
+
+def serve(config: Config) -> int:
+    setup_logging(config)
+    app = App(config)
+    try:
+        asyncio.run(app.run())
+    except DataDirLocked as exc:
+        log.error("%s", exc)
+        return 1
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    return 0

@@ -1,0 +1,310 @@
+"""Reading ``pigeon.toml`` into a validated ``Config``, and finding which file to read.
+
+Rules:
+1. One TOML file, parsed with the standard library's ``tomllib``. Unknown keys and unknown
+   sections are errors (a typo must not silently fall back to a default).
+2. Relative ``data_dir`` / ``log_file`` paths resolve against the directory of the config file
+   (for the embedded default: the current directory), and ``~`` expands; the result is absolute.
+3. Domains are stored lower-cased without a trailing dot; a domain may not be both local
+   (``domains``) and relayed (``relay_domains``); address literals are not domains.
+4. ``find_config`` order: the ``--config`` value, then ``$PIGEON_CONFIG``, then
+   ``/etc/pigeon/pigeon.toml`` if it exists, then ``DEFAULT_CONFIG_TOML`` (the embedded default,
+   a development setup on 127.0.0.1 with its data in ``./pigeon-data`` or ``$PIGEON_HOME``).
+   An explicitly named file that does not exist is an error, never a silent fall-through.
+
+What can go wrong: a missing or unreadable file, bad TOML, a wrong type, a bad value or an
+unknown key: each raises ``ConfigError`` whose message starts ``<file>: <dotted.key>: ``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+
+from pigeon.config.model import (
+    AuthConfig,
+    BareNewline,
+    Config,
+    DeliveryConfig,
+    DnsConfig,
+    Endpoint,
+    Limits,
+    Listen,
+    QueueConfig,
+    SmtpConfig,
+)
+from pigeon.config.reader import ConfigError, Table
+from pigeon.core.address import AddressError, is_valid_domain, parse_address
+
+SYSTEM_CONFIG_PATH = Path("/etc/pigeon/pigeon.toml")
+EMBEDDED_SOURCE = "<embedded default>"
+
+# RFC 5321 §4.5.3.1.6: a server must accept text lines of 1000 octets (CRLF included); the
+# configured hard limit may relax this, never tighten it.
+MIN_LINE_LENGTH = 1000
+# RFC 5321 §4.5.3.1.8: a server MUST be able to take at least 100 recipients per message.
+MIN_RECIPIENTS = 100
+# RFC 5321 §4.5.3.1.5: a reply line is at most 512 octets; "220 " + hostname + " " + CRLF must fit.
+MAX_GREETING = 400
+
+DEFAULT_CONFIG_TOML = """\
+# Pigeon's embedded default configuration: a development setup, everything on 127.0.0.1.
+# Used only when no --config, no $PIGEON_CONFIG and no /etc/pigeon/pigeon.toml is found.
+# Copy it to a file and edit it for real use (`pigeon check-config` prints it).
+
+hostname = "localhost"
+data_dir = "pigeon-data"          # relative: against the current directory ($PIGEON_HOME overrides)
+domains = ["example.test"]
+relay_domains = []
+# postmaster = "you@example.test" # default: the first user created
+# log_file = "pigeon.log"         # default: standard error
+
+[listen]
+smtp = ["127.0.0.1:2525"]
+submission = ["127.0.0.1:2587"]
+submissions = ["127.0.0.1:2465"]
+imap = ["127.0.0.1:2143"]
+imaps = ["127.0.0.1:2993"]
+pop3 = ["127.0.0.1:2110"]
+pop3s = ["127.0.0.1:2995"]
+
+[auth]
+allow_plaintext_on_loopback = true   # development only: AUTH without TLS on 127.0.0.1
+
+[limits]
+max_message_size = "50M"
+max_recipients = 1000
+
+[queue]
+retry_schedule = ["5m", "10m", "20m", "40m", "1h"]
+max_lifetime = "5d"
+delay_warning = "4h"
+
+[smtp]
+recipient_delimiter = "+"
+bare_newline = "reject"
+"""
+
+_LISTEN_SERVICES = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s")
+_BARE_NEWLINE: tuple[BareNewline, ...] = ("reject", "normalize")
+
+
+def _domain(table: Table, name: str, value: str) -> str:
+    folded = value.strip().lower().rstrip(".")
+    if not folded or folded.startswith("[") or not is_valid_domain(folded):
+        raise table.error(name, f"{value!r} is not a valid domain name")
+    return folded
+
+
+def _domain_list(table: Table, name: str) -> tuple[str, ...]:
+    out: list[str] = []
+    for value in table.string_list(name):
+        folded = _domain(table, name, value)
+        if folded not in out:
+            out.append(folded)
+    return tuple(out)
+
+
+def _path(value: str, base_dir: Path) -> Path:
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = base_dir / path
+    return path.absolute()
+
+
+def _listen(top: Table) -> Listen:
+    table = top.table("listen")
+    values: dict[str, tuple[Endpoint, ...]] = {}
+    for service in _LISTEN_SERVICES:
+        texts = table.string_list(service, allow_single=True)
+        endpoints = table.mapped(service, texts, Endpoint.parse)
+        if len(set(endpoints)) != len(endpoints):
+            raise table.error(service, "the same address is listed twice")
+        values[service] = endpoints
+    table.finish()
+    seen: dict[Endpoint, str] = {}
+    for service, endpoints in values.items():
+        for endpoint in endpoints:
+            if endpoint in seen:
+                raise table.error(service, f"{endpoint} is already used by listen.{seen[endpoint]}")
+            seen[endpoint] = service
+    return Listen(**values)
+
+
+def _limits(top: Table) -> Limits:
+    t = top.table("limits")
+    d = Limits()
+    limits = Limits(
+        max_message_size=t.size("max_message_size", d.max_message_size),
+        max_recipients=t.integer("max_recipients", d.max_recipients, minimum=MIN_RECIPIENTS),
+        max_connections=t.integer("max_connections", d.max_connections, minimum=1),
+        max_connections_per_ip=t.integer("max_connections_per_ip", d.max_connections_per_ip, minimum=1),
+        session_timeout=t.duration("session_timeout", d.session_timeout),
+        max_errors=t.integer("max_errors", d.max_errors, minimum=1),
+        max_received_headers=t.integer("max_received_headers", d.max_received_headers, minimum=1),
+        max_line_length=t.size("max_line_length", d.max_line_length, minimum=MIN_LINE_LENGTH),
+    )
+    t.finish()
+    if limits.max_connections_per_ip > limits.max_connections:
+        raise t.error(
+            "max_connections_per_ip", f"must not exceed limits.max_connections ({limits.max_connections})"
+        )
+    return limits
+
+
+def _auth(top: Table) -> AuthConfig:
+    t = top.table("auth")
+    auth = AuthConfig(allow_plaintext_on_loopback=t.boolean("allow_plaintext_on_loopback", False))
+    t.finish()
+    return auth
+
+
+def _dns(top: Table) -> DnsConfig:
+    t = top.table("dns")
+    texts = t.string_list("nameservers", allow_single=True)
+    # A resolver must be reached by address: naming it would need a resolver first.
+    servers = t.mapped("nameservers", texts, lambda s: Endpoint.parse(s, default_port=53, ip_only=True))
+    t.finish()
+    return DnsConfig(nameservers=servers)
+
+
+def _queue(top: Table) -> QueueConfig:
+    t = top.table("queue")
+    d = QueueConfig()
+    queue = QueueConfig(
+        retry_schedule=t.duration_list("retry_schedule", d.retry_schedule),
+        max_lifetime=t.duration("max_lifetime", d.max_lifetime),
+        delay_warning=t.duration("delay_warning", d.delay_warning, exclusive_min=False),
+        jitter=t.number("jitter", d.jitter, minimum=0.0, maximum=0.5),
+    )
+    t.finish()
+    return queue
+
+
+def _delivery(top: Table) -> DeliveryConfig:
+    t = top.table("delivery")
+    d = DeliveryConfig()
+    remote_port = t.integer("remote_port", d.remote_port, minimum=1, maximum=65535)
+    smarthost = t.opt_string("smarthost")
+    if smarthost is not None:
+        try:
+            Endpoint.parse(smarthost, default_port=remote_port)
+        except ValueError as exc:
+            raise t.error("smarthost", str(exc)) from None
+        smarthost = smarthost.strip()
+    t.finish()
+    return DeliveryConfig(remote_port=remote_port, smarthost=smarthost)
+
+
+def _smtp(top: Table) -> SmtpConfig:
+    t = top.table("smtp")
+    d = SmtpConfig()
+    delimiter = t.string("recipient_delimiter", d.recipient_delimiter)
+    for ch in delimiter:
+        if ch in '@"\\.' or not ch.isprintable() or ch.isspace() or not ch.isascii():
+            raise t.error("recipient_delimiter", f"{ch!r} cannot be a recipient delimiter")
+    bare = t.string("bare_newline", d.bare_newline)
+    bare_newline: BareNewline
+    if bare == "reject":
+        bare_newline = "reject"
+    elif bare == "normalize":
+        bare_newline = "normalize"
+    else:
+        raise t.error("bare_newline", f"must be one of {', '.join(_BARE_NEWLINE)}, got {bare!r}")
+    greeting = t.opt_string("greeting")
+    if greeting is not None:
+        if not greeting.isprintable() or len(greeting) > MAX_GREETING or not greeting.isascii():
+            raise t.error("greeting", f"must be one line of printable ASCII, at most {MAX_GREETING} chars")
+    t.finish()
+    return SmtpConfig(recipient_delimiter=delimiter, bare_newline=bare_newline, greeting=greeting)
+
+
+def parse_config(text: str, source: str, base_dir: Path) -> Config:
+    """Parse and validate TOML ``text``; ``source`` names it in errors; paths resolve on ``base_dir``."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: invalid TOML: {exc}") from None
+    top = Table(data, "", source)
+
+    hostname = _domain(top, "hostname", top.required_string("hostname"))
+    data_dir_text = top.required_string("data_dir")
+    if not data_dir_text.strip():
+        raise top.error("data_dir", "must not be empty")
+    data_dir = _path(data_dir_text, base_dir)
+    domains = _domain_list(top, "domains")
+    relay_domains = _domain_list(top, "relay_domains")
+    both = sorted(set(domains) & set(relay_domains))
+    if both:
+        raise top.error("relay_domains", f"{both[0]} is also in domains (a domain is local or relayed)")
+    postmaster = top.opt_string("postmaster")
+    if postmaster is not None:
+        try:
+            postmaster = str(parse_address(postmaster.strip()))
+        except AddressError as exc:
+            raise top.error("postmaster", f"{postmaster!r}: {exc}") from None
+    log_file_text = top.opt_string("log_file")
+    log_file = _path(log_file_text, base_dir) if log_file_text else None
+
+    config = Config(
+        hostname=hostname,
+        data_dir=data_dir,
+        domains=domains,
+        relay_domains=relay_domains,
+        postmaster=postmaster,
+        log_file=log_file,
+        listen=_listen(top),
+        limits=_limits(top),
+        auth=_auth(top),
+        dns=_dns(top),
+        queue=_queue(top),
+        delivery=_delivery(top),
+        smtp=_smtp(top),
+        source=source,
+    )
+    top.finish()
+    return config
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate the file at ``path``."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    return parse_config(text, str(path), path.expanduser().absolute().parent)
+
+
+def default_config(environ: Mapping[str, str], cwd: Path | None = None) -> Config:
+    """The embedded default, with its data in ``$PIGEON_HOME`` if set, else ``./pigeon-data``."""
+    base = (cwd or Path.cwd()).absolute()
+    config = parse_config(DEFAULT_CONFIG_TOML, EMBEDDED_SOURCE, base)
+    home = environ.get("PIGEON_HOME", "")
+    if home:
+        config = dataclasses.replace(config, data_dir=_path(home, base))
+    return config
+
+
+def find_config(
+    cli_value: str | None,
+    environ: Mapping[str, str],
+    *,
+    system_path: Path = SYSTEM_CONFIG_PATH,
+) -> Config:
+    """The configuration Pigeon runs with (see rule 4 for the search order)."""
+    if cli_value:
+        return load_config(Path(cli_value))
+    env_value = environ.get("PIGEON_CONFIG", "")
+    if env_value:
+        return load_config(Path(env_value))
+    if system_path.is_file():
+        return load_config(system_path)
+    return default_config(environ)

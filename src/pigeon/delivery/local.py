@@ -1,0 +1,116 @@
+"""Local delivery (the MDA): write a queued message into each local recipient's Maildir INBOX.
+
+Rules:
+1. Recipients arrive alias-expanded (cleanup did it); each is a local user. A recipient the
+   directory no longer knows is a permanent failure, ``550 5.1.1 <addr>: user unknown``.
+2. The message is written with two headers in front: ``Return-Path: <sender>`` (``<>`` for the
+   null sender; RFC 5321 §4.4: the final delivery MTA adds Return-Path) and
+   ``Delivered-To: rcpt`` (the recipient this copy is for; Postfix and qmail use it to detect
+   loops), then the queued body unchanged except CRLF → LF (``pigeon.store.maildir`` Rule 3).
+3. A message lands once in each recipient's mailbox: a recipient listed twice (same folded
+   address) is written once and both entries get that result.
+4. Results: one per job recipient, in order, ``host="local"``. ``delivered`` is
+   ``250 2.0.0 delivered to maildir``, returned only after the file and ``new/`` are fsynced.
+5. Never lost, never a crash: an OSError is ``deferred`` (``452 4.3.1`` for a full disk or quota,
+   RFC 3463 §3.4; else ``451 4.3.0``); any other exception is ``deferred 451 4.3.0``. Every such
+   case writes a log line.
+
+What can go wrong: the directory lookup, the body file and the mail store may each fail; each
+failure is contained to the recipient it concerns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+from typing import Protocol
+
+from pigeon.core.address import Address, format_path
+from pigeon.core.results import RecipientResult
+from pigeon.delivery.base import DeliveryJob
+from pigeon.proto.smtp.reply import (
+    C451_LOCAL_ERROR,
+    C452_INSUFFICIENT_STORAGE,
+    C550_MAILBOX_UNAVAILABLE,
+    C553_MAILBOX_NAME_NOT_ALLOWED,
+    Reply,
+)
+from pigeon.store.maildir import MaildirStore
+from pigeon.store.names import MailboxNameError
+
+log = logging.getLogger(__name__)
+
+HOST = "local"
+R250_DELIVERED = Reply(250, "2.0.0", "delivered to maildir")
+_STORAGE_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})  # RFC 3463 §3.4: X.3.1 system storage full
+
+
+class UserLookup(Protocol):
+    """What local delivery needs from the directory."""
+
+    def user_exists(self, address: Address) -> bool: ...
+
+
+def _header_text(text: str) -> str:
+    # A header line must not be split by the address (addresses from the parser never hold CR/LF).
+    return text.replace("\r", "").replace("\n", "")
+
+
+def delivery_prefix(sender: Address | None, recipient: Address) -> bytes:
+    """The header lines written in front of the body (Rule 2), CRLF-terminated like the queue body."""
+    lines = (
+        f"Return-Path: {_header_text(format_path(sender))}\r\n"  # RFC 5321 §4.4
+        f"Delivered-To: {_header_text(str(recipient))}\r\n"
+    )
+    return lines.encode("utf-8")
+
+
+class LocalDelivery:
+    """The ``DeliveryAgent`` for local users' Maildirs."""
+
+    def __init__(self, store: MaildirStore, users: UserLookup, hostname: str) -> None:
+        self._store = store
+        self._users = users
+        self._hostname = hostname
+
+    async def deliver(self, job: DeliveryJob) -> list[RecipientResult]:
+        unique: dict[str, Address] = {}
+        for rcpt in job.recipients:
+            unique.setdefault(rcpt.key, rcpt)  # Rule 3
+        outcomes = await asyncio.gather(*(self._deliver_one(job, rcpt) for rcpt in unique.values()))
+        by_key = {rcpt.key: result for rcpt, result in zip(unique.values(), outcomes)}
+        return [
+            RecipientResult(rcpt, by_key[rcpt.key].status, by_key[rcpt.key].reply, HOST)
+            for rcpt in job.recipients
+        ]
+
+    async def _deliver_one(self, job: DeliveryJob, rcpt: Address) -> RecipientResult:
+        qid = job.queue_id
+        try:
+            if not self._users.user_exists(rcpt):
+                reply = C550_MAILBOX_UNAVAILABLE.with_text(f"<{rcpt}>: user unknown")  # Rule 1
+                log.info("%s: to=%s relay=local status=bounced (%s)", qid, format_path(rcpt), reply)
+                return RecipientResult(rcpt, "failed", reply, HOST)
+            await asyncio.to_thread(self._store.ensure, rcpt)
+            with open(job.body_path, "rb") as body:
+                path = await self._store.deliver_async(rcpt, delivery_prefix(job.sender, rcpt), body)
+        except MailboxNameError as exc:
+            reply = C553_MAILBOX_NAME_NOT_ALLOWED.with_text(f"<{rcpt}>: {exc}")
+            log.error("%s: to=%s relay=local status=bounced (%s)", qid, format_path(rcpt), reply)
+            return RecipientResult(rcpt, "failed", reply, HOST)
+        except OSError as exc:
+            base = C452_INSUFFICIENT_STORAGE if exc.errno in _STORAGE_FULL else C451_LOCAL_ERROR
+            reply = base.with_text(f"<{rcpt}>: maildir delivery failed, try again later")
+            log.error("%s: to=%s relay=local status=deferred (%s) error=%s",
+                      qid, format_path(rcpt), reply, exc)
+            return RecipientResult(rcpt, "deferred", reply, HOST)
+        except Exception:
+            reply = C451_LOCAL_ERROR
+            log.exception("%s: to=%s relay=local status=deferred (%s) unexpected error",
+                          qid, format_path(rcpt), reply)
+            return RecipientResult(rcpt, "deferred", reply, HOST)
+        log.info("%s: to=%s relay=local status=sent (%s) path=%s",
+                 qid, format_path(rcpt), R250_DELIVERED, path.name)
+        return RecipientResult(rcpt, "delivered", R250_DELIVERED, HOST)
+

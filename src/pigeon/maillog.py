@@ -1,0 +1,85 @@
+"""The operator's log: one function per mail event, queue id first, key=value fields.
+
+Rules:
+1. Every line starts with the queue id (or ``NOQUEUE`` before there is one), then the event,
+   then ``key=value`` fields, as Postfix's log does, so that ``grep QUEUEID`` tells a message's story.
+2. Values with spaces or quotes are double-quoted with backslash escapes; CR/LF never reach the log.
+3. Passwords and AUTH payloads are never passed to this module (no function takes one).
+
+The lines go to the ``pigeon.mail`` logger; ``app`` sends it to stderr and to ``log_file``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pigeon.core.address import Address, format_path
+
+log = logging.getLogger("pigeon.mail")
+
+
+def _quote(value: object) -> str:
+    text = str(value).replace("\r", " ").replace("\n", " ")
+    if text == "" or any(c in text for c in ' "=\\'):
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return text
+
+
+def _emit(qid: str, event: str, **fields: object) -> None:
+    parts = [qid or "NOQUEUE", event]
+    parts.extend(f"{k}={_quote(v)}" for k, v in fields.items() if v is not None)
+    log.info(" ".join(parts))
+
+
+def connect(client: str, service: str) -> None:
+    _emit("NOQUEUE", "connect", client=client, service=service)
+
+
+def disconnect(client: str, service: str, commands: int, errors: int) -> None:
+    _emit("NOQUEUE", "disconnect", client=client, service=service, commands=commands, errors=errors)
+
+
+def rejected(client: str, stage: str, reply: object, sender: Address | None = None,
+             rcpt: Address | None = None, helo: str | None = None) -> None:
+    _emit("NOQUEUE", "reject", client=client, stage=stage,
+          **{"from": format_path(sender) if stage != "CONNECT" else None},
+          to=format_path(rcpt) if rcpt is not None else None, helo=helo, status=reply)
+
+
+def received(qid: str, client: str, sender: Address | None, nrcpt: int, size: int,
+             protocol: str) -> None:
+    _emit(qid, "received", client=client, **{"from": format_path(sender)}, nrcpt=nrcpt,
+          size=size, proto=protocol)
+
+
+def queued(qid: str, sender: Address | None, size: int, nrcpt: int) -> None:
+    _emit(qid, "queued", **{"from": format_path(sender)}, size=size, nrcpt=nrcpt)
+
+
+def delivered(qid: str, rcpt: Address, relay: str, delay: float, reply: object,
+              orig: Address | None = None) -> None:
+    _emit(qid, "delivered", to=format_path(rcpt),
+          orig_to=format_path(orig) if orig is not None and orig != rcpt else None,
+          relay=relay, delay=f"{delay:.3f}", status=reply)
+
+
+def deferred(qid: str, rcpt: Address, relay: str, delay: float, reply: object,
+             next_try: float | None = None) -> None:
+    _emit(qid, "deferred", to=format_path(rcpt), relay=relay, delay=f"{delay:.3f}",
+          status=reply, next_in=f"{next_try:.0f}s" if next_try is not None else None)
+
+
+def bounced(qid: str, rcpt: Address, relay: str, delay: float, reply: object) -> None:
+    _emit(qid, "bounced", to=format_path(rcpt), relay=relay, delay=f"{delay:.3f}", status=reply)
+
+
+def removed(qid: str, reason: str = "done") -> None:
+    _emit(qid, "removed", reason=reason)
+
+
+def admin(qid: str, action: str) -> None:
+    _emit(qid, "admin", action=action)
+
+
+def corrupt(name: str, problem: str) -> None:
+    _emit("NOQUEUE", "corrupt", file=name, problem=problem)

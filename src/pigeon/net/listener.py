@@ -1,0 +1,175 @@
+"""TCP listeners: accept connections, enforce connection limits, run one session task each.
+
+Rules:
+1. This module and its siblings are the only place with sockets (DESIGN.md); sessions see a
+   ``Stream`` with bounded reads and an inactivity timeout.
+2. Connection limits are checked at accept: more than ``max_connections`` in total, or more than
+   ``max_connections_per_ip`` from one address, gets the service's "too many connections" answer
+   (SMTP ``421 4.7.0``) and is closed at once, before any session state exists.
+3. ``stop`` closes the listening sockets first (no new sessions), then asks every session to
+   finish (``Session.shutdown``), waits a grace period, and cancels what is left. A session that
+   is cancelled has not acknowledged anything it has not committed, so nothing accepted is lost.
+
+What can go wrong: a bind failure raises ``OSError`` from ``start`` (the app reports it and exits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 65536  # one read at most; the protocol cores bound what they buffer
+
+
+class StreamClosed(Exception):
+    """The peer went away or the inactivity timeout expired."""
+
+
+class Stream:
+    """A connection as sessions see it: read with a timeout, write, close, TLS upgrade."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout: float) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.timeout = timeout
+        peer = writer.get_extra_info("peername")
+        sock = writer.get_extra_info("sockname")
+        self.peer_ip: str = str(peer[0]) if peer else "unknown"
+        self.peer_port: int = int(peer[1]) if peer else 0
+        self.local_ip: str = str(sock[0]) if sock else "unknown"
+        self.local_port: int = int(sock[1]) if sock else 0
+
+    async def read(self) -> bytes:
+        """Up to READ_SIZE bytes; b"" at EOF. Raises TimeoutError after ``timeout`` seconds idle."""
+        async with asyncio.timeout(self.timeout):
+            return await self.reader.read(READ_SIZE)
+
+    async def write(self, data: bytes) -> None:
+        if not data:
+            return
+        self.writer.write(data)
+        async with asyncio.timeout(self.timeout):
+            await self.writer.drain()
+
+    def write_nowait(self, data: bytes) -> None:
+        if data and not self.writer.is_closing():
+            self.writer.write(data)
+
+    @property
+    def tls_info(self) -> str | None:
+        ssl_obj = self.writer.get_extra_info("ssl_object")
+        if ssl_obj is None:
+            return None
+        cipher = ssl_obj.cipher()
+        return f"{ssl_obj.version()} with cipher {cipher[0] if cipher else '?'}"
+
+    async def close(self) -> None:
+        try:
+            if not self.writer.is_closing():
+                self.writer.close()
+            async with asyncio.timeout(5):
+                await self.writer.wait_closed()
+        except (OSError, TimeoutError, ConnectionError) as exc:
+            log.debug("close: %s", exc)
+
+
+class Session(Protocol):
+    async def run(self) -> None: ...
+
+    def shutdown(self) -> None:
+        """Finish soon: answer the current command, then say goodbye (SMTP 421 4.3.2)."""
+
+
+SessionFactory = Callable[[Stream], Session]
+
+
+@dataclass
+class ConnectionLimits:
+    max_connections: int
+    max_per_ip: int
+    timeout: float
+
+
+class Listener:
+    def __init__(self, service: str, endpoints: list[tuple[str, int]], factory: SessionFactory,
+                 limits: Callable[[], ConnectionLimits], too_many: bytes) -> None:
+        self.service = service
+        self.endpoints = endpoints
+        self.factory = factory
+        self.limits = limits
+        self.too_many = too_many
+        self.servers: list[asyncio.Server] = []
+        self.sessions: dict[asyncio.Task[None], Session] = {}
+        self.per_ip: Counter[str] = Counter()
+
+    async def start(self) -> None:
+        for host, port in self.endpoints:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            server = await asyncio.start_server(
+                self._accept, host, port, family=family, reuse_address=True, backlog=1024,
+                limit=READ_SIZE * 2,
+            )
+            self.servers.append(server)
+            log.info("listening service=%s address=%s", self.service, f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+
+    @property
+    def bound(self) -> list[tuple[str, int]]:
+        out = []
+        for s in self.servers:
+            for sock in s.sockets:
+                name = sock.getsockname()
+                out.append((str(name[0]), int(name[1])))
+        return out
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        limits = self.limits()
+        stream = Stream(reader, writer, limits.timeout)
+        ip = stream.peer_ip
+        if len(self.sessions) >= limits.max_connections or self.per_ip[ip] >= limits.max_per_ip:
+            log.warning("too many connections service=%s client=%s total=%d from_ip=%d",
+                        self.service, ip, len(self.sessions), self.per_ip[ip])
+            stream.write_nowait(self.too_many)
+            await stream.close()
+            return
+        task = asyncio.current_task()
+        if task is None:  # pragma: no cover - asyncio always runs callbacks in a task here
+            await stream.close()
+            return
+        session = self.factory(stream)
+        self.sessions[task] = session
+        self.per_ip[ip] += 1
+        try:
+            await session.run()
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("session crashed service=%s client=%s", self.service, ip)
+        finally:
+            self.per_ip[ip] -= 1
+            if self.per_ip[ip] <= 0:
+                del self.per_ip[ip]
+            self.sessions.pop(task, None)
+            await stream.close()
+
+    async def stop(self, grace: float = 10.0) -> None:
+        for s in self.servers:
+            s.close()
+        for session in list(self.sessions.values()):
+            session.shutdown()
+        tasks = list(self.sessions)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=2)
+        for s in self.servers:
+            await s.wait_closed()
+

@@ -1,0 +1,306 @@
+"""The queue manager: schedules delivery attempts, routes recipients, retries and expires.
+
+Rules:
+1. Every message in ``active/`` or ``deferred/`` is either in flight, ready, or has a timer at
+   its earliest ``next_try``; ``hold/`` is never scheduled. At start-up the app calls
+   ``schedule_existing`` after ``QueueStore.recover`` and before any listener opens.
+2. Routing: a recipient in a local domain goes to the local delivery agent; any other to the
+   remote agent (DNS MX + SMTP client). One job per agent per message, carrying all of its
+   recipients; results come back one per recipient.
+3. After an attempt the record is rewritten (per-recipient status and history) before anything
+   is removed, so a crash repeats at most the attempt under way (delivery is at least once).
+   A message whose recipients are all final is removed (record first, then body).
+4. Temporary failures are retried on ``queue.retry_schedule`` (the last step repeats) with
+   ``queue.jitter`` spread; past ``queue.max_lifetime`` a still-deferred recipient fails with
+   ``5.4.7`` (RFC 3463: delivery time expired) and is bounced.
+5. Permanent failures go to the ``Bouncer`` (RFC 3464 DSN to the envelope sender; the bounce
+   stage handles null senders and double bounces). The failed recipients' state is written
+   only after the bounce itself is durable in the queue.
+6. An exception from a delivery agent defers its recipients with ``451 4.3.0`` and a log line:
+   never lost mail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import random
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from pigeon import maillog
+from pigeon.config import Config
+from pigeon.core.clock import Clock
+from pigeon.core.queueid import QueueId
+from pigeon.core.results import RecipientResult
+from pigeon.delivery.base import DeliveryAgent, DeliveryJob
+from pigeon.proto.smtp.reply import Reply
+from pigeon.queue.store import Attempt, QueueRecord, QueueStore, RcptState
+
+log = logging.getLogger(__name__)
+
+C451_AGENT_CRASHED = Reply(451, "4.3.0", "Local error in delivery, will retry")
+C554_EXPIRED = Reply(554, "5.4.7", "Delivery time expired")
+
+
+class LocalDomains(Protocol):
+    def is_local_domain(self, domain: str) -> bool: ...
+
+
+class Bouncer(Protocol):
+    async def bounce(self, record: QueueRecord, failed: Sequence[RcptState]) -> None:
+        """Queue a failure notice for ``failed`` (durable when it returns)."""
+
+    async def delay_warning(self, record: QueueRecord, delayed: Sequence[RcptState]) -> None:
+        """Queue a delay notice (RFC 3464 action=delayed)."""
+
+    async def success(self, record: QueueRecord, relayed: Sequence[RcptState], action: str) -> None:
+        """Queue a success notice for NOTIFY=SUCCESS recipients (RFC 3461 §4.1)."""
+
+
+class QueueManager:
+    def __init__(self, queue: QueueStore, local: DeliveryAgent, remote: DeliveryAgent,
+                 domains: LocalDomains, config: Callable[[], Config], clock: Clock,
+                 bouncer: Bouncer, concurrency: int = 32) -> None:
+        self.queue = queue
+        self.local = local
+        self.remote = remote
+        self.domains = domains
+        self.config = config
+        self.clock = clock
+        self.bouncer = bouncer
+        self.concurrency = concurrency  # parallel delivery attempts (local + remote)
+        self._ready: asyncio.Queue[QueueId] = asyncio.Queue()
+        self._fresh: dict[QueueId, QueueRecord] = {}
+        self._timers: list[tuple[float, QueueId]] = []
+        self._scheduled: dict[QueueId, float] = {}
+        self._inflight: set[QueueId] = set()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # -- scheduling ------------------------------------------------------------------------
+    def submit(self, record: object) -> None:
+        """A message just committed by cleanup: deliver it now."""
+        if not isinstance(record, QueueRecord):
+            raise TypeError("submit expects a QueueRecord")
+        self._fresh[record.id] = record
+        self._make_ready(record.id)
+
+    def _make_ready(self, qid: QueueId) -> None:
+        self._scheduled.pop(qid, None)
+        if qid in self._inflight:
+            return
+        self._idle.clear()
+        self._ready.put_nowait(qid)
+
+    def schedule(self, qid: QueueId, when: float) -> None:
+        prev = self._scheduled.get(qid)
+        if prev is not None and prev <= when:
+            return
+        self._scheduled[qid] = when
+        heapq.heappush(self._timers, (when, qid))
+        self._wake.set()
+
+    def schedule_existing(self) -> int:
+        n = 0
+        now = self.clock.now()
+        for rec in self.queue.scan(("active", "deferred")):
+            pending = [r for r in rec.rcpts if r.status in ("pending", "deferred")]
+            if not pending:
+                continue
+            if rec.state == "active":
+                self._make_ready(rec.id)
+            else:
+                self.schedule(rec.id, min((r.next_try for r in pending), default=now))
+            n += 1
+        return n
+
+    def flush(self) -> int:
+        """Retry every deferred message now (``pigeon queue flush``)."""
+        n = 0
+        for rec in self.queue.scan(("deferred",)):
+            for r in rec.rcpts:
+                if r.status == "deferred":
+                    r.next_try = 0.0
+            self._make_ready(rec.id)
+            n += 1
+        return n
+
+    def forget(self, qid: QueueId) -> None:
+        """The admin deleted or held a message: drop its timer."""
+        self._scheduled.pop(qid, None)
+        self._fresh.pop(qid, None)
+
+    # -- running -----------------------------------------------------------------------------
+    def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._timer_loop(), name="qmgr-timers"))
+        for i in range(self.concurrency):
+            self._tasks.append(asyncio.create_task(self._worker(), name=f"qmgr-worker-{i}"))
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Let attempts under way finish (up to ``grace`` seconds), then cancel the rest."""
+        self._stopping = True
+        workers = [t for t in self._tasks]
+        if self._inflight:
+            try:
+                async with asyncio.timeout(grace):
+                    while self._inflight:
+                        await asyncio.sleep(0.05)
+            except TimeoutError:
+                log.warning("stopping with %d deliveries under way; they will be retried", len(self._inflight))
+        for t in workers:
+            t.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+    async def _timer_loop(self) -> None:
+        while True:
+            now = self.clock.now()
+            while self._timers and self._timers[0][0] <= now:
+                due, qid = heapq.heappop(self._timers)
+                if self._scheduled.get(qid) == due:
+                    self._make_ready(qid)
+            delay = 1.0 if not self._timers else max(0.0, min(1.0, self._timers[0][0] - now))
+            self._wake.clear()
+            try:
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    async def _worker(self) -> None:
+        while not self._stopping:
+            qid = await self._ready.get()
+            if qid in self._inflight:
+                continue
+            self._inflight.add(qid)
+            try:
+                await self._attempt(qid)
+            except Exception:
+                log.exception("%s: delivery attempt failed; will retry", qid)
+                self.schedule(qid, self.clock.now() + self.config().queue.retry_schedule[0])
+            finally:
+                self._inflight.discard(qid)
+                if self._ready.empty() and not self._inflight:
+                    self._idle.set()
+
+    # -- one attempt ----------------------------------------------------------------------------
+    async def _attempt(self, qid: QueueId) -> None:
+        record = self._fresh.pop(qid, None)
+        if record is not None:
+            # Recipients cleanup already failed (an alias that expands to nothing but loops):
+            # bounce them now, before anything else happens to the message.
+            prefailed = [r for r in record.rcpts if r.status == "failed"]
+            if prefailed:
+                await self.bouncer.bounce(record, prefailed)
+                if record.done:
+                    await self.queue.remove_async(qid)
+                    maillog.removed(qid, "failed")
+                    return
+        if record is None:
+            try:
+                record = self.queue.load(qid)
+            except FileNotFoundError:
+                return  # deleted meanwhile
+        if record.state == "hold":
+            return
+        now = self.clock.now()
+        due = [r for r in record.rcpts if r.status == "pending" or (r.status == "deferred" and r.next_try <= now)]
+        if not due:
+            waiting = [r.next_try for r in record.rcpts if r.status == "deferred"]
+            if waiting:
+                self.schedule(qid, min(waiting))
+            elif record.done:
+                self.queue.remove(qid)
+            return
+        if record.state == "deferred":
+            record = await self.queue.move_async(qid, "active")
+            due = [r for r in record.rcpts if r.status == "pending" or (r.status == "deferred" and r.next_try <= now)]
+        local = [r for r in due if self.domains.is_local_domain(r.address.domain)]
+        remote = [r for r in due if not self.domains.is_local_domain(r.address.domain)]
+        jobs = []
+        if local:
+            jobs.append(self._run_agent(self.local, record, local))
+        if remote:
+            jobs.append(self._run_agent(self.remote, record, remote))
+        results: list[tuple[RcptState, RecipientResult]] = []
+        for part in await asyncio.gather(*jobs):
+            results.extend(part)
+        await self._record_results(record, results)
+
+    async def _run_agent(self, agent: DeliveryAgent, record: QueueRecord,
+                         rcpts: list[RcptState]) -> list[tuple[RcptState, RecipientResult]]:
+        job = DeliveryJob(
+            queue_id=record.id,
+            sender=record.envelope.sender,
+            recipients=tuple(r.address for r in rcpts),
+            body_path=self.queue.body_path(record.id),
+        )
+        try:
+            out = await agent.deliver(job)
+            if len(out) != len(rcpts):
+                raise RuntimeError(f"agent returned {len(out)} results for {len(rcpts)} recipients")
+        except Exception:
+            log.exception("%s: delivery agent %s crashed", record.id, type(agent).__name__)
+            out = [RecipientResult(r.address, "deferred", C451_AGENT_CRASHED, "") for r in rcpts]
+        return list(zip(rcpts, out, strict=True))
+
+    def _next_try(self, rcpt: RcptState, now: float) -> float:
+        q = self.config().queue
+        n = len([a for a in rcpt.attempts])  # attempts so far, this one included
+        step = q.retry_schedule[min(max(n - 1, 0), len(q.retry_schedule) - 1)]
+        return now + step * (1 + random.uniform(-q.jitter, q.jitter))
+
+    async def _record_results(self, record: QueueRecord,
+                              results: list[tuple[RcptState, RecipientResult]]) -> None:
+        now = self.clock.now()
+        q = self.config().queue
+        failed: list[RcptState] = []
+        succeeded: list[RcptState] = []
+        delay = now - record.created
+        for rcpt, res in results:
+            rcpt.attempts.append(Attempt(now, res.host, str(res.reply)))
+            rcpt.last_reply = str(res.reply)
+            if res.status == "delivered":
+                rcpt.status = "delivered"
+                if "SUCCESS" in rcpt.notify:
+                    succeeded.append(rcpt)
+                maillog.delivered(record.id, rcpt.address, res.host, delay, res.reply, rcpt.original)
+            elif res.status == "failed":
+                rcpt.status = "failed"
+                failed.append(rcpt)
+                maillog.bounced(record.id, rcpt.address, res.host, delay, res.reply)
+            elif now - record.created >= q.max_lifetime:
+                rcpt.status = "failed"
+                expired = C554_EXPIRED.with_text(f"Delivery time expired; last reply: {res.reply}")
+                rcpt.attempts.append(Attempt(now, res.host, str(expired)))
+                rcpt.last_reply = str(expired)
+                failed.append(rcpt)
+                maillog.bounced(record.id, rcpt.address, res.host, delay, expired)
+            else:
+                rcpt.status = "deferred"
+                rcpt.next_try = self._next_try(rcpt, now)
+                maillog.deferred(record.id, rcpt.address, res.host, delay, res.reply, rcpt.next_try - now)
+        if failed:
+            await self.bouncer.bounce(record, failed)
+        if succeeded:
+            await self.bouncer.success(record, succeeded, "delivered")
+        if record.done:
+            await self.queue.remove_async(record.id)
+            maillog.removed(record.id)
+            return
+        deferred = [r for r in record.rcpts if r.status == "deferred"]
+        if deferred and not record.delay_warned and now - record.created >= q.delay_warning:
+            await self.bouncer.delay_warning(record, deferred)
+            record.delay_warned = True
+        await self.queue.update(record)
+        if deferred:
+            await self.queue.move_async(record.id, "deferred")
+            self.schedule(record.id, min(r.next_try for r in deferred))
+

@@ -1,0 +1,420 @@
+"""The durable queue: a spool directory where the state of a message is where its record is.
+
+Layout under ``root`` (``data_dir/queue``)::
+
+    tmp/        scratch: bodies being received, records being written (cleared at start-up)
+    msg/<id>    message bodies: the exact bytes delivery sends
+    incoming/   records of messages not yet committed (unused for now; cleared at start-up)
+    active/ deferred/ hold/   envelope records (JSON, see record.py), one file per message
+    corrupt/    records (and their bodies) that could not be read, kept for the operator
+
+Rules:
+1. The commit point (docs/queue.md): the body is fsynced and renamed into ``msg/``, ``msg/`` is
+   fsynced; the record is written to ``tmp/`` and fsynced, renamed into ``active/``, and
+   ``active/`` is fsynced. Only then does ``commit`` return, and only then may the SMTP server
+   say 250. A record in ``active/``, ``deferred/`` or ``hold/`` therefore always has its body.
+2. ``commit`` either completes or raises ``QueueWriteError`` (452 4.3.1) having removed every
+   file it made: nothing is ever half-queued. A commit whose caller is cancelled still runs to
+   the end (the message is then queued and found by the next scan; delivery is at least once).
+3. Records are only ever replaced by rename (write tmp, fsync, rename, fsync the directory).
+4. Directory fsyncs are group-committed (``syncer.DirSyncer``); blocking I/O of the async
+   methods runs in the store's thread pool so that many commits proceed at once.
+5. Removing a message removes the record first, then the body: a crash in between leaves an
+   orphan body, which ``recover`` deletes; it never leaves a record without a body.
+6. Names that fail ``is_queue_id`` are never opened as records.
+
+What can go wrong: ``QueueWriteError`` (disk full, I/O error) from commit/update;
+``RecordNotFound`` when an id is not queued; ``CorruptRecord`` from ``load``/``move``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
+from pathlib import Path
+from typing import BinaryIO
+
+from pigeon.core.clock import Clock
+from pigeon.core.envelope import Envelope
+from pigeon.core.queueid import QueueId, is_queue_id, new_queue_id
+from pigeon.core.results import TemporaryError
+from pigeon.proto.smtp.reply import C452_INSUFFICIENT_STORAGE, Reply
+from pigeon.queue.record import (
+    STATES,
+    Attempt,
+    CorruptRecord,
+    QueueError,
+    QueueRecord,
+    RcptState,
+    State,
+    decode_record,
+    encode_record,
+)
+from pigeon.queue.recovery import RecoveryReport, recover_queue
+from pigeon.queue.syncer import DirSyncer, fsync_dir, write_file_synced
+
+__all__ = [  # the record types are re-exported: callers import the queue's API from here
+    "Attempt",
+    "BodyWriter",
+    "CorruptRecord",
+    "QueueError",
+    "QueueRecord",
+    "QueueStore",
+    "QueueWriteError",
+    "RcptState",
+    "RecordNotFound",
+    "RecoveryReport",
+    "State",
+]
+
+log = logging.getLogger(__name__)
+
+# Worker threads for fsync/write/rename. fsync blocks a thread for a whole journal commit, and
+# the file system batches the fsyncs that arrive together, so throughput grows with the number
+# of fsyncs in flight; 64 covers a busy server's concurrent SMTP sessions on 2 cores (measured
+# with bench/queue_commit.py, see docs/queue.md) without a thread per connection.
+DEFAULT_IO_THREADS = 64
+
+MOVABLE_STATES: tuple[State, ...] = ("active", "deferred", "hold")
+
+
+class QueueWriteError(TemporaryError, QueueError):
+    """The queue could not store the message (ENOSPC, EIO...): the client should try later."""
+
+    def __init__(self, message: str, reply: Reply = C452_INSUFFICIENT_STORAGE) -> None:
+        super().__init__(reply, message)
+
+
+class RecordNotFound(QueueError, FileNotFoundError):
+    """No record with this id in any state directory (a FileNotFoundError, so callers that
+    race with a removal can catch either)."""
+
+
+class BodyWriter:
+    """A message body being received into ``tmp/<id>``: streamed to disk, never held in memory."""
+
+    def __init__(self, qid: QueueId, path: Path) -> None:
+        self.id = qid
+        self.path = path
+        self.size = 0
+        self._file: BinaryIO | None = open(path, "xb")  # noqa: SIM115 - closed by seal/abort
+
+    @property
+    def closed(self) -> bool:
+        return self._file is None
+
+    def write(self, data: bytes) -> None:
+        if self._file is None:
+            raise ValueError("write to a finished body")
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            raise QueueWriteError(f"writing body {self.id}: {exc}") from exc
+        self.size += len(data)
+
+    def seal(self) -> None:
+        """Flush, fsync and close (the first step of the commit point). Blocking."""
+        if self._file is None:
+            raise ValueError("body already finished")
+        f, self._file = self._file, None
+        try:
+            f.flush()
+            os.fsync(f.fileno())
+        finally:
+            f.close()
+
+    def abort(self) -> None:
+        """Forget the body: close and delete the file. Safe to call more than once."""
+        if self._file is not None:
+            f, self._file = self._file, None
+            try:
+                f.close()
+            except OSError as exc:
+                log.warning("queue: closing aborted body %s: %s", self.id, exc)
+        _unlink(self.path)
+
+
+def _unlink(path: Path) -> bool:
+    try:
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        log.warning("queue: could not remove %s: %s", path, exc)
+        return False
+
+
+class QueueStore:
+    def __init__(self, root: Path, clock: Clock, *, io_threads: int = DEFAULT_IO_THREADS) -> None:
+        self.root = root
+        self.clock = clock
+        self._io_threads = io_threads
+        self._pool: ThreadPoolExecutor | None = None
+        self._syncers: dict[str, DirSyncer] = {}
+        self._syncer_loop: asyncio.AbstractEventLoop | None = None
+        self._background: set[asyncio.Task[QueueRecord]] = set()
+        for sub in ("tmp", "msg", *STATES):
+            (root / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    # -- paths -------------------------------------------------------------------------------
+
+    def _dir(self, name: str) -> Path:
+        return self.root / name
+
+    def body_path(self, qid: QueueId) -> Path:
+        return self.root / "msg" / _checked(qid)
+
+    def _record_path(self, state: str, qid: QueueId) -> Path:
+        return self.root / state / _checked(qid)
+
+    def state_of(self, qid: QueueId) -> State:
+        """Which state directory holds the record; raises RecordNotFound."""
+        for state in STATES:
+            if self._record_path(state, qid).exists():
+                return state
+        raise RecordNotFound(qid)
+
+    # -- threads and group commit ------------------------------------------------------------
+
+    def _executor(self) -> Executor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._io_threads, thread_name_prefix="pigeon-queue-io")
+        return self._pool
+
+    def _syncer(self, name: str) -> DirSyncer:
+        loop = asyncio.get_running_loop()
+        if self._syncer_loop is not loop:  # a new event loop (tests run several): fresh batches
+            self._syncers = {}
+            self._syncer_loop = loop
+        syncer = self._syncers.get(name)
+        if syncer is None:
+            syncer = self._syncers[name] = DirSyncer(self._dir(name), self._executor())
+        return syncer
+
+    def dir_fsyncs(self, name: str) -> int:
+        """How many group fsyncs ran for one directory on the current loop (tests, benchmark)."""
+        syncer = self._syncers.get(name)
+        return syncer.fsyncs if syncer is not None else 0
+
+    def close(self) -> None:
+        """Stop the I/O threads (after the last commit)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    def new_body(self) -> BodyWriter:
+        qid = new_queue_id(self.clock.now())
+        try:
+            return BodyWriter(qid, self._dir("tmp") / qid)
+        except OSError as exc:
+            raise QueueWriteError(f"creating body {qid}: {exc}") from exc
+
+    def _new_record(self, body: BodyWriter, envelope: Envelope, rcpts: list[RcptState]) -> QueueRecord:
+        return QueueRecord(body.id, envelope, self.clock.now(), body.size, "active", list(rcpts))
+
+    def _tmp_record(self, qid: QueueId) -> Path:
+        return self._dir("tmp") / f"{qid}.rec"
+
+    def _seal_body(self, body: BodyWriter) -> None:
+        body.seal()
+        os.replace(body.path, self.body_path(body.id))
+
+    async def commit(self, body: BodyWriter, envelope: Envelope, rcpts: list[RcptState]) -> QueueRecord:
+        """Make the message durable in ``active/`` (rule 1). Raises QueueWriteError (rule 2)."""
+        task = asyncio.ensure_future(self._commit(body, envelope, rcpts))
+        self._background.add(task)
+        task.add_done_callback(self._commit_done)
+        return await asyncio.shield(task)
+
+    def _commit_done(self, task: asyncio.Task[QueueRecord]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("queue: commit failed: %s", task.exception())
+
+    async def _commit(self, body: BodyWriter, envelope: Envelope, rcpts: list[RcptState]) -> QueueRecord:
+        record = self._new_record(body, envelope, rcpts)
+        loop = asyncio.get_running_loop()
+        ex = self._executor()
+        tmp_rec = self._tmp_record(body.id)
+        try:
+            # Body and record are fsynced at the same time, in two threads.
+            outcomes = await asyncio.gather(
+                loop.run_in_executor(ex, self._seal_body, body),
+                loop.run_in_executor(ex, write_file_synced, tmp_rec, encode_record(record)),
+                return_exceptions=True,
+            )
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+            await self._syncer("msg").sync()  # the body's name is durable before the record's
+            os.replace(tmp_rec, self._record_path("active", body.id))
+            await self._syncer("active").sync()  # the commit point
+        except OSError as exc:
+            await loop.run_in_executor(ex, self._undo_commit, body)
+            log.error("queue: commit of %s failed: %s", body.id, exc)
+            raise QueueWriteError(f"queue write failed for {body.id}: {exc}") from exc
+        return record
+
+    def commit_sync(self, body: BodyWriter, envelope: Envelope, rcpts: list[RcptState]) -> QueueRecord:
+        """``commit`` without an event loop (the offline sendmail path, tests). Blocking."""
+        record = self._new_record(body, envelope, rcpts)
+        tmp_rec = self._tmp_record(body.id)
+        try:
+            self._seal_body(body)
+            write_file_synced(tmp_rec, encode_record(record))
+            fsync_dir(self._dir("msg"))
+            os.replace(tmp_rec, self._record_path("active", body.id))
+            fsync_dir(self._dir("active"))
+        except OSError as exc:
+            self._undo_commit(body)
+            log.error("queue: commit of %s failed: %s", body.id, exc)
+            raise QueueWriteError(f"queue write failed for {body.id}: {exc}") from exc
+        return record
+
+    def _undo_commit(self, body: BodyWriter) -> None:
+        """Remove every file a failed commit made (rule 2): record first, then body (rule 5)."""
+        removed = _unlink(self._record_path("active", body.id))
+        _unlink(self._tmp_record(body.id))
+        body.abort()
+        _unlink(self.body_path(body.id))
+        if removed:  # the record had been renamed in: make its removal durable, best effort
+            try:
+                fsync_dir(self._dir("active"))
+            except OSError as exc:
+                log.error("queue: fsync of active/ after undoing %s failed: %s", body.id, exc)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def load(self, qid: QueueId) -> QueueRecord:
+        """Read a record from whichever state holds it. RecordNotFound, CorruptRecord."""
+        for state in STATES:
+            try:
+                data = self._record_path(state, qid).read_bytes()
+            except FileNotFoundError:
+                continue
+            return decode_record(data, qid, state)
+        raise RecordNotFound(qid)
+
+    def open_body(self, qid: QueueId) -> BinaryIO:
+        return open(self.body_path(qid), "rb")  # noqa: SIM115 - the caller closes it
+
+    def scan(self, states: Iterable[State] = MOVABLE_STATES) -> Iterator[QueueRecord]:
+        """Every readable record in the given states, oldest first within a state. Unreadable
+        records and foreign file names are logged and skipped (``recover`` moves them aside)."""
+        for state in states:
+            if state not in STATES:
+                raise ValueError(f"unknown queue state {state!r}")
+            for name in sorted(os.listdir(self._dir(state))):
+                if not is_queue_id(name):
+                    log.warning("queue: ignoring foreign file %s/%s", state, name)
+                    continue
+                qid = QueueId(name)
+                try:
+                    data = self._record_path(state, qid).read_bytes()
+                    yield decode_record(data, qid, state)
+                except FileNotFoundError:
+                    log.debug("queue: %s left %s/ during the scan", qid, state)
+                except (OSError, CorruptRecord) as exc:
+                    log.warning("queue: skipping unreadable record %s/%s: %s", state, qid, exc)
+
+    # -- changing ----------------------------------------------------------------------------
+
+    def _write_update(self, record: QueueRecord) -> Path:
+        """Write the new record version to tmp/ and fsync it; return the tmp path. Blocking."""
+        target = self._record_path(record.state, record.id)
+        if not target.exists():
+            raise RecordNotFound(f"{record.id} is not in {record.state}/")
+        tmp = self._dir("tmp") / f"{record.id}.{secrets.token_hex(4)}.upd"
+        write_file_synced(tmp, encode_record(record))
+        return tmp
+
+    async def update(self, record: QueueRecord) -> None:
+        """Atomically rewrite the record in its current state directory (rule 3)."""
+        loop = asyncio.get_running_loop()
+        tmp: Path | None = None
+        try:
+            tmp = await loop.run_in_executor(self._executor(), self._write_update, record)
+            os.replace(tmp, self._record_path(record.state, record.id))
+            tmp = None
+            await self._syncer(record.state).sync()
+        except RecordNotFound:
+            raise
+        except OSError as exc:
+            if tmp is not None:
+                _unlink(tmp)
+            raise QueueWriteError(f"updating {record.id}: {exc}") from exc
+
+    def update_sync(self, record: QueueRecord) -> None:
+        tmp: Path | None = None
+        try:
+            tmp = self._write_update(record)
+            os.replace(tmp, self._record_path(record.state, record.id))
+            tmp = None
+            fsync_dir(self._dir(record.state))
+        except RecordNotFound:
+            raise
+        except OSError as exc:
+            if tmp is not None:
+                _unlink(tmp)
+            raise QueueWriteError(f"updating {record.id}: {exc}") from exc
+
+    def _rename_state(self, qid: QueueId, state: State) -> tuple[QueueRecord, State]:
+        if state not in MOVABLE_STATES:
+            raise ValueError(f"cannot move a record to {state!r}")
+        record = self.load(qid)  # CorruptRecord stops the move before anything changes
+        old = record.state
+        if old != state:
+            os.replace(self._record_path(old, qid), self._record_path(state, qid))
+            record.state = state
+        return record, old
+
+    def move(self, qid: QueueId, state: State) -> QueueRecord:
+        """Move a record between active/, deferred/ and hold/ (hold and release use this)."""
+        record, old = self._rename_state(qid, state)
+        if old != state:
+            fsync_dir(self._dir(state))
+            fsync_dir(self._dir(old))
+        return record
+
+    async def move_async(self, qid: QueueId, state: State) -> QueueRecord:
+        """``move`` with the directory fsyncs group-committed (for the queue manager)."""
+        record, old = self._rename_state(qid, state)
+        if old != state:
+            await asyncio.gather(self._syncer(state).sync(), self._syncer(old).sync())
+        return record
+
+    def _unlink_record(self, qid: QueueId) -> State:
+        state = self.state_of(qid)
+        os.unlink(self._record_path(state, qid))
+        return state
+
+    def remove(self, qid: QueueId) -> None:
+        """Delete a message: the record first, then the body (rule 5)."""
+        state = self._unlink_record(qid)
+        fsync_dir(self._dir(state))
+        _unlink(self.body_path(qid))
+
+    async def remove_async(self, qid: QueueId) -> None:
+        state = self._unlink_record(qid)
+        await self._syncer(state).sync()
+        _unlink(self.body_path(qid))
+
+    # -- start-up ----------------------------------------------------------------------------
+
+    def recover(self) -> RecoveryReport:
+        """Run at start-up, before any listener opens: see recovery.py and docs/queue.md."""
+        return recover_queue(self.root)
+
+
+def _checked(qid: str) -> str:
+    """Rule 6: only a queue id ever becomes part of a path."""
+    if not is_queue_id(qid):
+        raise ValueError(f"not a queue id: {qid!r}")
+    return qid

@@ -1,0 +1,199 @@
+"""The Maildir mail store: one standard Maildir per user under ``data_dir/mail``.
+
+Layout: ``<root>/<domain>/<local>/{cur,new,tmp}`` with Maildir++ sub-folders (``.Sent/`` …) inside
+the user's directory later. Directory names are the folded address, %-encoded (see ``names``).
+
+Rules:
+1. No address can name a path outside the root: names come only from ``names.mailbox_components``.
+2. Delivery follows http://cr.yp.to/proto/maildir.html: write ``tmp/<unique>`` (created with
+   O_EXCL, mode 0600), fsync the file, ``link()`` it to ``new/<unique>,S=…,W=…`` (link never
+   overwrites; a clash picks a new name), unlink the tmp name, then fsync ``new/``. Only then is
+   the message delivered. File systems without hard links fall back to ``rename()``.
+3. CRLF line ends become LF while copying (what mutt, Dovecot and Postfix write); ``S=`` is the
+   size on disk, ``W=`` the size with CRLF line ends. The copy streams in 64 KiB chunks, so memory
+   is bounded for any message size.
+4. Directories are created 0700, files 0600 (virtual users under one system account). A newly
+   created directory is made durable by fsyncing its parent.
+5. ``deliver_async`` does the file work in a worker thread and shares the fsync of ``new/`` with
+   every concurrent delivery into the same Maildir (group commit, ``dirsync.GroupDirSync``).
+6. A failed delivery leaves nothing in ``new/`` and removes its tmp file.
+
+What can go wrong: OSError (ENOSPC, EDQUOT, EACCES, EIO, a missing directory) propagates to the
+caller, which defers the message; ``MailboxNameError`` for an address that cannot be mapped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+from pathlib import Path
+from typing import BinaryIO
+
+from pigeon.core.address import Address
+from pigeon.store.dirsync import GroupDirSync, fsync_dir
+from pigeon.store.lineends import copy_crlf_to_lf
+from pigeon.store.names import UniqueNames, final_name, mailbox_components
+
+log = logging.getLogger(__name__)
+
+DIR_MODE = 0o700  # Rule 4: only the mail system's account reads mailboxes
+FILE_MODE = 0o600
+MAX_NAME_CLASHES = 8  # link() EEXIST retries; one clash already means two writers share a counter
+
+# errno values from link() that mean "this file system has no hard links": fall back to rename.
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.EXDEV})
+
+SUBDIRS = ("tmp", "new", "cur")
+
+
+class MaildirStore:
+    """Users' Maildirs under ``root``; safe to use from several threads at once."""
+
+    def __init__(self, root: Path, hostname: str) -> None:
+        self.root = Path(root)
+        self.hostname = hostname
+        self._names = UniqueNames(hostname)
+        self._group = GroupDirSync()
+
+    @property
+    def dir_fsyncs(self) -> int:
+        """Directory fsyncs run by ``deliver_async`` so far (group commit makes it < deliveries)."""
+        return self._group.fsync_count
+
+    # -- paths ---------------------------------------------------------------------------------
+
+    def user_root(self, address: Address) -> Path:
+        """The user's Maildir (INBOX). Rule 1: built from encoded components only."""
+        domain_dir, local_dir = mailbox_components(address)
+        return self.root / domain_dir / local_dir
+
+    def ensure(self, address: Address) -> Path:
+        """Create ``cur/ new/ tmp/`` (0700) if missing; returns the Maildir path."""
+        maildir = self.user_root(address)
+        if all(os.path.isdir(maildir / sub) for sub in SUBDIRS):
+            return maildir
+        for path in (self.root, self.root / maildir.parent.name, maildir):
+            _mkdir_durable(path)
+        for sub in SUBDIRS:
+            _mkdir_durable(maildir / sub)
+        return maildir
+
+    def list_new(self, address: Address) -> list[Path]:
+        return _list_files(self.user_root(address) / "new")
+
+    def list_cur(self, address: Address) -> list[Path]:
+        return _list_files(self.user_root(address) / "cur")
+
+    # -- delivery ------------------------------------------------------------------------------
+
+    def deliver(self, address: Address, prefix: bytes, body: BinaryIO) -> Path:
+        """Deliver into the user's INBOX and return the path in ``new/`` (Rules 2, 3, 6).
+
+        The Maildir must exist (call ``ensure`` first). Blocking; fsyncs ``new/`` itself.
+        """
+        final = self._write_and_link(self.user_root(address), prefix, body)
+        try:
+            fsync_dir(final.parent)
+        except BaseException:
+            _unlink_quietly(final)  # Rule 6
+            raise
+        return final
+
+    async def deliver_async(self, address: Address, prefix: bytes, body: BinaryIO) -> Path:
+        """Like ``deliver``, with the file work in a thread and the ``new/`` fsync shared (Rule 5)."""
+        maildir = self.user_root(address)
+        final = await asyncio.to_thread(self._write_and_link, maildir, prefix, body)
+        try:
+            await self._group.sync(final.parent)
+        except BaseException:
+            # Rule 6: not durable, so not delivered; the retry must not find a duplicate.
+            _unlink_quietly(final)
+            raise
+        return final
+
+    def _write_and_link(self, maildir: Path, prefix: bytes, body: BinaryIO) -> Path:
+        base, tmp, fd = self._create_tmp(maildir / "tmp")
+        try:
+            try:
+                out = os.fdopen(fd, "wb")
+            except BaseException:
+                os.close(fd)
+                raise
+            with out:
+                conv = copy_crlf_to_lf(prefix, body, out.write)
+                out.flush()
+                os.fsync(out.fileno())
+            return self._link_into_new(maildir / "new", tmp, base, conv.size, conv.crlf_size)
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+
+    def _create_tmp(self, tmp_dir: Path) -> tuple[str, Path, int]:
+        for _ in range(MAX_NAME_CLASHES):
+            base = self._names.next()
+            path = tmp_dir / base
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
+                             FILE_MODE)
+            except FileExistsError:
+                log.warning("maildir tmp name clash %s, choosing another", path)
+                continue
+            return base, path, fd
+        raise OSError(errno.EEXIST, "could not find a unique tmp name", str(tmp_dir))
+
+    def _link_into_new(self, new_dir: Path, tmp: Path, base: str, size: int, crlf_size: int) -> Path:
+        name_base = base
+        for _ in range(MAX_NAME_CLASHES):
+            final = new_dir / final_name(name_base, size, crlf_size)
+            try:
+                os.link(tmp, final)
+            except FileExistsError:
+                log.warning("maildir name clash %s, choosing another", final)
+                name_base = self._names.next()
+                continue
+            except OSError as exc:
+                if exc.errno not in _NO_HARD_LINKS:
+                    raise
+                log.info("no hard links in %s (%s); delivering with rename", new_dir, exc)
+                if final.exists():
+                    name_base = self._names.next()
+                    continue
+                os.rename(tmp, final)
+                return final
+            _unlink_quietly(tmp)  # a leftover tmp name is harmless; readers clean tmp/ after 36 h
+            return final
+        raise OSError(errno.EEXIST, "could not find a unique name in new/", str(new_dir))
+
+
+def _mkdir_durable(path: Path) -> None:
+    """Create ``path`` (0700) if missing, and fsync its parent so the entry survives a crash."""
+    try:
+        os.mkdir(path, DIR_MODE)
+    except FileExistsError:
+        if not path.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "exists and is not a directory", str(path)) from None
+        return
+    except FileNotFoundError:
+        # The parent is missing (only possible for the root itself): create the chain.
+        path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        os.mkdir(path, DIR_MODE)
+    fsync_dir(path.parent)
+
+
+def _list_files(directory: Path) -> list[Path]:
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    return sorted(directory / n for n in names if not n.startswith("."))
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.error("could not remove %s after a failed delivery: %s", path, exc)

@@ -1,0 +1,165 @@
+"""The streaming header scanner (pigeon.cleanup.headers) and the trace fields (pigeon.cleanup.received)."""
+
+from __future__ import annotations
+
+import re
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pigeon.cleanup.headers import HeaderScanner
+from pigeon.cleanup.received import (
+    address_literal,
+    message_id,
+    missing_headers,
+    received_header,
+    with_protocol,
+)
+from pigeon.core.address import Address
+from pigeon.core.envelope import ClientInfo
+
+MSG = (
+    b"Received: from a by b; Mon, 1 Jan 2024 00:00:00 +0000\r\n"
+    b"received : from c\r\n\tby d; Mon, 1 Jan 2024 00:00:00 +0000\r\n"
+    b"Subject: Received: not a field name here\r\n"
+    b"X-Received-Count: 3\r\n"
+    b"Date: Mon, 1 Jan 2024 00:00:00 +0000\r\n"
+    b"\r\n"
+    b"Received: in the body does not count\r\n"
+)
+
+
+def run(scanner: HeaderScanner, chunks: list[bytes]) -> tuple[bytes, bytes | None]:
+    header = b""
+    tail: bytes | None = None
+    for c in chunks:
+        if tail is not None:
+            tail += c
+            continue
+        s = scanner.feed(c)
+        header += s.header
+        tail = s.tail
+    if tail is None:
+        s = scanner.finish()
+        header += s.header
+        tail = s.tail
+    return header, tail
+
+
+def split(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    out, last = [], 0
+    for p in points:
+        out.append(data[last:p])
+        last = p
+    out.append(data[last:])
+    return out
+
+
+def test_counts_received_case_insensitively_only_in_headers() -> None:
+    sc = HeaderScanner(1 << 20)
+    header, tail = run(sc, [MSG])
+    assert sc.received == 2
+    assert sc.seen == {"received", "date"}
+    assert header + (tail or b"") == MSG
+    assert tail == b"\r\nReceived: in the body does not count\r\n"
+    assert not sc.in_headers
+
+
+@given(st.lists(st.integers(min_value=0, max_value=len(MSG)), max_size=12))
+def test_any_chunking_gives_the_same_result(cuts: list[int]) -> None:
+    sc = HeaderScanner(1 << 20)
+    header, tail = run(sc, split(MSG, cuts))
+    assert sc.received == 2 and sc.seen == {"received", "date"}
+    assert header + (tail or b"") == MSG
+    assert tail is not None and tail.startswith(b"\r\n")
+
+
+def test_header_section_ends_at_a_non_field_line() -> None:
+    sc = HeaderScanner(1 << 20)
+    header, tail = run(sc, [b"Subject: x\r\nthis is body text\r\nReceived: no\r\n"])
+    assert header == b"Subject: x\r\n"
+    assert tail == b"this is body text\r\nReceived: no\r\n"
+    assert sc.received == 0
+
+
+def test_message_ending_inside_headers_without_newline() -> None:
+    sc = HeaderScanner(1 << 20)
+    header, tail = run(sc, [b"Subject: x\r\nDate: y"])
+    assert header == b"Subject: x\r\nDate: y" and tail is None
+    assert sc.in_headers and not sc.ends_with_newline and "date" in sc.seen
+
+
+def test_bare_lf_lines_are_understood() -> None:
+    sc = HeaderScanner(1 << 20)
+    header, tail = run(sc, [b"Received: x\nReceived: y\n\nbody\n"])
+    assert sc.received == 2 and tail == b"\nbody\n"
+
+
+def test_header_limit_is_bounded_even_for_one_endless_line() -> None:
+    sc = HeaderScanner(1000)
+    for _ in range(100):
+        sc.feed(b"X" * 100)  # never a newline
+    assert sc.too_big
+    assert len(sc._partial) == 0  # nothing held back past the limit
+
+
+def test_received_header_for_one_recipient_with_tls() -> None:
+    client = ClientInfo("192.0.2.7", "mail.example.org", "ESMTPS", None, "TLSv1.3 TLS_AES_256_GCM_SHA384")
+    text = received_header(client, "mx.example.net", "QID0000000000000", [Address("bob", "example.net")],
+                           1_700_000_000.0).decode()
+    lines = text.split("\r\n")
+    assert lines[0] == "Received: from mail.example.org ([192.0.2.7])"
+    assert lines[1] == "\t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384)"
+    assert lines[2] == "\tby mx.example.net (Pigeon) with ESMTPS id QID0000000000000"
+    assert re.fullmatch(r"\tfor <bob@example\.net>; \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d [+-]\d{4}", lines[3])
+    assert lines[4] == "" and len(lines) == 5
+
+
+def test_received_header_hides_recipients_when_several() -> None:
+    client = ClientInfo("2001:db8::1", "c.example", "ESMTPA", "bob")
+    text = received_header(client, "mx.example.net", "Q", [Address("a", "x.y"), Address("b", "x.y")], 0.0).decode()
+    assert text.startswith("Received: from c.example ([IPv6:2001:db8::1])\r\n\tby mx.example.net (Pigeon) with ESMTPA id Q;\r\n\t")
+    assert "for" not in text and "bob" not in text
+
+
+def test_received_header_cannot_be_forged_through_helo() -> None:
+    client = ClientInfo("192.0.2.7", "evil (by trusted.example); x\r\nX-Injected: 1", "ESMTP")
+    text = received_header(client, "mx.example.net", "Q", [], 0.0).decode()
+    assert "\r\nX-Injected" not in text and "(by" not in text
+    assert text.count("\r\n") == 3  # three folded lines, nothing injected
+
+
+def test_received_header_for_local_submission() -> None:
+    text = received_header(ClientInfo("local", protocol="local", authenticated_as="alice"), "h.example", "Q",
+                           [Address("b", "x.y")], 0.0).decode()
+    assert text.startswith("Received: by h.example (Pigeon, from userid alice) id Q\r\n\tfor <b@x.y>; ")
+
+
+def test_with_protocol_rfc3848_and_rfc6531() -> None:
+    def w(proto: str, tls: str | None = None, auth: str | None = None, utf8: bool = False) -> str | None:
+        return with_protocol(ClientInfo("192.0.2.1", "h", proto, auth, tls), utf8)
+
+    assert w("SMTP") == "SMTP"
+    assert w("ESMTP") == "ESMTP"
+    assert w("ESMTP", tls="TLSv1.3 X") == "ESMTPS"
+    assert w("ESMTP", auth="bob") == "ESMTPA"
+    assert w("ESMTPSA") == "ESMTPSA"
+    assert w("ESMTP", tls="TLSv1.2 X", auth="bob") == "ESMTPSA"
+    assert w("ESMTPS", utf8=True) == "UTF8SMTPS"
+    assert w("LMTP") == "LMTP"
+    assert w("local") is None
+
+
+def test_address_literals() -> None:
+    assert address_literal("192.0.2.1") == "[192.0.2.1]"
+    assert address_literal("::ffff:192.0.2.1") == "[192.0.2.1]"
+    assert address_literal("2001:0db8::0001") == "[IPv6:2001:db8::1]"
+
+
+def test_missing_headers() -> None:
+    assert missing_headers({"date", "message-id"}, "Q", "h.example", 0.0) == b""
+    out = missing_headers({"date"}, "Q", "h.example", 0.0)
+    assert out == f"Message-ID: {message_id('Q', 'h.example')}\r\n".encode() == b"Message-ID: <Q@h.example>\r\n"
+    both = missing_headers(set(), "Q", "h.example", 0.0).decode()
+    assert re.fullmatch(r"Date: \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d [+-]\d{4}\r\nMessage-ID: <Q@h\.example>\r\n", both)
