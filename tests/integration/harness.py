@@ -6,12 +6,15 @@ their own PID only.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,3 +136,150 @@ class Server:
             if len(msgs) >= count or time.monotonic() > deadline:
                 return msgs
             time.sleep(0.05)
+
+    # -- extensions used by the integration suite ------------------------------------------------
+
+    @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise RuntimeError("server not running")
+        return self.proc.pid
+
+    def message_paths(self, address: str) -> list[Path]:
+        d = self.maildir(address)
+        out: list[Path] = []
+        for sub in ("new", "cur"):
+            p = d / sub
+            if p.is_dir():
+                out.extend(sorted(p.iterdir()))
+        return out
+
+    def wait_log(self, pattern: str, timeout: float = 15.0) -> re.Match[str]:
+        """Wait until ``pattern`` (a regular expression) matches the operator's log."""
+        deadline = time.monotonic() + timeout
+        while True:
+            m = re.search(pattern, self.log, re.MULTILINE)
+            if m is not None:
+                return m
+            if time.monotonic() > deadline:
+                raise AssertionError(f"log never matched {pattern!r}:\n{self.log[-4000:]}")
+            time.sleep(0.05)
+
+    def queue_list(self) -> list[dict[str, object]]:
+        out = json.loads(self.cli("queue", "list", "--json").stdout)
+        assert isinstance(out, list)
+        return out
+
+    def queue_show(self, qid: str) -> dict[str, object]:
+        out = json.loads(self.cli("queue", "show", qid, "--json").stdout)
+        assert isinstance(out, dict)
+        return out
+
+    def wait_queue(self, predicate: Callable[[list[dict[str, object]]], bool],
+                   timeout: float = 15.0) -> list[dict[str, object]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            q = self.queue_list()
+            if predicate(q) or time.monotonic() > deadline:
+                return q
+            time.sleep(0.2)
+
+    def vm_kib(self, field_name: str) -> int:
+        """A ``/proc/PID/status`` memory field (VmRSS, VmHWM…) in KiB."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+        raise LookupError(field_name)
+
+    def smtp(self, timeout: float = 15.0) -> RawClient:
+        return RawClient(self.host, self.smtp_port, timeout)
+
+
+QUEUED_AS = re.compile(r"queued as ([0-9A-Z]+)")
+
+
+class RawClient:
+    """A byte-exact SMTP client on a plain socket: send what you write, read whole replies."""
+
+    def __init__(self, host: str, port: int, timeout: float = 15.0) -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.buf = b""
+
+    def __enter__(self) -> RawClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _line(self) -> bytes:
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError(f"connection closed; pending {self.buf!r}")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def reply(self) -> tuple[int, list[str]]:
+        """One (possibly multi-line) reply: its code and its text lines (without the code)."""
+        lines: list[str] = []
+        while True:
+            line = self._line().decode("utf-8", "replace")
+            if len(line) < 3 or not line[:3].isdigit():
+                raise AssertionError(f"not an SMTP reply line: {line!r}")
+            lines.append(line[4:])
+            if len(line) == 3 or line[3] == " ":
+                return int(line[:3]), lines
+
+    def replies(self, n: int) -> list[tuple[int, list[str]]]:
+        return [self.reply() for _ in range(n)]
+
+    def cmd(self, line: str | bytes) -> tuple[int, list[str]]:
+        data = line.encode("utf-8") if isinstance(line, str) else line
+        self.send(data + b"\r\n")
+        return self.reply()
+
+    def greet(self, ehlo: str = "client.example") -> list[str]:
+        code, _ = self.reply()
+        if code != 220:
+            raise AssertionError(f"greeting {code}")
+        code, lines = self.cmd(f"EHLO {ehlo}")
+        if code != 250:
+            raise AssertionError(f"EHLO {code} {lines}")
+        return lines
+
+    def closed(self, timeout: float = 5.0) -> bool:
+        """True if the server closes the connection (EOF) within ``timeout`` seconds."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return True
+                self.buf += chunk
+        except (TimeoutError, socket.timeout):
+            return False
+        except ConnectionResetError:
+            return True
+
+    def data(self, message: bytes) -> tuple[int, list[str]]:
+        """DATA with ``message`` (already CRLF, dot-stuffed by the caller if needed)."""
+        code, lines = self.cmd("DATA")
+        if code != 354:
+            return code, lines
+        end = b"" if message.endswith(b"\r\n") else b"\r\n"
+        self.send(message + end + b".\r\n")
+        return self.reply()
+
+
+def queued_id(lines: list[str]) -> str:
+    m = QUEUED_AS.search(" ".join(lines))
+    if m is None:
+        raise AssertionError(f"no queue id in {lines!r}")
+    return m.group(1)
