@@ -22,9 +22,11 @@ import logging
 import os
 import signal
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TextIO
 
+from pigeon import maillog
 from pigeon.auth.passwords import generate_password
 from pigeon.bounce.dsn import Bouncer
 from pigeon.cleanup.intake import Intake
@@ -47,6 +49,9 @@ from pigeon.store.maildir import MaildirStore
 log = logging.getLogger("pigeon")
 
 DEMO_USER = "demo@example.test"
+# One thread per concurrent delivery attempt: the queue manager's default concurrency (32);
+# fsyncs issued together are batched by the file system, so fewer would serialise them.
+DELIVERY_IO_THREADS = 32
 
 
 class DataDirLocked(Exception):
@@ -139,16 +144,19 @@ class App:
         async def qdelete(args: dict[str, JSONValue]) -> JSONValue:
             qid = queueops.delete(q, args.get("id"))
             self.qmgr.forget(qid)
+            maillog.admin(qid, "delete")
             return qid
 
         async def qhold(args: dict[str, JSONValue]) -> JSONValue:
             qid = queueops.hold(q, args.get("id"))
             self.qmgr.forget(qid)
+            maillog.admin(qid, "hold")
             return qid
 
         async def qrelease(args: dict[str, JSONValue]) -> JSONValue:
             qid = queueops.release(q, args.get("id"))
             self.qmgr.submit(q.load(qid))
+            maillog.admin(qid, "release")
             return qid
 
         async def qflush(args: dict[str, JSONValue]) -> JSONValue:
@@ -181,6 +189,11 @@ class App:
 
     async def start(self) -> None:
         self._lock()
+        # Local delivery's file work (copy, fsync, link, shared new/ fsync) runs on the loop's
+        # default executor; its default size (min(32, cpus + 4) = 6 here) would cap concurrent
+        # deliveries (and so the fsyncs the disk can batch) far below the queue manager's.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(DELIVERY_IO_THREADS, thread_name_prefix="pigeon-delivery-io"))
         self._build()
         n = self.qmgr.schedule_existing()
         if n:

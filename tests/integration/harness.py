@@ -2,6 +2,15 @@
 
 Used by the integration tests: a real process, real sockets, real files. Processes are ended by
 their own PID only.
+
+- ``Server``: writes ``pigeon.toml`` (``extra_toml`` goes at top level before ``[listen]``, so it
+  may open its own sections; ``limits_toml`` goes inside ``[limits]``), runs the CLI (``cli``,
+  ``add_user``, ``queue_list``/``queue_show`` as JSON), starts/stops/kills the server, reads its
+  log (``log``, ``wait_log``, ``mail_events``), its Maildirs (``messages``, ``message_paths``,
+  ``wait_messages``, laid out by ``pigeon.store.names``) and its memory (``vm_kib``).
+- ``RawClient``: a byte-exact SMTP client on a plain socket (``send``, ``reply``, ``cmd``,
+  ``data``, ``closed``) for what smtplib would hide or fix up.
+- ``queued_id``: the queue id in a "250 ... queued as ID" reply.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 PIGEON = [sys.executable, "-m", "pigeon.admin.cli"]
@@ -117,12 +127,16 @@ class Server:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def maildir(self, address: str) -> Path:
-        local, domain = address.lower().rsplit("@", 1)
-        return self.data_dir / "mail" / domain / local
+        """The user's Maildir, laid out as the server lays it out (``pigeon.store.names``)."""
+        from pigeon.core.address import parse_address
+        from pigeon.store.names import mailbox_components
+
+        domain_dir, local_dir = mailbox_components(parse_address(address, utf8=True))
+        return self.data_dir / "mail" / domain_dir / local_dir
 
     def messages(self, address: str) -> list[bytes]:
         d = self.maildir(address)
-        out = []
+        out: list[bytes] = []
         for sub in ("new", "cur"):
             p = d / sub
             if p.is_dir():
@@ -165,18 +179,25 @@ class Server:
                 raise AssertionError(f"log never matched {pattern!r}:\n{self.log[-4000:]}")
             time.sleep(0.05)
 
-    def queue_list(self) -> list[dict[str, object]]:
+    def mail_events(self, event: str) -> list[str]:
+        """The operator's log lines for ``event`` (``received``, ``delivered``, ``reject``…)."""
+        return re.findall(rf"pigeon\.mail: \S+ {event} .*$", self.log, re.MULTILINE)
+
+    def count_events(self, event: str) -> int:
+        return len(self.mail_events(event))
+
+    def queue_list(self) -> list[dict[str, Any]]:
         out = json.loads(self.cli("queue", "list", "--json").stdout)
         assert isinstance(out, list)
         return out
 
-    def queue_show(self, qid: str) -> dict[str, object]:
+    def queue_show(self, qid: str) -> dict[str, Any]:
         out = json.loads(self.cli("queue", "show", qid, "--json").stdout)
         assert isinstance(out, dict)
         return out
 
-    def wait_queue(self, predicate: Callable[[list[dict[str, object]]], bool],
-                   timeout: float = 15.0) -> list[dict[str, object]]:
+    def wait_queue(self, predicate: Callable[[list[dict[str, Any]]], bool],
+                   timeout: float = 15.0) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
         while True:
             q = self.queue_list()

@@ -109,6 +109,12 @@ def cmd_queue_show(args: argparse.Namespace, config: Config) -> int:
     for k in ("body", "smtputf8", "ret", "envid"):
         if env.get(k):
             print(f"{k.upper():<10} {env[k]}")
+    dsn = [r for r in env.get("recipients") or [] if r.get("notify") or r.get("orcpt")]
+    if dsn:
+        print("DSN:")  # RFC 3461 §4.1, §4.2: what the envelope asked for, per original recipient
+        for r in dsn:
+            notify = ",".join(r.get("notify") or []) or "-"
+            print(f"  {r['address']}: NOTIFY={notify} ORCPT={r.get('orcpt') or '-'}")
     print("Recipients:")
     history = m.get("history") or {}
     for r in m["recipients"]:

@@ -14,6 +14,8 @@ Rules:
 5. Never lost, never a crash: an OSError is ``deferred`` (``452 4.3.1`` for a full disk or quota,
    RFC 3463 §3.4; else ``451 4.3.0``); any other exception is ``deferred 451 4.3.0``. Every such
    case writes a log line.
+6. The file work of one recipient runs in one call on the event loop's default executor (the
+   app sizes it); the directory lookup stays on the event loop.
 
 What can go wrong: the directory lookup, the body file and the mail store may each fail; each
 failure is contained to the recipient it concerns.
@@ -24,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+from pathlib import Path
 from typing import Protocol
 
 from pigeon.core.address import Address, format_path
@@ -85,6 +88,10 @@ class LocalDelivery:
             for rcpt in job.recipients
         ]
 
+    def _write(self, job: DeliveryJob, rcpt: Address) -> Path:
+        with open(job.body_path, "rb") as body:
+            return self._store.deliver_shared(rcpt, delivery_prefix(job.sender, rcpt), body)
+
     async def _deliver_one(self, job: DeliveryJob, rcpt: Address) -> RecipientResult:
         qid = job.queue_id
         try:
@@ -92,9 +99,9 @@ class LocalDelivery:
                 reply = C550_MAILBOX_UNAVAILABLE.with_text(f"<{rcpt}>: user unknown")  # Rule 1
                 log.info("%s: to=%s relay=local status=bounced (%s)", qid, format_path(rcpt), reply)
                 return RecipientResult(rcpt, "failed", reply, HOST)
-            await asyncio.to_thread(self._store.ensure, rcpt)
-            with open(job.body_path, "rb") as body:
-                path = await self._store.deliver_async(rcpt, delivery_prefix(job.sender, rcpt), body)
+            # Rule 6: the whole file work (mkdir if new, copy, fsync, link, shared new/ fsync) in
+            # one worker-thread call.
+            path = await asyncio.get_running_loop().run_in_executor(None, self._write, job, rcpt)
         except MailboxNameError as exc:
             reply = C553_MAILBOX_NAME_NOT_ALLOWED.with_text(f"<{rcpt}>: {exc}")
             log.error("%s: to=%s relay=local status=bounced (%s)", qid, format_path(rcpt), reply)

@@ -1,7 +1,8 @@
 """Start-up recovery of the queue directory: run before any listener opens.
 
 Rules (the recovery half of docs/queue.md):
-1. ``tmp/`` holds only work that never reached the commit point: everything in it is deleted.
+1. ``tmp/`` holds only work that never reached the commit point, and emptied files kept for
+   reuse (``recycle.FilePool``): everything in it is deleted.
 2. ``incoming/`` records were never committed (no 250 was given): they and their bodies are
    deleted.
 3. A record in ``active/``, ``deferred/`` or ``hold/`` that cannot be read or parsed, has an

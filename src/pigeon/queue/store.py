@@ -17,11 +17,17 @@ Rules:
    file it made: nothing is ever half-queued. A commit whose caller is cancelled still runs to
    the end (the message is then queued and found by the next scan; delivery is at least once).
 3. Records are only ever replaced by rename (write tmp, fsync, rename, fsync the directory).
-4. Directory fsyncs are group-committed (``syncer.DirSyncer``); blocking I/O of the async
-   methods runs in the store's thread pool so that many commits proceed at once.
+4. Directory fsyncs are group-committed; blocking I/O of the async methods runs in the store's
+   thread pool so that many commits proceed at once. ``commit`` and ``remove_async`` each run
+   as ONE call in that pool (body, record, renames and the shared directory fsyncs,
+   ``ThreadGroupSync``), so a message costs one hop to a thread and back, not five.
 5. Removing a message removes the record first, then the body: a crash in between leaves an
    orphan body, which ``recover`` deletes; it never leaves a record without a body.
 6. Names that fail ``is_queue_id`` are never opened as records.
+7. Removed bodies and records are not unlinked but emptied and kept in ``tmp/`` for the next
+   message (``recycle.FilePool``): a rename takes the name out of its directory exactly as an
+   unlink would, and no inode is allocated or freed per message. Recovery clears them with
+   the rest of ``tmp/``.
 
 What can go wrong: ``QueueWriteError`` (disk full, I/O error) from commit/update;
 ``RecordNotFound`` when an id is not queued; ``CorruptRecord`` from ``load``/``move``.
@@ -55,7 +61,9 @@ from pigeon.queue.record import (
     encode_record,
 )
 from pigeon.queue.recovery import RecoveryReport, recover_queue
+from pigeon.queue.recycle import FilePool
 from pigeon.queue.syncer import DirSyncer, fsync_dir, write_file_synced
+from pigeon.store.dirsync import ThreadGroupSync
 
 __all__ = [  # the record types are re-exported: callers import the queue's API from here
     "Attempt",
@@ -75,9 +83,10 @@ log = logging.getLogger(__name__)
 
 # Worker threads for fsync/write/rename. fsync blocks a thread for a whole journal commit, and
 # the file system batches the fsyncs that arrive together, so throughput grows with the number
-# of fsyncs in flight; 64 covers a busy server's concurrent SMTP sessions on 2 cores (measured
-# with bench/queue_commit.py, see docs/queue.md) without a thread per connection.
-DEFAULT_IO_THREADS = 64
+# of fsyncs in flight. Each commit now holds one thread for its whole sequence (rule 4); with
+# more threads the GIL hand-offs between them cost more than the extra batching gains: 16 and
+# 64 measured alike at 50 SMTP sessions on 2 cores (docs/benchmarks.md), 32 leaves room.
+DEFAULT_IO_THREADS = 32
 
 MOVABLE_STATES: tuple[State, ...] = ("active", "deferred", "hold")
 
@@ -97,11 +106,12 @@ class RecordNotFound(QueueError, FileNotFoundError):
 class BodyWriter:
     """A message body being received into ``tmp/<id>``: streamed to disk, never held in memory."""
 
-    def __init__(self, qid: QueueId, path: Path) -> None:
+    def __init__(self, qid: QueueId, path: Path, *, reuse: bool = False) -> None:
         self.id = qid
         self.path = path
         self.size = 0
-        self._file: BinaryIO | None = open(path, "xb")  # noqa: SIM115 - closed by seal/abort
+        # A recycled file (recycle.py) already has the name and is opened with truncation.
+        self._file: BinaryIO | None = open(path, "wb" if reuse else "xb")  # noqa: SIM115 - closed by seal/abort
 
     @property
     def closed(self) -> bool:
@@ -160,6 +170,11 @@ class QueueStore:
         self._background: set[asyncio.Task[QueueRecord]] = set()
         for sub in ("tmp", "msg", *STATES):
             (root / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Group commit for directory fsyncs issued from worker threads (rule 4). The lambda
+        # looks fsync_dir up at call time (tests replace it to inject failures).
+        self._pool_files = FilePool(root / "tmp")  # rule 7
+        self._tsync = {name: ThreadGroupSync(root / name, lambda p: fsync_dir(p))
+                       for name in ("msg", *STATES)}
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -199,7 +214,8 @@ class QueueStore:
     def dir_fsyncs(self, name: str) -> int:
         """How many group fsyncs ran for one directory on the current loop (tests, benchmark)."""
         syncer = self._syncers.get(name)
-        return syncer.fsyncs if syncer is not None else 0
+        threaded = self._tsync[name].fsync_count if name in self._tsync else 0
+        return threaded + (syncer.fsyncs if syncer is not None else 0)
 
     def close(self) -> None:
         """Stop the I/O threads (after the last commit)."""
@@ -211,8 +227,9 @@ class QueueStore:
 
     def new_body(self) -> BodyWriter:
         qid = new_queue_id(self.clock.now())
+        path = self._dir("tmp") / qid
         try:
-            return BodyWriter(qid, self._dir("tmp") / qid)
+            return BodyWriter(qid, path, reuse=self._pool_files.take(path))
         except OSError as exc:
             raise QueueWriteError(f"creating body {qid}: {exc}") from exc
 
@@ -240,27 +257,28 @@ class QueueStore:
 
     async def _commit(self, body: BodyWriter, envelope: Envelope, rcpts: list[RcptState]) -> QueueRecord:
         record = self._new_record(body, envelope, rcpts)
+        data = encode_record(record)
         loop = asyncio.get_running_loop()
-        ex = self._executor()
-        tmp_rec = self._tmp_record(body.id)
         try:
-            # Body and record are fsynced at the same time, in two threads.
-            outcomes = await asyncio.gather(
-                loop.run_in_executor(ex, self._seal_body, body),
-                loop.run_in_executor(ex, write_file_synced, tmp_rec, encode_record(record)),
-                return_exceptions=True,
-            )
-            for outcome in outcomes:
-                if isinstance(outcome, BaseException):
-                    raise outcome
-            await self._syncer("msg").sync()  # the body's name is durable before the record's
-            os.replace(tmp_rec, self._record_path("active", body.id))
-            await self._syncer("active").sync()  # the commit point
+            await loop.run_in_executor(self._executor(), self._commit_blocking, body, data)
         except OSError as exc:
-            await loop.run_in_executor(ex, self._undo_commit, body)
             log.error("queue: commit of %s failed: %s", body.id, exc)
             raise QueueWriteError(f"queue write failed for {body.id}: {exc}") from exc
         return record
+
+    def _commit_blocking(self, body: BodyWriter, data: bytes) -> None:
+        """Rule 1 in one worker-thread call, the directory fsyncs shared with concurrent commits.
+        Undoes everything on failure (rule 2)."""
+        tmp_rec = self._tmp_record(body.id)
+        try:
+            self._seal_body(body)
+            self._write_synced(tmp_rec, data)
+            self._tsync["msg"].sync()  # the body's name is durable before the record's
+            os.replace(tmp_rec, self._record_path("active", body.id))
+            self._tsync["active"].sync()  # the commit point
+        except OSError:
+            self._undo_commit(body)
+            raise
 
     def commit_sync(self, body: BodyWriter, envelope: Envelope, rcpts: list[RcptState]) -> QueueRecord:
         """``commit`` without an event loop (the offline sendmail path, tests). Blocking."""
@@ -277,6 +295,24 @@ class QueueStore:
             log.error("queue: commit of %s failed: %s", body.id, exc)
             raise QueueWriteError(f"queue write failed for {body.id}: {exc}") from exc
         return record
+
+    def _write_synced(self, path: Path, data: bytes) -> None:
+        """``write_file_synced`` into a recycled file when one is free (rule 7). Blocking."""
+        if not self._pool_files.take(path):
+            write_file_synced(path, data)
+            return
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError:
+            _unlink(path)
+            raise
 
     def _undo_commit(self, body: BodyWriter) -> None:
         """Remove every file a failed commit made (rule 2): record first, then body (rule 5)."""
@@ -392,19 +428,31 @@ class QueueStore:
 
     def _unlink_record(self, qid: QueueId) -> State:
         state = self.state_of(qid)
-        os.unlink(self._record_path(state, qid))
+        self._pool_files.give(self._record_path(state, qid))  # rule 7: the unlink, recycled
         return state
+
+    def _drop_body(self, qid: QueueId) -> None:
+        try:
+            self._pool_files.give(self.body_path(qid))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("queue: could not remove the body of %s: %s", qid, exc)
 
     def remove(self, qid: QueueId) -> None:
         """Delete a message: the record first, then the body (rule 5)."""
         state = self._unlink_record(qid)
         fsync_dir(self._dir(state))
-        _unlink(self.body_path(qid))
+        self._drop_body(qid)
 
     async def remove_async(self, qid: QueueId) -> None:
+        """``remove`` in one worker-thread call, the directory fsync shared (rule 4)."""
+        await asyncio.get_running_loop().run_in_executor(self._executor(), self._remove_blocking, qid)
+
+    def _remove_blocking(self, qid: QueueId) -> None:
         state = self._unlink_record(qid)
-        await self._syncer(state).sync()
-        _unlink(self.body_path(qid))
+        self._tsync[state].sync()
+        self._drop_body(qid)
 
     # -- start-up ----------------------------------------------------------------------------
 

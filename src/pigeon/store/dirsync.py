@@ -12,6 +12,9 @@ Rules:
 4. An fsync error is raised in every caller whose batch it covered; the next batch tries again.
 5. Per-directory state exists only while someone waits on it (memory stays bounded by the
    number of directories in flight). The object is used from one event loop at a time.
+6. ``ThreadGroupSync`` is the same group commit for callers that are worker threads (a whole
+   delivery or queue commit runs in one thread call, so the fsync wait costs no extra hop back
+   to the event loop): rules 2-4 hold with "thread" for "caller".
 
 What can go wrong: an OSError from fsync (EIO, ENOSPC on some file systems) reaches each caller
 of that batch, which must then treat its delivery as not done.
@@ -22,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -96,3 +101,89 @@ class GroupDirSync:
             state.task = None
             if not state.waiters and self._dirs.get(path) is state:
                 del self._dirs[path]  # Rule 5
+
+
+class ThreadGroupSync:
+    """Group commit of one directory's fsyncs for worker threads (Rule 6).
+
+    ``sync()`` blocks until an fsync of the directory that started after the call has finished;
+    threads arriving while one runs share the next one. Each fsync has a generation number;
+    a caller needs the first generation started after it arrived.
+    """
+
+    # Failed generations remembered so late waiters still see the error; more than this many
+    # failures in flight at once is not realistic (each is an I/O error on the queue's disk).
+    _MAX_FAILED = 64
+
+    def __init__(self, path: Path, fsync: Callable[[Path], None] | None = None) -> None:
+        self.path = path
+        self._fsync = fsync if fsync is not None else (lambda p: fsync_dir(p))
+        self._cond = threading.Condition(threading.Lock())
+        self._started = 0  # generations started
+        self._done = 0  # highest generation finished
+        self._running = False
+        self._failed: dict[int, OSError] = {}
+        self.fsync_count = 0
+
+    def sync(self) -> None:
+        cond = self._cond
+        with cond:
+            target = self._started + 1  # Rule 2: the first fsync that starts after this call
+            while True:
+                if self._done >= target:
+                    exc = self._failed.get(target)
+                    if exc is not None:
+                        raise OSError(exc.errno, exc.strerror, str(self.path))
+                    return
+                if not self._running:
+                    self._running = True
+                    self._started += 1
+                    gen = self._started
+                    self.fsync_count += 1
+                    break
+                cond.wait()
+        error: OSError | None = None
+        try:
+            self._fsync(self.path)
+        except OSError as exc:
+            log.error("fsync of directory %s failed: %s", self.path, exc)
+            error = exc
+        finally:
+            with cond:
+                self._running = False
+                self._done = gen
+                if error is not None:
+                    if len(self._failed) >= self._MAX_FAILED:
+                        self._failed.pop(min(self._failed))
+                    self._failed[gen] = error
+                cond.notify_all()
+        if error is not None:
+            raise OSError(error.errno, error.strerror, str(self.path))
+        # gen >= target always holds for the thread that ran it (it started after arriving).
+
+
+class ThreadGroupSyncs:
+    """One ``ThreadGroupSync`` per directory, made on first use; safe from many threads."""
+
+    def __init__(self, fsync: Callable[[Path], None] | None = None) -> None:
+        self._fsync = fsync
+        self._lock = threading.Lock()
+        self._dirs: dict[Path, ThreadGroupSync] = {}
+
+    def sync(self, path: Path) -> None:
+        group = self._dirs.get(path)
+        if group is None:
+            with self._lock:
+                group = self._dirs.get(path)
+                if group is None:
+                    group = self._dirs[path] = ThreadGroupSync(path, self._fsync)
+        group.sync()
+
+    def forget(self, path: Path) -> None:
+        """Drop a directory's state (the directory was removed); harmless if unknown."""
+        with self._lock:
+            self._dirs.pop(path, None)
+
+    @property
+    def fsync_count(self) -> int:
+        return sum(g.fsync_count for g in list(self._dirs.values()))

@@ -14,9 +14,12 @@ Rules:
    is bounded for any message size.
 4. Directories are created 0700, files 0600 (virtual users under one system account). A newly
    created directory is made durable by fsyncing its parent.
-5. ``deliver_async`` does the file work in a worker thread and shares the fsync of ``new/`` with
-   every concurrent delivery into the same Maildir (group commit, ``dirsync.GroupDirSync``).
+5. ``deliver_shared`` (blocking, for worker threads) and ``deliver_async`` (the same in one
+   worker-thread call) share the fsync of ``new/`` with every concurrent delivery into the same
+   Maildir (group commit, ``dirsync.ThreadGroupSync``): one thread hop per delivery.
 6. A failed delivery leaves nothing in ``new/`` and removes its tmp file.
+7. ``ensure`` remembers the Maildirs it has seen complete, so a delivery does not stat three
+   directories each time; a delivery that fails because a directory vanished forgets it.
 
 What can go wrong: OSError (ENOSPC, EDQUOT, EACCES, EIO, a missing directory) propagates to the
 caller, which defers the message; ``MailboxNameError`` for an address that cannot be mapped.
@@ -32,7 +35,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pigeon.core.address import Address
-from pigeon.store.dirsync import GroupDirSync, fsync_dir
+from pigeon.store.dirsync import ThreadGroupSyncs, fsync_dir
 from pigeon.store.lineends import copy_crlf_to_lf
 from pigeon.store.names import UniqueNames, final_name, mailbox_components
 
@@ -55,7 +58,8 @@ class MaildirStore:
         self.root = Path(root)
         self.hostname = hostname
         self._names = UniqueNames(hostname)
-        self._group = GroupDirSync()
+        self._group = ThreadGroupSyncs()
+        self._complete: set[Path] = set()  # Rule 7: Maildirs known to have cur/ new/ tmp/
 
     @property
     def dir_fsyncs(self) -> int:
@@ -72,12 +76,14 @@ class MaildirStore:
     def ensure(self, address: Address) -> Path:
         """Create ``cur/ new/ tmp/`` (0700) if missing; returns the Maildir path."""
         maildir = self.user_root(address)
-        if all(os.path.isdir(maildir / sub) for sub in SUBDIRS):
+        if maildir in self._complete:
             return maildir
-        for path in (self.root, self.root / maildir.parent.name, maildir):
-            _mkdir_durable(path)
-        for sub in SUBDIRS:
-            _mkdir_durable(maildir / sub)
+        if not all(os.path.isdir(maildir / sub) for sub in SUBDIRS):
+            for path in (self.root, self.root / maildir.parent.name, maildir):
+                _mkdir_durable(path)
+            for sub in SUBDIRS:
+                _mkdir_durable(maildir / sub)
+        self._complete.add(maildir)
         return maildir
 
     def list_new(self, address: Address) -> list[Path]:
@@ -101,17 +107,28 @@ class MaildirStore:
             raise
         return final
 
-    async def deliver_async(self, address: Address, prefix: bytes, body: BinaryIO) -> Path:
-        """Like ``deliver``, with the file work in a thread and the ``new/`` fsync shared (Rule 5)."""
-        maildir = self.user_root(address)
-        final = await asyncio.to_thread(self._write_and_link, maildir, prefix, body)
+    def deliver_shared(self, address: Address, prefix: bytes, body: BinaryIO) -> Path:
+        """Like ``deliver``, with the ``new/`` fsync shared among concurrent threads (Rule 5).
+
+        Blocking: call it from a worker thread. Creates the Maildir if needed (``ensure``).
+        """
+        maildir = self.ensure(address)
         try:
-            await self._group.sync(final.parent)
+            final = self._write_and_link(maildir, prefix, body)
+        except FileNotFoundError:
+            self._complete.discard(maildir)  # Rule 7: removed behind our back; the retry recreates it
+            raise
+        try:
+            self._group.sync(final.parent)
         except BaseException:
             # Rule 6: not durable, so not delivered; the retry must not find a duplicate.
             _unlink_quietly(final)
             raise
         return final
+
+    async def deliver_async(self, address: Address, prefix: bytes, body: BinaryIO) -> Path:
+        """``deliver_shared`` in a worker thread (Rule 5)."""
+        return await asyncio.to_thread(self.deliver_shared, address, prefix, body)
 
     def _write_and_link(self, maildir: Path, prefix: bytes, body: BinaryIO) -> Path:
         base, tmp, fd = self._create_tmp(maildir / "tmp")

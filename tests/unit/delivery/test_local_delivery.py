@@ -126,10 +126,10 @@ def test_os_error_defers_with_a_log_line(
     store: MaildirStore, body_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
     err: int, code: int, enhanced: str,
 ) -> None:
-    async def failing(address: Address, prefix: bytes, body: BinaryIO) -> Path:
+    def failing(address: Address, prefix: bytes, body: BinaryIO) -> Path:
         raise OSError(err, "simulated")
 
-    monkeypatch.setattr(store, "deliver_async", failing)
+    monkeypatch.setattr(store, "deliver_shared", failing)
     agent = LocalDelivery(store, FakeUsers(BOB), "mx.example.com")
     job = _job(body_path, BOB)
     with caplog.at_level(logging.ERROR, logger="pigeon.delivery.local"):

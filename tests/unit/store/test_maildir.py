@@ -9,6 +9,7 @@ import os
 import re
 import stat
 import threading
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -296,3 +297,47 @@ def test_large_message_streams_in_bounded_memory(store: MaildirStore) -> None:
     with path.open("rb") as f:
         assert f.readline() == b"Delivered-To: bob@example.com\n"
         assert f.readline() == line.replace(b"\r\n", b"\n")
+
+
+def test_thread_group_sync_shares_fsyncs_and_reports_errors(tmp_path: Path) -> None:
+    started = threading.Event()
+    release = threading.Event()
+    calls: list[Path] = []
+
+    def slow_fsync(path: Path) -> None:
+        calls.append(path)
+        started.set()
+        release.wait(10)
+        if len(calls) == 2:  # the second fsync fails: every one of its waiters sees the error
+            raise OSError(errno.EIO, "I/O error")
+
+    group = dirsync.ThreadGroupSync(tmp_path, slow_fsync)
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            group.sync()
+        except OSError as exc:
+            errors.append(exc)
+
+    first = threading.Thread(target=call)
+    first.start()
+    started.wait(10)
+    # These arrive while the first fsync runs: it may not cover them, so they share the next.
+    later = [threading.Thread(target=call) for _ in range(10)]
+    for t in later:
+        t.start()
+    time.sleep(0.2)  # let them all reach sync() while the first fsync still runs
+    release.set()
+    for t in [first, *later]:
+        t.join(10)
+    assert calls == [tmp_path, tmp_path] and group.fsync_count == 2
+    assert len(errors) == 10 and all(isinstance(e, OSError) and e.errno == errno.EIO for e in errors)
+    group.sync()  # the next batch tries again
+    assert group.fsync_count == 3
+
+
+def test_ensure_is_remembered(store: MaildirStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    store.ensure(BOB)
+    monkeypatch.setattr(os.path, "isdir", lambda p: pytest.fail("ensure looked again"))
+    assert store.ensure(BOB) == store.user_root(BOB)

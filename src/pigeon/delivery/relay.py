@@ -1,0 +1,277 @@
+"""The relay transport: deliver to other domains over SMTP, routed by DNS MX (or a smarthost).
+
+Rules:
+1. The job's recipients are grouped by destination (recipient domain in A-label form; with a
+   smarthost, one group for all). Each group is one SMTP transaction carrying all of its
+   recipients, with per-recipient results (``relay_session`` Rule 8). Groups run concurrently.
+2. Hosts are tried in route order (``relay_route``), each of a host's addresses in turn, at most
+   ``max_addresses`` addresses per group and attempt (Postfix ``smtp_mx_address_limit`` = 5),
+   until one host completes a transaction.
+3. Result mapping: 2xx → delivered, 4xx / refused connection / timeout → deferred, 5xx → failed;
+   ``host`` is ``mx.name[ip]:port`` of the host that answered (or was last tried) and the reply
+   keeps the remote text. Routing failures carry the routing reply (``556 5.1.10`` null MX,
+   ``550 5.1.2`` NXDOMAIN, ``554 5.4.6`` loop, ``451 4.4.3`` DNS trouble) with ``host`` the domain.
+4. When every host failed before accepting anything, the last failure decides: a 5xx from the
+   last host tried fails the recipients; anything else defers them. Hosts without any address
+   defer, unless every host's lookup failed permanently (``554 5.4.4``).
+5. Concurrency: at most ``concurrency`` transactions at once in total and
+   ``destination_concurrency`` per destination (Postfix defaults: 100 processes, 20 per
+   destination).
+6. The agent never raises (``pigeon.delivery.base`` Rule 3): anything unexpected is
+   ``451 4.3.0`` deferred, with a log line.
+7. Each result is a ``RelayResult``: ``peer_dsn`` says the next hop took the DSN parameters, so
+   it (not Pigeon) sends any success notice; otherwise a NOTIFY=SUCCESS recipient deserves a
+   "relayed" notice (RFC 3461 §5.2.2) from us.
+
+DSN parameters (NOTIFY, ORCPT, RET, ENVID) and BODY/SMTPUTF8 come from a ``RelayJob`` (a
+``DeliveryJob`` with the queue record's envelope and per-recipient parameters); a plain
+``DeliveryJob`` is sent without them (BODY inferred from the content).
+
+What can go wrong: see Rules 3-4 and 6. Connections are not kept open between messages (no
+connection cache yet).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from pigeon.config import Config
+from pigeon.config.model import Endpoint
+from pigeon.core.address import Address, format_path
+from pigeon.core.envelope import Envelope, Recipient
+from pigeon.core.results import MailError, PermanentError, RecipientResult, Status
+from pigeon.delivery import mime7bit
+from pigeon.delivery.base import DeliveryJob
+from pigeon.delivery.relay_route import MxHost, RouteSettings, Router, to_ascii
+from pigeon.delivery.relay_session import (
+    HostFailure,
+    HostResult,
+    OutboundMessage,
+    RelayTimeouts,
+    SessionSettings,
+    TlsFailed,
+    no_verify_context,
+    send_to_host,
+    status_of,
+)
+from pigeon.dns.resolver import Resolver
+from pigeon.proto.smtp.reply import C451_LOCAL_ERROR, Reply
+
+log = logging.getLogger(__name__)
+
+C451_NO_ADDRESS = Reply(451, "4.4.3", "No address found for any mail exchanger")  # RFC 3463 X.4.3
+C554_NO_ADDRESS = Reply(554, "5.4.4", "No mail exchanger has an address")  # RFC 3463 X.4.4
+C451_NO_HOST_ANSWERED = Reply(451, "4.4.1", "No mail exchanger answered")  # RFC 3463 X.4.1
+
+# Postfix smtp_mx_address_limit: at most 5 addresses tried per destination and attempt.
+DEFAULT_MAX_ADDRESSES = 5
+# Postfix default_process_limit: 100 deliveries at once.
+DEFAULT_CONCURRENCY = 100
+# Postfix default_destination_concurrency_limit: 20 connections to one destination.
+DEFAULT_DESTINATION_CONCURRENCY = 20
+
+
+@dataclass(frozen=True, slots=True)
+class RelayJob(DeliveryJob):
+    """A job with what the queue record knows beyond the addresses (see module docstring)."""
+
+    envelope: Envelope | None = None  # BODY, SMTPUTF8, RET, ENVID
+    params: tuple[Recipient, ...] = ()  # parallel to ``recipients``: NOTIFY, ORCPT
+
+
+@dataclass(frozen=True, slots=True)
+class RelayResult(RecipientResult):
+    peer_dsn: bool = False  # Rule 7
+
+
+@dataclass(frozen=True, slots=True)
+class RelaySettings:
+    hostname: str
+    self_addresses: frozenset[str] = frozenset()
+    remote_port: int = 25  # RFC 5321 §4.5.4.2
+    smarthost: tuple[str, int] | None = None
+    timeouts: RelayTimeouts = field(default_factory=RelayTimeouts)
+    starttls: bool = True  # opportunistic STARTTLS (certificates not verified)
+    max_addresses: int = DEFAULT_MAX_ADDRESSES
+    concurrency: int = DEFAULT_CONCURRENCY
+    destination_concurrency: int = DEFAULT_DESTINATION_CONCURRENCY
+
+    @classmethod
+    def from_config(cls, config: Config, timeouts: RelayTimeouts | None = None) -> RelaySettings:
+        smarthost = None
+        if config.delivery.smarthost:
+            ep = Endpoint.parse(config.delivery.smarthost, default_port=config.delivery.remote_port)
+            smarthost = (ep.host, ep.port)
+        listen = config.listen
+        own = {e.host for eps in (listen.smtp, listen.submission, listen.submissions) for e in eps
+               if e.is_ip and e.host not in ("0.0.0.0", "::")}
+        return cls(hostname=config.hostname, self_addresses=frozenset(own),
+                   remote_port=config.delivery.remote_port, smarthost=smarthost,
+                   timeouts=timeouts or RelayTimeouts())
+
+    def route_settings(self) -> RouteSettings:
+        return RouteSettings(self.hostname, self.self_addresses, self.remote_port, self.smarthost)
+
+
+def destination_of(address: Address, smarthost: bool) -> str:
+    if smarthost:
+        return "[smarthost]"
+    try:
+        return to_ascii(address.domain)
+    except ValueError:
+        return address.domain.lower()
+
+
+class RelayDelivery:
+    """The ``DeliveryAgent`` for recipients in other domains."""
+
+    def __init__(self, resolver: Resolver, settings: RelaySettings) -> None:
+        self.resolver = resolver
+        self.settings = settings
+        self.router = Router(resolver, settings.route_settings())
+        self._global = asyncio.Semaphore(settings.concurrency)
+        self._per_dest: dict[str, tuple[asyncio.Semaphore, int]] = {}
+        self._tls = no_verify_context() if settings.starttls else None
+
+    def reconfigure(self, settings: RelaySettings) -> None:
+        """SIGHUP: new routing/timeouts for the next transactions (concurrency limits need a restart)."""
+        self.settings = settings
+        self.router = Router(self.resolver, settings.route_settings())
+        self._tls = no_verify_context() if settings.starttls else None
+
+    async def deliver(self, job: DeliveryJob) -> list[RecipientResult]:
+        try:
+            return await self._deliver(job)
+        except Exception:
+            log.exception("%s: relay: unexpected error; deferring", job.queue_id)
+            return [RelayResult(r, "deferred", C451_LOCAL_ERROR, "") for r in job.recipients]
+
+    async def _deliver(self, job: DeliveryJob) -> list[RecipientResult]:
+        params: tuple[Recipient, ...] = ()
+        env: Envelope | None = None
+        if isinstance(job, RelayJob):
+            env = job.envelope
+            if len(job.params) == len(job.recipients):
+                params = job.params
+        if not params:
+            params = tuple(Recipient(r) for r in job.recipients)
+        size = os.stat(job.body_path).st_size
+        eight_bit = await asyncio.to_thread(mime7bit.has_8bit, job.body_path)
+        smtputf8 = env.smtputf8 if env is not None else False
+        utf8_local = any(not p.address.local.isascii() for p in params) or (
+            job.sender is not None and not job.sender.local.isascii())
+        needs_utf8 = utf8_local or (smtputf8 and await asyncio.to_thread(
+            mime7bit.header_section_has_8bit, job.body_path))
+        groups: dict[str, list[int]] = {}
+        for i, p in enumerate(params):
+            groups.setdefault(destination_of(p.address, self.settings.smarthost is not None), []).append(i)
+        results: list[RecipientResult | None] = [None] * len(params)
+
+        async def run(dest: str, idx: list[int]) -> None:
+            msg = OutboundMessage(
+                sender=job.sender, recipients=tuple(params[i] for i in idx), body_path=job.body_path,
+                size=size, eight_bit=eight_bit, binarymime=env is not None and env.body == "BINARYMIME",
+                needs_smtputf8=needs_utf8, smtputf8=smtputf8 or utf8_local,
+                ret=env.ret if env else None, envid=env.envid if env else None)
+            try:
+                out = await self._deliver_group(job, dest, msg)
+            except Exception:
+                log.exception("%s: relay to %s: unexpected error; deferring", job.queue_id, dest)
+                out = [RelayResult(params[i].address, "deferred", C451_LOCAL_ERROR, dest) for i in idx]
+            for i, res in zip(idx, out, strict=True):
+                results[i] = res
+
+        await asyncio.gather(*(run(dest, idx) for dest, idx in groups.items()))
+        return [r if r is not None else RelayResult(job.recipients[i], "deferred", C451_LOCAL_ERROR, "")
+                for i, r in enumerate(results)]
+
+    def _dest_semaphore(self, dest: str) -> asyncio.Semaphore:
+        sem, users = self._per_dest.get(dest, (None, 0))
+        if sem is None:
+            sem = asyncio.Semaphore(self.settings.destination_concurrency)
+        self._per_dest[dest] = (sem, users + 1)
+        return sem
+
+    def _release_dest(self, dest: str) -> None:
+        sem, users = self._per_dest[dest]
+        if users <= 1:
+            del self._per_dest[dest]  # no unbounded growth over many destinations
+        else:
+            self._per_dest[dest] = (sem, users - 1)
+
+    async def _deliver_group(self, job: DeliveryJob, dest: str, msg: OutboundMessage) -> list[RelayResult]:
+        qid = job.queue_id
+        rcpts = [r.address for r in msg.recipients]
+        domain = msg.recipients[0].address.domain
+        try:
+            hosts = await self.router.route(domain)
+        except MailError as exc:
+            status: Status = "failed" if isinstance(exc, PermanentError) else "deferred"
+            log.info("%s: relay: %s: %s (%s)", qid, domain, status, exc.reply)
+            return [RelayResult(a, status, exc.reply, dest) for a in rcpts]
+        sem = self._dest_semaphore(dest)
+        try:
+            async with sem, self._global:  # per destination first: never hold a global slot idle
+                return await self._try_hosts(job, hosts, msg, rcpts)
+        finally:
+            self._release_dest(dest)
+
+    async def _try_hosts(self, job: DeliveryJob, hosts: list[MxHost], msg: OutboundMessage,
+                         rcpts: list[Address]) -> list[RelayResult]:
+        qid = job.queue_id
+        last: tuple[Reply, str] | None = None
+        tried = 0
+        for host in hosts:
+            if not host.addresses:
+                log.info("%s: relay: %s has no usable address: %s", qid, host.name, host.error)
+                continue
+            for address in host.addresses:
+                if tried >= self.settings.max_addresses:
+                    break
+                tried += 1
+                label = host.label(address)
+                try:
+                    res = await self._send(host, address, msg)
+                except HostFailure as exc:
+                    log.info("%s: relay: %s: %s", qid, label, exc.reply)
+                    if not exc.try_next:  # relay_session Rule 9: it may have the message
+                        return [RelayResult(a, "deferred", exc.reply, label) for a in rcpts]
+                    last = (exc.reply, label)
+                    continue
+                out = [RelayResult(a, status, reply, label, peer_dsn=res.peer_dsn)
+                       for a, (status, reply) in zip(rcpts, res.outcomes, strict=True)]
+                for r in out:
+                    log.info("%s: to=%s relay=%s tls=%s status=%s (%s)", qid, format_path(r.recipient),
+                             label, "yes" if res.tls else "no", r.status, r.reply)
+                return out
+        return self._exhausted(hosts, rcpts, last)
+
+    def _exhausted(self, hosts: Iterable[MxHost], rcpts: list[Address],
+                   last: tuple[Reply, str] | None) -> list[RelayResult]:
+        """Rule 4: nothing accepted the message."""
+        if last is not None:
+            reply, label = last
+            status: Status = "failed" if reply.is_permanent else "deferred"
+            return [RelayResult(a, status, reply, label) for a in rcpts]
+        hosts = list(hosts)
+        names = ", ".join(h.name for h in hosts)
+        if hosts and not any(h.error_temporary for h in hosts):
+            reply = C554_NO_ADDRESS.with_text(f"No address for any mail exchanger ({names})")
+            return [RelayResult(a, "failed", reply, names) for a in rcpts]
+        reply = C451_NO_ADDRESS.with_text(f"No address found for the mail exchangers ({names})")
+        return [RelayResult(a, "deferred", reply, names) for a in rcpts]
+
+    async def _send(self, host: MxHost, address: str, msg: OutboundMessage) -> HostResult:
+        settings = SessionSettings(self.settings.hostname, self.settings.timeouts, self._tls)
+        try:
+            return await send_to_host(host, address, msg, settings, use_tls=self._tls is not None)
+        except TlsFailed:
+            # Opportunistic TLS only: a failed handshake is retried in plaintext (relay_session Rule 2).
+            return await send_to_host(host, address, msg, settings, use_tls=False)
+
+
+__all__ = ["RelayDelivery", "RelayJob", "RelayResult", "RelaySettings", "RelayTimeouts", "status_of"]

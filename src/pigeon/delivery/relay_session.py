@@ -1,0 +1,433 @@
+"""One outbound SMTP transaction to one address of one mail exchanger (the I/O around the core).
+
+``send_to_host`` connects, greets, optionally upgrades to TLS, sends one message to all of its
+recipients and says what happened to each; ``pigeon.delivery.relay`` decides which host to try
+and what the outcome means for the queue.
+
+Rules:
+1. EHLO first; a 5xx to EHLO falls back to HELO (RFC 5321 §4.1.1.1, §3.2). Without EHLO no
+   extension is used.
+2. STARTTLS when offered and a TLS context is configured (opportunistic; certificates are not
+   verified unless the context says so). After TLS, EHLO again (RFC 3207 §4.2). A handshake
+   failure raises ``TlsFailed``: the caller retries the same address in plaintext, as Postfix
+   does for opportunistic TLS. A non-220 answer to STARTTLS continues in plaintext.
+3. A message needing SMTPUTF8 to a peer without it fails every recipient with ``553 5.6.7``
+   (RFC 6531 §3.5: no downgrade of UTF-8 local parts). Otherwise UTF-8 domains are sent as
+   A-labels.
+4. SIZE: a message larger than the peer's announced fixed limit fails with ``552 5.3.4`` before
+   MAIL (RFC 1870 §6); ``SIZE=`` is sent when the peer has SIZE.
+5. An 8-bit body to a peer without 8BITMIME is converted to 7-bit (``mime7bit``, RFC 6152 §3);
+   with 8BITMIME it is sent with ``BODY=8BITMIME``. BINARYMIME goes by BDAT to a peer with
+   CHUNKING and BINARYMIME, else it is converted as well.
+6. DSN parameters (RET, ENVID, NOTIFY, ORCPT) are sent only to a peer with DSN (RFC 3461 §4).
+7. With PIPELINING, MAIL, every RCPT and DATA go in one write (RFC 2920 §3.1: DATA last); else
+   one command at a time. With CHUNKING the body goes as BDAT chunks (RFC 3030), else DATA
+   with dot-stuffing (the core).
+8. Per-recipient outcome: the RCPT reply when it was not 2xx; else the reply to the end of the
+   data (or to DATA itself when that was refused). 2xx → delivered, 4xx → deferred, 5xx → failed.
+9. Anything that goes wrong before the end of the data has been sent (connect refused, timeout,
+   greeting/EHLO/MAIL refused, connection lost) raises ``HostFailure(try_next=True)``: nothing
+   was accepted, another host may be tried. A connection lost or a timeout after the final
+   ``.`` raises ``HostFailure(try_next=False)``: the peer may have the message (RFC 1047), so it
+   is deferred, never sent to another host in the same attempt.
+10. Timeouts per RFC 5321 §4.5.3.2 (``RelayTimeouts``).
+
+What can go wrong: every network or protocol error becomes ``HostFailure`` or ``TlsFailed``;
+nothing else escapes except programming errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import os
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Literal
+
+from pigeon.core.address import Address
+from pigeon.core.envelope import Recipient
+from pigeon.core.results import Status
+from pigeon.delivery import mime7bit
+from pigeon.delivery.relay_route import MxHost, literal_address, to_ascii
+from pigeon.proto.smtp.client import ClientConnection, ReplyReceived
+from pigeon.proto.smtp.ehlo import Extensions
+from pigeon.proto.smtp.errors import LocalProtocolError, RemoteProtocolError
+from pigeon.proto.smtp.events import (
+    Command,
+    ConnectionClosed,
+    Data,
+    Ehlo,
+    Helo,
+    MailFrom,
+    MailParams,
+    Quit,
+    RcptTo,
+    StartTls,
+)
+from pigeon.proto.smtp.reply import Reply
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 65536  # one socket read
+BODY_CHUNK = 65536  # DATA: the body is streamed from the spool in 64 KiB pieces
+BDAT_CHUNK = 1024 * 1024  # BDAT: 1 MiB per chunk, a round trip each (RFC 3030 sets no size)
+QUIT_TIMEOUT = 5.0  # after the transaction we wait this long for 221, then just close
+
+C451_CONNECT_FAILED = Reply(451, "4.4.1", "Connection failed")  # RFC 3463 X.4.1 no answer from host
+C451_TIMEOUT = Reply(451, "4.4.2", "Timeout")  # RFC 3463 X.4.2 bad connection
+C451_CONNECTION_LOST = Reply(451, "4.4.2", "Connection lost")
+C451_PROTOCOL = Reply(451, "4.5.0", "Protocol error from the remote server")  # X.5.0
+C553_NEEDS_SMTPUTF8 = Reply(553, "5.6.7", "Message needs SMTPUTF8, which the remote server does not offer")
+C552_TOO_BIG = Reply(552, "5.3.4", "Message is larger than the remote server accepts")
+
+
+@dataclass(frozen=True, slots=True)
+class RelayTimeouts:
+    """Seconds; RFC 5321 §4.5.3.2 gives the minimums a client SHOULD wait."""
+
+    connect: float = 30.0  # not in RFC 5321; Postfix smtp_connect_timeout = 30s
+    greeting: float = 300.0  # §4.5.3.2.1 initial 220 message: 5 minutes
+    helo: float = 300.0  # EHLO/HELO/STARTTLS (Postfix smtp_helo_timeout = 300s)
+    mail: float = 300.0  # §4.5.3.2.2 MAIL: 5 minutes
+    rcpt: float = 300.0  # §4.5.3.2.3 RCPT: 5 minutes
+    data_init: float = 120.0  # §4.5.3.2.4 DATA initiation: 2 minutes
+    data_block: float = 180.0  # §4.5.3.2.5 data block: 3 minutes per write
+    data_done: float = 600.0  # §4.5.3.2.6 DATA termination: 10 minutes
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundMessage:
+    """What one transaction carries."""
+
+    sender: Address | None
+    recipients: tuple[Recipient, ...]
+    body_path: Path
+    size: int  # octets in the spool file
+    eight_bit: bool  # the body holds octets above 127
+    binarymime: bool  # declared BODY=BINARYMIME
+    needs_smtputf8: bool  # Rule 3
+    smtputf8: bool  # the sender asked for SMTPUTF8
+    ret: Literal["FULL", "HDRS"] | None = None
+    envid: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    helo_name: str
+    timeouts: RelayTimeouts = RelayTimeouts()
+    tls: ssl.SSLContext | None = None  # None: never STARTTLS
+
+
+@dataclass(frozen=True, slots=True)
+class HostResult:
+    outcomes: tuple[tuple[Status, Reply], ...]  # one per recipient, in order
+    peer_dsn: bool  # the peer took the DSN parameters (it reports from now on)
+    tls: bool
+
+
+class HostFailure(Exception):
+    def __init__(self, reply: Reply, try_next: bool) -> None:
+        super().__init__(str(reply))
+        self.reply = reply
+        self.try_next = try_next
+
+
+class TlsFailed(Exception):
+    """The TLS handshake failed: retry this address without STARTTLS (Rule 2)."""
+
+
+def no_verify_context() -> ssl.SSLContext:
+    """Opportunistic TLS between MX hosts: encrypt, do not verify (RFC 7435 §1.3)."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def status_of(reply: Reply) -> Status:
+    if reply.is_positive:
+        return "delivered"
+    return "deferred" if reply.is_transient else "failed"
+
+
+def _ascii_address(a: Address) -> Address:
+    return Address(a.local, to_ascii(a.domain)) if not a.domain.isascii() else a
+
+
+class _Peer:
+    def __init__(self, host: MxHost, address: str, settings: SessionSettings) -> None:
+        self.host = host
+        self.address = address
+        self.settings = settings
+        self.t = settings.timeouts
+        self.conn = ClientConnection()
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.final_sent = False  # Rule 9
+
+    def fail(self, reply: Reply, text: str) -> HostFailure:
+        return HostFailure(reply.with_text(f"{self.host.label(self.address)}: {text}"),
+                           try_next=not self.final_sent)
+
+    async def connect(self) -> None:
+        try:
+            async with asyncio.timeout(self.t.connect):
+                self.reader, self.writer = await asyncio.open_connection(self.address, self.host.port)
+        except TimeoutError:
+            raise self.fail(C451_CONNECT_FAILED, "connection timed out") from None
+        except OSError as exc:
+            raise self.fail(C451_CONNECT_FAILED, f"connect failed: {exc.strerror or exc}") from None
+
+    async def flush(self, timeout: float) -> None:
+        data = self.conn.data_to_send()
+        if not data or self.writer is None:
+            return
+        try:
+            self.writer.write(data)
+            async with asyncio.timeout(timeout):
+                await self.writer.drain()
+        except TimeoutError:
+            raise self.fail(C451_TIMEOUT, "timeout while sending") from None
+        except OSError as exc:
+            raise self.fail(C451_CONNECTION_LOST, f"lost connection while sending: {exc}") from None
+
+    async def reply(self, timeout: float) -> Reply:
+        if self.reader is None:
+            raise self.fail(C451_CONNECTION_LOST, "not connected")
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    ev = self.conn.next_event()
+                    if isinstance(ev, ReplyReceived):
+                        return ev.reply
+                    if isinstance(ev, ConnectionClosed):
+                        raise self.fail(C451_CONNECTION_LOST, "connection closed by the remote server")
+                    self.conn.receive_data(await self.reader.read(READ_SIZE))
+        except TimeoutError:
+            raise self.fail(C451_TIMEOUT, "timeout waiting for a reply") from None
+        except RemoteProtocolError as exc:
+            raise self.fail(C451_PROTOCOL, f"bad reply: {exc}") from None
+        except OSError as exc:
+            raise self.fail(C451_CONNECTION_LOST, f"lost connection: {exc}") from None
+
+    def send(self, cmd: Command) -> None:
+        try:
+            self.conn.send_command(cmd)
+        except LocalProtocolError as exc:  # the peer closed the session (a 421) meanwhile
+            raise self.fail(C451_CONNECTION_LOST, f"cannot send {type(cmd).__name__}: {exc}") from None
+
+    async def command(self, cmd: Command, timeout: float) -> Reply:
+        self.send(cmd)
+        await self.flush(timeout)
+        return await self.reply(timeout)
+
+    async def starttls(self, ctx: ssl.SSLContext) -> bool:
+        reply = await self.command(StartTls(), self.t.helo)
+        if reply.code != 220:
+            log.info("relay: %s: STARTTLS refused (%s); continuing without TLS",
+                     self.host.label(self.address), reply)
+            return False
+        self.conn.start_tls()
+        if self.writer is None:
+            raise self.fail(C451_CONNECTION_LOST, "not connected")
+        name = None if literal_address(f"[{self.host.name}]") else self.host.name
+        try:
+            await self.writer.start_tls(ctx, server_hostname=name, ssl_handshake_timeout=self.t.helo)
+        except (ssl.SSLError, OSError, TimeoutError) as exc:
+            log.warning("relay: %s: TLS handshake failed: %s", self.host.label(self.address), exc)
+            raise TlsFailed(str(exc)) from None
+        return True
+
+    async def hello(self, use_tls: bool) -> tuple[Extensions, bool]:
+        name = self.settings.helo_name
+        reply = await self.command(Ehlo(name), self.t.helo)
+        if reply.code == 250:
+            ext = self.conn.extensions or Extensions()
+            if use_tls and self.settings.tls is not None and ext.starttls and not self.conn.tls_active:
+                if await self.starttls(self.settings.tls):
+                    reply = await self.command(Ehlo(name), self.t.helo)  # RFC 3207 §4.2
+                    if reply.code != 250:
+                        raise self.fail(reply, f"EHLO after STARTTLS refused: {reply}")
+                    return self.conn.extensions or Extensions(), True
+            return ext, False
+        if reply.code == 421 or reply.is_transient:
+            raise self.fail(reply, f"EHLO refused: {reply}")
+        reply = await self.command(Helo(name), self.t.helo)  # Rule 1
+        if not reply.is_positive:
+            raise self.fail(reply, f"HELO refused: {reply}")
+        return Extensions(), False
+
+    async def send_data(self, body: BinaryIO) -> None:
+        while chunk := body.read(BODY_CHUNK):
+            self.conn.send_message_data(chunk)
+            await self.flush(self.t.data_block)
+        self.conn.end_message_data()
+        self.final_sent = True
+        await self.flush(self.t.data_block)
+
+    async def send_bdat(self, body: BinaryIO, size: int) -> Reply:
+        sent = 0
+        while True:
+            chunk = body.read(BDAT_CHUNK)
+            sent += len(chunk)
+            last = sent >= size or not chunk
+            self.conn.send_bdat(chunk, last)
+            if last:
+                self.final_sent = True
+            await self.flush(self.t.data_block)
+            reply = await self.reply(self.t.data_done if last else self.t.data_block)
+            if last or not reply.is_positive:
+                return reply
+
+    async def quit(self) -> None:
+        if self.writer is None:
+            return
+        try:
+            if not self.conn.closed:
+                self.conn.send_command(Quit())
+                self.writer.write(self.conn.data_to_send())
+                async with asyncio.timeout(QUIT_TIMEOUT):
+                    await self.writer.drain()
+                    await self.reply(QUIT_TIMEOUT)
+        except (HostFailure, OSError, TimeoutError, LocalProtocolError) as exc:
+            log.debug("relay: %s: QUIT: %s", self.host.label(self.address), exc)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+    async def aclose(self) -> None:
+        writer, self.writer = self.writer, None
+        if writer is None:
+            return
+        writer.close()
+        try:
+            async with asyncio.timeout(QUIT_TIMEOUT):
+                await writer.wait_closed()
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            log.debug("relay: %s: close: %s", self.host.label(self.address), exc)
+
+
+def _open_body(msg: OutboundMessage, convert: bool) -> BinaryIO:
+    if convert:
+        return io.BytesIO(mime7bit.to_7bit(msg.body_path.read_bytes()))
+    return open(msg.body_path, "rb")
+
+
+def _size_of(body: BinaryIO) -> int:
+    if isinstance(body, io.BytesIO):
+        return len(body.getbuffer())
+    return os.fstat(body.fileno()).st_size
+
+
+async def send_to_host(host: MxHost, address: str, msg: OutboundMessage, settings: SessionSettings,
+                       use_tls: bool = True) -> HostResult:
+    """One transaction (Rules 1-10). Raises HostFailure or TlsFailed."""
+    peer = _Peer(host, address, settings)
+    try:
+        await peer.connect()
+        greeting = await peer.reply(settings.timeouts.greeting)
+        if greeting.code != 220:
+            raise peer.fail(greeting, f"refused to talk to me: {greeting}")
+        ext, tls = await peer.hello(use_tls)
+        result = await _transaction(peer, ext, msg)
+        await peer.quit()
+        return HostResult(result[0], result[1], tls)
+    finally:
+        await peer.aclose()
+
+
+def _all(msg: OutboundMessage, status: Status, reply: Reply) -> tuple[tuple[Status, Reply], ...]:
+    return tuple((status, reply) for _ in msg.recipients)
+
+
+async def _transaction(peer: _Peer, ext: Extensions,
+                       msg: OutboundMessage) -> tuple[tuple[tuple[Status, Reply], ...], bool]:
+    label = peer.host.label(peer.address)
+    use_utf8 = msg.smtputf8 and ext.smtputf8
+    if msg.needs_smtputf8 and not ext.smtputf8:  # Rule 3
+        return _all(msg, "failed", C553_NEEDS_SMTPUTF8.with_text(
+            f"{label} does not offer SMTPUTF8, which this message needs")), False
+    bdat_binary = msg.binarymime and ext.chunking and ext.binarymime
+    convert = (msg.eight_bit and not ext.eight_bit_mime and not bdat_binary) or \
+              (msg.binarymime and not bdat_binary)  # Rule 5
+    if convert:
+        log.info("relay: %s lacks 8BITMIME%s; converting the message to 7-bit MIME",
+                 label, "/BINARYMIME" if msg.binarymime else "")
+    body = await asyncio.to_thread(_open_body, msg, convert)
+    try:
+        size = _size_of(body)
+        if ext.size and size > ext.size:  # Rule 4
+            return _all(msg, "failed", C552_TOO_BIG.with_text(
+                f"Message size {size} exceeds the limit {ext.size} of {label}")), False
+        body_type: Literal["8BITMIME", "BINARYMIME"] | None = None
+        if bdat_binary:
+            body_type = "BINARYMIME"
+        elif msg.eight_bit and not convert:
+            body_type = "8BITMIME"
+        dsn = ext.dsn
+        params = MailParams(size=size if ext.size is not None else None, body=body_type,
+                            smtputf8=use_utf8, ret=msg.ret if dsn else None,
+                            envid=msg.envid if dsn else None)
+        sender = msg.sender if use_utf8 or msg.sender is None else _ascii_address(msg.sender)
+        cmds: list[Command] = [MailFrom(sender, params)]
+        for r in msg.recipients:
+            addr = r.address if use_utf8 else _ascii_address(r.address)
+            cmds.append(RcptTo(addr, r.notify if dsn else (), r.orcpt if dsn else None))  # Rule 6
+        chunking = ext.chunking
+        pipelining = ext.pipelining
+        if pipelining and not chunking:
+            cmds.append(Data())
+        t = peer.t
+        replies: list[Reply] = []
+        if pipelining:  # Rule 7
+            for c in cmds:
+                peer.send(c)
+            await peer.flush(t.mail)
+            for i in range(len(cmds)):
+                timeout = t.mail if i == 0 else (t.rcpt if i <= len(msg.recipients) else t.data_init)
+                replies.append(await peer.reply(timeout))
+        else:
+            replies.append(await peer.command(cmds[0], t.mail))
+            if replies[0].is_positive:
+                for c in cmds[1:]:
+                    replies.append(await peer.command(c, t.rcpt))
+        mail = replies[0]
+        if not mail.is_positive:
+            if mail.is_transient:
+                raise peer.fail(mail, f"MAIL FROM refused: {mail}")
+            return _all(msg, "failed", mail), False
+        rcpt_replies = replies[1:1 + len(msg.recipients)]
+        accepted = [i for i, rep in enumerate(rcpt_replies) if rep.is_positive]
+        outcomes: list[tuple[Status, Reply]] = [(status_of(rep), rep) for rep in rcpt_replies]
+        final: Reply
+        if pipelining and not chunking:
+            data_reply = replies[-1]
+            if data_reply.code == 354 and not accepted:
+                peer.conn.end_message_data()  # RFC 2920 §3.1: a 354 without recipients
+                await peer.flush(t.data_block)
+                await peer.reply(t.data_done)
+                return tuple(outcomes), dsn
+        elif not accepted:
+            return tuple(outcomes), dsn
+        elif chunking:
+            data_reply = Reply(354, "", "BDAT")
+        else:
+            data_reply = await peer.command(Data(), t.data_init)
+        if not accepted:
+            return tuple(outcomes), dsn
+        if chunking:
+            final = await peer.send_bdat(body, size)
+        elif data_reply.code != 354:
+            final = data_reply
+        else:
+            await peer.send_data(body)
+            final = await peer.reply(t.data_done)
+        for i in accepted:
+            outcomes[i] = (status_of(final), final)
+        return tuple(outcomes), dsn
+    finally:
+        body.close()

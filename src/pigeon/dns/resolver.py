@@ -1,0 +1,201 @@
+"""DNS for mail routing: the ``Resolver`` seam, its errors, and the real dnspython implementation.
+
+Rules:
+1. ``Resolver.mx(domain)`` returns the domain's MX records (``MxRecord``), unsorted, exactly as
+   published; ``[]`` when the name exists but has no MX (then the caller uses the implicit MX,
+   RFC 5321 §5.1). The null MX ``0 .`` (RFC 7505) comes back as ``MxRecord(0, "")``.
+2. ``Resolver.addresses(host)`` returns the host's A then AAAA addresses as text, ``[]`` when the
+   name exists without addresses. CNAME chains are followed (dnspython does, and logs here).
+3. Errors: NXDOMAIN → ``NoSuchDomain`` (permanent); any other permanent DNS refusal (YXDOMAIN,
+   a name that cannot be a DNS name) → ``DnsPermError``; SERVFAIL, REFUSED from every server,
+   timeouts → ``DnsTempError``. ``NoSuchDomain`` is a ``DnsPermError``.
+4. ``DnsResolver`` asks ``[dns] nameservers`` (``address:port``) when given, else the system
+   resolver (``/etc/resolv.conf``). Positive answers are cached for their TTL (capped), negative
+   answers (NXDOMAIN, no records) for ``NEGATIVE_TTL``; temporary errors are never cached. Time
+   comes from the injected ``Clock``.
+5. Names are passed in A-label form (``pigeon.delivery.relay_idna``); this module never
+   converts them.
+
+What can go wrong: only the three error classes above leave ``mx``/``addresses``; anything
+unexpected from dnspython is logged and raised as ``DnsTempError`` (never lost mail).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import dns.asyncresolver
+import dns.exception
+import dns.name
+import dns.nameserver
+import dns.rdatatype
+import dns.resolver
+
+from pigeon.core.clock import Clock
+
+log = logging.getLogger(__name__)
+
+# RFC 2308 §5 lets a resolver cache negative answers up to the SOA minimum (often hours); one
+# minute keeps a freshly published zone usable quickly while sparing the servers a storm.
+NEGATIVE_TTL = 60.0
+# RFC 8767 §4 suggests capping TTLs at 7 days; mail routing should notice changes sooner: 1 day.
+MAX_TTL = 86400.0
+# Entries kept in the cache; each is a few hundred bytes. 10,000 covers a busy relay's daily mix.
+MAX_CACHE_ENTRIES = 10_000
+# RFC 1123 §6.1.3.3 / dnspython default: give up on one query after this many seconds in total.
+DEFAULT_LIFETIME = 10.0
+# One try against one server before the next is asked (dnspython's default is 2 s).
+DEFAULT_TRY_TIMEOUT = 3.0
+
+
+class DnsError(Exception):
+    """Base of the resolver's errors."""
+
+
+class DnsTempError(DnsError):
+    """SERVFAIL, timeout, no server answered: try again later."""
+
+
+class DnsPermError(DnsError):
+    """A permanent DNS failure."""
+
+
+class NoSuchDomain(DnsPermError):
+    """NXDOMAIN: the name does not exist (RFC 1035 §4.1.1 RCODE 3)."""
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class MxRecord:
+    preference: int
+    host: str  # lower-case, no trailing dot; "" is the null MX "." (RFC 7505)
+
+
+class Resolver(Protocol):
+    """What mail routing asks of DNS."""
+
+    async def mx(self, domain: str) -> list[MxRecord]: ...
+
+    async def addresses(self, host: str) -> list[str]: ...
+
+
+def _host_text(name: dns.name.Name) -> str:
+    return name.to_text(omit_final_dot=True).lower() if name != dns.name.root else ""
+
+
+class _Cache:
+    """A TTL cache keyed by (name, type); the value is a list of strings or a raised error."""
+
+    def __init__(self, clock: Clock, limit: int = MAX_CACHE_ENTRIES) -> None:
+        self._clock = clock
+        self._limit = limit
+        self._items: OrderedDict[tuple[str, str], tuple[float, list[str] | DnsPermError]] = OrderedDict()
+
+    def get(self, key: tuple[str, str]) -> list[str] | DnsPermError | None:
+        item = self._items.get(key)
+        if item is None:
+            return None
+        expires, value = item
+        if expires <= self._clock.now():
+            del self._items[key]
+            return None
+        return value
+
+    def put(self, key: tuple[str, str], value: list[str] | DnsPermError, ttl: float) -> None:
+        if ttl <= 0:
+            return
+        self._items[key] = (self._clock.now() + min(ttl, MAX_TTL), value)
+        self._items.move_to_end(key)
+        while len(self._items) > self._limit:
+            self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class DnsResolver:
+    """``Resolver`` on dnspython's asyncio resolver, with a TTL-honouring cache (Rule 4)."""
+
+    def __init__(self, nameservers: Sequence[tuple[str, int]], clock: Clock,
+                 lifetime: float = DEFAULT_LIFETIME, try_timeout: float = DEFAULT_TRY_TIMEOUT) -> None:
+        if nameservers:
+            self._resolver = dns.asyncresolver.Resolver(configure=False)
+            self._resolver.nameservers = [dns.nameserver.Do53Nameserver(host, port)
+                                          for host, port in nameservers]
+        else:
+            self._resolver = dns.asyncresolver.Resolver()  # /etc/resolv.conf
+        self._resolver.lifetime = lifetime
+        self._resolver.timeout = try_timeout
+        self._cache = _Cache(clock)
+
+    async def mx(self, domain: str) -> list[MxRecord]:
+        texts = await self._lookup(domain, "MX")
+        out = []
+        for text in texts:
+            pref, _, host = text.partition(" ")
+            out.append(MxRecord(int(pref), host))
+        return out
+
+    async def addresses(self, host: str) -> list[str]:
+        a, aaaa = await asyncio.gather(self._lookup(host, "A"), self._lookup(host, "AAAA"),
+                                       return_exceptions=True)
+        results: list[str] = []
+        temp: DnsTempError | None = None
+        for part in (a, aaaa):
+            if isinstance(part, NoSuchDomain):
+                raise part
+            if isinstance(part, DnsTempError):
+                temp = part
+            elif isinstance(part, BaseException):
+                raise part
+            else:
+                results.extend(part)
+        if temp is not None and not results:
+            raise temp
+        if temp is not None:
+            log.warning("dns: %s: one address family failed (%s); using %s", host, temp, results)
+        return results
+
+    async def _lookup(self, name: str, rdtype: str) -> list[str]:
+        key = (name.lower().rstrip("."), rdtype)
+        cached = self._cache.get(key)
+        if isinstance(cached, DnsPermError):
+            raise cached
+        if cached is not None:
+            return list(cached)
+        try:
+            qname = dns.name.from_text(key[0] + ".") if key[0] else dns.name.root
+            answer = await self._resolver.resolve(qname, rdtype, raise_on_no_answer=False, search=False)
+        except dns.resolver.NXDOMAIN:
+            err = NoSuchDomain(f"{key[0]}: no such domain (NXDOMAIN)")
+            self._cache.put(key, err, NEGATIVE_TTL)
+            raise err from None
+        except dns.resolver.YXDOMAIN:
+            raise DnsPermError(f"{key[0]}: name too long after DNAME substitution (YXDOMAIN)") from None
+        except (dns.name.NameTooLong, dns.name.LabelTooLong, dns.name.EmptyLabel) as exc:
+            raise DnsPermError(f"{key[0]!r} is not a valid DNS name: {exc}") from None
+        except dns.resolver.NoNameservers as exc:
+            raise DnsTempError(f"{key[0]}/{rdtype}: no server answered (SERVFAIL or REFUSED): {exc}") from None
+        except dns.exception.Timeout:
+            raise DnsTempError(f"{key[0]}/{rdtype}: DNS timeout") from None
+        except Exception as exc:
+            log.exception("dns: unexpected error looking up %s/%s", key[0], rdtype)
+            raise DnsTempError(f"{key[0]}/{rdtype}: DNS error: {exc}") from None
+        rrset = answer.rrset
+        if rrset is None:
+            self._cache.put(key, [], NEGATIVE_TTL)
+            return []
+        if answer.canonical_name != answer.qname:
+            log.info("dns: %s is a CNAME for %s; following it", key[0], _host_text(answer.canonical_name))
+        values: list[str] = []
+        for rdata in rrset:
+            if rdtype == "MX":
+                values.append(f"{int(rdata.preference)} {_host_text(rdata.exchange)}")
+            else:
+                values.append(str(rdata.address))
+        self._cache.put(key, values, float(rrset.ttl))
+        return list(values)
