@@ -22,6 +22,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TextIO
@@ -43,6 +44,7 @@ from pigeon.net.listener import ConnectionLimits, Listener
 from pigeon.proto.smtp.reply import C421_TOO_MANY_CONNECTIONS
 from pigeon.qmgr.manager import QueueManager
 from pigeon.queue.store import QueueStore
+from pigeon.queue.record import QueueRecord
 from pigeon.smtpd.session import SmtpContext, SmtpSession
 from pigeon.store.maildir import MaildirStore
 
@@ -52,6 +54,8 @@ DEMO_USER = "demo@example.test"
 # One thread per concurrent delivery attempt: the queue manager's default concurrency (32);
 # fsyncs issued together are batched by the file system, so fewer would serialise them.
 DELIVERY_IO_THREADS = 32
+# 5 s of 0.1 s tries for the data directory lock: an offline `sendmail` holds it for milliseconds.
+LOCK_ATTEMPTS = 50
 
 
 class DataDirLocked(Exception):
@@ -89,11 +93,17 @@ class App:
         data = self.config.data_dir
         data.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(data / "pigeon.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            os.close(fd)
-            raise DataDirLocked(f"another pigeon server is running on {data}") from exc
+        # `pigeon sendmail` with the server stopped holds this lock for the moment it takes to
+        # queue one message: wait that out instead of refusing to start.
+        for attempt in range(LOCK_ATTEMPTS):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError as exc:
+                if attempt == LOCK_ATTEMPTS - 1:
+                    os.close(fd)
+                    raise DataDirLocked(f"another pigeon server is running on {data}") from exc
+                time.sleep(0.1)
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd
@@ -120,9 +130,14 @@ class App:
         self.local = LocalDelivery(self.store, self.directory, cfg.hostname)
         self.qmgr = QueueManager(self.queue, self.local, HoldForRelay(), self.directory,
                                  self.current_config, self.clock, self.bouncer)
-        self.bouncer.on_queued = self.qmgr.submit
+        self.bouncer.on_queued = self.on_queued
         self.control = ControlServer(socket_path(data))
         self._register_control()
+
+    def on_queued(self, record: QueueRecord) -> None:
+        """Every message committed to the queue (SMTP, sendmail, bounces) passes here."""
+        maillog.queued(record.id, record.envelope.sender, record.size, len(record.envelope.recipients))
+        self.qmgr.submit(record)
 
     def _limits(self) -> ConnectionLimits:
         lim = self.config.limits
@@ -200,7 +215,7 @@ class App:
             log.info("queue: %d messages scheduled after recovery", n)
         self.qmgr.start()
         await self.control.start()
-        ctx = SmtpContext(self.current_config, self.directory, self.intake, self.qmgr.submit)
+        ctx = SmtpContext(self.current_config, self.directory, self.intake, self.on_queued)
         listen = self.config.listen
         if listen.smtp:
             too_many = C421_TOO_MANY_CONNECTIONS.with_text(

@@ -42,7 +42,7 @@ def disconnect(client: str, service: str, commands: int, errors: int) -> None:
 def rejected(client: str, stage: str, reply: object, sender: Address | None = None,
              rcpt: Address | None = None, helo: str | None = None) -> None:
     _emit("NOQUEUE", "reject", client=client, stage=stage,
-          **{"from": format_path(sender) if stage != "CONNECT" else None},
+          **{"from": format_path(sender) if stage in ("MAIL", "RCPT", "DATA") else None},
           to=format_path(rcpt) if rcpt is not None else None, helo=helo, status=reply)
 
 

@@ -133,8 +133,6 @@ def test_queue_commands_offline(make_server: MakeServer) -> None:
     assert srv.cli("queue", "list").stdout.strip() == "Mail queue is empty"
 
 
-@pytest.mark.xfail(strict=True, reason="bug: QueueManager.flush (src/pigeon/qmgr/manager.py) sets next_try=0 "
-                   "on a scanned copy it never saves, so the attempt loads the old next_try and skips")
 def test_queue_flush_retries_deferred_mail_now(make_server: MakeServer) -> None:
     srv = remote_server(make_server)
     qid = send_dsn(srv)

@@ -255,8 +255,6 @@ def test_8bit_body_and_smtputf8_addresses(shared: Server) -> None:
     assert "X-Name: Jörg".encode() in msg
 
 
-@pytest.mark.xfail(strict=True, reason="bug: Directory._local_address (src/pigeon/directory/directory.py) "
-                   "parses with utf8=False, so `pigeon user add jörg@example.test` fails: bad local part")
 def test_utf8_local_user_receives_mail(make_server: MakeServer) -> None:
     srv = make_server()
     srv.add_user("alice@example.test")

@@ -110,7 +110,7 @@ def _read_password(args: argparse.Namespace) -> str:
 def _check_new_user(d: Directory, text: str) -> None:
     """Refuse before prompting for a password when the user cannot be created anyway."""
     try:
-        address = parse_address(text.strip())
+        address = parse_address(text.strip(), utf8=True)
     except AddressError as exc:
         raise DirectoryError(f"user {text!r}: {exc}") from None
     if not d.is_local_domain(address.domain):

@@ -97,7 +97,7 @@ class LocalDelivery:
         try:
             if not self._users.user_exists(rcpt):
                 reply = C550_MAILBOX_UNAVAILABLE.with_text(f"<{rcpt}>: user unknown")  # Rule 1
-                log.info("%s: to=%s relay=local status=bounced (%s)", qid, format_path(rcpt), reply)
+                log.debug("%s: to=%s relay=local status=bounced (%s)", qid, format_path(rcpt), reply)
                 return RecipientResult(rcpt, "failed", reply, HOST)
             # Rule 6: the whole file work (mkdir if new, copy, fsync, link, shared new/ fsync) in
             # one worker-thread call.
@@ -117,7 +117,7 @@ class LocalDelivery:
             log.exception("%s: to=%s relay=local status=deferred (%s) unexpected error",
                           qid, format_path(rcpt), reply)
             return RecipientResult(rcpt, "deferred", reply, HOST)
-        log.info("%s: to=%s relay=local status=sent (%s) path=%s",
+        log.debug("%s: to=%s relay=local status=sent (%s) path=%s",
                  qid, format_path(rcpt), R250_DELIVERED, path.name)
         return RecipientResult(rcpt, "delivered", R250_DELIVERED, HOST)
 

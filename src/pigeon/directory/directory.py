@@ -54,7 +54,7 @@ def _domain_name(text: str) -> str:
     return name
 
 
-def _parse(text: str, what: str, utf8: bool = False) -> Address:
+def _parse(text: str, what: str, utf8: bool = True) -> Address:
     try:
         return parse_address(text.strip(), utf8=utf8)
     except AddressError as exc:
@@ -186,7 +186,7 @@ class Directory:
         return tuple(out)
 
     def _local_address(self, text: str, what: str) -> Address:
-        address = _parse(text, what)
+        address = _parse(text, what, utf8=True)  # RFC 6531: UTF-8 local parts are legal mailboxes
         if not self.is_local_domain(address.domain):
             domain = address.domain
             raise DirectoryError(f"{domain} is not a local domain (add it with: pigeon domain add {domain})")
@@ -298,7 +298,7 @@ class Directory:
 
     def verify_password(self, address: str, password: str) -> bool:
         try:
-            key = fold(parse_address(address.strip()))
+            key = fold(parse_address(address.strip(), utf8=True))
         except AddressError:
             key = ""
         row = None

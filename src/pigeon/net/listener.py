@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from pigeon.net.tls import tls_info
+
 log = logging.getLogger(__name__)
 
 READ_SIZE = 65536  # one read at most; the protocol cores bound what they buffer
@@ -64,11 +66,7 @@ class Stream:
 
     @property
     def tls_info(self) -> str | None:
-        ssl_obj = self.writer.get_extra_info("ssl_object")
-        if ssl_obj is None:
-            return None
-        cipher = ssl_obj.cipher()
-        return f"{ssl_obj.version()} with cipher {cipher[0] if cipher else '?'}"
+        return tls_info(self.writer.get_extra_info("ssl_object"))
 
     async def close(self) -> None:
         try:

@@ -126,6 +126,8 @@ class QueueManager:
             for r in rec.rcpts:
                 if r.status == "deferred":
                     r.next_try = 0.0
+            # Persist the cleared next_try: the attempt reloads the record from disk.
+            self.queue.update_sync(rec)
             self._make_ready(rec.id)
             n += 1
         return n

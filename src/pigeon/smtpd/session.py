@@ -35,6 +35,7 @@ from pigeon.core.address import Address
 from pigeon.core.envelope import ClientInfo, Envelope, Recipient
 from pigeon.core.results import MailError
 from pigeon.net.listener import Stream
+from pigeon.queue.record import QueueRecord
 from pigeon.proto.smtp import events as ev
 from pigeon.proto.smtp.ehlo import ehlo_reply
 from pigeon.proto.smtp.reply import (
@@ -79,7 +80,7 @@ class SmtpContext:
     config: Callable[[], Config]
     directory: RecipientPolicy
     intake: Intake
-    on_queued: Callable[[object], None]
+    on_queued: Callable[[QueueRecord], None]
     service: str = "smtp"
     software: str = "Pigeon"
 
