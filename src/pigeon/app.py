@@ -38,7 +38,8 @@ from pigeon.control.server import ControlServer
 from pigeon.control.client import socket_path
 from pigeon.core.clock import SystemClock
 from pigeon.delivery.local import LocalDelivery
-from pigeon.delivery.norelay import HoldForRelay
+from pigeon.delivery.relay import RelayDelivery, RelaySettings
+from pigeon.dns.resolver import DnsResolver
 from pigeon.directory import Directory
 from pigeon.net.listener import ConnectionLimits, Listener
 from pigeon.proto.smtp.reply import C421_TOO_MANY_CONNECTIONS
@@ -47,6 +48,7 @@ from pigeon.queue.store import QueueStore
 from pigeon.queue.record import QueueRecord
 from pigeon.smtpd.session import SmtpContext, SmtpSession
 from pigeon.store.maildir import MaildirStore
+from pigeon.submission.spool import make_submit_handler
 
 log = logging.getLogger("pigeon")
 
@@ -128,7 +130,9 @@ class App:
                                self.directory.postmaster_address, self.clock,
                                max_lifetime=cfg.queue.max_lifetime)
         self.local = LocalDelivery(self.store, self.directory, cfg.hostname)
-        self.qmgr = QueueManager(self.queue, self.local, HoldForRelay(), self.directory,
+        self.resolver = DnsResolver([(e.host, e.port) for e in cfg.dns.nameservers], self.clock)
+        self.relay = RelayDelivery(self.resolver, RelaySettings.from_config(cfg))
+        self.qmgr = QueueManager(self.queue, self.local, self.relay, self.directory,
                                  self.current_config, self.clock, self.bouncer)
         self.bouncer.on_queued = self.on_queued
         self.control = ControlServer(socket_path(data))
@@ -180,6 +184,7 @@ class App:
         async def reload(args: dict[str, JSONValue]) -> JSONValue:
             return self.reload()
 
+        c.register("sendmail.submit", make_submit_handler(self.intake, self.config.data_dir, self.on_queued))
         for name, h in [("ping", ping), ("queue.list", qlist), ("queue.show", qshow),
                         ("queue.delete", qdelete), ("queue.hold", qhold),
                         ("queue.release", qrelease), ("queue.flush", qflush), ("reload", reload)]:
@@ -199,6 +204,7 @@ class App:
             log.warning("reload: listener or data_dir changes need a restart; other settings applied")
         self.config = new
         self.directory.set_config_domains(new.domains, new.postmaster)
+        self.relay.reconfigure(RelaySettings.from_config(new))
         log.info("configuration reloaded from %s", new.source)
         return "reloaded"
 

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from pigeon.admin import directory_cmds
+from pigeon.admin import directory_cmds, route_cmd, sendmail
 from pigeon.config import DEFAULT_CONFIG_TOML, Config, ConfigError, find_config
 from pigeon.control import queueops
 from pigeon.control.client import ControlError, ControlUnavailable, call
@@ -205,7 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = qs.add_parser("flush", parents=[common], help="retry every deferred message now")
     p.set_defaults(handler=cmd_queue_flush)
 
+    p = sub.add_parser("mailq", parents=[common], help="list queued messages (pigeon queue list)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_queue_list)
+
     directory_cmds.register(sub, common)
+    route_cmd.register(sub, common)
+    sendmail.register(sub, common)
     return parser
 
 

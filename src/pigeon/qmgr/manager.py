@@ -34,7 +34,9 @@ from pigeon.config import Config
 from pigeon.core.clock import Clock
 from pigeon.core.queueid import QueueId
 from pigeon.core.results import RecipientResult
-from pigeon.delivery.base import DeliveryAgent, DeliveryJob
+from pigeon.core.envelope import Recipient
+from pigeon.delivery.base import DeliveryAgent
+from pigeon.delivery.relay import RelayJob, RelayResult
 from pigeon.proto.smtp.reply import Reply
 from pigeon.queue.store import Attempt, QueueRecord, QueueStore, RcptState
 
@@ -238,11 +240,15 @@ class QueueManager:
 
     async def _run_agent(self, agent: DeliveryAgent, record: QueueRecord,
                          rcpts: list[RcptState]) -> list[tuple[RcptState, RecipientResult]]:
-        job = DeliveryJob(
+        # A RelayJob is a DeliveryJob that also carries the DSN parameters (RFC 3461) and the
+        # envelope's BODY/SMTPUTF8; the local agent ignores them.
+        job = RelayJob(
             queue_id=record.id,
             sender=record.envelope.sender,
             recipients=tuple(r.address for r in rcpts),
             body_path=self.queue.body_path(record.id),
+            envelope=record.envelope,
+            params=tuple(Recipient(r.address, r.notify, r.orcpt) for r in rcpts),
         )
         try:
             out = await agent.deliver(job)
@@ -265,6 +271,7 @@ class QueueManager:
         q = self.config().queue
         failed: list[RcptState] = []
         succeeded: list[RcptState] = []
+        relayed: list[RcptState] = []
         delay = now - record.created
         for rcpt, res in results:
             rcpt.attempts.append(Attempt(now, res.host, str(res.reply)))
@@ -272,7 +279,12 @@ class QueueManager:
             if res.status == "delivered":
                 rcpt.status = "delivered"
                 if "SUCCESS" in rcpt.notify:
-                    succeeded.append(rcpt)
+                    if not isinstance(res, RelayResult):
+                        succeeded.append(rcpt)
+                    elif not res.peer_dsn:
+                        # RFC 3461 §5.2.2: the next hop does not speak DSN, so we say "relayed";
+                        # a DSN-capable next hop was given NOTIFY and reports itself.
+                        relayed.append(rcpt)
                 maillog.delivered(record.id, rcpt.address, res.host, delay, res.reply, rcpt.original)
             elif res.status == "failed":
                 rcpt.status = "failed"
@@ -293,6 +305,8 @@ class QueueManager:
             await self.bouncer.bounce(record, failed)
         if succeeded:
             await self.bouncer.success(record, succeeded, "delivered")
+        if relayed:
+            await self.bouncer.success(record, relayed, "relayed")
         if record.done:
             await self.queue.remove_async(record.id)
             maillog.removed(record.id)

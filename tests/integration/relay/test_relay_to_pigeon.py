@@ -1,6 +1,7 @@
 """The relay agent delivering to real ``pigeon serve`` processes, routed by a real DNS server.
 
-The sending side is ``RelayDelivery`` in the test process (the app does not wire it in yet);
+The sending side is ``RelayDelivery`` in the test process (the agent on its own; the whole path
+through the queue is in test_relay_through_queue.py);
 the receiving side is the real server on its own 127.0.0.x address, all on one port
 (``remote_port``), with the zones served by a dnslib server on loopback.
 """

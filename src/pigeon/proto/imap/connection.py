@@ -1,0 +1,396 @@
+"""The sans-IO IMAP server framing core: octets in, framed commands out.
+
+Use::
+
+    conn = ImapServerConnection(max_literal=50_000_000)
+    conn.receive_data(sock.recv(65536))          # b"" at EOF
+    while (ev := conn.next_event()) is not None:
+        ...                                      # Command → parser.parse_command(ev); NeedContinuation → "+ Ready"
+
+Rules:
+1. Lazy: octets are examined only inside ``next_event``, one event at a time, so what the session
+   does between two calls (``expect_line`` after AUTHENTICATE/IDLE, ``start_tls`` after STARTTLS)
+   applies to the very next octets. ``None`` means "feed me more".
+2. A command is a line that may end with a literal announcement ``{n}`` (synchronising),
+   ``{n+}`` (non-synchronising, RFC 7888) or ``~{n}`` (literal8, RFC 3516); after the ``n``
+   octets the command continues with another line (RFC 3501 §4.3, §7.5). For ``{n}`` the core
+   emits ``NeedContinuation`` (the session sends ``+``); for ``{n+}`` it does not.
+3. Limits (all explicit, all checked before octets are kept):
+   - a line (between literals) is at most ``max_line`` octets; longer → ``BadCommand``, the line
+     is dropped as it arrives and the core resynchronises at the end of the command;
+   - an APPEND literal is at most ``max_literal`` octets, any other command's literal at most
+     ``max_line`` (a LOGIN password or SEARCH string has no business being megabytes);
+   - with ``literal_plus=False`` the server offers LITERAL- and a non-synchronising literal is at
+     most 4096 octets (RFC 7888 §4);
+   - a whole command (lines + literals) is at most ``max_command`` octets (APPEND, MULTIAPPEND)
+     or ``SMALL_COMMAND_LINES × max_line`` (every other command).
+   A literal over its limit → ``LiteralTooBig`` without reading it: for ``{n}`` the client waits
+   for a ``+`` that never comes and takes the tagged answer instead (RFC 3501 §7.5); for ``{n+}``
+   the client sends the octets anyway, so the core counts them off without keeping them
+   (RFC 7888 §4). Either way the rest of that command is discarded, including any further
+   non-synchronising literal in it.
+4. Memory is bounded whatever the client sends: the core keeps at most one line, the literals of
+   the current command (within the limits above) and what ``receive_data`` was given and not yet
+   examined (``input_buffered``, for the driver's back-pressure).
+5. A tag is 1*<ASTRING-CHAR except "+"> (RFC 3501 §9); a first line without one is a
+   ``BadCommand`` with ``tag=None`` (answer ``* BAD``). Empty lines are ignored.
+6. ``start_tls`` drops every octet received after the STARTTLS line (RFC 3501 §6.2.1, the
+   CVE-2011-0411 class of bug), so nothing sent in clear is read as if it came inside TLS.
+
+What can go wrong: misuse by the application raises ``LocalProtocolError``; nothing the peer
+sends raises.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Final
+
+from pigeon.proto.imap.errors import LocalProtocolError
+from pigeon.proto.imap.events import (
+    BadCommand,
+    Command,
+    ConnectionClosed,
+    ImapEvent,
+    LiteralTooBig,
+    NeedContinuation,
+    RawLine,
+)
+
+__all__ = [
+    "DEFAULT_MAX_LINE",
+    "DEFAULT_MAX_LITERAL",
+    "LITERAL_MINUS_MAX",
+    "SMALL_COMMAND_LINES",
+    "ImapServerConnection",
+]
+
+#: Longest command line (between literals), CRLF included. RFC 7162 §4 asks servers to accept at
+#: least 8192 octets; Dovecot's imap_max_line_length defaults to 64 KiB, which real clients (long
+#: UID sets from sync tools) are known to fit in.
+DEFAULT_MAX_LINE: Final = 65536
+#: Largest APPEND literal by default: 50 MB, the usual APPENDLIMIT/message_size_limit of
+#: providers; the composition root passes the configured message size limit.
+DEFAULT_MAX_LITERAL: Final = 50 * 1024 * 1024
+#: RFC 7888 §4: with LITERAL-, a non-synchronising literal may be at most 4096 octets.
+LITERAL_MINUS_MAX: Final = 4096
+#: A command other than APPEND may hold at most this many max_line worth of octets in total
+#: (its lines and its literals): room for a LIST with many patterns or a SEARCH with literals.
+SMALL_COMMAND_LINES: Final = 4
+#: Octets of a dropped over-long line kept to read its tag and, at its end, a literal announcement.
+_HEAD_KEPT: Final = 256
+_TAIL_KEPT: Final = 32
+#: Digits of a literal size read exactly; more means "larger than anything we accept".
+_MAX_SIZE_DIGITS: Final = 20
+_HUGE: Final = 10**_MAX_SIZE_DIGITS
+
+# RFC 3501 §9: atom-specials = "(" / ")" / "{" / SP / CTL / list-wildcards / quoted-specials /
+# resp-specials; a tag is ASTRING-CHAR (atom chars and "]") except "+".
+_TAG_FORBIDDEN: Final = frozenset(b'(){ %*"\\+') | frozenset(range(0x00, 0x20)) | frozenset(range(0x7F, 0x100))
+
+
+class _Starved(enum.Enum):
+    STARVED = "starved"  # the line is incomplete: more input needed
+
+
+_STARVED: Final = _Starved.STARVED
+
+
+class _Mode(enum.Enum):
+    COMMAND = "command"  # at the start of a command
+    CONTINUE = "continue"  # the line after a literal, same command
+    LITERAL = "literal"  # reading a literal's octets
+    SKIP_LITERAL = "skip-literal"  # dropping a refused non-synchronising literal
+    SKIP_LINE = "skip-line"  # dropping an over-long line
+    RAW_LINE = "raw-line"  # the session asked for one raw line
+    CLOSED = "closed"
+
+
+def literal_announcement(line: bytes) -> tuple[int, bool] | None:
+    """``(size, non_synchronising)`` when ``line`` (without CRLF) ends with ``{n}``/``{n+}``.
+
+    ``~{n}`` (literal8) is framed the same way; the parser checks where it is allowed. A size of
+    more than 20 digits is reported as 10**20 (over every limit) instead of being converted.
+    """
+    if not line.endswith(b"}"):
+        return None
+    start = line.rfind(b"{")
+    if start < 0:
+        return None
+    inner = line[start + 1 : -1]
+    plus = inner.endswith(b"+")
+    if plus:
+        inner = inner[:-1]
+    if not inner or not inner.isdigit():  # bytes.isdigit: ASCII digits only
+        return None
+    size = int(inner) if len(inner) <= _MAX_SIZE_DIGITS else _HUGE
+    return size, plus
+
+
+def _split_tag(line: bytes) -> tuple[str | None, str, bool]:
+    """(tag or None, upper-cased command word, is-APPEND) read from a command's first line."""
+    parts = line.split(b" ", 3)
+    tag_b = parts[0]
+    tag = None
+    if tag_b and not any(c in _TAG_FORBIDDEN for c in tag_b):
+        tag = tag_b.decode("ascii")
+    name = parts[1].upper().decode("ascii", "replace") if len(parts) > 1 else ""
+    sub = parts[2].upper() if len(parts) > 2 else b""
+    is_append = name == "APPEND" or (name == "UID" and sub == b"APPEND")
+    return tag, name, is_append
+
+
+class ImapServerConnection:
+    """Framing state of one IMAP server connection (see the module rules)."""
+
+    def __init__(
+        self,
+        max_line: int = DEFAULT_MAX_LINE,
+        max_literal: int = DEFAULT_MAX_LITERAL,
+        literal_plus: bool = True,
+        *,
+        max_command: int | None = None,
+    ) -> None:
+        """``literal_plus``: True when LITERAL+ is offered (any ``{n+}`` within ``max_literal``),
+        False for LITERAL- (``{n+}`` at most 4096 octets). ``max_command``: cap on a whole
+        APPEND/MULTIAPPEND command; default ``max_literal + 16 × max_line`` (one message plus
+        room for flags and dates; a MULTIAPPEND beyond it is refused as too big)."""
+        if max_line < 64 or max_literal < 0:
+            raise ValueError("max_line must be at least 64 and max_literal non-negative")
+        self.max_line = max_line
+        self.max_literal = max_literal
+        self.literal_plus = literal_plus
+        self.max_command = max_command if max_command is not None else max_literal + 16 * max_line
+        self._buf = bytearray()
+        self._eof = False
+        self._mode = _Mode.COMMAND
+        self._reset_command()
+        # over-long line being dropped
+        self._skip_head = b""
+        self._skip_tail = b""
+        self._skip_raw = False  # the dropped line was a raw line: no literal at its end
+        self._skip_left = 0  # octets of a refused {n+} literal still to drop
+
+    def _reset_command(self) -> None:
+        self._tag: str | None = None
+        self._name = ""
+        self._append = False
+        self._frags: list[bytes] = []
+        self._total = 0
+        self._discarding = False  # the rest of the command is dropped (already answered)
+        self._lit_size = 0
+
+    # --- input -------------------------------------------------------------------------------
+
+    @property
+    def input_buffered(self) -> int:
+        """Octets received and not yet examined, plus a literal being read."""
+        return len(self._buf)
+
+    @property
+    def in_command(self) -> bool:
+        """True while a command has started and is not complete (a literal is being read)."""
+        return self._mode is not _Mode.COMMAND and self._mode is not _Mode.RAW_LINE
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed octets from the peer; ``b""`` means the peer closed its side (EOF)."""
+        if self._eof:
+            if data:
+                raise LocalProtocolError("receive_data after EOF")
+            return
+        if not data:
+            self._eof = True
+        elif self._mode is not _Mode.CLOSED:
+            self._buf += data
+
+    def expect_line(self) -> None:
+        """The next event is ``RawLine`` (an AUTHENTICATE response or IDLE's ``DONE``)."""
+        if self._mode is not _Mode.COMMAND:
+            raise LocalProtocolError(f"expect_line() between commands only (now {self._mode.value})")
+        self._mode = _Mode.RAW_LINE
+
+    def cancel_line(self) -> None:
+        """Undo ``expect_line`` (e.g. the session ended IDLE itself); no-op otherwise."""
+        if self._mode is _Mode.RAW_LINE:
+            self._mode = _Mode.COMMAND
+
+    def start_tls(self) -> None:
+        """After answering OK to STARTTLS: forget everything received in clear (RFC 3501 §6.2.1)."""
+        if self._mode is not _Mode.COMMAND:
+            raise LocalProtocolError("start_tls() between commands only")
+        self._buf.clear()
+
+    # --- events ------------------------------------------------------------------------------
+
+    def next_event(self) -> ImapEvent | None:
+        """The next event, or None when more input is needed (see the module rules)."""
+        while True:
+            mode = self._mode
+            if mode is _Mode.CLOSED:
+                return ConnectionClosed()
+            if mode is _Mode.LITERAL:
+                if not self._read_literal():
+                    return self._starved()
+                continue
+            if mode is _Mode.SKIP_LITERAL:
+                if not self._skip_literal():
+                    return self._starved()
+                continue
+            if mode is _Mode.SKIP_LINE:
+                line = self._skip_line()
+                if line is None:
+                    return self._starved()
+                self._after_line(line)
+                continue
+            ev = self._next_line_event()
+            if isinstance(ev, _Starved):
+                return self._starved()
+            if ev is not None:
+                return ev
+
+    def _starved(self) -> ConnectionClosed | None:
+        if self._eof:
+            self._mode = _Mode.CLOSED
+            self._buf.clear()
+            self._reset_command()
+            return ConnectionClosed()
+        return None
+
+    def _read_literal(self) -> bool:
+        n = self._lit_size
+        if len(self._buf) < n:
+            return False
+        self._frags.append(bytes(self._buf[:n]))
+        del self._buf[:n]
+        self._mode = _Mode.CONTINUE
+        return True
+
+    def _skip_literal(self) -> bool:
+        take = min(self._skip_left, len(self._buf))
+        del self._buf[:take]
+        self._skip_left -= take
+        if self._skip_left:
+            return False
+        self._mode = _Mode.CONTINUE
+        return True
+
+    def _take_line(self) -> bytes | None:
+        """One line without its CRLF (bare LF tolerated); None if incomplete. An over-long line
+        switches to SKIP_LINE and returns None."""
+        buf = self._buf
+        lf = buf.find(b"\n", 0, self.max_line)
+        if lf < 0:
+            if len(buf) >= self.max_line:
+                self._start_skip()
+            return None
+        end = lf - 1 if lf > 0 and buf[lf - 1] == 0x0D else lf
+        line = bytes(buf[:end])
+        del buf[: lf + 1]
+        return line
+
+    def _start_skip(self) -> None:
+        self._skip_head = bytes(self._buf[:_HEAD_KEPT])
+        self._skip_tail = bytes(self._buf[-_TAIL_KEPT:])
+        self._skip_raw = self._mode is _Mode.RAW_LINE
+        self._buf.clear()
+        self._mode = _Mode.SKIP_LINE
+
+    def _skip_line(self) -> bytes | None:
+        """Drop the over-long line; at its end return its last octets (for a literal at its end)."""
+        buf = self._buf
+        lf = buf.find(b"\n")
+        if lf < 0:
+            if buf:
+                self._skip_tail = (self._skip_tail + bytes(buf[-_TAIL_KEPT:]))[-_TAIL_KEPT:]
+                buf.clear()
+            return None
+        tail = (self._skip_tail + bytes(buf[:lf]))[-_TAIL_KEPT:]
+        del buf[: lf + 1]
+        return tail[:-1] if tail.endswith(b"\r") else tail
+
+    def _next_line_event(self) -> ImapEvent | None | _Starved:
+        mode = self._mode
+        line = self._take_line()
+        if line is None:
+            if self._mode is _Mode.SKIP_LINE:
+                return self._overlong(mode)
+            return _STARVED
+        if mode is _Mode.RAW_LINE:
+            self._mode = _Mode.COMMAND
+            return RawLine(line)
+        if mode is _Mode.COMMAND:
+            if not line:
+                return None  # an empty line between commands is ignored
+            self._reset_command()
+            tag, self._name, self._append = _split_tag(line)
+            if tag is None:
+                self._discarding = True
+                self._after_line(line)
+                return BadCommand(None, "missing or invalid tag")
+            self._tag = tag
+        if self._discarding:
+            self._after_line(line)
+            return None
+        return self._add_line(line)
+
+    def _overlong(self, mode: _Mode) -> ImapEvent | None:
+        """The line being read is over max_line: report once, then drop it."""
+        if mode is _Mode.RAW_LINE:
+            return BadCommand(None, "line too long")
+        if mode is _Mode.COMMAND:
+            self._reset_command()
+            tag, self._name, self._append = _split_tag(self._skip_head)
+            self._tag = tag
+        already = self._discarding
+        self._discarding = True
+        self._frags = []
+        if already:
+            return None
+        return BadCommand(self._tag, "line too long")
+
+    def _add_line(self, line: bytes) -> ImapEvent | None:
+        tag = self._tag or ""
+        self._total += len(line)
+        limit = self.max_command if self._append else SMALL_COMMAND_LINES * self.max_line
+        if self._total > limit:
+            self._discarding = True
+            self._frags = []
+            self._after_line(line)
+            return BadCommand(tag, "command too long")
+        ann = literal_announcement(line)
+        if ann is None:
+            frags = tuple(self._frags) + (line,)
+            name = self._name
+            self._reset_command()
+            self._mode = _Mode.COMMAND
+            return Command(tag, name, frags)
+        size, plus = ann
+        lit_limit = self.max_literal if self._append else min(self.max_literal, self.max_line)
+        if plus and not self.literal_plus:
+            lit_limit = min(lit_limit, LITERAL_MINUS_MAX)  # RFC 7888 §4
+        if size > lit_limit or self._total + size > limit:
+            self._discarding = True
+            self._frags = []
+            self._after_line(line)
+            return LiteralTooBig(tag, size, not plus)
+        self._frags.append(line)
+        self._total += size
+        self._lit_size = size
+        self._mode = _Mode.LITERAL
+        if not plus:
+            return NeedContinuation(tag, size)
+        return None
+
+    def _after_line(self, line: bytes) -> None:
+        """A line of a command being discarded (or a dropped over-long line) ended: skip the
+        octets of a non-synchronising literal at its end, or end the command."""
+        ann = None if (self._mode is _Mode.SKIP_LINE and self._skip_raw) else literal_announcement(line)
+        if ann is not None and ann[1]:
+            self._skip_left = ann[0]
+            self._mode = _Mode.SKIP_LITERAL  # RFC 7888 §4: the client sends them anyway
+            self._discarding = True
+            return
+        # no literal, or a synchronising one the client will not send without our "+"
+        self._reset_command()
+        self._mode = _Mode.COMMAND
+

@@ -1,0 +1,199 @@
+"""Mail to other domains through the whole server: queue → MX routing → SMTP client → peer.
+
+Three real ``pigeon serve`` processes on their own loopback addresses, all listening on one
+port (the ``[delivery] remote_port`` of the sender), with the zones served by a real DNS server
+on loopback (dnslib):
+
+- ``a.test`` (127.0.0.5): the sending site; alice@a.test, postmaster; mail enters it with
+  ``pigeon sendmail`` or through an alias that points to another domain.
+- ``dest.test`` primary MX mx1.dest.test (127.0.0.2) with bob@dest.test, and backup MX
+  backup.dest.test (127.0.0.6) with ``relay_domains = ["dest.test"]``.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.integration.harness import PIGEON, RawClient, Server, free_port, queued_id
+from tests.unit.dns.zone_server import ZoneServer
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Net:
+    sender: Server
+    primary: Server
+    backup: Server
+    dns: ZoneServer
+    port: int
+
+
+def _queue_toml(dns: ZoneServer, port: int, retry: str = "1s", lifetime: str = "5d") -> str:
+    host, dport = dns.endpoint
+    return (f'[dns]\nnameservers = ["{host}:{dport}"]\n'
+            f"[delivery]\nremote_port = {port}\n"
+            f'[queue]\nretry_schedule = ["{retry}"]\nmax_lifetime = "{lifetime}"\njitter = 0.0\n')
+
+
+@pytest.fixture
+def net(tmp_path: Path) -> Iterator[Net]:
+    port = free_port("127.0.0.2")
+    zone = {
+        "a.test": [("A", "127.0.0.5")],
+        "dest.test": [("MX", "10 mx1.dest.test"), ("MX", "20 backup.dest.test")],
+        "mx1.dest.test": [("A", "127.0.0.2")],
+        "backup.dest.test": [("A", "127.0.0.6")],
+        "nomail.test": [("MX", "0 .")],
+        "down.test": [("MX", "10 mx.down.test")],
+        "mx.down.test": [("A", "127.0.0.4")],  # nothing listens there
+    }
+    dns = ZoneServer(zone).start()
+    servers: list[Server] = []
+
+    def make(name: str, host: str, hostname: str, domains: list[str], extra: str = "") -> Server:
+        d = tmp_path / name
+        d.mkdir()
+        s = Server(d, domains=domains, hostname=hostname, host=host, smtp_port=port,
+                   extra_toml=extra + _queue_toml(dns, port, lifetime="3s" if name == "sender" else "5d"))
+        servers.append(s)
+        return s
+
+    try:
+        sender = make("sender", "127.0.0.5", "mx.a.test", ["a.test"])
+        sender.add_user("alice@a.test")
+        sender.cli("alias", "add", "fwd@a.test", "bob@dest.test")
+        sender.cli("alias", "add", "dead@a.test", "x@nomail.test")
+        primary = make("primary", "127.0.0.2", "mx1.dest.test", ["dest.test"])
+        primary.add_user("bob@dest.test")
+        backup = make("backup", "127.0.0.6", "backup.dest.test", ["backup.test"],
+                      extra='relay_domains = ["dest.test"]\n')
+        backup.add_user("admin@backup.test")
+        yield Net(sender, primary, backup, dns, port)
+    finally:
+        for s in servers:
+            s.stop()
+        dns.stop()
+
+
+def sendmail(srv: Server, *args: str, message: bytes) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([*PIGEON, "--config", str(srv.config_path), "sendmail", *args],
+                          input=message, capture_output=True, env=srv.env(), timeout=60)
+
+
+def parsed(raw: bytes) -> email.message.EmailMessage:
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(msg, email.message.EmailMessage)
+    return msg
+
+
+def dsn_status(raw: bytes) -> list[str]:
+    """The Status: fields of a DSN's machine-readable part (RFC 3464 §2.3.4)."""
+    return [line.split(":", 1)[1].strip() for line in raw.decode(errors="replace").splitlines()
+            if line.lower().startswith("status:")]
+
+
+def test_sendmail_to_another_domain_goes_to_its_best_mx(net: Net) -> None:
+    net.sender.start()
+    net.primary.start()
+    msg = b"From: alice@a.test\nTo: bob@dest.test\nSubject: over the wire\n\nhello bob\n"
+    res = sendmail(net.sender, "-f", "alice@a.test", "bob@dest.test", message=msg)
+    assert res.returncode == 0, res.stderr
+    got = net.primary.wait_messages("bob@dest.test", 1)
+    assert len(got) == 1
+    m = parsed(got[0])
+    assert m["Subject"] == "over the wire"
+    assert m["Return-Path"] == "<alice@a.test>"
+    # Both hops left a Received: line; the sender's queue is empty again.
+    assert len(m.get_all("Received") or []) == 2
+    net.sender.wait_log(rf"delivered to=<bob@dest.test> relay=mx1\.dest\.test\[127\.0\.0\.2\]:{net.port}")
+    assert net.sender.wait_queue(lambda q: not q) == []
+
+
+def test_alias_to_another_domain_is_relayed_and_one_envelope_per_destination(net: Net) -> None:
+    net.sender.start()
+    net.primary.start()
+    with RawClient(net.sender.host, net.sender.smtp_port) as c:
+        c.greet()
+        assert c.cmd("MAIL FROM:<someone@elsewhere.test>")[0] == 250
+        assert c.cmd("RCPT TO:<fwd@a.test>")[0] == 250
+        # Port 25 takes mail for its own domains only (no relaying for strangers).
+        code, lines = c.cmd("RCPT TO:<bob@dest.test>")
+        assert code == 554 and "5.7.1" in lines[0]
+        code, _ = c.data(b"Subject: via alias\r\n\r\nforwarded\r\n")
+        assert code == 250
+    got = net.primary.wait_messages("bob@dest.test", 1)
+    assert len(got) == 1 and parsed(got[0])["Subject"] == "via alias"
+
+
+def test_backup_mx_holds_mail_while_primary_is_down_and_passes_it_on(net: Net) -> None:
+    net.backup.start()
+    with RawClient(net.backup.host, net.backup.smtp_port) as c:
+        c.greet()
+        assert c.cmd("MAIL FROM:<carol@a.test>")[0] == 250
+        assert c.cmd("RCPT TO:<bob@dest.test>")[0] == 250  # relay_domains: accepted here
+        code, lines = c.data(b"Subject: held by the backup\r\n\r\nwait for it\r\n")
+        assert code == 250
+        qid = queued_id(lines)
+    # The backup only tries MX hosts better than itself (RFC 5321 §5.1): the primary, down.
+    q = net.backup.wait_queue(lambda q: bool(q) and q[0].get("state") == "deferred")
+    assert [m["id"] for m in q] == [qid]
+    show = net.backup.queue_show(qid)
+    history = str(show)
+    assert "mx1.dest.test" in history and "backup.dest.test[" not in history
+    net.primary.start()
+    net.backup.cli("queue", "flush")
+    got = net.primary.wait_messages("bob@dest.test", 1)
+    assert len(got) == 1 and parsed(got[0])["Subject"] == "held by the backup"
+    assert net.backup.wait_queue(lambda q: not q) == []
+
+
+def test_null_mx_fails_at_once_with_a_dsn_to_the_sender(net: Net) -> None:
+    net.sender.start()
+    msg = b"From: alice@a.test\nSubject: to nowhere\nMessage-ID: <nowhere-1@a.test>\n\nbody\n"
+    assert sendmail(net.sender, "-f", "alice@a.test", "x@nomail.test", message=msg).returncode == 0
+    got = net.sender.wait_messages("alice@a.test", 1)
+    assert len(got) == 1
+    dsn = parsed(got[0])
+    assert dsn.get_content_type() == "multipart/report"
+    assert dsn.get_param("report-type") == "delivery-status"
+    assert dsn["From"].addresses[0].username.upper() == "MAILER-DAEMON"
+    assert dsn["Return-Path"] == "<>"  # RFC 3464 §2: DSNs have the null envelope sender
+    assert dsn_status(got[0]) == ["5.1.10"]
+    assert b"nowhere-1@a.test" in got[0]  # the original headers come back
+
+
+def test_expiry_fails_a_deferred_recipient_with_a_dsn(net: Net) -> None:
+    net.sender.start()  # max_lifetime 3 s, retry every 1 s
+    msg = b"From: alice@a.test\nSubject: never arrives\n\nbody\n"
+    assert sendmail(net.sender, "-f", "alice@a.test", "bob@down.test", message=msg).returncode == 0
+    got = net.sender.wait_messages("alice@a.test", 1, timeout=20)
+    assert len(got) == 1
+    status = dsn_status(got[0])
+    assert len(status) == 1 and status[0].startswith("5.")  # expired: a permanent failure now
+    text = got[0].decode(errors="replace")
+    assert "bob@down.test" in text and "expired" in text.lower()
+
+
+def test_a_bounce_that_cannot_be_returned_goes_to_the_postmaster(net: Net) -> None:
+    net.sender.start()
+    with RawClient(net.sender.host, net.sender.smtp_port) as c:
+        c.greet()
+        assert c.cmd("MAIL FROM:<>")[0] == 250
+        assert c.cmd("RCPT TO:<dead@a.test>")[0] == 250  # alias to a null-MX domain
+        assert c.data(b"Subject: a bounce itself\r\n\r\nx\r\n")[0] == 250
+    # Never bounce a bounce (RFC 5321 §6.1 / RFC 3464): the postmaster (alice, the first user)
+    # gets the double bounce.
+    got = net.sender.wait_messages("alice@a.test", 1)
+    assert len(got) == 1
+    assert "x@nomail.test" in got[0].decode(errors="replace")
+    time.sleep(0.5)
+    assert len(net.sender.messages("alice@a.test")) == 1
