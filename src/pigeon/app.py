@@ -181,13 +181,19 @@ class App:
         async def qflush(args: dict[str, JSONValue]) -> JSONValue:
             return self.qmgr.flush()
 
+        async def qbounce(args: dict[str, JSONValue]) -> JSONValue:
+            qid = queueops.existing_id(q, args.get("id"))
+            n = await self.qmgr.bounce_now(qid)
+            maillog.admin(qid, "bounce")
+            return {"id": qid, "failed": n}
+
         async def reload(args: dict[str, JSONValue]) -> JSONValue:
             return self.reload()
 
         c.register("sendmail.submit", make_submit_handler(self.intake, self.config.data_dir, self.on_queued))
         for name, h in [("ping", ping), ("queue.list", qlist), ("queue.show", qshow),
                         ("queue.delete", qdelete), ("queue.hold", qhold),
-                        ("queue.release", qrelease), ("queue.flush", qflush), ("reload", reload)]:
+                        ("queue.release", qrelease), ("queue.flush", qflush), ("queue.bounce", qbounce), ("reload", reload)]:
             c.register(name, h)
 
     def reload(self) -> str:

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.unit.dns.zone_server import ZoneServer
+
 ROOT = Path(__file__).resolve().parents[2]
 PIGEON = [sys.executable, "-m", "pigeon.admin.cli"]
 
@@ -50,6 +52,21 @@ def wait_port(host: str, port: int, timeout: float = 15.0, proc: subprocess.Pope
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"{host}:{port} did not open")
+
+
+_ISOLATED_DNS: list[ZoneServer] = []
+
+
+def isolated_dns_toml() -> str:
+    """``[dns]`` pointing at a loopback DNS server that answers SERVFAIL to everything.
+
+    Tests never query real DNS (traffic stays on loopback): mail to another domain is deferred
+    (a temporary DNS failure) unless a test brings its own zones.
+    """
+    if not _ISOLATED_DNS:
+        _ISOLATED_DNS.append(ZoneServer(servfail={"*"}).start())
+    host, port = _ISOLATED_DNS[0].endpoint
+    return f'[dns]\nnameservers = ["{host}:{port}"]\n'
 
 
 @dataclass
@@ -78,6 +95,7 @@ class Server:
             f'data_dir = "{self.data_dir}"\n'
             f"domains = [{domains}]\n"
             f"{self.extra_toml}\n"
+            f"{'' if '[dns]' in self.extra_toml else isolated_dns_toml()}"
             f"[listen]\nsmtp = [\"{self.host}:{self.smtp_port}\"]\n"
             f"[limits]\n{self.limits_toml}\n"
         )

@@ -154,6 +154,17 @@ def cmd_queue_flush(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def cmd_queue_bounce(args: argparse.Namespace, config: Config) -> int:
+    def offline() -> JSONValue:
+        raise ControlError("pigeon queue bounce needs the running server (it sends the DSN); "
+                           "start it with `pigeon serve`")
+
+    result = _queue_call(config, "queue.bounce", offline, id=args.id)
+    assert isinstance(result, dict)
+    print(f"{result['id']}: {result['failed']} recipient(s) failed, delivery status notification sent")
+    return 0
+
+
 def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
     if args.print_default:
         print(DEFAULT_CONFIG_TOML)
@@ -202,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = qs.add_parser(name, parents=[common], help=helptext)
         p.add_argument("id")
         p.set_defaults(handler=_simple(cmd, op, verb))
+    p = qs.add_parser("bounce", parents=[common], help="fail a message now and return it to its sender")
+    p.add_argument("id")
+    p.set_defaults(handler=cmd_queue_bounce)
     p = qs.add_parser("flush", parents=[common], help="retry every deferred message now")
     p.set_defaults(handler=cmd_queue_flush)
 

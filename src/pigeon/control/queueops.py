@@ -63,6 +63,13 @@ def show(queue: QueueStore, qid_text: object, now: float) -> dict[str, JSONValue
     return out
 
 
+def existing_id(queue: QueueStore, qid_text: object) -> QueueId:
+    """The queue id, checked to name a queued message (FileNotFoundError otherwise)."""
+    qid = _qid(qid_text)
+    queue.load(qid)
+    return qid
+
+
 def delete(queue: QueueStore, qid_text: object) -> QueueId:
     qid = _qid(qid_text)
     queue.load(qid)  # raises FileNotFoundError for an unknown id

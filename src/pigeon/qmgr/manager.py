@@ -44,6 +44,12 @@ log = logging.getLogger(__name__)
 
 C451_AGENT_CRASHED = Reply(451, "4.3.0", "Local error in delivery, will retry")
 C554_EXPIRED = Reply(554, "5.4.7", "Delivery time expired")
+# `pigeon queue bounce`: RFC 3463 X.0.0 (other/undefined), the reason stated in the text.
+C550_ADMIN_BOUNCE = Reply(550, "5.0.0", "Delivery cancelled by the mail administrator")
+
+
+class MessageBusy(ValueError):
+    """The message is being delivered right now; the admin action must wait."""
 
 
 class LocalDomains(Protocol):
@@ -133,6 +139,31 @@ class QueueManager:
             self._make_ready(rec.id)
             n += 1
         return n
+
+    async def bounce_now(self, qid: QueueId) -> int:
+        """``pigeon queue bounce ID``: fail every undelivered recipient now, with a DSN.
+
+        Returns the number of recipients failed. Refused while an attempt is under way.
+        """
+        if qid in self._inflight:
+            raise MessageBusy(f"{qid} is being delivered right now; try again in a moment")
+        record = self.queue.load(qid)
+        now = self.clock.now()
+        failed = [r for r in record.rcpts if r.status in ("pending", "deferred")]
+        for r in failed:
+            r.status = "failed"
+            r.attempts.append(Attempt(now, "", str(C550_ADMIN_BOUNCE)))
+            r.last_reply = str(C550_ADMIN_BOUNCE)
+            maillog.bounced(record.id, r.address, "admin", now - record.created, C550_ADMIN_BOUNCE)
+        self.forget(qid)
+        if failed:
+            await self.bouncer.bounce(record, failed)
+        if record.done:
+            await self.queue.remove_async(qid)
+            maillog.removed(qid, "bounced by admin")
+        else:
+            await self.queue.update(record)
+        return len(failed)
 
     def forget(self, qid: QueueId) -> None:
         """The admin deleted or held a message: drop its timer."""

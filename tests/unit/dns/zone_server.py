@@ -2,7 +2,7 @@
 
 ``ZoneServer({"example.org": [("MX", "10 mx1.example.org")], "mx1.example.org": [("A", "127.0.0.1")]})``
 answers from the dict: a name not in it is NXDOMAIN, a name in ``servfail`` is SERVFAIL, a CNAME
-is followed within the zone. ``queries`` counts the questions received (to test the cache).
+is followed within the zone (``servfail={"*"}``: every name is SERVFAIL). ``queries`` counts the questions received (to test the cache).
 The zone can be changed while the server runs (``zone[name] = ...``).
 """
 
@@ -50,7 +50,7 @@ class _ZoneResolver(BaseResolver):  # type: ignore[misc]
             self.server.queries.append((qname, qtype))
             name = qname
             for _ in range(8):  # CNAME chain bound
-                if name in self.server.servfail:
+                if name in self.server.servfail or "*" in self.server.servfail:
                     reply.header.rcode = RCODE.SERVFAIL
                     return reply
                 records = self.server.zone.get(name)
