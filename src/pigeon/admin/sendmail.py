@@ -205,7 +205,7 @@ def parse_recipients(values: Sequence[str], hostname: str, what: str = "To") -> 
             try:
                 out.append(_qualify(spec, hostname))
             except AddressError as exc:
-                raise SendmailError(EX_NOUSER, f"bad recipient address {spec!r}: {exc}") from None
+                raise SendmailError(EX_NOUSER, f"bad recipient address {value.strip()!r}: {exc}") from None
     return out
 
 
