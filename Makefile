@@ -26,9 +26,10 @@ run: install
 	$(BIN)/pigeon serve
 
 # Debian packages the integration tests drive (real clients); installed only when missing.
-DEB_TEST_PKGS := swaks
+# Each entry is command:package (the command that must exist, the package that provides it).
+DEB_TEST_PKGS := swaks:swaks msmtp:msmtp fetchmail:fetchmail mutt:mutt mbsync:isync openssl:openssl
 test-deps:
-	@missing=""; for p in $(DEB_TEST_PKGS); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for e in $(DEB_TEST_PKGS); do c=$${e%%:*}; p=$${e#*:}; command -v $$c >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import logging
 import os
 import signal
@@ -48,6 +49,11 @@ from pigeon.queue.store import QueueStore
 from pigeon.queue.record import QueueRecord
 from pigeon.smtpd.session import SmtpContext, SmtpSession
 from pigeon.store.maildir import MaildirStore
+from pigeon.auth.sasl import Authenticator
+from pigeon.auth.throttle import AuthThrottle
+from pigeon.net.tls import TlsError, TlsManager, resolve_files
+from pigeon.smtpd.policy import SenderPolicy
+from pigeon.submission.ratelimit import SendingLimits, SendingRateLimiter
 from pigeon.submission.spool import make_submit_handler
 
 log = logging.getLogger("pigeon")
@@ -137,6 +143,15 @@ class App:
         self.bouncer.on_queued = self.on_queued
         self.control = ControlServer(socket_path(data))
         self._register_control()
+        self.tls: TlsManager | None = None
+        try:
+            self.tls = TlsManager.from_config(cfg.tls.cert, cfg.tls.key, cfg.hostname, data)
+        except TlsError as exc:
+            log.error("TLS unavailable (no STARTTLS, no implicit-TLS listeners): %s", exc)
+        self.authenticator = Authenticator(self.directory, AuthThrottle(cfg.auth.throttle, self.clock), self.clock)
+        limits = SendingLimits(cfg.submission.messages_per_hour, cfg.submission.recipients_per_message)
+        self.senders = SenderPolicy(self.directory, SendingRateLimiter(limits, self.clock),
+                                    lambda: self.config.smtp.recipient_delimiter)
 
     def on_queued(self, record: QueueRecord) -> None:
         """Every message committed to the queue (SMTP, sendmail, bounces) passes here."""
@@ -211,6 +226,11 @@ class App:
         self.config = new
         self.directory.set_config_domains(new.domains, new.postmaster)
         self.relay.reconfigure(RelaySettings.from_config(new))
+        if self.tls is not None:  # renewed certificates for new connections, without a restart
+            try:
+                self.tls.reload(resolve_files(new.tls.cert, new.tls.key, new.hostname, new.data_dir))
+            except TlsError as exc:
+                log.error("reload: TLS files: %s; keeping the current certificate", exc)
         log.info("configuration reloaded from %s", new.source)
         return "reloaded"
 
@@ -227,20 +247,40 @@ class App:
             log.info("queue: %d messages scheduled after recovery", n)
         self.qmgr.start()
         await self.control.start()
-        ctx = SmtpContext(self.current_config, self.directory, self.intake, self.on_queued)
-        listen = self.config.listen
-        if listen.smtp:
-            too_many = C421_TOO_MANY_CONNECTIONS.with_text(
-                f"{self.config.hostname} Too many connections, try again later").to_bytes()
-            lst = Listener("smtp", [(e.host, e.port) for e in listen.smtp],
-                           lambda stream: SmtpSession(stream, ctx), self._limits, too_many)
-            await lst.start()
-            self.listeners.append(lst)
-        for name in ("submission", "submissions", "imap", "imaps", "pop3", "pop3s"):
-            if getattr(listen, name):
+        await self._start_smtp_listeners()
+        for name in ("imap", "imaps", "pop3", "pop3s"):
+            if getattr(self.config.listen, name):
                 log.info("service %s is configured but not available in this version; not listening", name)
         log.info("pigeon started hostname=%s data_dir=%s config=%s", self.config.hostname,
                  self.config.data_dir, self.config.source)
+
+    async def _start_smtp_listeners(self) -> None:
+        cfg = self.config
+        too_many = C421_TOO_MANY_CONNECTIONS.with_text(
+            f"{cfg.hostname} Too many connections, try again later").to_bytes()
+
+        def context(service: str) -> SmtpContext:
+            port25 = service == "smtp"
+            auth = self.authenticator if (not port25 or cfg.auth.smtp_auth) else None
+            return SmtpContext(self.current_config, self.directory, self.intake, self.on_queued,
+                               service=service, tls=self.tls, authenticator=auth, senders=self.senders,
+                               submission=not port25)
+
+        for service, endpoints in (("smtp", cfg.listen.smtp), ("submission", cfg.listen.submission),
+                                   ("submissions", cfg.listen.submissions)):
+            if not endpoints:
+                continue
+            implicit = None
+            if service == "submissions":  # RFC 8314 §3: implicit TLS on port 465
+                if self.tls is None:
+                    log.error("service submissions needs TLS, which is unavailable; not listening")
+                    continue
+                implicit = self.tls.listener_context()
+            lst = Listener(service, [(e.host, e.port) for e in endpoints],
+                           functools.partial(SmtpSession, ctx=context(service)), self._limits, too_many,
+                           tls=implicit)
+            await lst.start()
+            self.listeners.append(lst)
 
     async def stop(self) -> None:
         log.info("stopping")

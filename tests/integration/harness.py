@@ -77,6 +77,7 @@ class Server:
     host: str = "127.0.0.1"
     extra_toml: str = ""
     limits_toml: str = ""
+    listen_toml: str = ""  # more [listen] keys (submission, imap…)
     proc: subprocess.Popen[bytes] | None = None
     smtp_port: int = 0
 
@@ -96,7 +97,7 @@ class Server:
             f"domains = [{domains}]\n"
             f"{self.extra_toml}\n"
             f"{'' if '[dns]' in self.extra_toml else isolated_dns_toml()}"
-            f"[listen]\nsmtp = [\"{self.host}:{self.smtp_port}\"]\n"
+            f"[listen]\nsmtp = [\"{self.host}:{self.smtp_port}\"]\n{self.listen_toml}\n"
             f"[limits]\n{self.limits_toml}\n"
         )
 

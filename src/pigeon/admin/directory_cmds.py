@@ -228,6 +228,28 @@ def _group(
     return actions
 
 
+def user_identity(args: argparse.Namespace, config: Config) -> int:
+    def act(d: Directory) -> None:
+        if args.identities is None:
+            shown = d.sender_identities(_check_user(d, args.address))
+            print(f"{args.address} may also send as: {', '.join(shown) or '(nothing else)'}")
+            return
+        d.set_sender_identities(args.address, list(args.identities))
+        if args.identities:
+            print(f"{args.address} may also send as {', '.join(args.identities)}")
+        else:
+            print(f"{args.address}: extra sender identities cleared")
+
+    return _with_directory(config, act)
+
+
+def _check_user(d: Directory, text: str) -> str:
+    address = parse_address(text.strip(), utf8=True)
+    if not d.user_exists(address):
+        raise DirectoryError(f"no such user: {fold(address)}")
+    return fold(address)
+
+
 def register(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
@@ -263,6 +285,13 @@ def register(
     p.add_argument("targets", nargs="*", metavar="TARGET")
     p.add_argument("--keep", action="store_true", help="also keep a copy in the user's mailbox")
     p.set_defaults(handler=user_forward)
+
+    p = user.add_parser("identity", parents=parents,
+                        help="extra sender addresses for submission (@domain: a whole domain); "
+                             "--set with no ADDRESS clears, no --set shows")
+    p.add_argument("address", metavar="USER")
+    p.add_argument("--set", dest="identities", nargs="*", default=None, metavar="ADDRESS")
+    p.set_defaults(handler=user_identity)
 
     alias = _group(subparsers, common, "alias", "aliases: an address delivered to other addresses")
     p = alias.add_parser("add", parents=parents, help="add targets to an alias (@domain: a catch-all)")

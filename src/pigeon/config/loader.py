@@ -34,7 +34,10 @@ from pigeon.config.model import (
     Listen,
     QueueConfig,
     SmtpConfig,
+    SubmissionConfig,
+    TlsConfig,
 )
+from pigeon.auth.throttle import HARD_MAX_IP_FAILURES, ThrottleSettings
 from pigeon.config.reader import ConfigError, Table
 from pigeon.core.address import AddressError, is_valid_domain, parse_address
 
@@ -156,9 +159,48 @@ def _limits(top: Table) -> Limits:
 
 def _auth(top: Table) -> AuthConfig:
     t = top.table("auth")
-    auth = AuthConfig(allow_plaintext_on_loopback=t.boolean("allow_plaintext_on_loopback", False))
+    d = ThrottleSettings()
+    throttle = ThrottleSettings(
+        ip_max_failures=t.integer("ip_max_failures", d.ip_max_failures, minimum=1,
+                                  maximum=HARD_MAX_IP_FAILURES),
+        account_ip_max_failures=t.integer("account_ip_max_failures", d.account_ip_max_failures, minimum=1),
+        account_slowdown_after=t.integer("account_slowdown_after", d.account_slowdown_after, minimum=1),
+        failure_delay=t.duration("failure_delay", d.failure_delay, exclusive_min=False),
+        max_failure_delay=t.duration("max_failure_delay", d.max_failure_delay, exclusive_min=False),
+        block_time=t.duration("block_time", d.block_time),
+    )
+    try:
+        throttle.validate()
+    except ValueError as exc:
+        raise t.error("failure_delay", str(exc)) from None
+    auth = AuthConfig(
+        allow_plaintext_on_loopback=t.boolean("allow_plaintext_on_loopback", False),
+        smtp_auth=t.boolean("smtp_auth", False),
+        throttle=throttle,
+    )
     t.finish()
     return auth
+
+
+def _tls(top: Table, base_dir: Path) -> TlsConfig:
+    t = top.table("tls")
+    cert, key = t.opt_string("cert"), t.opt_string("key")
+    if (cert is None) != (key is None):
+        raise t.error("cert" if cert is None else "key", "cert and key must be set together")
+    tls = TlsConfig(cert=_path(cert, base_dir) if cert else None, key=_path(key, base_dir) if key else None)
+    t.finish()
+    return tls
+
+
+def _submission(top: Table) -> SubmissionConfig:
+    t = top.table("submission")
+    d = SubmissionConfig()
+    sub = SubmissionConfig(
+        messages_per_hour=t.integer("messages_per_hour", d.messages_per_hour, minimum=0),
+        recipients_per_message=t.integer("recipients_per_message", d.recipients_per_message, minimum=0),
+    )
+    t.finish()
+    return sub
 
 
 def _dns(top: Table) -> DnsConfig:
@@ -262,6 +304,8 @@ def parse_config(text: str, source: str, base_dir: Path) -> Config:
         queue=_queue(top),
         delivery=_delivery(top),
         smtp=_smtp(top),
+        tls=_tls(top, base_dir),
+        submission=_submission(top),
         source=source,
     )
     top.finish()

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from pigeon.auth.throttle import ThrottleSettings
 from pigeon.core.address import is_valid_domain
 
 BareNewline = Literal["reject", "normalize"]
@@ -144,6 +145,26 @@ class AuthConfig:
     # RFC 8314 / RFC 4954 §4: never offer AUTH PLAIN/LOGIN over a cleartext channel, except,
     # when this is set, on a loopback address (development and local test clients).
     allow_plaintext_on_loopback: bool = False
+    # AUTH on the port 25 service: off by default (MX hosts do not take logins; an AUTH there
+    # only invites password guessing). Submission always offers it.
+    smtp_auth: bool = False
+    # Brute-force protection (pigeon.auth.throttle documents each number).
+    throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    # PEM certificate chain and private key; both absent: a self-signed certificate for
+    # `hostname` is generated into data_dir/tls/ at first start (development default).
+    cert: Path | None = None
+    key: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SubmissionConfig:
+    # Per authenticated user (pigeon.submission.ratelimit); 0 = unlimited.
+    messages_per_hour: int = 200
+    recipients_per_message: int = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +214,8 @@ class Config:
     queue: QueueConfig = field(default_factory=QueueConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    submission: SubmissionConfig = field(default_factory=SubmissionConfig)
     source: str = "<embedded default>"
 
     @property

@@ -348,6 +348,31 @@ class Directory:
                 raise DirectoryError(f"no such user: {key}")
         log.info("directory: forward of %s set to %s (keep=%s)", key, parsed or "none", keep)
 
+    # -- sender identities (submission's sender binding, pigeon.submission.sender) -----------
+
+    def sender_identities(self, user: str) -> list[str]:
+        """The extra addresses (or ``@domain``) the user may send as; [] for none or no user."""
+        row = self._db().execute("SELECT sender_identities FROM users WHERE address = ?",
+                                 (user.lower(),)).fetchone()
+        return self._json_list(row[0], user) if row else []
+
+    def set_sender_identities(self, address: str, identities: list[str]) -> None:
+        key = fold(_parse(address, "user"))
+        parsed: list[str] = []
+        for text in identities:
+            text = text.strip()
+            if text.startswith("@"):
+                parsed.append("@" + _domain_name(text[1:]))
+            else:
+                parsed.append(fold(_parse(text, "identity")))
+        parsed = list(dict.fromkeys(parsed))
+        with self._write() as conn:
+            changed = conn.execute("UPDATE users SET sender_identities = ? WHERE address = ?",
+                                   (json.dumps(parsed), key)).rowcount
+            if changed == 0:
+                raise DirectoryError(f"no such user: {key}")
+        log.info("directory: sender identities of %s set to %s", key, parsed or "none")
+
     # -- aliases -----------------------------------------------------------------------------
 
     def _alias_name(self, text: str) -> tuple[str, str]:

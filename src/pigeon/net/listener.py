@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,9 @@ from pigeon.net.tls import tls_info
 log = logging.getLogger(__name__)
 
 READ_SIZE = 65536  # one read at most; the protocol cores bound what they buffer
+# A TLS handshake is a few round trips; 30 s is generous for a slow mobile link and bounds how
+# long a silent client holds a connection slot before saying anything (asyncio's default is 60).
+TLS_HANDSHAKE_TIMEOUT = 30.0
 
 
 class StreamClosed(Exception):
@@ -65,6 +69,23 @@ class Stream:
             self.writer.write(data)
 
     @property
+    def tls_active(self) -> bool:
+        return self.writer.get_extra_info("ssl_object") is not None
+
+    async def start_tls(self, context: ssl.SSLContext) -> None:
+        """Upgrade to TLS as the server (STARTTLS, RFC 3207).
+
+        Octets the client sent before the handshake and that are still in the reader's buffer
+        are dropped first: they were sent in the clear and must not be read as if they came
+        over TLS (RFC 3207 §4.2, the CVE-2011-0411 class). The protocol core drops what it
+        had buffered itself. Raises ``ssl.SSLError``/``OSError``/``TimeoutError`` on failure.
+        """
+        buffered = getattr(self.reader, "_buffer", None)  # CPython's StreamReader keeps a bytearray
+        if isinstance(buffered, bytearray):
+            buffered.clear()
+        await self.writer.start_tls(context, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
+
+    @property
     def tls_info(self) -> str | None:
         return tls_info(self.writer.get_extra_info("ssl_object"))
 
@@ -97,7 +118,9 @@ class ConnectionLimits:
 
 class Listener:
     def __init__(self, service: str, endpoints: list[tuple[str, int]], factory: SessionFactory,
-                 limits: Callable[[], ConnectionLimits], too_many: bytes) -> None:
+                 limits: Callable[[], ConnectionLimits], too_many: bytes,
+                 tls: ssl.SSLContext | None = None) -> None:
+        self.tls = tls  # implicit TLS (submissions, imaps, pop3s): the handshake comes first
         self.service = service
         self.endpoints = endpoints
         self.factory = factory
@@ -112,7 +135,8 @@ class Listener:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             server = await asyncio.start_server(
                 self._accept, host, port, family=family, reuse_address=True, backlog=1024,
-                limit=READ_SIZE * 2,
+                limit=READ_SIZE * 2, ssl=self.tls,
+                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if self.tls is not None else None,
             )
             self.servers.append(server)
             log.info("listening service=%s address=%s", self.service, f"[{host}]:{port}" if ":" in host else f"{host}:{port}")

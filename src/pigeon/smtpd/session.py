@@ -12,6 +12,11 @@ Rules:
 4. Errors are counted (syntax errors and rejected commands); past ``limits.max_errors`` the
    session ends with ``421 4.7.0``. Inactivity past ``limits.session_timeout`` ends it with
    ``421 4.4.2`` (RFC 5321 §4.5.3.2 asks at least 5 minutes of the server).
+6. STARTTLS (RFC 3207) where a certificate is configured: ``220``, then the handshake; the core
+   and the stream drop anything pipelined after the command, and the session starts again
+   from EHLO. AUTH (RFC 4954, ``pigeon.auth.sasl``) where the service offers it; mechanisms
+   are advertised only on a protected channel; a 421 from the throttle closes the session.
+   Authenticated sessions follow ``smtpd.policy`` (submission rules, relay for the user).
 5. A message with a bare CR or LF in DATA is refused (``550 5.5.2``) unless the operator set
    ``smtp.bare_newline = "normalize"``: with strict ``<CRLF>.<CRLF>`` end detection in the core
    this closes SMTP smuggling (CVE-2023-51764 class).
@@ -24,17 +29,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from pigeon import maillog
+from pigeon.auth.sasl import Authenticator, Challenge, Failure, SaslExchange, Step, plaintext_allowed
 from pigeon.cleanup.intake import Intake, Transaction
 from pigeon.config import Config
 from pigeon.core.address import Address
 from pigeon.core.envelope import ClientInfo, Envelope, Recipient
 from pigeon.core.results import MailError
 from pigeon.net.listener import Stream
+from pigeon.net.tls import TlsManager
+from pigeon.smtpd.policy import SenderPolicy
+from pigeon.submission.sender import FromCollector
 from pigeon.queue.record import QueueRecord
 from pigeon.proto.smtp import events as ev
 from pigeon.proto.smtp.ehlo import ehlo_reply
@@ -63,8 +73,10 @@ from pigeon.proto.smtp.server import NEED_DATA, ServerConnection
 
 log = logging.getLogger(__name__)
 
-#: The ESMTP extensions the port 25 service offers (STARTTLS and AUTH come with submission).
+#: The ESMTP extensions every SMTP service offers; STARTTLS and AUTH are added per service.
 OFFERED = frozenset({"SIZE", "8BITMIME", "CHUNKING", "SMTPUTF8", "DSN", "PIPELINING"})
+C220_READY_FOR_TLS = Reply(220, "2.0.0", "Ready to start TLS")  # RFC 3207 §4
+C454_TLS_UNAVAILABLE = Reply(454, "4.7.0", "TLS not available due to temporary reason")  # RFC 3207 §4
 
 
 class RecipientPolicy(Protocol):
@@ -83,6 +95,10 @@ class SmtpContext:
     on_queued: Callable[[QueueRecord], None]
     service: str = "smtp"
     software: str = "Pigeon"
+    tls: TlsManager | None = None  # STARTTLS offered when set and the channel is not TLS yet
+    authenticator: Authenticator | None = None  # AUTH offered when set
+    senders: SenderPolicy | None = None  # the rules for authenticated users (smtpd.policy)
+    submission: bool = False  # submission service: MAIL needs AUTH; fix-ups of submitted mail
 
 
 class SmtpSession:
@@ -91,12 +107,22 @@ class SmtpSession:
         self.ctx = ctx
         cfg = ctx.config()
         self.cfg = cfg
+        offered = set(OFFERED)
+        if ctx.tls is not None and not stream.tls_active:
+            offered.add("STARTTLS")
+        if ctx.authenticator is not None:
+            offered.add("AUTH")
         self.conn = ServerConnection(
             max_message_size=cfg.limits.max_message_size,
             hard_line_limit=cfg.limits.max_line_length,
-            offered=OFFERED,
+            offered=frozenset(offered),
             postmaster_domain=cfg.domains[0] if cfg.domains else cfg.hostname,
         )
+        if stream.tls_active:
+            self.conn.tls_active = True  # implicit TLS (port 465)
+        self.user: str | None = None  # the authenticated account (folded address)
+        self.sasl: SaslExchange | None = None
+        self.from_check: FromCollector | None = None
         self.helo = ""
         self.esmtp = False
         self.txn: Transaction | None = None
@@ -158,6 +184,8 @@ class SmtpSession:
             if isinstance(event, ev.DataChunk):
                 if self.txn is not None:
                     self.txn.write(event.data)
+                    if self.from_check is not None:
+                        self.from_check.feed(event.data)
                 continue
             self.commands += 1
             done = await self._handle(event)
@@ -215,13 +243,14 @@ class SmtpSession:
             case ev.Help():
                 conn.send(C214_HELP.with_text("Pigeon SMTP: see RFC 5321; commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP VRFY HELP QUIT"))
             case ev.StartTls():
-                self.errors += 1
-                conn.send(C502_NOT_IMPLEMENTED.with_text("STARTTLS not available"))
-            case ev.Auth():
-                self.errors += 1
-                conn.send(C502_NOT_IMPLEMENTED.with_text("AUTH not available on this service"))
-            case ev.AuthResponse():
-                conn.send(C502_NOT_IMPLEMENTED)
+                return await self._starttls()
+            case ev.Auth(mechanism=mechanism, initial=initial):
+                return await self._auth_begin(mechanism, initial)
+            case ev.AuthResponse(line=line):
+                if self.sasl is None:
+                    conn.send(C451_LOCAL_ERROR)
+                    return False
+                return await self._auth_step(self.sasl.respond(line))
             case ev.CommandRejected(reply=reply):
                 self.errors += 1
                 maillog.rejected(self.stream.peer_ip, "COMMAND", reply, helo=self.helo or None)
@@ -230,9 +259,65 @@ class SmtpSession:
                 conn.send(C451_LOCAL_ERROR)
         return False
 
+    # -- STARTTLS and AUTH ----------------------------------------------------------------------
+    async def _starttls(self) -> bool:
+        """RFC 3207: 220, handshake, then a fresh session (the core forgot EHLO and any AUTH)."""
+        tls = self.ctx.tls
+        if tls is None:  # not offered: the core answered already; kept for type narrowing
+            self.conn.send(C454_TLS_UNAVAILABLE)
+            return False
+        self.conn.send(C220_READY_FOR_TLS)
+        await self.stream.write(self.conn.data_to_send())
+        self.conn.start_tls()
+        try:
+            await self.stream.start_tls(tls.context())
+        except (ssl.SSLError, OSError, TimeoutError) as exc:
+            log.info("TLS handshake failed client=%s: %s", self.stream.peer_ip, exc)
+            return True  # the connection is unusable: end the session without a reply
+        self._reset()
+        self.helo, self.esmtp, self.user, self.sasl = "", False, None, None
+        self.conn.offered = self.conn.offered - {"STARTTLS"}
+        log.debug("TLS established client=%s %s", self.stream.peer_ip, self.stream.tls_info)
+        return False
+
+    def _secure(self) -> bool:
+        return plaintext_allowed(self.stream.tls_active, self.stream.peer_ip,
+                                 self.cfg.auth.allow_plaintext_on_loopback)
+
+    async def _auth_begin(self, mechanism: str, initial: str | None) -> bool:
+        authenticator = self.ctx.authenticator
+        if authenticator is None:
+            self.conn.send(C502_NOT_IMPLEMENTED)
+            return False
+        self.sasl, step = authenticator.begin(mechanism, initial, secure=self._secure(),
+                                              ip=self.stream.peer_ip)
+        return await self._auth_step(step)
+
+    async def _auth_step(self, step: Step) -> bool:
+        """Send a challenge, verify credentials, or answer a failure; True closes the session."""
+        authenticator = self.ctx.authenticator
+        if isinstance(step, Challenge):
+            self.conn.send(step.reply)
+            return False
+        self.sasl = None
+        if isinstance(step, Failure):
+            self.errors += 1
+            self.conn.send(step.reply)
+            return step.close
+        if authenticator is None:  # pragma: no cover - a step only exists with an authenticator
+            self.conn.send(C451_LOCAL_ERROR)
+            return False
+        outcome = await authenticator.verify(step, self.stream.peer_ip)
+        self.conn.send(outcome.reply)
+        if outcome.user is not None:
+            self.user = outcome.user
+        else:
+            self.errors += 1
+        return outcome.close
+
     def _extensions(self) -> list[str]:
         size = self.cfg.limits.max_message_size
-        return [
+        out = [
             f"SIZE {size}" if size else "SIZE",
             "PIPELINING",
             "8BITMIME",
@@ -241,14 +326,32 @@ class SmtpSession:
             "CHUNKING",
             "DSN",
         ]
+        if "STARTTLS" in self.conn.offered and not self.stream.tls_active:
+            out.append("STARTTLS")
+        if self.ctx.authenticator is not None:
+            mechanisms = self.ctx.authenticator.mechanisms(self._secure())
+            if mechanisms:  # RFC 4954 §4: plaintext mechanisms only on a protected channel
+                out.append("AUTH " + " ".join(mechanisms))
+        return out
 
     def _protocol(self) -> str:
-        # RFC 3848 "with" keywords; S and A are added by the TLS and AUTH layers.
-        return "ESMTP" if self.esmtp else "SMTP"
+        # RFC 3848 "with" keywords: ESMTP, then S for TLS and A for an authenticated client.
+        if not self.esmtp:
+            return "SMTP"
+        return "ESMTP" + ("S" if self.stream.tls_active else "") + ("A" if self.user else "")
 
     def _mail_from(self, event: ev.MailFrom) -> None:
         p = event.params
-        client = ClientInfo(self.stream.peer_ip, self.helo, self._protocol(), None, self.stream.tls_info)
+        senders = self.ctx.senders
+        if senders is not None:
+            refusal = senders.mail_from(self.user, event.sender, required=self.ctx.submission)
+            if refusal is not None:
+                self.errors += 1
+                maillog.rejected(self.stream.peer_ip, "MAIL", refusal, sender=event.sender,
+                                 helo=self.helo or None)
+                self.conn.send(refusal)
+                return
+        client = ClientInfo(self.stream.peer_ip, self.helo, self._protocol(), self.user, self.stream.tls_info)
         self.envelope = Envelope(
             sender=event.sender,
             body=p.body or "7BIT",
@@ -268,6 +371,8 @@ class SmtpSession:
             self.conn.send(C452_TOO_MANY_RECIPIENTS)
             return
         reply = self._check_recipient(rcpt)
+        if reply is None and self.ctx.senders is not None:
+            reply = self.ctx.senders.rcpt(self.user, self.nrcpt)
         if reply is not None:
             self.errors += 1
             maillog.rejected(self.stream.peer_ip, "RCPT", reply,
@@ -288,13 +393,15 @@ class SmtpSession:
             if directory.accepts(rcpt):
                 return None
             return C550_MAILBOX_UNAVAILABLE.with_text(f"<{rcpt}>: Recipient address rejected: User unknown")
-        if rcpt.domain in self.cfg.relay_domains:
-            return None
+        if rcpt.domain in self.cfg.relay_domains or self.user is not None:
+            return None  # a relay domain (backup MX), or an authenticated user sending out
         return C554_RELAY_DENIED.with_text(f"<{rcpt}>: Relay access denied")
 
     def _ensure_txn(self) -> Transaction | None:
         if self.txn is None and self.envelope is not None:
-            self.txn = self.ctx.intake.begin(self.envelope)
+            # RFC 6409 §8: submitted mail gets Message-ID and Date when missing.
+            self.txn = self.ctx.intake.begin(self.envelope, add_missing_headers=self.user is not None)
+            self.from_check = FromCollector() if self.user is not None else None
             for r in self.envelope.recipients:
                 self.txn.add_rcpt(r)
         return self.txn
@@ -303,9 +410,16 @@ class SmtpSession:
         conn = self.conn
         txn = self.txn
         envelope = self.envelope
+        from_check, self.from_check = self.from_check, None
         self.txn = None
         self.envelope = None
         self.nrcpt = 0
+        if error is None and self.ctx.senders is not None:
+            try:
+                error = self.ctx.senders.check_headers(self.user, from_check)
+            except Exception:
+                log.exception("sender check failed client=%s", self.stream.peer_ip)
+                error = C451_LOCAL_ERROR
         if error is not None:
             if txn is not None:
                 txn.abort()
@@ -335,10 +449,13 @@ class SmtpSession:
         maillog.received(record.id, self.stream.peer_ip, record.envelope.sender,
                          len(record.envelope.recipients), record.size, record.envelope.client.protocol)
         conn.send(Reply(250, "2.0.0", f"Ok: queued as {record.id}"))
+        if self.ctx.senders is not None:
+            self.ctx.senders.queued(self.user)
         self.ctx.on_queued(record)
 
     def _reset(self) -> None:
         self._abort_txn()
+        self.from_check = None
         self.envelope = None
         self.nrcpt = 0
 
