@@ -12,7 +12,8 @@ Rules:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -57,7 +58,16 @@ class MessageMeta:
     size: int  # Rule 3
     internaldate: float  # unix time: file mtime at arrival, or the APPEND date
     modseq: int
-    path: Path  # the file as last seen; it may go stale (read through Mailbox.read)
+    cur_dir: Path = field(repr=False)  # the folder's cur/ directory (as last seen)
+    filename: str = field(repr=False)  # the file name in cur/ (as last seen)
+
+    @property
+    def path(self) -> Path:
+        """The file as last seen; it may go stale (read through ``Mailbox.read``).
+
+        Built on demand: making 10,000 ``Path`` objects would double the cost of SELECT.
+        """
+        return self.cur_dir / self.filename
 
 
 @dataclass(frozen=True)
@@ -71,3 +81,29 @@ class Changes:
     @property
     def empty(self) -> bool:
         return not (self.new or self.expunged or self.changed)
+
+
+_new = object.__new__
+_Setter = Callable[[object, object], None]
+_SETTERS: tuple[_Setter, ...] = tuple(
+    vars(MessageMeta)[f].__set__
+    for f in ("uid", "flags", "size", "internaldate", "modseq", "cur_dir", "filename"))
+_set_uid, _set_flags, _set_size, _set_date, _set_modseq, _set_dir, _set_name = _SETTERS
+
+
+def make_meta(uid: int, flags: frozenset[str], size: int, internaldate: float, modseq: int,
+              cur_dir: Path, filename: str) -> MessageMeta:
+    """``MessageMeta(...)`` without the frozen-dataclass ``__init__`` (8× faster).
+
+    SELECT of a 10,000-message folder builds 10,000 of them; the frozen ``__init__`` alone
+    cost ~35 ms there. The result is an ordinary, equal, immutable ``MessageMeta``.
+    """
+    meta: MessageMeta = _new(MessageMeta)
+    _set_uid(meta, uid)
+    _set_flags(meta, flags)
+    _set_size(meta, size)
+    _set_date(meta, internaldate)
+    _set_modseq(meta, modseq)
+    _set_dir(meta, cur_dir)
+    _set_name(meta, filename)
+    return meta

@@ -1,0 +1,332 @@
+"""The mail store and its accounts: folders (LIST, CREATE, DELETE, RENAME, SUBSCRIBE, STATUS),
+APPEND, and SELECT/EXAMINE, which returns a ``Mailbox`` view.
+
+Rules:
+1. ``MailStore.account`` creates the user's Maildir (``pigeon.store.maildir`` layout) and, the
+   first time the index is created, the default folders Sent, Drafts, Trash, Junk, Archive
+   with their RFC 6154 special-use attributes, all subscribed with INBOX. A user who later
+   deletes one does not get it back.
+2. One ``Account`` per address is kept while it is in use; at most ``max_open_accounts`` idle
+   ones keep their index connection open (file descriptors stay bounded). An evicted
+   ``Account`` still works: its index reopens on the next call.
+3. Names go through ``folders.normalize`` first: a refused name never reaches the file system.
+4. CREATE makes missing superior names (RFC 3501 §6.3.3) and ignores one trailing separator.
+   DELETE of INBOX is refused; DELETE of a folder with inferiors removes only its own messages
+   and the name stays as a \\Noselect node (RFC 3501 §6.3.4). RENAME moves the inferiors
+   with it (RFC 3501 §6.3.5) and keeps UIDVALIDITY; RENAME INBOX moves its messages into the
+   new folder and leaves INBOX empty.
+5. APPEND writes and fsyncs the file before it takes the account lock; the message is
+   committed (file linked into ``cur/``, ``cur/`` fsynced, index row committed) before the
+   UID is returned (UIDPLUS APPENDUID, RFC 4315 §3).
+6. Deleted folders are renamed to ``..deleted-<unique>`` first (atomic; not a mailbox name,
+   ``folders`` Rule 4) and removed afterwards; leftovers are removed when the account opens.
+
+What can go wrong: ``MailboxError`` with an IMAP response code; OSError and sqlite3.Error
+propagate (the session answers ``NO``).
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import os
+import shutil
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+from pigeon.core.address import Address
+from pigeon.core.clock import Clock
+from pigeon.store.maildir import MaildirStore
+from pigeon.store.mailbox import files, folders, ops
+from pigeon.store.mailbox.context import DEFAULT_FOLDERS, SPECIAL_USES, AccountCore
+from pigeon.store.mailbox.flags import parse_flags
+from pigeon.store.mailbox.model import MailboxError, MailboxInfo, MailboxStatus
+from pigeon.store.mailbox.view import Mailbox
+from pigeon.store.names import MailboxNameError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_APPEND = 50 * 1024 * 1024  # octets; the same default as smtp.max_message_size
+MAX_FOLDERS = 1000  # per account; bounds LIST and the per-account directory (LIMIT beyond)
+MAX_OPEN_ACCOUNTS = 256  # idle accounts keeping an index open (3 fds each with WAL), Rule 2
+_TRASH_PREFIX = "..deleted-"
+_USE_FOLDED = {u.lower(): u for u in SPECIAL_USES}
+
+
+class MailStore:
+    """Every user's mailboxes under ``mail_root`` (``data_dir/mail``); thread-safe."""
+
+    def __init__(self, mail_root: Path, hostname: str, clock: Clock,
+                 max_append: int = DEFAULT_MAX_APPEND,
+                 max_open_accounts: int = MAX_OPEN_ACCOUNTS) -> None:
+        self._maildirs = MaildirStore(mail_root, hostname)
+        self._hostname = hostname
+        self._clock = clock
+        self._max_append = max_append
+        self._max_open = max_open_accounts
+        self._accounts: OrderedDict[str, Account] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def account(self, address: Address) -> Account:
+        with self._lock:
+            acc = self._accounts.get(address.key)
+            if acc is not None:
+                self._accounts.move_to_end(address.key)
+                return acc
+            try:
+                maildir = self._maildirs.ensure(address)
+            except MailboxNameError as exc:
+                raise MailboxError("CANNOT", str(exc)) from None
+            acc = Account(AccountCore(address, maildir, self._hostname, self._clock, self._max_append))
+            acc._open()
+            self._accounts[address.key] = acc
+            self._evict()
+            return acc
+
+    def _evict(self) -> None:
+        if len(self._accounts) <= self._max_open:
+            return
+        for key, acc in list(self._accounts.items()):
+            if len(self._accounts) <= self._max_open:
+                break
+            if acc.idle:
+                acc.close()
+                del self._accounts[key]
+
+    def close(self) -> None:
+        with self._lock:
+            for acc in self._accounts.values():
+                acc.close()
+            self._accounts.clear()
+
+
+class Account:
+    """One user's folders (Rules 3-6)."""
+
+    def __init__(self, core: AccountCore) -> None:
+        self._core = core
+        self.address = core.address
+
+    @property
+    def idle(self) -> bool:
+        return self._core.open_views == 0
+
+    def close(self) -> None:
+        """Close the index connection (it reopens on the next call)."""
+        with self._core.lock:
+            self._core.index.close()
+
+    def max_append(self) -> int:
+        return self._core.max_append
+
+    def _open(self) -> None:
+        core = self._core
+        with core.lock:
+            for entry in os.listdir(core.maildir):
+                if entry.startswith(_TRASH_PREFIX):
+                    shutil.rmtree(core.maildir / entry, onerror=_log_rmtree)  # Rule 6
+            if core.index.meta("defaults_created") is not None:
+                return
+            for name, use in DEFAULT_FOLDERS:  # Rule 1
+                if not core.exists(name):
+                    core.make_dirs(name)
+            with core.index.write() as conn:
+                for name, use in DEFAULT_FOLDERS:
+                    if core.index.folder_by_name(name) is None:
+                        core.index.insert_folder(conn, name, use, core.clock.now())
+                    conn.execute("UPDATE folder SET special_use=? WHERE name=?", (use, name))
+                conn.executemany("INSERT OR IGNORE INTO subscription(name) VALUES (?)",
+                                 [(folders.INBOX,)] + [(n,) for n, _ in DEFAULT_FOLDERS])
+                conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('defaults_created', 1)")
+
+    # -- folders -----------------------------------------------------------------------------
+
+    def _existing(self) -> set[str]:
+        core = self._core
+        names = {folders.INBOX}
+        with os.scandir(core.maildir) as it:
+            for entry in it:
+                if entry.name.startswith(".") and entry.is_dir():
+                    name = folders.decode_dir(entry.name)
+                    if name is not None and os.path.isdir(os.path.join(entry.path, "cur")):
+                        names.add(name)
+        return names
+
+    def list(self) -> list[MailboxInfo]:
+        """Every mailbox plus \\Noselect hierarchy nodes, INBOX first, then by name."""
+        core = self._core
+        with core.lock:
+            existing = self._existing()
+            rows = core.index.folders()
+            subs = core.index.subscriptions()
+        nodes = set(existing)
+        for name in existing:
+            nodes.update(folders.parents(name))
+        with_children = {p for n in nodes for p in folders.parents(n)}
+        default_use = dict(DEFAULT_FOLDERS)
+        out = []
+        for name in sorted(nodes, key=lambda n: (n != folders.INBOX, n)):
+            row = rows.get(name)
+            use = row.special_use if row is not None else default_use.get(name)
+            out.append(MailboxInfo(name, use if name in existing else None, name in subs,
+                                   name in with_children, name in existing))
+        return out
+
+    def subscriptions(self) -> builtins.list[str]:
+        """Subscribed names, existing or not (LSUB / LIST (SUBSCRIBED) \\NonExistent); added."""
+        with self._core.lock:
+            return sorted(self._core.index.subscriptions())
+
+    def create(self, name: str, special_use: str | None = None) -> None:
+        if name.endswith(folders.SEPARATOR) and len(name) > 1:
+            name = name[:-1]  # RFC 3501 §6.3.3: a trailing separator declares intent only
+        name = folders.normalize(name)
+        use = None
+        if special_use is not None:
+            use = _USE_FOLDED.get(special_use.lower())
+            if use is None:
+                raise MailboxError("USEATTR", f"special-use {special_use[:40]!r} is not supported")
+        core = self._core
+        with core.lock:
+            if core.exists(name):
+                raise MailboxError("ALREADYEXISTS", f"mailbox {name!r} already exists")
+            if len(self._existing()) >= MAX_FOLDERS:
+                raise MailboxError("LIMIT", f"too many mailboxes (limit {MAX_FOLDERS})")
+            self._drop_stale(name)
+            for parent in folders.parents(name):
+                if not core.exists(parent):
+                    self._drop_stale(parent)
+                    core.make_dirs(parent)
+            core.make_dirs(name)
+            row = core.folder(name)
+            if use is not None:
+                with core.index.write() as conn:
+                    conn.execute("UPDATE folder SET special_use=? WHERE id=?", (use, row.id))
+
+    def _drop_stale(self, name: str) -> None:
+        """A row left behind by a folder removed by another tool must not be reused."""
+        try:
+            self._core.folder(name)
+        except MailboxError:
+            pass  # NONEXISTENT is the expected answer; folder() dropped any stale row
+
+    def delete(self, name: str) -> None:
+        name = folders.normalize(name)
+        if name == folders.INBOX:
+            raise MailboxError("CANNOT", "INBOX cannot be deleted")  # RFC 3501 §6.3.4
+        core = self._core
+        with core.lock:
+            row = core.folder(name)
+            trash = core.maildir / f"{_TRASH_PREFIX}{core.names.next()}"
+            os.rename(core.path(name), trash)  # Rule 6
+            with core.index.write() as conn:
+                core.index.drop_folder(conn, row.id)
+        shutil.rmtree(trash, onerror=_log_rmtree)
+
+    def rename(self, old: str, new: str) -> None:
+        old = folders.normalize(old)
+        new = folders.normalize(new[:-1] if new.endswith(folders.SEPARATOR) and len(new) > 1 else new)
+        core = self._core
+        with core.lock:
+            if not core.exists(old):
+                raise MailboxError("NONEXISTENT", f"mailbox {old!r} does not exist")
+            if new == folders.INBOX or core.exists(new):
+                raise MailboxError("ALREADYEXISTS", f"mailbox {new!r} already exists")
+            if old != folders.INBOX and folders.is_inferior(new, old):
+                raise MailboxError("CANNOT", "cannot rename a mailbox into itself")
+            if old == folders.INBOX:
+                # RFC 3501 §6.3.5: move INBOX's messages to the new name; INBOX stays, empty.
+                self.create(new)
+                inbox = core.synced(folders.INBOX)
+                ops.transfer(core, inbox.id, None, new, move=True)
+                return
+            moves = [(old, new)] + [
+                (child, folders.normalize(new + child[len(old):]))
+                for child in sorted(self._existing()) if folders.is_inferior(child, old)]
+            for _, target in moves:
+                if core.exists(target):
+                    raise MailboxError("ALREADYEXISTS", f"mailbox {target!r} already exists")
+            rows = {src: core.folder(src) for src, _ in moves}
+            for _, target in moves:
+                self._drop_stale(target)
+            for parent in folders.parents(new):
+                if not core.exists(parent):
+                    core.make_dirs(parent)
+                    core.folder(parent)
+            for src, target in moves:
+                os.rename(core.path(src), core.path(target))
+            with core.index.write() as conn:
+                for src, target in moves:
+                    conn.execute("UPDATE folder SET name=? WHERE id=?", (target, rows[src].id))
+                    conn.execute("UPDATE subscription SET name=? WHERE name=?", (target, src))
+            files.fsync_cur(core.path(new))
+
+    def subscribe(self, name: str, on: bool) -> None:
+        name = folders.normalize(name)
+        core = self._core
+        with core.lock, core.index.write() as conn:
+            if on:
+                if not core.exists(name):  # RFC 3501 §6.3.6 allows this check
+                    raise MailboxError("NONEXISTENT", f"mailbox {name!r} does not exist")
+                conn.execute("INSERT OR IGNORE INTO subscription(name) VALUES (?)", (name,))
+            else:
+                conn.execute("DELETE FROM subscription WHERE name=?", (name,))
+
+    def status(self, name: str) -> MailboxStatus:
+        core = self._core
+        with core.lock:
+            row = core.synced(folders.normalize(name))
+            count, size, unseen, deleted, recent = core.index.conn.execute(
+                "SELECT count(*), coalesce(sum(size), 0), coalesce(sum(instr(info, 'S') = 0), 0), "
+                "coalesce(sum(instr(info, 'T') > 0), 0), coalesce(sum(uid >= ?), 0) "
+                "FROM message WHERE folder=?", (row.recent_uid, row.id)).fetchone()
+        return MailboxStatus(messages=count, recent=recent, uidnext=row.uidnext,
+                             uidvalidity=row.uidvalidity, unseen=unseen, size=size,
+                             highestmodseq=row.highestmodseq, deleted=deleted)
+
+    # -- messages ----------------------------------------------------------------------------
+
+    def append(self, name: str, data: bytes, flags: frozenset[str],
+               internaldate: float | None) -> tuple[int, int]:
+        """Rule 5: ``(uidvalidity, uid)`` of the committed message."""
+        core = self._core
+        if len(data) > core.max_append:
+            raise MailboxError("LIMIT", f"message larger than {core.max_append} octets")
+        name = folders.normalize(name)
+        letters, keywords = parse_flags(sorted(flags))
+        when = core.clock.now() if internaldate is None else internaldate
+        with core.lock:
+            core.folder(name)  # NONEXISTENT before any write (the session says TRYCREATE)
+        path = core.path(name)
+        msg = files.write_tmp(path, core.names, data, when)
+        try:
+            with core.lock:
+                row = core.synced(name)
+                with core.index.write() as conn:
+                    files.publish(msg, path, letters)
+                    try:
+                        files.fsync_cur(path)
+                        uid = row.uidnext
+                        conn.execute("INSERT INTO message(folder, uid, base, info, keywords, modseq, "
+                                     "internaldate, size) VALUES (?,?,?,?,?,?,?,?)",
+                                     (row.id, uid, msg.base, letters, " ".join(keywords),
+                                      row.highestmodseq + 1, when, msg.size))
+                        conn.execute("UPDATE folder SET uidnext=?, highestmodseq=? WHERE id=?",
+                                     (uid + 1, row.highestmodseq + 1, row.id))
+                    except BaseException:
+                        files.unlink_quietly(path / "cur" / f"{msg.base}:2,{letters}")
+                        raise
+                return row.uidvalidity, uid
+        finally:
+            files.unlink_quietly(msg.tmp)
+
+    def select(self, name: str, readonly: bool = False) -> Mailbox:
+        core = self._core
+        with core.lock:
+            row = core.synced(folders.normalize(name))
+            return Mailbox(core, row, readonly)
+
+
+def _log_rmtree(func: object, path: str, exc_info: object) -> None:
+    log.error("could not remove %s of a deleted mailbox: %s", path, exc_info)

@@ -1,0 +1,126 @@
+"""What an account's operations share: paths, the index, the lock, and folder lookup.
+
+Rules:
+1. Every index access and every file rename of one account happens under ``lock`` (an RLock:
+   sessions call from worker threads). Several ``Mailbox`` views share one ``AccountCore``.
+2. A folder exists when its directory has ``cur/``; the directory is the truth, the index
+   follows it. A folder directory without an index row (created by another tool, or after
+   the index was deleted) gets a row with a fresh UIDVALIDITY; a row whose directory vanished
+   is dropped and the folder reported ``NONEXISTENT``.
+3. Folder directories are created 0700 with ``cur/ new/ tmp/`` and a ``maildirfolder`` marker
+   (Maildir++, as Courier and Dovecot create it), then the parent directory is fsynced.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+
+from pigeon.core.address import Address
+from pigeon.core.clock import Clock
+from pigeon.store.dirsync import fsync_dir
+from pigeon.store.maildir import DIR_MODE, FILE_MODE
+from pigeon.store.mailbox import folders
+from pigeon.store.mailbox.flags import cur_name
+from pigeon.store.mailbox.index import INDEX_NAME, FolderRow, Index
+from pigeon.store.mailbox.model import MailboxError
+from pigeon.store.mailbox.scan import scan
+from pigeon.store.names import UniqueNames
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FOLDERS: tuple[tuple[str, str], ...] = (  # issue 5; attributes from RFC 6154 §2
+    ("Sent", "\\Sent"), ("Drafts", "\\Drafts"), ("Trash", "\\Trash"),
+    ("Junk", "\\Junk"), ("Archive", "\\Archive"),
+)
+# RFC 6154 §2 minus \All and \Flagged, which name virtual mailboxes this store does not have.
+SPECIAL_USES = frozenset({"\\Archive", "\\Drafts", "\\Junk", "\\Sent", "\\Trash"})
+_DEFAULT_USE = dict(DEFAULT_FOLDERS)
+
+
+class AccountCore:
+    """Shared state of one account (Rule 1)."""
+
+    def __init__(self, address: Address, maildir: Path, hostname: str, clock: Clock,
+                 max_append: int) -> None:
+        self.address = address
+        self.maildir = maildir
+        self.index = Index(maildir / INDEX_NAME)
+        self.lock = threading.RLock()
+        self.names = UniqueNames(hostname)
+        self.clock = clock
+        self.max_append = max_append
+        self.open_views = 0
+
+    def path(self, name: str) -> Path:
+        """The directory of a normalised mailbox name."""
+        sub = folders.dir_name(name)
+        return self.maildir if sub is None else self.maildir / sub
+
+    def exists(self, name: str) -> bool:
+        return os.path.isdir(self.path(name) / "cur")
+
+    def folder(self, name: str) -> FolderRow:
+        """The row of an existing folder (Rule 2); ``name`` must be normalised."""
+        row = self.index.folder_by_name(name)
+        if not self.exists(name):
+            if row is not None:
+                log.info("folder %r of %s vanished from disk; dropping its index", name, self.address)
+                with self.index.write() as conn:
+                    self.index.drop_folder(conn, row.id)
+            raise MailboxError("NONEXISTENT", f"mailbox {name!r} does not exist")
+        if row is None:
+            with self.index.write() as conn:
+                row = self.index.folder_by_name(name)
+                if row is None:
+                    row = self.index.insert_folder(conn, name, _DEFAULT_USE.get(name), self.clock.now())
+        return row
+
+    def synced(self, name: str, force: bool = False) -> FolderRow:
+        """``folder`` plus a scan of its directories (``scan`` Rule 1: cheap when unchanged)."""
+        return self.rescan(self.folder(name), force)
+
+    def rescan(self, row: FolderRow, force: bool = False) -> FolderRow:
+        try:
+            return scan(self.index, row, self.path(row.name), force)
+        except FileNotFoundError:
+            if not self.exists(row.name):
+                self.folder(row.name)  # drops the row and raises NONEXISTENT (Rule 2)
+            raise
+
+    def row_by_id(self, folder_id: int) -> FolderRow:
+        row = self.index.folder_by_id(folder_id)
+        if row is None:
+            raise MailboxError("NONEXISTENT", "the selected mailbox was deleted or renamed")
+        return row
+
+    def message_path(self, row: FolderRow, base: str, info: str) -> Path:
+        return self.path(row.name) / "cur" / cur_name(base, info)
+
+    def make_dirs(self, name: str) -> None:
+        """Rule 3."""
+        path = self.path(name)
+        os.makedirs(self.maildir, mode=DIR_MODE, exist_ok=True)
+        created = False
+        try:
+            os.mkdir(path, DIR_MODE)
+            created = True
+        except FileExistsError:
+            pass
+        made_sub = False
+        for sub in ("cur", "new", "tmp"):
+            try:
+                os.mkdir(path / sub, DIR_MODE)
+                made_sub = True
+            except FileExistsError:
+                continue
+        if made_sub:
+            fsync_dir(path)
+        if name != folders.INBOX:
+            marker = path / "maildirfolder"
+            if not marker.exists():
+                os.close(os.open(marker, os.O_WRONLY | os.O_CREAT, FILE_MODE))
+        if created:
+            fsync_dir(path.parent)

@@ -1,0 +1,191 @@
+"""File operations on message files: write (APPEND), link (COPY), read with CRLF line ends.
+
+Rules:
+1. A new message is written to ``tmp/<unique>`` (O_EXCL, 0600), fsynced, its mtime set to the
+   INTERNALDATE, then ``link()``-ed to ``cur/<unique>,S=<n>,W=<n>:2,<info>`` (never overwrites),
+   the tmp name unlinked and ``cur/`` fsynced (http://cr.yp.to/proto/maildir.html; the same
+   commit point as ``pigeon.store.maildir`` delivery).
+2. Files on disk use LF line ends (CRLF → LF on write, ``pigeon.store.lineends``). Reading
+   inverts that exactly for our own files (marked by ``W=`` in the name): every LF becomes
+   CRLF, so the length read equals ``W=``. A file without ``W=`` (written by another tool) may
+   already hold CRLF: only bare LFs are converted, and its size is computed the same way.
+3. A copy is a hard link under a new unique name (the content of a Maildir file never changes);
+   file systems without hard links get a byte copy, fsynced.
+
+What can go wrong: OSError propagates (ENOSPC, EDQUOT, EIO); FileNotFoundError means the file
+was renamed or removed by someone else, and the caller re-resolves it by base name.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from pigeon.store.dirsync import fsync_dir
+from pigeon.store.lineends import CrlfToLf
+from pigeon.store.maildir import FILE_MODE
+from pigeon.store.mailbox.flags import cur_name, split_name
+from pigeon.store.names import UniqueNames, final_name, parse_sizes
+
+log = logging.getLogger(__name__)
+
+MAX_NAME_CLASHES = 8  # as in pigeon.store.maildir: one clash already means a shared counter
+HEADER_CHUNK = 8192  # read_header reads this much at a time until the blank line
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.EXDEV})
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+
+
+@dataclass(frozen=True)
+class TmpMessage:
+    tmp: Path
+    base: str  # the final base name: unique part plus ,S= and ,W=
+    size: int  # W=: octets with CRLF line ends
+
+
+def write_tmp(folder: Path, names: UniqueNames, data: bytes, mtime: float) -> TmpMessage:
+    """Rule 1, up to and including the fsync and the mtime; the caller then calls ``publish``."""
+    conv = CrlfToLf()
+    body = conv.feed(data) + conv.finish()
+    for _ in range(MAX_NAME_CLASHES):
+        unique = names.next()
+        tmp = folder / "tmp" / unique
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
+                         FILE_MODE)
+        except FileExistsError:
+            log.warning("maildir tmp name clash %s, choosing another", tmp)
+            continue
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(body)
+                out.flush()
+                os.fsync(out.fileno())
+            os.utime(tmp, (mtime, mtime))
+        except BaseException:
+            unlink_quietly(tmp)
+            raise
+        return TmpMessage(tmp, final_name(unique, conv.size, conv.crlf_size), conv.crlf_size)
+    raise OSError(errno.EEXIST, "could not find a unique tmp name", str(folder / "tmp"))
+
+
+def publish(msg: TmpMessage, folder: Path, info: str) -> None:
+    """Link the tmp file into ``cur/`` under its base name and drop the tmp name (Rule 1).
+
+    The caller fsyncs ``cur/`` (once for a batch) before it reports success.
+    """
+    try:
+        link_or_copy(msg.tmp, folder / "cur" / cur_name(msg.base, info))
+    finally:
+        unlink_quietly(msg.tmp)
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Rule 3. Raises FileExistsError if ``dst`` exists, FileNotFoundError if ``src`` does not."""
+    try:
+        os.link(src, dst)
+        return
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINKS:
+            raise
+        log.info("no hard link %s -> %s (%s); copying", src, dst, exc)
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
+    try:
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+            shutil.copyfileobj(inp, out)
+            out.flush()
+            os.fsync(out.fileno())
+        shutil.copystat(src, dst)
+    except BaseException:
+        unlink_quietly(dst)
+        raise
+
+
+def new_base(names: UniqueNames, old_base: str, path: Path, size: int) -> str:
+    """A fresh base for a copy, keeping the ``S=``/``W=`` fields of the original."""
+    s_size, w_size = parse_sizes(old_base)
+    if s_size is None:
+        s_size = os.stat(path).st_size
+    return final_name(names.next(), s_size, w_size if w_size is not None else size)
+
+
+def has_crlf_size(base: str) -> bool:
+    return parse_sizes(base)[1] is not None
+
+
+def to_crlf(data: bytes, ours: bool) -> bytes:
+    """Rule 2: ``ours`` is True when the file name carries ``W=``."""
+    if ours:
+        return data.replace(b"\n", b"\r\n")
+    return _BARE_LF.sub(b"\r\n", data)
+
+
+def crlf_size_of(path: Path) -> int:
+    """The size ``read`` will return for a file without ``W=`` (Rule 2)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    return len(data) + data.count(b"\n") - data.count(b"\r\n")
+
+
+def read_all(path: Path, ours: bool) -> bytes:
+    with open(path, "rb") as f:
+        return to_crlf(f.read(), ours)
+
+
+def read_header(path: Path, ours: bool) -> bytes:
+    """The header block including the empty line (the whole file when there is none)."""
+    buf = b""
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(HEADER_CHUNK)
+            if not chunk:
+                break
+            start = max(0, len(buf) - 3)
+            buf += chunk
+            end = _header_end(buf, start)
+            if end >= 0:
+                buf = buf[:end]
+                break
+    return to_crlf(buf, ours)
+
+
+def _header_end(buf: bytes, start: int) -> int:
+    if buf.startswith(b"\n"):
+        return 1
+    if buf.startswith(b"\r\n"):
+        return 2
+    best = -1
+    for sep in (b"\n\n", b"\n\r\n"):
+        i = buf.find(sep, start)
+        if i >= 0 and (best < 0 or i + len(sep) < best):
+            best = i + len(sep)
+    return best
+
+
+def find_by_base(cur_dir: Path, base: str) -> Path | None:
+    """Re-resolve a file renamed by another session or tool (its base never changes)."""
+    try:
+        names = os.listdir(cur_dir)
+    except FileNotFoundError:
+        return None
+    for name in names:
+        if split_name(name)[0] == base:
+            return cur_dir / name
+    return None
+
+
+def fsync_cur(folder: Path) -> None:
+    fsync_dir(folder / "cur")
+
+
+def unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.error("could not remove %s: %s", path, exc)

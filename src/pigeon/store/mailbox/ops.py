@@ -1,0 +1,186 @@
+"""Operations that change messages: STORE, EXPUNGE/remove, COPY/MOVE (and RENAME INBOX).
+
+Rules:
+1. Each operation is one index transaction holding the account lock; all its changes share
+   one new MODSEQ per folder (RFC 7162 §3.1.1: MODSEQ grows with every change).
+2. STORE renames the file when the Maildir letters change and only updates the index for
+   keyword changes. ``unchangedsince`` refuses messages whose MODSEQ is higher (RFC 7162
+   §3.1.3); they are returned as failed and left untouched.
+3. EXPUNGE unlinks the file first, then deletes the row and writes a tombstone; a crash in
+   between leaves a row whose file is gone, which the next scan expunges. Only messages
+   carrying ``\\Deleted`` in the index are expunged (RFC 3501 §6.4.3); ``remove`` ignores
+   the flag (POP3 DELE, RFC 1939 §6).
+4. COPY hard-links each file under a new unique base in the destination, keeping flags,
+   keywords, INTERNALDATE and cached values; MOVE renames instead and expunges the source
+   (RFC 6851 §3.3). Destination UIDs follow source UID order (UIDPLUS, RFC 4315 §3). The
+   destination ``cur/`` (and, for MOVE, the source ``cur/``) is fsynced before the commit.
+5. A file not found under its indexed name was renamed by another program: it is re-resolved
+   by base name (``files.find_by_base``); when it is gone, the message is skipped here and
+   the next scan expunges it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pigeon.store.mailbox import files
+from pigeon.store.mailbox.context import AccountCore
+from pigeon.store.mailbox.flags import StoreMode, apply, cur_name, parse_flags
+from pigeon.store.mailbox.index import FolderRow
+from pigeon.store.mailbox.model import MailboxError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One message row of the index."""
+
+    uid: int
+    base: str
+    info: str
+    keywords: str
+    modseq: int
+    internaldate: float
+    size: int
+
+
+ROW_COLS = "uid, base, info, keywords, modseq, internaldate, size"
+
+
+def load_rows(conn: sqlite3.Connection, folder_id: int, uids: Sequence[int]) -> list[Row]:
+    out: list[Row] = []
+    for uid in sorted(set(uids)):
+        r = conn.execute(f"SELECT {ROW_COLS} FROM message WHERE folder=? AND uid=?",
+                         (folder_id, uid)).fetchone()
+        if r is not None:
+            out.append(Row(*r))
+    return out
+
+
+def locate(core: AccountCore, row: FolderRow, msg: Row) -> Path | None:
+    """The message's current file (Rule 5)."""
+    path = core.message_path(row, msg.base, msg.info)
+    if os.path.exists(path):
+        return path
+    return files.find_by_base(path.parent, msg.base)
+
+
+def store(core: AccountCore, folder_id: int, uids: Sequence[int], mode: StoreMode,
+          flags: frozenset[str], unchangedsince: int | None) -> tuple[list[Row], list[int]]:
+    """Rules 1, 2, 5. Returns (rows that changed, uids refused by UNCHANGEDSINCE)."""
+    letters, keywords = parse_flags(sorted(flags))
+    changed: list[Row] = []
+    failed: list[int] = []
+    with core.lock:
+        row = core.rescan(core.row_by_id(folder_id))
+        with core.index.write() as conn:
+            modseq = row.highestmodseq + 1
+            for msg in load_rows(conn, row.id, uids):
+                if unchangedsince is not None and msg.modseq > unchangedsince:
+                    failed.append(msg.uid)
+                    continue
+                info, kw = apply(msg.info, msg.keywords, mode, letters, keywords)
+                if info == msg.info and kw == msg.keywords:
+                    continue
+                if info != msg.info:
+                    src = locate(core, row, msg)
+                    if src is None:
+                        log.info("uid %d in %r vanished before STORE", msg.uid, row.name)
+                        continue
+                    os.rename(src, src.parent / cur_name(msg.base, info))
+                conn.execute("UPDATE message SET info=?, keywords=?, modseq=? WHERE folder=? AND uid=?",
+                             (info, kw, modseq, row.id, msg.uid))
+                changed.append(Row(msg.uid, msg.base, info, kw, modseq, msg.internaldate, msg.size))
+            if changed:
+                conn.execute("UPDATE folder SET highestmodseq=? WHERE id=?", (modseq, row.id))
+    return changed, failed
+
+
+def remove(core: AccountCore, folder_id: int, uids: Sequence[int] | None,
+           only_deleted: bool) -> list[int]:
+    """Rules 1, 3, 5. ``uids=None`` means every message of the folder. Returns removed UIDs."""
+    removed: list[int] = []
+    with core.lock:
+        row = core.rescan(core.row_by_id(folder_id))
+        with core.index.write() as conn:
+            if uids is None:
+                rows = [Row(*r) for r in conn.execute(
+                    f"SELECT {ROW_COLS} FROM message WHERE folder=? ORDER BY uid", (row.id,))]
+            else:
+                rows = load_rows(conn, row.id, uids)
+            for msg in rows:
+                if only_deleted and "T" not in msg.info:
+                    continue
+                path = locate(core, row, msg)
+                if path is not None:
+                    files.unlink_quietly(path)
+                removed.append(msg.uid)
+            if removed:
+                tombstone(conn, row, removed)
+    return removed
+
+
+def tombstone(conn: sqlite3.Connection, row: FolderRow, uids: list[int]) -> int:
+    """Delete rows + cache, record ``(uid, modseq)`` for QRESYNC; returns the new MODSEQ."""
+    modseq = row.highestmodseq + 1
+    conn.executemany("DELETE FROM message WHERE folder=? AND uid=?", [(row.id, u) for u in uids])
+    conn.executemany("DELETE FROM cache WHERE folder=? AND uid=?", [(row.id, u) for u in uids])
+    conn.executemany("INSERT OR REPLACE INTO expunged(folder, uid, modseq) VALUES (?,?,?)",
+                     [(row.id, u, modseq) for u in uids])
+    conn.execute("UPDATE folder SET highestmodseq=? WHERE id=?", (modseq, row.id))
+    return modseq
+
+
+def transfer(core: AccountCore, src_id: int, uids: Sequence[int] | None, dest_name: str,
+             move: bool) -> tuple[int, list[tuple[int, int]]]:
+    """COPY or MOVE (Rule 4): ``(dest uidvalidity, [(src uid, dest uid)])``."""
+    mapping: list[tuple[int, int]] = []
+    with core.lock:
+        src = core.rescan(core.row_by_id(src_id))
+        dest = core.synced(dest_name)  # Rule 2 of scan: earlier arrivals get lower UIDs
+        if move and dest.id == src.id:
+            raise MailboxError("CANNOT", "cannot move messages into the mailbox they are in")
+        dest_cur = core.path(dest.name) / "cur"
+        with core.index.write() as conn:
+            if uids is None:
+                rows = [Row(*r) for r in conn.execute(
+                    f"SELECT {ROW_COLS} FROM message WHERE folder=? ORDER BY uid", (src.id,))]
+            else:
+                rows = load_rows(conn, src.id, uids)
+            uid = dest.uidnext
+            modseq = dest.highestmodseq + 1
+            inserts = []
+            for msg in rows:
+                path = locate(core, src, msg)
+                if path is None:
+                    log.info("uid %d in %r vanished before COPY/MOVE", msg.uid, src.name)
+                    continue
+                base = files.new_base(core.names, msg.base, path, msg.size)
+                target = dest_cur / cur_name(base, msg.info)
+                if move:
+                    os.rename(path, target)
+                else:
+                    files.link_or_copy(path, target)
+                inserts.append((dest.id, uid, base, msg.info, msg.keywords, modseq,
+                                msg.internaldate, msg.size))
+                conn.execute("INSERT OR REPLACE INTO cache(folder, uid, key, value) "
+                             "SELECT ?, ?, key, value FROM cache WHERE folder=? AND uid=?",
+                             (dest.id, uid, src.id, msg.uid))
+                mapping.append((msg.uid, uid))
+                uid += 1
+            if inserts:
+                conn.executemany("INSERT INTO message(folder, uid, base, info, keywords, modseq, "
+                                 "internaldate, size) VALUES (?,?,?,?,?,?,?,?)", inserts)
+                conn.execute("UPDATE folder SET uidnext=?, highestmodseq=? WHERE id=?",
+                             (uid, modseq, dest.id))
+                files.fsync_cur(core.path(dest.name))
+                if move:
+                    files.fsync_cur(core.path(src.name))
+                    tombstone(conn, src, [s for s, _ in mapping])
+    return dest.uidvalidity, mapping

@@ -1,0 +1,168 @@
+"""Reconcile one folder's ``new/`` and ``cur/`` directories with the index.
+
+Rules:
+1. Cheap when nothing changed: two ``stat`` calls compared with the mtimes recorded at the last
+   scan (IMAP IDLE polls every ~0.5 s). A directory whose mtime is within ``DIRTY_WINDOW_NS``
+   of now is recorded as "unknown" (-1), because a change in the same timestamp tick would not
+   move the mtime (Linux file times are jiffy-granular; FAT's are 2 s). It is rescanned until
+   it has been quiet for that long.
+2. Files in ``new/`` move to ``cur/<base>:2,<info>`` (maildir spec) and get UIDs in arrival
+   order: file mtime, then name. A file that reappears in ``new/`` under a base the index
+   knows (a rename lost in a crash) goes back to ``cur/`` with its indexed flags, same UID.
+3. A full ``cur/`` listing runs only when ``cur/``'s mtime moved. Against the index: a base
+   gone from disk is an expunge by another tool (tombstone); different info letters are a
+   flag change by another tool (mutt); an unknown base is a new message (a tool moved it from
+   ``new/`` before we looked). Each change gets the folder's next MODSEQ (one per scan,
+   RFC 7162 §3.1.1 allows several messages to share one).
+4. The whole scan, renames included, runs in one ``BEGIN IMMEDIATE`` transaction: two scanners
+   (threads with their own Index, or processes) never assign two UIDs to one file.
+5. The index commits only after the renames; a crash in between leaves files the next scan
+   recognises by base name (Rules 2 and 3), so no message is lost or indexed twice.
+
+What can go wrong: FileNotFoundError when the folder's directories are gone (the caller treats
+the folder as deleted); other OSError and sqlite3.Error propagate.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pigeon.store.mailbox.files import crlf_size_of
+from pigeon.store.mailbox.flags import cur_name, split_name
+from pigeon.store.mailbox.index import FolderRow, Index
+from pigeon.store.names import parse_sizes
+
+log = logging.getLogger(__name__)
+
+DIRTY_WINDOW_NS = 2_000_000_000  # Rule 1: covers coarse (jiffy) and FAT (2 s) timestamps
+
+
+@dataclass
+class _Arrival:
+    mtime: float
+    base: str
+    info: str
+    name: str  # the file name in cur/
+
+
+def scan(index: Index, row: FolderRow, folder: Path, force: bool = False) -> FolderRow:
+    """Bring the index up to date with ``folder``; returns the refreshed row (Rules 1-5)."""
+    new_dir, cur_dir = folder / "new", folder / "cur"
+    st_new = os.stat(new_dir).st_mtime_ns
+    st_cur = os.stat(cur_dir).st_mtime_ns
+    if not force and st_new == row.new_mtime and st_cur == row.cur_mtime:
+        return row
+    with index.write() as conn:
+        fresh = index.folder_by_id(row.id)
+        if fresh is None:
+            raise FileNotFoundError(f"folder {row.name!r} was deleted")
+        row = fresh
+        if not force and st_new == row.new_mtime and st_cur == row.cur_mtime:
+            return row  # another scanner got here first
+        arrivals: dict[str, _Arrival] = {}
+        if force or st_new != row.new_mtime:
+            _take_new(conn, row.id, new_dir, cur_dir, arrivals)
+        gone: list[int] = []
+        changed: list[tuple[str, int]] = []
+        if force or st_cur != row.cur_mtime:
+            on_disk = _list_cur(cur_dir)
+            for uid, base, info in conn.execute(
+                    "SELECT uid, base, info FROM message WHERE folder=?", (row.id,)):
+                disk_info = on_disk.pop(base, None)
+                if disk_info is None:
+                    gone.append(uid)
+                elif disk_info != info:
+                    changed.append((disk_info, uid))
+            for base, info in on_disk.items():
+                if base not in arrivals:
+                    name = cur_name(base, info)
+                    try:
+                        mtime = os.stat(cur_dir / name).st_mtime
+                    except FileNotFoundError:
+                        continue  # renamed again meanwhile; the next scan sees it
+                    arrivals[base] = _Arrival(mtime, base, info, name)
+        modseq = row.highestmodseq
+        uidnext = row.uidnext
+        if arrivals or gone or changed:
+            modseq += 1
+        if arrivals:
+            ordered = sorted(arrivals.values(), key=lambda a: (a.mtime, a.base))
+            rows = []
+            for a in ordered:
+                size = parse_sizes(a.base)[1]
+                if size is None:
+                    try:
+                        size = crlf_size_of(cur_dir / a.name)
+                    except FileNotFoundError:
+                        continue
+                rows.append((row.id, uidnext, a.base, a.info, modseq, a.mtime, size))
+                uidnext += 1
+            conn.executemany("INSERT INTO message(folder, uid, base, info, keywords, modseq, "
+                             "internaldate, size) VALUES (?,?,?,?,'',?,?,?)", rows)
+        if gone:
+            log.info("folder %r: %d message(s) removed by another program", row.name, len(gone))
+            conn.executemany("DELETE FROM message WHERE folder=? AND uid=?",
+                             [(row.id, u) for u in gone])
+            conn.executemany("DELETE FROM cache WHERE folder=? AND uid=?", [(row.id, u) for u in gone])
+            conn.executemany("INSERT OR REPLACE INTO expunged(folder, uid, modseq) VALUES (?,?,?)",
+                             [(row.id, u, modseq) for u in gone])
+        if changed:
+            conn.executemany("UPDATE message SET info=?, modseq=? WHERE folder=? AND uid=?",
+                             [(info, modseq, row.id, uid) for info, uid in changed])
+        now_ns = time.time_ns()
+        conn.execute("UPDATE folder SET uidnext=?, highestmodseq=?, new_mtime=?, cur_mtime=? "
+                     "WHERE id=?", (uidnext, modseq, _settled(st_new, now_ns),
+                                    _settled(st_cur, now_ns), row.id))
+    refreshed = index.folder_by_id(row.id)
+    if refreshed is None:  # pragma: no cover - we hold the only writer that could delete it
+        raise FileNotFoundError(f"folder {row.name!r} was deleted")
+    return refreshed
+
+
+def _settled(mtime_ns: int, now_ns: int) -> int:
+    return mtime_ns if now_ns - mtime_ns > DIRTY_WINDOW_NS else -1
+
+
+def _take_new(conn: sqlite3.Connection, folder_id: int, new_dir: Path, cur_dir: Path,
+              arrivals: dict[str, _Arrival]) -> None:
+    """Rule 2: move every file of ``new/`` into ``cur/``."""
+    for name in os.listdir(new_dir):
+        if name.startswith("."):
+            continue
+        base, info = split_name(name)
+        known = conn.execute("SELECT info FROM message WHERE folder=? AND base=?",
+                             (folder_id, base)).fetchone()
+        target_info = str(known[0]) if known else info
+        target = cur_name(base, target_info)
+        try:
+            st = os.stat(new_dir / name)
+            os.rename(new_dir / name, cur_dir / target)
+        except FileNotFoundError:
+            continue  # another reader took it first
+        if not known:
+            arrivals[base] = _Arrival(st.st_mtime, base, target_info, target)
+
+
+def _list_cur(cur_dir: Path) -> dict[str, str]:
+    """``base → info`` of every message file in ``cur/``; adds a missing ``:2,`` (Rule 3)."""
+    out: dict[str, str] = {}
+    for name in os.listdir(cur_dir):
+        if name.startswith("."):
+            continue
+        base, info = split_name(name)
+        if name != cur_name(base, info):
+            try:
+                os.rename(cur_dir / name, cur_dir / cur_name(base, info))
+            except FileNotFoundError:
+                continue
+        if base in out:
+            log.warning("two files with base %s in %s; keeping one", base, cur_dir)
+            continue
+        out[base] = info
+    return out
+
