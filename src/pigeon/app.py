@@ -49,6 +49,8 @@ from pigeon.queue.store import QueueStore
 from pigeon.queue.record import QueueRecord
 from pigeon.smtpd.session import SmtpContext, SmtpSession
 from pigeon.store.maildir import MaildirStore
+from pigeon.store.mailbox import MailStore
+from pigeon.pop3d import MaildropLocks, Pop3SessionFactory, Pop3Settings
 from pigeon.auth.sasl import Authenticator
 from pigeon.auth.throttle import AuthThrottle
 from pigeon.net.tls import TlsError, TlsManager, resolve_files
@@ -64,6 +66,8 @@ DEMO_USER = "demo@example.test"
 DELIVERY_IO_THREADS = 32
 # 5 s of 0.1 s tries for the data directory lock: an offline `sendmail` holds it for milliseconds.
 LOCK_ATTEMPTS = 50
+# RFC 1939 §3: a POP3 autologout timer must be at least 10 minutes.
+POP3_MIN_IDLE = 600.0
 
 
 class DataDirLocked(Exception):
@@ -130,6 +134,9 @@ class App:
         report = self.queue.recover()
         log.info("queue recovered: %s", report)
         self.store = MaildirStore(data / "mail", cfg.hostname)
+        # The mailboxes as IMAP and POP3 see them (the same Maildirs, plus the per-account index).
+        self.mailstore = MailStore(data / "mail", cfg.hostname, self.clock,
+                                   max_append=cfg.limits.max_message_size)
         self.intake = Intake(self.queue, self.directory, cfg.hostname, self.clock,
                              max_received=cfg.limits.max_received_headers)
         self.bouncer = Bouncer(self.intake, self.queue, cfg.hostname,
@@ -225,7 +232,10 @@ class App:
             log.warning("reload: listener or data_dir changes need a restart; other settings applied")
         self.config = new
         self.directory.set_config_domains(new.domains, new.postmaster)
-        self.relay.reconfigure(RelaySettings.from_config(new))
+        try:
+            self.relay.reconfigure(RelaySettings.from_config(new))
+        except ValueError as exc:
+            log.error("reload: delivery settings: %s; keeping the previous ones", exc)
         if self.tls is not None:  # renewed certificates for new connections, without a restart
             try:
                 self.tls.reload(resolve_files(new.tls.cert, new.tls.key, new.hostname, new.data_dir))
@@ -248,7 +258,8 @@ class App:
         self.qmgr.start()
         await self.control.start()
         await self._start_smtp_listeners()
-        for name in ("imap", "imaps", "pop3", "pop3s"):
+        await self._start_pop3_listeners()
+        for name in ("imap", "imaps"):
             if getattr(self.config.listen, name):
                 log.info("service %s is configured but not available in this version; not listening", name)
         log.info("pigeon started hostname=%s data_dir=%s config=%s", self.config.hostname,
@@ -282,6 +293,23 @@ class App:
             await lst.start()
             self.listeners.append(lst)
 
+    async def _start_pop3_listeners(self) -> None:
+        cfg = self.config
+        settings = Pop3Settings(cfg.hostname, allow_plaintext_on_loopback=cfg.auth.allow_plaintext_on_loopback,
+                                idle_timeout=max(POP3_MIN_IDLE, cfg.limits.session_timeout))
+        locks = MaildropLocks()  # one registry for pop3 and pop3s: one session per maildrop
+        too_many = b"-ERR [SYS/TEMP] Too many connections, try again later\r\n"
+        for service, endpoints, implicit in (("pop3", cfg.listen.pop3, False), ("pop3s", cfg.listen.pop3s, True)):
+            if not endpoints:
+                continue
+            if implicit and self.tls is None:
+                log.error("service pop3s needs TLS, which is unavailable; not listening")
+                continue
+            factory = Pop3SessionFactory(self.mailstore, self.authenticator, self.tls, implicit, settings, locks)
+            lst = Listener(service, [(e.host, e.port) for e in endpoints], factory, self._limits, too_many)
+            await lst.start()
+            self.listeners.append(lst)
+
     async def stop(self) -> None:
         log.info("stopping")
         for lst in self.listeners:
@@ -289,6 +317,7 @@ class App:
         await self.qmgr.stop()
         await self.control.stop()
         self.queue.close()
+        self.mailstore.close()
         self.directory.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
@@ -315,7 +344,7 @@ def serve(config: Config) -> int:
     except DataDirLocked as exc:
         log.error("%s", exc)
         return 1
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # a port in use, an unreadable password file…
         log.error("cannot start: %s", exc)
         return 1
     return 0

@@ -177,8 +177,11 @@ class Listener:
             self.per_ip[ip] -= 1
             if self.per_ip[ip] <= 0:
                 del self.per_ip[ip]
-            self.sessions.pop(task, None)
-            await stream.close()
+            try:
+                await stream.close()
+            finally:
+                # After the close, so that stop() also waits for a TLS close under way.
+                self.sessions.pop(task, None)
 
     async def stop(self, grace: float = 10.0) -> None:
         for s in self.servers:

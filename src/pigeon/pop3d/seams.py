@@ -12,8 +12,8 @@ Rules:
 2. ``MessageMeta.size`` counts octets with CRLF line ends, before dot-stuffing (RFC 1939 §11).
 3. ``Mailbox.remove(uids)`` deletes regardless of ``\\Deleted`` and returns the UIDs removed;
    a UID already gone (expunged by an IMAP session meanwhile) is simply not in the result.
-4. ``Mailbox.read(uid)`` raises ``MailboxError`` (``code == "NONEXISTENT"``) for a message that
-   is gone, any other exception for a store failure.
+4. ``Mailbox.read(uid)`` raises ``MailboxError`` with ``code`` ``"EXPUNGEISSUED"`` (or
+   ``"NONEXISTENT"``) for a message that is gone, any other exception for a store failure.
 """
 
 from __future__ import annotations
