@@ -225,7 +225,7 @@ def _queue(top: Table) -> QueueConfig:
     return queue
 
 
-def _delivery(top: Table) -> DeliveryConfig:
+def _delivery(top: Table, base_dir: Path) -> DeliveryConfig:
     t = top.table("delivery")
     d = DeliveryConfig()
     remote_port = t.integer("remote_port", d.remote_port, minimum=1, maximum=65535)
@@ -236,8 +236,20 @@ def _delivery(top: Table) -> DeliveryConfig:
         except ValueError as exc:
             raise t.error("smarthost", str(exc)) from None
         smarthost = smarthost.strip()
+    user = t.opt_string("smarthost_user")
+    password_file = t.opt_string("smarthost_password_file")
+    if (user is None) != (password_file is None):
+        raise t.error("smarthost_user" if user is None else "smarthost_password_file",
+                      "smarthost_user and smarthost_password_file must be set together")
+    tls_mode = t.string("smarthost_tls", d.smarthost_tls)
+    if tls_mode not in ("required", "opportunistic"):
+        raise t.error("smarthost_tls", f"must be required or opportunistic, got {tls_mode!r}")
+    verify = t.boolean("smarthost_tls_verify", d.smarthost_tls_verify)
     t.finish()
-    return DeliveryConfig(remote_port=remote_port, smarthost=smarthost)
+    return DeliveryConfig(remote_port=remote_port, smarthost=smarthost, smarthost_user=user,
+                          smarthost_password_file=_path(password_file, base_dir) if password_file else None,
+                          smarthost_tls="required" if tls_mode == "required" else "opportunistic",
+                          smarthost_tls_verify=verify)
 
 
 def _smtp(top: Table) -> SmtpConfig:
@@ -302,7 +314,7 @@ def parse_config(text: str, source: str, base_dir: Path) -> Config:
         auth=_auth(top),
         dns=_dns(top),
         queue=_queue(top),
-        delivery=_delivery(top),
+        delivery=_delivery(top, base_dir),
         smtp=_smtp(top),
         tls=_tls(top, base_dir),
         submission=_submission(top),

@@ -188,6 +188,12 @@ class QueueConfig:
 class DeliveryConfig:
     remote_port: int = 25  # RFC 5321 §4.5.4.2 / IANA: SMTP relay uses port 25
     smarthost: str | None = None  # "host" or "host:port" (validated; Endpoint.parse(s, 25))
+    smarthost_user: str | None = None  # AUTH to the smarthost (with smarthost_password_file)
+    smarthost_password_file: Path | None = None  # first line = the password; keep it 0600
+    # Relaying through a provider sends credentials and all mail to one host: TLS is required
+    # and its certificate verified against the system's CAs, unless the operator says otherwise.
+    smarthost_tls: Literal["required", "opportunistic"] = "required"
+    smarthost_tls_verify: bool = True
 
 
 @dataclass(frozen=True, slots=True)

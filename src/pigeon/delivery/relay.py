@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from pathlib import Path
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -48,6 +49,7 @@ from pigeon.delivery import mime7bit
 from pigeon.delivery.base import DeliveryJob
 from pigeon.delivery.relay_route import MxHost, RouteSettings, Router, to_ascii
 from pigeon.delivery.relay_session import (
+    C451_TLS_REQUIRED,
     HostFailure,
     HostResult,
     OutboundMessage,
@@ -59,6 +61,7 @@ from pigeon.delivery.relay_session import (
     status_of,
 )
 from pigeon.dns.resolver import Resolver
+from pigeon.net.tls import client_context
 from pigeon.proto.smtp.reply import C451_LOCAL_ERROR, Reply
 
 log = logging.getLogger(__name__)
@@ -96,6 +99,9 @@ class RelaySettings:
     smarthost: tuple[str, int] | None = None
     timeouts: RelayTimeouts = field(default_factory=RelayTimeouts)
     starttls: bool = True  # opportunistic STARTTLS (certificates not verified)
+    smarthost_login: tuple[str, str] | None = field(default=None, repr=False)
+    smarthost_require_tls: bool = True
+    smarthost_verify: bool = True
     max_addresses: int = DEFAULT_MAX_ADDRESSES
     concurrency: int = DEFAULT_CONCURRENCY
     destination_concurrency: int = DEFAULT_DESTINATION_CONCURRENCY
@@ -103,18 +109,35 @@ class RelaySettings:
     @classmethod
     def from_config(cls, config: Config, timeouts: RelayTimeouts | None = None) -> RelaySettings:
         smarthost = None
-        if config.delivery.smarthost:
-            ep = Endpoint.parse(config.delivery.smarthost, default_port=config.delivery.remote_port)
+        d = config.delivery
+        login: tuple[str, str] | None = None
+        if d.smarthost:
+            ep = Endpoint.parse(d.smarthost, default_port=d.remote_port)
             smarthost = (ep.host, ep.port)
+            if d.smarthost_user and d.smarthost_password_file:
+                login = (d.smarthost_user, read_password_file(d.smarthost_password_file))
         listen = config.listen
         own = {e.host for eps in (listen.smtp, listen.submission, listen.submissions) for e in eps
                if e.is_ip and e.host not in ("0.0.0.0", "::")}
         return cls(hostname=config.hostname, self_addresses=frozenset(own),
                    remote_port=config.delivery.remote_port, smarthost=smarthost,
-                   timeouts=timeouts or RelayTimeouts())
+                   smarthost_login=login, smarthost_require_tls=d.smarthost_tls == "required",
+                   smarthost_verify=d.smarthost_tls_verify, timeouts=timeouts or RelayTimeouts())
 
     def route_settings(self) -> RouteSettings:
         return RouteSettings(self.hostname, self.self_addresses, self.remote_port, self.smarthost)
+
+
+def read_password_file(path: Path) -> str:
+    """The first line of ``path`` (the smarthost password); ValueError naming the file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            line = f.readline().rstrip("\r\n")
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the smarthost password: {exc.strerror or exc}") from None
+    if not line:
+        raise ValueError(f"{path}: the smarthost password file is empty")
+    return line
 
 
 def destination_of(address: Address, smarthost: bool) -> str:
@@ -266,7 +289,20 @@ class RelayDelivery:
         return [RelayResult(a, "deferred", reply, names) for a in rcpts]
 
     async def _send(self, host: MxHost, address: str, msg: OutboundMessage) -> HostResult:
-        settings = SessionSettings(self.settings.hostname, self.settings.timeouts, self._tls)
+        s = self.settings
+        if s.smarthost is not None:
+            # The smarthost: TLS required (unless configured otherwise) and, with credentials, AUTH.
+            ctx = client_context(verify=s.smarthost_verify)
+            settings = SessionSettings(s.hostname, s.timeouts, ctx, require_tls=s.smarthost_require_tls,
+                                       login=s.smarthost_login)
+            try:
+                return await send_to_host(host, address, msg, settings, use_tls=True)
+            except TlsFailed as exc:
+                if s.smarthost_require_tls:
+                    raise HostFailure(C451_TLS_REQUIRED.with_text(
+                        f"{host.label(address)}: TLS handshake failed: {exc}"), try_next=False) from None
+                return await send_to_host(host, address, msg, settings, use_tls=False)
+        settings = SessionSettings(s.hostname, s.timeouts, self._tls)
         try:
             return await send_to_host(host, address, msg, settings, use_tls=self._tls is not None)
         except TlsFailed:

@@ -31,6 +31,11 @@ Rules:
    ``.`` raises ``HostFailure(try_next=False)``: the peer may have the message (RFC 1047), so it
    is deferred, never sent to another host in the same attempt.
 10. Timeouts per RFC 5321 §4.5.3.2 (``RelayTimeouts``).
+11. With ``require_tls`` (the smarthost), a peer without STARTTLS or a failed handshake defers
+    the message (``451 4.7.5``): nothing is sent in the clear, not even the login.
+12. With ``login``, AUTH PLAIN (RFC 4616) with an initial response, or AUTH LOGIN when the
+    peer offers only that, after TLS and before MAIL (RFC 4954 §4). A refused login defers
+    the message (the operator must fix the credentials; the mail waits meanwhile).
 
 What can go wrong: every network or protocol error becomes ``HostFailure`` or ``TlsFailed``;
 nothing else escapes except programming errors.
@@ -39,11 +44,12 @@ nothing else escapes except programming errors.
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import logging
 import os
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Literal
 
@@ -56,6 +62,8 @@ from pigeon.proto.smtp.client import ClientConnection, ReplyReceived
 from pigeon.proto.smtp.ehlo import Extensions
 from pigeon.proto.smtp.errors import LocalProtocolError, RemoteProtocolError
 from pigeon.proto.smtp.events import (
+    Auth,
+    AuthResponse,
     Command,
     ConnectionClosed,
     Data,
@@ -80,6 +88,8 @@ C451_CONNECT_FAILED = Reply(451, "4.4.1", "Connection failed")  # RFC 3463 X.4.1
 C451_TIMEOUT = Reply(451, "4.4.2", "Timeout")  # RFC 3463 X.4.2 bad connection
 C451_CONNECTION_LOST = Reply(451, "4.4.2", "Connection lost")
 C451_PROTOCOL = Reply(451, "4.5.0", "Protocol error from the remote server")  # X.5.0
+C451_TLS_REQUIRED = Reply(451, "4.7.5", "TLS required but not available")  # RFC 3463 X.7.5 crypto failure
+C451_AUTH_FAILED = Reply(451, "4.7.0", "Login to the relay host failed")  # X.7.0 security, temporary
 C553_NEEDS_SMTPUTF8 = Reply(553, "5.6.7", "Message needs SMTPUTF8, which the remote server does not offer")
 C552_TOO_BIG = Reply(552, "5.3.4", "Message is larger than the remote server accepts")
 
@@ -119,6 +129,8 @@ class SessionSettings:
     helo_name: str
     timeouts: RelayTimeouts = RelayTimeouts()
     tls: ssl.SSLContext | None = None  # None: never STARTTLS
+    require_tls: bool = False  # Rule 11: no TLS, no mail (the smarthost)
+    login: tuple[str, str] | None = field(default=None, repr=False)  # Rule 12: (user, password)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,9 +180,9 @@ class _Peer:
         self.writer: asyncio.StreamWriter | None = None
         self.final_sent = False  # Rule 9
 
-    def fail(self, reply: Reply, text: str) -> HostFailure:
+    def fail(self, reply: Reply, text: str, try_next: bool | None = None) -> HostFailure:
         return HostFailure(reply.with_text(f"{self.host.label(self.address)}: {text}"),
-                           try_next=not self.final_sent)
+                           try_next=not self.final_sent if try_next is None else try_next)
 
     async def connect(self) -> None:
         try:
@@ -260,6 +272,24 @@ class _Peer:
             raise self.fail(reply, f"HELO refused: {reply}")
         return Extensions(), False
 
+    async def login(self, ext: Extensions, user: str, password: str) -> None:
+        mechanisms = ext.auth_mechanisms
+        if "PLAIN" in mechanisms or not mechanisms:
+            token = base64.b64encode(f"\0{user}\0{password}".encode()).decode("ascii")
+            reply = await self.command(Auth("PLAIN", token), self.t.helo)
+        elif "LOGIN" in mechanisms:
+            reply = await self.command(Auth("LOGIN"), self.t.helo)
+            for answer in (user, password):
+                if reply.code != 334:
+                    break
+                reply = await self.command(AuthResponse(base64.b64encode(answer.encode()).decode()), self.t.helo)
+        else:
+            raise self.fail(C451_AUTH_FAILED, f"no usable AUTH mechanism offered "
+                            f"({' '.join(sorted(mechanisms))})", try_next=False)
+        if reply.code != 235:
+            log.error("relay: %s: login as %s refused: %s", self.host.label(self.address), user, reply)
+            raise self.fail(C451_AUTH_FAILED, f"login as {user} refused: {reply}", try_next=False)
+
     async def send_data(self, body: BinaryIO) -> None:
         while chunk := body.read(BODY_CHUNK):
             self.conn.send_message_data(chunk)
@@ -333,6 +363,11 @@ async def send_to_host(host: MxHost, address: str, msg: OutboundMessage, setting
         if greeting.code != 220:
             raise peer.fail(greeting, f"refused to talk to me: {greeting}")
         ext, tls = await peer.hello(use_tls)
+        if settings.require_tls and not tls:  # Rule 11
+            raise peer.fail(C451_TLS_REQUIRED, "TLS is required for this host but was not negotiated",
+                            try_next=False)
+        if settings.login is not None:  # Rule 12
+            await peer.login(ext, *settings.login)
         result = await _transaction(peer, ext, msg)
         await peer.quit()
         return HostResult(result[0], result[1], tls)

@@ -197,3 +197,63 @@ def test_a_bounce_that_cannot_be_returned_goes_to_the_postmaster(net: Net) -> No
     assert "x@nomail.test" in got[0].decode(errors="replace")
     time.sleep(0.5)
     assert len(net.sender.messages("alice@a.test")) == 1
+
+
+def test_smarthost_with_tls_and_login(tmp_path: Path) -> None:
+    """[delivery] smarthost: everything goes to one host, over TLS, after AUTH (RFC 4954)."""
+    sub_port = free_port("127.0.0.2")
+    (tmp_path / "provider").mkdir()
+    provider = Server(tmp_path / "provider", domains=["dest.test"], hostname="smtp.provider.test",
+                      host="127.0.0.2", listen_toml=f'submission = ["127.0.0.2:{sub_port}"]')
+    (tmp_path / "site").mkdir()
+    secret = tmp_path / "site" / "smarthost.pw"
+    secret.write_text("relay-pw-123456\n")
+    secret.chmod(0o600)
+    site = Server(tmp_path / "site", domains=["a.test"], hostname="mx.a.test", host="127.0.0.5",
+                  extra_toml=f'[delivery]\nsmarthost = "127.0.0.2:{sub_port}"\nsmarthost_user = "relay@dest.test"\n'
+                             f'smarthost_password_file = "{secret}"\nsmarthost_tls_verify = false\n')
+    try:
+        provider.add_user("bob@dest.test")
+        provider.add_user("relay@dest.test", "relay-pw-123456")
+        # The provider holds its customer to its addresses: the site's domain is granted.
+        provider.cli("user", "identity", "relay@dest.test", "--set", "@a.test")
+        site.add_user("alice@a.test")
+        provider.start()
+        site.start()
+        msg = b"From: alice@a.test\nSubject: via the smarthost\n\nhello\n"
+        assert sendmail(site, "-f", "alice@a.test", "bob@dest.test", message=msg).returncode == 0
+        got = provider.wait_messages("bob@dest.test", 1)
+        assert len(got) == 1
+        m = parsed(got[0])
+        assert m["Subject"] == "via the smarthost"
+        received = " ".join(str(r) for r in m.get_all("Received") or [])
+        assert "ESMTPSA" in received and "TLSv1." in received
+        site.wait_log(r"delivered to=<bob@dest\.test> relay=127\.0\.0\.2")
+    finally:
+        site.stop()
+        provider.stop()
+
+
+def test_smarthost_with_a_wrong_password_defers(tmp_path: Path) -> None:
+    sub_port = free_port("127.0.0.2")
+    (tmp_path / "provider").mkdir()
+    provider = Server(tmp_path / "provider", domains=["dest.test"], hostname="smtp.provider.test",
+                      host="127.0.0.2", listen_toml=f'submission = ["127.0.0.2:{sub_port}"]')
+    (tmp_path / "site").mkdir()
+    secret = tmp_path / "site" / "smarthost.pw"
+    secret.write_text("not-the-password\n")
+    site = Server(tmp_path / "site", domains=["a.test"], hostname="mx.a.test", host="127.0.0.5",
+                  extra_toml=f'[delivery]\nsmarthost = "127.0.0.2:{sub_port}"\nsmarthost_user = "relay@dest.test"\n'
+                             f'smarthost_password_file = "{secret}"\nsmarthost_tls_verify = false\n')
+    try:
+        provider.add_user("relay@dest.test", "relay-pw-123456")
+        site.add_user("alice@a.test")
+        provider.start()
+        site.start()
+        assert sendmail(site, "-f", "alice@a.test", "bob@dest.test", message=b"Subject: x\n\nx\n").returncode == 0
+        q = site.wait_queue(lambda q: bool(q) and q[0]["state"] == "deferred")
+        assert q and "4.7.0" in q[0]["recipients"][0]["last_reply"]  # kept, not bounced
+        assert "login as relay@dest.test refused: 535 5.7.8" in q[0]["recipients"][0]["last_reply"]
+    finally:
+        site.stop()
+        provider.stop()

@@ -329,3 +329,34 @@ def test_settings_from_config(tmp_path: Path) -> None:
     s = RelaySettings.from_config(cfg)
     assert s.self_addresses == frozenset({"127.0.0.5"})
     assert s.smarthost == ("relay.isp.test", 2526) and s.remote_port == 2526
+
+
+def _via_smarthost(tmp_path: Path, script: Script, **kw: object) -> tuple[list[RecipientResult], Peer]:
+    peer = Peer(script)
+
+    async def main() -> list[RecipientResult]:
+        async with peer:
+            agent = _agent(FakeResolver(), peer.port, smarthost=("127.0.0.1", peer.port),
+                           smarthost_verify=False, **kw)
+            return await agent.deliver(_job(tmp_path, BOB, ERIN))
+
+    return asyncio.run(main()), peer
+
+
+def test_smarthost_requires_tls_by_default(tmp_path: Path) -> None:
+    results, peer = _via_smarthost(tmp_path, Script())  # the peer offers no STARTTLS
+    assert [r.status for r in results] == ["deferred", "deferred"]
+    assert results[0].reply.enhanced == "4.7.5"
+    assert peer.received == [] or not peer.received[0].mail  # no MAIL was sent in the clear
+
+
+def test_smarthost_uses_tls_and_one_transaction(tmp_path: Path, tls_context: ssl.SSLContext) -> None:
+    results, peer = _via_smarthost(tmp_path, Script(tls=tls_context))
+    assert [r.status for r in results] == ["delivered", "delivered"]
+    assert len(peer.received) == 1 and peer.received[0].tls  # both domains in one envelope
+    assert sorted(peer.received[0].rcpts) == ["RCPT TO:<bob@a.test>", "RCPT TO:<erin@b.test>"]
+
+
+def test_smarthost_opportunistic_allows_plaintext(tmp_path: Path) -> None:
+    results, _ = _via_smarthost(tmp_path, Script(), smarthost_require_tls=False)
+    assert [r.status for r in results] == ["delivered", "delivered"]
