@@ -6,8 +6,9 @@ Modules:
 - ``events``: the framing events (``Command``, ``NeedContinuation``, ``LiteralTooBig``, ``BadCommand``,
   ``RawLine``, ``ConnectionClosed``).
 - ``reader``: the cursor over a framed command and the generic tokenizer.
-- ``parser`` (+ ``parse_mailbox``, ``parse_fetch``, ``parse_search``): a framed ``Command`` →
-  one of the typed values in ``commands``; syntax errors raise ``errors.ParseError``.
+- ``parser`` (+ ``parse_mailbox``, ``parse_fetch``, ``parse_search``, and ``args`` for shared
+  terminals): a framed ``Command`` → one of the typed values in ``commands``; syntax errors
+  raise ``errors.ParseError`` (``errors.CharsetError`` for an unsupported SEARCH charset).
 - ``seqset``: sequence sets (``1:*,5``, ``$``), resolution, compact UID rendering.
 - ``mutf7``: modified UTF-7 mailbox names (RFC 3501 §5.1.3).
 - ``dates``: RFC 3501 date / date-time parsing and INTERNALDATE formatting.

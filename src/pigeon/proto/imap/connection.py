@@ -290,10 +290,9 @@ class ImapServerConnection:
 
     def _start_skip(self) -> None:
         self._skip_head = bytes(self._buf[:_HEAD_KEPT])
-        self._skip_tail = bytes(self._buf[-_TAIL_KEPT:])
+        self._skip_tail = b""
         self._skip_raw = self._mode is _Mode.RAW_LINE
-        self._buf.clear()
-        self._mode = _Mode.SKIP_LINE
+        self._mode = _Mode.SKIP_LINE  # _skip_line drops the octets, up to the LF
 
     def _skip_line(self) -> bytes | None:
         """Drop the over-long line; at its end return its last octets (for a literal at its end)."""
