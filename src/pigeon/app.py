@@ -315,6 +315,7 @@ class App:
         for lst in self.listeners:
             await lst.stop()
         await self.qmgr.stop()
+        await self.relay.close()  # QUIT the idle cached SMTP client connections
         await self.control.stop()
         self.queue.close()
         self.mailstore.close()

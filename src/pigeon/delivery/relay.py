@@ -46,12 +46,14 @@ from pigeon.core.address import Address, format_path
 from pigeon.core.envelope import Envelope, Recipient
 from pigeon.core.results import MailError, PermanentError, RecipientResult, Status
 from pigeon.delivery import mime7bit
+from pigeon.delivery.conncache import ConnectionCache
 from pigeon.delivery.base import DeliveryJob
 from pigeon.delivery.relay_route import MxHost, RouteSettings, Router, to_ascii
 from pigeon.delivery.relay_session import (
     C451_TLS_REQUIRED,
     HostFailure,
     HostResult,
+    SessionCache,
     OutboundMessage,
     RelayTimeouts,
     SessionSettings,
@@ -159,6 +161,15 @@ class RelayDelivery:
         self._global = asyncio.Semaphore(settings.concurrency)
         self._per_dest: dict[str, tuple[asyncio.Semaphore, int]] = {}
         self._tls = no_verify_context() if settings.starttls else None
+        self._cache: SessionCache = ConnectionCache()  # idle connections for the next message
+
+    @property
+    def reused_connections(self) -> int:
+        return self._cache.reused
+
+    async def close(self) -> None:
+        """Shutdown: QUIT the idle cached connections."""
+        await self._cache.close_all()
 
     def reconfigure(self, settings: RelaySettings) -> None:
         """SIGHUP: new routing/timeouts for the next transactions (concurrency limits need a restart)."""
@@ -296,7 +307,7 @@ class RelayDelivery:
             settings = SessionSettings(s.hostname, s.timeouts, ctx, require_tls=s.smarthost_require_tls,
                                        login=s.smarthost_login)
             try:
-                return await send_to_host(host, address, msg, settings, use_tls=True)
+                return await send_to_host(host, address, msg, settings, use_tls=True, cache=self._cache)
             except TlsFailed as exc:
                 if s.smarthost_require_tls:
                     raise HostFailure(C451_TLS_REQUIRED.with_text(
@@ -304,7 +315,8 @@ class RelayDelivery:
                 return await send_to_host(host, address, msg, settings, use_tls=False)
         settings = SessionSettings(s.hostname, s.timeouts, self._tls)
         try:
-            return await send_to_host(host, address, msg, settings, use_tls=self._tls is not None)
+            return await send_to_host(host, address, msg, settings, use_tls=self._tls is not None,
+                                      cache=self._cache)
         except TlsFailed:
             # Opportunistic TLS only: a failed handshake is retried in plaintext (relay_session Rule 2).
             return await send_to_host(host, address, msg, settings, use_tls=False)

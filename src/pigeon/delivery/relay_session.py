@@ -49,6 +49,8 @@ import io
 import logging
 import os
 import ssl
+import time
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -57,6 +59,7 @@ from pigeon.core.address import Address
 from pigeon.core.envelope import Recipient
 from pigeon.core.results import Status
 from pigeon.delivery import mime7bit
+from pigeon.delivery.conncache import Cached, ConnectionCache
 from pigeon.delivery.relay_route import MxHost, literal_address, to_ascii
 from pigeon.proto.smtp.client import ClientConnection, ReplyReceived
 from pigeon.proto.smtp.ehlo import Extensions
@@ -73,6 +76,7 @@ from pigeon.proto.smtp.events import (
     MailParams,
     Quit,
     RcptTo,
+    Rset,
     StartTls,
 )
 from pigeon.proto.smtp.reply import Reply
@@ -353,9 +357,40 @@ def _size_of(body: BinaryIO) -> int:
     return os.fstat(body.fileno()).st_size
 
 
-async def send_to_host(host: MxHost, address: str, msg: OutboundMessage, settings: SessionSettings,
-                       use_tls: bool = True) -> HostResult:
-    """One transaction (Rules 1-10). Raises HostFailure or TlsFailed."""
+@dataclass
+class _Session:
+    """An open, greeted (and logged-in) connection, as the connection cache keeps it."""
+
+    peer: _Peer
+    ext: Extensions
+    tls: bool
+
+    async def close(self) -> None:
+        try:
+            await self.peer.quit()
+        finally:
+            await self.peer.aclose()
+
+
+SessionCache = ConnectionCache[_Session]
+
+
+async def _reuse(cache: SessionCache, key: Hashable) -> tuple[_Session, int, float] | None:
+    """A cached session that still answers RSET (conncache Rule 1), or None."""
+    while (entry := cache.take(key)) is not None:
+        session = entry.conn
+        session.peer.final_sent = False
+        try:
+            reply = await session.peer.command(Rset(), session.peer.t.helo)
+        except HostFailure:
+            reply = None
+        if reply is not None and reply.is_positive:
+            return session, entry.uses, entry.born
+        await session.peer.aclose()
+    return None
+
+
+async def _open(host: MxHost, address: str, settings: SessionSettings, use_tls: bool) -> _Session:
     peer = _Peer(host, address, settings)
     try:
         await peer.connect()
@@ -368,11 +403,34 @@ async def send_to_host(host: MxHost, address: str, msg: OutboundMessage, setting
                             try_next=False)
         if settings.login is not None:  # Rule 12
             await peer.login(ext, *settings.login)
-        result = await _transaction(peer, ext, msg)
-        await peer.quit()
-        return HostResult(result[0], result[1], tls)
-    finally:
+    except BaseException:
         await peer.aclose()
+        raise
+    return _Session(peer, ext, tls)
+
+
+async def send_to_host(host: MxHost, address: str, msg: OutboundMessage, settings: SessionSettings,
+                       use_tls: bool = True, cache: SessionCache | None = None) -> HostResult:
+    """One transaction (Rules 1-12), on a cached connection when there is one. Raises
+    HostFailure or TlsFailed."""
+    key = (host.name, address, host.port, use_tls, settings)
+    reused = await _reuse(cache, key) if cache is not None else None
+    if reused is not None:
+        session, uses, born = reused
+    else:
+        session, uses, born = await _open(host, address, settings, use_tls), 0, time.monotonic()
+    keep = False
+    try:
+        result = await _transaction(session.peer, session.ext, msg)
+        if cache is not None and cache.reusable(uses + 1, born) and not session.peer.conn.closed:
+            cache.put(key, Cached(session, uses + 1, born, session.close))
+            keep = True
+        else:
+            await session.peer.quit()
+        return HostResult(result[0], result[1], session.tls)
+    finally:
+        if not keep:
+            await session.peer.aclose()
 
 
 def _all(msg: OutboundMessage, status: Status, reply: Reply) -> tuple[tuple[Status, Reply], ...]:

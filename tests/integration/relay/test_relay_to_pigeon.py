@@ -69,7 +69,10 @@ def _deliver(tmp_path: Path, dns: ZoneServer, port: int, body: bytes, rcpts: lis
         agent = RelayDelivery(resolver, RelaySettings("mx.sender.test", remote_port=port))
         job = RelayJob(QID, SENDER, tuple(r.address for r in rcpts), path,
                        envelope=env or Envelope(SENDER, rcpts), params=tuple(rcpts))
-        return await agent.deliver(job)
+        try:
+            return await agent.deliver(job)
+        finally:
+            await agent.close()
 
     return asyncio.run(main())
 

@@ -25,6 +25,7 @@ class Script:
     data_reply: str = "354 go ahead"
     final_reply: str = "250 2.0.0 queued as X"
     drop_after_data: bool = False  # read the message, then close without a reply
+    close_after_reply: bool = False  # answer the end of the data, then close (an idle timeout)
     delay: float = 0.0  # before every reply
     tls: ssl.SSLContext | None = None  # offer STARTTLS with this context
 
@@ -141,7 +142,7 @@ class Peer:
                     body += chunk[1:] if chunk.startswith(b".") else chunk
                 tx.data = bytes(body)
                 await self._finish(tx, say)
-                if s.drop_after_data:
+                if s.drop_after_data or s.close_after_reply:
                     return
                 tx = Transaction(tls=tls, helo=tx.helo)
             elif verb == "BDAT":

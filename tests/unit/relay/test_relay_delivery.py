@@ -37,6 +37,14 @@ def _agent(resolver: FakeResolver, port: int, **kw: object) -> RelayDelivery:
     return RelayDelivery(resolver, settings)
 
 
+async def deliver_closed(agent: RelayDelivery, job: DeliveryJob) -> list[RecipientResult]:
+    """Deliver, then close the agent's idle cached connections (the app does it at shutdown)."""
+    try:
+        return await agent.deliver(job)
+    finally:
+        await agent.close()
+
+
 def _job(tmp: Path, *rcpts: Address, body: bytes = BODY, env: Envelope | None = None,
          params: tuple[Recipient, ...] = ()) -> DeliveryJob:
     path = tmp / "body"
@@ -59,7 +67,7 @@ def _deliver(tmp: Path, script: Script, job_rcpts: tuple[Address, ...] = (BOB, C
         async with peer:
             agent = _agent(_one_mx(), peer.port)
             job = kw.pop("job", None) or _job(tmp, *job_rcpts)
-            return await agent.deliver(job)  # type: ignore[arg-type]
+            return await deliver_closed(agent, job)  # type: ignore[arg-type]
 
     return asyncio.run(main()), peer
 
@@ -128,7 +136,7 @@ def test_fallback_when_best_mx_is_down(tmp_path: Path) -> None:
         async with Peer(host="127.0.0.2") as peer:
             resolver = FakeResolver(mx={"a.test": [MxRecord(20, "mx2.a.test"), MxRecord(10, "mx1.a.test")]},
                                     hosts={"mx1.a.test": ["127.0.0.3"], "mx2.a.test": ["127.0.0.2"]})
-            return await _agent(resolver, peer.port).deliver(_job(tmp_path, BOB)), peer
+            return await deliver_closed(_agent(resolver, peer.port), _job(tmp_path, BOB)), peer
 
     results, peer = asyncio.run(main())
     assert results[0].status == "delivered"
@@ -147,7 +155,7 @@ def test_mail_4xx_tries_next_host(tmp_path: Path) -> None:
                 p2.port = p1.port
                 resolver = FakeResolver(mx={"a.test": [MxRecord(10, "mx1.a.test"), MxRecord(20, "mx2.a.test")]},
                                         hosts={"mx1.a.test": ["127.0.0.2"], "mx2.a.test": ["127.0.0.3"]})
-                res = await _agent(resolver, p1.port).deliver(_job(tmp_path, BOB))
+                res = await deliver_closed(_agent(resolver, p1.port), _job(tmp_path, BOB))
                 await p2.stop()
                 return res, p1, p2
 
@@ -161,7 +169,7 @@ def test_all_hosts_down_defers(tmp_path: Path) -> None:
 
     async def main() -> list[RecipientResult]:
         async with Peer(host="127.0.0.2") as peer:  # a port nobody listens on at 127.0.0.3
-            return await _agent(resolver, peer.port).deliver(_job(tmp_path, BOB))
+            return await deliver_closed(_agent(resolver, peer.port), _job(tmp_path, BOB))
 
     results = asyncio.run(main())
     assert results[0].status == "deferred"
@@ -182,7 +190,7 @@ def test_slow_peer_times_out(tmp_path: Path) -> None:
             t = RelayTimeouts(connect=1, greeting=0.2, helo=0.2, mail=0.2, rcpt=0.2, data_init=0.2,
                               data_block=0.2, data_done=0.2)
             agent = RelayDelivery(_one_mx(), RelaySettings("me.test", remote_port=peer.port, timeouts=t))
-            return await agent.deliver(_job(tmp_path, BOB))
+            return await deliver_closed(agent, _job(tmp_path, BOB))
 
     results = asyncio.run(main())
     assert results[0].status == "deferred" and results[0].reply.enhanced == "4.4.2"
@@ -314,7 +322,7 @@ def test_starttls_off_sends_plaintext(tmp_path: Path, tls_context: ssl.SSLContex
     async def main() -> list[RecipientResult]:
         async with peer:
             agent = _agent(_one_mx(), peer.port, starttls=False)
-            return await agent.deliver(_job(tmp_path, BOB))
+            return await deliver_closed(agent, _job(tmp_path, BOB))
 
     results = asyncio.run(main())
     assert results[0].status == "delivered" and not peer.received[0].tls
@@ -338,7 +346,7 @@ def _via_smarthost(tmp_path: Path, script: Script, **kw: object) -> tuple[list[R
         async with peer:
             agent = _agent(FakeResolver(), peer.port, smarthost=("127.0.0.1", peer.port),
                            smarthost_verify=False, **kw)
-            return await agent.deliver(_job(tmp_path, BOB, ERIN))
+            return await deliver_closed(agent, _job(tmp_path, BOB, ERIN))
 
     return asyncio.run(main()), peer
 
@@ -360,3 +368,36 @@ def test_smarthost_uses_tls_and_one_transaction(tmp_path: Path, tls_context: ssl
 def test_smarthost_opportunistic_allows_plaintext(tmp_path: Path) -> None:
     results, _ = _via_smarthost(tmp_path, Script(), smarthost_require_tls=False)
     assert [r.status for r in results] == ["delivered", "delivered"]
+
+
+def test_connection_reused_for_the_next_message_to_the_same_host(tmp_path: Path) -> None:
+    peer = Peer(Script())
+
+    async def main() -> tuple[list[RecipientResult], list[RecipientResult], int]:
+        async with peer:
+            agent = _agent(_one_mx(), peer.port)
+            first = await agent.deliver(_job(tmp_path, BOB))
+            second = await agent.deliver(_job(tmp_path, CAROL))
+            reused = agent.reused_connections
+            await agent.close()
+            return first, second, reused
+
+    first, second, reused = asyncio.run(main())
+    assert [r.status for r in first + second] == ["delivered", "delivered"]
+    assert peer.connections == 1 and reused == 1  # one connection carried both transactions
+    assert len(peer.received) == 2
+
+
+def test_a_cached_connection_the_peer_closed_is_replaced(tmp_path: Path) -> None:
+    peer = Peer(Script(close_after_reply=True))  # hangs up after each message
+
+    async def main() -> list[RecipientResult]:
+        async with peer:
+            agent = _agent(_one_mx(), peer.port)
+            await agent.deliver(_job(tmp_path, BOB))
+            await asyncio.sleep(0.05)  # the peer's close arrives while the connection is idle
+            return await deliver_closed(agent, _job(tmp_path, CAROL))
+
+    results = asyncio.run(main())
+    assert results[0].status == "delivered"
+    assert peer.connections == 2 and len(peer.received) == 2  # RSET failed: a new connection
