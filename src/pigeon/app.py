@@ -51,6 +51,7 @@ from pigeon.smtpd.session import SmtpContext, SmtpSession
 from pigeon.store.maildir import MaildirStore
 from pigeon.store.mailbox import MailStore
 from pigeon.pop3d import MaildropLocks, Pop3SessionFactory, Pop3Settings
+from pigeon.imapd import ImapSessionFactory
 from pigeon.auth.sasl import Authenticator
 from pigeon.auth.throttle import AuthThrottle
 from pigeon.net.tls import TlsError, TlsManager, resolve_files
@@ -78,7 +79,7 @@ def setup_logging(config: Config, stream: TextIO = sys.stderr) -> None:
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
-    fmt = logging.Formatter("%(asctime)s pigeon[%(process)d] %(levelname)s %(name)s: %(message)s")
+    fmt = maillog.LineFormatter()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(fmt)
     root.addHandler(handler)
@@ -259,9 +260,7 @@ class App:
         await self.control.start()
         await self._start_smtp_listeners()
         await self._start_pop3_listeners()
-        for name in ("imap", "imaps"):
-            if getattr(self.config.listen, name):
-                log.info("service %s is configured but not available in this version; not listening", name)
+        await self._start_imap_listeners()
         log.info("pigeon started hostname=%s data_dir=%s config=%s", self.config.hostname,
                  self.config.data_dir, self.config.source)
 
@@ -290,6 +289,22 @@ class App:
             lst = Listener(service, [(e.host, e.port) for e in endpoints],
                            functools.partial(SmtpSession, ctx=context(service)), self._limits, too_many,
                            tls=implicit)
+            await lst.start()
+            self.listeners.append(lst)
+
+    async def _start_imap_listeners(self) -> None:
+        cfg = self.config
+        too_many = b"* BYE [UNAVAILABLE] Too many connections, try again later\r\n"
+        for service, endpoints, implicit in (("imap", cfg.listen.imap, False), ("imaps", cfg.listen.imaps, True)):
+            if not endpoints:
+                continue
+            if implicit and self.tls is None:
+                log.error("service imaps needs TLS, which is unavailable; not listening")
+                continue
+            factory = ImapSessionFactory(self.mailstore, self.authenticator, self.tls, self.current_config, implicit)
+            front = self.tls.listener_context() if implicit and self.tls is not None else None
+            lst = Listener(service, [(e.host, e.port) for e in endpoints], factory, self._limits, too_many,
+                           tls=front)
             await lst.start()
             self.listeners.append(lst)
 

@@ -73,3 +73,24 @@ def test_mail_without_credentials_says_how_to_set_them(srv: Server, tmp_path: Pa
     res = subprocess.run([*PIGEON, "--config", str(srv.config_path), "mail", "send", "bob@example.test"],
                          input="x", capture_output=True, text=True, env=env, timeout=60)
     assert res.returncode == 1 and "PIGEON_MAIL_USER" in res.stderr
+
+
+def test_mail_list_and_read_over_imap(srv: Server) -> None:
+    srv.start()
+    try:
+        res = mail(srv, "send", "-s", "Lunch?", "bob@example.test", stdin="At noon, the usual place.\n")
+        assert res.returncode == 0, res.stderr
+        srv.wait_messages("bob@example.test", 1)
+        listing = mail(srv, "list", user="bob@example.test")
+        assert listing.returncode == 0, listing.stderr
+        assert "alice@example.test" in listing.stdout and "Lunch?" in listing.stdout
+        assert listing.stdout.lstrip().startswith("N")  # unread
+        shown = mail(srv, "read", "1", user="bob@example.test")
+        assert shown.returncode == 0, shown.stderr
+        assert "Subject: Lunch?" in shown.stdout and "At noon, the usual place." in shown.stdout
+        missing = mail(srv, "read", "7", user="bob@example.test")
+        assert missing.returncode == 1 and "no message 7" in missing.stderr
+        sent = mail(srv, "list", "--folder", "Sent", user="bob@example.test")
+        assert sent.returncode == 0 and "No mail in Sent." in sent.stdout
+    finally:
+        srv.stop()

@@ -1,0 +1,248 @@
+"""FETCH and UID FETCH (RFC 3501 §6.4.5, RFC 9051 §6.4.5, RFC 3516 BINARY, RFC 7162 CONDSTORE/QRESYNC).
+
+Rules:
+1. Items: FLAGS INTERNALDATE RFC822.SIZE UID MODSEQ (metadata: no file is read), ENVELOPE
+   (the header only), BODY BODYSTRUCTURE (from the per-message cache, else the whole message),
+   BODY[section]<partial>, BODY.PEEK, BINARY[...], BINARY.PEEK, BINARY.SIZE, RFC822,
+   RFC822.HEADER, RFC822.TEXT. UID FETCH always includes UID (RFC 3501 §6.4.8).
+2. BODY[...] without PEEK, BINARY[...] without PEEK, RFC822 and RFC822.TEXT set \\Seen first
+   (unless read-only), and FLAGS is then part of the response (RFC 3501 §6.4.5).
+3. ENVELOPE and BODYSTRUCTURE/BODY are cached in the store index (``Mailbox.cache_get/put``),
+   keyed with the UTF-8 mode (8-bit header text is shown differently, ``store.mime``).
+4. Responses are built in batches in a worker thread: a batch ends after ``BATCH_OCTETS`` of
+   output or ``BATCH_MESSAGES`` messages, then the session writes it. At most one message's
+   content is held at a time besides the pending output, whatever the size of the request;
+   metadata-only fetches (FETCH 1:* FLAGS) never touch the files.
+5. A message expunged by another session meanwhile is left out; the tagged OK then carries
+   ``[EXPUNGEISSUED]`` (RFC 5530 §3). A BINARY of a part in an unknown transfer encoding is
+   ``NO [UNKNOWN-CTE]`` (RFC 3516 §4.3) after the other data.
+6. CHANGEDSINCE (RFC 7162 §3.1.4) keeps only messages with a higher MODSEQ and adds MODSEQ;
+   VANISHED (RFC 7162 §3.2.6, UID FETCH with CHANGEDSINCE after ENABLE QRESYNC) first reports
+   ``* VANISHED (EARLIER)`` for the UIDs of the set expunged since.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+from pigeon.imapd.replies import Done, bad, no, ok
+from pigeon.imapd.selected import Selected
+from pigeon.proto.imap import commands as c
+from pigeon.proto.imap import serialize
+from pigeon.proto.imap.seqset import compact
+from pigeon.store.mailbox import MailboxError, MessageMeta
+from pigeon.store.mime import (
+    Message,
+    NoSuchPart,
+    binary,
+    bodystructure,
+    envelope,
+    parse_message,
+    partial,
+    section,
+)
+
+if TYPE_CHECKING:
+    from pigeon.imapd.session import ImapSession
+
+log = logging.getLogger(__name__)
+
+#: Rule 4: output built per worker-thread call before the session writes it.
+BATCH_OCTETS: Final = 256 * 1024
+#: Rule 4: messages per batch (a FETCH 1:* FLAGS of 10,000 messages is ten writes).
+BATCH_MESSAGES: Final = 1000
+_META_ITEMS: Final = frozenset({"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "MODSEQ"})
+_SEEN: Final = frozenset({"\\Seen"})
+
+
+@dataclass
+class _Outcome:
+    unknown_cte: bool = False
+    expunged: bool = False
+
+
+@dataclass
+class _Content:
+    """One message's content, read at most once per FETCH (rule 4)."""
+
+    sel: Selected
+    uid: int
+    _header: bytes | None = None
+    _whole: bytes | None = None
+    _parsed: Message | None = field(default=None, repr=False)
+
+    def header(self) -> bytes:
+        if self._whole is not None:
+            return self.parsed().header
+        if self._header is None:
+            self._header = self.sel.mailbox.read_header(self.uid)
+        return self._header
+
+    def whole(self) -> bytes:
+        if self._whole is None:
+            self._whole = self.sel.mailbox.read(self.uid)
+        return self._whole
+
+    def parsed(self) -> Message:
+        if self._parsed is None:
+            self._parsed = parse_message(self.whole())
+        return self._parsed
+
+
+def _header_only(att: c.FetchAtt) -> bool:
+    """BODY[HEADER...] of the whole message, or RFC822.HEADER: the header block is enough."""
+    if att.name == "RFC822.HEADER":
+        return True
+    sec = att.section
+    return (att.name == "BODY" and sec is not None and not sec.part
+            and sec.text in ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"))
+
+
+def _cached(sel: Selected, content: _Content, key: str, make: _Maker) -> bytes:
+    value = sel.mailbox.cache_get(content.uid, key)
+    if value is None:
+        value = make(content)
+        sel.mailbox.cache_put(content.uid, key, value)
+    return value
+
+
+class _Maker:
+    def __init__(self, kind: str, utf8: bool) -> None:
+        self.kind = kind
+        self.utf8 = utf8
+
+    def __call__(self, content: _Content) -> bytes:
+        if self.kind == "ENVELOPE":
+            return envelope(content.header(), utf8=self.utf8)
+        return bodystructure(content.parsed(), extensible=self.kind == "BODYSTRUCTURE", utf8=self.utf8)
+
+
+def _literal(data: bytes, binary8: bool = False) -> bytes:
+    return serialize.literal(data, binary=binary8 and b"\x00" in data)
+
+
+def _item(sel: Selected, meta: MessageMeta, content: _Content, att: c.FetchAtt, utf8: bool,
+          outcome: _Outcome) -> bytes:
+    name = att.name
+    if name == "UID":
+        return b"UID %d" % meta.uid
+    if name == "FLAGS":
+        return b"FLAGS " + sel.flags(meta)
+    if name == "INTERNALDATE":
+        return b"INTERNALDATE " + serialize.internaldate(meta.internaldate)
+    if name == "RFC822.SIZE":
+        return b"RFC822.SIZE %d" % meta.size
+    if name == "MODSEQ":
+        return b"MODSEQ (%d)" % meta.modseq
+    if name == "ENVELOPE":
+        key = "envelope.utf8" if utf8 else "envelope"
+        return b"ENVELOPE " + _cached(sel, content, key, _Maker(name, utf8))
+    label = serialize.fetch_label(att)
+    if name in ("BODYSTRUCTURE", "BODY") and att.section is None:
+        key = name.lower() + (".utf8" if utf8 else "")
+        return label + b" " + _cached(sel, content, key, _Maker(name, utf8))
+    if name == "RFC822":
+        return label + b" " + _literal(content.whole())
+    if name == "RFC822.HEADER":
+        return label + b" " + _literal(content.header())
+    if name == "RFC822.TEXT":
+        return label + b" " + _literal(content.parsed().body)
+    sec = att.section or c.Section()
+    data: bytes | None
+    if name == "BODY":
+        if _header_only(att):
+            data = section(parse_message(content.header()), (), sec.text or "", sec.fields)
+        else:
+            data = section(content.parsed(), sec.part, sec.text or "", sec.fields)
+    else:  # BINARY, BINARY.SIZE (RFC 3516 §4.2)
+        try:
+            data = binary(content.parsed(), sec.part)
+        except NoSuchPart:
+            return label + b" NIL"
+        if data is None:
+            outcome.unknown_cte = True
+            return label + b" NIL"
+        if name == "BINARY.SIZE":
+            return label + b" %d" % len(data)
+    if data is None:
+        return label + b" NIL"
+    if att.partial is not None:
+        data = partial(data, att.partial[0], att.partial[1])
+    return label + b" " + _literal(data, binary8=name == "BINARY")
+
+
+def _render(sel: Selected, metas: list[MessageMeta], start: int, items: tuple[c.FetchAtt, ...],
+            utf8: bool, outcome: _Outcome) -> tuple[bytes, int]:
+    """Rule 4: one batch, from ``metas[start]``; returns the output and the next index."""
+    out = bytearray()
+    i = start
+    while i < len(metas) and i - start < BATCH_MESSAGES and len(out) < BATCH_OCTETS:
+        meta = metas[i]
+        i += 1
+        seq = sel.seq_of(meta.uid)
+        if seq is None:
+            continue
+        content = _Content(sel, meta.uid)
+        try:
+            parts = [_item(sel, meta, content, att, utf8, outcome) for att in items]
+        except MailboxError as exc:
+            if exc.code not in ("EXPUNGEISSUED", "NONEXISTENT"):
+                raise
+            outcome.expunged = True
+            continue
+        out += b"* %d FETCH (" % seq + b" ".join(parts) + b")\r\n"
+    return bytes(out), i
+
+
+async def fetch(s: ImapSession, cmd: c.Fetch) -> Done:
+    sel = s.sel
+    if sel is None:  # pragma: no cover - the state table guarantees it
+        return bad("No mailbox selected")
+    items = list(cmd.items)
+    names = {a.name for a in items}
+    if cmd.uid and "UID" not in names:
+        items.insert(0, c.FetchAtt("UID"))
+    if cmd.changedsince is not None or "MODSEQ" in names:
+        s.enable_condstore()  # RFC 7162 §3.1
+        if "MODSEQ" not in names:
+            items.append(c.FetchAtt("MODSEQ"))
+    uids = sel.resolve(cmd.sequence, cmd.uid, s.saved)
+    if cmd.vanished:
+        if not (cmd.uid and s.modes.qresync and cmd.changedsince is not None):
+            return bad("VANISHED needs UID FETCH, CHANGEDSINCE and ENABLE QRESYNC")  # RFC 7162 §3.2.6
+        gone = await asyncio.to_thread(sel.mailbox.expunged_since, cmd.changedsince)
+        star = max(sel.uids[-1] if sel.uids else 0, max(gone, default=0))
+        gone = [u for u in gone if cmd.sequence.contains(u, star)]
+        if gone:
+            s.emit(b"* VANISHED (EARLIER) " + compact(gone).encode("ascii") + b"\r\n")
+    metas = sel.live(uids)
+    outcome = _Outcome(expunged=len(metas) < len(uids))
+    if cmd.changedsince is not None:
+        since = cmd.changedsince
+        metas = [m for m in metas if m.modseq > since]
+    if any(a.sets_seen for a in items) and not sel.readonly:  # rule 2
+        unseen = [m.uid for m in metas if "\\Seen" not in m.flags]
+        if unseen:
+            await asyncio.to_thread(sel.mailbox.store, unseen, "add", _SEEN)
+            metas = sel.live(m.uid for m in metas)
+            if "FLAGS" not in names:
+                items.append(c.FetchAtt("FLAGS"))
+    frozen = tuple(items)
+    utf8 = s.modes.utf8
+    meta_only = all(a.name in _META_ITEMS for a in frozen)
+    i = 0
+    while i < len(metas):
+        if meta_only:
+            chunk, i = _render(sel, metas, i, frozen, utf8, outcome)
+        else:
+            chunk, i = await asyncio.to_thread(_render, sel, metas, i, frozen, utf8, outcome)
+        s.emit(chunk)
+        await s.drain()
+    if outcome.unknown_cte:
+        return no("Unknown content transfer encoding", "UNKNOWN-CTE")
+    if outcome.expunged:
+        return ok("Some messages were expunged meanwhile", "EXPUNGEISSUED")
+    return ok("FETCH completed")

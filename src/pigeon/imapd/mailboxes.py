@@ -1,0 +1,182 @@
+"""Mailbox commands: CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE, LIST, LSUB, NAMESPACE, STATUS.
+
+Rules:
+1. Names arrive in modified UTF-7 unless the client enabled UTF8=ACCEPT (RFC 3501 §5.1.3,
+   RFC 6855 §3) and go out the same way; the store sees UTF-8 with "/" as the separator.
+   A name the store refuses (``..``, paths, control characters) is ``NO`` with its code.
+2. LIST (RFC 3501 §6.3.8, RFC 5258): ``*`` matches anything, ``%`` anything but the separator;
+   INBOX matches case-insensitively. ``LIST "" ""`` answers the separator with a \\Noselect
+   empty name. Every response carries \\HasChildren/\\HasNoChildren (RFC 3348) and the
+   special-use attribute (RFC 6154 §2); \\Subscribed with RETURN (SUBSCRIBED) or the SUBSCRIBED
+   selection, which also lists subscribed names that do not exist as \\NonExistent
+   (RFC 5258 §3.1); RECURSIVEMATCH adds CHILDINFO for parents of subscribed names. RETURN
+   (STATUS ...) follows each selectable name with its STATUS (RFC 5819 §2).
+3. STATUS (RFC 3501 §6.3.10) answers the items in the client's order; SIZE (RFC 8438) and
+   HIGHESTMODSEQ (RFC 7162 §3.1.6, which enables CONDSTORE) included.
+4. DELETE of the selected mailbox first closes it (``* OK [CLOSED]``, RFC 7162 §3.2.11), so the
+   session does not end with BYE at the next update.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from pigeon.imapd.replies import Done, no, ok
+from pigeon.proto.imap import commands as c
+from pigeon.store.mailbox import SEPARATOR, MailboxInfo, MailboxStatus
+
+if TYPE_CHECKING:
+    from pigeon.imapd.session import ImapSession
+
+_SEP = SEPARATOR.encode("ascii")
+
+
+def matcher(pattern: str) -> Callable[[str], bool]:
+    """Rule 2: a LIST pattern (already joined with the reference) → a predicate on names."""
+    rx = "".join(".*" if ch == "*" else f"[^{re.escape(SEPARATOR)}]*" if ch == "%" else re.escape(ch)
+                 for ch in pattern)
+    compiled = re.compile(rx, re.DOTALL)
+    folded = re.compile(rx, re.DOTALL | re.IGNORECASE)
+
+    def match(name: str) -> bool:
+        if compiled.fullmatch(name):
+            return True
+        if name == "INBOX" or name.startswith("INBOX" + SEPARATOR):
+            return bool(folded.fullmatch(name)) and pattern[:5].upper() == "INBOX"
+        return False
+
+    return match
+
+
+def status_items(st: MailboxStatus, items: tuple[str, ...]) -> bytes:
+    values = {
+        "MESSAGES": st.messages, "RECENT": st.recent, "UIDNEXT": st.uidnext,
+        "UIDVALIDITY": st.uidvalidity, "UNSEEN": st.unseen, "SIZE": st.size,
+        "HIGHESTMODSEQ": st.highestmodseq, "DELETED": st.deleted,
+    }
+    return b"(" + b" ".join(f"{i} {values[i]}".encode("ascii") for i in items if i in values) + b")"
+
+
+async def create(s: ImapSession, cmd: c.Create) -> Done:
+    name = s.name_in(cmd.mailbox)
+    if len(cmd.special_use) > 1:
+        return no("Only one special-use attribute per mailbox", "USEATTR")
+    use = cmd.special_use[0] if cmd.special_use else None
+    await asyncio.to_thread(s.acct().create, name, use)
+    return ok("CREATE completed")
+
+
+async def delete(s: ImapSession, cmd: c.Delete) -> Done:
+    name = s.name_in(cmd.mailbox)
+    if s.sel is not None and s.sel.mailbox.name == name:  # rule 4
+        await s.deselect()
+        s.emit(b"* OK [CLOSED] Previous mailbox closed\r\n")
+    await asyncio.to_thread(s.acct().delete, name)
+    return ok("DELETE completed")
+
+
+async def rename(s: ImapSession, cmd: c.Rename) -> Done:
+    old, new = s.name_in(cmd.old), s.name_in(cmd.new)
+    await asyncio.to_thread(s.acct().rename, old, new)
+    return ok("RENAME completed")
+
+
+async def subscribe(s: ImapSession, cmd: c.Subscribe | c.Unsubscribe) -> Done:
+    on = isinstance(cmd, c.Subscribe)
+    await asyncio.to_thread(s.acct().subscribe, s.name_in(cmd.mailbox), on)
+    return ok(f"{'SUBSCRIBE' if on else 'UNSUBSCRIBE'} completed")
+
+
+async def namespace(s: ImapSession, cmd: c.Namespace) -> Done:
+    s.emit(b'* NAMESPACE (("" "' + _SEP + b'")) NIL NIL\r\n')  # RFC 2342 §5: one personal namespace
+    return ok("NAMESPACE completed")
+
+
+def _line(s: ImapSession, verb: bytes, attrs: list[str], name: str, extra: bytes = b"") -> bytes:
+    return (b"* " + verb + b" (" + " ".join(attrs).encode("ascii") + b') "' + _SEP + b'" '
+            + s.name_out(name) + extra + b"\r\n")
+
+
+def _attrs(info: MailboxInfo) -> list[str]:
+    attrs = []
+    if not info.selectable:
+        attrs.append("\\Noselect")
+    attrs.append("\\HasChildren" if info.has_children else "\\HasNoChildren")
+    if info.special_use:
+        attrs.append(info.special_use)
+    return attrs
+
+
+async def list_(s: ImapSession, cmd: c.List) -> Done:
+    account = s.acct()
+    if len(cmd.patterns) == 1 and cmd.patterns[0] == "" and not cmd.selection:
+        s.emit(b'* LIST (\\Noselect) "' + _SEP + b'" ""\r\n')  # RFC 3501 §6.3.8
+        return ok("LIST completed")
+    ref = s.name_in(cmd.reference) if cmd.reference else ""
+    preds = [matcher(ref + s.name_in(p)) for p in cmd.patterns]
+
+    def matches(name: str) -> bool:
+        return any(p(name) for p in preds)
+
+    infos, subs = await asyncio.to_thread(lambda: (account.list(), set(account.subscriptions())))
+    subscribed_sel = "SUBSCRIBED" in cmd.selection
+    show_subscribed = cmd.return_subscribed or subscribed_sel
+    recursive = "RECURSIVEMATCH" in cmd.selection
+    by_name = {i.name: i for i in infos}
+    names = sorted(set(by_name) | (subs if subscribed_sel else set()), key=lambda n: (n != "INBOX", n))
+    sub_parents = {n[: i] for n in subs for i in range(len(n)) if n[i] == SEPARATOR}
+    for name in names:
+        if not matches(name):
+            continue
+        info = by_name.get(name)
+        attrs = _attrs(info) if info is not None else ["\\NonExistent"]
+        extra = b""
+        if subscribed_sel:
+            if name not in subs:
+                if not (recursive and name in sub_parents):
+                    continue
+            if recursive and name in sub_parents:
+                extra = b' ("CHILDINFO" ("SUBSCRIBED"))'
+        if "SPECIAL-USE" in cmd.selection and (info is None or not info.special_use):
+            continue
+        if show_subscribed and name in subs:
+            attrs.append("\\Subscribed")
+        s.emit(_line(s, b"LIST", attrs, name, extra))
+        if cmd.return_status and info is not None and info.selectable:
+            await _status_line(s, name, cmd.return_status)
+        await s.drain()
+    return ok("LIST completed")
+
+
+async def _status_line(s: ImapSession, name: str, items: tuple[str, ...]) -> None:
+    if "HIGHESTMODSEQ" in items:
+        s.enable_condstore()
+    st = await asyncio.to_thread(s.acct().status, name)
+    s.emit(b"* STATUS " + s.name_out(name) + b" " + status_items(st, items) + b"\r\n")
+
+
+async def lsub(s: ImapSession, cmd: c.Lsub) -> Done:
+    account = s.acct()
+    ref = s.name_in(cmd.reference) if cmd.reference else ""
+    match = matcher(ref + s.name_in(cmd.pattern))
+    subs = await asyncio.to_thread(account.subscriptions)
+    subset = set(subs)
+    shown = set()
+    for name in sorted(subs, key=lambda n: (n != "INBOX", n)):
+        if match(name):
+            shown.add(name)
+            s.emit(_line(s, b"LSUB", [], name))
+    # RFC 3501 §6.3.9: with "%", a parent of a subscribed name is listed as \Noselect
+    parents = sorted({n[:i] for n in subset for i in range(len(n)) if n[i] == SEPARATOR} - subset - shown)
+    for name in parents:
+        if match(name):
+            s.emit(_line(s, b"LSUB", ["\\Noselect"], name))
+    return ok("LSUB completed")
+
+
+async def status(s: ImapSession, cmd: c.Status) -> Done:
+    await _status_line(s, s.name_in(cmd.mailbox), cmd.items)
+    return ok("STATUS completed")

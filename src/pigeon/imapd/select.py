@@ -1,0 +1,118 @@
+"""SELECT, EXAMINE (with CONDSTORE and QRESYNC), CLOSE, UNSELECT, EXPUNGE and UID EXPUNGE.
+
+Rules:
+1. SELECT/EXAMINE first leave the selected mailbox (``* OK [CLOSED]``, RFC 7162 §3.2.11 and
+   RFC 9051 §6.3.2); when the new one cannot be opened the session stays authenticated
+   (RFC 3501 §6.3.1).
+2. The answer (RFC 3501 §6.3.1, RFC 9051 §6.3.2): FLAGS, PERMANENTFLAGS (``\\*``: keywords may
+   be created; empty when read-only), EXISTS, RECENT (IMAP4rev1 only), UNSEEN (IMAP4rev1 only),
+   UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ (RFC 7162 §3.1.2.1), then ``[READ-WRITE]`` or
+   ``[READ-ONLY]`` in the tagged OK.
+3. QRESYNC (RFC 7162 §3.2.5): when the client's UIDVALIDITY matches, ``* VANISHED (EARLIER)``
+   for the UIDs expunged since its MODSEQ (only those among its known UIDs when given) and
+   ``FETCH (UID FLAGS MODSEQ)`` for every message changed since.
+4. CLOSE expunges silently (no untagged EXPUNGE, RFC 3501 §6.4.2) unless read-only; UNSELECT
+   (RFC 3691) does not expunge.
+5. EXPUNGE reports what it removed plus what others removed (``selected`` rule 3); UID EXPUNGE
+   (RFC 4315 §2.1) removes only the named \\Deleted messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from pigeon.imapd.replies import READ_ONLY, Done, bad, ok
+from pigeon.imapd.selected import Selected
+from pigeon.proto.imap import commands as c
+from pigeon.proto.imap.seqset import compact
+from pigeon.store.mailbox import Mailbox
+
+if TYPE_CHECKING:
+    from pigeon.imapd.session import ImapSession
+
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+
+
+def _summary(mailbox: Mailbox) -> tuple[list[str], int | None]:
+    """In a worker thread: the flags in use and the first unseen sequence number."""
+    keywords: set[str] = set()
+    first_unseen = None
+    for i, m in enumerate(mailbox.messages(), start=1):
+        keywords.update(f for f in m.flags if not f.startswith("\\"))
+        if first_unseen is None and "\\Seen" not in m.flags:
+            first_unseen = i
+    return list(SYSTEM_FLAGS) + sorted(keywords), first_unseen
+
+
+async def select(s: ImapSession, cmd: c.Select) -> Done:
+    name = s.name_in(cmd.mailbox)
+    if cmd.qresync is not None and not s.modes.qresync:
+        return bad("QRESYNC must be enabled first")  # RFC 7162 §3.2.5
+    if cmd.condstore:
+        s.enable_condstore()
+    had = s.sel is not None
+    await s.deselect()
+    if had:
+        s.emit(b"* OK [CLOSED] Previous mailbox closed\r\n")  # rule 1
+    mailbox = await asyncio.to_thread(s.acct().select, name, cmd.readonly)
+    try:
+        flags, first_unseen = await asyncio.to_thread(_summary, mailbox)
+        sel = Selected(mailbox, s.modes)
+    except BaseException:
+        await asyncio.to_thread(mailbox.close)
+        raise
+    s.select(sel)
+    s.emit(b"* FLAGS (" + " ".join(flags).encode("utf-8") + b")\r\n")
+    perm = "" if mailbox.readonly else " ".join(flags + ["\\*"])
+    s.emit(f"* OK [PERMANENTFLAGS ({perm})] Flags permitted\r\n".encode())
+    s.emit(sel.exists_lines())
+    if first_unseen is not None and not s.modes.rev2:
+        s.emit(b"* OK [UNSEEN %d] First unseen\r\n" % first_unseen)
+    s.emit(b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % mailbox.uidvalidity)
+    s.emit(b"* OK [UIDNEXT %d] Predicted next UID\r\n" % mailbox.uidnext)
+    s.emit(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % mailbox.highestmodseq)
+    if cmd.qresync is not None and cmd.qresync.uidvalidity == mailbox.uidvalidity:
+        await _qresync(s, sel, cmd.qresync)
+    verb = "EXAMINE" if cmd.readonly else "SELECT"
+    return ok(f"{verb} completed", "READ-ONLY" if mailbox.readonly else "READ-WRITE")
+
+
+async def _qresync(s: ImapSession, sel: Selected, params: c.QresyncParams) -> None:
+    """Rule 3."""
+    gone = await asyncio.to_thread(sel.mailbox.expunged_since, params.modseq)
+    known = params.known_uids
+    if known is not None and gone:
+        star = max(gone)
+        gone = [u for u in gone if known.contains(u, star)]
+    if gone:
+        s.emit(b"* VANISHED (EARLIER) " + compact(gone).encode("ascii") + b"\r\n")
+    for meta in sel.mailbox.messages():
+        if meta.modseq > params.modseq:
+            s.emit(sel.flag_fetch(meta, with_uid=True))
+            await s.drain()
+
+
+async def close(s: ImapSession, cmd: c.Close) -> Done:
+    sel = s.sel
+    if sel is not None and not sel.readonly:
+        await asyncio.to_thread(sel.mailbox.expunge)  # rule 4: silently
+    await s.deselect()
+    return ok("CLOSE completed")
+
+
+async def unselect(s: ImapSession, cmd: c.Unselect) -> Done:
+    await s.deselect()
+    return ok("UNSELECT completed")
+
+
+async def expunge(s: ImapSession, cmd: c.Expunge) -> Done:
+    sel = s.sel
+    if sel is None:  # pragma: no cover - the state table guarantees it
+        return bad("No mailbox selected")
+    if sel.readonly:
+        return READ_ONLY
+    uids = None if cmd.uids is None else sel.resolve(cmd.uids, True, s.saved)
+    gone = await asyncio.to_thread(sel.mailbox.expunge, uids)
+    s.emit(sel.expunged(gone))
+    return ok("EXPUNGE completed")

@@ -1,0 +1,109 @@
+"""STORE, COPY and MOVE with their UID forms (RFC 3501 §6.4.6-7, RFC 6851, RFC 4315, RFC 7162).
+
+Rules:
+1. STORE changes flags of the named messages; \\Recent cannot be stored (RFC 3501 §2.3.2) and
+   is ignored. Without .SILENT every named message gets ``* n FETCH (FLAGS ...)`` (UID for UID
+   STORE, MODSEQ once CONDSTORE is on); with .SILENT and CONDSTORE the changed messages still get
+   ``FETCH (MODSEQ ...)`` (RFC 7162 §3.1.3). UNCHANGEDSINCE failures are reported in
+   ``OK [MODIFIED set]`` (message numbers, or UIDs for UID STORE).
+2. A read-only mailbox (EXAMINE) refuses STORE and MOVE with ``NO [READ-ONLY]``.
+3. COPY answers ``OK [COPYUID uidvalidity src dst]`` (RFC 4315 §3); MOVE sends it in an untagged
+   OK before the expunges of the moved messages (RFC 6851 §4.3). A missing destination is
+   ``NO [TRYCREATE]``. Source and destination UID sets are written in corresponding order.
+4. Messages expunged by others meanwhile are skipped; the tagged OK then says EXPUNGEISSUED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from pigeon.imapd.replies import READ_ONLY, Done, bad, mailbox_error, ok
+from pigeon.imapd.selected import RECENT, Selected
+from pigeon.proto.imap import commands as c
+from pigeon.proto.imap.seqset import compact
+from pigeon.store.mailbox import MailboxError
+
+if TYPE_CHECKING:
+    from pigeon.imapd.session import ImapSession
+
+
+def _selected(s: ImapSession) -> Selected:
+    if s.sel is None:  # pragma: no cover - the state table guarantees it
+        raise RuntimeError("no mailbox selected")
+    return s.sel
+
+
+def uid_list(nums: list[int]) -> str:
+    """Rule 3: compact ranges when ascending, else the numbers in the given order."""
+    if all(a < b for a, b in zip(nums, nums[1:], strict=False)):
+        return compact(nums)
+    return ",".join(str(n) for n in nums)
+
+
+async def store(s: ImapSession, cmd: c.Store) -> Done:
+    sel = _selected(s)
+    if sel.readonly:
+        return READ_ONLY
+    uids = sel.resolve(cmd.sequence, cmd.uid, s.saved)
+    if cmd.unchangedsince is not None:
+        s.enable_condstore()
+    flags = frozenset(f for f in cmd.flags if f != RECENT)
+    live = [m.uid for m in sel.live(uids)]
+    changed, failed = await asyncio.to_thread(sel.mailbox.store, live, cmd.mode, flags, cmd.unchangedsince)
+    failed_set = set(failed)
+    if not cmd.silent:
+        for meta in sel.live(live):
+            if meta.uid not in failed_set:
+                s.emit(sel.flag_fetch(meta, with_uid=cmd.uid))
+        await s.drain()
+    elif s.modes.condstore:
+        for meta in changed:
+            seq = sel.seq_of(meta.uid)
+            if seq is not None:
+                uid = b"UID %d " % meta.uid if cmd.uid or s.modes.qresync else b""
+                s.emit(b"* %d FETCH (%sMODSEQ (%d))\r\n" % (seq, uid, meta.modseq))
+    if failed:
+        nums = failed if cmd.uid else [sel.seq_of(u) or 0 for u in failed]
+        return ok("Some messages were modified meanwhile", f"MODIFIED {compact(nums)}")  # RFC 7162 §3.1.3
+    if len(live) < len(uids):
+        return ok("Some messages were expunged meanwhile", "EXPUNGEISSUED")
+    return ok("STORE completed")
+
+
+async def _transfer(s: ImapSession, cmd: c.Copy | c.Move, move: bool) -> Done:
+    sel = _selected(s)
+    verb = "MOVE" if move else "COPY"
+    if move and sel.readonly:
+        return READ_ONLY
+    uids = sel.resolve(cmd.sequence, cmd.uid, s.saved)
+    live = [m.uid for m in sel.live(uids)]
+    dest = s.name_in(cmd.mailbox)
+    if not live:
+        if uids:
+            return ok("Messages were expunged meanwhile", "EXPUNGEISSUED")
+        return ok(f"{verb} completed, no messages")  # RFC 4315 §3: no COPYUID for nothing
+    fn = sel.mailbox.move if move else sel.mailbox.copy
+    try:
+        validity, pairs = await asyncio.to_thread(fn, live, dest)
+    except MailboxError as exc:
+        return mailbox_error(exc, trycreate=True)
+    code = None
+    if pairs:
+        code = f"COPYUID {validity} {uid_list([p[0] for p in pairs])} {uid_list([p[1] for p in pairs])}"
+    if not move:
+        return ok("COPY completed", code)
+    if code is not None:
+        s.emit(f"* OK [{code}] Moved\r\n".encode("ascii"))
+    s.emit(sel.expunged(p[0] for p in pairs))
+    return ok("MOVE completed")
+
+
+async def copy(s: ImapSession, cmd: c.Copy) -> Done:
+    return await _transfer(s, cmd, move=False)
+
+
+async def move(s: ImapSession, cmd: c.Move) -> Done:
+    if s.sel is None:  # pragma: no cover
+        return bad("No mailbox selected")
+    return await _transfer(s, cmd, move=True)
