@@ -9,8 +9,10 @@ Rules:
 2. After every command in the selected state the session picks up others' changes and writes
    them before the tagged completion (``selected`` rules 2-3); after FETCH, STORE and SEARCH
    (not their UID forms) without expunges (RFC 3501 §7.4.1, RFC 9051 §7.5.1).
-3. IDLE (RFC 2177) polls the store every ``IDLE_POLL`` seconds, so a delivery reaches an idling
-   client within a second; it ends at ``DONE``, at the autologout, or at shutdown.
+3. IDLE (RFC 2177) waits for a change notice on the selected folder (``store.changes``: local
+   deliveries and other sessions' changes in this process send one at once), and otherwise
+   syncs every ``IDLE_POLL`` seconds for changes made by other programs (mutt); it ends at
+   ``DONE``, at the autologout, or at shutdown.
 4. Limits: framing limits are the core's (``limits.max_line_length`` per line,
    ``limits.max_message_size`` per APPEND literal; a literal over them is ``NO [TOOBIG]``);
    ``limits.max_errors`` bad commands (20, Postfix's smtpd_hard_error_limit) end the session with
@@ -64,8 +66,9 @@ log = logging.getLogger(__name__)
 
 #: RFC 3501 §5.4: an inactivity autologout timer MUST last at least 30 minutes.
 AUTOLOGOUT: Final = 30 * 60.0
-#: IDLE polls the store this often: a delivery reaches the client within 1 s (issue 5).
-IDLE_POLL: Final = 0.5
+#: IDLE syncs this often without a change notice, for changes by programs outside this process
+#: (deliveries and sessions of this server notify at once; rule 3).
+IDLE_POLL: Final = 5.0
 #: Pending output is written once it reaches this size (rule 4).
 FLUSH_AT: Final = 256 * 1024
 #: A STARTTLS handshake needs a few round trips; a minute covers slow links (asyncio's default).
@@ -182,17 +185,24 @@ class ImapSession:
             self._out.clear()
             await self.stream.write(data)
 
-    async def _fill(self, timeout: float | None = None) -> bool:
-        """Flush, then feed the core one more read; False when ``timeout`` passed first."""
+    async def _fill(self, timeout: float | None = None, wake: asyncio.Event | None = None) -> bool:
+        """Flush, then feed the core one more read; False when ``timeout`` passed or ``wake``
+        was set first."""
         await self.flush()
         if self._read_task is None:
             self._read_task = asyncio.ensure_future(self.stream.read())
         self._waiting = True
+        waiter: asyncio.Task[bool] | None = asyncio.ensure_future(wake.wait()) if wake is not None else None
         try:
-            done, _ = await asyncio.wait({self._read_task}, timeout=timeout)
+            aws: list[asyncio.Task[bytes] | asyncio.Task[bool]] = [self._read_task]
+            if waiter is not None:
+                aws.append(waiter)
+            await asyncio.wait(aws, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             self._waiting = False
-        if not done:
+            if waiter is not None:
+                waiter.cancel()
+        if not self._read_task.done():
             return False
         task, self._read_task = self._read_task, None
         self.conn.receive_data(task.result())  # raises the read's TimeoutError / OSError
@@ -417,13 +427,25 @@ class ImapSession:
         if self.sel is not None:
             await self.updates(allow_expunge=True)
         self.conn.expect_line()
+        bus = self.ctx.store.changes
+        directory = self.sel.mailbox.directory if self.sel is not None else None
+        wake = bus.watch(directory) if directory is not None else None
+        try:
+            return await self._idle_loop(wake)
+        finally:
+            if directory is not None and wake is not None:
+                bus.unwatch(directory, wake)
+
+    async def _idle_loop(self, wake: asyncio.Event | None) -> Done:
         while True:
             ev = self.conn.next_event()
             if ev is None:
                 if self.closing:
                     raise SessionEnd("Server shutting down", "UNAVAILABLE")
-                got = await self._fill(timeout=IDLE_POLL if self.sel is not None else None)
+                got = await self._fill(timeout=IDLE_POLL if self.sel is not None else None, wake=wake)
                 if not got:
+                    if wake is not None:
+                        wake.clear()
                     await self.updates(allow_expunge=True)
                 continue
             if isinstance(ev, RawLine):

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from pigeon.core.address import Address
 from pigeon.core.clock import Clock
+from pigeon.store.changes import ChangeBus
 from pigeon.store.maildir import MaildirStore
 from pigeon.store.mailbox import files, folders, ops
 from pigeon.store.mailbox.context import DEFAULT_FOLDERS, SPECIAL_USES, AccountCore
@@ -59,8 +60,9 @@ class MailStore:
 
     def __init__(self, mail_root: Path, hostname: str, clock: Clock,
                  max_append: int = DEFAULT_MAX_APPEND,
-                 max_open_accounts: int = MAX_OPEN_ACCOUNTS) -> None:
+                 max_open_accounts: int = MAX_OPEN_ACCOUNTS, changes: ChangeBus | None = None) -> None:
         self._maildirs = MaildirStore(mail_root, hostname)
+        self.changes = changes or ChangeBus()  # shared with local delivery by the app
         self._hostname = hostname
         self._clock = clock
         self._max_append = max_append
@@ -78,7 +80,8 @@ class MailStore:
                 maildir = self._maildirs.ensure(address)
             except MailboxNameError as exc:
                 raise MailboxError("CANNOT", str(exc)) from None
-            acc = Account(AccountCore(address, maildir, self._hostname, self._clock, self._max_append))
+            acc = Account(AccountCore(address, maildir, self._hostname, self._clock, self._max_append,
+                                      self.changes))
             acc._open()
             self._accounts[address.key] = acc
             self._evict()
@@ -317,9 +320,10 @@ class Account:
                     except BaseException:
                         files.unlink_quietly(path / "cur" / f"{msg.base}:2,{letters}")
                         raise
-                return row.uidvalidity, uid
         finally:
             files.unlink_quietly(msg.tmp)
+        core.notify(name)
+        return row.uidvalidity, uid
 
     def select(self, name: str, readonly: bool = False) -> Mailbox:
         core = self._core

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pigeon.core.address import Address
 from pigeon.core.clock import Clock
+from pigeon.store.changes import ChangeBus
 from pigeon.store.dirsync import fsync_dir
 from pigeon.store.maildir import DIR_MODE, FILE_MODE
 from pigeon.store.mailbox import folders
@@ -44,7 +45,8 @@ class AccountCore:
     """Shared state of one account (Rule 1)."""
 
     def __init__(self, address: Address, maildir: Path, hostname: str, clock: Clock,
-                 max_append: int) -> None:
+                 max_append: int, changes: ChangeBus | None = None) -> None:
+        self.changes = changes or ChangeBus()  # wakes IDLE sessions (store.changes)
         self.address = address
         self.maildir = maildir
         self.index = Index(maildir / INDEX_NAME)
@@ -58,6 +60,10 @@ class AccountCore:
         """The directory of a normalised mailbox name."""
         sub = folders.dir_name(name)
         return self.maildir if sub is None else self.maildir / sub
+
+    def notify(self, name: str) -> None:
+        """Tell waiting sessions (IMAP IDLE) that the folder changed."""
+        self.changes.notify(self.path(name))
 
     def exists(self, name: str) -> bool:
         return os.path.isdir(self.path(name) / "cur")

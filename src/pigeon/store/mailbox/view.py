@@ -64,6 +64,11 @@ class Mailbox:
 
     # -- the view ----------------------------------------------------------------------------
 
+    @property
+    def directory(self) -> Path:
+        """The folder's directory (the key of its change notices, ``store.changes``)."""
+        return self._core.path(self.name)
+
     def messages(self) -> list[MessageMeta]:
         if self._list is None:
             self._list = [self._meta[u] for u in sorted(self._meta)]
@@ -132,26 +137,37 @@ class Mailbox:
         with self._core.lock:
             mine = [u for u in uids if u in self._meta]
             rows, failed = ops.store(self._core, self._id, mine, mode, flags, unchangedsince)
-            return self._apply_rows(rows), failed
+            changed = self._apply_rows(rows)
+        if changed:
+            self._core.notify(self.name)
+        return changed, failed
 
     def expunge(self, uids: Sequence[int] | None = None) -> list[int]:
         """Remove the view's messages flagged \\Deleted (of ``uids`` when given); ascending UIDs."""
         self._writable()
         with self._core.lock:
             mine = sorted(self._meta) if uids is None else [u for u in uids if u in self._meta]
-            return self._drop(ops.remove(self._core, self._id, mine, only_deleted=True))
+            gone = self._drop(ops.remove(self._core, self._id, mine, only_deleted=True))
+        if gone:
+            self._core.notify(self.name)
+        return gone
 
     def remove(self, uids: Sequence[int]) -> list[int]:
         """Remove messages whatever their flags (POP3 DELE at QUIT)."""
         self._writable()
         with self._core.lock:
             mine = [u for u in uids if u in self._meta]
-            return self._drop(ops.remove(self._core, self._id, mine, only_deleted=False))
+            gone = self._drop(ops.remove(self._core, self._id, mine, only_deleted=False))
+        if gone:
+            self._core.notify(self.name)
+        return gone
 
     def copy(self, uids: Sequence[int], dest: str) -> tuple[int, list[tuple[int, int]]]:
         with self._core.lock:
             mine = [u for u in uids if u in self._meta]
-            return ops.transfer(self._core, self._id, mine, normalize(dest), move=False)
+            result = ops.transfer(self._core, self._id, mine, normalize(dest), move=False)
+        self._core.notify(normalize(dest))
+        return result
 
     def move(self, uids: Sequence[int], dest: str) -> tuple[int, list[tuple[int, int]]]:
         """MOVE (RFC 6851): the moved UIDs leave this view at once (they are the expunges)."""
@@ -160,7 +176,9 @@ class Mailbox:
             mine = [u for u in uids if u in self._meta]
             result = ops.transfer(self._core, self._id, mine, normalize(dest), move=True)
             self._drop([s for s, _ in result[1]])
-            return result
+        self._core.notify(self.name)
+        self._core.notify(normalize(dest))
+        return result
 
     # -- content -----------------------------------------------------------------------------
 

@@ -1,0 +1,67 @@
+"""In-process change notices for mail folders: a delivery or another session wakes IDLE at once.
+
+Rules:
+1. Keys are folder directories (a user's Maildir for INBOX, ``.Sent/`` and so on), compared as
+   absolute paths. ``notify(dir)`` may be called from any thread (deliveries and store
+   operations run in worker threads); each waiter's event is set on its own event loop
+   (``call_soon_threadsafe``).
+2. A waiter is registered with ``watch(dir)`` (on the loop that will wait) and must be released
+   with ``unwatch``; a waiter holds one ``asyncio.Event`` and nothing else.
+3. Notices are hints: a waiter still syncs with the store to learn what changed, and still
+   polls slowly for changes made outside this process (mutt renaming files, another tool).
+
+What can go wrong: a waiter whose loop is closed is skipped (its session is gone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def _key(directory: Path) -> str:
+    return os.path.abspath(directory)
+
+
+class ChangeBus:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
+
+    def watch(self, directory: Path) -> asyncio.Event:
+        """Rule 2: an event set whenever the folder changes; call from the waiting loop."""
+        event = asyncio.Event()
+        entry = (asyncio.get_running_loop(), event)
+        with self._lock:
+            self._waiters.setdefault(_key(directory), set()).add(entry)
+        return event
+
+    def unwatch(self, directory: Path, event: asyncio.Event) -> None:
+        key = _key(directory)
+        with self._lock:
+            waiters = self._waiters.get(key)
+            if waiters is None:
+                return
+            for entry in [e for e in waiters if e[1] is event]:
+                waiters.discard(entry)
+            if not waiters:
+                del self._waiters[key]
+
+    def notify(self, directory: Path) -> None:
+        """Rule 1: wake every waiter on ``directory``; safe from any thread."""
+        with self._lock:
+            waiters = list(self._waiters.get(_key(directory), ()))
+        for loop, event in waiters:
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # the loop is closed: that session is over
+                log.debug("change notice for a closed loop skipped")
+
+    def watched(self) -> int:
+        with self._lock:
+            return sum(len(w) for w in self._waiters.values())
