@@ -12,7 +12,6 @@ Rules:
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import sys
@@ -23,30 +22,16 @@ from pathlib import Path
 from pigeon.admin import directory_cmds, mail_cmd, route_cmd, sendmail
 from pigeon.config import DEFAULT_CONFIG_TOML, Config, ConfigError, find_config
 from pigeon.control import queueops
-from pigeon.control.client import ControlError, ControlUnavailable, call
+from pigeon.control.client import ControlError, ControlUnavailable, call, server_running
 from pigeon.control.protocol import JSONValue
 from pigeon.queue.store import QueueStore
-
-
-def _server_running(data_dir: Path) -> bool:
-    lock = data_dir / "pigeon.lock"
-    if not lock.exists():
-        return False
-    fd = os.open(lock, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
 
 
 def _queue_call(config: Config, cmd: str, offline: Callable[[], JSONValue], **args: JSONValue) -> JSONValue:
     try:
         return call(config.data_dir, cmd, 30.0, **args)
     except ControlUnavailable:
-        if _server_running(config.data_dir):
+        if server_running(config.data_dir):
             raise ControlError("the server holds the data directory but its control socket does not answer")
         return offline()
 

@@ -53,7 +53,7 @@ from typing import BinaryIO, NoReturn, TextIO
 
 from pigeon.cleanup.intake import DEFAULT_MAX_HEADER_BYTES, Intake
 from pigeon.config import Config, ConfigError, find_config
-from pigeon.control.client import ControlError, ControlUnavailable, call
+from pigeon.control.client import ControlError, ControlUnavailable, call, server_running
 from pigeon.core.address import Address, AddressError, parse_address
 from pigeon.core.clock import SystemClock
 from pigeon.core.results import MailError
@@ -357,21 +357,6 @@ def prepare(stream: BinaryIO, options: Options, hostname: str, unix_user: str, d
 
 
 # -- handing it over -------------------------------------------------------------------------
-
-
-def server_running(data_dir: Path) -> bool:
-    """Whether a server holds the data directory lock (as ``pigeon queue`` checks)."""
-    lock = data_dir / "pigeon.lock"
-    if not lock.exists():
-        return False
-    fd = os.open(lock, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
 
 
 def _answer(result: object) -> str:

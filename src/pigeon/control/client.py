@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import socket
 from pathlib import Path
 
@@ -48,3 +50,18 @@ def call(data_dir: Path, cmd: str, timeout: float = 30.0, **args: JSONValue) -> 
     if not resp.get("ok"):
         raise ControlError(str(resp.get("error")))
     return resp.get("result")
+
+
+def server_running(data_dir: Path) -> bool:
+    """Whether a server holds the data directory's lock (``pigeon.lock``, taken by ``serve``)."""
+    lock = data_dir / "pigeon.lock"
+    if not lock.exists():
+        return False
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
