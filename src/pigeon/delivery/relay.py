@@ -162,6 +162,7 @@ class RelayDelivery:
         self._per_dest: dict[str, tuple[asyncio.Semaphore, int]] = {}
         self._tls = no_verify_context() if settings.starttls else None
         self._cache: SessionCache = ConnectionCache()  # idle connections for the next message
+        self._smarthost_session = self._smarthost_settings(settings)
 
     @property
     def reused_connections(self) -> int:
@@ -176,6 +177,16 @@ class RelayDelivery:
         self.settings = settings
         self.router = Router(self.resolver, settings.route_settings())
         self._tls = no_verify_context() if settings.starttls else None
+        self._smarthost_session = self._smarthost_settings(settings)
+
+    @staticmethod
+    def _smarthost_settings(s: RelaySettings) -> SessionSettings | None:
+        """Built once per configuration: loading the CA bundle costs ~25 ms, and equal settings
+        are what lets the connection cache reuse a connection."""
+        if s.smarthost is None:
+            return None
+        return SessionSettings(s.hostname, s.timeouts, client_context(verify=s.smarthost_verify),
+                               require_tls=s.smarthost_require_tls, login=s.smarthost_login)
 
     async def deliver(self, job: DeliveryJob) -> list[RecipientResult]:
         try:
@@ -301,11 +312,9 @@ class RelayDelivery:
 
     async def _send(self, host: MxHost, address: str, msg: OutboundMessage) -> HostResult:
         s = self.settings
-        if s.smarthost is not None:
+        if self._smarthost_session is not None:
             # The smarthost: TLS required (unless configured otherwise) and, with credentials, AUTH.
-            ctx = client_context(verify=s.smarthost_verify)
-            settings = SessionSettings(s.hostname, s.timeouts, ctx, require_tls=s.smarthost_require_tls,
-                                       login=s.smarthost_login)
+            settings = self._smarthost_session
             try:
                 return await send_to_host(host, address, msg, settings, use_tls=True, cache=self._cache)
             except TlsFailed as exc:

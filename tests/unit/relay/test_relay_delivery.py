@@ -401,3 +401,17 @@ def test_a_cached_connection_the_peer_closed_is_replaced(tmp_path: Path) -> None
     results = asyncio.run(main())
     assert results[0].status == "delivered"
     assert peer.connections == 2 and len(peer.received) == 2  # RSET failed: a new connection
+
+
+def test_smarthost_connection_is_reused(tmp_path: Path, tls_context: ssl.SSLContext) -> None:
+    peer = Peer(Script(tls=tls_context))
+
+    async def main() -> None:
+        async with peer:
+            agent = _agent(FakeResolver(), peer.port, smarthost=("127.0.0.1", peer.port), smarthost_verify=False)
+            for rcpt in (BOB, ERIN, CAROL):
+                assert (await agent.deliver(_job(tmp_path, rcpt)))[0].status == "delivered"
+            await agent.close()
+
+    asyncio.run(main())
+    assert peer.connections == 1 and len(peer.received) == 3  # one TLS handshake for three messages
