@@ -49,6 +49,7 @@ from pigeon.queue.store import QueueStore
 from pigeon.queue.record import QueueRecord
 from pigeon.smtpd.session import SmtpContext, SmtpSession
 from pigeon.store.maildir import MaildirStore
+from pigeon.store.changes import ChangeBus
 from pigeon.store.mailbox import MailStore
 from pigeon.pop3d import MaildropLocks, Pop3SessionFactory, Pop3Settings
 from pigeon.imapd import ImapSessionFactory
@@ -136,14 +137,16 @@ class App:
         log.info("queue recovered: %s", report)
         self.store = MaildirStore(data / "mail", cfg.hostname)
         # The mailboxes as IMAP and POP3 see them (the same Maildirs, plus the per-account index).
+        self.changes = ChangeBus()  # local delivery → IMAP IDLE, at once
         self.mailstore = MailStore(data / "mail", cfg.hostname, self.clock,
-                                   max_append=cfg.limits.max_message_size)
+                                   max_append=cfg.limits.max_message_size, changes=self.changes)
         self.intake = Intake(self.queue, self.directory, cfg.hostname, self.clock,
                              max_received=cfg.limits.max_received_headers)
         self.bouncer = Bouncer(self.intake, self.queue, cfg.hostname,
                                self.directory.postmaster_address, self.clock,
+                               notify_postmaster=cfg.queue.notify_postmaster,
                                max_lifetime=cfg.queue.max_lifetime)
-        self.local = LocalDelivery(self.store, self.directory, cfg.hostname)
+        self.local = LocalDelivery(self.store, self.directory, cfg.hostname, self.changes)
         self.resolver = DnsResolver([(e.host, e.port) for e in cfg.dns.nameservers], self.clock)
         self.relay = RelayDelivery(self.resolver, RelaySettings.from_config(cfg))
         self.qmgr = QueueManager(self.queue, self.local, self.relay, self.directory,
@@ -233,6 +236,8 @@ class App:
             log.warning("reload: listener or data_dir changes need a restart; other settings applied")
         self.config = new
         self.directory.set_config_domains(new.domains, new.postmaster)
+        self.bouncer.notify_postmaster = new.queue.notify_postmaster
+        self.bouncer.max_lifetime = new.queue.max_lifetime
         try:
             self.relay.reconfigure(RelaySettings.from_config(new))
         except ValueError as exc:

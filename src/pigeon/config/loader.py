@@ -220,6 +220,7 @@ def _queue(top: Table) -> QueueConfig:
         max_lifetime=t.duration("max_lifetime", d.max_lifetime),
         delay_warning=t.duration("delay_warning", d.delay_warning, exclusive_min=False),
         jitter=t.number("jitter", d.jitter, minimum=0.0, maximum=0.5),
+        notify_postmaster=t.boolean("notify_postmaster", d.notify_postmaster),
     )
     t.finish()
     return queue

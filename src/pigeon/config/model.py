@@ -182,6 +182,8 @@ class QueueConfig:
     delay_warning: float = 4 * 3600.0
     # Fraction of random spread added to each retry, so deferred mail does not retry in lockstep.
     jitter: float = 0.1
+    # Send the postmaster a copy of each failure notice (Postfix notify_classes = bounce).
+    notify_postmaster: bool = False
 
 
 @dataclass(frozen=True, slots=True)

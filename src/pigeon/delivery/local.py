@@ -39,6 +39,7 @@ from pigeon.proto.smtp.reply import (
     C553_MAILBOX_NAME_NOT_ALLOWED,
     Reply,
 )
+from pigeon.store.changes import ChangeBus
 from pigeon.store.maildir import MaildirStore
 from pigeon.store.names import MailboxNameError
 
@@ -72,10 +73,12 @@ def delivery_prefix(sender: Address | None, recipient: Address) -> bytes:
 class LocalDelivery:
     """The ``DeliveryAgent`` for local users' Maildirs."""
 
-    def __init__(self, store: MaildirStore, users: UserLookup, hostname: str) -> None:
+    def __init__(self, store: MaildirStore, users: UserLookup, hostname: str,
+                 changes: ChangeBus | None = None) -> None:
         self._store = store
         self._users = users
         self._hostname = hostname
+        self._changes = changes  # wakes IMAP IDLE sessions on the mailbox (store.changes)
 
     async def deliver(self, job: DeliveryJob) -> list[RecipientResult]:
         unique: dict[str, Address] = {}
@@ -117,7 +120,10 @@ class LocalDelivery:
             log.exception("%s: to=%s relay=local status=deferred (%s) unexpected error",
                           qid, format_path(rcpt), reply)
             return RecipientResult(rcpt, "deferred", reply, HOST)
-        log.debug("%s: to=%s relay=local status=sent (%s) path=%s",
-                 qid, format_path(rcpt), R250_DELIVERED, path.name)
+        if log.isEnabledFor(logging.DEBUG):  # the arguments cost more than the check
+            log.debug("%s: to=%s relay=local status=sent (%s) path=%s",
+                      qid, format_path(rcpt), R250_DELIVERED, path.name)
+        if self._changes is not None:
+            self._changes.notify(path.parent.parent)  # new/<file> → the Maildir (INBOX)
         return RecipientResult(rcpt, "delivered", R250_DELIVERED, HOST)
 

@@ -156,6 +156,12 @@ def test_full_file() -> None:
         ('[smtp]\ngreeting = "two\\nlines"\n', "smtp.greeting", "one line"),
         ("[auth]\nallow_plaintext_on_loopback = 'yes'\n", "auth.allow_plaintext_on_loopback",
          "expected true or false"),
+        ("[auth]\nip_max_failures = 31\n", "auth.ip_max_failures", "30"),
+        ("[tls]\ncert = 'c.pem'\n", "tls.key", "set together"),
+        ("[submission]\nmessages_per_hour = -1\n", "submission.messages_per_hour", "0"),
+        ("[delivery]\nsmarthost_user = 'u'\n", "delivery.smarthost_password_file", "set together"),
+        ("[delivery]\nsmarthost_tls = 'maybe'\n", "delivery.smarthost_tls", "required or opportunistic"),
+        ("[queue]\nnotify_postmaster = 1\n", "queue.notify_postmaster", "expected true or false"),
         ("limits = 3\n", "limits", "expected a table"),
         ("domains = ['example.org']\nrelay_domains = ['EXAMPLE.org']\n", "relay_domains", "also in domains"),
         ("domains = ['bad_domain!']\n", "domains", "not a valid domain"),
@@ -254,3 +260,20 @@ def test_config_is_frozen() -> None:
     config = parse(MINIMAL)
     with pytest.raises(AttributeError):
         config.hostname = "other"  # type: ignore[misc]
+
+
+def test_submission_tls_auth_and_delivery_keys() -> None:
+    config = parse(MINIMAL + "[auth]\nsmtp_auth = true\nip_max_failures = 30\nblock_time = '1h'\n"
+                   "[tls]\ncert = 'tls/c.pem'\nkey = 'tls/k.pem'\n"
+                   "[submission]\nmessages_per_hour = 0\n"
+                   "[queue]\nnotify_postmaster = true\n"
+                   "[delivery]\nsmarthost = 'relay.isp.test:587'\nsmarthost_user = 'me'\n"
+                   "smarthost_password_file = 'pw'\nsmarthost_tls_verify = false\n")
+    assert config.auth.smtp_auth and config.auth.throttle.ip_max_failures == 30
+    assert config.auth.throttle.block_time == 3600.0
+    assert config.tls.cert == Path("/srv/pigeon/tls/c.pem") and config.tls.key == Path("/srv/pigeon/tls/k.pem")
+    assert config.submission.messages_per_hour == 0 and config.submission.recipients_per_message == 100
+    assert config.queue.notify_postmaster
+    d = config.delivery
+    assert d.smarthost_user == "me" and d.smarthost_password_file == Path("/srv/pigeon/pw")
+    assert d.smarthost_tls == "required" and d.smarthost_tls_verify is False
