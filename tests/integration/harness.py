@@ -122,6 +122,9 @@ class Server:
         self.proc = subprocess.Popen([*PIGEON, "--config", str(self.config_path), "serve"],
                                      stdout=self._log, stderr=subprocess.STDOUT, env=self.env())
         wait_port(self.host, self.smtp_port, proc=self.proc)
+        # The other listeners (listen_toml) open just after SMTP's: wait for them too.
+        for host, port in re.findall(r'"\[?([0-9a-fA-F.:]+?)\]?:(\d+)"', self.listen_toml):
+            wait_port(host, int(port), proc=self.proc)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
         if self.proc is None:
