@@ -165,7 +165,7 @@ class Server:
                 out.extend(f.read_bytes() for f in sorted(p.iterdir()))
         return out
 
-    def wait_messages(self, address: str, count: int, timeout: float = 15.0) -> list[bytes]:
+    def wait_messages(self, address: str, count: int, timeout: float = 30.0) -> list[bytes]:
         deadline = time.monotonic() + timeout
         while True:
             msgs = self.messages(address)
