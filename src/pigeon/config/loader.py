@@ -36,6 +36,7 @@ from pigeon.config.model import (
     SmtpConfig,
     SubmissionConfig,
     TlsConfig,
+    TlsLevel,
 )
 from pigeon.auth.throttle import HARD_MAX_IP_FAILURES, ThrottleSettings
 from pigeon.config.reader import ConfigError, Table
@@ -92,6 +93,7 @@ bare_newline = "reject"
 
 _LISTEN_SERVICES = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s")
 _BARE_NEWLINE: tuple[BareNewline, ...] = ("reject", "normalize")
+_TLS_LEVELS: dict[str, TlsLevel] = {"may": "may", "encrypt": "encrypt", "verify": "verify"}
 
 
 def _domain(table: Table, name: str, value: str) -> str:
@@ -246,11 +248,21 @@ def _delivery(top: Table, base_dir: Path) -> DeliveryConfig:
     if tls_mode not in ("required", "opportunistic"):
         raise t.error("smarthost_tls", f"must be required or opportunistic, got {tls_mode!r}")
     verify = t.boolean("smarthost_tls_verify", d.smarthost_tls_verify)
+    policy_table = t.table("tls_policy")
+    policy: list[tuple[str, TlsLevel]] = []
+    for name in policy_table.keys():
+        level = policy_table.string(name, "may")
+        if level not in _TLS_LEVELS:
+            raise policy_table.error(name, f"must be one of {', '.join(_TLS_LEVELS)}, got {level!r}")
+        policy.append((_domain(policy_table, name, name), _TLS_LEVELS[level]))
+    policy_table.finish()
+    ca_file = t.opt_string("tls_ca_file")
     t.finish()
     return DeliveryConfig(remote_port=remote_port, smarthost=smarthost, smarthost_user=user,
                           smarthost_password_file=_path(password_file, base_dir) if password_file else None,
                           smarthost_tls="required" if tls_mode == "required" else "opportunistic",
-                          smarthost_tls_verify=verify)
+                          smarthost_tls_verify=verify, tls_policy=tuple(policy),
+                          tls_ca_file=_path(ca_file, base_dir) if ca_file else None)
 
 
 def _smtp(top: Table) -> SmtpConfig:

@@ -186,6 +186,9 @@ class QueueConfig:
     notify_postmaster: bool = False
 
 
+TlsLevel = Literal["may", "encrypt", "verify"]
+
+
 @dataclass(frozen=True, slots=True)
 class DeliveryConfig:
     remote_port: int = 25  # RFC 5321 §4.5.4.2 / IANA: SMTP relay uses port 25
@@ -196,6 +199,12 @@ class DeliveryConfig:
     # and its certificate verified against the system's CAs, unless the operator says otherwise.
     smarthost_tls: Literal["required", "opportunistic"] = "required"
     smarthost_tls_verify: bool = True
+    # Per-domain TLS for MX delivery (Postfix smtp_tls_policy_maps levels): "may" (opportunistic,
+    # the default for every domain), "encrypt" (TLS required, any certificate), "verify" (TLS
+    # required, the certificate must verify and name the MX host).
+    tls_policy: tuple[tuple[str, TlsLevel], ...] = ()
+    # Extra trust anchors (PEM) for verified TLS (smarthost, "verify" policy); default: the system's.
+    tls_ca_file: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,6 +79,10 @@ class Table:
             raise self.error(name, f"expected a table ([{self.key(name)}]), got {_type_name(value)}")
         return Table(value, self.key(name), self._source)
 
+    def keys(self) -> list[str]:
+        """The table's keys (for tables whose keys are data, such as domain → setting maps)."""
+        return list(self._data)
+
     def finish(self) -> None:
         unknown = sorted(set(self._data) - self._seen)
         if unknown:

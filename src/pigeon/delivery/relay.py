@@ -22,6 +22,10 @@ Rules:
 7. Each result is a ``RelayResult``: ``peer_dsn`` says the next hop took the DSN parameters, so
    it (not Pigeon) sends any success notice; otherwise a NOTIFY=SUCCESS recipient deserves a
    "relayed" notice (RFC 3461 §5.2.2) from us.
+8. ``[delivery.tls_policy]`` (Postfix's smtp_tls_policy_maps levels) per recipient domain:
+   ``encrypt`` requires STARTTLS with any certificate, ``verify`` requires a certificate that
+   verifies (system CAs, or ``tls_ca_file``) and names the MX host; without it the host is
+   skipped with ``451 4.7.5`` and the next MX tried; nothing is sent in the clear.
 
 DSN parameters (NOTIFY, ORCPT, RET, ENVID) and BODY/SMTPUTF8 come from a ``RelayJob`` (a
 ``DeliveryJob`` with the queue record's envelope and per-recipient parameters); a plain
@@ -41,7 +45,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pigeon.config import Config
-from pigeon.config.model import Endpoint
+from pigeon.config.model import Endpoint, TlsLevel
 from pigeon.core.address import Address, format_path
 from pigeon.core.envelope import Envelope, Recipient
 from pigeon.core.results import MailError, PermanentError, RecipientResult, Status
@@ -104,6 +108,8 @@ class RelaySettings:
     smarthost_login: tuple[str, str] | None = field(default=None, repr=False)
     smarthost_require_tls: bool = True
     smarthost_verify: bool = True
+    tls_policy: tuple[tuple[str, TlsLevel], ...] = ()  # Rule 8: A-label domain → level
+    ca_file: Path | None = None  # trust anchors for verified TLS (None: the system's)
     max_addresses: int = DEFAULT_MAX_ADDRESSES
     concurrency: int = DEFAULT_CONCURRENCY
     destination_concurrency: int = DEFAULT_DESTINATION_CONCURRENCY
@@ -124,7 +130,9 @@ class RelaySettings:
         return cls(hostname=config.hostname, self_addresses=frozenset(own),
                    remote_port=config.delivery.remote_port, smarthost=smarthost,
                    smarthost_login=login, smarthost_require_tls=d.smarthost_tls == "required",
-                   smarthost_verify=d.smarthost_tls_verify, timeouts=timeouts or RelayTimeouts())
+                   smarthost_verify=d.smarthost_tls_verify,
+                   tls_policy=tuple((to_ascii(dom), level) for dom, level in d.tls_policy),
+                   ca_file=d.tls_ca_file, timeouts=timeouts or RelayTimeouts())
 
     def route_settings(self) -> RouteSettings:
         return RouteSettings(self.hostname, self.self_addresses, self.remote_port, self.smarthost)
@@ -163,6 +171,7 @@ class RelayDelivery:
         self._tls = no_verify_context() if settings.starttls else None
         self._cache: SessionCache = ConnectionCache()  # idle connections for the next message
         self._smarthost_session = self._smarthost_settings(settings)
+        self._policy, self._policy_sessions = self._policy_settings(settings)
 
     @property
     def reused_connections(self) -> int:
@@ -178,6 +187,19 @@ class RelayDelivery:
         self.router = Router(self.resolver, settings.route_settings())
         self._tls = no_verify_context() if settings.starttls else None
         self._smarthost_session = self._smarthost_settings(settings)
+        self._policy, self._policy_sessions = self._policy_settings(settings)
+
+    @staticmethod
+    def _policy_settings(s: RelaySettings) -> tuple[dict[str, TlsLevel], dict[TlsLevel, SessionSettings]]:
+        """Rule 8: the session settings of each TLS level, built once per configuration."""
+        policy = dict(s.tls_policy)
+        sessions: dict[TlsLevel, SessionSettings] = {}
+        if "encrypt" in policy.values():
+            sessions["encrypt"] = SessionSettings(s.hostname, s.timeouts, no_verify_context(), require_tls=True)
+        if "verify" in policy.values():
+            sessions["verify"] = SessionSettings(s.hostname, s.timeouts,
+                                                 client_context(verify=True, cafile=s.ca_file), require_tls=True)
+        return policy, sessions
 
     @staticmethod
     def _smarthost_settings(s: RelaySettings) -> SessionSettings | None:
@@ -185,8 +207,9 @@ class RelayDelivery:
         are what lets the connection cache reuse a connection."""
         if s.smarthost is None:
             return None
-        return SessionSettings(s.hostname, s.timeouts, client_context(verify=s.smarthost_verify),
-                               require_tls=s.smarthost_require_tls, login=s.smarthost_login)
+        ctx = client_context(verify=s.smarthost_verify, cafile=s.ca_file if s.smarthost_verify else None)
+        return SessionSettings(s.hostname, s.timeouts, ctx, require_tls=s.smarthost_require_tls,
+                               login=s.smarthost_login)
 
     async def deliver(self, job: DeliveryJob) -> list[RecipientResult]:
         try:
@@ -261,12 +284,12 @@ class RelayDelivery:
         sem = self._dest_semaphore(dest)
         try:
             async with sem, self._global:  # per destination first: never hold a global slot idle
-                return await self._try_hosts(job, hosts, msg, rcpts)
+                return await self._try_hosts(job, hosts, msg, rcpts, self._policy.get(dest, "may"))
         finally:
             self._release_dest(dest)
 
     async def _try_hosts(self, job: DeliveryJob, hosts: list[MxHost], msg: OutboundMessage,
-                         rcpts: list[Address]) -> list[RelayResult]:
+                         rcpts: list[Address], level: TlsLevel = "may") -> list[RelayResult]:
         qid = job.queue_id
         last: tuple[Reply, str] | None = None
         tried = 0
@@ -280,7 +303,7 @@ class RelayDelivery:
                 tried += 1
                 label = host.label(address)
                 try:
-                    res = await self._send(host, address, msg)
+                    res = await self._send(host, address, msg, level)
                 except HostFailure as exc:
                     log.info("%s: relay: %s: %s", qid, label, exc.reply)
                     if not exc.try_next:  # relay_session Rule 9: it may have the message
@@ -310,8 +333,15 @@ class RelayDelivery:
         reply = C451_NO_ADDRESS.with_text(f"No address found for the mail exchangers ({names})")
         return [RelayResult(a, "deferred", reply, names) for a in rcpts]
 
-    async def _send(self, host: MxHost, address: str, msg: OutboundMessage) -> HostResult:
+    async def _send(self, host: MxHost, address: str, msg: OutboundMessage, level: TlsLevel = "may") -> HostResult:
         s = self.settings
+        required = self._policy_sessions.get(level) if self._smarthost_session is None else None
+        if required is not None:  # Rule 8: TLS required for this domain; nothing in the clear
+            try:
+                return await send_to_host(host, address, msg, required, use_tls=True, cache=self._cache)
+            except TlsFailed as exc:
+                raise HostFailure(C451_TLS_REQUIRED.with_text(
+                    f"{host.label(address)}: TLS ({level}) failed: {exc}"), try_next=True) from None
         if self._smarthost_session is not None:
             # The smarthost: TLS required (unless configured otherwise) and, with credentials, AUTH.
             settings = self._smarthost_session

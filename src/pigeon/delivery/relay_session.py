@@ -400,7 +400,7 @@ async def _open(host: MxHost, address: str, settings: SessionSettings, use_tls: 
         ext, tls = await peer.hello(use_tls)
         if settings.require_tls and not tls:  # Rule 11
             raise peer.fail(C451_TLS_REQUIRED, "TLS is required for this host but was not negotiated",
-                            try_next=False)
+                            try_next=True)  # nothing was sent: another MX may offer TLS
         if settings.login is not None:  # Rule 12
             await peer.login(ext, *settings.login)
     except BaseException:

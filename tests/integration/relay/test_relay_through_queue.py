@@ -257,3 +257,47 @@ def test_smarthost_with_a_wrong_password_defers(tmp_path: Path) -> None:
     finally:
         site.stop()
         provider.stop()
+
+
+def _cert_for(directory: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed certificate naming ``name`` (it is its own trust anchor in the test)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-days", "2", "-subj", f"/CN={name}", "-addext", f"subjectAltName=DNS:{name}",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+@pytest.mark.parametrize("cert_name, delivered", [("mx1.dest.test", True), ("wrong.example", False)])
+def test_tls_policy_verify(tmp_path: Path, cert_name: str, delivered: bool) -> None:
+    """[delivery.tls_policy] "dest.test" = "verify": the MX must show a certificate for its name."""
+    port = free_port("127.0.0.2")
+    cert, key = _cert_for(tmp_path / "certs", cert_name)
+    with ZoneServer({"dest.test": [("MX", "10 mx1.dest.test")], "mx1.dest.test": [("A", "127.0.0.2")]}) as dns:
+        host, dport = dns.endpoint
+        (tmp_path / "p").mkdir()
+        primary = Server(tmp_path / "p", domains=["dest.test"], hostname="mx1.dest.test", host="127.0.0.2",
+                         smtp_port=port, extra_toml=f'[tls]\ncert = "{cert}"\nkey = "{key}"\n')
+        (tmp_path / "s").mkdir()
+        sender_srv = Server(tmp_path / "s", domains=["a.test"], hostname="mx.a.test", host="127.0.0.5",
+                            extra_toml=f'[dns]\nnameservers = ["{host}:{dport}"]\n'
+                                       f'[delivery]\nremote_port = {port}\ntls_ca_file = "{cert}"\n'
+                                       '[delivery.tls_policy]\n"dest.test" = "verify"\n')
+        try:
+            primary.add_user("bob@dest.test")
+            sender_srv.add_user("alice@a.test")
+            primary.start()
+            sender_srv.start()
+            assert sendmail(sender_srv, "-f", "alice@a.test", "bob@dest.test",
+                            message=b"Subject: verified\n\nx\n").returncode == 0
+            if delivered:
+                assert len(primary.wait_messages("bob@dest.test", 1)) == 1
+                sender_srv.wait_log(r"delivered to=<bob@dest\.test> relay=mx1\.dest\.test")
+            else:
+                q = sender_srv.wait_queue(lambda q: bool(q) and q[0]["state"] == "deferred")
+                assert "4.7.5" in q[0]["recipients"][0]["last_reply"]  # never sent unverified
+                assert primary.messages("bob@dest.test") == []
+        finally:
+            sender_srv.stop()
+            primary.stop()
