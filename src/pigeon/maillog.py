@@ -12,23 +12,57 @@ The lines go to the ``pigeon.mail`` logger; ``app`` sends it to stderr and to ``
 from __future__ import annotations
 
 import logging
+import re
+import time
 
 from pigeon.core.address import Address, format_path
 
 log = logging.getLogger("pigeon.mail")
 
+_NEEDS_QUOTES = re.compile(r'[ "=\\\r\n]')  # rule 2; one C scan instead of one per character
+
 
 def _quote(value: object) -> str:
-    text = str(value).replace("\r", " ").replace("\n", " ")
+    text = value if type(value) is str else str(value)
+    if text and _NEEDS_QUOTES.search(text) is None:
+        return text  # the common case: an id, an address, a number
+    text = text.replace("\r", " ").replace("\n", " ")
     if text == "" or any(c in text for c in ' "=\\'):
         return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return text
 
 
 def _emit(qid: str, event: str, **fields: object) -> None:
+    if not log.isEnabledFor(logging.INFO):
+        return  # nothing is formatted for a line nobody reads
     parts = [qid or "NOQUEUE", event]
     parts.extend(f"{k}={_quote(v)}" for k, v in fields.items() if v is not None)
-    log.info(" ".join(parts))
+    # Logger.makeRecord + handle is Logger.info without findCaller's walk up the stack (the
+    # caller is always this function): a few lines per message, hundreds of messages a second.
+    log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, " ".join(parts), (), None, "_emit"))
+
+
+class LineFormatter(logging.Formatter):
+    """The server's log format, with the time text made once per second, not once per line.
+
+    ``2026-11-26 18:03:01,123 pigeon[PID] INFO name: message``; ``app`` installs it.
+    """
+
+    FORMAT = "%(asctime)s pigeon[%(process)d] %(levelname)s %(name)s: %(message)s"
+
+    def __init__(self) -> None:
+        super().__init__(self.FORMAT)
+        self._second: tuple[int, str] = (-1, "")  # replaced whole, so threads see a pair
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        sec = int(record.created)
+        cached = self._second
+        if cached[0] != sec:
+            cached = (sec, time.strftime("%Y-%m-%d %H:%M:%S", self.converter(sec)))
+            self._second = cached
+        return f"{cached[1]},{int(record.msecs):03d}"
 
 
 def connect(client: str, service: str) -> None:
