@@ -20,13 +20,15 @@ import logging
 import socket
 import ssl
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from pigeon.net.tls import tls_info
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 READ_SIZE = 65536  # one read at most; the protocol cores bound what they buffer
 # A TLS handshake is a few round trips; 30 s is generous for a slow mobile link and bounds how
@@ -39,7 +41,14 @@ class StreamClosed(Exception):
 
 
 class Stream:
-    """A connection as sessions see it: read with a timeout, write, close, TLS upgrade."""
+    """A connection as sessions see it: read with a timeout, write, close, TLS upgrade.
+
+    The inactivity timeout is one lazy watchdog per stream, not an ``asyncio.timeout`` per
+    read and write (that costs a timer handle, a context manager and a cancel per call, on
+    every line of every session): each wait moves a deadline; the one timer, when it fires,
+    re-arms itself at the current deadline, and only a wait still pending at its deadline is
+    cancelled and turned into ``TimeoutError`` (the semantics of ``asyncio.timeout``).
+    """
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout: float) -> None:
         self.reader = reader
@@ -51,18 +60,61 @@ class Stream:
         self.peer_port: int = int(peer[1]) if peer else 0
         self.local_ip: str = str(sock[0]) if sock else "unknown"
         self.local_port: int = int(sock[1]) if sock else 0
+        self._deadline = 0.0
+        self._waiting: asyncio.Task[object] | None = None  # the task in a read/drain, if any
+        self._timer: asyncio.TimerHandle | None = None
+        self._expired = False
+
+    def _arm(self) -> asyncio.Task[object] | None:
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.time() + self.timeout
+        task = asyncio.current_task()
+        self._waiting = task
+        self._expired = False
+        if self._timer is None:
+            self._timer = loop.call_at(self._deadline, self._check)
+        return task
+
+    def _check(self) -> None:
+        """The watchdog: cancel a wait that outlived its deadline, else sleep until it."""
+        self._timer = None
+        task = self._waiting
+        if task is None:
+            return  # nothing waits; the next wait re-arms the timer
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._deadline:
+            self._timer = loop.call_at(self._deadline, self._check)
+            return
+        self._expired = True
+        task.cancel()
+
+    async def _guarded(self, wait: Awaitable[T]) -> T:
+        """Await ``wait`` under the watchdog; its expiry becomes ``TimeoutError``.
+
+        ``_waiting`` is cleared however the wait ends (data, EOF, a reset, a cancel), so the
+        timer can never cancel the task later, in code that is not waiting on this stream.
+        """
+        task = self._arm()
+        try:
+            return await wait
+        except asyncio.CancelledError:
+            if self._expired and task is not None:
+                self._expired = False
+                if task.uncancel() == 0:  # the watchdog's cancel, and nobody else's
+                    raise TimeoutError from None
+            raise
+        finally:
+            self._waiting = None
 
     async def read(self) -> bytes:
         """Up to READ_SIZE bytes; b"" at EOF. Raises TimeoutError after ``timeout`` seconds idle."""
-        async with asyncio.timeout(self.timeout):
-            return await self.reader.read(READ_SIZE)
+        return await self._guarded(self.reader.read(READ_SIZE))
 
     async def write(self, data: bytes) -> None:
         if not data:
             return
         self.writer.write(data)
-        async with asyncio.timeout(self.timeout):
-            await self.writer.drain()
+        await self._guarded(self.writer.drain())
 
     def write_nowait(self, data: bytes) -> None:
         if data and not self.writer.is_closing():
@@ -90,6 +142,10 @@ class Stream:
         return tls_info(self.writer.get_extra_info("ssl_object"))
 
     async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._waiting = None
         try:
             if not self.writer.is_closing():
                 self.writer.close()

@@ -257,8 +257,10 @@ class QueueManager:
         if record.state == "deferred":
             record = await self.queue.move_async(qid, "active")
             due = [r for r in record.rcpts if r.status == "pending" or (r.status == "deferred" and r.next_try <= now)]
-        local = [r for r in due if self.domains.is_local_domain(r.address.domain)]
-        remote = [r for r in due if not self.domains.is_local_domain(r.address.domain)]
+        local: list[RcptState] = []
+        remote: list[RcptState] = []
+        for r in due:  # one directory lookup per recipient
+            (local if self.domains.is_local_domain(r.address.domain) else remote).append(r)
         jobs = []
         if local:
             jobs.append(self._run_agent(self.local, record, local))

@@ -10,15 +10,18 @@ freed on the hot path.
 
 Rules:
 1. A pooled file lives in ``tmp/`` as ``free.<pool>.<n>`` (``<pool>`` random per pool, so two
-   stores on one directory never share a name), is empty (truncated when it is given back)
-   and belongs to nobody: recovery deletes ``tmp/`` wholesale at start-up (queue rule 1), so a
-   crash can leave nothing the queue would read.
+   stores on one directory never share a name) and belongs to nobody: recovery deletes
+   ``tmp/`` wholesale at start-up (queue rule 1), so a crash can leave nothing the queue would
+   read. It keeps its old content (and so its disk blocks) up to ``KEEP_BLOCKS`` octets; a
+   larger one is truncated to zero when it is given back.
 2. ``give`` is the queue's "delete": one rename takes the name out of its state directory
-   (exactly as ``unlink`` would), then the file is truncated. Past ``limit`` pooled files, or
-   when the truncate fails, the file is unlinked instead (with a log line for a failure).
-3. ``take`` hands out a pooled file renamed to the caller's ``tmp/`` name, or ``None`` when the
-   pool is empty (the caller then creates a file as before). A taken file is opened with
-   ``O_TRUNC`` by the caller, so even a pooled file that kept data would start empty.
+   (exactly as ``unlink`` would). Past ``limit`` pooled files, or when a needed truncate
+   fails, the file is unlinked instead (with a log line for a failure).
+3. ``take`` hands out a pooled file renamed to the caller's ``tmp/`` name, or ``False`` when the
+   pool is empty (the caller then creates a file as before). The caller overwrites a taken
+   file from offset 0 *without* ``O_TRUNC`` and cuts it to the length it wrote before its
+   fsync (``ftruncate``): the blocks are rewritten in place, so a message of the usual size
+   neither frees nor allocates a block, and its fsync writes no allocation metadata.
 4. Safe to use from several threads at once (a lock guards the list; the renames run outside it).
 
 What can go wrong: ``give`` raises ``FileNotFoundError`` when the file is already gone (callers
@@ -42,6 +45,10 @@ log = logging.getLogger(__name__)
 DEFAULT_POOL_LIMIT = 1024
 
 FREE_PREFIX = "free."
+# A pooled file up to this size keeps its blocks for the next message (rule 1): most mail is a
+# few KiB to a few tens of KiB; larger files are emptied so the pool never pins much disk
+# (at most DEFAULT_POOL_LIMIT × KEEP_BLOCKS = 64 MiB).
+KEEP_BLOCKS = 64 * 1024
 
 
 class FilePool:
@@ -82,7 +89,8 @@ class FilePool:
         target = self.tmp_dir / f"{self._prefix}{next(self._names)}"
         os.rename(path, target)  # FileNotFoundError propagates, as unlink's would
         try:
-            os.truncate(target, 0)
+            if os.stat(target).st_size > KEEP_BLOCKS:
+                os.truncate(target, 0)
         except OSError as exc:
             log.warning("queue: could not empty %s for reuse, removing it: %s", target, exc)
             try:

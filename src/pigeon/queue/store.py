@@ -24,10 +24,11 @@ Rules:
 5. Removing a message removes the record first, then the body: a crash in between leaves an
    orphan body, which ``recover`` deletes; it never leaves a record without a body.
 6. Names that fail ``is_queue_id`` are never opened as records.
-7. Removed bodies and records are not unlinked but emptied and kept in ``tmp/`` for the next
-   message (``recycle.FilePool``): a rename takes the name out of its directory exactly as an
-   unlink would, and no inode is allocated or freed per message. Recovery clears them with
-   the rest of ``tmp/``.
+7. Removed bodies and records are not unlinked but kept in ``tmp/`` for the next message
+   (``recycle.FilePool``): a rename takes the name out of its directory exactly as an unlink
+   would, and no inode is allocated or freed per message. The next body or record overwrites
+   the file in place and cuts it to its own length before its fsync (recycle rule 3).
+   Recovery clears them with the rest of ``tmp/``.
 
 What can go wrong: ``QueueWriteError`` (disk full, I/O error) from commit/update;
 ``RecordNotFound`` when an id is not queued; ``CorruptRecord`` from ``load``/``move``.
@@ -89,6 +90,9 @@ log = logging.getLogger(__name__)
 DEFAULT_IO_THREADS = 32
 
 MOVABLE_STATES: tuple[State, ...] = ("active", "deferred", "hold")
+# The body's write buffer: most mail (a few KiB to a few tens of KiB) reaches the file in one or
+# two writes; held only while a message is received, so memory per session stays bounded.
+BODY_BUFFER = 32 * 1024
 
 
 class QueueWriteError(TemporaryError, QueueError):
@@ -110,8 +114,17 @@ class BodyWriter:
         self.id = qid
         self.path = path
         self.size = 0
-        # A recycled file (recycle.py) already has the name and is opened with truncation.
-        self._file: BinaryIO | None = open(path, "wb" if reuse else "xb")  # noqa: SIM115 - closed by seal/abort
+        # A recycled file (recycle.py rule 3) already has the name: it is opened without
+        # O_TRUNC, overwritten from offset 0 and cut to the body's length in ``seal``.
+        self._reused = reuse
+        flags = os.O_WRONLY | os.O_CLOEXEC | (0 if reuse else os.O_CREAT | os.O_EXCL)
+        fd = os.open(path, flags, 0o600)
+        try:
+            # An explicit buffer size: no isatty() probe per open, a typical message in one write.
+            self._file: BinaryIO | None = open(fd, "wb", buffering=BODY_BUFFER)  # noqa: SIM115 - closed by seal/abort
+        except BaseException:
+            os.close(fd)
+            raise
 
     @property
     def closed(self) -> bool:
@@ -133,6 +146,8 @@ class BodyWriter:
         f, self._file = self._file, None
         try:
             f.flush()
+            if self._reused:
+                os.ftruncate(f.fileno(), self.size)  # what is left of the previous content
             os.fsync(f.fileno())
         finally:
             f.close()
@@ -301,12 +316,13 @@ class QueueStore:
         if not self._pool_files.take(path):
             write_file_synced(path, data)
             return
-        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+        fd = os.open(path, os.O_WRONLY)  # overwritten in place, then cut (recycle.py rule 3)
         try:
             try:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view):]
+                os.ftruncate(fd, len(data))
                 os.fsync(fd)
             finally:
                 os.close(fd)

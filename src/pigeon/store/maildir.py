@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 
 DIR_MODE = 0o700  # Rule 4: only the mail system's account reads mailboxes
 FILE_MODE = 0o600
+# The delivered file's write buffer: a typical message (tens of KiB) in one or two writes; one
+# buffer per delivery in flight (the delivery threads), so memory stays bounded.
+WRITE_BUFFER = 64 * 1024
 MAX_NAME_CLASHES = 8  # link() EEXIST retries; one clash already means two writers share a counter
 
 # errno values from link() that mean "this file system has no hard links": fall back to rename.
@@ -134,7 +137,7 @@ class MaildirStore:
         base, tmp, fd = self._create_tmp(maildir / "tmp")
         try:
             try:
-                out = os.fdopen(fd, "wb")
+                out = os.fdopen(fd, "wb", buffering=WRITE_BUFFER)  # explicit: no isatty() probe
             except BaseException:
                 os.close(fd)
                 raise

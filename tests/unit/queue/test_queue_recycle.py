@@ -12,7 +12,7 @@ import pytest
 from pigeon.core.address import Address
 from pigeon.core.clock import FakeClock
 from pigeon.core.envelope import Envelope, Recipient
-from pigeon.queue.recycle import FREE_PREFIX, FilePool
+from pigeon.queue.recycle import FREE_PREFIX, KEEP_BLOCKS, FilePool
 from pigeon.queue.record import RcptState
 from pigeon.queue.store import QueueStore
 
@@ -26,7 +26,7 @@ def store(tmp_path: Path) -> Iterator[QueueStore]:
     s.close()
 
 
-def test_give_empties_the_file_and_take_renames_it(tmp_path: Path) -> None:
+def test_give_keeps_a_small_file_and_take_renames_it(tmp_path: Path) -> None:
     pool = FilePool(tmp_path)
     victim = tmp_path / "victim"
     victim.write_bytes(b"old message")
@@ -34,12 +34,22 @@ def test_give_empties_the_file_and_take_renames_it(tmp_path: Path) -> None:
     pool.give(victim)
     assert not victim.exists() and len(pool) == 1
     [free] = os.listdir(tmp_path)
-    assert free.startswith(FREE_PREFIX) and (tmp_path / free).stat().st_size == 0
+    # Kept whole: its blocks are overwritten by the next message (rule 3), not freed.
+    assert free.startswith(FREE_PREFIX) and (tmp_path / free).stat().st_size == len(b"old message")
     target = tmp_path / "new"
     assert pool.take(target)
-    assert target.stat().st_ino == inode and target.read_bytes() == b""
+    assert target.stat().st_ino == inode
     assert not pool.take(tmp_path / "other")  # empty pool
     assert pool.reused == 1
+
+
+def test_give_empties_a_large_file(tmp_path: Path) -> None:
+    pool = FilePool(tmp_path)
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"x" * (KEEP_BLOCKS + 1))
+    pool.give(victim)
+    [free] = os.listdir(tmp_path)
+    assert (tmp_path / free).stat().st_size == 0
 
 
 def test_give_past_the_limit_unlinks(tmp_path: Path) -> None:
@@ -78,7 +88,7 @@ def test_removed_files_are_reused_by_the_next_message(store: QueueStore) -> None
     assert len(pooled) == 2 and all(n.startswith(FREE_PREFIX) for n in pooled)
     second = _queue(store, b"Subject: two\r\n\r\n2\r\n")
     assert os.listdir(store.root / "tmp") == []  # both the body and the record took a pooled file
-    rec = store.load(second)  # type: ignore[arg-type]
+    rec = store.load(second)  # type: ignore[arg-type]  # the longer old record's tail is gone
     assert rec.rcpts[0].address == BOB
     with store.open_body(rec.id) as f:
         assert f.read() == b"Subject: two\r\n\r\n2\r\n"  # nothing of the longer old content left

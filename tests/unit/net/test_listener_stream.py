@@ -1,0 +1,96 @@
+"""net.listener.Stream: the lazy inactivity watchdog (one timer per stream, not one per read)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from pigeon.net.listener import Stream
+
+
+async def _pair(timeout: float, body: Callable[[Stream, asyncio.StreamWriter], Awaitable[None]]) -> None:
+    """Run ``body(server_stream, client_writer)`` over a real loopback connection."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    client: asyncio.Future[asyncio.StreamWriter] = loop.create_future()
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        stream = Stream(reader, writer, timeout)
+        try:
+            await body(stream, await client)
+            done.set_result(None)
+        except BaseException as exc:  # handed to the test
+            done.set_exception(exc)
+        finally:
+            await stream.close()
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client_r, client_w = await asyncio.open_connection("127.0.0.1", port)
+    client.set_result(client_w)
+    try:
+        await asyncio.wait_for(done, 10)
+    finally:
+        client_w.close()
+        await client_w.wait_closed()
+        server.close()
+        await server.wait_closed()
+    del client_r
+
+
+def test_an_idle_read_times_out() -> None:
+    async def body(stream: Stream, client: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        with pytest.raises(TimeoutError):
+            await stream.read()
+        assert 0.15 <= loop.time() - t0 < 2
+
+    asyncio.run(_pair(0.2, body))
+
+
+def test_each_read_gets_the_whole_timeout() -> None:
+    """Reads that each wait less than the timeout never time out, however long they add up to."""
+
+    async def body(stream: Stream, client: asyncio.StreamWriter) -> None:
+        for i in range(6):  # 6 × 0.12 s waits, 0.72 s in all, with a 0.3 s timeout
+            async def feed(n: int = i) -> None:
+                await asyncio.sleep(0.12)
+                client.write(b"line %d\r\n" % n)
+            task = asyncio.create_task(feed())
+            assert await stream.read() == b"line %d\r\n" % i
+            await task
+        with pytest.raises(TimeoutError):  # and then silence still times out
+            await stream.read()
+
+    asyncio.run(_pair(0.3, body))
+
+
+def test_a_cancel_from_elsewhere_stays_a_cancel() -> None:
+    async def body(stream: Stream, client: asyncio.StreamWriter) -> None:
+        reader = asyncio.create_task(stream.read())
+        await asyncio.sleep(0.05)
+        reader.cancel()  # e.g. the listener shutting the session down
+        with pytest.raises(asyncio.CancelledError):
+            await reader
+        client.write(b"after\r\n")
+        assert await stream.read() == b"after\r\n"  # the stream still works
+
+    asyncio.run(_pair(5, body))
+
+
+def test_a_failed_read_leaves_no_armed_watchdog() -> None:
+    """A read that ends in an error (not a cancel) must not leave the task marked as waiting:
+    the timer would otherwise cancel it later, in code that is not reading."""
+
+    async def body(stream: Stream, client: asyncio.StreamWriter) -> None:
+        async def boom() -> bytes:
+            raise ConnectionResetError("peer reset")
+
+        with pytest.raises(ConnectionResetError):
+            await stream._guarded(boom())
+        await asyncio.sleep(0.4)  # past the 0.2 s deadline: nothing may cancel us here
+
+    asyncio.run(_pair(0.2, body))
