@@ -12,7 +12,9 @@ Rules:
 4. Responses are built in batches in a worker thread: a batch ends after ``BATCH_OCTETS`` of
    output or ``BATCH_MESSAGES`` messages, then the session writes it. At most one message's
    content is held at a time besides the pending output, whatever the size of the request;
-   metadata-only fetches (FETCH 1:* FLAGS) never touch the files.
+   metadata-only fetches (FETCH 1:* FLAGS) never touch the files, build no per-message
+   objects (``Mailbox.rows`` columns, one cached FLAGS text per distinct flag set) and run in
+   the event loop.
 5. A message expunged by another session meanwhile is left out; the tagged OK then carries
    ``[EXPUNGEISSUED]`` (RFC 5530 §3). A BINARY of a part in an unknown transfer encoding is
    ``NO [UNKNOWN-CTE]`` (RFC 3516 §4.3) after the other data.
@@ -34,6 +36,7 @@ from pigeon.proto.imap import commands as c
 from pigeon.proto.imap import serialize
 from pigeon.proto.imap.seqset import compact
 from pigeon.store.mailbox import MailboxError, MessageMeta
+from pigeon.store.mailbox.view import MetaRow
 from pigeon.store.mime import (
     Message,
     NoSuchPart,
@@ -197,6 +200,53 @@ def _render(sel: Selected, metas: list[MessageMeta], start: int, items: tuple[c.
     return bytes(out), i
 
 
+_META_FORMAT: Final = {"UID": b"UID %d", "FLAGS": b"FLAGS %s", "INTERNALDATE": b"INTERNALDATE %s",
+                       "RFC822.SIZE": b"RFC822.SIZE %d", "MODSEQ": b"MODSEQ (%d)"}
+
+
+def _meta_lines(sel: Selected, rows: list[MetaRow], names: tuple[str, ...]) -> bytes:
+    """Rule 4: the responses of metadata-only items, one column per item, one join."""
+    template = b"* %d FETCH (" + b" ".join(_META_FORMAT[n] for n in names) + b")\r\n"
+    seq_of = sel.seq_of
+    seqs = [seq_of(r[0]) for r in rows]
+    if None in seqs:  # not in the client's map: leave out (cannot happen after resolve)
+        rows = [r for r, q in zip(rows, seqs, strict=True) if q is not None]
+        seqs = [q for q in seqs if q is not None]
+    columns: list[list[int] | list[bytes] | list[int | None]] = [seqs]
+    for name in names:
+        if name == "UID":
+            columns.append([r[0] for r in rows])
+        elif name == "FLAGS":
+            flag_bytes = sel.flag_bytes
+            columns.append([flag_bytes(r[0], r[1]) for r in rows])
+        elif name == "INTERNALDATE":
+            dates: dict[float, bytes] = {}
+            columns.append([dates.get(r[3]) or dates.setdefault(r[3], serialize.internaldate(r[3]))
+                            for r in rows])
+        elif name == "RFC822.SIZE":
+            columns.append([r[2] for r in rows])
+        else:  # MODSEQ
+            columns.append([r[4] for r in rows])
+    return b"".join([template % args for args in zip(*columns, strict=True)])
+
+
+async def _fetch_meta(s: ImapSession, sel: Selected, uids: list[int], items: tuple[c.FetchAtt, ...],
+                      changedsince: int | None) -> Done:
+    """Rule 4, metadata only: no file, no ``MessageMeta``; rules 5 and 6 as for the rest."""
+    pending = sel.pending
+    rows = sel.mailbox.rows([u for u in uids if u not in pending] if pending else uids)
+    expunged = len(rows) < len(uids)
+    if changedsince is not None:
+        rows = [r for r in rows if r[4] > changedsince]
+    names = tuple(a.name for a in items)
+    for i in range(0, len(rows), BATCH_MESSAGES):
+        s.emit(_meta_lines(sel, rows[i:i + BATCH_MESSAGES], names))
+        await s.drain()
+    if expunged:
+        return ok("Some messages were expunged meanwhile", "EXPUNGEISSUED")
+    return ok("FETCH completed")
+
+
 async def fetch(s: ImapSession, cmd: c.Fetch) -> Done:
     sel = s.sel
     if sel is None:  # pragma: no cover - the state table guarantees it
@@ -218,6 +268,9 @@ async def fetch(s: ImapSession, cmd: c.Fetch) -> Done:
         gone = [u for u in gone if cmd.sequence.contains(u, star)]
         if gone:
             s.emit(b"* VANISHED (EARLIER) " + compact(gone).encode("ascii") + b"\r\n")
+    frozen = tuple(items)
+    if all(a.name in _META_ITEMS for a in frozen):  # rule 4: none of these sets \Seen
+        return await _fetch_meta(s, sel, uids, frozen, cmd.changedsince)
     metas = sel.live(uids)
     outcome = _Outcome(expunged=len(metas) < len(uids))
     if cmd.changedsince is not None:
@@ -232,13 +285,9 @@ async def fetch(s: ImapSession, cmd: c.Fetch) -> Done:
                 items.append(c.FetchAtt("FLAGS"))
     frozen = tuple(items)
     utf8 = s.modes.utf8
-    meta_only = all(a.name in _META_ITEMS for a in frozen)
     i = 0
     while i < len(metas):
-        if meta_only:
-            chunk, i = _render(sel, metas, i, frozen, utf8, outcome)
-        else:
-            chunk, i = await asyncio.to_thread(_render, sel, metas, i, frozen, utf8, outcome)
+        chunk, i = await asyncio.to_thread(_render, sel, metas, i, frozen, utf8, outcome)
         s.emit(chunk)
         await s.drain()
     if outcome.unknown_cte:

@@ -36,13 +36,8 @@ SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
 def _summary(mailbox: Mailbox) -> tuple[list[str], int | None]:
     """In a worker thread: the flags in use and the first unseen sequence number."""
-    keywords: set[str] = set()
-    first_unseen = None
-    for i, m in enumerate(mailbox.messages(), start=1):
-        keywords.update(f for f in m.flags if not f.startswith("\\"))
-        if first_unseen is None and "\\Seen" not in m.flags:
-            first_unseen = i
-    return list(SYSTEM_FLAGS) + sorted(keywords), first_unseen
+    keywords, first_unseen = mailbox.summary()
+    return list(SYSTEM_FLAGS) + keywords, first_unseen
 
 
 async def select(s: ImapSession, cmd: c.Select) -> Done:
@@ -87,10 +82,9 @@ async def _qresync(s: ImapSession, sel: Selected, params: c.QresyncParams) -> No
         gone = [u for u in gone if known.contains(u, star)]
     if gone:
         s.emit(b"* VANISHED (EARLIER) " + compact(gone).encode("ascii") + b"\r\n")
-    for meta in sel.mailbox.messages():
-        if meta.modseq > params.modseq:
-            s.emit(sel.flag_fetch(meta, with_uid=True))
-            await s.drain()
+    for meta in await asyncio.to_thread(sel.mailbox.changed_since, params.modseq):
+        s.emit(sel.flag_fetch(meta, with_uid=True))
+        await s.drain()
 
 
 async def close(s: ImapSession, cmd: c.Close) -> Done:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -51,8 +52,9 @@ class Selected:
         self.mailbox = mailbox
         self.modes = modes
         self.readonly = mailbox.readonly
-        self.uids: list[int] = [m.uid for m in mailbox.messages()]
+        self.uids: array[int] = mailbox.uids()  # 4 octets per message (rule 1)
         self.pending: set[int] = set()
+        self._flag_bytes: dict[int, bytes] = {}  # flag-set id * 2 + recent → b"(...)"
 
     # -- numbers ----------------------------------------------------------------------------
 
@@ -105,6 +107,18 @@ class Selected:
             flags.append(RECENT)
         return b"(" + " ".join(flags).encode("utf-8") + b")"
 
+    def flag_bytes(self, uid: int, flag_id: int) -> bytes:
+        """``flags`` from a flag-set id (``Mailbox.rows``): one cached value per distinct set."""
+        recent = self.mailbox.is_recent(uid)
+        key = flag_id * 2 + recent
+        out = self._flag_bytes.get(key)
+        if out is None:
+            text = self.mailbox.flag_text(flag_id)
+            if recent:
+                text = text + b" " + RECENT.encode() if text else RECENT.encode()
+            out = self._flag_bytes[key] = b"(" + text + b")"
+        return out
+
     def flag_fetch(self, meta: MessageMeta, with_uid: bool) -> bytes:
         """``* n FETCH (FLAGS (...))`` for a changed message (rule 3)."""
         seq = self.seq_of(meta.uid) or 0
@@ -133,7 +147,7 @@ class Selected:
                     parts.append(b"* %d EXPUNGE\r\n" % seq)
                     del self.uids[seq - 1]
             return b"".join(parts)
-        self.uids = [u for u in self.uids if u not in dead]
+        self.uids = array("I", [u for u in self.uids if u not in dead])
         return out
 
     def exists_lines(self) -> bytes:
@@ -153,8 +167,11 @@ class Selected:
             known = set(self.uids)
             fresh = [m.uid for m in changes.new if m.uid not in known]
             if fresh:
-                self.uids.extend(fresh)
-                self.uids.sort()
+                fresh.sort()
+                if self.uids and fresh[0] < self.uids[-1]:
+                    self.uids = array("I", sorted([*self.uids, *fresh]))
+                else:
+                    self.uids.extend(fresh)
                 out += self.exists_lines()
         for meta in changes.changed:
             if meta.uid not in self.pending and self.seq_of(meta.uid) is not None:

@@ -43,6 +43,7 @@ from pigeon.store.mailbox import files, folders, ops
 from pigeon.store.mailbox.context import DEFAULT_FOLDERS, SPECIAL_USES, AccountCore
 from pigeon.store.mailbox.flags import parse_flags
 from pigeon.store.mailbox.model import MailboxError, MailboxInfo, MailboxStatus
+from pigeon.store.mailbox.snapshot import WarmSnapshots
 from pigeon.store.mailbox.view import Mailbox
 from pigeon.store.names import MailboxNameError
 
@@ -69,6 +70,7 @@ class MailStore:
         self._max_open = max_open_accounts
         self._accounts: OrderedDict[str, Account] = OrderedDict()
         self._lock = threading.Lock()
+        self._warm = WarmSnapshots()  # snapshot Rule 6: shared by every account
 
     def account(self, address: Address) -> Account:
         with self._lock:
@@ -81,7 +83,7 @@ class MailStore:
             except MailboxNameError as exc:
                 raise MailboxError("CANNOT", str(exc)) from None
             acc = Account(AccountCore(address, maildir, self._hostname, self._clock, self._max_append,
-                                      self.changes))
+                                      self.changes, self._warm))
             acc._open()
             self._accounts[address.key] = acc
             self._evict()
@@ -95,6 +97,7 @@ class MailStore:
                 break
             if acc.idle:
                 acc.close()
+                self._warm.forget(str(acc._core.maildir))
                 del self._accounts[key]
 
     def close(self) -> None:

@@ -9,6 +9,8 @@ Rules:
    is dropped and the folder reported ``NONEXISTENT``.
 3. Folder directories are created 0700 with ``cur/ new/ tmp/`` and a ``maildirfolder`` marker
    (Maildir++, as Courier and Dovecot create it), then the parent directory is fsynced.
+4. The views of one folder share its latest message list (``snapshot``), kept weakly here
+   and strongly, for a while, by the store-wide ``warm`` cache (``snapshot`` Rule 6).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from pathlib import Path
 
 from pigeon.core.address import Address
@@ -28,6 +31,7 @@ from pigeon.store.mailbox.flags import cur_name
 from pigeon.store.mailbox.index import INDEX_NAME, FolderRow, Index
 from pigeon.store.mailbox.model import MailboxError
 from pigeon.store.mailbox.scan import scan
+from pigeon.store.mailbox.snapshot import FlagTable, Snapshot, WarmSnapshots
 from pigeon.store.names import UniqueNames
 
 log = logging.getLogger(__name__)
@@ -45,7 +49,8 @@ class AccountCore:
     """Shared state of one account (Rule 1)."""
 
     def __init__(self, address: Address, maildir: Path, hostname: str, clock: Clock,
-                 max_append: int, changes: ChangeBus | None = None) -> None:
+                 max_append: int, changes: ChangeBus | None = None,
+                 warm: WarmSnapshots | None = None) -> None:
         self.changes = changes or ChangeBus()  # wakes IDLE sessions (store.changes)
         self.address = address
         self.maildir = maildir
@@ -55,6 +60,11 @@ class AccountCore:
         self.clock = clock
         self.max_append = max_append
         self.open_views = 0
+        # Shared by the views (``snapshot`` Rules 2, 4): the latest snapshot of each folder id,
+        # kept only while a view holds it.
+        self.flag_table = FlagTable()
+        self.snapshots: weakref.WeakValueDictionary[int, Snapshot] = weakref.WeakValueDictionary()
+        self.warm = warm or WarmSnapshots()  # the MailStore's, shared by all accounts
 
     def path(self, name: str) -> Path:
         """The directory of a normalised mailbox name."""

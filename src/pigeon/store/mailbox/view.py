@@ -13,6 +13,11 @@ Rules:
    (EXAMINE) see the same set without claiming it.
 5. Read-only views refuse every change with ``MailboxError("CANNOT")``; COPY from them works.
 6. All methods are safe to call from worker threads; the account lock serialises them.
+7. Compact and shared (``snapshot``): a view starts from the folder's shared ``Snapshot`` and
+   records its own changes and those ``sync()`` applies in a private overlay (UID → entry, or
+   None when gone). ``MessageMeta`` objects are built only when asked for (``get``,
+   ``messages``, ``Changes``); ``uids``, ``flags_of``, ``rows`` and ``summary`` answer from the
+   arrays without building them.
 
 What can go wrong: ``MailboxError("NONEXISTENT")`` when the folder was deleted or renamed
 away under the view (the IMAP session should then end with BYE); ``MailboxError
@@ -21,25 +26,32 @@ away under the view (the IMAP session should then end with BYE); ``MailboxError
 
 from __future__ import annotations
 
+import bisect
 import logging
-from collections.abc import Sequence
+from array import array
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 
 from pigeon.store.mailbox import files, ops
 from pigeon.store.mailbox.context import AccountCore
-from pigeon.store.mailbox.flags import imap_flags
 from pigeon.store.mailbox.folders import normalize
 from pigeon.store.mailbox.index import FolderRow
 from pigeon.store.mailbox.model import Changes, MailboxError, MessageMeta, make_meta
+from pigeon.store.mailbox.snapshot import Snapshot, build, derive, key_of
 
 log = logging.getLogger(__name__)
 
 MAX_CACHE_VALUE = 1024 * 1024  # octets; an ENVELOPE/BODYSTRUCTURE of a sane message is far smaller
 
+#: One message in a view's overlay: (flag-set id, size, internaldate, modseq, Maildir base).
+Entry = tuple[int, int, float, int, str]
+#: What ``Mailbox.rows`` gives per message: (uid, flag-set id, size, internaldate, modseq).
+MetaRow = tuple[int, int, int, float, int]
+
 
 class Mailbox:
-    """A selected view (Rules 1-6)."""
+    """A selected view (Rules 1-7)."""
 
     def __init__(self, core: AccountCore, row: FolderRow, readonly: bool) -> None:
         self._core = core
@@ -47,19 +59,24 @@ class Mailbox:
         self.name = row.name
         self.readonly = readonly
         self.uidvalidity = row.uidvalidity
-        self.uidnext = row.uidnext
-        self.highestmodseq = row.highestmodseq
-        self._flags_cache: dict[tuple[str, str], frozenset[str]] = {}
-        self._meta: dict[int, MessageMeta] = {}
-        self._list: list[MessageMeta] | None = None
+        snap = core.snapshots.get(row.id)
+        if snap is None or snap.key != key_of(row):
+            snap = None if snap is None else derive(core.index, snap, core.flag_table)
+            if snap is None:
+                snap = build(core.index, row.id, self._cur_of, core.flag_table)
+            if snap is None:
+                raise MailboxError("NONEXISTENT", f"mailbox {row.name!r} does not exist")
+            core.snapshots[row.id] = snap
+        core.warm.keep(str(core.maildir), snap)  # snapshot Rule 6 (and LRU order)
+        self._snap: Snapshot = snap
+        self.uidnext = snap.row.uidnext
+        self.highestmodseq = snap.row.highestmodseq
+        self._over: dict[int, Entry | None] = {}  # Rule 7
+        self._uid_cache: array[int] | None = None  # the merged UIDs while the overlay is not empty
         self._recent: set[int] = set()
         self._closed = False
-        cur = core.path(row.name) / "cur"
-        rows = core.index.conn.execute(
-            f"SELECT {ops.ROW_COLS} FROM message WHERE folder=? ORDER BY uid", (row.id,)).fetchall()
-        to_meta = self._meta_of
-        self._meta = {r[0]: to_meta(cur, *r) for r in rows}
-        self._claim_recent(list(self._meta))
+        first = bisect.bisect_left(snap.uids, snap.row.recent_uid)
+        self._claim_recent(list(snap.uids[first:]))
         core.open_views += 1
 
     # -- the view ----------------------------------------------------------------------------
@@ -70,13 +87,75 @@ class Mailbox:
         return self._core.path(self.name)
 
     def messages(self) -> list[MessageMeta]:
-        if self._list is None:
-            self._list = [self._meta[u] for u in sorted(self._meta)]
-        return list(self._list)
+        """Every message of the view, UID order (builds them all: prefer ``uids``/``rows``)."""
+        out = []
+        for uid in self._merged():
+            entry = self._entry(uid)
+            if entry is not None:
+                out.append(self._meta(uid, entry))
+        return out
+
+    def uids(self) -> array[int]:
+        """The view's UIDs, ascending; a new array the caller owns (Rule 7)."""
+        return array("I", self._merged())
 
     def get(self, uid: int) -> MessageMeta | None:
         """The view's metadata of one message (added to the contract)."""
-        return self._meta.get(uid)
+        entry = self._entry(uid)
+        return None if entry is None else self._meta(uid, entry)
+
+    def flags_of(self, uid: int) -> frozenset[str] | None:
+        entry = self._entry(uid)
+        return None if entry is None else self._core.flag_table.flags[entry[0]]
+
+    def rows(self, uids: Iterable[int]) -> list[MetaRow]:
+        """``(uid, flag id, size, internaldate, modseq)`` of the given UIDs in the view (Rule 7).
+
+        The flag id names an entry of ``flag_text``/``flag_set``; missing UIDs are left out."""
+        snap = self._snap
+        suids, fids, sizes, dates, modseqs = snap.uids, snap.flag_ids, snap.sizes, snap.dates, snap.modseqs
+        n = len(suids)
+        over = self._over
+        find = bisect.bisect_left
+        out: list[MetaRow] = []
+        for uid in uids:
+            if over and uid in over:
+                e = over[uid]
+                if e is not None:
+                    out.append((uid, e[0], e[1], e[2], e[3]))
+                continue
+            i = find(suids, uid)
+            if i < n and suids[i] == uid:
+                out.append((uid, fids[i], sizes[i], dates[i], modseqs[i]))
+        return out
+
+    def flag_text(self, flag_id: int) -> bytes:
+        """The FETCH spelling of a flag set: sorted flags, space-separated, no parentheses."""
+        return self._core.flag_table.text[flag_id]
+
+    def flag_set(self, flag_id: int) -> frozenset[str]:
+        return self._core.flag_table.flags[flag_id]
+
+    def summary(self) -> tuple[list[str], int | None]:
+        """(keywords in use, sorted; sequence number of the first message without \\Seen)."""
+        table = self._core.flag_table
+        if self._over:
+            ids = [e[0] for e in map(self._entry, self._merged()) if e is not None]
+        else:
+            ids = list(self._snap.flag_ids)
+        distinct = set(ids)
+        keywords = sorted({f for i in distinct for f in table.flags[i] if not f.startswith("\\")})
+        unseen = {i for i in distinct if not table.seen[i]}
+        first = next((n for n, i in enumerate(ids, start=1) if i in unseen), None) if unseen else None
+        return keywords, first
+
+    def changed_since(self, modseq: int) -> list[MessageMeta]:
+        """Messages of the view with a MODSEQ above ``modseq``, UID order (QRESYNC)."""
+        snap = self._snap
+        if not self._over:
+            return [self._meta(snap.uids[i], self._at(i))
+                    for i, m in enumerate(snap.modseqs) if m > modseq]
+        return [m for m in self.messages() if m.modseq > modseq]
 
     @property
     def recent(self) -> int:
@@ -94,35 +173,33 @@ class Mailbox:
             if row.highestmodseq == self.highestmodseq and row.uidnext == self.uidnext:
                 return Changes([], [], [])
             conn = core.index.conn
-            cur = core.path(row.name) / "cur"
+            flags = core.flag_table.flags
             new: list[MessageMeta] = []
             changed: list[MessageMeta] = []
             for r in conn.execute(f"SELECT {ops.ROW_COLS} FROM message WHERE folder=? AND modseq>? "
                                   "ORDER BY uid", (self._id, self.highestmodseq)):
                 msg = ops.Row(*r)
-                have = self._meta.get(msg.uid)
+                have = self._entry(msg.uid)
                 if have is not None:
-                    if have.modseq == msg.modseq:
+                    if have[3] == msg.modseq:
                         continue  # Rule 2: our own change
-                    meta = self._to_meta(cur, msg)
-                    self._meta[msg.uid] = meta
-                    if meta.flags != have.flags:
-                        changed.append(meta)
+                    entry = self._entry_of(msg)
+                    self._set(msg.uid, entry)
+                    if flags[entry[0]] != flags[have[0]]:
+                        changed.append(self._meta(msg.uid, entry))
                 elif msg.uid >= self.uidnext:
-                    meta = self._to_meta(cur, msg)
-                    self._meta[msg.uid] = meta
-                    new.append(meta)
+                    entry = self._entry_of(msg)
+                    self._set(msg.uid, entry)
+                    new.append(self._meta(msg.uid, entry))
             expunged = [u for (u,) in conn.execute(
                 "SELECT uid FROM expunged WHERE folder=? AND modseq>? ORDER BY uid",
-                (self._id, self.highestmodseq)) if u in self._meta]
+                (self._id, self.highestmodseq)) if self._entry(u) is not None]
             for uid in expunged:
-                del self._meta[uid]
+                self._unset(uid)
                 self._recent.discard(uid)
             self._claim_recent([m.uid for m in new])
             self.highestmodseq = row.highestmodseq
             self.uidnext = row.uidnext
-            if new or expunged or changed:
-                self._list = None
             return Changes(new, expunged, changed)
 
     # -- changes -----------------------------------------------------------------------------
@@ -135,7 +212,7 @@ class Mailbox:
         """
         self._writable()
         with self._core.lock:
-            mine = [u for u in uids if u in self._meta]
+            mine = [u for u in uids if self._entry(u) is not None]
             rows, failed = ops.store(self._core, self._id, mine, mode, flags, unchangedsince)
             changed = self._apply_rows(rows)
         if changed:
@@ -146,7 +223,8 @@ class Mailbox:
         """Remove the view's messages flagged \\Deleted (of ``uids`` when given); ascending UIDs."""
         self._writable()
         with self._core.lock:
-            mine = sorted(self._meta) if uids is None else [u for u in uids if u in self._meta]
+            mine = (list(self._merged()) if uids is None
+                    else [u for u in uids if self._entry(u) is not None])
             gone = self._drop(ops.remove(self._core, self._id, mine, only_deleted=True))
         if gone:
             self._core.notify(self.name)
@@ -156,7 +234,7 @@ class Mailbox:
         """Remove messages whatever their flags (POP3 DELE at QUIT)."""
         self._writable()
         with self._core.lock:
-            mine = [u for u in uids if u in self._meta]
+            mine = [u for u in uids if self._entry(u) is not None]
             gone = self._drop(ops.remove(self._core, self._id, mine, only_deleted=False))
         if gone:
             self._core.notify(self.name)
@@ -164,7 +242,7 @@ class Mailbox:
 
     def copy(self, uids: Sequence[int], dest: str) -> tuple[int, list[tuple[int, int]]]:
         with self._core.lock:
-            mine = [u for u in uids if u in self._meta]
+            mine = [u for u in uids if self._entry(u) is not None]
             result = ops.transfer(self._core, self._id, mine, normalize(dest), move=False)
         self._core.notify(normalize(dest))
         return result
@@ -173,7 +251,7 @@ class Mailbox:
         """MOVE (RFC 6851): the moved UIDs leave this view at once (they are the expunges)."""
         self._writable()
         with self._core.lock:
-            mine = [u for u in uids if u in self._meta]
+            mine = [u for u in uids if self._entry(u) is not None]
             result = ops.transfer(self._core, self._id, mine, normalize(dest), move=True)
             self._drop([s for s, _ in result[1]])
         self._core.notify(self.name)
@@ -231,35 +309,72 @@ class Mailbox:
         if self.readonly:
             raise MailboxError("CANNOT", "mailbox is read-only (EXAMINE)")  # Rule 5
 
-    def _to_meta(self, cur: Path, msg: ops.Row) -> MessageMeta:
-        return self._meta_of(cur, msg.uid, msg.base, msg.info, msg.keywords, msg.modseq,
-                             msg.internaldate, msg.size)
+    def _cur_of(self, name: str) -> Path:
+        return self._core.path(name) / "cur"
 
-    def _meta_of(self, cur: Path, uid: int, base: str, info: str, keywords: str, modseq: int,
-                 internaldate: float, size: int) -> MessageMeta:
-        key = (info, keywords)
-        flags = self._flags_cache.get(key)
-        if flags is None:
-            flags = self._flags_cache[key] = imap_flags(info, keywords)
-        return make_meta(uid, flags, size, internaldate, modseq, cur, f"{base}:2,{info}")
+    def _at(self, i: int) -> Entry:
+        snap = self._snap
+        return (snap.flag_ids[i], snap.sizes[i], snap.dates[i], snap.modseqs[i], snap.bases[i])
+
+    def _index(self, uid: int) -> int | None:
+        suids = self._snap.uids
+        i = bisect.bisect_left(suids, uid)
+        return i if i < len(suids) and suids[i] == uid else None
+
+    def _entry(self, uid: int) -> Entry | None:
+        if uid in self._over:
+            return self._over[uid]
+        i = self._index(uid)
+        return None if i is None else self._at(i)
+
+    def _set(self, uid: int, entry: Entry) -> None:
+        self._over[uid] = entry
+        self._uid_cache = None
+
+    def _unset(self, uid: int) -> None:
+        if self._index(uid) is None:
+            self._over.pop(uid, None)
+        else:
+            self._over[uid] = None
+        self._uid_cache = None
+
+    def _merged(self) -> Sequence[int]:
+        """The view's UIDs (the snapshot's array itself while the overlay is empty: read only)."""
+        if not self._over:
+            return self._snap.uids
+        if self._uid_cache is None:
+            over = self._over
+            kept = array("I", [u for u in self._snap.uids if over.get(u, ()) is not None])
+            added = sorted(u for u, e in over.items() if e is not None and self._index(u) is None)
+            if added and kept and added[0] < kept[-1]:
+                kept = array("I", sorted([*kept, *added]))
+            else:
+                kept.extend(added)
+            self._uid_cache = kept
+        return self._uid_cache
+
+    def _entry_of(self, msg: ops.Row) -> Entry:
+        fid = self._core.flag_table.intern(msg.info, msg.keywords)
+        return (fid, msg.size, msg.internaldate, msg.modseq, msg.base)
+
+    def _meta(self, uid: int, entry: Entry) -> MessageMeta:
+        fid, size, date, modseq, base = entry
+        table = self._core.flag_table
+        return make_meta(uid, table.flags[fid], size, date, modseq, self._snap.cur,
+                         f"{base}:2,{table.infos[fid]}")
 
     def _apply_rows(self, rows: list[ops.Row]) -> list[MessageMeta]:
-        cur = self._core.path(self.name) / "cur"
         out = []
         for msg in rows:
-            meta = self._to_meta(cur, msg)
-            self._meta[msg.uid] = meta
-            out.append(meta)
-        if out:
-            self._list = None
+            entry = self._entry_of(msg)
+            self._set(msg.uid, entry)
+            out.append(self._meta(msg.uid, entry))
         return out
 
     def _drop(self, uids: list[int]) -> list[int]:
         for uid in uids:
-            self._meta.pop(uid, None)
+            self._unset(uid)
             self._recent.discard(uid)
-        if uids:
-            self._list = None
         return sorted(uids)
 
     def _claim_recent(self, uids: list[int]) -> None:

@@ -1,0 +1,110 @@
+"""Shared snapshots of a folder's message list (``store.mailbox.snapshot``, ``view`` Rule 7)."""
+
+from __future__ import annotations
+
+from pigeon.store.mailbox import Account, Mailbox, MailStore, MessageMeta
+from pigeon.store.mailbox.snapshot import WarmSnapshots
+from tests.unit.store.mailbox.conftest import MSG
+
+SEEN = frozenset({"\\Seen"})
+
+
+def _fill(account: Account, n: int) -> None:
+    for i in range(n):
+        account.append("INBOX", MSG + b"%d\r\n" % i, frozenset({"$k%d" % (i % 3)}) if i % 2 else frozenset(), None)
+
+
+def _fresh(account: Account) -> list[MessageMeta]:
+    """The folder as a full read of the index gives it (no shared or warm snapshot)."""
+    core = account._core
+    core.snapshots.clear()
+    core.warm.forget(str(core.maildir))
+    box = account.select("INBOX")
+    try:
+        return box.messages()
+    finally:
+        box.close()
+
+
+def _plain(msgs: list[MessageMeta]) -> list[tuple[int, frozenset[str], int, float, int, str]]:
+    return [(m.uid, m.flags, m.size, m.internaldate, m.modseq, m.filename) for m in msgs]
+
+
+def test_views_share_one_snapshot_until_their_own_change(account: Account) -> None:
+    _fill(account, 6)
+    a, b = account.select("INBOX"), account.select("INBOX")
+    try:
+        assert a._snap is b._snap
+        assert list(a.uids()) == [1, 2, 3, 4, 5, 6]
+        a.store([2], "add", SEEN)
+        assert a.flags_of(2) == SEEN | {"$k1"}  # message 2 was appended with $k1
+        assert b.flags_of(2) == {"$k1"}  # copy-on-write: b keeps its snapshot
+        changes = b.sync()
+        assert [m.uid for m in changes.changed] == [2] and b.flags_of(2) == SEEN | {"$k1"}
+        assert _plain(a.messages()) == _plain(b.messages()) == _plain(_fresh(account))
+    finally:
+        a.close()
+        b.close()
+
+
+def test_derived_snapshot_equals_a_full_read(account: Account) -> None:
+    _fill(account, 20)
+    old = account.select("INBOX")  # holds the old snapshot, so the next SELECT derives
+    other = account.select("INBOX")
+    try:
+        other.store([3, 4, 19], "add", SEEN | {"\\Deleted"})
+        other.expunge([3, 19])
+        other.store([5], "set", frozenset({"$new"}))
+        account.append("INBOX", MSG, SEEN, None)
+        derived = account.select("INBOX")
+        try:
+            assert derived._snap is not old._snap
+            got = _plain(derived.messages())
+            assert [u for u, *_ in got] == [1, 2] + list(range(4, 19)) + [20, 21]
+            assert got == _plain(_fresh(account))
+            assert derived.summary() == (["$k0", "$k1", "$k2", "$new"], 1)
+        finally:
+            derived.close()
+    finally:
+        old.close()
+        other.close()
+
+
+def test_rows_and_summary_follow_the_overlay(account: Account) -> None:
+    _fill(account, 4)
+    box: Mailbox = account.select("INBOX")
+    try:
+        box.store([1, 2, 3, 4], "add", SEEN)
+        box.store([2], "add", frozenset({"\\Deleted"}))
+        assert box.expunge() == [2]
+        assert box.summary() == (["$k0"], None)  # $k1 left with message 2
+        rows = box.rows([1, 2, 3, 4, 99])
+        assert [r[0] for r in rows] == [1, 3, 4]
+        assert all(box.flag_set(r[1]) == box.flags_of(r[0]) for r in rows)
+        assert box.flag_text(rows[0][1]) == b"\\Seen"
+        assert [m.uid for m in box.changed_since(0)] == [1, 3, 4]
+        account.append("INBOX", MSG, frozenset(), None)
+        assert [m.uid for m in box.sync().new] == [5]
+        assert list(box.uids()) == [1, 3, 4, 5]
+        assert box.summary()[1] == 4
+    finally:
+        box.close()
+
+
+def test_warm_cache_keeps_a_closed_folder_and_is_bounded(store: MailStore, account: Account) -> None:
+    _fill(account, 3)
+    box = account.select("INBOX")
+    snap = box._snap
+    box.close()
+    del box
+    again = account.select("INBOX")
+    try:
+        assert again._snap is snap  # no index read for an unchanged folder
+    finally:
+        again.close()
+    warm = WarmSnapshots(max_messages=4)
+    warm.keep("a", snap)
+    warm.keep("b", snap)  # 6 > 4: the least recently used goes
+    assert len(warm._lru) == 1 and warm._count == 3
+    warm.forget("b")
+    assert warm._count == 0
