@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
@@ -207,18 +208,22 @@ _META_FORMAT: Final = {"UID": b"UID %d", "FLAGS": b"FLAGS %s", "INTERNALDATE": b
 def _meta_lines(sel: Selected, rows: list[MetaRow], names: tuple[str, ...]) -> bytes:
     """Rule 4: the responses of metadata-only items, one column per item, one join."""
     template = b"* %d FETCH (" + b" ".join(_META_FORMAT[n] for n in names) + b")\r\n"
-    seq_of = sel.seq_of
-    seqs = [seq_of(r[0]) for r in rows]
-    if None in seqs:  # not in the client's map: leave out (cannot happen after resolve)
+    seqs = sel.seqs_of([r[0] for r in rows])
+    if not isinstance(seqs, range) and None in seqs:  # not in the client's map: leave out (cannot happen after resolve)
         rows = [r for r, q in zip(rows, seqs, strict=True) if q is not None]
         seqs = [q for q in seqs if q is not None]
-    columns: list[list[int] | list[bytes] | list[int | None]] = [seqs]
+    columns: list[Sequence[int] | list[bytes] | Sequence[int | None]] = [seqs]
     for name in names:
         if name == "UID":
             columns.append([r[0] for r in rows])
         elif name == "FLAGS":
             flag_bytes = sel.flag_bytes
-            columns.append([flag_bytes(r[0], r[1]) for r in rows])
+            if sel.mailbox.recent:
+                columns.append([flag_bytes(r[0], r[1]) for r in rows])
+            else:  # nothing \Recent: one cached text per flag set
+                by_id: dict[int, bytes] = {}
+                columns.append([by_id.get(r[1]) or by_id.setdefault(r[1], flag_bytes(r[0], r[1]))
+                                for r in rows])
         elif name == "INTERNALDATE":
             dates: dict[float, bytes] = {}
             columns.append([dates.get(r[3]) or dates.setdefault(r[3], serialize.internaldate(r[3]))

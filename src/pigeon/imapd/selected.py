@@ -68,6 +68,16 @@ class Selected:
             return i + 1
         return None
 
+    def seqs_of(self, uids: Sequence[int]) -> Sequence[int | None]:
+        """``seq_of`` of ascending UIDs; a run of the map (FETCH 1:*) costs two lookups."""
+        if uids:
+            first = self.seq_of(uids[0])
+            if first is not None:
+                last = first + len(uids) - 1
+                if last <= len(self.uids) and self.uids[last - 1] == uids[-1]:
+                    return range(first, last + 1)
+        return [self.seq_of(u) for u in uids]
+
     def resolve(self, sequence: SeqSet, uid: bool, saved: Sequence[int] | None) -> list[int]:
         """The UIDs a set names, ascending. ``saved``: the SEARCHRES result (RFC 5182), as UIDs.
 

@@ -109,7 +109,7 @@ class Mailbox:
         return None if entry is None else self._core.flag_table.flags[entry[0]]
 
     def rows(self, uids: Iterable[int]) -> list[MetaRow]:
-        """``(uid, flag id, size, internaldate, modseq)`` of the given UIDs in the view (Rule 7).
+        """``(uid, flag id, size, internaldate, modseq)`` of the given UIDs (ascending) in the view (Rule 7).
 
         The flag id names an entry of ``flag_text``/``flag_set``; missing UIDs are left out."""
         snap = self._snap
@@ -117,6 +117,13 @@ class Mailbox:
         n = len(suids)
         over = self._over
         find = bisect.bisect_left
+        if not over and isinstance(uids, Sequence) and uids:
+            # A run of the snapshot (FETCH 1:*, or any range without gaps): sorted unique UIDs
+            # whose first and last sit len-1 places apart are exactly that slice.
+            i = find(suids, uids[0])
+            j = i + len(uids)
+            if j <= n and suids[i] == uids[0] and suids[j - 1] == uids[-1]:
+                return list(zip(suids[i:j], fids[i:j], sizes[i:j], dates[i:j], modseqs[i:j], strict=True))
         out: list[MetaRow] = []
         for uid in uids:
             if over and uid in over:

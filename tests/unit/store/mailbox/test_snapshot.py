@@ -108,3 +108,35 @@ def test_warm_cache_keeps_a_closed_folder_and_is_bounded(store: MailStore, accou
     assert len(warm._lru) == 1 and warm._count == 3
     warm.forget("b")
     assert warm._count == 0
+
+
+def test_rows_of_a_run_equal_rows_one_by_one(account: Account) -> None:
+    _fill(account, 8)
+    box = account.select("INBOX")
+    try:
+        for wanted in ([1, 2, 3, 4, 5, 6, 7, 8], [3, 4, 5], [2, 5, 6], [7, 8, 9], [8]):
+            run = box.rows(wanted)  # a list: the slice fast path when it is a run
+            slow = box.rows(iter(wanted))  # an iterator: one lookup per UID
+            assert run == slow and [r[0] for r in run] == [u for u in wanted if u <= 8]
+        box.store([4], "add", SEEN)  # an overlay: the fast path steps aside
+        assert box.rows([3, 4, 5]) == box.rows(iter([3, 4, 5]))
+        assert box.flag_set(box.rows([4])[0][1]) == SEEN | {"$k0"}
+    finally:
+        box.close()
+
+
+def test_sequence_numbers_of_runs_and_gaps(account: Account) -> None:
+    from pigeon.imapd.selected import Modes, Selected
+
+    _fill(account, 6)
+    box = account.select("INBOX")
+    try:
+        box.store([3], "add", frozenset({"\\Deleted"}))
+        box.expunge()
+        sel = Selected(box, Modes())  # UIDs 1 2 4 5 6
+        assert list(sel.seqs_of([1, 2, 4, 5, 6])) == [1, 2, 3, 4, 5]
+        assert list(sel.seqs_of([4, 5])) == [3, 4]
+        assert list(sel.seqs_of([2, 5])) == [2, 4]  # not a run: one by one
+        assert list(sel.seqs_of([5, 6, 7])) == [4, 5, None]
+    finally:
+        box.close()
