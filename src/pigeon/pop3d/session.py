@@ -24,6 +24,10 @@ Rules:
    finishes it first.
 8. The maildrop lock is released and the mailbox closed however the session ends; after QUIT,
    before the ``+OK``, so that a client logging in again at once finds the maildrop free.
+9. Read-ahead: after a RETR of message n, message n+1 (when it exists, is not deleted and is
+   at most ``READ_AHEAD_MAX`` octets) is read in a worker thread while the answer is sent, since
+   clients that download fetch one message after the other; the next RETR takes it instead of
+   reading again. At most one message is read ahead; a read-ahead nobody asks for is dropped.
 
 What can go wrong: unexpected store errors are logged and answered ``-ERR [SYS/TEMP]``; the
 session goes on. Connection errors end the session quietly (logged at debug level).
@@ -71,6 +75,13 @@ SEEN = frozenset({"\\Seen"})
 ERR_GONE = Response(False, "Message was removed by another session")
 # MailboxError codes for a message expunged by another session since the snapshot (seams rule 4).
 GONE_CODES = frozenset({"EXPUNGEISSUED", "NONEXISTENT"})
+READ_AHEAD_MAX = 1024 * 1024  # rule 9: octets; a larger next message is read when asked for
+
+
+def _consume(task: asyncio.Future[bytes]) -> None:
+    """A read-ahead nobody awaited: its failure is not an error (the RETR reads again)."""
+    if not task.cancelled():
+        task.exception()
 
 
 class Pop3Session:
@@ -82,6 +93,7 @@ class Pop3Session:
         self.login = Pop3Login(ctx.authenticator, stream.peer_ip)
         self.user: str | None = None  # the account whose maildrop lock this session holds
         self.mailbox: Pop3Mailbox | None = None
+        self._ahead: tuple[int, asyncio.Future[bytes]] | None = None  # rule 9: (uid, its read)
         self.maildrop: Maildrop | None = None
         self.commands = 0
         self.errors = 0
@@ -175,6 +187,9 @@ class Pop3Session:
 
     async def _release(self) -> None:
         mailbox, self.mailbox, self.maildrop = self.mailbox, None, None
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            await asyncio.wait([ahead[1]])  # rule 9: no read may outlive the mailbox it reads
         if self.user is not None:
             self.ctx.locks.release(self.user)
             self.user = None
@@ -338,14 +353,29 @@ class Pop3Session:
             return data
         if lines is None:
             maildrop.retrieved.add(number)
+            self._read_ahead(maildrop, number + 1)
             return MultiLine(Response(True, f"{found.size} octets"), data)
         return MultiLine(Response(True, "Top of message follows"), top(data, lines))
+
+    def _read_ahead(self, maildrop: Maildrop, number: int) -> None:
+        """Rule 9: start reading message ``number`` in a worker thread."""
+        self._ahead = None
+        mailbox = self.mailbox
+        found = maildrop.message(number)
+        if mailbox is None or isinstance(found, Response) or found.size > READ_AHEAD_MAX:
+            return
+        task = asyncio.ensure_future(asyncio.to_thread(mailbox.read, found.uid))
+        task.add_done_callback(_consume)
+        self._ahead = (found.uid, task)
 
     async def _read(self, entry: Entry) -> bytes | Response:
         mailbox = self.mailbox
         if mailbox is None:  # pragma: no cover - set with the maildrop
             return ERR_SYS_TEMP
+        ahead, self._ahead = self._ahead, None
         try:
+            if ahead is not None and ahead[0] == entry.uid:
+                return await ahead[1]
             return await asyncio.to_thread(mailbox.read, entry.uid)
         except Exception as exc:
             if getattr(exc, "code", None) in GONE_CODES:

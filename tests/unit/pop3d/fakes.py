@@ -51,6 +51,7 @@ class FakeFolder:
     messages: dict[int, bytes] = field(default_factory=dict)
     flags: dict[int, frozenset[str]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    reads: list[int] = field(default_factory=list)  # UIDs read, in order (read-ahead tests)
 
     def deliver(self, data: bytes) -> int:
         with self.lock:
@@ -77,6 +78,7 @@ class FakeMailbox:
             raise OSError("disk on fire")
         with self.folder.lock:
             data = self.folder.messages.get(uid)
+            self.folder.reads.append(uid)
         if data is None:
             raise FakeMailboxError("EXPUNGEISSUED", f"message {uid} has been expunged")
         return data

@@ -82,6 +82,31 @@ def test_stat_list_retr_top_uidl() -> None:
             client.quit()
 
 
+def test_read_ahead_serves_the_next_retr_once() -> None:
+    """Session rule 9: RETR n reads n+1 ahead; each message is read once, in order, and a
+    read-ahead of a message deleted or skipped meanwhile is never sent."""
+    store = store_with(5)
+    folder = store.folder(ALICE)
+    with ServerThread(store) as server:
+        client = logged_in(server)
+        try:
+            for n in (1, 2, 3):
+                _, lines, _ = client.retr(n)
+                assert b"\r\n".join(lines) + b"\r\n" == message(n)
+            assert folder.reads[:3] == [1, 2, 3]
+            client.dele(4)  # read ahead after RETR 3, then deleted: RETR 4 must fail
+            with pytest.raises(poplib.error_proto, match="deleted"):
+                client.retr(4)
+            _, lines, _ = client.retr(5)  # not the read-ahead's message: read afresh
+            assert b"\r\n".join(lines) + b"\r\n" == message(5)
+            _, lines, _ = client.retr(1)  # again, out of order
+            assert b"\r\n".join(lines) + b"\r\n" == message(1)
+        finally:
+            client.quit()
+    # 2, 3 and 4 were read ahead, once each; 5 has no successor; RETR 1 again reads 2 ahead.
+    assert folder.reads == [1, 2, 3, 4, 5, 1, 2]
+
+
 def test_errors_for_bad_message_numbers() -> None:
     with ServerThread(store_with(2)) as server:
         client = logged_in(server)

@@ -114,7 +114,7 @@ def new_base(names: UniqueNames, old_base: str, path: Path, size: int) -> str:
 
 
 def has_crlf_size(base: str) -> bool:
-    return parse_sizes(base)[1] is not None
+    return ",W=" in base and parse_sizes(base)[1] is not None  # the cheap test first
 
 
 def to_crlf(data: bytes, ours: bool) -> bytes:
@@ -131,12 +131,12 @@ def crlf_size_of(path: Path) -> int:
     return len(data) + data.count(b"\n") - data.count(b"\r\n")
 
 
-def read_all(path: Path, ours: bool) -> bytes:
+def read_all(path: Path | str, ours: bool) -> bytes:
     with open(path, "rb") as f:
         return to_crlf(f.read(), ours)
 
 
-def read_header(path: Path, ours: bool) -> bytes:
+def read_header(path: Path | str, ours: bool) -> bytes:
     """The header block including the empty line (the whole file when there is none)."""
     buf = b""
     with open(path, "rb") as f:

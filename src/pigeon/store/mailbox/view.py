@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import os
 from array import array
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -36,6 +37,7 @@ from typing import Literal
 from pigeon.store.mailbox import files, ops
 from pigeon.store.mailbox.context import AccountCore
 from pigeon.store.mailbox.folders import normalize
+from pigeon.store.mailbox.flags import cur_name
 from pigeon.store.mailbox.index import FolderRow
 from pigeon.store.mailbox.model import Changes, MailboxError, MessageMeta, make_meta
 from pigeon.store.mailbox.snapshot import Snapshot, build, derive, key_of
@@ -396,7 +398,18 @@ class Mailbox:
                     conn.execute("UPDATE folder SET recent_uid=max(recent_uid, ?) WHERE id=?",
                                  (max(fresh) + 1, self._id))
 
-    def _resolve(self, uid: int, force: bool = False) -> tuple[Path, bool]:
+    def _resolve(self, uid: int, force: bool = False) -> tuple[Path | str, bool]:
+        """The file of a message and whether its name carries ``W=`` (``files`` Rule 2).
+
+        First from the view itself (no lock, no query): the name it last knew. Callers retry
+        with ``force`` on ``FileNotFoundError``: the file was renamed (flags changed by another
+        session, the folder renamed) or removed, and the index, rescanned, has the truth."""
+        if not force:
+            entry = self._entry(uid)
+            if entry is not None:
+                base = entry[4]
+                name = cur_name(base, self._core.flag_table.infos[entry[0]])
+                return os.path.join(self._snap.cur, name), files.has_crlf_size(base)
         core = self._core
         with core.lock:
             row = core.row_by_id(self._id)
