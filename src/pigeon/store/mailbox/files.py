@@ -124,10 +124,12 @@ def to_crlf(data: bytes, ours: bool) -> bytes:
     return _BARE_LF.sub(b"\r\n", data)
 
 
-def crlf_size_of(path: Path) -> int:
+def crlf_size_of(path: Path | str) -> int:
     """The size ``read`` will return for a file without ``W=`` (Rule 2)."""
-    with open(path, "rb") as f:
+    with open(path, "rb", buffering=0) as f:
         data = f.read()
+    if b"\r" not in data:  # the usual case (LF line ends as stored): one pass, not two
+        return len(data) + data.count(b"\n")
     return len(data) + data.count(b"\n") - data.count(b"\r\n")
 
 

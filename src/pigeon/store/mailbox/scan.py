@@ -40,6 +40,7 @@ from pigeon.store.names import parse_sizes
 log = logging.getLogger(__name__)
 
 DIRTY_WINDOW_NS = 2_000_000_000  # Rule 1: covers coarse (jiffy) and FAT (2 s) timestamps
+BULK_LOOKUP = 64  # files in new/ above which the index's known bases are read in one query
 
 
 @dataclass
@@ -93,11 +94,12 @@ def scan(index: Index, row: FolderRow, folder: Path, force: bool = False) -> Fol
         if arrivals:
             ordered = sorted(arrivals.values(), key=lambda a: (a.mtime, a.base))
             rows = []
+            cur_s = os.fspath(cur_dir)
             for a in ordered:
                 size = parse_sizes(a.base)[1]
                 if size is None:
                     try:
-                        size = crlf_size_of(cur_dir / a.name)
+                        size = crlf_size_of(f"{cur_s}/{a.name}")
                     except FileNotFoundError:
                         continue
                 rows.append((row.id, uidnext, a.base, a.info, modseq, a.mtime, size))
@@ -130,21 +132,35 @@ def _settled(mtime_ns: int, now_ns: int) -> int:
 
 def _take_new(conn: sqlite3.Connection, folder_id: int, new_dir: Path, cur_dir: Path,
               arrivals: dict[str, _Arrival]) -> None:
-    """Rule 2: move every file of ``new/`` into ``cur/``."""
-    for name in os.listdir(new_dir):
-        if name.startswith("."):
-            continue
+    """Rule 2: move every file of ``new/`` into ``cur/``.
+
+    Paths are plain strings here (a Maildir dropped in holds thousands of files; ``pathlib``
+    objects cost more than the ``stat`` they name). Which bases the index already knows is
+    asked once for the whole folder when ``new/`` is large, else once per file."""
+    names = [n for n in os.listdir(new_dir) if not n.startswith(".")]
+    if not names:
+        return
+    known_info: dict[str, str] | None = None
+    if len(names) > BULK_LOOKUP:
+        known_info = {str(b): str(i) for b, i in conn.execute(
+            "SELECT base, info FROM message WHERE folder=?", (folder_id,))}
+    new_s, cur_s = os.fspath(new_dir), os.fspath(cur_dir)
+    for name in names:
         base, info = split_name(name)
-        known = conn.execute("SELECT info FROM message WHERE folder=? AND base=?",
-                             (folder_id, base)).fetchone()
-        target_info = str(known[0]) if known else info
+        if known_info is not None:
+            known = known_info.get(base)
+        else:
+            r = conn.execute("SELECT info FROM message WHERE folder=? AND base=?", (folder_id, base)).fetchone()
+            known = None if r is None else str(r[0])
+        target_info = info if known is None else known
         target = cur_name(base, target_info)
+        source = f"{new_s}/{name}"
         try:
-            st = os.stat(new_dir / name)
-            os.rename(new_dir / name, cur_dir / target)
+            st = os.stat(source)
+            os.rename(source, f"{cur_s}/{target}")
         except FileNotFoundError:
             continue  # another reader took it first
-        if not known:
+        if known is None:
             arrivals[base] = _Arrival(st.st_mtime, base, target_info, target)
 
 
