@@ -74,6 +74,8 @@ class _Content:
 
     sel: Selected
     uid: int
+    #: the batch's cache values read in bulk (``Mailbox.cache_many``); None: not read in bulk
+    cached: dict[tuple[int, str], bytes | None] | None = None
     _header: bytes | None = None
     _whole: bytes | None = None
     _parsed: Message | None = field(default=None, repr=False)
@@ -106,7 +108,15 @@ def _header_only(att: c.FetchAtt) -> bool:
 
 
 def _cached(sel: Selected, content: _Content, key: str, make: _Maker) -> bytes:
-    value = sel.mailbox.cache_get(content.uid, key)
+    bulk = content.cached
+    if bulk is None:
+        value = sel.mailbox.cache_get(content.uid, key)
+    elif (content.uid, key) in bulk:
+        value = bulk[content.uid, key]
+        if value is None:  # cached, but too large to be read in bulk
+            value = sel.mailbox.cache_get(content.uid, key)
+    else:
+        value = None  # the bulk read is the truth: not cached
     if value is None:
         value = make(content)
         sel.mailbox.cache_put(content.uid, key, value)
@@ -141,13 +151,11 @@ def _item(sel: Selected, meta: MessageMeta, content: _Content, att: c.FetchAtt, 
         return b"RFC822.SIZE %d" % meta.size
     if name == "MODSEQ":
         return b"MODSEQ (%d)" % meta.modseq
-    if name == "ENVELOPE":
-        key = "envelope.utf8" if utf8 else "envelope"
-        return b"ENVELOPE " + _cached(sel, content, key, _Maker(name, utf8))
-    label = serialize.fetch_label(att)
-    if name in ("BODYSTRUCTURE", "BODY") and att.section is None:
-        key = name.lower() + (".utf8" if utf8 else "")
+    key = _cache_key(att, utf8)
+    if key is not None:
+        label = b"ENVELOPE" if name == "ENVELOPE" else serialize.fetch_label(att)
         return label + b" " + _cached(sel, content, key, _Maker(name, utf8))
+    label = serialize.fetch_label(att)
     if name == "RFC822":
         return label + b" " + _literal(content.whole())
     if name == "RFC822.HEADER":
@@ -178,18 +186,32 @@ def _item(sel: Selected, meta: MessageMeta, content: _Content, att: c.FetchAtt, 
     return label + b" " + _literal(data, binary8=name == "BINARY")
 
 
+def _cache_key(att: c.FetchAtt, utf8: bool) -> str | None:
+    """The index cache key of an item computed from the message (ENVELOPE, BODYSTRUCTURE)."""
+    if att.name == "ENVELOPE" or (att.name in ("BODYSTRUCTURE", "BODY") and att.section is None):
+        return att.name.lower() + (".utf8" if utf8 else "")
+    return None
+
+
+def _cache_keys(items: tuple[c.FetchAtt, ...], utf8: bool) -> list[str]:
+    return sorted({k for k in (_cache_key(a, utf8) for a in items) if k is not None})
+
+
 def _render(sel: Selected, metas: list[MessageMeta], start: int, items: tuple[c.FetchAtt, ...],
             utf8: bool, outcome: _Outcome) -> tuple[bytes, int]:
     """Rule 4: one batch, from ``metas[start]``; returns the output and the next index."""
     out = bytearray()
     i = start
+    keys = _cache_keys(items, utf8)
+    bulk = (sel.mailbox.cache_many([m.uid for m in metas[start:start + BATCH_MESSAGES]], keys)
+            if keys else None)
     while i < len(metas) and i - start < BATCH_MESSAGES and len(out) < BATCH_OCTETS:
         meta = metas[i]
         i += 1
         seq = sel.seq_of(meta.uid)
         if seq is None:
             continue
-        content = _Content(sel, meta.uid)
+        content = _Content(sel, meta.uid, bulk)
         try:
             parts = [_item(sel, meta, content, att, utf8, outcome) for att in items]
         except MailboxError as exc:

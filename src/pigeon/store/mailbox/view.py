@@ -45,6 +45,7 @@ from pigeon.store.mailbox.snapshot import Snapshot, build, derive, key_of
 log = logging.getLogger(__name__)
 
 MAX_CACHE_VALUE = 1024 * 1024  # octets; an ENVELOPE/BODYSTRUCTURE of a sane message is far smaller
+PREFETCH_VALUE = 4096  # octets: larger cached values are not read in bulk by ``cache_many``
 
 #: One message in a view's overlay: (flag-set id, size, internaldate, modseq, Maildir base).
 Entry = tuple[int, int, float, int, str]
@@ -290,6 +291,22 @@ class Mailbox:
             r = self._core.index.conn.execute(
                 "SELECT value FROM cache WHERE folder=? AND uid=? AND key=?", (self._id, uid, key)).fetchone()
         return bytes(r[0]) if r else None
+
+    def cache_many(self, uids: Sequence[int], keys: Sequence[str]) -> dict[tuple[int, str], bytes | None]:
+        """The cached values of ``keys`` for the ascending ``uids``, in one query (FETCH batches).
+
+        A value over ``PREFETCH_VALUE`` octets is given as None (ask ``cache_get`` for it), so
+        a batch never pulls in more than a few MiB; a (uid, key) that is absent is not cached."""
+        if not uids or not keys:
+            return {}
+        wanted = set(uids)
+        marks = ",".join("?" * len(keys))
+        with self._core.lock:
+            rows = self._core.index.conn.execute(
+                "SELECT uid, key, CASE WHEN length(value) <= ? THEN value END FROM cache "
+                f"WHERE folder=? AND uid BETWEEN ? AND ? AND key IN ({marks})",
+                (PREFETCH_VALUE, self._id, uids[0], uids[-1], *keys)).fetchall()
+        return {(u, k): None if v is None else bytes(v) for u, k, v in rows if u in wanted}
 
     def cache_put(self, uid: int, key: str, value: bytes) -> None:
         if len(value) > MAX_CACHE_VALUE:

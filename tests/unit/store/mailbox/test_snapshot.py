@@ -140,3 +140,21 @@ def test_sequence_numbers_of_runs_and_gaps(account: Account) -> None:
         assert list(sel.seqs_of([5, 6, 7])) == [4, 5, None]
     finally:
         box.close()
+
+
+def test_cache_many_reads_a_batch_and_leaves_large_values_out(account: Account) -> None:
+    from pigeon.store.mailbox.view import PREFETCH_VALUE
+
+    _fill(account, 4)
+    box = account.select("INBOX")
+    try:
+        box.cache_put(1, "envelope", b"(small)")
+        box.cache_put(2, "envelope", b"x" * (PREFETCH_VALUE + 1))
+        box.cache_put(3, "bodystructure", b"(bs)")
+        got = box.cache_many([1, 2, 4], ["envelope", "bodystructure"])
+        # 1: read in bulk; 2: cached but too large (None: ask cache_get); 3 not asked; 4 not cached
+        assert got == {(1, "envelope"): b"(small)", (2, "envelope"): None}
+        assert box.cache_get(2, "envelope") == b"x" * (PREFETCH_VALUE + 1)
+        assert box.cache_many([], ["envelope"]) == {} and box.cache_many([1], []) == {}
+    finally:
+        box.close()
