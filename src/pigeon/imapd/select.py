@@ -46,17 +46,24 @@ async def select(s: ImapSession, cmd: c.Select) -> Done:
         return bad("QRESYNC must be enabled first")  # RFC 7162 §3.2.5
     if cmd.condstore:
         s.enable_condstore()
-    had = s.sel is not None
-    await s.deselect()
-    if had:
+    old = s.detach()
+    if old is not None:
         s.emit(b"* OK [CLOSED] Previous mailbox closed\r\n")  # rule 1
-    mailbox = await asyncio.to_thread(s.acct().select, name, cmd.readonly)
-    try:
-        flags, first_unseen = await asyncio.to_thread(_summary, mailbox)
-        sel = Selected(mailbox, s.modes)
-    except BaseException:
-        await asyncio.to_thread(mailbox.close)
-        raise
+    account, modes = s.acct(), s.modes
+
+    def open_() -> tuple[Mailbox, list[str], int | None, Selected]:
+        """One worker-thread call: close the old view, open the new one, summarise it."""
+        if old is not None:
+            old.mailbox.close()
+        mailbox = account.select(name, cmd.readonly)
+        try:
+            flags, first_unseen = _summary(mailbox)
+            return mailbox, flags, first_unseen, Selected(mailbox, modes)
+        except BaseException:
+            mailbox.close()
+            raise
+
+    mailbox, flags, first_unseen, sel = await asyncio.to_thread(open_)
     s.select(sel)
     s.emit(b"* FLAGS (" + " ".join(flags).encode("utf-8") + b")\r\n")
     perm = "" if mailbox.readonly else " ".join(flags + ["\\*"])

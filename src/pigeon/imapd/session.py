@@ -354,12 +354,18 @@ class ImapSession:
         return ok("Logged in", f"CAPABILITY {self.capabilities()}")
 
     async def deselect(self) -> None:
-        sel, self.sel = self.sel, None
-        self.saved = None
+        sel = self.detach()
         if sel is not None:
             await sel.close()
+
+    def detach(self) -> Selected | None:
+        """Leave the selected state; the caller closes the returned mailbox (SELECT does it
+        in the same worker-thread call that opens the next one)."""
+        sel, self.sel = self.sel, None
+        self.saved = None
         if self.state is State.SELECTED:
             self.state = State.AUTHENTICATED
+        return sel
 
     def select(self, sel: Selected) -> None:
         self.sel = sel

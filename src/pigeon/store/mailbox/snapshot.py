@@ -87,7 +87,7 @@ class Snapshot:
     """Rule 1: one folder's messages at one state, in UID order."""
 
     __slots__ = ("__weakref__", "bases", "cur", "dates", "flag_ids", "key", "modseqs", "row",
-                 "sizes", "uids")
+                 "sizes", "summary", "uids")
 
     def __init__(self, row: FolderRow, cur: Path, uids: array[int], flag_ids: array[int],
                  sizes: array[int], dates: array[float], modseqs: array[int],
@@ -101,6 +101,8 @@ class Snapshot:
         self.dates = dates
         self.modseqs = modseqs
         self.bases = bases
+        #: (keywords in use, first unseen sequence number), filled by the first view that asks
+        self.summary: tuple[list[str], int | None] | None = None
 
 
 def key_of(row: FolderRow) -> SnapshotKey:

@@ -150,14 +150,19 @@ class Mailbox:
         """(keywords in use, sorted; sequence number of the first message without \\Seen)."""
         table = self._core.flag_table
         if self._over:
-            ids = [e[0] for e in map(self._entry, self._merged()) if e is not None]
+            ids: Sequence[int] = [e[0] for e in map(self._entry, self._merged()) if e is not None]
         else:
-            ids = list(self._snap.flag_ids)
+            if self._snap.summary is not None:  # the snapshot never changes: computed once
+                keywords, first = self._snap.summary
+                return list(keywords), first
+            ids = self._snap.flag_ids
         distinct = set(ids)
         keywords = sorted({f for i in distinct for f in table.flags[i] if not f.startswith("\\")})
         unseen = {i for i in distinct if not table.seen[i]}
         first = next((n for n, i in enumerate(ids, start=1) if i in unseen), None) if unseen else None
-        return keywords, first
+        if not self._over:
+            self._snap.summary = (keywords, first)
+        return list(keywords), first
 
     def changed_since(self, modseq: int) -> list[MessageMeta]:
         """Messages of the view with a MODSEQ above ``modseq``, UID order (QRESYNC)."""

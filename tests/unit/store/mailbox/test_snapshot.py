@@ -158,3 +158,20 @@ def test_cache_many_reads_a_batch_and_leaves_large_values_out(account: Account) 
         assert box.cache_many([], ["envelope"]) == {} and box.cache_many([1], []) == {}
     finally:
         box.close()
+
+
+def test_summary_is_computed_once_per_snapshot_and_not_shared_by_reference(account: Account) -> None:
+    _fill(account, 5)
+    account.select("INBOX").close()
+    a, b = account.select("INBOX"), account.select("INBOX")
+    try:
+        first = a.summary()
+        assert a._snap.summary is not None
+        first[0].append("$mutated")  # the caller's list, not the cached one
+        assert b.summary() == (["$k0", "$k1"], 1)
+        b.store([1, 2, 3, 4, 5], "add", SEEN)  # b's overlay: computed from it, cache untouched
+        assert b.summary() == (["$k0", "$k1"], None)
+        assert a.summary() == (["$k0", "$k1"], 1)
+    finally:
+        a.close()
+        b.close()
