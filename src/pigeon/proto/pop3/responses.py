@@ -19,7 +19,6 @@ What can go wrong: ``MultiLine`` with a negative status raises ValueError (a bug
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -27,7 +26,6 @@ from dataclasses import dataclass
 # octets, including the terminating CRLF."
 MAX_RESPONSE_LINE = 512
 TERMINATOR = b".\r\n"  # RFC 1939 §3: the end of a multi-line response
-_LINE_START_DOT = re.compile(rb"(^|\n)\.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +90,12 @@ AnyResponse = Response | MultiLine | Continuation
 
 def dot_stuff(body: bytes) -> bytes:
     """Rule 3: the body of a multi-line response, stuffed and terminated."""
-    stuffed = _LINE_START_DOT.sub(rb"\1..", body)
+    # A dot is added before every dot that starts a line: after each LF, and at the very start.
+    # Plain searches, not a regex (that cost more than the rest of a RETR): most messages have
+    # no line starting with a dot.
+    stuffed = body.replace(b"\n.", b"\n..") if b"\n." in body else body
+    if stuffed.startswith(b"."):
+        stuffed = b"." + stuffed
     if stuffed and not stuffed.endswith(b"\r\n"):
         stuffed += b"\r\n"
     return stuffed + TERMINATOR

@@ -149,3 +149,19 @@ def test_secrets_are_not_in_repr() -> None:
     assert "hunter2" not in repr(ev.Pass("hunter2"))
     assert "AGFAAGI" not in repr(ev.Auth("PLAIN", "AGFAAGI="))
     assert "AGFAAGI" not in repr(ev.AuthResponse("AGFAAGI="))
+
+
+def test_dot_stuffing_matches_the_rule_on_random_bodies() -> None:
+    """RFC 1939 §3: every line that starts with "." gets one more; against a regex statement
+    of the rule, on bodies made of the characters that matter."""
+    import random
+    import re
+
+    rule = re.compile(rb"(^|\n)\.")
+    rnd = random.Random(1939)
+    for _ in range(5000):
+        body = bytes(rnd.choice(b".\r\na") for _ in range(rnd.randint(0, 12)))
+        stuffed = rule.sub(rb"\1..", body)
+        if stuffed and not stuffed.endswith(b"\r\n"):
+            stuffed += b"\r\n"
+        assert dot_stuff(body) == stuffed + b".\r\n", body
