@@ -4,7 +4,9 @@ Rules:
 1. A ``Snapshot`` is one folder's message rows at one index state, in parallel arrays (UIDs,
    flag-set ids, sizes, dates, MODSEQs) plus the Maildir base names: ~30 octets per message
    plus the shared name strings, against ~320 for a ``MessageMeta``. It never changes after
-   ``build``; views keep it until their own changes (copy-on-write overlay, ``view``).
+   ``build``; views keep it until their own changes (copy-on-write overlay, ``view``). The
+   one thing filled in later is ``summary`` (keywords in use, first unseen), computed once
+   by the first view that asks and the same for all.
 2. The key of a snapshot is (folder id, name, HIGHESTMODSEQ, UIDNEXT): every change to a
    folder's message rows raises its HIGHESTMODSEQ (``ops`` Rule 1, ``scan`` Rule 3) and every
    new message its UIDNEXT, so two views at the same key see the same rows. ``AccountCore``
@@ -17,15 +19,15 @@ Rules:
    share it. It grows with the number of distinct flag combinations only (a handful in real
    mailboxes, at most one per message ever stored).
 5. Callers hold the account lock around ``build`` and ``FlagTable.intern``.
+6. ``WarmSnapshots`` keeps the most recently used snapshots alive after their last view closed,
+   store-wide, up to ``MAX_WARM_MESSAGES`` messages in all (least recently used dropped first),
+   so that the next SELECT of a folder that did not change reads nothing from the index: what
+   Dovecot's mmapped index gives it. A newer snapshot of a folder replaces the older one.
 7. ``derive`` makes the snapshot of a later state from an earlier one and the index rows
    changed since (MODSEQ above the old HIGHESTMODSEQ, and the tombstones likewise: the same
    facts ``Mailbox.sync`` relies on), so a SELECT after a few deliveries costs those rows, not
    the whole folder. Past ``len // DERIVE_FRACTION + DERIVE_SLACK`` changed rows it gives up
    (``build`` is then cheaper).
-6. ``WarmSnapshots`` keeps the most recently used snapshots alive after their last view closed,
-   store-wide, up to ``MAX_WARM_MESSAGES`` messages in all (least recently used dropped first),
-   so that the next SELECT of a folder that did not change reads nothing from the index: what
-   Dovecot's mmapped index gives it. A newer snapshot of a folder replaces the older one.
 
 What can go wrong: ``sqlite3.Error`` propagates from ``build``.
 """

@@ -18,6 +18,9 @@ Rules:
    None when gone). ``MessageMeta`` objects are built only when asked for (``get``,
    ``messages``, ``Changes``); ``uids``, ``flags_of``, ``rows`` and ``summary`` answer from the
    arrays without building them.
+8. A view whose overlay has grown past ``REBASE_SLACK + len/REBASE_FRACTION`` entries takes
+   the shared snapshot of its current state at the end of ``sync`` (when one exists or can be
+   made at exactly that state) and empties its overlay.
 
 What can go wrong: ``MailboxError("NONEXISTENT")`` when the folder was deleted or renamed
 away under the view (the IMAP session should then end with BYE); ``MailboxError
@@ -45,6 +48,9 @@ from pigeon.store.mailbox.snapshot import Snapshot, build, derive, key_of
 log = logging.getLogger(__name__)
 
 MAX_CACHE_VALUE = 1024 * 1024  # octets; an ENVELOPE/BODYSTRUCTURE of a sane message is far smaller
+#: Rule 8: a view rebases when its overlay outgrows this share of its snapshot.
+REBASE_FRACTION = 8
+REBASE_SLACK = 64
 PREFETCH_VALUE = 4096  # octets: larger cached values are not read in bulk by ``cache_many``
 
 #: One message in a view's overlay: (flag-set id, size, internaldate, modseq, Maildir base).
@@ -54,7 +60,7 @@ MetaRow = tuple[int, int, int, float, int]
 
 
 class Mailbox:
-    """A selected view (Rules 1-7)."""
+    """A selected view (Rules 1-8)."""
 
     def __init__(self, core: AccountCore, row: FolderRow, readonly: bool) -> None:
         self._core = core
@@ -215,7 +221,26 @@ class Mailbox:
             self._claim_recent([m.uid for m in new])
             self.highestmodseq = row.highestmodseq
             self.uidnext = row.uidnext
+            if len(self._over) > REBASE_SLACK + len(self._snap.uids) // REBASE_FRACTION:
+                self._rebase(row)
             return Changes(new, expunged, changed)
+
+    def _rebase(self, row: FolderRow) -> None:
+        """Rule 8: after ``sync`` the view is the index at ``row``'s state; take the shared
+        snapshot of that state and drop the overlay (a long IDLE session would otherwise end
+        up holding a private copy of the whole folder). Under the account lock."""
+        core = self._core
+        snap = core.snapshots.get(self._id)
+        if snap is None or snap.key != key_of(row):
+            snap = derive(core.index, self._snap, core.flag_table) or build(
+                core.index, self._id, self._cur_of, core.flag_table)
+            if snap is None:
+                return
+            core.snapshots[self._id] = snap
+        if snap.key == (self._id, self.name, self.highestmodseq, self.uidnext):
+            self._snap = snap
+            self._over.clear()
+            self._uid_cache = None
 
     # -- changes -----------------------------------------------------------------------------
 

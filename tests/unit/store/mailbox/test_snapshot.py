@@ -175,3 +175,28 @@ def test_summary_is_computed_once_per_snapshot_and_not_shared_by_reference(accou
     finally:
         a.close()
         b.close()
+
+
+def test_a_long_lived_view_rebases_onto_the_shared_snapshot(account: Account) -> None:
+    from pigeon.store.mailbox.view import REBASE_SLACK
+
+    _fill(account, 10)
+    idle = account.select("INBOX")  # an IDLE session that stays
+    other = account.select("INBOX")
+    try:
+        for _ in range(REBASE_SLACK + 5):  # deliveries while it idles
+            account.append("INBOX", MSG, frozenset(), None)
+        other.store([1, 2], "add", SEEN)
+        changes = idle.sync()
+        assert len(changes.new) == REBASE_SLACK + 5 and [m.uid for m in changes.changed] == [1, 2]
+        assert idle._over == {}  # rebased: nothing private left
+        shared = account.select("INBOX")
+        try:
+            assert shared._snap is idle._snap
+        finally:
+            shared.close()
+        assert _plain(idle.messages()) == _plain(_fresh(account))
+        assert idle.flags_of(1) == SEEN and list(idle.uids()) == list(range(1, 11 + REBASE_SLACK + 5))
+    finally:
+        idle.close()
+        other.close()
