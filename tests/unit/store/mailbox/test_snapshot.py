@@ -200,3 +200,56 @@ def test_a_long_lived_view_rebases_onto_the_shared_snapshot(account: Account) ->
     finally:
         idle.close()
         other.close()
+
+
+def test_concurrent_sessions_stay_consistent_with_the_index(account: Account) -> None:
+    """Several threads, each its own view of INBOX, storing, expunging, appending and
+    re-selecting at once; afterwards every view, once synced, equals a fresh read."""
+    import random
+    import threading
+
+    _fill(account, 40)
+    errors: list[BaseException] = []
+    views: list[Mailbox] = []
+    lock = threading.Lock()
+
+    def worker(seed: int) -> None:
+        rnd = random.Random(seed)
+        box = account.select("INBOX")
+        try:
+            for _ in range(60):
+                box.sync()
+                uids = list(box.uids())
+                op = rnd.random()
+                if op < 0.4 and uids:
+                    box.store(rnd.sample(uids, min(3, len(uids))), rnd.choice(["add", "remove"]),
+                              rnd.choice([SEEN, frozenset({"$x"}), frozenset({"\\Deleted"})]))
+                elif op < 0.55:
+                    box.expunge()
+                elif op < 0.75:
+                    account.append("INBOX", MSG, frozenset({"$new"}), None)
+                elif op < 0.9:
+                    box.close()
+                    box = account.select("INBOX")  # shares, derives or builds a snapshot
+                elif uids:
+                    box.get(rnd.choice(uids))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            with lock:
+                views.append(box)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    try:
+        assert not errors, errors
+        truth = _plain(_fresh(account))
+        for box in views:
+            box.sync()
+            assert [(u, f) for u, f, *_ in _plain(box.messages())] == [(u, f) for u, f, *_ in truth]
+    finally:
+        for box in views:
+            box.close()
