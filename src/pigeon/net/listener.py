@@ -29,6 +29,7 @@ from pigeon.net.tls import tls_info
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+_READ, _WRITE = 0, 1  # the watchdog's slots (Stream)
 
 READ_SIZE = 65536  # one read at most; the protocol cores bound what they buffer
 # A TLS handshake is a few round trips; 30 s is generous for a slow mobile link and bounds how
@@ -45,9 +46,11 @@ class Stream:
 
     The inactivity timeout is one lazy watchdog per stream, not an ``asyncio.timeout`` per
     read and write (that costs a timer handle, a context manager and a cancel per call, on
-    every line of every session): each wait moves a deadline; the one timer, when it fires,
-    re-arms itself at the current deadline, and only a wait still pending at its deadline is
-    cancelled and turned into ``TimeoutError`` (the semantics of ``asyncio.timeout``).
+    every line of every session). A read and a write may wait at the same time, in two tasks
+    (IMAP IDLE reads in a task of its own while the session writes updates), so each has its own
+    slot with its own deadline; the one timer, when it fires, cancels a wait still pending past
+    its deadline (turned into ``TimeoutError``, the semantics of ``asyncio.timeout``) and
+    re-arms itself at the earliest deadline left.
     """
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout: float) -> None:
@@ -60,61 +63,65 @@ class Stream:
         self.peer_port: int = int(peer[1]) if peer else 0
         self.local_ip: str = str(sock[0]) if sock else "unknown"
         self.local_port: int = int(sock[1]) if sock else 0
-        self._deadline = 0.0
-        self._waiting: asyncio.Task[object] | None = None  # the task in a read/drain, if any
+        # Slots _READ and _WRITE: (the waiting task, its deadline), or None; and whether the
+        # watchdog cancelled that slot's wait.
+        self._waits: list[tuple[asyncio.Task[object] | None, float] | None] = [None, None]
+        self._expired = [False, False]
         self._timer: asyncio.TimerHandle | None = None
-        self._expired = False
-
-    def _arm(self) -> asyncio.Task[object] | None:
-        loop = asyncio.get_running_loop()
-        self._deadline = loop.time() + self.timeout
-        task = asyncio.current_task()
-        self._waiting = task
-        self._expired = False
-        if self._timer is None:
-            self._timer = loop.call_at(self._deadline, self._check)
-        return task
 
     def _check(self) -> None:
-        """The watchdog: cancel a wait that outlived its deadline, else sleep until it."""
+        """The watchdog: cancel each wait past its deadline, then sleep until the next one."""
         self._timer = None
-        task = self._waiting
-        if task is None:
-            return  # nothing waits; the next wait re-arms the timer
         loop = asyncio.get_running_loop()
-        if loop.time() < self._deadline:
-            self._timer = loop.call_at(self._deadline, self._check)
-            return
-        self._expired = True
-        task.cancel()
+        now = loop.time()
+        earliest: float | None = None
+        for slot, wait in enumerate(self._waits):
+            if wait is None:
+                continue
+            task, deadline = wait
+            if now >= deadline:
+                self._waits[slot] = None
+                self._expired[slot] = True
+                if task is not None:
+                    task.cancel()
+            elif earliest is None or deadline < earliest:
+                earliest = deadline
+        if earliest is not None:
+            self._timer = loop.call_at(earliest, self._check)
 
-    async def _guarded(self, wait: Awaitable[T]) -> T:
-        """Await ``wait`` under the watchdog; its expiry becomes ``TimeoutError``.
+    async def _guarded(self, wait: Awaitable[T], slot: int) -> T:
+        """Await ``wait`` under the watchdog in ``slot``; its expiry becomes ``TimeoutError``.
 
-        ``_waiting`` is cleared however the wait ends (data, EOF, a reset, a cancel), so the
-        timer can never cancel the task later, in code that is not waiting on this stream.
+        The slot is cleared however the wait ends (data, EOF, a reset, a cancel), so the timer
+        can never cancel the task later, in code that is not waiting on this stream.
         """
-        task = self._arm()
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        deadline = loop.time() + self.timeout
+        self._waits[slot] = (task, deadline)
+        self._expired[slot] = False
+        if self._timer is None:  # else it fires no later than this deadline and re-arms
+            self._timer = loop.call_at(deadline, self._check)
         try:
             return await wait
         except asyncio.CancelledError:
-            if self._expired and task is not None:
-                self._expired = False
+            if self._expired[slot] and task is not None:
+                self._expired[slot] = False
                 if task.uncancel() == 0:  # the watchdog's cancel, and nobody else's
                     raise TimeoutError from None
             raise
         finally:
-            self._waiting = None
+            self._waits[slot] = None
 
     async def read(self) -> bytes:
         """Up to READ_SIZE bytes; b"" at EOF. Raises TimeoutError after ``timeout`` seconds idle."""
-        return await self._guarded(self.reader.read(READ_SIZE))
+        return await self._guarded(self.reader.read(READ_SIZE), _READ)
 
     async def write(self, data: bytes) -> None:
         if not data:
             return
         self.writer.write(data)
-        await self._guarded(self.writer.drain())
+        await self._guarded(self.writer.drain(), _WRITE)
 
     def write_nowait(self, data: bytes) -> None:
         if data and not self.writer.is_closing():
@@ -145,7 +152,7 @@ class Stream:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._waiting = None
+        self._waits = [None, None]
         try:
             if not self.writer.is_closing():
                 self.writer.close()

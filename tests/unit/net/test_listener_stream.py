@@ -90,7 +90,44 @@ def test_a_failed_read_leaves_no_armed_watchdog() -> None:
             raise ConnectionResetError("peer reset")
 
         with pytest.raises(ConnectionResetError):
-            await stream._guarded(boom())
+            await stream._guarded(boom(), 0)
         await asyncio.sleep(0.4)  # past the 0.2 s deadline: nothing may cancel us here
 
     asyncio.run(_pair(0.2, body))
+
+
+def test_a_read_in_another_task_keeps_its_own_deadline_while_writes_go_on() -> None:
+    """IMAP IDLE: a read waits in a task of its own while the session writes updates. The
+    writes must neither untrack the read nor push its deadline back: a client silent for the
+    whole timeout is timed out even though the server kept talking."""
+
+    async def body(stream: Stream, client: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        reader = asyncio.create_task(stream.read())
+        for i in range(8):  # writes every 0.1 s, for longer than the 0.3 s timeout
+            await asyncio.sleep(0.1)
+            await stream.write(b"* %d EXISTS\r\n" % i)
+            if reader.done():
+                break
+        with pytest.raises(TimeoutError):
+            await reader
+        assert 0.25 <= loop.time() - t0 < 0.6
+
+    asyncio.run(_pair(0.3, body))
+
+
+def test_a_blocked_write_times_out_while_a_read_waits() -> None:
+    """The other way round: a write that cannot drain (the peer reads nothing) times out on
+    its own, and the pending read is cancelled by nobody but its own deadline."""
+
+    async def body(stream: Stream, client: asyncio.StreamWriter) -> None:
+        reader = asyncio.create_task(stream.read())
+        stream.writer.transport.set_write_buffer_limits(high=1)  # every write waits for drain
+        with pytest.raises((TimeoutError, ConnectionError)):
+            for _ in range(10_000):  # the client never reads: the socket buffers fill up
+                await stream.write(b"x" * 65536)
+        with pytest.raises(TimeoutError):
+            await reader
+
+    asyncio.run(_pair(0.3, body))
