@@ -68,14 +68,9 @@ class Mailbox:
         self.name = row.name
         self.readonly = readonly
         self.uidvalidity = row.uidvalidity
-        snap = core.snapshots.get(row.id)
-        if snap is None or snap.key != key_of(row):
-            snap = None if snap is None else derive(core.index, snap, core.flag_table)
-            if snap is None:
-                snap = build(core.index, row.id, self._cur_of, core.flag_table)
-            if snap is None:
-                raise MailboxError("NONEXISTENT", f"mailbox {row.name!r} does not exist")
-            core.snapshots[row.id] = snap
+        snap = self._shared(row, None)
+        if snap is None:
+            raise MailboxError("NONEXISTENT", f"mailbox {row.name!r} does not exist")
         core.warm.keep(str(core.maildir), snap)  # snapshot Rule 6 (and LRU order)
         self._snap: Snapshot = snap
         self.uidnext = snap.row.uidnext
@@ -229,15 +224,8 @@ class Mailbox:
         """Rule 8: after ``sync`` the view is the index at ``row``'s state; take the shared
         snapshot of that state and drop the overlay (a long IDLE session would otherwise end
         up holding a private copy of the whole folder). Under the account lock."""
-        core = self._core
-        snap = core.snapshots.get(self._id)
-        if snap is None or snap.key != key_of(row):
-            snap = derive(core.index, self._snap, core.flag_table) or build(
-                core.index, self._id, self._cur_of, core.flag_table)
-            if snap is None:
-                return
-            core.snapshots[self._id] = snap
-        if snap.key == (self._id, self.name, self.highestmodseq, self.uidnext):
+        snap = self._shared(row, self._snap)
+        if snap is not None and snap.key == (self._id, self.name, self.highestmodseq, self.uidnext):
             self._snap = snap
             self._over.clear()
             self._uid_cache = None
@@ -364,6 +352,22 @@ class Mailbox:
     def _writable(self) -> None:
         if self.readonly:
             raise MailboxError("CANNOT", "mailbox is read-only (EXAMINE)")  # Rule 5
+
+    def _shared(self, row: FolderRow, base: Snapshot | None) -> Snapshot | None:
+        """The folder's shared snapshot at ``row``'s state (snapshot Rule 2): the one other
+        views hold, else derived from ``base`` (or from that older shared one), else built;
+        None when the folder is gone. Under the account lock."""
+        core = self._core
+        shared = core.snapshots.get(row.id)
+        if shared is not None and shared.key == key_of(row):
+            return shared
+        start = base if base is not None else shared
+        snap = None if start is None else derive(core.index, start, core.flag_table)
+        if snap is None:
+            snap = build(core.index, row.id, self._cur_of, core.flag_table)
+        if snap is not None:
+            core.snapshots[row.id] = snap
+        return snap
 
     def _cur_of(self, name: str) -> Path:
         return self._core.path(name) / "cur"
