@@ -4,12 +4,10 @@ checks that imaplib hides (literals, LITERAL+, IDLE, untagged updates)."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import re
 import socket
 import ssl
-import threading
 from pathlib import Path
 
 from pigeon.auth.sasl import Authenticator
@@ -21,6 +19,7 @@ from pigeon.imapd import ImapSessionFactory
 from pigeon.net.listener import ConnectionLimits, Listener
 from pigeon.net.tls import TlsManager, ensure_self_signed
 from pigeon.store.mailbox import MailStore
+from tests.unit.listener_thread import ListenerThread
 
 PASSWORD = "correct horse battery staple"
 ALICE = "alice@example.test"
@@ -57,12 +56,13 @@ def client_tls() -> ssl.SSLContext:
     return ctx
 
 
-class ServerThread:
+class ServerThread(ListenerThread):
     """A real IMAP listener on 127.0.0.1 in a background event loop."""
 
     def __init__(self, store: MailStore, tmp: Path, *, tls: TlsManager | None = None, implicit_tls: bool = False,
                  allow_plaintext_on_loopback: bool = True, max_errors: int = 20,
                  max_message_size: int = 1_000_000) -> None:
+        super().__init__()
         self.store = store
         self.tls = tls
         self.implicit_tls = implicit_tls
@@ -70,51 +70,19 @@ class ServerThread:
                              limits=dataclasses.replace(Limits(), max_errors=max_errors,
                                                         max_message_size=max_message_size),
                              auth=AuthConfig(allow_plaintext_on_loopback=allow_plaintext_on_loopback))
-        self.port = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._main, daemon=True)
-        self.error: BaseException | None = None
 
     def __enter__(self) -> ServerThread:
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("server did not start")
-        if self.error is not None:
-            raise self.error
+        super().__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(15)
-
-    def _main(self) -> None:
-        try:
-            asyncio.run(self._serve())
-        except BaseException as exc:  # surfaced to the test in __enter__
-            self.error = exc
-            self._ready.set()
-
-    async def _serve(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
+    async def make_listener(self) -> Listener:
         clock = SystemClock()
         throttle = AuthThrottle(ThrottleSettings(failure_delay=0.0, max_failure_delay=0.0), clock)
         auth = Authenticator(Verifier({ALICE: PASSWORD, "bob@example.test": PASSWORD}), throttle, clock)
         factory = ImapSessionFactory(self.store, auth, self.tls, lambda: self.config, self.implicit_tls)
         ctx = self.tls.listener_context() if (self.implicit_tls and self.tls is not None) else None
-        listener = Listener("imap", [("127.0.0.1", 0)], factory, lambda: ConnectionLimits(100, 50, 30.0),
-                            b"* BYE Too many connections\r\n", tls=ctx)
-        await listener.start()
-        self.port = listener.bound[0][1]
-        self._ready.set()
-        await self._stop.wait()
-        await listener.stop(grace=5.0)
-        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        if others:
-            await asyncio.wait(others, timeout=5.0)
+        return Listener("imap", [("127.0.0.1", 0)], factory, lambda: ConnectionLimits(100, 50, 30.0),
+                        b"* BYE Too many connections\r\n", tls=ctx)
 
 
 class RawClient:

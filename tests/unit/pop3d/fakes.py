@@ -9,12 +9,11 @@ flags, ``read`` raising an error with ``code == "EXPUNGEISSUED"`` for a message 
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import socket
 import ssl
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -27,6 +26,7 @@ from pigeon.net.listener import ConnectionLimits, Listener
 from pigeon.net.tls import TlsManager, ensure_self_signed
 from pigeon.pop3d import MaildropLocks, Pop3SessionFactory, Pop3Settings
 from pigeon.pop3d.seams import Pop3Store
+from tests.unit.listener_thread import ListenerThread
 
 PASSWORD = "correct horse battery staple"
 
@@ -159,13 +159,14 @@ def client_tls() -> ssl.SSLContext:
     return ctx
 
 
-class ServerThread:
-    """A real ``Listener`` with ``Pop3SessionFactory`` on 127.0.0.1, in its own event loop thread."""
+class ServerThread(ListenerThread):
+    """A real POP3 listener on 127.0.0.1 in a background event loop."""
 
     def __init__(self, store: Pop3Store, *, tls: TlsManager | None = None, implicit_tls: bool = False,
                  allow_plaintext_on_loopback: bool = True, max_bad_commands: int = 20,
                  throttle: ThrottleSettings | None = None, locks: MaildropLocks | None = None,
                  users: dict[str, str] | None = None, idle_timeout: float | None = None) -> None:
+        super().__init__()
         self.store = store
         self.tls = tls
         self.implicit_tls = implicit_tls
@@ -175,69 +176,19 @@ class ServerThread:
         self.locks = locks
         self.idle_timeout = idle_timeout  # below RFC 1939's floor only to test the autologout
         self.users = users if users is not None else {"alice@example.test": PASSWORD, "bob@example.test": PASSWORD}
-        self.port = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._main, daemon=True)
-        self.error: BaseException | None = None
-        self.listener: Listener | None = None
 
     def __enter__(self) -> ServerThread:
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("server did not start")
-        if self.error is not None:
-            raise self.error
+        super().__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(15)
-
-    def call(self, fn: Callable[[], object]) -> None:
-        """Run ``fn`` in the server's loop thread and wait for it."""
-        if self._loop is None:
-            raise RuntimeError("not running")
-        done = threading.Event()
-
-        def run() -> None:
-            try:
-                fn()
-            finally:
-                done.set()
-
-        self._loop.call_soon_threadsafe(run)
-        done.wait(10)
-
-    def _main(self) -> None:
-        try:
-            asyncio.run(self._serve())
-        except BaseException as exc:  # surfaced to the test in __enter__
-            self.error = exc
-            self._ready.set()
-
-    async def _serve(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
+    async def make_listener(self) -> Listener:
         clock = SystemClock()
         auth = Authenticator(Verifier(self.users), AuthThrottle(self.throttle_settings, clock), clock)
         factory = Pop3SessionFactory(self.store, auth, self.tls, self.implicit_tls, self.settings, locks=self.locks)
         if self.idle_timeout is not None:
             factory.settings = dataclasses.replace(self.settings, idle_timeout=self.idle_timeout)
-        self.listener = Listener("pop3", [("127.0.0.1", 0)], factory,
-                                 lambda: ConnectionLimits(100, 50, 30.0), b"-ERR [SYS/TEMP] Too many connections\r\n")
-        await self.listener.start()
-        self.port = self.listener.bound[0][1]
-        self._ready.set()
-        await self._stop.wait()
-        await self.listener.stop(grace=5.0)
-        # Listener._accept forgets a session before its stream is closed, so stop() can return
-        # while a TLS close is still under way; let those finish instead of cancelling them.
-        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        if others:
-            await asyncio.wait(others, timeout=5.0)
+        return Listener("pop3", [("127.0.0.1", 0)], factory,
+                        lambda: ConnectionLimits(100, 50, 30.0), b"-ERR [SYS/TEMP] Too many connections\r\n")
 
 
 class RawClient:
@@ -272,7 +223,7 @@ class RawClient:
 
     def multiline(self) -> list[bytes]:
         """The body lines of a multi-line response (after its first line), still dot-stuffed."""
-        out = []
+        out: list[bytes] = []
         while True:
             line = self.file.readline()
             if line in (b".\r\n", b""):
