@@ -38,6 +38,7 @@ from pigeon.control.protocol import JSONValue
 from pigeon.control.server import ControlServer
 from pigeon.control.client import socket_path
 from pigeon.core.clock import SystemClock
+from pigeon.delivery.fastlane import FastLane
 from pigeon.delivery.local import LocalDelivery
 from pigeon.delivery.relay import RelayDelivery, RelaySettings
 from pigeon.dns.resolver import DnsResolver
@@ -132,7 +133,7 @@ class App:
             self.directory.add_user(DEMO_USER, password)
             print(f"pigeon: created user {DEMO_USER} with password {password} "
                   "(shown only this once; change it with `pigeon user passwd`)", file=sys.stderr, flush=True)
-        self.queue = QueueStore(data / "queue", self.clock)
+        self.queue = QueueStore(data / "queue", self.clock, journal=True)
         report = self.queue.recover()
         log.info("queue recovered: %s", report)
         self.store = MaildirStore(data / "mail", cfg.hostname)
@@ -141,7 +142,8 @@ class App:
         self.mailstore = MailStore(data / "mail", cfg.hostname, self.clock,
                                    max_append=cfg.limits.max_message_size, changes=self.changes)
         self.intake = Intake(self.queue, self.directory, cfg.hostname, self.clock,
-                             max_received=cfg.limits.max_received_headers)
+                             max_received=cfg.limits.max_received_headers,
+                             local_domain=self.directory.is_local_domain)
         self.bouncer = Bouncer(self.intake, self.queue, cfg.hostname,
                                self.directory.postmaster_address, self.clock,
                                notify_postmaster=cfg.queue.notify_postmaster,
@@ -152,6 +154,10 @@ class App:
         self.qmgr = QueueManager(self.queue, self.local, self.relay, self.directory,
                                  self.current_config, self.clock, self.bouncer)
         self.bouncer.on_queued = self.on_queued
+        # Local mail committed to the intake journal is delivered from memory (docs/queue.md).
+        self.qmgr.fastlane = FastLane(self.queue, self.store, self.directory, self.directory, self.clock,
+                                      self.changes, finish=self.qmgr.complete, submit=self.qmgr.submit)
+        self.queue.orphans = self.on_queued  # committed after its client went away
         self.control = ControlServer(socket_path(data))
         self._register_control()
         self.tls: TlsManager | None = None

@@ -99,32 +99,49 @@ class LocalDelivery:
     async def _deliver_one(self, job: DeliveryJob, rcpt: Address) -> RecipientResult:
         qid = job.queue_id
         try:
-            if not self._users.user_exists(rcpt):
-                reply = C550_MAILBOX_UNAVAILABLE.with_text(f"<{rcpt}>: user unknown")  # Rule 1
-                log.debug("%s: to=%s relay=local status=bounced (%s)", qid, format_path(rcpt), reply)
-                return RecipientResult(rcpt, "failed", reply, HOST)
+            unknown = unknown_user(self._users, qid, rcpt)
+            if unknown is not None:
+                return unknown
             # Rule 6: the whole file work (mkdir if new, copy, fsync, link, shared new/ fsync) in
             # one worker-thread call.
             path = await asyncio.get_running_loop().run_in_executor(None, self._write, job, rcpt)
-        except MailboxNameError as exc:
-            reply = C553_MAILBOX_NAME_NOT_ALLOWED.with_text(f"<{rcpt}>: {exc}")
-            log.error("%s: to=%s relay=local status=bounced (%s)", qid, format_path(rcpt), reply)
-            return RecipientResult(rcpt, "failed", reply, HOST)
-        except OSError as exc:
-            base = C452_INSUFFICIENT_STORAGE if exc.errno in _STORAGE_FULL else C451_LOCAL_ERROR
-            reply = base.with_text(f"<{rcpt}>: maildir delivery failed, try again later")
-            log.error("%s: to=%s relay=local status=deferred (%s) error=%s",
-                      qid, format_path(rcpt), reply, exc)
-            return RecipientResult(rcpt, "deferred", reply, HOST)
-        except Exception:
-            reply = C451_LOCAL_ERROR
-            log.exception("%s: to=%s relay=local status=deferred (%s) unexpected error",
-                          qid, format_path(rcpt), reply)
-            return RecipientResult(rcpt, "deferred", reply, HOST)
-        if log.isEnabledFor(logging.DEBUG):  # the arguments cost more than the check
-            log.debug("%s: to=%s relay=local status=sent (%s) path=%s",
-                      qid, format_path(rcpt), R250_DELIVERED, path.name)
-        if self._changes is not None:
-            self._changes.notify(path.parent.parent)  # new/<file> → the Maildir (INBOX)
+        except Exception as exc:
+            return failure(qid, rcpt, exc)
+        delivered(qid, rcpt, path, self._changes)
         return RecipientResult(rcpt, "delivered", R250_DELIVERED, HOST)
 
+
+def unknown_user(users: UserLookup, qid: str, rcpt: Address) -> RecipientResult | None:
+    """Rule 1: the failure for a recipient the directory no longer knows, else None."""
+    if users.user_exists(rcpt):
+        return None
+    reply = C550_MAILBOX_UNAVAILABLE.with_text(f"<{rcpt}>: user unknown")
+    log.debug("%s: to=%s relay=local status=bounced (%s)", qid, format_path(rcpt), reply)
+    return RecipientResult(rcpt, "failed", reply, HOST)
+
+
+def failure(qid: str, rcpt: Address, exc: Exception) -> RecipientResult:
+    """Rule 5: the result (and the log line) for a delivery that raised ``exc``."""
+    if isinstance(exc, MailboxNameError):
+        reply = C553_MAILBOX_NAME_NOT_ALLOWED.with_text(f"<{rcpt}>: {exc}")
+        log.error("%s: to=%s relay=local status=bounced (%s)", qid, format_path(rcpt), reply)
+        return RecipientResult(rcpt, "failed", reply, HOST)
+    if isinstance(exc, OSError):
+        base = C452_INSUFFICIENT_STORAGE if exc.errno in _STORAGE_FULL else C451_LOCAL_ERROR
+        reply = base.with_text(f"<{rcpt}>: maildir delivery failed, try again later")
+        log.error("%s: to=%s relay=local status=deferred (%s) error=%s",
+                  qid, format_path(rcpt), reply, exc)
+        return RecipientResult(rcpt, "deferred", reply, HOST)
+    reply = C451_LOCAL_ERROR
+    log.error("%s: to=%s relay=local status=deferred (%s) unexpected error", qid, format_path(rcpt),
+              reply, exc_info=exc)
+    return RecipientResult(rcpt, "deferred", reply, HOST)
+
+
+def delivered(qid: str, rcpt: Address, path: Path, changes: ChangeBus | None) -> None:
+    """After a durable delivery: the debug line, and IMAP IDLE sessions woken."""
+    if log.isEnabledFor(logging.DEBUG):  # the arguments cost more than the check
+        log.debug("%s: to=%s relay=local status=sent (%s) path=%s",
+                  qid, format_path(rcpt), R250_DELIVERED, path.name)
+    if changes is not None:
+        changes.notify(path.parent.parent)  # new/<file> → the Maildir (INBOX)

@@ -18,6 +18,9 @@ Rules:
    only after the bounce itself is durable in the queue.
 6. An exception from a delivery agent defers its recipients with ``451 4.3.0`` and a log line:
    never lost mail.
+7. A message committed to the intake journal (``record.body_data`` set) goes to the fast lane
+   (``delivery.fastlane``), which delivers it from memory; what the lane cannot finish it moves
+   into the queue files and hands back here, with its results (``complete``) or without.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from pigeon.core.queueid import QueueId
 from pigeon.core.results import RecipientResult
 from pigeon.core.envelope import Recipient
 from pigeon.delivery.base import DeliveryAgent
+from pigeon.delivery.fastlane import FastLane
 from pigeon.delivery.relay import RelayJob, RelayResult
 from pigeon.proto.smtp.reply import Reply
 from pigeon.queue.store import Attempt, QueueRecord, QueueStore, RcptState
@@ -89,12 +93,19 @@ class QueueManager:
         self._stopping = False
         self._idle = asyncio.Event()
         self._idle.set()
+        # Rule 7: messages from the intake journal go to the fast lane (the app sets it).
+        self.fastlane: FastLane | None = None
 
     # -- scheduling ------------------------------------------------------------------------
     def submit(self, record: object) -> None:
         """A message just committed by cleanup: deliver it now."""
         if not isinstance(record, QueueRecord):
             raise TypeError("submit expects a QueueRecord")
+        if record.body_data is not None:  # Rule 7
+            if self.fastlane is None:
+                raise RuntimeError(f"{record.id} is in the intake journal but there is no fast lane")
+            self.fastlane.take(record)
+            return
         self._fresh[record.id] = record
         self._make_ready(record.id)
 
@@ -179,6 +190,8 @@ class QueueManager:
     async def stop(self, grace: float = 10.0) -> None:
         """Let attempts under way finish (up to ``grace`` seconds), then cancel the rest."""
         self._stopping = True
+        if self.fastlane is not None:
+            await self.fastlane.stop(grace)
         workers = [t for t in self._tasks]
         if self._inflight:
             try:
@@ -192,7 +205,29 @@ class QueueManager:
         await asyncio.gather(*workers, return_exceptions=True)
 
     async def wait_idle(self) -> None:
-        await self._idle.wait()
+        while True:
+            await self._idle.wait()
+            if self.fastlane is None:
+                return
+            await self.fastlane.wait_idle()
+            if self._idle.is_set():
+                return
+
+    async def complete(self, record: QueueRecord, results: list[tuple[RcptState, RecipientResult]]) -> None:
+        """Rule 7: the fast lane's attempt, for a message it moved into the queue files: its
+        results are recorded exactly as an attempt of the manager's own."""
+        qid = record.id
+        self._inflight.add(qid)
+        self._idle.clear()
+        try:
+            await self._record_results(record, results)
+        except Exception:
+            log.exception("%s: recording the delivery results failed; will retry", qid)
+            self.schedule(qid, self.clock.now() + self.config().queue.retry_schedule[0])
+        finally:
+            self._inflight.discard(qid)
+            if self._ready.empty() and not self._inflight:
+                self._idle.set()
 
     async def _timer_loop(self) -> None:
         while True:

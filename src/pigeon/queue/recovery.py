@@ -41,6 +41,7 @@ class RecoveryReport:
     orphans_removed: list[str] = field(default_factory=list)  # bodies without a record
     incoming_removed: list[str] = field(default_factory=list)
     tmp_removed: int = 0
+    journal: list[QueueId] = field(default_factory=list)  # moved from the intake journal to active/
 
     @property
     def to_schedule(self) -> list[QueueId]:

@@ -29,6 +29,15 @@ Rules:
    would, and no inode is allocated or freed per message. The next body or record overwrites
    the file in place and cuts it to its own length before its fsync (recycle rule 3).
    Recovery clears them with the rest of ``tmp/``.
+8. The intake journal (``queue.journal``, docs/queue.md "The intake journal"): with
+   ``journal=True`` (the server), a body up to ``MEMORY_BODY`` stays in memory while it is
+   received, and ``commit(..., fast=True)`` appends record and body to the journal and returns
+   after the journal's group flush: that flush is the commit point of such a message. The
+   record comes back with ``body_data`` set; whoever delivers it calls ``journal.done`` once it
+   is delivered, or after ``spill`` moved it into ``active/``. ``recover`` moves whatever the
+   journal still holds into ``active/`` and deletes the journal.
+9. A commit whose caller was cancelled still completes (rule 2) and is handed to ``orphans``
+   (the app submits it for delivery), so it is not left undelivered until the next start.
 
 What can go wrong: ``QueueWriteError`` (disk full, I/O error) from commit/update;
 ``RecordNotFound`` when an id is not queued; ``CorruptRecord`` from ``load``/``move``.
@@ -40,7 +49,7 @@ import asyncio
 import logging
 import os
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
@@ -61,10 +70,13 @@ from pigeon.queue.record import (
     decode_record,
     encode_record,
 )
+from pigeon.queue.journal import Journal, remove_segments
+from pigeon.queue.journal import pending as journal_pending
 from pigeon.queue.recovery import RecoveryReport, recover_queue
 from pigeon.queue.recycle import FilePool
 from pigeon.queue.syncer import DirSyncer, fsync_dir, write_file_synced
 from pigeon.store.dirsync import ThreadGroupSync
+from pigeon.store.groupsync import GroupSync
 
 __all__ = [  # the record types are re-exported: callers import the queue's API from here
     "Attempt",
@@ -93,6 +105,11 @@ MOVABLE_STATES: tuple[State, ...] = ("active", "deferred", "hold")
 # The body's write buffer: most mail (a few KiB to a few tens of KiB) reaches the file in one or
 # two writes; held only while a message is received, so memory per session stays bounded.
 BODY_BUFFER = 32 * 1024
+# Rule 8: a body up to this size is kept in memory while it is received, so that the intake
+# journal can take it with one write; a larger one goes to its file as it arrives. Per session,
+# so 1,000 sessions in DATA at once hold at most 128 MiB.
+MEMORY_BODY = 128 * 1024
+JOURNAL_DIR = "journal"
 
 
 class QueueWriteError(TemporaryError, QueueError):
@@ -108,42 +125,90 @@ class RecordNotFound(QueueError, FileNotFoundError):
 
 
 class BodyWriter:
-    """A message body being received into ``tmp/<id>``: streamed to disk, never held in memory."""
+    """A message body being received: in memory up to ``memory`` bytes, then streamed to
+    ``tmp/<id>``; never more than ``memory`` bytes held, whatever the message size."""
 
-    def __init__(self, qid: QueueId, path: Path, *, reuse: bool = False) -> None:
+    def __init__(self, qid: QueueId, path: Path, *, pool: FilePool | None = None, memory: int = 0) -> None:
         self.id = qid
         self.path = path
         self.size = 0
+        self._pool = pool
+        self._memory = memory
+        self._mem: bytearray | None = bytearray() if memory > 0 else None
+        self._file: BinaryIO | None = None
+        self._reused = False
+        self._opened = False  # a file exists at ``path`` (abort removes it)
+        self._finished = False
+        if self._mem is None:
+            self._open()
+
+    def _open(self) -> None:
         # A recycled file (recycle.py rule 3) already has the name: it is opened without
         # O_TRUNC, overwritten from offset 0 and cut to the body's length in ``seal``.
-        self._reused = reuse
+        reuse = self._pool.take(self.path) if self._pool is not None else False
         flags = os.O_WRONLY | os.O_CLOEXEC | (0 if reuse else os.O_CREAT | os.O_EXCL)
-        fd = os.open(path, flags, 0o600)
+        fd = os.open(self.path, flags, 0o600)
+        self._reused = reuse
+        self._opened = True
         try:
             # An explicit buffer size: no isatty() probe per open, a typical message in one write.
-            self._file: BinaryIO | None = open(fd, "wb", buffering=BODY_BUFFER)  # noqa: SIM115 - closed by seal/abort
+            self._file = open(fd, "wb", buffering=BODY_BUFFER)  # noqa: SIM115 - closed by seal/abort
         except BaseException:
             os.close(fd)
             raise
 
+    def _spill(self) -> None:
+        """The body outgrew memory (or must become a file): move it to ``tmp/<id>``."""
+        mem, self._mem = self._mem, None
+        if mem is None:
+            return
+        self._open()
+        assert self._file is not None
+        self._file.write(mem)
+
     @property
     def closed(self) -> bool:
-        return self._file is None
+        return self._finished
+
+    @property
+    def in_memory(self) -> bool:
+        """Still entirely in memory (the journal can take it without a file)."""
+        return self._mem is not None and not self._finished
 
     def write(self, data: bytes) -> None:
-        if self._file is None:
+        if self._finished:
             raise ValueError("write to a finished body")
+        mem = self._mem
+        if mem is not None and len(mem) + len(data) <= self._memory:
+            mem += data
+            self.size += len(data)
+            return
         try:
+            if mem is not None:
+                self._spill()
+            assert self._file is not None
             self._file.write(data)
         except OSError as exc:
             raise QueueWriteError(f"writing body {self.id}: {exc}") from exc
         self.size += len(data)
 
+    def take(self) -> bytes:
+        """The whole body, for a body still in memory; the writer is finished after this."""
+        if self._mem is None or self._finished:
+            raise ValueError("the body is not in memory")
+        data = bytes(self._mem)
+        self._mem = None
+        self._finished = True
+        return data
+
     def seal(self) -> None:
-        """Flush, fsync and close (the first step of the commit point). Blocking."""
-        if self._file is None:
+        """Flush, fsync and close the file (the first step of the commit point). Blocking."""
+        if self._finished:
             raise ValueError("body already finished")
+        self._finished = True
+        self._spill()
         f, self._file = self._file, None
+        assert f is not None
         try:
             f.flush()
             if self._reused:
@@ -154,13 +219,17 @@ class BodyWriter:
 
     def abort(self) -> None:
         """Forget the body: close and delete the file. Safe to call more than once."""
+        self._finished = True
+        self._mem = None
         if self._file is not None:
             f, self._file = self._file, None
             try:
                 f.close()
             except OSError as exc:
                 log.warning("queue: closing aborted body %s: %s", self.id, exc)
-        _unlink(self.path)
+        if self._opened:
+            self._opened = False
+            _unlink(self.path)
 
 
 def _unlink(path: Path) -> bool:
@@ -175,7 +244,8 @@ def _unlink(path: Path) -> bool:
 
 
 class QueueStore:
-    def __init__(self, root: Path, clock: Clock, *, io_threads: int = DEFAULT_IO_THREADS) -> None:
+    def __init__(self, root: Path, clock: Clock, *, io_threads: int = DEFAULT_IO_THREADS,
+                 journal: bool = False) -> None:
         self.root = root
         self.clock = clock
         self._io_threads = io_threads
@@ -190,6 +260,13 @@ class QueueStore:
         self._pool_files = FilePool(root / "tmp")  # rule 7
         self._tsync = {name: ThreadGroupSync(root / name, lambda p: fsync_dir(p))
                        for name in ("msg", *STATES)}
+        # The intake journal (rule 8), for the server; tools and tests use the files alone.
+        self.groupsync: GroupSync | None = None
+        self.journal: Journal | None = None
+        self.orphans: Callable[[QueueRecord], None] | None = None  # rule 9
+        if journal:
+            self.groupsync = GroupSync()
+            self.journal = Journal(root / JOURNAL_DIR, self.groupsync)
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -237,14 +314,19 @@ class QueueStore:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+        if self.journal is not None:
+            self.journal.close()
+        if self.groupsync is not None:
+            self.groupsync.close()
 
     # -- receiving ---------------------------------------------------------------------------
 
     def new_body(self) -> BodyWriter:
         qid = new_queue_id(self.clock.now())
         path = self._dir("tmp") / qid
+        memory = MEMORY_BODY if self.journal is not None else 0  # rule 8
         try:
-            return BodyWriter(qid, path, reuse=self._pool_files.take(path))
+            return BodyWriter(qid, path, pool=self._pool_files, memory=memory)
         except OSError as exc:
             raise QueueWriteError(f"creating body {qid}: {exc}") from exc
 
@@ -258,17 +340,87 @@ class QueueStore:
         body.seal()
         os.replace(body.path, self.body_path(body.id))
 
-    async def commit(self, body: BodyWriter, envelope: Envelope, rcpts: list[RcptState]) -> QueueRecord:
-        """Make the message durable in ``active/`` (rule 1). Raises QueueWriteError (rule 2)."""
-        task = asyncio.ensure_future(self._commit(body, envelope, rcpts))
+    async def commit(self, body: BodyWriter, envelope: Envelope, rcpts: list[RcptState], *,
+                     fast: bool = False) -> QueueRecord:
+        """Make the message durable (rule 1): in ``active/``, or with ``fast`` and a body still in
+        memory, in the intake journal (rule 8). Raises QueueWriteError (rule 2)."""
+        if fast and self.journal is not None and body.in_memory:
+            work = self._commit_journal(body, envelope, rcpts)
+        else:
+            work = self._commit(body, envelope, rcpts)
+        task = asyncio.ensure_future(work)
         self._background.add(task)
         task.add_done_callback(self._commit_done)
-        return await asyncio.shield(task)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(self._orphaned)  # rule 9
+            raise
 
     def _commit_done(self, task: asyncio.Task[QueueRecord]) -> None:
         self._background.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.debug("queue: commit failed: %s", task.exception())
+
+    def _orphaned(self, task: asyncio.Task[QueueRecord]) -> None:
+        """Rule 9: the committer went away, the commit completed: deliver it all the same."""
+        if task.cancelled() or task.exception() is not None:
+            return
+        record = task.result()
+        log.info("queue: %s committed after its client went away (no 250 was sent)", record.id)
+        if self.orphans is not None:
+            self.orphans(record)
+
+    async def _commit_journal(self, body: BodyWriter, envelope: Envelope,
+                              rcpts: list[RcptState]) -> QueueRecord:
+        journal = self.journal
+        assert journal is not None
+        record = self._new_record(body, envelope, rcpts)
+        data = body.take()
+        try:
+            journal.append(record.id, encode_record(record), data)
+        except OSError as exc:
+            log.error("queue: journal append of %s failed: %s", record.id, exc)
+            raise QueueWriteError(f"queue write failed for {record.id}: {exc}") from exc
+        try:
+            await journal.sync()
+        except OSError as exc:
+            log.error("queue: journal flush for %s failed: %s", record.id, exc)
+            journal.failed([record.id])
+            raise QueueWriteError(f"queue write failed for {record.id}: {exc}") from exc
+        record.body_data = data
+        return record
+
+    async def spill(self, record: QueueRecord, body: bytes) -> None:
+        """Move a journaled message into the queue files (``active/``), durable on return.
+        Raises QueueWriteError; the message then stays live in the journal."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor(), self._spill_blocking, record, body, True)
+        except OSError as exc:
+            raise QueueWriteError(f"moving {record.id} into the queue failed: {exc}") from exc
+
+    def _spill_blocking(self, record: QueueRecord, body: bytes, shared: bool) -> None:
+        writer = BodyWriter(record.id, self._dir("tmp") / record.id, pool=self._pool_files)
+        try:
+            writer.write(body)
+        except QueueWriteError:
+            writer.abort()
+            raise
+        record.state = "active"
+        record.size = writer.size
+        if shared:
+            self._commit_blocking(writer, encode_record(record))
+            return
+        try:
+            self._seal_body(writer)
+            write_file_synced(self._tmp_record(record.id), encode_record(record))
+            fsync_dir(self._dir("msg"))
+            os.replace(self._tmp_record(record.id), self._record_path("active", record.id))
+            fsync_dir(self._dir("active"))
+        except OSError:
+            self._undo_commit(writer)
+            raise
 
     async def _commit(self, body: BodyWriter, envelope: Envelope, rcpts: list[RcptState]) -> QueueRecord:
         record = self._new_record(body, envelope, rcpts)
@@ -473,8 +625,38 @@ class QueueStore:
     # -- start-up ----------------------------------------------------------------------------
 
     def recover(self) -> RecoveryReport:
-        """Run at start-up, before any listener opens: see recovery.py and docs/queue.md."""
-        return recover_queue(self.root)
+        """Run at start-up, before any listener opens: see recovery.py and docs/queue.md.
+        Then every message the intake journal still holds is moved into ``active/`` and the
+        journal's segments are deleted (rule 8)."""
+        report = recover_queue(self.root)
+        root = self.root / JOURNAL_DIR
+        for entry in journal_pending(root):
+            if self._known(entry.id):
+                continue  # spilled before the crash; its done entry did not reach the disk
+            try:
+                record = decode_record(entry.record, entry.id, "active")
+            except CorruptRecord as exc:
+                self._keep_corrupt(entry.id, entry.record, entry.body, str(exc))
+                report.corrupt.append(f"journal:{entry.id}")
+                continue
+            self._spill_blocking(record, entry.body, False)
+            report.active.append(entry.id)
+            report.journal.append(entry.id)
+        remove_segments(root)
+        if report.journal:
+            log.info("queue: %d messages recovered from the intake journal", len(report.journal))
+        return report
+
+    def _known(self, qid: QueueId) -> bool:
+        return any(self._record_path(state, qid).exists() for state in STATES)
+
+    def _keep_corrupt(self, qid: QueueId, record: bytes, body: bytes, why: str) -> None:
+        log.error("queue: journal entry %s is unreadable (%s); kept in corrupt/", qid, why)
+        corrupt = self._dir("corrupt")
+        corrupt.mkdir(mode=0o700, exist_ok=True)
+        write_file_synced(corrupt / f"{qid}.journal", record)
+        write_file_synced(corrupt / f"{qid}.body", body)
+        fsync_dir(corrupt)
 
 
 def _checked(qid: str) -> str:

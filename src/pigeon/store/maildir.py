@@ -20,6 +20,9 @@ Rules:
 6. A failed delivery leaves nothing in ``new/`` and removes its tmp file.
 7. ``ensure`` remembers the Maildirs it has seen complete, so a delivery does not stat three
    directories each time; a delivery that fails because a directory vanished forgets it.
+8. ``write_tmp`` / ``link_new`` split Rule 2 into the steps around its two flushes, for the
+   fast path (``delivery.fastlane``): the writes run on the caller's thread and the flushes are
+   group-committed by the caller; the order (file fsync, link, ``new/`` fsync) is the same.
 
 What can go wrong: OSError (ENOSPC, EDQUOT, EACCES, EIO, a missing directory) propagates to the
 caller, which defers the message; ``MailboxNameError`` for an address that cannot be mapped.
@@ -31,12 +34,13 @@ import asyncio
 import errno
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from pigeon.core.address import Address
 from pigeon.store.dirsync import ThreadGroupSyncs, fsync_dir
-from pigeon.store.lineends import copy_crlf_to_lf
+from pigeon.store.lineends import CrlfToLf, copy_crlf_to_lf
 from pigeon.store.names import UniqueNames, final_name, mailbox_components
 
 log = logging.getLogger(__name__)
@@ -133,6 +137,37 @@ class MaildirStore:
         """``deliver_shared`` in a worker thread (Rule 5)."""
         return await asyncio.to_thread(self.deliver_shared, address, prefix, body)
 
+    # -- delivery in steps, for the fast path (Rule 8) ------------------------------------------
+
+    def write_tmp(self, address: Address, prefix: bytes, body: bytes) -> PendingFile:
+        """Step 1 of a delivery from memory: ``tmp/<unique>`` written, not yet flushed. The
+        caller fsyncs ``fd`` and closes it (``flush_and_close``), then calls ``link_new``."""
+        maildir = self.ensure(address)
+        try:
+            base, tmp, fd = self._create_tmp(maildir / "tmp")
+        except FileNotFoundError:
+            self._complete.discard(maildir)  # Rule 7
+            raise
+        try:
+            conv = CrlfToLf()
+            parts = [conv.feed(prefix), conv.feed(body), conv.finish()]
+            _write_all(fd, parts)
+        except BaseException:
+            os.close(fd)
+            _unlink_quietly(tmp)
+            raise
+        return PendingFile(maildir, base, tmp, fd, conv.size, conv.crlf_size)
+
+    def link_new(self, pending: PendingFile) -> Path:
+        """Step 2, after the file's fsync: link it into ``new/`` (Rule 2). The caller then
+        fsyncs ``new/`` before the message counts as delivered."""
+        try:
+            return self._link_into_new(pending.maildir / "new", pending.tmp, pending.base,
+                                       pending.size, pending.crlf_size)
+        except BaseException:
+            _unlink_quietly(pending.tmp)
+            raise
+
     def _write_and_link(self, maildir: Path, prefix: bytes, body: BinaryIO) -> Path:
         base, tmp, fd = self._create_tmp(maildir / "tmp")
         try:
@@ -185,6 +220,49 @@ class MaildirStore:
             _unlink_quietly(tmp)  # a leftover tmp name is harmless; readers clean tmp/ after 36 h
             return final
         raise OSError(errno.EEXIST, "could not find a unique name in new/", str(new_dir))
+
+
+@dataclass(slots=True)
+class PendingFile:
+    """A delivery between ``write_tmp`` and ``link_new``."""
+
+    maildir: Path
+    base: str
+    tmp: Path
+    fd: int  # open for writing until flushed and closed
+    size: int
+    crlf_size: int
+
+    def flush_and_close(self) -> None:
+        """fsync and close the file (blocking: the sync thread runs it)."""
+        fd, self.fd = self.fd, -1
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def discard(self) -> None:
+        """Give up: close if still open, remove the tmp file (Rule 6)."""
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        _unlink_quietly(self.tmp)
+
+
+def _write_all(fd: int, parts: list[bytes]) -> None:
+    views = [memoryview(p) for p in parts if p]
+    while views:
+        n = os.writev(fd, views)
+        if n <= 0:
+            raise OSError(errno.EIO, "write made no progress")
+        while views and n >= len(views[0]):
+            n -= len(views[0])
+            views.pop(0)
+        if views and n:
+            views[0] = views[0][n:]
 
 
 def _mkdir_durable(path: Path) -> None:

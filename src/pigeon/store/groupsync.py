@@ -1,0 +1,116 @@
+"""Group commit on one thread: the flushes (fsync, fdatasync) of many callers, run as batches.
+
+The fast path of a message (the intake journal, then the Maildir file) writes its bytes on the
+event loop, where a write into the page cache costs microseconds, and waits here only for what
+really blocks: the flush to the disk. One thread runs the flushes of everybody who asked while
+the previous batch ran, then wakes the loop once for the whole batch.
+
+Why one thread and batches, not a pool and one hop per message: measured on the 2-core VM
+(docs/benchmarks.md, 2026-11-27), a pool of 32 threads doing one message's writes and fsyncs
+per call spent more time handing the GIL around (≈ 270 futex calls per message) than writing;
+with every write on the loop and no thread at all (fsync disabled, an experiment) the same
+server did 40 % more messages per second. Here a batch costs one hand-off each way.
+
+Rules:
+1. ``sync(key, fn)`` returns a future that completes when ``fn`` has run in the thread (its
+   result is ignored; its ``OSError`` is set on the future). Calls with the same ``key`` in one
+   batch run ``fn`` once, and every caller gets that outcome: ``key`` names what is flushed
+   (``("fdatasync", fd)``, ``("dir", path)``), so a batch flushes each thing once.
+2. At most one batch runs at a time; requests that arrive while it runs form the next batch,
+   which starts as soon as the first ends. Within a batch, functions run in the order their
+   keys were first requested (a close queued after a flush of the same fd runs after it).
+3. Only ``OSError`` is an expected outcome; any other exception is logged and also set on the
+   futures, so no caller waits forever.
+4. The thread is a daemon of the process (``close`` stops it after the running batch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future as ThreadFuture
+from concurrent.futures import ThreadPoolExecutor
+
+log = logging.getLogger(__name__)
+
+Batch = dict[Hashable, tuple[Callable[[], object], list["asyncio.Future[None]"]]]
+Outcome = list[tuple[list["asyncio.Future[None]"], BaseException | None]]
+
+
+class GroupSync:
+    def __init__(self, name: str = "pigeon-sync") -> None:
+        self._name = name
+        self._pending: Batch = {}
+        self._running = False
+        self._pool: ThreadPoolExecutor | None = None
+        self.batches = 0  # how many batches ran (tests, benchmarks)
+        self.calls = 0  # how many functions ran (one per distinct key per batch)
+
+    def sync(self, key: Hashable, fn: Callable[[], object]) -> asyncio.Future[None]:
+        """Run ``fn`` in the next batch (Rule 1); call from the event loop."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        entry = self._pending.get(key)
+        if entry is None:
+            self._pending[key] = (fn, [fut])
+        else:
+            entry[1].append(fut)
+        if not self._running:
+            self._start(loop)
+        return fut
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch, self._pending = self._pending, {}
+        self._running = True
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix=self._name)
+        done = self._pool.submit(_run, batch)
+        self.batches += 1
+        self.calls += len(batch)
+
+        def wake(f: ThreadFuture[Outcome]) -> None:  # in the sync thread: one wake-up per batch
+            try:
+                loop.call_soon_threadsafe(self._finished, loop, batch, f)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                pass
+
+        done.add_done_callback(wake)
+
+    def _finished(self, loop: asyncio.AbstractEventLoop, batch: Batch, f: ThreadFuture[Outcome]) -> None:
+        self._running = False
+        try:
+            outcome = f.result()
+        except BaseException as crash:  # pragma: no cover - _run catches everything itself
+            log.exception("sync batch crashed")
+            outcome = [(futs, crash) for _, futs in batch.values()]
+        for futs, exc in outcome:
+            for fut in futs:
+                if fut.done():
+                    continue
+                if exc is None:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(exc)
+        if self._pending:
+            self._start(loop)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+
+def _run(batch: Batch) -> Outcome:
+    out: Outcome = []
+    for fn, futs in batch.values():
+        try:
+            fn()
+        except OSError as exc:
+            out.append((futs, exc))
+        except Exception as exc:  # Rule 3
+            log.exception("sync function failed")
+            out.append((futs, exc))
+        else:
+            out.append((futs, None))
+    return out
