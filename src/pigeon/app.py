@@ -49,6 +49,7 @@ from pigeon.qmgr.manager import QueueManager
 from pigeon.queue.store import QueueStore
 from pigeon.queue.record import QueueRecord
 from pigeon.smtpd.session import SmtpContext, SmtpSession
+from pigeon.smtpd.workers import SmtpWorkers
 from pigeon.store.maildir import MaildirStore
 from pigeon.store.changes import ChangeBus
 from pigeon.store.mailbox import MailStore
@@ -98,6 +99,7 @@ class App:
         self.config = config
         self.clock = SystemClock()
         self.stopping = asyncio.Event()
+        self.workers: SmtpWorkers | None = None
         self.listeners: list[Listener] = []
         self._lock_fd: int | None = None
 
@@ -253,6 +255,8 @@ class App:
                 self.tls.reload(resolve_files(new.tls.cert, new.tls.key, new.hostname, new.data_dir))
             except TlsError as exc:
                 log.error("reload: TLS files: %s; keeping the current certificate", exc)
+        if self.workers is not None:
+            self.workers.reload()
         log.info("configuration reloaded from %s", new.source)
         return "reloaded"
 
@@ -299,9 +303,15 @@ class App:
                 implicit = self.tls.listener_context()
             lst = Listener(service, [(e.host, e.port) for e in endpoints],
                            functools.partial(SmtpSession, ctx=context(service)), self._limits, too_many,
-                           tls=implicit)
+                           tls=implicit, reuse_port=service == "smtp" and cfg.smtp.processes > 1)
             await lst.start()
             self.listeners.append(lst)
+        if cfg.smtp.processes > 1 and cfg.listen.smtp:
+            # More cores for port 25: worker processes on the same addresses (smtpd.worker).
+            source = None if cfg.source.startswith("<") else cfg.source
+            self.workers = SmtpWorkers(cfg.smtp.processes, source, self.queue, self.qmgr.submit,
+                                       self.qmgr.complete, self.changes)
+            await self.workers.start()
 
     async def _start_imap_listeners(self) -> None:
         cfg = self.config
@@ -340,6 +350,8 @@ class App:
         log.info("stopping")
         for lst in self.listeners:
             await lst.stop()
+        if self.workers is not None:
+            await self.workers.stop()
         await self.qmgr.stop()
         await self.relay.close()  # QUIT the idle cached SMTP client connections
         await self.control.stop()

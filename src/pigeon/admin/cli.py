@@ -165,6 +165,12 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     return serve(config)
 
 
+def cmd_smtp_worker(args: argparse.Namespace, config: Config) -> int:
+    from pigeon.smtpd.worker import run_worker
+
+    return run_worker(config, args.index)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", "-c", metavar="FILE", default=argparse.SUPPRESS,
@@ -176,6 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", parents=[common], help="run every configured service in the foreground")
     p.set_defaults(handler=cmd_serve)
+    # Started by `pigeon serve` with [smtp] processes > 1, not by hand (smtpd.worker).
+    p = sub.add_parser("smtp-worker", parents=[common], help=argparse.SUPPRESS)
+    p.add_argument("--index", type=int, required=True)
+    p.set_defaults(handler=cmd_smtp_worker)
     p = sub.add_parser("check-config", parents=[common], help="validate the configuration and exit")
     p.add_argument("--print-default", action="store_true", help="print the embedded default configuration")
     p.set_defaults(handler=cmd_check_config)

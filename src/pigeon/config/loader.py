@@ -91,6 +91,9 @@ recipient_delimiter = "+"
 bare_newline = "reject"
 """
 
+# [smtp] processes: more processes than cores only adds context switches; 64 is far above any
+# machine this is meant for and bounds the children one setting can start.
+MAX_SMTP_PROCESSES = 64
 _LISTEN_SERVICES = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s")
 _BARE_NEWLINE: tuple[BareNewline, ...] = ("reject", "normalize")
 _TLS_LEVELS: dict[str, TlsLevel] = {"may": "may", "encrypt": "encrypt", "verify": "verify"}
@@ -284,8 +287,10 @@ def _smtp(top: Table) -> SmtpConfig:
     if greeting is not None:
         if not greeting.isprintable() or len(greeting) > MAX_GREETING or not greeting.isascii():
             raise t.error("greeting", f"must be one line of printable ASCII, at most {MAX_GREETING} chars")
+    processes = t.integer("processes", d.processes, minimum=1, maximum=MAX_SMTP_PROCESSES)
     t.finish()
-    return SmtpConfig(recipient_delimiter=delimiter, bare_newline=bare_newline, greeting=greeting)
+    return SmtpConfig(recipient_delimiter=delimiter, bare_newline=bare_newline, greeting=greeting,
+                      processes=processes)
 
 
 def parse_config(text: str, source: str, base_dir: Path) -> Config:

@@ -44,7 +44,7 @@ from pigeon.queue.journal import Journal
 from pigeon.queue.record import QueueRecord, RcptState
 from pigeon.queue.store import QueueStore
 from pigeon.queue.syncer import fsync_dir
-from pigeon.store.changes import ChangeBus
+from pigeon.store.changes import ChangeNotifier
 from pigeon.store.groupsync import GroupSync
 from pigeon.store.maildir import MaildirStore, PendingFile
 
@@ -61,7 +61,7 @@ class LocalDomains(Protocol):
 
 class FastLane:
     def __init__(self, queue: QueueStore, store: MaildirStore, users: UserLookup, domains: LocalDomains,
-                 clock: Clock, changes: ChangeBus | None,
+                 clock: Clock, changes: ChangeNotifier | None,
                  finish: Callable[[QueueRecord, Results], Awaitable[None]],
                  submit: Callable[[QueueRecord], None], *, max_inflight: int = DEFAULT_MAX_INFLIGHT) -> None:
         if queue.journal is None or queue.groupsync is None:

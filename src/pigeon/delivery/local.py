@@ -39,7 +39,7 @@ from pigeon.proto.smtp.reply import (
     C553_MAILBOX_NAME_NOT_ALLOWED,
     Reply,
 )
-from pigeon.store.changes import ChangeBus
+from pigeon.store.changes import ChangeBus, ChangeNotifier
 from pigeon.store.maildir import MaildirStore
 from pigeon.store.names import MailboxNameError
 
@@ -138,7 +138,7 @@ def failure(qid: str, rcpt: Address, exc: Exception) -> RecipientResult:
     return RecipientResult(rcpt, "deferred", reply, HOST)
 
 
-def delivered(qid: str, rcpt: Address, path: Path, changes: ChangeBus | None) -> None:
+def delivered(qid: str, rcpt: Address, path: Path, changes: ChangeNotifier | None) -> None:
     """After a durable delivery: the debug line, and IMAP IDLE sessions woken."""
     if log.isEnabledFor(logging.DEBUG):  # the arguments cost more than the check
         log.debug("%s: to=%s relay=local status=sent (%s) path=%s",

@@ -42,13 +42,17 @@ What can go wrong: ``OSError`` from ``append`` (disk full: the caller answers 45
 from __future__ import annotations
 
 import asyncio
+import errno
+import fcntl
 import json
 import logging
 import os
 import struct
+import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from pigeon.core.queueid import QueueId, is_queue_id
@@ -76,7 +80,7 @@ class PendingEntry:
 
 
 class _Segment:
-    __slots__ = ("name", "path", "fd", "end", "live")
+    __slots__ = ("name", "path", "fd", "end", "live", "named", "broken")
 
     def __init__(self, name: str, path: Path, fd: int) -> None:
         self.name = name
@@ -84,6 +88,19 @@ class _Segment:
         self.fd = fd
         self.end = 0  # the end of the last complete entry (Rule 1)
         self.live: set[QueueId] = set()
+        self.named = False  # the directory entry is durable (set by the first flush)
+        self.broken = False  # a flush failed (Rule 2)
+
+    def flush(self, root: Path) -> None:
+        """In the sync thread: the data, and the first time the segment's name too."""
+        try:
+            os.fdatasync(self.fd)
+            if not self.named:
+                fsync_dir(root)
+                self.named = True
+        except OSError:
+            self.broken = True
+            raise
 
 
 def _segment_name(seq: int) -> str:
@@ -133,9 +150,7 @@ class Journal:
         path = self.root / name
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
         seg = _Segment(name, path, fd)
-        self._segments.append(seg)
-        # The new name must be durable before an entry in it counts: its first flush does both.
-        self._sync.sync(("dir", str(self.root)), lambda: fsync_dir(self.root))
+        self._segments.append(seg)  # its name becomes durable with its first flush (_Segment.flush)
         return seg
 
     def _retire(self, seg: _Segment) -> None:
@@ -150,7 +165,7 @@ class Journal:
             finally:
                 os.close(fd)
 
-        self._sync.sync(("close", fd), close)
+        self._sync.sync(("close", fd), close).add_done_callback(_log_failure(f"closing {seg.name}"))
         self._collect()
 
     def _write(self, kind: bytes, header: bytes, body: bytes) -> _Segment:
@@ -191,12 +206,12 @@ class Journal:
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             fut.set_result(None)
             return fut
-        fd = seg.fd
-        return self._sync.sync(("fdatasync", fd), lambda: os.fdatasync(fd))
+        return self._sync.sync(("fdatasync", seg.fd), partial(seg.flush, self.root))
 
     def failed(self, qids: list[QueueId]) -> None:
-        """A flush failed (Rule 2): abandon the segment, and mark these messages done."""
-        if self._segments and self._segments[-1].fd >= 0:
+        """A flush failed (Rule 2): abandon the segment (once, however many waiters it had),
+        and mark these messages done."""
+        if self._segments and self._segments[-1].fd >= 0 and self._segments[-1].broken:
             self._open_segment()
         for qid in qids:
             self.done(qid)
@@ -224,11 +239,12 @@ class Journal:
                 os.unlink(path)
                 fsync_dir(self.root)
 
-            self._sync.sync(("unlink", str(path)), unlink)
+            self._sync.sync(("unlink", str(path)), unlink).add_done_callback(_log_failure(f"deleting {seg.name}"))
 
     def close(self) -> None:
-        """At shutdown, after the last sync: close the current segment (it stays on disk if it
-        holds live messages; the next start's recovery takes them)."""
+        """At shutdown, after the sync thread closed (it ran every pending flush): close the
+        current segment (it stays on disk if it holds live messages; the next start's recovery
+        takes them)."""
         for seg in self._segments:
             if seg.fd >= 0:
                 try:
@@ -240,6 +256,14 @@ class Journal:
     @property
     def live(self) -> int:
         return len(self._where)
+
+
+def _log_failure(what: str) -> Callable[[asyncio.Future[None]], None]:
+    def check(fut: asyncio.Future[None]) -> None:
+        if not fut.cancelled() and fut.exception() is not None:
+            log.error("journal: %s failed: %s", what, fut.exception())
+
+    return check
 
 
 # -- recovery (start-up, blocking) -------------------------------------------------------------------
@@ -292,6 +316,33 @@ def _record_id(header: bytes) -> QueueId | None:
     except (ValueError, AttributeError):
         return None
     return QueueId(qid) if isinstance(qid, str) and is_queue_id(qid) else None
+
+
+class JournalBusy(OSError):
+    """Another process still holds this journal (an SMTP worker still running)."""
+
+
+LOCK_FILE = "lock"
+LOCK_POLL = 0.1  # seconds between tries while waiting for a journal's lock
+
+
+def lock_journal(root: Path, *, wait: float) -> int:
+    """Take the exclusive lock of a journal directory (queue rule 10); returns the fd that
+    holds it (close it to let go). Waits up to ``wait`` seconds, then raises JournalBusy."""
+    fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise JournalBusy(errno.EBUSY, "the journal is in use by a running process", str(root)) from None
+            time.sleep(LOCK_POLL)
+        except OSError:
+            os.close(fd)
+            raise
 
 
 def remove_segments(root: Path) -> int:

@@ -38,6 +38,10 @@ Rules:
    journal still holds into ``active/`` and deletes the journal.
 9. A commit whose caller was cancelled still completes (rule 2) and is handed to ``orphans``
    (the app submits it for delivery), so it is not left undelivered until the next start.
+10. Each process that accepts mail has its own journal, ``journal/<owner>/`` (``main`` for the
+   server, ``w1``… for SMTP worker processes). A worker holds an exclusive lock on its journal
+   directory while it runs; draining a journal (``recover``, or the server after a worker
+   ended) takes that lock first, so a journal is never drained while its owner still appends.
 
 What can go wrong: ``QueueWriteError`` (disk full, I/O error) from commit/update;
 ``RecordNotFound`` when an id is not queued; ``CorruptRecord`` from ``load``/``move``.
@@ -70,7 +74,7 @@ from pigeon.queue.record import (
     decode_record,
     encode_record,
 )
-from pigeon.queue.journal import Journal, remove_segments
+from pigeon.queue.journal import Journal, JournalBusy, lock_journal, remove_segments
 from pigeon.queue.journal import pending as journal_pending
 from pigeon.queue.recovery import RecoveryReport, recover_queue
 from pigeon.queue.recycle import FilePool
@@ -87,6 +91,7 @@ __all__ = [  # the record types are re-exported: callers import the queue's API 
     "QueueStore",
     "QueueWriteError",
     "RcptState",
+    "JournalBusy",
     "RecordNotFound",
     "RecoveryReport",
     "State",
@@ -110,6 +115,10 @@ BODY_BUFFER = 32 * 1024
 # so 1,000 sessions in DATA at once hold at most 128 MiB.
 MEMORY_BODY = 128 * 1024
 JOURNAL_DIR = "journal"
+MAIN_JOURNAL = "main"  # the serving process's journal; SMTP worker processes have "w1", "w2"…
+# Rule 10: how long start-up waits for a worker of a previous server to let go of its journal
+# (it stops within its session grace period once its parent is gone).
+JOURNAL_LOCK_WAIT = 30.0
 
 
 class QueueWriteError(TemporaryError, QueueError):
@@ -159,10 +168,11 @@ class BodyWriter:
 
     def _spill(self) -> None:
         """The body outgrew memory (or must become a file): move it to ``tmp/<id>``."""
-        mem, self._mem = self._mem, None
+        mem = self._mem
         if mem is None:
             return
-        self._open()
+        self._open()  # on failure the body is still in memory, and the error is the caller's
+        self._mem = None
         assert self._file is not None
         self._file.write(mem)
 
@@ -245,7 +255,7 @@ def _unlink(path: Path) -> bool:
 
 class QueueStore:
     def __init__(self, root: Path, clock: Clock, *, io_threads: int = DEFAULT_IO_THREADS,
-                 journal: bool = False) -> None:
+                 journal: bool = False, journal_owner: str = MAIN_JOURNAL) -> None:
         self.root = root
         self.clock = clock
         self._io_threads = io_threads
@@ -264,9 +274,14 @@ class QueueStore:
         self.groupsync: GroupSync | None = None
         self.journal: Journal | None = None
         self.orphans: Callable[[QueueRecord], None] | None = None  # rule 9
+        self._journal_lock: int | None = None
         if journal:
+            jdir = root / JOURNAL_DIR / _owner(journal_owner)
+            jdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if journal_owner != MAIN_JOURNAL:  # rule 10: a worker's journal is locked while in use
+                self._journal_lock = lock_journal(jdir, wait=0.0)
             self.groupsync = GroupSync()
-            self.journal = Journal(root / JOURNAL_DIR, self.groupsync)
+            self.journal = Journal(jdir, self.groupsync)
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -314,10 +329,13 @@ class QueueStore:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+        if self.groupsync is not None:
+            self.groupsync.close()  # runs every pending flush first
         if self.journal is not None:
             self.journal.close()
-        if self.groupsync is not None:
-            self.groupsync.close()
+        if self._journal_lock is not None:
+            os.close(self._journal_lock)
+            self._journal_lock = None
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -626,26 +644,47 @@ class QueueStore:
 
     def recover(self) -> RecoveryReport:
         """Run at start-up, before any listener opens: see recovery.py and docs/queue.md.
-        Then every message the intake journal still holds is moved into ``active/`` and the
-        journal's segments are deleted (rule 8)."""
+        Then every message an intake journal still holds is moved into ``active/`` and the
+        journals' segments are deleted (rules 8 and 10)."""
         report = recover_queue(self.root)
-        root = self.root / JOURNAL_DIR
-        for entry in journal_pending(root):
-            if self._known(entry.id):
-                continue  # spilled before the crash; its done entry did not reach the disk
-            try:
-                record = decode_record(entry.record, entry.id, "active")
-            except CorruptRecord as exc:
-                self._keep_corrupt(entry.id, entry.record, entry.body, str(exc))
-                report.corrupt.append(f"journal:{entry.id}")
-                continue
-            self._spill_blocking(record, entry.body, False)
-            report.active.append(entry.id)
-            report.journal.append(entry.id)
-        remove_segments(root)
+        base = self.root / JOURNAL_DIR
+        owners = sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+        for owner in owners:
+            moved = self.drain_journal(owner, report=report, wait=JOURNAL_LOCK_WAIT)
+            report.active.extend(moved)
+            report.journal.extend(moved)
         if report.journal:
             log.info("queue: %d messages recovered from the intake journal", len(report.journal))
         return report
+
+    def drain_journal(self, owner: str, *, report: RecoveryReport | None = None,
+                      wait: float = JOURNAL_LOCK_WAIT) -> list[QueueId]:
+        """Move what ``owner``'s journal still holds into ``active/`` and delete its segments
+        (start-up, or after an SMTP worker process ended). Returns the ids moved. Blocking.
+        Raises JournalBusy when the owner still runs (rule 10)."""
+        root = self.root / JOURNAL_DIR / _owner(owner)
+        if not root.is_dir():
+            return []
+        lock = lock_journal(root, wait=wait) if owner != MAIN_JOURNAL else None
+        try:
+            moved: list[QueueId] = []
+            for entry in journal_pending(root):
+                if self._known(entry.id):
+                    continue  # spilled before the crash; its done entry did not reach the disk
+                try:
+                    record = decode_record(entry.record, entry.id, "active")
+                except CorruptRecord as exc:
+                    self._keep_corrupt(entry.id, entry.record, entry.body, str(exc))
+                    if report is not None:
+                        report.corrupt.append(f"journal:{entry.id}")
+                    continue
+                self._spill_blocking(record, entry.body, False)
+                moved.append(entry.id)
+            remove_segments(root)
+            return moved
+        finally:
+            if lock is not None:
+                os.close(lock)
 
     def _known(self, qid: QueueId) -> bool:
         return any(self._record_path(state, qid).exists() for state in STATES)
@@ -654,9 +693,18 @@ class QueueStore:
         log.error("queue: journal entry %s is unreadable (%s); kept in corrupt/", qid, why)
         corrupt = self._dir("corrupt")
         corrupt.mkdir(mode=0o700, exist_ok=True)
-        write_file_synced(corrupt / f"{qid}.journal", record)
-        write_file_synced(corrupt / f"{qid}.body", body)
+        for suffix, data in ((".journal", record), (".body", body)):
+            # Written aside and renamed: a recovery cut short and run again replaces its copy.
+            tmp = self._dir("tmp") / f"{qid}{suffix}.{secrets.token_hex(4)}"
+            write_file_synced(tmp, data)
+            os.replace(tmp, corrupt / f"{qid}{suffix}")
         fsync_dir(corrupt)
+
+
+def _owner(name: str) -> str:
+    if not name or not all(c.isalnum() for c in name) or not name.isascii():
+        raise ValueError(f"not a journal owner name: {name!r}")
+    return name
 
 
 def _checked(qid: str) -> str:

@@ -20,12 +20,20 @@ import logging
 import os
 import threading
 from pathlib import Path
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
 
 def _key(directory: Path) -> str:
     return os.path.abspath(directory)
+
+
+class ChangeNotifier(Protocol):
+    """What a delivery needs to tell IMAP sessions that a folder changed (a ChangeBus, or an
+    SMTP worker process's pipe to the server, ``smtpd.worker``)."""
+
+    def notify(self, directory: Path) -> None: ...
 
 
 class ChangeBus:

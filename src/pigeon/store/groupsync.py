@@ -21,12 +21,16 @@ Rules:
    keys were first requested (a close queued after a flush of the same fd runs after it).
 3. Only ``OSError`` is an expected outcome; any other exception is logged and also set on the
    futures, so no caller waits forever.
-4. The thread is a daemon of the process (``close`` stops it after the running batch).
+4. ``close`` lets the running batch finish, runs whatever is still pending in the caller's
+   thread, and stops the thread for good: a later ``sync`` fails with ``OSError``.
+5. A batch belongs to the event loop that started it; a request from another loop (the old one
+   closed, as between tests) starts afresh instead of waiting for a wake-up that cannot come.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future as ThreadFuture
@@ -43,6 +47,8 @@ class GroupSync:
         self._name = name
         self._pending: Batch = {}
         self._running = False
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop of the running batch
+        self._closed = False
         self._pool: ThreadPoolExecutor | None = None
         self.batches = 0  # how many batches ran (tests, benchmarks)
         self.calls = 0  # how many functions ran (one per distinct key per batch)
@@ -51,6 +57,14 @@ class GroupSync:
         """Run ``fn`` in the next batch (Rule 1); call from the event loop."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
+        if self._closed:
+            fut.set_exception(OSError(errno.ESHUTDOWN, "the sync thread is closed"))
+            return fut
+        if self._running and self._loop is not loop:
+            # Rule 5: the batch in flight belonged to a loop that is gone (tests run several);
+            # its wake-up can never arrive, and its waiters are gone with their loop.
+            self._running = False
+            self._pending = {}
         entry = self._pending.get(key)
         if entry is None:
             self._pending[key] = (fn, [fut])
@@ -63,6 +77,7 @@ class GroupSync:
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         batch, self._pending = self._pending, {}
         self._running = True
+        self._loop = loop
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix=self._name)
         done = self._pool.submit(_run, batch)
@@ -86,19 +101,31 @@ class GroupSync:
             outcome = [(futs, crash) for _, futs in batch.values()]
         for futs, exc in outcome:
             for fut in futs:
-                if fut.done():
-                    continue
-                if exc is None:
-                    fut.set_result(None)
-                else:
-                    fut.set_exception(exc)
-        if self._pending:
+                _settle(fut, exc)
+        if self._pending and not self._closed:
             self._start(loop)
 
     def close(self) -> None:
+        """Rule 4: finish the running batch, run what is still pending here, and stop. Later
+        ``sync`` calls fail with ``OSError``."""
+        self._closed = True
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+        batch, self._pending = self._pending, {}
+        for futs, exc in _run(batch):
+            for fut in futs:
+                if not fut.done() and not fut.get_loop().is_closed():
+                    fut.get_loop().call_soon_threadsafe(_settle, fut, exc)
+
+
+def _settle(fut: asyncio.Future[None], exc: BaseException | None) -> None:
+    if fut.done():
+        return
+    if exc is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(exc)
 
 
 def _run(batch: Batch) -> Outcome:

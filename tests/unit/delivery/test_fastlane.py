@@ -1,0 +1,337 @@
+"""The fast lane (pigeon.delivery.fastlane) on real files: a journaled message delivered from
+memory into real Maildirs, and every other outcome spilled into the queue files."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from pigeon.core.address import Address, parse_address
+from pigeon.core.clock import FakeClock
+from pigeon.core.envelope import ClientInfo, Envelope, Recipient
+from pigeon.core.results import RecipientResult
+from pigeon.delivery.fastlane import FastLane
+from pigeon.queue.journal import pending
+from pigeon.queue.record import QueueRecord, RcptState
+from pigeon.queue.store import QueueStore
+from pigeon.store.changes import ChangeBus
+from pigeon.store.maildir import MaildirStore, PendingFile
+
+T = TypeVar("T")
+WAIT = 5.0  # seconds; every wait here normally takes milliseconds
+ALICE = Address("alice", "example.org")
+BOB = Address("bob", "example.net")
+CAROL = Address("carol", "example.net")
+DAVE = Address("dave", "example.net")  # a local domain, but no such user
+ERIN = Address("erin", "elsewhere.example")  # not a local domain
+BODY = b"From: alice@example.org\r\nSubject: hi\r\n\r\nHello,\r\nbye.\r\n"
+BODY_LF = BODY.replace(b"\r\n", b"\n")
+
+Results = list[tuple[RcptState, RecipientResult]]
+
+
+class FakeDirectory:
+    """Users and local domains (the directory is sqlite in the server; a dict is enough here)."""
+
+    def __init__(self, users: tuple[Address, ...], domains: tuple[str, ...]) -> None:
+        self.keys = {a.key for a in users}
+        self.domains = set(domains)
+
+    def user_exists(self, address: Address) -> bool:
+        return address.key in self.keys
+
+    def is_local_domain(self, domain: str) -> bool:
+        return domain.lower() in self.domains
+
+
+@dataclass
+class Recorder:
+    finished: list[tuple[QueueRecord, Results]] = field(default_factory=list)
+    submitted: list[QueueRecord] = field(default_factory=list)
+
+    async def finish(self, record: QueueRecord, results: Results) -> None:
+        self.finished.append((record, results))
+
+    def submit(self, record: QueueRecord) -> None:
+        self.submitted.append(record)
+
+
+@dataclass
+class Rig:
+    queue: QueueStore
+    mail: MaildirStore
+    directory: FakeDirectory
+    clock: FakeClock
+    changes: ChangeBus
+    rec: Recorder
+
+    def lane(self, **kw: int) -> FastLane:
+        return FastLane(self.queue, self.mail, self.directory, self.directory, self.clock, self.changes,
+                        finish=self.rec.finish, submit=self.rec.submit, **kw)
+
+    def journal_pending(self) -> list[str]:
+        assert self.queue.journal is not None
+        return [e.id for e in pending(self.queue.journal.root)]
+
+    def maildir_files(self, addr: Address, sub: str) -> list[str]:
+        d = self.mail.user_root(addr) / sub
+        return sorted(os.listdir(d)) if d.is_dir() else []
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    clock = FakeClock()
+    queue = QueueStore(tmp_path / "queue", clock, journal=True)
+    mail = MaildirStore(tmp_path / "mail", "mx.example.net")
+    r = Rig(queue, mail, FakeDirectory((BOB, CAROL), ("example.net",)), clock, ChangeBus(), Recorder())
+    yield r
+    queue.close()
+
+
+def run(factory: Callable[[], Awaitable[T]]) -> T:
+    async def main() -> T:
+        return await asyncio.wait_for(factory(), WAIT)
+    return asyncio.run(main())
+
+
+def rcpt_states(*rcpts: Address, notify: tuple[str, ...] = ("FAILURE",)) -> list[RcptState]:
+    return [RcptState(r, r, notify, f"rfc822;{r}") for r in rcpts]
+
+
+async def commit(rig: Rig, *rcpts: Address, notify: tuple[str, ...] = ("FAILURE",),
+                 data: bytes = BODY, sender: Address | None = ALICE) -> QueueRecord:
+    env = Envelope(sender=sender, recipients=[Recipient(r, notify, f"rfc822;{r}") for r in rcpts],
+                   body="8BITMIME", client=ClientInfo("192.0.2.1", "mx.example.org", "ESMTP", None, None))
+    body = rig.queue.new_body()
+    body.write(data)
+    record = await rig.queue.commit(body, env, rcpt_states(*rcpts, notify=notify), fast=True)
+    assert record.body_data == data
+    return record
+
+
+async def deliver(rig: Rig, lane: FastLane, *rcpts: Address, notify: tuple[str, ...] = ("FAILURE",),
+                  data: bytes = BODY, sender: Address | None = ALICE) -> QueueRecord:
+    record = await commit(rig, *rcpts, notify=notify, data=data, sender=sender)
+    lane.take(record)
+    await lane.wait_idle()
+    assert rig.queue.journal is not None and rig.queue.groupsync is not None
+    await rig.queue.journal.sync()  # the done entries
+    await rig.queue.groupsync.sync(object(), lambda: None)  # unlinks and closes have run
+    return record
+
+
+def expected(rcpt: Address, sender: str = "<alice@example.org>", body: bytes = BODY_LF) -> bytes:
+    return f"Return-Path: {sender}\nDelivered-To: {rcpt}\n".encode() + body
+
+
+def check_name(path: Path, content: bytes) -> None:
+    lf = content.count(b"\n")
+    assert path.name.endswith(f",S={len(content)},W={len(content) + lf}"), path.name
+
+
+# -- delivered in the lane (Rule 1) ------------------------------------------------------------------
+
+def test_one_message_to_two_local_users_lands_once_in_each(rig: Rig) -> None:
+    lane = rig.lane()
+    bob_box = rig.mail.user_root(BOB)
+
+    async def go() -> tuple[QueueRecord, bool]:
+        woken = rig.changes.watch(bob_box)
+        record = await deliver(rig, lane, BOB, CAROL)
+        return record, woken.is_set()
+
+    record, woken = run(go)
+    for addr in (BOB, CAROL):
+        [name] = rig.maildir_files(addr, "new")
+        path = rig.mail.user_root(addr) / "new" / name
+        content = path.read_bytes()
+        assert content == expected(addr)
+        check_name(path, content)
+        assert rig.maildir_files(addr, "tmp") == []
+        assert rig.maildir_files(addr, "cur") == []
+    assert woken  # IMAP IDLE on Bob's INBOX is told
+    assert (lane.delivered, lane.spilled) == (1, 0)
+    assert rig.rec.finished == [] and rig.rec.submitted == []
+    assert rig.journal_pending() == []  # done: a restart delivers nothing again
+    assert rig.queue.journal is not None and rig.queue.journal.live == 0
+    for sub in ("active", "msg", "deferred", "tmp"):
+        assert os.listdir(rig.queue.root / sub) == [], sub
+    assert record.body_data is None  # the lane took the body
+
+
+def test_null_sender_and_a_body_without_final_newline(rig: Rig) -> None:
+    lane = rig.lane()
+    data = b"Subject: x\r\n\r\nno newline at the end\r"  # a bare CR at the very end stays
+    run(lambda: deliver(rig, lane, BOB, data=data, sender=None))
+    [name] = rig.maildir_files(BOB, "new")
+    path = rig.mail.user_root(BOB) / "new" / name
+    content = path.read_bytes()
+    assert content == expected(BOB, "<>", b"Subject: x\n\nno newline at the end\r")
+    check_name(path, content)
+
+
+def test_a_duplicate_recipient_gets_one_file(rig: Rig) -> None:
+    lane = rig.lane()
+    bob_upper = parse_address("BOB@Example.NET")
+    run(lambda: deliver(rig, lane, BOB, bob_upper, BOB))
+    assert len(rig.maildir_files(BOB, "new")) == 1
+    assert lane.delivered == 1
+    assert rig.journal_pending() == []
+
+
+def test_many_messages_at_once_share_flushes(rig: Rig) -> None:
+    lane = rig.lane()
+    n = 20
+
+    async def go() -> None:
+        records = [await commit(rig, BOB, CAROL) for _ in range(n)]
+        for r in records:
+            lane.take(r)
+        await lane.wait_idle()
+
+    run(go)
+    assert len(rig.maildir_files(BOB, "new")) == n and len(rig.maildir_files(CAROL, "new")) == n
+    assert lane.delivered == n
+    assert rig.queue.groupsync is not None
+    # Every file's fsync and each new/ fsync went through the one sync thread, in batches.
+    assert rig.queue.groupsync.batches < rig.queue.groupsync.calls
+
+
+# -- spilled (Rule 2) -----------------------------------------------------------------------------------
+
+def test_an_unknown_user_spills_with_results(rig: Rig) -> None:
+    lane = rig.lane()
+    record = run(lambda: deliver(rig, lane, BOB, DAVE))
+    assert (lane.delivered, lane.spilled) == (0, 1)
+    assert os.listdir(rig.queue.root / "active") == [record.id]
+    assert rig.queue.body_path(record.id).read_bytes() == BODY
+    [(rec, results)] = rig.rec.finished
+    assert rec.id == record.id and rig.rec.submitted == []
+    assert [(rc.address, res.status) for rc, res in results] == [(BOB, "delivered"), (DAVE, "failed")]
+    bob_res, dave_res = results[0][1], results[1][1]
+    assert (bob_res.reply.code, bob_res.host) == (250, "local")
+    assert (dave_res.reply.code, dave_res.reply.enhanced) == (550, "5.1.1")
+    assert "user unknown" in dave_res.reply.text
+    [name] = rig.maildir_files(BOB, "new")  # Bob has his copy (the queue won't send it again)
+    assert (rig.mail.user_root(BOB) / "new" / name).read_bytes() == expected(BOB)
+    assert rig.maildir_files(DAVE, "new") == []
+    assert rig.journal_pending() == []  # in the queue files now, not in the journal
+
+
+def test_a_non_local_recipient_spills_and_is_submitted_untouched(rig: Rig) -> None:
+    lane = rig.lane()
+    record = run(lambda: deliver(rig, lane, BOB, ERIN))
+    assert (lane.delivered, lane.spilled) == (0, 1)
+    assert [r.id for r in rig.rec.submitted] == [record.id] and rig.rec.finished == []
+    assert os.listdir(rig.queue.root / "active") == [record.id]
+    assert rig.queue.body_path(record.id).read_bytes() == BODY
+    assert not rig.mail.root.exists() or list(rig.mail.root.rglob("*,S=*")) == []  # nothing delivered
+    back = rig.queue.load(record.id)
+    assert [(r.address, r.status) for r in back.rcpts] == [(BOB, "pending"), (ERIN, "pending")]
+    assert rig.journal_pending() == []
+
+
+def test_notify_success_spills_with_results(rig: Rig) -> None:
+    lane = rig.lane()
+    record = run(lambda: deliver(rig, lane, BOB, notify=("SUCCESS", "FAILURE")))
+    assert (lane.delivered, lane.spilled) == (0, 1)
+    [(rec, results)] = rig.rec.finished
+    assert rec.id == record.id
+    assert [(rc.address, res.status) for rc, res in results] == [(BOB, "delivered")]
+    assert len(rig.maildir_files(BOB, "new")) == 1  # delivered; the queue manager sends the DSN
+    assert os.listdir(rig.queue.root / "active") == [record.id]
+    assert rig.journal_pending() == []
+
+
+def test_a_failed_fsync_defers_and_leaves_no_file(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(self: PendingFile) -> None:
+        fd, self.fd = self.fd, -1
+        os.close(fd)
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(PendingFile, "flush_and_close", broken)
+    lane = rig.lane()
+    record = run(lambda: deliver(rig, lane, BOB, CAROL))
+    assert (lane.delivered, lane.spilled) == (0, 1)
+    [(rec, results)] = rig.rec.finished
+    assert [(rc.address, res.status, res.reply.code) for rc, res in results] == [
+        (BOB, "deferred", 451), (CAROL, "deferred", 451)]
+    for addr in (BOB, CAROL):
+        assert rig.maildir_files(addr, "new") == []
+        assert rig.maildir_files(addr, "tmp") == []  # Rule 6 of the store: nothing left behind
+    assert os.listdir(rig.queue.root / "active") == [record.id]
+    assert rig.queue.body_path(record.id).read_bytes() == BODY
+
+
+def test_a_full_disk_on_the_new_directory_fsync_defers_with_452(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pigeon.delivery import fastlane
+
+    def full(path: Path) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fastlane, "fsync_dir", full)
+    lane = rig.lane()
+    record = run(lambda: deliver(rig, lane, BOB))
+    [(rec, results)] = rig.rec.finished
+    assert rec.id == record.id
+    assert [(res.status, res.reply.code, res.reply.enhanced) for _, res in results] == [("deferred", 452, "4.3.1")]
+    assert rig.maildir_files(BOB, "new") == []  # linked, but not durable: removed again
+    assert rig.maildir_files(BOB, "tmp") == []
+
+
+def test_max_inflight_zero_spills_everything(rig: Rig) -> None:
+    lane = rig.lane(max_inflight=0)
+
+    async def go() -> list[QueueRecord]:
+        return [await deliver(rig, lane, BOB) for _ in range(3)]
+
+    records = run(go)
+    assert (lane.delivered, lane.spilled) == (0, 3)
+    assert [r.id for r in rig.rec.submitted] == [r.id for r in records]
+    assert sorted(os.listdir(rig.queue.root / "active")) == sorted(r.id for r in records)
+    assert rig.maildir_files(BOB, "new") == []
+    assert rig.journal_pending() == []
+
+
+def test_a_failed_spill_leaves_the_message_in_the_journal(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def broken(record: QueueRecord, body: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    lane = rig.lane()
+    monkeypatch.setattr(rig.queue, "spill", broken)
+    record = run(lambda: deliver(rig, lane, ERIN))
+    assert (lane.delivered, lane.spilled) == (0, 0)
+    assert rig.rec.submitted == [] and rig.rec.finished == []
+    assert rig.journal_pending() == [record.id]  # recovered at the next start
+
+
+def test_take_refuses_a_record_without_body(rig: Rig) -> None:
+    lane = rig.lane()
+
+    async def go() -> None:
+        record = await commit(rig, BOB)
+        record.body_data = None
+        with pytest.raises(ValueError):
+            lane.take(record)
+        assert rig.queue.journal is not None
+        rig.queue.journal.done(record.id)  # tidy: the journal would otherwise keep it live
+
+    run(go)
+
+
+def test_a_queue_without_journal_is_refused(tmp_path: Path) -> None:
+    clock = FakeClock()
+    q = QueueStore(tmp_path / "q", clock)
+    try:
+        with pytest.raises(ValueError):
+            FastLane(q, MaildirStore(tmp_path / "mail", "mx"), FakeDirectory((), ()), FakeDirectory((), ()),
+                     clock, None, finish=Recorder().finish, submit=Recorder().submit)
+    finally:
+        q.close()

@@ -1,0 +1,279 @@
+"""Group commit on one thread (pigeon.store.groupsync): batches, one run per key, errors, order."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from pigeon.store.groupsync import GroupSync
+
+WAIT = 5.0  # seconds: a generous bound; every wait below normally takes milliseconds
+
+
+@pytest.fixture
+def gs() -> Iterator[GroupSync]:
+    g = GroupSync("test-sync")
+    yield g
+    g.close()
+
+
+def recorder(log: list[str], name: str) -> Callable[[], None]:
+    def fn() -> None:
+        log.append(name)
+    return fn
+
+
+async def until(cond: Callable[[], bool]) -> None:
+    """Wait (on the loop) until ``cond`` holds; fail after WAIT seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WAIT
+    while not cond():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached")
+        await asyncio.sleep(0.001)
+
+
+def test_one_request_runs_in_the_thread_and_completes(gs: GroupSync) -> None:
+    threads: list[str] = []
+
+    async def go() -> object:
+        fut = gs.sync("k", lambda: threads.append(threading.current_thread().name))
+        await asyncio.wait_for(fut, WAIT)
+        return fut.result()
+
+    assert asyncio.run(go()) is None
+    assert len(threads) == 1 and threads[0].startswith("test-sync")
+    assert threads[0] != threading.current_thread().name
+    assert (gs.batches, gs.calls) == (1, 1)
+
+
+def test_requests_made_while_a_batch_runs_form_one_next_batch(gs: GroupSync) -> None:
+    started = threading.Event()
+    release = threading.Event()
+    ran: list[str] = []
+
+    def blocker() -> None:
+        started.set()
+        if not release.wait(WAIT):
+            raise RuntimeError("never released")
+        ran.append("blocker")
+
+    async def go() -> None:
+        first = gs.sync("block", blocker)
+        await until(started.is_set)  # batch 1 is running in the thread
+        later = [gs.sync(f"k{i}", recorder(ran, f"k{i}")) for i in range(5)]
+        await asyncio.sleep(0.01)
+        assert not any(f.done() for f in later)  # they wait for batch 1 to end
+        assert ran == [] and gs.batches == 1
+        release.set()
+        await asyncio.wait_for(asyncio.gather(first, *later), WAIT)
+
+    asyncio.run(go())
+    assert ran == ["blocker", "k0", "k1", "k2", "k3", "k4"]
+    assert gs.batches == 2  # the five requests made during batch 1 ran as ONE batch
+    assert gs.calls == 6
+
+
+def test_same_key_in_one_batch_runs_once_and_every_waiter_gets_it(gs: GroupSync) -> None:
+    started = threading.Event()
+    release = threading.Event()
+    calls: list[str] = []
+
+    def blocker() -> None:
+        started.set()
+        release.wait(WAIT)
+
+    async def go() -> list[object]:
+        first = gs.sync("block", blocker)
+        await until(started.is_set)
+        # Three callers flush the same thing; each passes its own fn, only the first one runs.
+        waiters = [gs.sync(("fdatasync", 7), recorder(calls, f"caller{i}")) for i in range(3)]
+        release.set()
+        return list(await asyncio.wait_for(asyncio.gather(first, *waiters), WAIT))
+
+    results = asyncio.run(go())
+    assert results == [None, None, None, None]
+    assert calls == ["caller0"]
+    assert (gs.batches, gs.calls) == (2, 2)
+
+
+def test_same_key_in_different_batches_runs_each_time(gs: GroupSync) -> None:
+    calls: list[str] = []
+
+    async def go() -> None:
+        await gs.sync("k", recorder(calls, "a"))
+        await gs.sync("k", recorder(calls, "b"))
+
+    asyncio.run(go())
+    assert calls == ["a", "b"] and gs.batches == 2
+
+
+def test_oserror_reaches_exactly_the_waiters_of_that_key(gs: GroupSync) -> None:
+    started = threading.Event()
+    release = threading.Event()
+    ran: list[str] = []
+
+    def blocker() -> None:
+        started.set()
+        release.wait(WAIT)
+
+    def broken() -> None:
+        ran.append("broken")
+        raise OSError(errno.EIO, "I/O error")
+
+    async def go() -> list[object]:
+        first = gs.sync("block", blocker)
+        await until(started.is_set)
+        futs = [
+            gs.sync("ok1", recorder(ran, "ok1")),
+            gs.sync("bad", broken),
+            gs.sync("ok2", recorder(ran, "ok2")),
+            gs.sync("bad", recorder(ran, "never")),  # a second waiter of the failing key
+        ]
+        release.set()
+        await asyncio.wait_for(first, WAIT)
+        return list(await asyncio.wait_for(asyncio.gather(*futs, return_exceptions=True), WAIT))
+
+    ok1, bad1, ok2, bad2 = asyncio.run(go())
+    assert ok1 is None and ok2 is None
+    assert isinstance(bad1, OSError) and bad1.errno == errno.EIO
+    assert bad2 is bad1  # the same outcome for both waiters of the key
+    assert ran == ["ok1", "broken", "ok2"]  # the failure did not stop the rest of the batch
+
+
+def test_other_exceptions_are_logged_and_set_on_the_futures(gs: GroupSync, caplog: pytest.LogCaptureFixture) -> None:
+    def bug() -> None:
+        raise ValueError("a bug")
+
+    async def go() -> BaseException | None:
+        fut = gs.sync("k", bug)
+        try:
+            await asyncio.wait_for(fut, WAIT)
+        except ValueError as exc:
+            return exc
+        return None
+
+    with caplog.at_level("ERROR", logger="pigeon.store.groupsync"):
+        exc = asyncio.run(go())
+    assert isinstance(exc, ValueError)
+    assert any("sync function failed" in r.getMessage() for r in caplog.records)
+
+
+def test_order_within_a_batch_is_first_request_order(gs: GroupSync) -> None:
+    started = threading.Event()
+    release = threading.Event()
+    ran: list[str] = []
+
+    def blocker() -> None:
+        started.set()
+        release.wait(WAIT)
+
+    async def go() -> None:
+        first = gs.sync("block", blocker)
+        await until(started.is_set)
+        futs = [
+            gs.sync(("fdatasync", 3), recorder(ran, "flush3")),
+            gs.sync(("dir", "/q"), recorder(ran, "dir")),
+            gs.sync(("close", 3), recorder(ran, "close3")),
+            gs.sync(("fdatasync", 3), recorder(ran, "flush3-again")),  # joins the first, keeps its place
+            gs.sync(("unlink", "seg"), recorder(ran, "unlink")),
+        ]
+        release.set()
+        await asyncio.wait_for(asyncio.gather(first, *futs), WAIT)
+
+    asyncio.run(go())
+    assert ran == ["flush3", "dir", "close3", "unlink"]
+
+
+def test_a_batch_is_one_thread_hop_for_many_callers(gs: GroupSync) -> None:
+    """Without a blocker: requests made in one loop iteration while nothing runs start a batch
+    with the first one, and all the others go into the next; never one batch per caller."""
+    async def go() -> None:
+        await asyncio.wait_for(asyncio.gather(*(gs.sync(i, lambda: None) for i in range(50))), WAIT)
+
+    asyncio.run(go())
+    assert gs.calls == 50
+    assert gs.batches <= 2
+
+
+def test_close_waits_for_the_running_batch(gs: GroupSync) -> None:
+    started = threading.Event()
+    release = threading.Event()
+    ran: list[str] = []
+
+    def slow() -> None:
+        started.set()
+        release.wait(WAIT)
+        ran.append("slow")
+
+    async def go() -> None:
+        fut = gs.sync("slow", slow)
+        await until(started.is_set)
+        timer = threading.Timer(0.05, release.set)
+        timer.start()
+        gs.close()  # blocks until the batch ends
+        assert ran == ["slow"]
+        timer.join()
+        await asyncio.wait_for(fut, WAIT)  # the waiter still gets its outcome
+
+    asyncio.run(go())
+
+
+def test_close_twice_and_without_any_batch_is_fine() -> None:
+    g = GroupSync()
+    g.close()
+    g.close()
+    assert g.batches == 0
+
+
+def test_close_leaves_no_sync_thread_behind() -> None:
+    g = GroupSync("test-sync-final")
+    started = threading.Event()
+    release = threading.Event()
+
+    def slow() -> None:
+        started.set()
+        release.wait(WAIT)
+
+    async def go() -> None:
+        first = g.sync("slow", slow)
+        await until(started.is_set)
+        second = g.sync("next", lambda: None)  # queued behind the running batch
+        timer = threading.Timer(0.02, release.set)
+        timer.start()
+        g.close()
+        timer.join()
+        await asyncio.wait_for(first, WAIT)
+        # The waiter of the pending batch must not wait forever (Rule 3): run or failed, but done.
+        await asyncio.wait_for(asyncio.gather(second, return_exceptions=True), WAIT)
+
+    try:
+        asyncio.run(go())
+        alive = [t.name for t in threading.enumerate() if t.name.startswith("test-sync-final")]
+        assert alive == []  # Rule 4: close stops the thread
+    finally:
+        g.close()
+
+
+def test_a_new_event_loop_can_use_the_group_after_the_old_one_closed(gs: GroupSync) -> None:
+    release = threading.Event()
+
+    async def first_loop() -> None:
+        gs.sync("left behind", lambda: release.wait(WAIT))  # not awaited, like the journal's unlinks
+
+    asyncio.run(first_loop())  # the loop closes while its batch still runs
+    release.set()
+
+    async def second_loop() -> bool:
+        try:
+            await asyncio.wait_for(gs.sync("k", lambda: None), 0.3)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    ran = asyncio.run(second_loop())
+    assert ran
