@@ -324,6 +324,12 @@ class Pigeon(Server):
             tail = (self.dir / "serve.log").read_bytes()[-800:].decode(errors="replace")
             raise RuntimeError(f"pigeon serve did not answer on 127.0.0.1:{self.port} "
                                f"(exit {rc}); log tail:\n{tail}")
+        # With [smtp] processes > 1 the server logs "pigeon started" once its workers listen too.
+        deadline = time.monotonic() + 30
+        while b"pigeon started" not in (self.dir / "serve.log").read_bytes():
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError("pigeon serve did not finish starting within 30 s")
+            time.sleep(0.05)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -715,6 +721,9 @@ def main() -> int:
     ap.add_argument("--pigeon-toml-tail", default=PIGEON_TOML_TAIL,
                     help="TOML tables appended after [listen] (default: connection limits raised "
                          "to 1100, as Postfix's smtpd maxproc is; '' for none)")
+    ap.add_argument("--pigeon-processes", type=int, default=os.cpu_count() or 1,
+                    help="Pigeon's [smtp] processes (default: the number of CPUs, as an operator "
+                         "of a busy MX would set it; Postfix runs as many processes as it likes)")
     ap.add_argument("--pigeon-port", type=int, default=2625)
     ap.add_argument("--postfix-port", type=int, default=2526)
     ap.add_argument("--workdir", default="/tmp/pigeon-bench")
@@ -756,8 +765,11 @@ def main() -> int:
         if name == "postfix":
             servers.append(Postfix(workdir, args.postfix_port))
         elif name == "pigeon":
+            tail = args.pigeon_toml_tail
+            if args.pigeon_processes > 1:
+                tail += f"[smtp]\nprocesses = {args.pigeon_processes}\n"
             servers.append(Pigeon(workdir, args.pigeon_port, shlex.split(args.pigeon_cmd),
-                                  args.pigeon_extra_toml, args.pigeon_toml_tail))
+                                  args.pigeon_extra_toml, tail))
         else:
             ap.error(f"unknown server {name}")
     # Postfix first in every table column order: servers as given, but report order fixed.
