@@ -61,6 +61,11 @@ def _parse(text: str, what: str, utf8: bool = True) -> Address:
         raise DirectoryError(f"{what} {text!r}: {exc}") from None
 
 
+# The server's recheck interval: a change made with `pigeon user add` (another process) is seen
+# within 50 ms; the server's own changes at once (a write drops the snapshot).
+SERVER_RECHECK = 0.05
+
+
 class Directory:
     def __init__(
         self,
@@ -68,8 +73,14 @@ class Directory:
         config_domains: Sequence[str],
         postmaster: str | None,
         recipient_delimiter: str = "+",
+        recheck_after: float = 0.0,
     ) -> None:
         self._path = path
+        # How long a snapshot is used before the database is asked whether it changed. Every
+        # ask is a SQLite read transaction (locks, stat, several getpid calls): the server does
+        # five or six lookups per message, so it passes SERVER_RECHECK; 0 asks every time.
+        self._recheck_after = recheck_after
+        self._checked_at = 0.0
         self._config_domains = frozenset(_domain_name(d) for d in config_domains)
         self._postmaster = _parse(postmaster, "postmaster") if postmaster else None
         self._delimiters = recipient_delimiter
@@ -123,6 +134,10 @@ class Directory:
                 self._snapshot = None
 
     def _snap(self) -> Snapshot:
+        snapshot = self._snapshot
+        if snapshot is not None and self._recheck_after > 0.0:
+            if time.monotonic() - self._checked_at < self._recheck_after:
+                return snapshot
         with self._lock:
             conn = self._db()
             try:
@@ -132,6 +147,7 @@ class Directory:
                     self._snapshot_version = version
             except sqlite3.Error as exc:
                 raise DirectoryError(f"{self._path}: cannot read: {exc}") from None
+            self._checked_at = time.monotonic()
             return self._snapshot
 
     def _load(self, conn: sqlite3.Connection) -> Snapshot:

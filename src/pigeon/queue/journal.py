@@ -91,10 +91,12 @@ class _Segment:
         self.named = False  # the directory entry is durable (set by the first flush)
         self.broken = False  # a flush failed (Rule 2)
 
-    def flush(self, root: Path) -> None:
-        """In the sync thread: the data, and the first time the segment's name too."""
+    def flush(self, root: Path, fd: int) -> None:
+        """In the sync thread: the data, and the first time the segment's name too. ``fd`` is
+        the one the request saw: the loop may retire the segment (fd -1) before this runs; its
+        close is queued after this flush."""
         try:
-            os.fdatasync(self.fd)
+            os.fdatasync(fd)
             if not self.named:
                 fsync_dir(root)
                 self.named = True
@@ -206,7 +208,7 @@ class Journal:
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             fut.set_result(None)
             return fut
-        return self._sync.sync(("fdatasync", seg.fd), partial(seg.flush, self.root))
+        return self._sync.sync(("fdatasync", seg.fd), partial(seg.flush, self.root, seg.fd))
 
     def failed(self, qids: list[QueueId]) -> None:
         """A flush failed (Rule 2): abandon the segment (once, however many waiters it had),

@@ -47,6 +47,7 @@ from pigeon.core.clock import SystemClock
 from pigeon.core.results import RecipientResult
 from pigeon.delivery.fastlane import FastLane
 from pigeon.directory import Directory
+from pigeon.directory.directory import SERVER_RECHECK
 from pigeon.net.listener import ConnectionLimits, Listener
 from pigeon.net.tls import TlsError, TlsManager, resolve_files
 from pigeon.proto.smtp.reply import C421_TOO_MANY_CONNECTIONS
@@ -106,7 +107,7 @@ class Worker:
         data = cfg.data_dir
         self.pipe = pipe
         self.directory = Directory(data / "directory.sqlite3", cfg.domains, cfg.postmaster,
-                                   cfg.smtp.recipient_delimiter)
+                                   cfg.smtp.recipient_delimiter, recheck_after=SERVER_RECHECK)
         self.queue = QueueStore(data / "queue", self.clock, journal=True,
                                 journal_owner=journal_owner(self.index))
         self.store = MaildirStore(data / "mail", cfg.hostname)
@@ -205,11 +206,12 @@ class Worker:
 
 def run_worker(config: Config, index: int) -> int:
     """The ``pigeon smtp-worker`` command (started by the server, not by hand)."""
-    from pigeon.app import setup_logging
+    from pigeon.app import setup_logging, tune_allocator
 
     pipe_fd = os.dup(1)
     os.dup2(2, 1)  # Rule 2: anything printed goes to standard error, not into the pipe
     setup_logging(config)
+    tune_allocator()
     try:
         return asyncio.run(Worker(config, index, pipe_fd).run())
     except OSError as exc:

@@ -8,7 +8,8 @@ Rules:
 2. Delivery follows http://cr.yp.to/proto/maildir.html: write ``tmp/<unique>`` (created with
    O_EXCL, mode 0600), fsync the file, ``link()`` it to ``new/<unique>,S=…,W=…`` (link never
    overwrites; a clash picks a new name), unlink the tmp name, then fsync ``new/``. Only then is
-   the message delivered. File systems without hard links fall back to ``rename()``.
+   the message delivered. On Linux the link and unlink are one ``renameat2(RENAME_NOREPLACE)``,
+   which never overwrites either; file systems without hard links fall back to ``rename()``.
 3. CRLF line ends become LF while copying (what mutt, Dovecot and Postfix write); ``S=`` is the
    size on disk, ``W=`` the size with CRLF line ends. The copy streams in 64 KiB chunks, so memory
    is bounded for any message size.
@@ -31,9 +32,11 @@ caller, which defers the message; ``MailboxNameError`` for an address that canno
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import errno
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -203,6 +206,8 @@ class MaildirStore:
         for _ in range(MAX_NAME_CLASHES):
             final = new_dir / final_name(name_base, size, crlf_size)
             try:
+                if _move_noreplace(tmp, final):
+                    return final  # one call does link() and unlink(): never overwrites (Rule 2)
                 os.link(tmp, final)
             except FileExistsError:
                 log.warning("maildir name clash %s, choosing another", final)
@@ -220,6 +225,40 @@ class MaildirStore:
             _unlink_quietly(tmp)  # a leftover tmp name is harmless; readers clean tmp/ after 36 h
             return final
         raise OSError(errno.EEXIST, "could not find a unique name in new/", str(new_dir))
+
+
+# renameat2(RENAME_NOREPLACE) (Linux ≥ 3.15, glibc ≥ 2.28): a rename that fails with EEXIST
+# instead of replacing, i.e. link() + unlink() in one call and one directory lock instead of two.
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+_UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP})
+
+
+def _load_renameat2() -> Callable[..., int] | None:
+    try:
+        fn: Callable[..., int] = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    return fn
+
+
+_renameat2: Callable[..., int] | None = _load_renameat2()
+
+
+def _move_noreplace(src: Path, dst: Path) -> bool:
+    """Rename ``src`` to ``dst`` unless ``dst`` exists (FileExistsError); False when this
+    system or file system cannot, and the caller links instead."""
+    global _renameat2
+    if _renameat2 is None:
+        return False
+    if _renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in _UNSUPPORTED:
+        _renameat2 = None  # not on this system: link() from now on
+        log.info("renameat2(RENAME_NOREPLACE) unavailable (%s); delivering with link()", os.strerror(err))
+        return False
+    raise OSError(err, os.strerror(err), str(dst))
 
 
 @dataclass(slots=True)
