@@ -120,8 +120,11 @@ class Stream:
     async def write(self, data: bytes) -> None:
         if not data:
             return
-        self.writer.write(data)
-        await self._guarded(self.writer.drain(), _WRITE)
+        writer = self.writer
+        writer.write(data)
+        if writer.transport.get_write_buffer_size() == 0 and not writer.is_closing():
+            return  # all sent at once (the usual case for a reply): nothing to wait for
+        await self._guarded(writer.drain(), _WRITE)
 
     def write_nowait(self, data: bytes) -> None:
         if data and not self.writer.is_closing():

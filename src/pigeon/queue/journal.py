@@ -32,6 +32,9 @@ Rules:
    returns the messages without a done entry. Reading a segment stops at the first entry that
    is incomplete or fails its CRC: the tail of a crashed write, never acknowledged (Rule 1 and
    2). Later bytes in that segment are reported, not guessed at.
+6. ``done`` entries are written at the end of the loop's turn, or with the next entry,
+   whichever comes first: many per ``writev``. They need no flush of their own (a lost done
+   entry means one more delivery after a crash, never a lost message).
 5. Segments are at most ``SEGMENT_BYTES`` plus one entry; an entry's body is at most what the
    caller keeps in memory (``queue.store.MEMORY_BODY``).
 
@@ -135,6 +138,8 @@ class Journal:
         self._next_seq = existing[-1][0] + 1 if existing else 1
         self._segments: list[_Segment] = []  # oldest first; the last is the current one
         self._where: dict[QueueId, _Segment] = {}
+        self._done_parts: list[bytes] = []  # done entries not yet written (Rule 6)
+        self._done_scheduled = False
         self.appends = 0
 
     # -- writing (the event loop) ----------------------------------------------------------------
@@ -176,12 +181,19 @@ class Journal:
         parts = [_HEAD.pack(kind, crc, len(header), len(body)), header, body] if body else \
             [_HEAD.pack(kind, crc, len(header), 0), header]
         total = _HEAD.size + len(header) + len(body)
+        done, self._done_parts = self._done_parts, []  # Rule 6: done entries ride along
+        if done:
+            parts = done + parts
+            total += sum(len(d) for d in done)
         try:
             written = os.writev(seg.fd, parts)
             if written != total:
                 raise OSError(f"short write to the journal ({written} of {total} bytes)")
         except OSError:
             self._cut(seg)  # Rule 1
+            if done:
+                log.error("journal: %d done entries lost with a failed write (those messages "
+                          "would be delivered again after a crash)", len(done))
             raise
         seg.end += total
         self.appends += 1
@@ -224,12 +236,39 @@ class Journal:
         seg = self._where.pop(qid, None)
         if seg is not None:
             seg.live.discard(qid)
+        header = qid.encode("ascii")
+        self._done_parts.append(_HEAD.pack(DONE, zlib.crc32(b"", zlib.crc32(header)), len(header), 0) + header)
         try:
-            self._write(DONE, qid.encode("ascii"), b"")
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.write_done()
+        else:
+            if not self._done_scheduled:
+                self._done_scheduled = True
+                loop.call_soon(self.write_done)
+        self._collect()
+
+    def write_done(self) -> None:
+        """Write the done entries not yet written (Rule 6)."""
+        self._done_scheduled = False
+        if not self._done_parts:
+            return
+        if not self._segments:
+            self._done_parts = []  # this journal never held a message: nothing to mark
+            return
+        done, self._done_parts = self._done_parts, []
+        total = sum(len(d) for d in done)
+        try:
+            seg = self._current()
+            written = os.writev(seg.fd, done)
+            if written != total:
+                self._cut(seg)
+                raise OSError(f"short write to the journal ({written} of {total} bytes)")
         except OSError as exc:
             # Without the done entry a recovery delivers the message again: once more, not lost.
-            log.error("journal: cannot mark %s done: %s", qid, exc)
-        self._collect()
+            log.error("journal: cannot write %d done entries: %s", len(done), exc)
+            return
+        seg.end += total
 
     def _collect(self) -> None:
         """Rule 3: delete leading segments that are retired and hold nothing live."""
@@ -247,6 +286,7 @@ class Journal:
         """At shutdown, after the sync thread closed (it ran every pending flush): close the
         current segment (it stays on disk if it holds live messages; the next start's recovery
         takes them)."""
+        self.write_done()
         for seg in self._segments:
             if seg.fd >= 0:
                 try:

@@ -17,7 +17,8 @@ Rules:
    batch run ``fn`` once, and every caller gets that outcome: ``key`` names what is flushed
    (``("fdatasync", fd)``, ``("dir", path)``), so a batch flushes each thing once.
 2. At most one batch runs at a time; requests that arrive while it runs form the next batch,
-   which starts as soon as the first ends. Within a batch, functions run in the order their
+   which starts as soon as the first ends. An idle group starts its batch at the end of the
+   loop's current turn, so requests made in the same turn share it. Within a batch, functions run in the order their
    keys were first requested (a close queued after a flush of the same fd runs after it).
 3. Only ``OSError`` is an expected outcome; any other exception is logged and also set on the
    futures, so no caller waits forever.
@@ -32,9 +33,9 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import queue
+import threading
 from collections.abc import Callable, Hashable
-from concurrent.futures import Future as ThreadFuture
-from concurrent.futures import ThreadPoolExecutor
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +48,11 @@ class GroupSync:
         self._name = name
         self._pending: Batch = {}
         self._running = False
+        self._kick_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop of the running batch
         self._closed = False
-        self._pool: ThreadPoolExecutor | None = None
+        self._queue: queue.SimpleQueue[tuple[asyncio.AbstractEventLoop, Batch] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
         self.batches = 0  # how many batches ran (tests, benchmarks)
         self.calls = 0  # how many functions ran (one per distinct key per batch)
 
@@ -70,48 +73,58 @@ class GroupSync:
             self._pending[key] = (fn, [fut])
         else:
             entry[1].append(fut)
-        if not self._running:
-            self._start(loop)
+        if not self._running and not self._kick_scheduled:
+            # Rule 2: start at the end of this turn of the loop, so that every request made in
+            # it (sessions whose data ended in the same read) shares the batch.
+            self._kick_scheduled = True
+            loop.call_soon(self._kick, loop)
         return fut
+
+    def _kick(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._kick_scheduled = False
+        if not self._running and self._pending and not self._closed:
+            self._start(loop)
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         batch, self._pending = self._pending, {}
         self._running = True
         self._loop = loop
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix=self._name)
-        done = self._pool.submit(_run, batch)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name=self._name, daemon=True)
+            self._thread.start()
+        self._queue.put((loop, batch))
         self.batches += 1
         self.calls += len(batch)
 
-        def wake(f: ThreadFuture[Outcome]) -> None:  # in the sync thread: one wake-up per batch
+    def _serve(self) -> None:
+        """The sync thread: run each batch, then wake the loop once for all of it."""
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            loop, batch = item
+            outcome = _run(batch)
             try:
-                loop.call_soon_threadsafe(self._finished, loop, batch, f)
+                loop.call_soon_threadsafe(self._finished, loop, outcome)
             except RuntimeError:  # the loop is closed: nobody waits any more
                 pass
 
-        done.add_done_callback(wake)
-
-    def _finished(self, loop: asyncio.AbstractEventLoop, batch: Batch, f: ThreadFuture[Outcome]) -> None:
+    def _finished(self, loop: asyncio.AbstractEventLoop, outcome: Outcome) -> None:
         self._running = False
-        try:
-            outcome = f.result()
-        except BaseException as crash:  # pragma: no cover - _run catches everything itself
-            log.exception("sync batch crashed")
-            outcome = [(futs, crash) for _, futs in batch.values()]
         for futs, exc in outcome:
             for fut in futs:
                 _settle(fut, exc)
         if self._pending and not self._closed:
-            self._start(loop)
+            self._start(loop)  # what arrived while this batch ran
 
     def close(self) -> None:
         """Rule 4: finish the running batch, run what is still pending here, and stop. Later
         ``sync`` calls fail with ``OSError``."""
         self._closed = True
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
         batch, self._pending = self._pending, {}
         for futs, exc in _run(batch):
             for fut in futs:

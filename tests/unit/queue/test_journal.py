@@ -448,13 +448,15 @@ def test_a_failed_done_entry_is_logged_not_raised(
         await j.sync()
         monkeypatch.setattr(os, "writev", full)
         j.done(a)  # best effort: no exception
+        await asyncio.sleep(0)  # done entries are written at the end of the loop's turn
+        await asyncio.sleep(0)
         monkeypatch.undo()
         assert j.live == 0
         j.close()
 
     with caplog.at_level("ERROR", logger="pigeon.queue.journal"):
         run(go)
-    assert any("cannot mark" in r.getMessage() for r in caplog.records)
+    assert any("cannot write 1 done entries" in r.getMessage() for r in caplog.records)
     assert set(by_id(pending(root))) == {a}  # delivered again after a crash: once more, not lost
 
 
