@@ -21,6 +21,12 @@ Rules:
      configurations alternate between the servers so drift on the machine hits both alike.
   5. Every run is bounded in time (--max-run-seconds); a configuration that times out or fails
      is reported as such, never as a number.
+  6. Before each configuration both servers' previous files are deleted, then the harness waits
+     --settle seconds (default 60) before starting them: ext4 without a journal (this VM's /)
+     makes every file creation skip the inodes deleted in the last 30–55 s (recently_deleted()),
+     so without the pause both servers would pay, in the next configuration, for the thousands
+     of files the previous one left; with it, each pays only for what it deletes itself while
+     it runs (Postfix: a queue file per message).
 
 Usage:
   python3 bench/run.py                 # the default run (~8 min with both servers)
@@ -191,6 +197,9 @@ class Server:
     def fresh_start(self) -> None:
         raise NotImplementedError
 
+    def reset(self) -> None:
+        """Delete the previous configuration's files (the server is stopped)."""
+
     def stop(self) -> None:
         raise NotImplementedError
 
@@ -251,6 +260,9 @@ class Postfix(Server):
         self.sh("reset")
         self.sh("start")
 
+    def reset(self) -> None:
+        self.sh("reset")
+
     def stop(self) -> None:
         self.sh("stop")
 
@@ -299,6 +311,9 @@ class Pigeon(Server):
             "[listen]\n"
             f'smtp = ["127.0.0.1:{self.port}"]\n'
             f"{self.tail}\n")
+
+    def reset(self) -> None:
+        shutil.rmtree(self.data, ignore_errors=True)
 
     def fresh_start(self) -> None:
         self.stop()
@@ -433,13 +448,19 @@ def one_run(server: Server, gen: str, msgfile: Path, sessions: int, messages: in
 
 def throughput_config(live: list[Server], gen: str, ns: int, z: int, msgfile: Path,
                       messages: int, runs: int, warmup: int, reuse: bool, max_s: float,
-                      cfg: dict[str, Any], notes: list[str]) -> None:
+                      cfg: dict[str, Any], notes: list[str], settle: float = 0.0) -> None:
     """One configuration: start every server fresh, warm each up, then alternate their runs.
 
     Runs alternate between the servers (P, Q, Q, P, P, Q, ...) so that a disk or CPU whose speed
     drifts during the configuration (this VM's does) weighs on both alike; the idle one waits.
     """
     ready: list[Server] = []
+    for srv in live:
+        srv.stop()
+        srv.reset()  # rule 6: every server's old files deleted first, then one settling pause
+    if settle > 0:
+        log(f"settling {settle:.0f} s after the resets (rule 6)")
+        time.sleep(settle)
     for srv in live:
         label = f"{gen} {srv.name} s={ns} size={size_label(z)}"
         try:
@@ -577,7 +598,8 @@ def report(meta: dict[str, Any], results: dict[str, Any]) -> str:
     L.append(f"- Load: {meta['messages']} messages per run, {meta['runs']} run(s) per configuration "
              f"(medians), one untimed warm-up batch of {meta['warmup']}; "
              f"{'several messages per connection' if meta['reuse'] else 'one message per connection'}; "
-             f"one recipient ({RCPT}); generator(s): {', '.join(meta['generators'])}.")
+             f"one recipient ({RCPT}); generator(s): {', '.join(meta['generators'])}; "
+             f"{meta.get('settle', 0):.0f} s settling pause after each configuration's reset (rule 6).")
     L.append(f"- Duration: {meta['duration_s']:.0f} s; load average (1/5/15 min) before: "
              f"{meta['load'][0]}, after the throughput runs: {meta['load'][1]} (the benchmark's own processes, "
              "fsync waits included, raise it; a high value *before* means something else was "
@@ -721,6 +743,8 @@ def main() -> int:
     ap.add_argument("--pigeon-toml-tail", default=PIGEON_TOML_TAIL,
                     help="TOML tables appended after [listen] (default: connection limits raised "
                          "to 1100, as Postfix's smtpd maxproc is; '' for none)")
+    ap.add_argument("--settle", type=float, help="seconds to wait after deleting the previous "
+                    "configuration's files (rule 6; default 60, quick 0)")
     ap.add_argument("--pigeon-processes", type=int, default=os.cpu_count() or 1,
                     help="Pigeon's [smtp] processes (default: the number of CPUs, as an operator "
                          "of a busy MX would set it; Postfix runs as many processes as it likes)")
@@ -747,6 +771,7 @@ def main() -> int:
     idle_n = args.idle_sessions or (100 if quick else 1000)
     fsync_s = args.fsync_seconds or (1.0 if quick else 5.0)
     warmup = min(50, messages)
+    settle = args.settle if args.settle is not None else (0.0 if quick else 60.0)
     skip = {s for s in args.skip.split(",") if s}
     generators = ["smtp-source", "smtpload"] if args.generator == "both" else [args.generator]
     if "smtp-source" in generators and not shutil.which("smtp-source"):
@@ -811,7 +836,7 @@ def main() -> int:
                         rows.append(cfg)
                         active = [s for s in live if failures[s.name] < 2]
                         throughput_config(active, gen, ns, z, msgfiles[z], messages, runs, warmup,
-                                          args.reuse, args.max_run_seconds, cfg, notes)
+                                          args.reuse, args.max_run_seconds, cfg, notes, settle=settle)
                         for srv in active:
                             runs_ = cfg["runs"].get(srv.name, [])
                             failures[srv.name] = (failures[srv.name] + 1
@@ -854,7 +879,7 @@ def main() -> int:
         "machine": machine_info(workdir),
         "servers": [{"name": s.name, "describe": s.describe(), "unavailable": s.unavailable}
                     for s in order],
-        "messages": messages, "runs": runs, "warmup": warmup, "reuse": args.reuse,
+        "messages": messages, "runs": runs, "warmup": warmup, "reuse": args.reuse, "settle": settle,
         "generators": generators, "idle_sessions": idle_n,
         "duration_s": time.monotonic() - t_start,
         "load": [load_before, load_after],

@@ -27,7 +27,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, cast
 
 from pigeon import maillog
 from pigeon.auth.passwords import generate_password
@@ -104,15 +104,18 @@ def setup_logging(config: Config, stream: TextIO = sys.stderr) -> None:
     for h in list(root.handlers):
         root.removeHandler(h)
     fmt = maillog.LineFormatter()
-    handler = logging.StreamHandler(stream)
+    handler: logging.StreamHandler[TextIO] = logging.StreamHandler(stream)
     handler.setFormatter(fmt)
     root.addHandler(handler)
+    handlers = [handler]
     if config.log_file is not None:
         config.log_file.parent.mkdir(parents=True, exist_ok=True)
         fh = logging.FileHandler(config.log_file)
         fh.setFormatter(fmt)
         root.addHandler(fh)
+        handlers.append(cast("logging.StreamHandler[TextIO]", fh))  # a FileHandler writes text too
     root.setLevel(logging.INFO)
+    maillog.write_directly(handlers)  # the same streams and format, without logging's overhead
 
 
 class App:

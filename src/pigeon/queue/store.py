@@ -363,10 +363,8 @@ class QueueStore:
         """Make the message durable (rule 1): in ``active/``, or with ``fast`` and a body still in
         memory, in the intake journal (rule 8). Raises QueueWriteError (rule 2)."""
         if fast and self.journal is not None and body.in_memory:
-            work = self._commit_journal(body, envelope, rcpts)
-        else:
-            work = self._commit(body, envelope, rcpts)
-        task = asyncio.ensure_future(work)
+            return await self._commit_journal(body, envelope, rcpts)
+        task = asyncio.ensure_future(self._commit(body, envelope, rcpts))
         self._background.add(task)
         task.add_done_callback(self._commit_done)
         try:
@@ -391,6 +389,8 @@ class QueueStore:
 
     async def _commit_journal(self, body: BodyWriter, envelope: Envelope,
                               rcpts: list[RcptState]) -> QueueRecord:
+        """Rule 8, without a task of its own: the append is immediate, and a caller cancelled
+        while the flush runs leaves a callback that hands the record on (rule 9)."""
         journal = self.journal
         assert journal is not None
         record = self._new_record(body, envelope, rcpts)
@@ -400,14 +400,34 @@ class QueueStore:
         except OSError as exc:
             log.error("queue: journal append of %s failed: %s", record.id, exc)
             raise QueueWriteError(f"queue write failed for {record.id}: {exc}") from exc
+        flushed = journal.sync()
         try:
-            await journal.sync()
+            await asyncio.shield(flushed)
+        except asyncio.CancelledError:
+            flushed.add_done_callback(lambda f: self._journal_orphan(f, record, data))
+            raise
         except OSError as exc:
-            log.error("queue: journal flush for %s failed: %s", record.id, exc)
-            journal.failed([record.id])
+            self._journal_failed(record, exc)
             raise QueueWriteError(f"queue write failed for {record.id}: {exc}") from exc
         record.body_data = data
         return record
+
+    def _journal_failed(self, record: QueueRecord, exc: BaseException) -> None:
+        log.error("queue: journal flush for %s failed: %s", record.id, exc)
+        assert self.journal is not None
+        self.journal.failed([record.id])
+
+    def _journal_orphan(self, flushed: asyncio.Future[None], record: QueueRecord, data: bytes) -> None:
+        if flushed.cancelled():
+            return
+        exc = flushed.exception()
+        if exc is not None:
+            self._journal_failed(record, exc)
+            return
+        record.body_data = data
+        log.info("queue: %s committed after its client went away (no 250 was sent)", record.id)
+        if self.orphans is not None:
+            self.orphans(record)
 
     async def spill(self, record: QueueRecord, body: bytes) -> None:
         """Move a journaled message into the queue files (``active/``), durable on return.

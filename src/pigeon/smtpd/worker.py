@@ -72,6 +72,7 @@ class _Pipe:
 
     def __init__(self, transport: asyncio.WriteTransport) -> None:
         self._transport = transport
+        self._changed: set[str] = set()  # Maildirs changed in this turn of the loop
 
     def send(self, **message: object) -> None:
         if self._transport.is_closing():
@@ -80,7 +81,15 @@ class _Pipe:
         self._transport.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
 
     def notify(self, directory: Path) -> None:  # store.changes.ChangeNotifier
-        self.send(op="changed", dir=str(directory))
+        """One ``changed`` line per Maildir per turn of the loop, however many deliveries."""
+        if not self._changed:
+            asyncio.get_running_loop().call_soon(self._send_changed)
+        self._changed.add(str(directory))
+
+    def _send_changed(self) -> None:
+        changed, self._changed = self._changed, set()
+        for directory in sorted(changed):
+            self.send(op="changed", dir=directory)
 
     def close(self) -> None:
         self._transport.close()

@@ -508,3 +508,50 @@ def test_remove_segments(root: Path, gs: GroupSync) -> None:
     assert (root / "keep.txt").exists()
     assert pending(root) == []
     assert remove_segments(root) == 0
+
+
+def test_done_entries_ride_with_the_next_message_in_one_write(
+        root: Path, gs: GroupSync, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rule 6: done entries made in one turn of the loop go out together, with the next entry."""
+    a, b, c = qid(), qid(), qid()
+    writes: list[int] = []
+    real = os.writev
+
+    def counting(fd: int, buffers: list[bytes]) -> int:
+        writes.append(len(buffers))
+        return real(fd, buffers)
+
+    async def go() -> None:
+        j = Journal(root, gs)
+        j.append(a, record(a), b"A")
+        j.append(b, record(b), b"B")
+        await j.sync()
+        monkeypatch.setattr(os, "writev", counting)
+        j.done(a)
+        j.done(b)
+        j.append(c, record(c), b"C")  # same turn: one writev with both done entries first
+        await j.sync()
+        monkeypatch.undo()
+        j.close()
+
+    run(go)
+    assert writes == [5]  # two done entries + the message's head, record and body
+    assert set(by_id(pending(root))) == {c}
+
+
+def test_done_entries_alone_are_written_at_the_end_of_the_turn(root: Path, gs: GroupSync) -> None:
+    a, b = qid(), qid()
+
+    async def go() -> None:
+        j = Journal(root, gs)
+        j.append(a, record(a), b"A")
+        j.append(b, record(b), b"B")
+        await j.sync()
+        j.done(a)
+        j.done(b)
+        assert set(by_id(pending(root))) == {a, b}  # not written yet
+        await asyncio.sleep(0)
+        assert pending(root) == []
+        j.close()
+
+    run(go)
