@@ -405,6 +405,7 @@ def serve(config: Config) -> int:
     app = App(config)
     try:
         asyncio.run(app.run())
+        maillog.flush()
     except DataDirLocked as exc:
         log.error("%s", exc)
         return 1

@@ -13,9 +13,11 @@ The lines go to the ``pigeon.mail`` logger; ``app`` sends it to stderr and to ``
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
+import threading
 import time
 from typing import TextIO
 
@@ -58,12 +60,16 @@ class DirectLines:
     at ≈ 15 µs each: a tenth of the Python time of an SMTP message (py-spy, 2026-11-27). The
     server's log format is fixed (``LineFormatter``) and its handlers are its own
     (``app.setup_logging``), so the line is made here in the same format and written to the
-    same streams, flushed at once, each under its handler's own lock (as ``logging`` writes).
+    same streams, each under its handler's own lock (as ``logging`` writes), and flushed at the
+    end of the event loop's turn: one write for all the lines of a turn, not one per line.
     """
 
     def __init__(self, handlers: list[logging.StreamHandler[TextIO]]) -> None:
         self._handlers = handlers
         self._prefix_tail = f" pigeon[{os.getpid()}] INFO {log.name}: "
+        self._flush_scheduled = False
+        self._pending: list[str] = []
+        self._lock = threading.Lock()
         self._second: tuple[int, str] = (-1, "")
 
     def write(self, text: str) -> None:
@@ -74,10 +80,29 @@ class DirectLines:
             cached = (sec, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(sec)))
             self._second = cached
         line = f"{cached[1]},{int((now - sec) * 1000):03d}{self._prefix_tail}{text}\n"
+        with self._lock:
+            self._pending.append(line)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()  # another thread, or no loop
+            return
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """The lines of a turn of the loop (at most a few ms old) in one write per stream."""
+        self._flush_scheduled = False
+        with self._lock:
+            lines, self._pending = self._pending, []
+        if not lines:
+            return
+        text = "".join(lines)
         for handler in self._handlers:
             handler.acquire()
             try:
-                handler.stream.write(line)
+                handler.stream.write(text)
                 handler.stream.flush()
             except (OSError, ValueError):  # a closed or broken log stream: as logging does
                 pass
@@ -86,6 +111,12 @@ class DirectLines:
 
 
 _direct: DirectLines | None = None
+
+
+def flush() -> None:
+    """Write out mail lines still waiting for the end of the loop's turn (at exit)."""
+    if _direct is not None:
+        _direct.flush()
 
 
 def write_directly(handlers: list[logging.StreamHandler[TextIO]] | None) -> None:

@@ -69,8 +69,28 @@ def with_protocol(client: ClientInfo, smtputf8: bool) -> str | None:
 
 
 def rfc5322_date(now: float) -> str:
-    """``Tue, 01 Jul 2025 10:00:00 +0200`` in the server's local zone (RFC 5322 §3.3)."""
-    return format_datetime(datetime.fromtimestamp(now).astimezone())
+    """``Tue, 01 Jul 2025 10:00:00 +0200`` in the server's local zone (RFC 5322 §3.3).
+    The text changes once a second; it is made once per second (every message's Received:)."""
+    return _DATES.text(now)
+
+
+class _SecondCache:
+    """The date text of the current second; the pair is replaced whole, so threads see a
+    consistent one."""
+
+    def __init__(self) -> None:
+        self._cached: tuple[int, str] = (-1, "")
+
+    def text(self, now: float) -> str:
+        sec = int(now)
+        cached = self._cached
+        if cached[0] != sec:
+            cached = (sec, format_datetime(datetime.fromtimestamp(sec).astimezone()))
+            self._cached = cached
+        return cached[1]
+
+
+_DATES = _SecondCache()
 
 
 def _tls_clause(tls: str) -> str:

@@ -222,7 +222,9 @@ def run_worker(config: Config, index: int) -> int:
     setup_logging(config)
     tune_allocator()
     try:
-        return asyncio.run(Worker(config, index, pipe_fd).run())
+        rc = asyncio.run(Worker(config, index, pipe_fd).run())
+        maillog.flush()
+        return rc
     except OSError as exc:
         log.error("smtp worker %d cannot run: %s", index, exc)
         return 1
