@@ -691,7 +691,7 @@ def report(meta: dict[str, Any], results: dict[str, Any]) -> str:
                 continue
             per = (r["busy_pss"] - r["idle_pss"]) / max(1, r["opened"])
             sess = (f"{r['sess_rss'] / 1024:,.1f} MiB ({r['sess_pss'] / 1024:,.1f} MiB) "
-                    f"in {r['sess_procs']}" if "sess_rss" in r else "— (one process)")
+                    f"in {r['sess_procs']}" if "sess_rss" in r else "— (no process per session)")
             L.append(f"| {s} | {r['idle_rss'] / 1024:,.1f} MiB | {r['idle_pss'] / 1024:,.1f} MiB | "
                      f"{r['busy_rss'] / 1024:,.1f} MiB | {r['busy_pss'] / 1024:,.1f} MiB | "
                      f"{r['busy_procs']} | {sess} | {per:,.1f} KiB | "
