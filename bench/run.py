@@ -29,7 +29,7 @@ Rules:
      it runs (Postfix: a queue file per message).
 
 Usage:
-  python3 bench/run.py                 # the default run (~8 min with both servers)
+  python3 bench/run.py                 # the default run (~15 min with both servers)
   python3 bench/run.py --quick         # smoke run (~1-2 min)
   python3 bench/run.py --servers postfix
   python3 bench/run.py --pigeon-cmd "python3 bench/standin_pigeon.py"   # test the harness
