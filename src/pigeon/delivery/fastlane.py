@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
@@ -46,7 +45,7 @@ from pigeon.queue.store import QueueStore
 from pigeon.queue.syncer import fsync_dir
 from pigeon.store.changes import ChangeNotifier
 from pigeon.store.groupsync import GroupSync
-from pigeon.store.maildir import MaildirStore, PendingFile
+from pigeon.store.maildir import MaildirStore, PendingFile, unlink_quietly
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +207,7 @@ class FastLane:
         for key, (addr, path) in linked.items():
             err = errors.get(path.parent)
             if err is not None:
-                _unlink_quietly(path)  # not durable, so not delivered (store.maildir Rule 6)
+                unlink_quietly(path)  # not durable, so not delivered (store.maildir Rule 6)
                 outcome[key] = failure(qid, addr, err)
                 continue
             delivered(qid, addr, path, self._changes)
@@ -217,10 +216,3 @@ class FastLane:
 
 def _as_exception(err: BaseException) -> Exception:
     return err if isinstance(err, Exception) else RuntimeError(str(err))
-
-
-def _unlink_quietly(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass

@@ -29,7 +29,7 @@ import asyncio
 import heapq
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from pigeon import maillog
@@ -216,13 +216,16 @@ class QueueManager:
     async def complete(self, record: QueueRecord, results: list[tuple[RcptState, RecipientResult]]) -> None:
         """Rule 7: the fast lane's attempt, for a message it moved into the queue files: its
         results are recorded exactly as an attempt of the manager's own."""
-        qid = record.id
+        await self._tracked(record.id, self._record_results(record, results), "recording the delivery results")
+
+    async def _tracked(self, qid: QueueId, work: Awaitable[None], what: str) -> None:
+        """Run one attempt's work with ``qid`` in flight; a failure is retried, never lost."""
         self._inflight.add(qid)
         self._idle.clear()
         try:
-            await self._record_results(record, results)
+            await work
         except Exception:
-            log.exception("%s: recording the delivery results failed; will retry", qid)
+            log.exception("%s: %s failed; will retry", qid, what)
             self.schedule(qid, self.clock.now() + self.config().queue.retry_schedule[0])
         finally:
             self._inflight.discard(qid)
@@ -249,16 +252,7 @@ class QueueManager:
             qid = await self._ready.get()
             if qid in self._inflight:
                 continue
-            self._inflight.add(qid)
-            try:
-                await self._attempt(qid)
-            except Exception:
-                log.exception("%s: delivery attempt failed; will retry", qid)
-                self.schedule(qid, self.clock.now() + self.config().queue.retry_schedule[0])
-            finally:
-                self._inflight.discard(qid)
-                if self._ready.empty() and not self._inflight:
-                    self._idle.set()
+            await self._tracked(qid, self._attempt(qid), "delivery attempt")
 
     # -- one attempt ----------------------------------------------------------------------------
     async def _attempt(self, qid: QueueId) -> None:

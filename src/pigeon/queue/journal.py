@@ -186,11 +186,8 @@ class Journal:
             parts = done + parts
             total += sum(len(d) for d in done)
         try:
-            written = os.writev(seg.fd, parts)
-            if written != total:
-                raise OSError(f"short write to the journal ({written} of {total} bytes)")
+            self._writev(seg, parts, total)
         except OSError:
-            self._cut(seg)  # Rule 1
             if done:
                 log.error("journal: %d done entries lost with a failed write (those messages "
                           "would be delivered again after a crash)", len(done))
@@ -198,6 +195,16 @@ class Journal:
         seg.end += total
         self.appends += 1
         return seg
+
+    def _writev(self, seg: _Segment, parts: list[bytes], total: int) -> None:
+        """One ``writev`` of whole entries; a failed or short one is cut back (Rule 1)."""
+        try:
+            written = os.writev(seg.fd, parts)
+            if written != total:
+                raise OSError(f"short write to the journal ({written} of {total} bytes)")
+        except OSError:
+            self._cut(seg)
+            raise
 
     def _cut(self, seg: _Segment) -> None:
         try:
@@ -260,10 +267,7 @@ class Journal:
         total = sum(len(d) for d in done)
         try:
             seg = self._current()
-            written = os.writev(seg.fd, done)
-            if written != total:
-                self._cut(seg)
-                raise OSError(f"short write to the journal ({written} of {total} bytes)")
+            self._writev(seg, done, total)
         except OSError as exc:
             # Without the done entry a recovery delivers the message again: once more, not lost.
             log.error("journal: cannot write %d done entries: %s", len(done), exc)

@@ -449,16 +449,8 @@ class QueueStore:
         record.size = writer.size
         if shared:
             self._commit_blocking(writer, encode_record(record))
-            return
-        try:
-            self._seal_body(writer)
-            write_file_synced(self._tmp_record(record.id), encode_record(record))
-            fsync_dir(self._dir("msg"))
-            os.replace(self._tmp_record(record.id), self._record_path("active", record.id))
-            fsync_dir(self._dir("active"))
-        except OSError:
-            self._undo_commit(writer)
-            raise
+        else:
+            self._commit_files_sync(writer, encode_record(record))
 
     async def _commit(self, body: BodyWriter, envelope: Envelope, rcpts: list[RcptState]) -> QueueRecord:
         record = self._new_record(body, envelope, rcpts)
@@ -488,18 +480,25 @@ class QueueStore:
     def commit_sync(self, body: BodyWriter, envelope: Envelope, rcpts: list[RcptState]) -> QueueRecord:
         """``commit`` without an event loop (the offline sendmail path, tests). Blocking."""
         record = self._new_record(body, envelope, rcpts)
-        tmp_rec = self._tmp_record(body.id)
         try:
-            self._seal_body(body)
-            write_file_synced(tmp_rec, encode_record(record))
-            fsync_dir(self._dir("msg"))
-            os.replace(tmp_rec, self._record_path("active", body.id))
-            fsync_dir(self._dir("active"))
+            self._commit_files_sync(body, encode_record(record))
         except OSError as exc:
-            self._undo_commit(body)
             log.error("queue: commit of %s failed: %s", body.id, exc)
             raise QueueWriteError(f"queue write failed for {body.id}: {exc}") from exc
         return record
+
+    def _commit_files_sync(self, body: BodyWriter, data: bytes) -> None:
+        """Rule 1 with plain fsyncs, no threads (offline commits, recovery); rule 2 on failure."""
+        tmp_rec = self._tmp_record(body.id)
+        try:
+            self._seal_body(body)
+            write_file_synced(tmp_rec, data)
+            fsync_dir(self._dir("msg"))
+            os.replace(tmp_rec, self._record_path("active", body.id))
+            fsync_dir(self._dir("active"))
+        except OSError:
+            self._undo_commit(body)
+            raise
 
     def _write_synced(self, path: Path, data: bytes) -> None:
         """``write_file_synced`` into a recycled file when one is free (rule 7). Blocking."""

@@ -113,7 +113,7 @@ class MaildirStore:
         try:
             fsync_dir(final.parent)
         except BaseException:
-            _unlink_quietly(final)  # Rule 6
+            unlink_quietly(final)  # Rule 6
             raise
         return final
 
@@ -132,7 +132,7 @@ class MaildirStore:
             self._group.sync(final.parent)
         except BaseException:
             # Rule 6: not durable, so not delivered; the retry must not find a duplicate.
-            _unlink_quietly(final)
+            unlink_quietly(final)
             raise
         return final
 
@@ -157,7 +157,7 @@ class MaildirStore:
             _write_all(fd, parts)
         except BaseException:
             os.close(fd)
-            _unlink_quietly(tmp)
+            unlink_quietly(tmp)
             raise
         return PendingFile(maildir, base, tmp, fd, conv.size, conv.crlf_size)
 
@@ -168,7 +168,7 @@ class MaildirStore:
             return self._link_into_new(pending.maildir / "new", pending.tmp, pending.base,
                                        pending.size, pending.crlf_size)
         except BaseException:
-            _unlink_quietly(pending.tmp)
+            unlink_quietly(pending.tmp)
             raise
 
     def _write_and_link(self, maildir: Path, prefix: bytes, body: BinaryIO) -> Path:
@@ -185,7 +185,7 @@ class MaildirStore:
                 os.fsync(out.fileno())
             return self._link_into_new(maildir / "new", tmp, base, conv.size, conv.crlf_size)
         except BaseException:
-            _unlink_quietly(tmp)
+            unlink_quietly(tmp)
             raise
 
     def _create_tmp(self, tmp_dir: Path) -> tuple[str, Path, int]:
@@ -222,7 +222,7 @@ class MaildirStore:
                     continue
                 os.rename(tmp, final)
                 return final
-            _unlink_quietly(tmp)  # a leftover tmp name is harmless; readers clean tmp/ after 36 h
+            unlink_quietly(tmp)  # a leftover tmp name is harmless; readers clean tmp/ after 36 h
             return final
         raise OSError(errno.EEXIST, "could not find a unique name in new/", str(new_dir))
 
@@ -288,7 +288,7 @@ class PendingFile:
                 os.close(fd)
             except OSError:
                 pass
-        _unlink_quietly(self.tmp)
+        unlink_quietly(self.tmp)
 
 
 def _write_all(fd: int, parts: list[bytes]) -> None:
@@ -327,7 +327,7 @@ def _list_files(directory: Path) -> list[Path]:
     return sorted(directory / n for n in names if not n.startswith("."))
 
 
-def _unlink_quietly(path: Path) -> None:
+def unlink_quietly(path: Path) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:
