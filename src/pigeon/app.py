@@ -159,7 +159,7 @@ class App:
             self.directory.add_user(DEMO_USER, password)
             print(f"pigeon: created user {DEMO_USER} with password {password} "
                   "(shown only this once; change it with `pigeon user passwd`)", file=sys.stderr, flush=True)
-        self.queue = QueueStore(data / "queue", self.clock, journal=True)
+        self.queue = QueueStore(data / "queue", self.clock, journal=True, flush=cfg.queue.flush)
         report = self.queue.recover()
         log.info("queue recovered: %s", report)
         self.store = MaildirStore(data / "mail", cfg.hostname)

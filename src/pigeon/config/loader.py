@@ -33,6 +33,7 @@ from pigeon.config.model import (
     Limits,
     Listen,
     QueueConfig,
+    QueueFlush,
     SmtpConfig,
     SubmissionConfig,
     TlsConfig,
@@ -85,6 +86,7 @@ max_recipients = 1000
 retry_schedule = ["5m", "10m", "20m", "40m", "1h"]
 max_lifetime = "5d"
 delay_warning = "4h"
+flush = "filesystem"
 
 [smtp]
 recipient_delimiter = "+"
@@ -226,9 +228,19 @@ def _queue(top: Table) -> QueueConfig:
         delay_warning=t.duration("delay_warning", d.delay_warning, exclusive_min=False),
         jitter=t.number("jitter", d.jitter, minimum=0.0, maximum=0.5),
         notify_postmaster=t.boolean("notify_postmaster", d.notify_postmaster),
+        flush=_queue_flush(t, d.flush),
     )
     t.finish()
     return queue
+
+
+def _queue_flush(t: Table, default: QueueFlush) -> QueueFlush:
+    value = t.string("flush", default)
+    if value == "filesystem":
+        return "filesystem"
+    if value == "file":
+        return "file"
+    raise t.error("flush", f'must be "filesystem" or "file", got {value!r}')
 
 
 def _delivery(top: Table, base_dir: Path) -> DeliveryConfig:

@@ -172,6 +172,9 @@ class DnsConfig:
     nameservers: tuple[Endpoint, ...] = ()  # empty: the system resolver (/etc/resolv.conf)
 
 
+QueueFlush = Literal["filesystem", "file"]
+
+
 @dataclass(frozen=True, slots=True)
 class QueueConfig:
     # Seconds between attempts; the last value repeats until max_lifetime.
@@ -184,6 +187,10 @@ class QueueConfig:
     jitter: float = 0.1
     # Send the postmaster a copy of each failure notice (Postfix notify_classes = bounce).
     notify_postmaster: bool = False
+    # How the intake journal and the fast lane's Maildir files are flushed (store.fssync):
+    # "filesystem" = one syncfs per batch where it reports errors (Linux >= 5.8), else per file;
+    # "file" = an fsync of every file and directory.
+    flush: QueueFlush = "filesystem"
 
 
 TlsLevel = Literal["may", "encrypt", "verify"]

@@ -6,6 +6,8 @@ event loop, and the flushes (every file's fsync, then each ``new/`` directory's)
 committed with every other delivery under way (``store.groupsync``), so a message costs no
 thread hop of its own. The steps and their order are local delivery's (``delivery.local``,
 ``store.maildir`` Rule 2): file written, file fsynced, linked into ``new/``, ``new/`` fsynced.
+With ``[queue] flush = "filesystem"`` (``store.fssync``) each flush is the batch's one
+``syncfs``: files written, file system flushed, linked into ``new/``, file system flushed.
 
 Rules:
 1. A message every recipient of which is delivered, none asking for a success DSN, is done:
@@ -22,6 +24,13 @@ Rules:
 4. Recipients are handled as ``LocalDelivery`` does: unknown user → ``550 5.1.1``; a name the
    store refuses → ``553``; an ``OSError`` → deferred ``451``/``452``; one copy per mailbox.
 
+5. With a file-system flush (``store.fssync``), the files are written earlier: between the
+   journal append and the commit flush (``prepare``, ``queue.store`` rule 11), so the commit's
+   one ``syncfs`` makes journal entry and files durable together, and a message costs two
+   flushes (commit, then ``new/``) instead of three. The files are closed at once; a failed
+   commit removes them (``discard``), and so does a crowded lane (Rule 3). The recipient
+   checks are the same, made before the commit instead of after it.
+
 What can go wrong: nothing raises out of the lane; every failure ends in a spill (Rule 2).
 """
 
@@ -30,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Protocol
@@ -52,6 +62,16 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_INFLIGHT = 512
 
 Results = list[tuple[RcptState, RecipientResult]]
+Outcome = dict[str, RecipientResult]  # by mailbox key
+Files = dict[str, tuple[Address, PendingFile]]  # by mailbox key: written, not yet in new/
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """Rule 5: a message's files, written before its commit flush."""
+
+    outcome: Outcome
+    files: Files
 
 
 class LocalDomains(Protocol):
@@ -79,6 +99,8 @@ class FastLane:
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
+        if self._sync.whole_fs:
+            queue.early_writer = self  # Rule 5
         self.delivered = 0  # messages completed in the lane (tests, benchmarks)
         self.spilled = 0
 
@@ -89,6 +111,8 @@ class FastLane:
         if body is None:
             raise ValueError(f"{record.id} has no body in memory")
         crowded = len(self._tasks) >= self.max_inflight  # Rule 3
+        if crowded:
+            self.discard(record)
         task = asyncio.create_task(self._spill(record, body, None) if crowded else self._run(record, body))
         self._tasks.add(task)
         self._idle.clear()
@@ -149,14 +173,51 @@ class FastLane:
         else:
             await self._finish(record, results)
 
+    # -- Rule 5: the files written before the commit flush ------------------------------------
+
+    def prepare(self, record: QueueRecord, body: bytes) -> None:
+        """``queue.store`` rule 11: called between the journal append and its flush."""
+        if len(self._tasks) >= self.max_inflight or not self._all_local(record):
+            return  # Rule 3 / Rule 2: nothing written now; ``take`` decides as usual
+        try:
+            outcome, files = self._write_files(record, body)
+            self._close_files(record.id, files, outcome)
+        except Exception:  # pragma: no cover - _write_files turns every failure into an outcome
+            log.exception("%s: early delivery write failed", record.id)
+            return
+        record.prepared = _Prepared(outcome, files)
+
+    def discard(self, record: QueueRecord) -> None:
+        """The commit failed, or the lane will not deliver: remove what ``prepare`` wrote."""
+        prepared, record.prepared = record.prepared, None
+        if isinstance(prepared, _Prepared):
+            for _, pending in prepared.files.values():
+                pending.discard()
+
+    def _all_local(self, record: QueueRecord) -> bool:
+        return all(self._domains.is_local_domain(r.address.domain) for r in record.rcpts)
+
     async def _deliver(self, record: QueueRecord, body: bytes) -> Results | None:
         """Deliver to every recipient; None (nothing written) when one is not local (Rule 2)."""
-        if not all(self._domains.is_local_domain(r.address.domain) for r in record.rcpts):
-            return None
+        prepared, record.prepared = record.prepared, None
+        if isinstance(prepared, _Prepared):  # written and flushed with the commit (Rule 5)
+            outcome, files = prepared.outcome, prepared.files
+        else:
+            if not self._all_local(record):
+                return None
+            outcome, files = self._write_files(record, body)
+            if files:
+                await self._flush_files(record.id, files, outcome)
+        if files:
+            await self._link(record.id, files, outcome)
+        return [(rcpt, outcome[rcpt.address.key]) for rcpt in record.rcpts]
+
+    def _write_files(self, record: QueueRecord, body: bytes) -> tuple[Outcome, Files]:
+        """Each mailbox's ``tmp/`` file, written, not flushed; failures become outcomes."""
         qid = record.id
         sender = record.envelope.sender
-        outcome: dict[str, RecipientResult] = {}
-        files: dict[str, tuple[Address, PendingFile]] = {}
+        outcome: Outcome = {}
+        files: Files = {}
         for rcpt in record.rcpts:
             addr = rcpt.address
             key = addr.key
@@ -170,16 +231,28 @@ class FastLane:
                 files[key] = (addr, self._store.write_tmp(addr, delivery_prefix(sender, addr), body))
             except Exception as exc:
                 outcome[key] = failure(qid, addr, exc)
-        if files:
-            await self._flush_files(qid, files, outcome)
-        if files:
-            await self._link(qid, files, outcome)
-        return [(rcpt, outcome[rcpt.address.key]) for rcpt in record.rcpts]
+        return outcome, files
 
-    async def _flush_files(self, qid: str, files: dict[str, tuple[Address, PendingFile]],
-                           outcome: dict[str, RecipientResult]) -> None:
-        """Every file's fsync, group-committed with the other deliveries under way."""
-        flushes = [self._sync.sync(("fsync", id(p)), p.flush_and_close) for _, p in files.values()]
+    @staticmethod
+    def _close_files(qid: str, files: Files, outcome: Outcome) -> None:
+        """Close without an fsync (the file system's flush covers them); a failure fails that
+        recipient's delivery."""
+        for key, (addr, pending) in list(files.items()):
+            try:
+                pending.close()
+            except OSError as exc:
+                pending.discard()
+                del files[key]
+                outcome[key] = failure(qid, addr, exc)
+
+    async def _flush_files(self, qid: str, files: Files, outcome: Outcome) -> None:
+        """Every file's fsync, group-committed with the other deliveries under way; with a
+        ``whole_fs`` group, one ``syncfs`` per file system for the batch instead."""
+        if self._sync.whole_fs:
+            self._close_files(qid, files, outcome)
+            flushes = [self._sync.flush_fs(p.maildir) for _, p in files.values()]
+        else:
+            flushes = [self._sync.sync(("fsync", id(p)), p.flush_and_close) for _, p in files.values()]
         done = await asyncio.gather(*flushes, return_exceptions=True)
         for (key, (addr, pending)), err in zip(list(files.items()), done, strict=True):
             if isinstance(err, BaseException):
@@ -187,8 +260,7 @@ class FastLane:
                 del files[key]
                 outcome[key] = failure(qid, addr, _as_exception(err))
 
-    async def _link(self, qid: str, files: dict[str, tuple[Address, PendingFile]],
-                    outcome: dict[str, RecipientResult]) -> None:
+    async def _link(self, qid: str, files: Files, outcome: Outcome) -> None:
         """Link into ``new/``, then each ``new/`` fsynced once for the whole batch."""
         linked: dict[str, tuple[Address, Path]] = {}
         for key, (addr, pending) in files.items():
@@ -196,8 +268,11 @@ class FastLane:
                 linked[key] = (addr, self._store.link_new(pending))
             except Exception as exc:
                 outcome[key] = failure(qid, addr, exc)
-        syncs = {d: self._sync.sync(("dir", str(d)), partial(fsync_dir, d))
-                 for d in {path.parent for _, path in linked.values()}}
+        dirs = {path.parent for _, path in linked.values()}
+        if self._sync.whole_fs:
+            syncs = {d: self._sync.flush_fs(d) for d in dirs}
+        else:
+            syncs = {d: self._sync.sync(("dir", str(d)), partial(fsync_dir, d)) for d in dirs}
         errors: dict[Path, Exception] = {}
         for d, fut in syncs.items():
             try:

@@ -21,7 +21,8 @@ Rules:
    fails too, the segment is abandoned for a new one, so a torn entry is only ever the last
    of its segment.
 2. ``sync`` completes when everything appended before it is on disk (one ``fdatasync`` per
-   batch for all callers). A failed ``fdatasync`` fails every waiter of that batch, and the
+   batch for all callers; with a ``whole_fs`` group, the batch's one ``syncfs``, which also
+   makes the segment's name durable and lets a retired segment close without a flush). A failed ``fdatasync`` fails every waiter of that batch, and the
    segment is abandoned: after a failed flush Linux may have dropped its pages, so nothing
    later may depend on it. The failed messages get a done entry in the new segment, so a
    recovery does not deliver what the client was told to send again (at most once more).
@@ -166,9 +167,12 @@ class Journal:
         if fd < 0:
             return
 
+        whole_fs = self._sync.whole_fs
+
         def close() -> None:
             try:
-                os.fdatasync(fd)
+                if not whole_fs:  # else every waiter's syncfs covers it
+                    os.fdatasync(fd)
             finally:
                 os.close(fd)
 
@@ -226,6 +230,12 @@ class Journal:
         if seg is None or seg.fd < 0:
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             fut.set_result(None)
+            return fut
+        if self._sync.whole_fs:
+            # One syncfs for the batch (store.groupsync Rule 7) covers the data and, the first
+            # time, the segment's name; a failure marks the segment broken, as below.
+            fut = self._sync.flush_fs(self.root)
+            fut.add_done_callback(partial(_mark_broken, seg))
             return fut
         return self._sync.sync(("fdatasync", seg.fd), partial(seg.flush, self.root, seg.fd))
 
@@ -302,6 +312,11 @@ class Journal:
     @property
     def live(self) -> int:
         return len(self._where)
+
+
+def _mark_broken(seg: _Segment, fut: asyncio.Future[None]) -> None:
+    if fut.cancelled() or fut.exception() is not None:
+        seg.broken = True
 
 
 def _log_failure(what: str) -> Callable[[asyncio.Future[None]], None]:

@@ -118,7 +118,7 @@ class Worker:
         self.directory = Directory(data / "directory.sqlite3", cfg.domains, cfg.postmaster,
                                    cfg.smtp.recipient_delimiter, recheck_after=SERVER_RECHECK)
         self.queue = QueueStore(data / "queue", self.clock, journal=True,
-                                journal_owner=journal_owner(self.index))
+                                journal_owner=journal_owner(self.index), flush=cfg.queue.flush)
         self.store = MaildirStore(data / "mail", cfg.hostname)
         self.intake = Intake(self.queue, self.directory, cfg.hostname, self.clock,
                              max_received=cfg.limits.max_received_headers,

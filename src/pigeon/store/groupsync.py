@@ -27,6 +27,10 @@ Rules:
 6. The thread runs a little below the loop's priority (``SYNC_THREAD_NICE``).
 5. A batch belongs to the event loop that started it; a request from another loop (the old one
    closed, as between tests) starts afresh instead of waiting for a wake-up that cannot come.
+7. With ``whole_fs`` (``store.fssync``), ``flush_fs(directory)`` asks for one ``syncfs`` of the
+   file system holding ``directory``: every request for the same file system in a batch shares
+   it, whatever its caller (journal entries, Maildir files, ``new/`` entries), so a batch costs
+   one flush per file system. Callers use it instead of fsyncing each file and directory.
 """
 
 from __future__ import annotations
@@ -38,6 +42,10 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Hashable
+from pathlib import Path
+
+from pigeon.store import fssync
+from pigeon.store.fssync import FileSystems
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +54,10 @@ Outcome = list[tuple[list["asyncio.Future[None]"], BaseException | None]]
 
 
 class GroupSync:
-    def __init__(self, name: str = "pigeon-sync") -> None:
+    def __init__(self, name: str = "pigeon-sync", *, whole_fs: bool = False) -> None:
         self._name = name
+        self.whole_fs = whole_fs  # Rule 7
+        self._filesystems = FileSystems()
         self._pending: Batch = {}
         self._running = False
         self._kick_scheduled = False
@@ -81,6 +91,20 @@ class GroupSync:
             self._kick_scheduled = True
             loop.call_soon(self._kick, loop)
         return fut
+
+    def flush_fs(self, directory: Path) -> asyncio.Future[None]:
+        """Rule 7: one ``syncfs`` of the file system holding ``directory``, in the next batch."""
+        if not self.whole_fs:
+            raise ValueError("flush_fs needs whole_fs")
+        try:
+            if self._closed:
+                raise OSError(errno.ESHUTDOWN, "the sync thread is closed")
+            fs = self._filesystems.of(directory)
+        except OSError as exc:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            fut.set_exception(exc)
+            return fut
+        return self.sync(fs.key, fs.flush)
 
     def _kick(self, loop: asyncio.AbstractEventLoop) -> None:
         self._kick_scheduled = False
@@ -133,6 +157,19 @@ class GroupSync:
             for fut in futs:
                 if not fut.done() and not fut.get_loop().is_closed():
                     fut.get_loop().call_soon_threadsafe(_settle, fut, exc)
+        self._filesystems.close()
+
+
+def whole_fs_flush(setting: str) -> bool:
+    """Whether ``[queue] flush`` (``"filesystem"`` or ``"file"``) means ``syncfs`` here (Rule 7,
+    ``store.fssync`` Rule 1: only where it reports write-back errors)."""
+    if setting != "filesystem":
+        return False
+    if not fssync.available():
+        log.info("queue: syncfs does not report write-back errors here (Linux >= 5.8 needed); "
+                 "flushing every file on its own")
+        return False
+    return True
 
 
 # Rule 6: the sync thread runs at a slightly lower priority than the event loop. Woken by the

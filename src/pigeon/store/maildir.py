@@ -280,6 +280,13 @@ class PendingFile:
         finally:
             os.close(fd)
 
+    def close(self) -> None:
+        """Close without an fsync: the caller flushes the whole file system (``store.fssync``)
+        before it links the file into ``new/``."""
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+
     def discard(self) -> None:
         """Give up: close if still open, remove the tmp file (Rule 6)."""
         if self.fd >= 0:

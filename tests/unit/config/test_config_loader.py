@@ -165,6 +165,7 @@ def test_full_file() -> None:
         ("[delivery]\nsmarthost_user = 'u'\n", "delivery.smarthost_password_file", "set together"),
         ("[delivery]\nsmarthost_tls = 'maybe'\n", "delivery.smarthost_tls", "required or opportunistic"),
         ("[queue]\nnotify_postmaster = 1\n", "queue.notify_postmaster", "expected true or false"),
+        ("[queue]\nflush = 'fsync'\n", "queue.flush", 'must be "filesystem" or "file"'),
         ("limits = 3\n", "limits", "expected a table"),
         ("domains = ['example.org']\nrelay_domains = ['EXAMPLE.org']\n", "relay_domains", "also in domains"),
         ("domains = ['bad_domain!']\n", "domains", "not a valid domain"),
@@ -280,3 +281,9 @@ def test_submission_tls_auth_and_delivery_keys() -> None:
     d = config.delivery
     assert d.smarthost_user == "me" and d.smarthost_password_file == Path("/srv/pigeon/pw")
     assert d.smarthost_tls == "required" and d.smarthost_tls_verify is False
+
+
+def test_queue_flush_defaults_to_the_file_system_and_can_be_per_file() -> None:
+    assert parse(MINIMAL).queue.flush == "filesystem"
+    assert parse(MINIMAL + "[queue]\nflush = 'file'\n").queue.flush == "file"
+    assert parse(MINIMAL + "[queue]\nflush = 'filesystem'\n").queue.flush == "filesystem"

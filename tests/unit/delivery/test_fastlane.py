@@ -21,6 +21,7 @@ from pigeon.delivery.fastlane import FastLane
 from pigeon.queue.journal import pending
 from pigeon.queue.record import QueueRecord, RcptState
 from pigeon.queue.store import QueueStore
+from pigeon.store import fssync
 from pigeon.store.changes import ChangeBus
 from pigeon.store.maildir import MaildirStore, PendingFile
 
@@ -72,6 +73,11 @@ class Rig:
     changes: ChangeBus
     rec: Recorder
 
+    @property
+    def whole_fs(self) -> bool:
+        assert self.queue.groupsync is not None
+        return self.queue.groupsync.whole_fs
+
     def lane(self, **kw: int) -> FastLane:
         return FastLane(self.queue, self.mail, self.directory, self.directory, self.clock, self.changes,
                         finish=self.rec.finish, submit=self.rec.submit, **kw)
@@ -85,14 +91,44 @@ class Rig:
         return sorted(os.listdir(d)) if d.is_dir() else []
 
 
-@pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
+# The machines this runs on have Linux >= 5.8; elsewhere fs_rig fails loudly rather than skip.
+FLUSH_MODES = ["file", "filesystem"]
+
+
+def make_rig(tmp_path: Path, flush: str) -> Rig:
     clock = FakeClock()
-    queue = QueueStore(tmp_path / "queue", clock, journal=True)
+    queue = QueueStore(tmp_path / "queue", clock, journal=True, flush=flush)
     mail = MaildirStore(tmp_path / "mail", "mx.example.net")
-    r = Rig(queue, mail, FakeDirectory((BOB, CAROL), ("example.net",)), clock, ChangeBus(), Recorder())
+    return Rig(queue, mail, FakeDirectory((BOB, CAROL), ("example.net",)), clock, ChangeBus(), Recorder())
+
+
+@pytest.fixture(params=FLUSH_MODES)
+def rig(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Rig]:
+    """Every test runs with per-file fsyncs and (where syncfs reports errors) with one syncfs
+    per batch and the files written before the commit flush (Rule 5)."""
+    r = make_rig(tmp_path, request.param)
     yield r
-    queue.close()
+    r.queue.close()
+
+
+@pytest.fixture
+def file_rig(tmp_path: Path) -> Iterator[Rig]:
+    """Per-file fsyncs only (``[queue] flush = "file"``)."""
+    r = make_rig(tmp_path, "file")
+    assert not r.whole_fs
+    yield r
+    r.queue.close()
+
+
+@pytest.fixture
+def fs_rig(tmp_path: Path) -> Iterator[Rig]:
+    """One syncfs per batch (``[queue] flush = "filesystem"``); needs Linux >= 5.8."""
+    if not fssync.available():
+        pytest.fail("syncfs with error reporting (Linux >= 5.8) is needed for these tests")
+    r = make_rig(tmp_path, "filesystem")
+    assert r.whole_fs
+    yield r
+    r.queue.close()
 
 
 def run(factory: Callable[[], Awaitable[T]]) -> T:
@@ -190,18 +226,27 @@ def test_many_messages_at_once_share_flushes(rig: Rig) -> None:
     lane = rig.lane()
     n = 20
 
-    async def go() -> None:
+    gs = rig.queue.groupsync
+    assert gs is not None
+
+    async def go() -> tuple[int, int]:
         records = [await commit(rig, BOB, CAROL) for _ in range(n)]
+        before = (gs.batches, gs.calls)
         for r in records:
             lane.take(r)
         await lane.wait_idle()
+        return before
 
-    run(go)
+    batches, calls = run(go)
     assert len(rig.maildir_files(BOB, "new")) == n and len(rig.maildir_files(CAROL, "new")) == n
     assert lane.delivered == n
-    assert rig.queue.groupsync is not None
-    # Every file's fsync and each new/ fsync went through the one sync thread, in batches.
-    assert rig.queue.groupsync.batches < rig.queue.groupsync.calls
+    if rig.whole_fs:
+        # The files were flushed with their commits; linking all of them into new/ took one
+        # file-system flush, in one batch.
+        assert (gs.batches - batches, gs.calls - calls) == (1, 1)
+    else:
+        # Every file's fsync and each new/ fsync went through the one sync thread, in batches.
+        assert gs.batches - batches < gs.calls - calls
 
 
 # -- spilled (Rule 2) -----------------------------------------------------------------------------------
@@ -250,7 +295,9 @@ def test_notify_success_spills_with_results(rig: Rig) -> None:
     assert rig.journal_pending() == []
 
 
-def test_a_failed_fsync_defers_and_leaves_no_file(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_fsync_defers_and_leaves_no_file(file_rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    rig = file_rig
+
     def broken(self: PendingFile) -> None:
         fd, self.fd = self.fd, -1
         os.close(fd)
@@ -270,8 +317,10 @@ def test_a_failed_fsync_defers_and_leaves_no_file(rig: Rig, monkeypatch: pytest.
     assert rig.queue.body_path(record.id).read_bytes() == BODY
 
 
-def test_a_full_disk_on_the_new_directory_fsync_defers_with_452(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_full_disk_on_the_new_directory_fsync_defers_with_452(file_rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     from pigeon.delivery import fastlane
+
+    rig = file_rig
 
     def full(path: Path) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -335,3 +384,156 @@ def test_a_queue_without_journal_is_refused(tmp_path: Path) -> None:
                      clock, None, finish=Recorder().finish, submit=Recorder().submit)
     finally:
         q.close()
+
+
+# -- Rule 5: with a file-system flush, the files are written before the commit flush ------------------
+
+class FlushSpy:
+    """Counts the file-system flushes; fails those whose number is in ``fail`` (1-based)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, fail: dict[int, int] | None = None) -> None:
+        self.calls = 0
+        self.fail = fail or {}
+        real = fssync.FileSystem.flush
+        spy = self
+
+        def flush(fs: fssync.FileSystem) -> None:
+            spy.calls += 1
+            err = spy.fail.get(spy.calls, spy.fail.get(0))  # key 0: every call
+            if err is not None:
+                raise OSError(err, os.strerror(err))
+            real(fs)
+
+        monkeypatch.setattr(fssync.FileSystem, "flush", flush)
+
+
+def test_the_files_are_written_before_the_commit_flush_and_the_message_costs_two_flushes(
+        fs_rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    rig = fs_rig
+    spy = FlushSpy(monkeypatch)
+    lane = rig.lane()
+
+    async def go() -> QueueRecord:
+        record = await commit(rig, BOB, CAROL)
+        # Committed: the journal flush has run, and the Maildir files written before it exist.
+        assert spy.calls == 1
+        assert record.prepared is not None
+        for addr in (BOB, CAROL):
+            [name] = rig.maildir_files(addr, "tmp")
+            assert (rig.mail.user_root(addr) / "tmp" / name).read_bytes() == expected(addr)
+            assert rig.maildir_files(addr, "new") == []
+        lane.take(record)
+        await lane.wait_idle()
+        return record
+
+    record = run(go)
+    assert spy.calls == 2  # the commit's flush, then the one that makes the new/ entries durable
+    assert record.prepared is None and lane.delivered == 1
+    for addr in (BOB, CAROL):
+        assert rig.maildir_files(addr, "tmp") == []
+        [name] = rig.maildir_files(addr, "new")
+        path = rig.mail.user_root(addr) / "new" / name
+        assert path.read_bytes() == expected(addr)
+        check_name(path, expected(addr))
+
+
+def test_many_messages_share_each_file_system_flush(fs_rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    rig = fs_rig
+    spy = FlushSpy(monkeypatch)
+    lane = rig.lane()
+    n = 20
+
+    async def go() -> None:
+        records = await asyncio.gather(*(commit(rig, BOB) for _ in range(n)))
+        assert spy.calls == 1  # twenty commits made in one turn of the loop: one flush
+        for r in records:
+            lane.take(r)
+        await lane.wait_idle()
+
+    run(go)
+    assert len(rig.maildir_files(BOB, "new")) == n and lane.delivered == n
+    assert spy.calls == 2
+
+
+def test_a_failed_commit_flush_refuses_the_message_and_removes_its_early_files(
+        fs_rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pigeon.queue.store import QueueWriteError
+
+    rig = fs_rig
+    FlushSpy(monkeypatch, fail={0: errno.EIO})
+    rig.lane()
+
+    async def go() -> None:
+        with pytest.raises(QueueWriteError):
+            await commit(rig, BOB, CAROL)
+
+    run(go)
+    for addr in (BOB, CAROL):
+        assert rig.maildir_files(addr, "tmp") == []
+        assert rig.maildir_files(addr, "new") == []
+    assert rig.journal_pending() == []  # marked failed: a recovery does not deliver it
+
+
+def test_a_failed_new_entry_flush_defers_with_452_and_leaves_no_file(
+        fs_rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    rig = fs_rig
+    FlushSpy(monkeypatch, fail={2: errno.ENOSPC})  # the commit's flush works, the next one not
+    lane = rig.lane()
+    record = run(lambda: deliver(rig, lane, BOB))
+    assert (lane.delivered, lane.spilled) == (0, 1)
+    [(rec, results)] = rig.rec.finished
+    assert rec.id == record.id
+    assert [(res.status, res.reply.code, res.reply.enhanced) for _, res in results] == [("deferred", 452, "4.3.1")]
+    assert rig.maildir_files(BOB, "new") == []  # linked, but not durable: removed again
+    assert rig.maildir_files(BOB, "tmp") == []
+    assert os.listdir(rig.queue.root / "active") == [record.id]
+
+
+def test_a_lane_that_is_full_writes_nothing_early(fs_rig: Rig) -> None:
+    rig = fs_rig
+    lane = rig.lane(max_inflight=0)
+
+    async def go() -> QueueRecord:
+        record = await commit(rig, BOB)
+        assert record.prepared is None and rig.maildir_files(BOB, "tmp") == []
+        lane.take(record)
+        await lane.wait_idle()
+        return record
+
+    record = run(go)
+    assert (lane.delivered, lane.spilled) == (0, 1)
+    assert [r.id for r in rig.rec.submitted] == [record.id]
+
+
+def test_a_lane_that_filled_up_after_the_early_write_removes_the_files(fs_rig: Rig) -> None:
+    rig = fs_rig
+    lane = rig.lane()
+
+    async def go() -> QueueRecord:
+        record = await commit(rig, BOB)
+        assert record.prepared is not None and len(rig.maildir_files(BOB, "tmp")) == 1
+        lane.max_inflight = 0  # full by the time the message is handed over
+        lane.take(record)
+        await lane.wait_idle()
+        return record
+
+    record = run(go)
+    assert (lane.delivered, lane.spilled) == (0, 1)
+    assert rig.maildir_files(BOB, "tmp") == [] and rig.maildir_files(BOB, "new") == []
+    assert [r.id for r in rig.rec.submitted] == [record.id]
+    assert os.listdir(rig.queue.root / "active") == [record.id]
+
+
+def test_a_non_local_recipient_gets_nothing_written_early(fs_rig: Rig) -> None:
+    rig = fs_rig
+    lane = rig.lane()
+
+    async def go() -> QueueRecord:
+        record = await commit(rig, BOB, ERIN)
+        assert record.prepared is None and rig.maildir_files(BOB, "tmp") == []
+        return record
+
+    record = run(go)
+    assert rig.queue.journal is not None
+    rig.queue.journal.done(record.id)
+    assert lane.delivered == 0

@@ -555,3 +555,72 @@ def test_done_entries_alone_are_written_at_the_end_of_the_turn(root: Path, gs: G
         j.close()
 
     run(go)
+
+
+# -- with a file-system flush (store.groupsync Rule 7) -------------------------------------------------
+
+@pytest.fixture
+def fs_gs() -> Iterator[GroupSync]:
+    g = GroupSync("test-journal-fs", whole_fs=True)
+    yield g
+    g.close()
+
+
+def test_with_a_file_system_flush_entries_are_durable_and_no_file_is_fsynced(
+        root: Path, fs_gs: GroupSync, monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = qid(), qid()
+    fsyncs: list[int] = []
+    real_fdatasync, real_fsync = os.fdatasync, os.fsync
+
+    def counting(real: Callable[[int], None]) -> Callable[[int], None]:
+        def fn(fd: int) -> None:
+            fsyncs.append(fd)
+            real(fd)
+        return fn
+
+    monkeypatch.setattr(os, "fdatasync", counting(real_fdatasync))
+    monkeypatch.setattr(os, "fsync", counting(real_fsync))
+
+    async def go() -> None:
+        j = Journal(root, fs_gs, segment_bytes=1)  # every append starts a new segment
+        j.append(a, record(a), b"A")
+        j.append(b, record(b), b"B")
+        await asyncio.gather(j.sync(), j.sync())
+        await barrier(fs_gs)
+        j.close()
+
+    run(go)
+    assert fsyncs == []  # the batch's syncfs covered data and names; the retired segment just closed
+    assert fs_gs.calls >= 1
+    assert by_id(pending(root)) == {a: (record(a), b"A"), b: (record(b), b"B")}
+
+
+def test_with_a_file_system_flush_a_failed_flush_abandons_the_segment(
+        root: Path, fs_gs: GroupSync, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pigeon.store import fssync
+
+    a, c = qid(), qid()
+    real = fssync.FileSystem.flush
+
+    def broken(fs: fssync.FileSystem) -> None:
+        raise OSError(errno.EIO, "I/O error")
+
+    async def go() -> None:
+        j = Journal(root, fs_gs)
+        j.append(a, record(a), b"A")
+        monkeypatch.setattr(fssync.FileSystem, "flush", broken)
+        with pytest.raises(OSError) as info:
+            await j.sync()
+        assert info.value.errno == errno.EIO
+        monkeypatch.setattr(fssync.FileSystem, "flush", real)
+        j.failed([a])
+        j.append(c, record(c), b"C")
+        await j.sync()
+        await barrier(fs_gs)
+        j.close()
+
+    run(go)
+    assert "seg.0000000000000001" not in segments(root)
+    found = pending(root)
+    assert by_id(found) == {c: (record(c), b"C")}
+    assert found[0].segment != "seg.0000000000000001"

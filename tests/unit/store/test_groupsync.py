@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -290,3 +292,84 @@ def test_requests_in_one_turn_of_the_loop_share_the_first_batch(gs: GroupSync) -
     asyncio.run(go())
     assert gs.batches == 1 and gs.calls == 5
     assert log == [f"f{i}" for i in range(5)]
+
+
+# -- Rule 7: one syncfs per file system and batch ---------------------------------------------------
+
+def test_flush_fs_requests_for_one_file_system_share_one_syncfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pigeon.store import fssync
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    flushed: list[int] = []
+    real = fssync.FileSystem.flush
+
+    def spy(fs: fssync.FileSystem) -> None:
+        flushed.append(fs.dev)
+        real(fs)
+
+    monkeypatch.setattr(fssync.FileSystem, "flush", spy)
+    g = GroupSync("test-fs", whole_fs=True)
+    try:
+        async def go() -> None:
+            futs = [g.flush_fs(a), g.flush_fs(b), g.flush_fs(a), g.sync("other", lambda: None)]
+            await asyncio.wait_for(asyncio.gather(*futs), WAIT)
+
+        asyncio.run(go())
+        assert flushed == [os.stat(a).st_dev]  # two directories, one file system: one syncfs
+        assert (g.batches, g.calls) == (1, 2)
+    finally:
+        g.close()
+
+
+def test_flush_fs_failures_reach_every_waiter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pigeon.store import fssync
+
+    def broken(fs: fssync.FileSystem) -> None:
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(fssync.FileSystem, "flush", broken)
+    g = GroupSync("test-fs", whole_fs=True)
+    try:
+        async def go() -> list[object]:
+            futs = [g.flush_fs(tmp_path), g.flush_fs(tmp_path)]
+            return list(await asyncio.wait_for(asyncio.gather(*futs, return_exceptions=True), WAIT))
+
+        outcomes = asyncio.run(go())
+        assert all(isinstance(o, OSError) and o.errno == errno.EIO for o in outcomes)
+    finally:
+        g.close()
+
+
+def test_flush_fs_on_a_missing_directory_or_after_close_fails_with_oserror(tmp_path: Path) -> None:
+    g = GroupSync("test-fs", whole_fs=True)
+
+    async def missing() -> None:
+        with pytest.raises(FileNotFoundError):
+            await g.flush_fs(tmp_path / "nowhere")
+
+    async def closed() -> None:
+        with pytest.raises(OSError) as info:
+            await g.flush_fs(tmp_path)
+        assert info.value.errno == errno.ESHUTDOWN
+
+    asyncio.run(missing())
+    g.close()
+    asyncio.run(closed())
+
+
+def test_flush_fs_needs_a_whole_fs_group(gs: GroupSync, tmp_path: Path) -> None:
+    async def go() -> None:
+        with pytest.raises(ValueError):
+            gs.flush_fs(tmp_path)
+
+    asyncio.run(go())
+
+
+def test_the_setting_chooses_syncfs_only_where_it_reports_errors() -> None:
+    from pigeon.store import fssync
+    from pigeon.store.groupsync import whole_fs_flush
+
+    assert whole_fs_flush("file") is False
+    assert whole_fs_flush("filesystem") is fssync.available()
