@@ -31,6 +31,12 @@ Rules:
    file system holding ``directory``: every request for the same file system in a batch shares
    it, whatever its caller (journal entries, Maildir files, ``new/`` entries), so a batch costs
    one flush per file system. Callers use it instead of fsyncing each file and directory.
+8. ``flush_fs_soon(directory, within)`` is for a flush that may wait a little (the fast
+   lane's ``new/`` entries, whose message is safe in the journal meanwhile): it completes with
+   the next batch that flushes that file system anyway (the next commit's), and starts a batch
+   of its own only if none started within ``within`` seconds. Under load it costs no flush;
+   idle, ``within`` of latency. A batch that is running when it is asked does not count
+   (its flush may have begun before the caller's writes).
 """
 
 from __future__ import annotations
@@ -59,6 +65,8 @@ class GroupSync:
         self.whole_fs = whole_fs  # Rule 7
         self._filesystems = FileSystems()
         self._pending: Batch = {}
+        self._soon: Batch = {}  # Rule 8: waiting for the next batch that flushes their key
+        self._soon_timer: asyncio.TimerHandle | None = None
         self._running = False
         self._kick_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop of the running batch
@@ -80,6 +88,8 @@ class GroupSync:
             # its wake-up can never arrive, and its waiters are gone with their loop.
             self._running = False
             self._pending = {}
+            self._soon = {}
+            self._soon_timer = None
         entry = self._pending.get(key)
         if entry is None:
             self._pending[key] = (fn, [fut])
@@ -106,6 +116,46 @@ class GroupSync:
             return fut
         return self.sync(fs.key, fs.flush)
 
+    def flush_fs_soon(self, directory: Path, within: float) -> asyncio.Future[None]:
+        """Rule 8: the next ``syncfs`` of that file system that starts from now on, whoever
+        asked for it; if none has started ``within`` seconds, one is started for this."""
+        if not self.whole_fs:
+            raise ValueError("flush_fs_soon needs whole_fs")
+        loop = asyncio.get_running_loop()
+        try:
+            if self._closed:
+                raise OSError(errno.ESHUTDOWN, "the sync thread is closed")
+            fs = self._filesystems.of(directory)
+        except OSError as exc:
+            fut: asyncio.Future[None] = loop.create_future()
+            fut.set_exception(exc)
+            return fut
+        if fs.key in self._pending:  # a batch not yet started will flush it: join that one
+            return self.sync(fs.key, fs.flush)
+        fut = loop.create_future()
+        entry = self._soon.get(fs.key)
+        if entry is None:
+            self._soon[fs.key] = (fs.flush, [fut])
+        else:
+            entry[1].append(fut)
+        if self._soon_timer is None:
+            self._soon_timer = loop.call_later(within, self._soon_due, loop)
+        return fut
+
+    def _soon_due(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Rule 8: nobody else flushed in time; the waiting requests form a batch of their own."""
+        self._soon_timer = None
+        soon, self._soon = self._soon, {}
+        for key, (fn, futs) in soon.items():
+            entry = self._pending.get(key)
+            if entry is None:
+                self._pending[key] = (fn, futs)
+            else:
+                entry[1].extend(futs)
+        if soon and not self._running and not self._kick_scheduled:
+            self._kick_scheduled = True
+            loop.call_soon(self._kick, loop)
+
     def _kick(self, loop: asyncio.AbstractEventLoop) -> None:
         self._kick_scheduled = False
         if not self._running and self._pending and not self._closed:
@@ -113,6 +163,12 @@ class GroupSync:
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         batch, self._pending = self._pending, {}
+        if self._soon:  # Rule 8: waiters for a flush this batch runs anyway ride along
+            for key in self._soon.keys() & batch.keys():
+                batch[key][1].extend(self._soon.pop(key)[1])
+            if not self._soon and self._soon_timer is not None:
+                self._soon_timer.cancel()
+                self._soon_timer = None
         self._running = True
         self._loop = loop
         if self._thread is None:
@@ -152,7 +208,17 @@ class GroupSync:
             self._queue.put(None)
             self._thread.join()
             self._thread = None
+        if self._soon_timer is not None:
+            self._soon_timer.cancel()
+            self._soon_timer = None
         batch, self._pending = self._pending, {}
+        for key, (fn, futs) in self._soon.items():  # Rule 8: nobody else will flush now
+            entry = batch.get(key)
+            if entry is None:
+                batch[key] = (fn, futs)
+            else:
+                entry[1].extend(futs)
+        self._soon = {}
         for futs, exc in _run(batch):
             for fut in futs:
                 if not fut.done() and not fut.get_loop().is_closed():

@@ -373,3 +373,91 @@ def test_the_setting_chooses_syncfs_only_where_it_reports_errors() -> None:
 
     assert whole_fs_flush("file") is False
     assert whole_fs_flush("filesystem") is fssync.available()
+
+
+# -- Rule 8: a flush that may wait for the next one ------------------------------------------------
+
+@pytest.fixture
+def fs_gs() -> Iterator[GroupSync]:
+    g = GroupSync("test-fs", whole_fs=True)
+    yield g
+    g.close()
+
+
+def test_flush_fs_soon_rides_on_the_next_flush_of_that_file_system(fs_gs: GroupSync, tmp_path: Path) -> None:
+    async def go() -> None:
+        soon = fs_gs.flush_fs_soon(tmp_path, within=WAIT)
+        await asyncio.sleep(0.02)
+        assert not soon.done() and fs_gs.batches == 0  # it starts nothing by itself
+        await asyncio.wait_for(fs_gs.flush_fs(tmp_path), WAIT)  # somebody else's flush
+        assert soon.done() and soon.exception() is None
+
+    asyncio.run(go())
+    assert (fs_gs.batches, fs_gs.calls) == (1, 1)
+
+
+def test_flush_fs_soon_alone_gets_a_batch_of_its_own_after_within(fs_gs: GroupSync, tmp_path: Path) -> None:
+    async def go() -> float:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await asyncio.wait_for(asyncio.gather(fs_gs.flush_fs_soon(tmp_path, within=0.05),
+                                              fs_gs.flush_fs_soon(tmp_path, within=0.05)), WAIT)
+        return loop.time() - t0
+
+    elapsed = asyncio.run(go())
+    assert elapsed >= 0.045
+    assert (fs_gs.batches, fs_gs.calls) == (1, 1)  # both waiters, one syncfs
+
+
+def test_flush_fs_soon_joins_a_batch_that_has_not_started(fs_gs: GroupSync, tmp_path: Path) -> None:
+    async def go() -> None:
+        first = fs_gs.flush_fs(tmp_path)  # pending until the end of this turn
+        soon = fs_gs.flush_fs_soon(tmp_path, within=WAIT)
+        await asyncio.wait_for(asyncio.gather(first, soon), WAIT)
+
+    asyncio.run(go())
+    assert (fs_gs.batches, fs_gs.calls) == (1, 1)
+
+
+def test_flush_fs_soon_does_not_count_the_batch_already_running(fs_gs: GroupSync, tmp_path: Path) -> None:
+    started = threading.Event()
+    release = threading.Event()
+
+    def blocker() -> None:
+        started.set()
+        if not release.wait(WAIT):
+            raise RuntimeError("never released")
+
+    async def go() -> None:
+        running = fs_gs.sync("block", blocker)
+        await until(started.is_set)  # batch 1 runs in the thread
+        soon = fs_gs.flush_fs_soon(tmp_path, within=0.05)
+        release.set()
+        await asyncio.wait_for(running, WAIT)
+        assert not soon.done()  # batch 1 may have flushed before the caller's writes
+        await asyncio.wait_for(soon, WAIT)  # its own batch, after `within`
+
+    asyncio.run(go())
+    assert fs_gs.batches == 2
+
+
+def test_close_runs_the_flushes_still_waiting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pigeon.store import fssync
+
+    flushed: list[int] = []
+    real = fssync.FileSystem.flush
+
+    def spy(fs: fssync.FileSystem) -> None:
+        flushed.append(fs.dev)
+        real(fs)
+
+    monkeypatch.setattr(fssync.FileSystem, "flush", spy)
+    g = GroupSync("test-fs", whole_fs=True)
+
+    async def go() -> None:
+        fut = g.flush_fs_soon(tmp_path, within=WAIT)
+        g.close()
+        await asyncio.wait_for(fut, WAIT)
+
+    asyncio.run(go())
+    assert flushed == [os.stat(tmp_path).st_dev]
