@@ -15,9 +15,15 @@ Rules:
    through each open descriptor (before 5.8 it always returned 0). Elsewhere, and when the
    operator sets ``[queue] flush = "file"``, every file is fsynced on its own as before.
 2. ``syncfs`` covers what ``fsync`` of each file and of each directory would: file data, inodes
-   and directory entries of the whole file system, then one cache flush. A failure fails every
-   caller of the batch; a write-back error anywhere on the file system is reported, even for a
-   file not ours (we then refuse or defer: conservative, never a lost message).
+   and directory entries of the whole file system. It is followed by an ``fsync`` of the
+   directory it was opened on, for the device cache: the kernel's ``sync_filesystem`` flushes
+   the cache (``sync_fs``) *before* its last step writes the block device's dirty buffers,
+   and on a file system without a journal (ext2, ext4 without ``has_journal``, as on the test
+   machines) those buffers are the inode tables and directory blocks; the ``fsync`` issues the
+   cache flush after them (with a journal, ``sync_fs`` already committed the metadata, and the
+   extra flush finds nothing to do). A failure fails every caller of the batch; a write-back
+   error anywhere on the file system is reported, even for a file not ours (we then refuse or
+   defer: conservative, never a lost message).
 3. One descriptor per file system (by ``st_dev``), opened on the first directory that asks and
    kept open: its error cursor then reports every error since the previous ``syncfs``.
 
@@ -84,6 +90,7 @@ class FileSystem:
         if _syncfs(self.fd) != 0:
             err = ctypes.get_errno()
             raise OSError(err, f"syncfs: {os.strerror(err)}")
+        os.fsync(self.fd)  # Rule 2: the device cache flushed after the metadata syncfs wrote last
 
     def close(self) -> None:
         fd, self.fd = self.fd, -1
