@@ -82,6 +82,8 @@ class DirectLines:
         line = f"{cached[1]},{int((now - sec) * 1000):03d}{self._prefix_tail}{text}\n"
         with self._lock:
             self._pending.append(line)
+        if self._flush_scheduled:
+            return  # the loop's flush at the end of this turn writes it
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:

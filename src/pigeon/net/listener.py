@@ -68,6 +68,9 @@ class Stream:
         self._waits: list[tuple[asyncio.Task[object] | None, float] | None] = [None, None]
         self._expired = [False, False]
         self._timer: asyncio.TimerHandle | None = None
+        # The stream's loop, looked up once: on Python 3.11 every get_running_loop() (and so
+        # every current_task()) is a getpid() system call, and _guarded runs on every read.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def _check(self) -> None:
         """The watchdog: cancel each wait past its deadline, then sleep until the next one."""
@@ -95,8 +98,10 @@ class Stream:
         The slot is cleared however the wait ends (data, EOF, a reset, a cancel), so the timer
         can never cancel the task later, in code that is not waiting on this stream.
         """
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
         deadline = loop.time() + self.timeout
         self._waits[slot] = (task, deadline)
         self._expired[slot] = False

@@ -255,12 +255,12 @@ class Journal:
             seg.live.discard(qid)
         header = qid.encode("ascii")
         self._done_parts.append(_HEAD.pack(DONE, zlib.crc32(b"", zlib.crc32(header)), len(header), 0) + header)
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self.write_done()
-        else:
-            if not self._done_scheduled:
+        if not self._done_scheduled:  # else the write at the end of this turn takes it too
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.write_done()
+            else:
                 self._done_scheduled = True
                 loop.call_soon(self.write_done)
         self._collect()
