@@ -327,14 +327,17 @@ class App:
                 implicit = self.tls.listener_context()
             lst = Listener(service, [(e.host, e.port) for e in endpoints],
                            functools.partial(SmtpSession, ctx=context(service)), self._limits, too_many,
-                           tls=implicit, reuse_port=service == "smtp" and cfg.smtp.processes > 1)
+                           tls=implicit)
             await lst.start()
             self.listeners.append(lst)
         if cfg.smtp.processes > 1 and cfg.listen.smtp:
             # More cores for port 25: worker processes on the same addresses (smtpd.worker).
             source = None if cfg.source.startswith("<") else cfg.source
+            # They accept from the server's own sockets: one queue of new connections, taken by
+            # whichever process is free (smtpd.worker).
+            smtp_fds = [fd for lst in self.listeners if lst.service == "smtp" for fd in lst.listening_fds()]
             self.workers = SmtpWorkers(cfg.smtp.processes, source, self.queue, self.qmgr.submit,
-                                       self.qmgr.complete, self.changes)
+                                       self.qmgr.complete, self.changes, listen_fds=smtp_fds)
             await self.workers.start()
 
     async def _start_imap_listeners(self) -> None:

@@ -1,8 +1,9 @@
 """``[smtp] processes = N``: SMTP worker processes on the same port (smtpd.worker, smtpd.workers).
 
-The real server with one worker; connections are spread by the kernel (SO_REUSEPORT), so each
-test sends enough separate connections that both processes take some (the chance that 16
-connections all land on one of two sockets is 2 × 2^-16), and checks by the log's process ids.
+The real server with one worker. Both processes accept from the same listening sockets (the
+server's, handed to the worker), so whichever is free takes the next connection; to be sure
+which process takes a connection, a test stops the other one (SIGSTOP, then SIGCONT: both are
+processes the test started) while it connects, and checks by the log's process ids.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ CONNECTIONS = 16
 
 
 def _send(srv: Server, n: int, tag: str, *, sender: str = "someone@remote.test",
-          rcpts: tuple[str, ...] = ("alice@example.test",), options: tuple[str, ...] = ()) -> None:
-    for i in range(n):
+          rcpts: tuple[str, ...] = ("alice@example.test",), options: tuple[str, ...] = (),
+          first: int = 0) -> None:
+    for i in range(first, first + n):
         with smtplib.SMTP(srv.host, srv.smtp_port, timeout=15) as c:
             c.sendmail(sender, list(rcpts), f"Subject: {tag}-{i}\r\n\r\nbody {tag} {i}\r\n".encode(),
                        rcpt_options=list(options))
@@ -34,6 +36,15 @@ def _worker_pid(srv: Server) -> int:
     return int(m.group(1))
 
 
+def _send_while_stopped(srv: Server, pid: int, n: int, tag: str, **kw: object) -> None:
+    """Send with process ``pid`` stopped: the other process must take every connection."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        _send(srv, n, tag, **kw)  # type: ignore[arg-type]
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
 def _pids_that(srv: Server, event: str) -> set[int]:
     return {int(p) for p in re.findall(rf"pigeon\[(\d+)\] INFO pigeon\.mail: \S+ {event}\b", srv.log)}
 
@@ -43,7 +54,10 @@ def test_both_processes_accept_and_deliver(make_server: MakeServer) -> None:
     srv.add_user("alice@example.test")
     srv.start()
     worker = _worker_pid(srv)
-    _send(srv, CONNECTIONS, "spread")
+    half = CONNECTIONS // 2
+    _send_while_stopped(srv, srv.pid, half, "spread")  # the worker takes these
+    assert _pids_that(srv, "received") == {worker}
+    _send_while_stopped(srv, worker, half, "spread", first=half)  # and the server these
     msgs = srv.wait_messages("alice@example.test", CONNECTIONS)
     assert sorted(int(m.split(b"Subject: spread-")[1].split(b"\n")[0]) for m in msgs) == list(range(CONNECTIONS))
     received = _pids_that(srv, "received")
@@ -63,16 +77,18 @@ def test_worker_hands_over_what_it_cannot_finish(make_server: MakeServer) -> Non
     srv.add_user("bob@example.test")
     srv.start()
     worker = _worker_pid(srv)
-    _send(srv, CONNECTIONS, "dsn", sender="bob@example.test", options=("NOTIFY=SUCCESS",))
+    _send_while_stopped(srv, srv.pid, CONNECTIONS, "dsn", sender="bob@example.test",
+                        options=("NOTIFY=SUCCESS",))  # all taken by the worker
     srv.wait_messages("alice@example.test", CONNECTIONS)
     notices = srv.wait_messages("bob@example.test", CONNECTIONS)
     assert all(b"Action: delivered" in n for n in notices)
     assert worker in _pids_that(srv, "received")
-    _send(srv, CONNECTIONS, "away", rcpts=("carol@backup.test",), sender="bob@example.test")
+    _send_while_stopped(srv, srv.pid, CONNECTIONS, "away", rcpts=("carol@backup.test",),
+                        sender="bob@example.test")
     queued = srv.wait_queue(lambda q: len(q) == CONNECTIONS and all(
         m["state"] == "deferred" for m in q), timeout=30)
     assert len(queued) == CONNECTIONS
-    assert len(_pids_that(srv, "received")) == 2
+    assert _pids_that(srv, "received") == {worker}  # the server only scheduled them
 
 
 def test_a_killed_worker_is_restarted_and_its_journal_taken_over(make_server: MakeServer) -> None:
@@ -86,8 +102,11 @@ def test_a_killed_worker_is_restarted_and_its_journal_taken_over(make_server: Ma
     while len(re.findall(r"smtp worker 1 started pid=\d+", srv.log)) < 2:
         assert time.monotonic() < deadline, "the worker was not restarted"
         time.sleep(0.1)
-    _send(srv, CONNECTIONS, "after")
+    again = int(re.findall(r"smtp worker 1 started pid=(\d+)", srv.log)[1])
+    srv.wait_log(r"pigeon\[%d\] INFO pigeon.net.listener: listening service=smtp" % again)
+    _send_while_stopped(srv, srv.pid, CONNECTIONS, "after")  # the new worker has the sockets too
     srv.wait_messages("alice@example.test", CONNECTIONS)
+    assert again in _pids_that(srv, "received")
     assert srv.stop() == 0
 
 

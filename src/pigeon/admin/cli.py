@@ -168,7 +168,18 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
 def cmd_smtp_worker(args: argparse.Namespace, config: Config) -> int:
     from pigeon.smtpd.worker import run_worker
 
-    return run_worker(config, args.index)
+    return run_worker(config, args.index, args.listen_fds)
+
+
+def _fd_list(text: str) -> list[int]:
+    """``--listen-fds 5,6``: file descriptors (each a non-negative integer)."""
+    try:
+        fds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of file descriptors: {text!r}") from None
+    if any(fd < 0 for fd in fds):
+        raise argparse.ArgumentTypeError(f"not a list of file descriptors: {text!r}")
+    return fds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -185,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     # Started by `pigeon serve` with [smtp] processes > 1, not by hand (smtpd.worker).
     p = sub.add_parser("smtp-worker", parents=[common], help=argparse.SUPPRESS)
     p.add_argument("--index", type=int, required=True)
+    p.add_argument("--listen-fds", type=_fd_list, default=[],
+                   help="inherited listening sockets, comma-separated descriptors")
     p.set_defaults(handler=cmd_smtp_worker)
     p = sub.add_parser("check-config", parents=[common], help="validate the configuration and exit")
     p.add_argument("--print-default", action="store_true", help="print the embedded default configuration")

@@ -221,7 +221,7 @@ class SmtpConfig:
     # (554 5.6.0), "normalize" converts it to CRLF.
     bare_newline: BareNewline = "reject"
     greeting: str | None = None  # the text after "220 <hostname> " (default: "Pigeon ESMTP ready")
-    # Processes accepting on the port-25 listeners (SO_REUSEPORT): the server plus processes - 1
+    # Processes accepting on the port-25 listeners (one shared accept queue): the server plus processes - 1
     # SMTP worker processes (smtpd.worker). One Python process uses about one core; 1 keeps
     # everything in one process.
     processes: int = 1

@@ -37,6 +37,13 @@ READ_SIZE = 65536  # one read at most; the protocol cores bound what they buffer
 TLS_HANDSHAKE_TIMEOUT = 30.0
 
 
+def _format(name: object) -> str:
+    if isinstance(name, tuple) and len(name) >= 2:
+        host, port = str(name[0]), int(name[1])
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return str(name)
+
+
 class StreamClosed(Exception):
     """The peer went away or the inactivity timeout expired."""
 
@@ -190,8 +197,12 @@ class ConnectionLimits:
 class Listener:
     def __init__(self, service: str, endpoints: list[tuple[str, int]], factory: SessionFactory,
                  limits: Callable[[], ConnectionLimits], too_many: bytes,
-                 tls: ssl.SSLContext | None = None, reuse_port: bool = False) -> None:
+                 tls: ssl.SSLContext | None = None, reuse_port: bool = False,
+                 sockets: list[socket.socket] | None = None) -> None:
         self.tls = tls
+        # Listening sockets opened by another process (the SMTP workers get the server's):
+        # served as they are, instead of binding ``endpoints``.
+        self.inherited = sockets or []
         # SO_REUSEPORT: several processes listen on the same address and the kernel spreads
         # the connections among them (the SMTP worker processes, smtpd.worker).
         self.reuse_port = reuse_port  # implicit TLS (submissions, imaps, pop3s): the handshake comes first
@@ -205,6 +216,14 @@ class Listener:
         self.per_ip: Counter[str] = Counter()
 
     async def start(self) -> None:
+        for sock in self.inherited:
+            server = await asyncio.start_server(
+                self._accept, sock=sock, backlog=1024, limit=READ_SIZE * 2, ssl=self.tls,
+                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if self.tls is not None else None)
+            self.servers.append(server)
+            log.info("listening service=%s address=%s (shared)", self.service, _format(sock.getsockname()))
+        if self.inherited:
+            return
         for host, port in self.endpoints:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             server = await asyncio.start_server(
@@ -215,6 +234,10 @@ class Listener:
             )
             self.servers.append(server)
             log.info("listening service=%s address=%s", self.service, f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+
+    def listening_fds(self) -> list[int]:
+        """The listening sockets' descriptors, to hand to another process (``sockets=``)."""
+        return [sock.fileno() for s in self.servers for sock in s.sockets]
 
     @property
     def bound(self) -> list[tuple[str, int]]:

@@ -1,9 +1,12 @@
 """An SMTP worker process: more cores for the port-25 service (``[smtp] processes``).
 
 One Python process runs its Python code on one core at a time. With ``[smtp] processes = N``
-the server starts N - 1 of these workers (``smtpd.workers``); each listens on the same ``smtp``
-addresses with ``SO_REUSEPORT``, so the kernel spreads new connections over the server and its
-workers. A worker runs the SMTP sessions, the intake (its own intake journal,
+the server starts N - 1 of these workers (``smtpd.workers``); each serves the server's own
+listening sockets for the ``smtp`` addresses, handed over at start (``--listen-fds``), so every
+process accepts from one queue of new connections and whichever is free takes the next one.
+(Until 2026-11-27 each bound the addresses itself with ``SO_REUSEPORT``, which spreads
+connections by a hash, whatever each process's load; that is still the fallback when no
+sockets are handed over.) A worker runs the SMTP sessions, the intake (its own intake journal,
 ``queue/journal/w<i>/``) and the fast lane for the local mail it accepted; everything else
 belongs to the server, which it tells through a pipe.
 
@@ -35,6 +38,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -101,9 +105,10 @@ def encode_results(results: list[tuple[RcptState, RecipientResult]]) -> list[lis
 
 
 class Worker:
-    def __init__(self, config: Config, index: int, pipe_fd: int) -> None:
+    def __init__(self, config: Config, index: int, pipe_fd: int, listen_fds: list[int] | None = None) -> None:
         self.config = config
         self.index = index
+        self.listen_fds = listen_fds or []
         self.clock = SystemClock()
         self._pipe_fd = pipe_fd
         self.stopping = asyncio.Event()
@@ -193,8 +198,10 @@ class Worker:
                           tls=self.tls, authenticator=auth, senders=self.senders, submission=False)
         too_many = C421_TOO_MANY_CONNECTIONS.with_text(
             f"{cfg.hostname} Too many connections, try again later").to_bytes()
+        shared = [socket.socket(fileno=fd) for fd in self.listen_fds]
         listener = Listener("smtp", [(e.host, e.port) for e in cfg.listen.smtp],
-                            functools.partial(SmtpSession, ctx=ctx), self._limits, too_many, reuse_port=True)
+                            functools.partial(SmtpSession, ctx=ctx), self._limits, too_many,
+                            reuse_port=not shared, sockets=shared)
         watch = asyncio.create_task(self._watch_parent())
         try:
             await listener.start()
@@ -213,7 +220,7 @@ class Worker:
         return 0
 
 
-def run_worker(config: Config, index: int) -> int:
+def run_worker(config: Config, index: int, listen_fds: list[int] | None = None) -> int:
     """The ``pigeon smtp-worker`` command (started by the server, not by hand)."""
     from pigeon.app import setup_logging, tune_allocator
 
@@ -222,7 +229,7 @@ def run_worker(config: Config, index: int) -> int:
     setup_logging(config)
     tune_allocator()
     try:
-        rc = asyncio.run(Worker(config, index, pipe_fd).run())
+        rc = asyncio.run(Worker(config, index, pipe_fd, listen_fds).run())
         maillog.flush()
         return rc
     except OSError as exc:

@@ -1,8 +1,9 @@
 """The server's side of the SMTP worker processes (``[smtp] processes``; see ``smtpd.worker``).
 
 Rules:
-1. ``start`` runs ``processes - 1`` workers (``python -m pigeon … smtp-worker --index I``) and
-   returns once each has said it listens (or ended). Each worker's standard input is a pipe
+1. ``start`` runs ``processes - 1`` workers (``python -m pigeon … smtp-worker --index I
+   --listen-fds …``, the server's own listening sockets passed down) and returns once each
+   has said it listens (or ended). Each worker's standard input is a pipe
    kept open by the server: when the server dies, the workers see end of file and stop.
 2. What a worker says on its pipe is acted on here: ``schedule`` → the queue manager takes the
    message from the queue files; ``complete`` → its attempt's results are recorded as the
@@ -50,8 +51,9 @@ class SmtpWorkers:
     def __init__(self, count: int, config_file: str | None, queue: QueueStore,
                  schedule: Callable[[QueueRecord], None],
                  complete: Callable[[QueueRecord, Results], Coroutine[object, object, None]],
-                 changes: ChangeNotifier) -> None:
+                 changes: ChangeNotifier, listen_fds: list[int] | None = None) -> None:
         self.count = count
+        self._listen_fds = listen_fds or []  # the server's smtp sockets, shared with the workers
         self._config_file = config_file
         self._queue = queue
         self._schedule = schedule
@@ -77,7 +79,10 @@ class SmtpWorkers:
         cmd = [sys.executable, "-m", "pigeon"]
         if self._config_file is not None:
             cmd += ["--config", self._config_file]
-        return cmd + ["smtp-worker", "--index", str(index)]
+        cmd += ["smtp-worker", "--index", str(index)]
+        if self._listen_fds:
+            cmd += ["--listen-fds", ",".join(str(fd) for fd in self._listen_fds)]
+        return cmd
 
     async def _supervise(self, index: int, ready: asyncio.Future[None]) -> None:
         pause = FIRST_RESTART_PAUSE
@@ -85,7 +90,7 @@ class SmtpWorkers:
             try:
                 proc = await asyncio.create_subprocess_exec(
                     *self._command(index), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                    limit=MAX_LINE)
+                    limit=MAX_LINE, pass_fds=self._listen_fds)
             except OSError as exc:
                 log.error("cannot start smtp worker %d: %s", index, exc)
                 proc = None
