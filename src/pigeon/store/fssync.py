@@ -46,6 +46,9 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+# How many directories ``FileSystems`` remembers (a few per mailbox delivered to); past that
+# it forgets them all and looks each up again (an open and an fstat).
+MAX_PATHS = 4096
 MIN_KERNEL = (5, 8)  # Rule 1: syncfs returns write-back errors from Linux 5.8 on
 
 
@@ -114,6 +117,8 @@ class FileSystems:
             return fs
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         with self._lock:
+            if len(self._by_path) >= MAX_PATHS:
+                self._by_path.clear()  # bounded memory: one Maildir per user would grow it forever
             dev = os.fstat(fd).st_dev
             fs = self._by_dev.get(dev)
             if fs is None:

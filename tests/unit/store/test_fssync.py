@@ -67,3 +67,23 @@ def test_a_failing_syncfs_raises_oserror_with_its_errno(tmp_path: Path) -> None:
 def test_a_missing_directory_is_an_oserror(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         fssync.FileSystems().of(tmp_path / "missing")
+
+
+def test_the_directory_cache_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not fssync.available():
+        pytest.fail("syncfs with error reporting (Linux >= 5.8) is needed for this test")
+    monkeypatch.setattr(fssync, "MAX_PATHS", 8)
+    fss = fssync.FileSystems()
+    try:
+        dirs = []
+        for i in range(20):
+            d = tmp_path / f"u{i}"
+            d.mkdir()
+            dirs.append(d)
+        first = fss.of(dirs[0])
+        for d in dirs:
+            assert fss.of(d) is first  # one file system, one descriptor, however many paths
+            assert len(fss._by_path) <= 8
+        assert len(fss._by_dev) == 1
+    finally:
+        fss.close()
