@@ -51,7 +51,7 @@ from collections.abc import Callable, Hashable
 from pathlib import Path
 
 from pigeon.store import fssync
-from pigeon.store.fssync import FileSystems
+from pigeon.store.fssync import FileSystem, FileSystems
 
 log = logging.getLogger(__name__)
 
@@ -104,32 +104,32 @@ class GroupSync:
 
     def flush_fs(self, directory: Path) -> asyncio.Future[None]:
         """Rule 7: one ``syncfs`` of the file system holding ``directory``, in the next batch."""
+        fs = self._filesystem(directory)
+        if isinstance(fs, asyncio.Future):
+            return fs
+        return self.sync(fs.key, fs.flush)
+
+    def _filesystem(self, directory: Path) -> FileSystem | asyncio.Future[None]:
+        """Rules 7 and 8: the file system holding ``directory``, or a future already failed
+        with the ``OSError`` that prevents flushing it."""
         if not self.whole_fs:
-            raise ValueError("flush_fs needs whole_fs")
+            raise ValueError("file-system flushes need whole_fs")
         try:
             if self._closed:
                 raise OSError(errno.ESHUTDOWN, "the sync thread is closed")
-            fs = self._filesystems.of(directory)
+            return self._filesystems.of(directory)
         except OSError as exc:
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             fut.set_exception(exc)
             return fut
-        return self.sync(fs.key, fs.flush)
 
     def flush_fs_soon(self, directory: Path, within: float) -> asyncio.Future[None]:
         """Rule 8: the next ``syncfs`` of that file system that starts from now on, whoever
         asked for it; if none has started ``within`` seconds, one is started for this."""
-        if not self.whole_fs:
-            raise ValueError("flush_fs_soon needs whole_fs")
+        fs = self._filesystem(directory)
+        if isinstance(fs, asyncio.Future):
+            return fs
         loop = asyncio.get_running_loop()
-        try:
-            if self._closed:
-                raise OSError(errno.ESHUTDOWN, "the sync thread is closed")
-            fs = self._filesystems.of(directory)
-        except OSError as exc:
-            fut: asyncio.Future[None] = loop.create_future()
-            fut.set_exception(exc)
-            return fut
         if fs.key in self._pending:  # a batch not yet started will flush it: join that one
             return self.sync(fs.key, fs.flush)
         fut = loop.create_future()

@@ -24,6 +24,7 @@ from pigeon.queue.store import QueueStore
 from pigeon.store import fssync
 from pigeon.store.changes import ChangeBus
 from pigeon.store.maildir import MaildirStore, PendingFile
+from tests.unit.store.flush_spy import FlushSpy
 
 T = TypeVar("T")
 WAIT = 5.0  # seconds; every wait here normally takes milliseconds
@@ -387,25 +388,6 @@ def test_a_queue_without_journal_is_refused(tmp_path: Path) -> None:
 
 
 # -- Rule 5: with a file-system flush, the files are written before the commit flush ------------------
-
-class FlushSpy:
-    """Counts the file-system flushes; fails those whose number is in ``fail`` (1-based)."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, fail: dict[int, int] | None = None) -> None:
-        self.calls = 0
-        self.fail = fail or {}
-        real = fssync.FileSystem.flush
-        spy = self
-
-        def flush(fs: fssync.FileSystem) -> None:
-            spy.calls += 1
-            err = spy.fail.get(spy.calls, spy.fail.get(0))  # key 0: every call
-            if err is not None:
-                raise OSError(err, os.strerror(err))
-            real(fs)
-
-        monkeypatch.setattr(fssync.FileSystem, "flush", flush)
-
 
 def test_the_files_are_written_before_the_commit_flush_and_the_message_costs_two_flushes(
         fs_rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:

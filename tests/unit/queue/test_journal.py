@@ -20,6 +20,7 @@ from pigeon.core.queueid import QueueId, new_queue_id
 from pigeon.queue import journal as journal_mod
 from pigeon.queue.journal import Journal, PendingEntry, pending, remove_segments
 from pigeon.store.groupsync import GroupSync
+from tests.unit.store.flush_spy import FlushSpy
 
 T = TypeVar("T")
 WAIT = 5.0  # seconds; every wait here normally takes milliseconds
@@ -589,21 +590,12 @@ def test_with_a_file_system_flush_entries_are_durable_and_no_file_is_fsynced(
         await barrier(fs_gs)
         j.close()
 
-    from pigeon.store import fssync
-
-    flush_fds: list[int] = []
-    real_flush = fssync.FileSystem.flush
-
-    def flush(fs: fssync.FileSystem) -> None:
-        flush_fds.append(fs.fd)
-        real_flush(fs)
-
-    monkeypatch.setattr(fssync.FileSystem, "flush", flush)
+    spy = FlushSpy(monkeypatch)
     run(go)
     # No segment was fsynced: the batch's syncfs covered data and names, and the retired
     # segment just closed. The only fsyncs are each syncfs's trailing one, of the directory
     # descriptor that syncfs used (store.fssync Rule 2).
-    assert flush_fds and fsyncs == flush_fds
+    assert spy.fds and fsyncs == spy.fds
     assert by_id(pending(root)) == {a: (record(a), b"A"), b: (record(b), b"B")}
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from pigeon.store.groupsync import GroupSync
+from tests.unit.store.flush_spy import FlushSpy
 
 WAIT = 5.0  # seconds: a generous bound; every wait below normally takes milliseconds
 
@@ -297,19 +298,10 @@ def test_requests_in_one_turn_of_the_loop_share_the_first_batch(gs: GroupSync) -
 # -- Rule 7: one syncfs per file system and batch ---------------------------------------------------
 
 def test_flush_fs_requests_for_one_file_system_share_one_syncfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pigeon.store import fssync
-
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()
     b.mkdir()
-    flushed: list[int] = []
-    real = fssync.FileSystem.flush
-
-    def spy(fs: fssync.FileSystem) -> None:
-        flushed.append(fs.dev)
-        real(fs)
-
-    monkeypatch.setattr(fssync.FileSystem, "flush", spy)
+    flushed = FlushSpy(monkeypatch).devs
     g = GroupSync("test-fs", whole_fs=True)
     try:
         async def go() -> None:
@@ -442,16 +434,7 @@ def test_flush_fs_soon_does_not_count_the_batch_already_running(fs_gs: GroupSync
 
 
 def test_close_runs_the_flushes_still_waiting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pigeon.store import fssync
-
-    flushed: list[int] = []
-    real = fssync.FileSystem.flush
-
-    def spy(fs: fssync.FileSystem) -> None:
-        flushed.append(fs.dev)
-        real(fs)
-
-    monkeypatch.setattr(fssync.FileSystem, "flush", spy)
+    flushed = FlushSpy(monkeypatch).devs
     g = GroupSync("test-fs", whole_fs=True)
 
     async def go() -> None:
