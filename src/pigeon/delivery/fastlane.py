@@ -24,14 +24,12 @@ Rules:
 4. Recipients are handled as ``LocalDelivery`` does: unknown user → ``550 5.1.1``; a name the
    store refuses → ``553``; an ``OSError`` → deferred ``451``/``452``; one copy per mailbox.
 
-5. With a file-system flush (``store.fssync``), the files are written earlier: between the
-   journal append and the commit flush (``prepare``, ``queue.store`` rule 11), so the commit's
-   one ``syncfs`` makes journal entry and files durable together, and a message costs two
-   flushes (commit, then ``new/``) instead of three; the ``new/`` one is the next commit's
-   flush when one comes within ``NEW_FLUSH_WITHIN`` (``store.groupsync`` Rule 8), so under
-   load a message costs about one shared flush. The files are closed at once; a failed
-   commit removes them (``discard``), and so does a crowded lane (Rule 3). The recipient
-   checks are the same, made before the commit instead of after it.
+5. With a file-system flush (``store.fssync``), both of a message's flushes (its files, then
+   its ``new/`` entries) wait up to ``NEW_FLUSH_WITHIN`` for one ``syncfs`` shared with every
+   other delivery under way (``store.groupsync`` Rule 8): under load a message costs a small
+   share of two flushes, and none of this delays the client's ``250``, which waited only for
+   the journal's ``fdatasync`` (``queue.journal`` Rule 2). The order is still the Maildir one:
+   no file is linked into ``new/`` before a flush that began after it was written completed.
 
 What can go wrong: nothing raises out of the lane; every failure ends in a spill (Rule 2).
 """
@@ -41,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Protocol
@@ -62,22 +59,15 @@ from pigeon.store.maildir import MaildirStore, PendingFile, unlink_quietly
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_INFLIGHT = 512
-# Rule 5: how long the new/ entries may wait for a flush that another message's commit starts
-# anyway. The file is in new/ (readers see it) from the rename on; this only delays the
-# "delivered" line, the done entry and the IMAP IDLE notice, and only when the server is idle.
+# Rule 5: how long a delivery's flushes may wait to be shared with other deliveries. The client
+# has had its 250 already (the message is safe in the journal); this only delays the file's
+# arrival in new/, the "delivered" line, the done entry and the IMAP IDLE notice, by at most
+# twice this when the server is idle.
 NEW_FLUSH_WITHIN = 0.01
 
 Results = list[tuple[RcptState, RecipientResult]]
 Outcome = dict[str, RecipientResult]  # by mailbox key
 Files = dict[str, tuple[Address, PendingFile]]  # by mailbox key: written, not yet in new/
-
-
-@dataclass(slots=True)
-class _Prepared:
-    """Rule 5: a message's files, written before its commit flush."""
-
-    outcome: Outcome
-    files: Files
 
 
 class LocalDomains(Protocol):
@@ -105,8 +95,6 @@ class FastLane:
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
-        if self._sync.whole_fs:
-            queue.early_writer = self  # Rule 5
         self.delivered = 0  # messages completed in the lane (tests, benchmarks)
         self.spilled = 0
 
@@ -117,8 +105,6 @@ class FastLane:
         if body is None:
             raise ValueError(f"{record.id} has no body in memory")
         crowded = len(self._tasks) >= self.max_inflight  # Rule 3
-        if crowded:
-            self.discard(record)
         task = asyncio.create_task(self._spill(record, body, None) if crowded else self._run(record, body))
         self._tasks.add(task)
         self._idle.clear()
@@ -179,41 +165,16 @@ class FastLane:
         else:
             await self._finish(record, results)
 
-    # -- Rule 5: the files written before the commit flush ------------------------------------
-
-    def prepare(self, record: QueueRecord, body: bytes) -> None:
-        """``queue.store`` rule 11: called between the journal append and its flush."""
-        if len(self._tasks) >= self.max_inflight or not self._all_local(record):
-            return  # Rule 3 / Rule 2: nothing written now; ``take`` decides as usual
-        try:
-            outcome, files = self._write_files(record, body)
-            self._close_files(record.id, files, outcome)
-        except Exception:  # pragma: no cover - _write_files turns every failure into an outcome
-            log.exception("%s: early delivery write failed", record.id)
-            return
-        record.prepared = _Prepared(outcome, files)
-
-    def discard(self, record: QueueRecord) -> None:
-        """The commit failed, or the lane will not deliver: remove what ``prepare`` wrote."""
-        prepared, record.prepared = record.prepared, None
-        if isinstance(prepared, _Prepared):
-            for _, pending in prepared.files.values():
-                pending.discard()
-
     def _all_local(self, record: QueueRecord) -> bool:
         return all(self._domains.is_local_domain(r.address.domain) for r in record.rcpts)
 
     async def _deliver(self, record: QueueRecord, body: bytes) -> Results | None:
         """Deliver to every recipient; None (nothing written) when one is not local (Rule 2)."""
-        prepared, record.prepared = record.prepared, None
-        if isinstance(prepared, _Prepared):  # written and flushed with the commit (Rule 5)
-            outcome, files = prepared.outcome, prepared.files
-        else:
-            if not self._all_local(record):
-                return None
-            outcome, files = self._write_files(record, body)
-            if files:
-                await self._flush_files(record.id, files, outcome)
+        if not self._all_local(record):
+            return None
+        outcome, files = self._write_files(record, body)
+        if files:
+            await self._flush_files(record.id, files, outcome)
         if files:
             await self._link(record.id, files, outcome)
         return [(rcpt, outcome[rcpt.address.key]) for rcpt in record.rcpts]
@@ -253,10 +214,11 @@ class FastLane:
 
     async def _flush_files(self, qid: str, files: Files, outcome: Outcome) -> None:
         """Every file's fsync, group-committed with the other deliveries under way; with a
-        ``whole_fs`` group, one ``syncfs`` per file system for the batch instead."""
+        ``whole_fs`` group, one ``syncfs`` per file system, shared within ``NEW_FLUSH_WITHIN``
+        (Rule 5)."""
         if self._sync.whole_fs:
             self._close_files(qid, files, outcome)
-            flushes = [self._sync.flush_fs(p.maildir) for _, p in files.values()]
+            flushes = [self._sync.flush_fs_soon(p.maildir, NEW_FLUSH_WITHIN) for _, p in files.values()]
         else:
             flushes = [self._sync.sync(("fsync", id(p)), p.flush_and_close) for _, p in files.values()]
         done = await asyncio.gather(*flushes, return_exceptions=True)
@@ -275,7 +237,7 @@ class FastLane:
             except Exception as exc:
                 outcome[key] = failure(qid, addr, exc)
         dirs = {path.parent for _, path in linked.values()}
-        if self._sync.whole_fs:  # Rule 5: the next commit's flush, usually
+        if self._sync.whole_fs:  # Rule 5: shared with the other deliveries under way
             syncs = {d: self._sync.flush_fs_soon(d, NEW_FLUSH_WITHIN) for d in dirs}
         else:
             syncs = {d: self._sync.sync(("dir", str(d)), partial(fsync_dir, d)) for d in dirs}

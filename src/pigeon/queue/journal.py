@@ -4,25 +4,33 @@ A message accepted on the fast path (small, every recipient local; see docs/queu
 intake journal") is not written as two queue files with four fsyncs: its record and body are
 appended, as one entry, to the current journal segment, and one ``fdatasync`` of that segment
 covers every entry appended since the last one (group commit, ``store.groupsync``). That flush
-is the commit point of these messages. Local delivery then takes them from memory; once a
+is the commit point of these messages. Segments are made ahead of time, zero-filled and flushed,
+so that a commit overwrites blocks that already exist: its ``fdatasync`` writes the new bytes and
+flushes the disk's cache, and no file-system metadata at all. Local delivery then takes them from memory; once a
 message is delivered (or handed to the classic queue, "spilled"), a *done* entry is appended,
 and a segment whose messages are all done is deleted.
 
-Layout: ``queue/journal/seg.<16 digits>``, appended with ``O_APPEND``. Each entry::
+Layout: ``queue/journal/seg.<16 digits>``, plus at most one ``spare`` being made (Rule 7). Each
+entry::
 
     kind (1 byte: b"M" message, b"D" done) | crc32 (4) | header length (4) | body length (8)
     header (the record's JSON for M, the queue id for D) | body (M only)
 
-(big-endian; the CRC covers header and body).
+(big-endian; the CRC covers header and body). After the last entry, a made-ahead segment holds
+zero bytes up to its end; a kind byte of zero is the clean end of a segment.
 
 Rules:
-1. ``append`` writes an entry with one ``writev`` on the caller's thread (the event loop). A
-   write that fails or is short is cut back (``ftruncate`` to the last good end); if that
-   fails too, the segment is abandoned for a new one, so a torn entry is only ever the last
-   of its segment.
-2. ``sync`` completes when everything appended before it is on disk (one ``fdatasync`` per
-   batch for all callers; with a ``whole_fs`` group, the batch's one ``syncfs``, which also
-   makes the segment's name durable and lets a retired segment close without a flush). A failed ``fdatasync`` fails every waiter of that batch, and the
+1. ``append`` writes an entry with one ``writev`` (``pwritev`` at the end of the last entry in
+   a made-ahead segment) on the caller's thread (the event loop). A write that fails or is
+   short is cut back (``ftruncate`` to the last good end; zeros written over it in a made-ahead
+   segment); if that fails too, the segment is abandoned for a new one, so a torn entry is only
+   ever the last of its segment.
+2. ``sync`` completes when everything appended before it is on disk: one ``fdatasync`` of the
+   segment per batch for all callers, plus, the first time, an fsync of the directory for the
+   segment's name. It is an ``fdatasync`` whatever the ``[queue] flush`` setting: it writes
+   only this segment's new bytes, where a ``syncfs`` would also write every other dirty file of
+   the file system and its metadata, for several times the latency (measured, docs/benchmarks.md
+   2026-11-27 "Made-ahead journal segments"). A failed ``fdatasync`` fails every waiter of that batch, and the
    segment is abandoned: after a failed flush Linux may have dropped its pages, so nothing
    later may depend on it. The failed messages get a done entry in the new segment, so a
    recovery does not deliver what the client was told to send again (at most once more).
@@ -38,6 +46,13 @@ Rules:
    entry means one more delivery after a crash, never a lost message).
 5. Segments are at most ``SEGMENT_BYTES`` plus one entry; an entry's body is at most what the
    caller keeps in memory (``queue.store.MEMORY_BODY``).
+7. With ``made_ahead`` (the server's journals), a thread of the journal's own makes the next
+   segment while the current one fills: ``spare`` is created, zero-filled to ``SEGMENT_BYTES``,
+   and ``fdatasync``ed, off the event loop. A new segment is that file renamed to the next
+   ``seg.`` name (its name becomes durable with its first flush, as for any new segment); if the
+   spare is not ready yet, the new segment is an empty file that grows (correct, only slower:
+   each flush then writes its size too). A ``spare`` left by a crash holds no entry; the next
+   one replaces it, and recovery never reads it.
 
 What can go wrong: ``OSError`` from ``append`` (disk full: the caller answers 452) and from
 ``sync`` (I/O error: 452); a corrupt segment at start-up (logged, readable entries kept).
@@ -55,6 +70,7 @@ import struct
 import time
 import zlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -69,6 +85,8 @@ _HEAD = struct.Struct(">cIIQ")
 MESSAGE, DONE = b"M", b"D"
 SEGMENT_BYTES = 16 * 1024 * 1024
 PREFIX = "seg."
+SPARE = "spare"  # Rule 7
+ZEROS = bytes(1 << 20)  # Rule 7: a made-ahead segment is written a MiB at a time
 MAX_HEADER = 16 * 1024 * 1024  # a record bigger than this is not a record (corruption)
 MAX_BODY = 1 << 31
 
@@ -84,12 +102,13 @@ class PendingEntry:
 
 
 class _Segment:
-    __slots__ = ("name", "path", "fd", "end", "live", "named", "broken")
+    __slots__ = ("name", "path", "fd", "end", "live", "named", "broken", "made_ahead")
 
-    def __init__(self, name: str, path: Path, fd: int) -> None:
+    def __init__(self, name: str, path: Path, fd: int, *, made_ahead: bool = False) -> None:
         self.name = name
         self.path = path
         self.fd = fd
+        self.made_ahead = made_ahead  # Rule 7: zero-filled to its size; written with pwritev
         self.end = 0  # the end of the last complete entry (Rule 1)
         self.live: set[QueueId] = set()
         self.named = False  # the directory entry is durable (set by the first flush)
@@ -129,11 +148,29 @@ def _list_segments(root: Path) -> list[tuple[int, str]]:
     return sorted(out)
 
 
+def _make_spare(path: Path, size: int) -> int:
+    """Rule 7, in the journal's own thread: a zero-filled file of ``size`` bytes, on disk.
+    Returns its descriptor (read-write, so that ``pwritev`` may overwrite it)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        for off in range(0, size, len(ZEROS)):
+            os.pwrite(fd, ZEROS[:min(len(ZEROS), size - off)], off)
+        os.fdatasync(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 class Journal:
-    def __init__(self, root: Path, sync: GroupSync, *, segment_bytes: int = SEGMENT_BYTES) -> None:
+    def __init__(self, root: Path, sync: GroupSync, *, segment_bytes: int = SEGMENT_BYTES,
+                 made_ahead: bool = False) -> None:
         self.root = root
         self._sync = sync
         self._segment_bytes = segment_bytes
+        self._made_ahead = made_ahead  # Rule 7
+        self._maker: ThreadPoolExecutor | None = None
+        self._spare: Future[int] | None = None
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
         existing = _list_segments(root)
         self._next_seq = existing[-1][0] + 1 if existing else 1
@@ -156,10 +193,40 @@ class Journal:
         name = _segment_name(self._next_seq)
         self._next_seq += 1
         path = self.root / name
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        seg = _Segment(name, path, fd)
+        seg = self._take_spare(name, path)
+        if seg is None:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            seg = _Segment(name, path, fd)
         self._segments.append(seg)  # its name becomes durable with its first flush (_Segment.flush)
+        self._make_spare()
         return seg
+
+    def _make_spare(self) -> None:
+        """Rule 7: start making the next segment, unless one is being made."""
+        if not self._made_ahead or self._spare is not None:
+            return
+        if self._maker is None:
+            self._maker = ThreadPoolExecutor(1, thread_name_prefix="pigeon-journal-spare")
+        self._spare = self._maker.submit(_make_spare, self.root / SPARE, self._segment_bytes)
+
+    def _take_spare(self, name: str, path: Path) -> _Segment | None:
+        """Rule 7: the spare, renamed to ``name``, if it is ready; else None."""
+        spare = self._spare
+        if spare is None or not spare.done():
+            return None
+        self._spare = None
+        try:
+            fd = spare.result()
+        except OSError as exc:
+            log.error("journal: cannot make the next segment ahead (%s); using a growing one", exc)
+            return None
+        try:
+            os.rename(self.root / SPARE, path)
+        except OSError as exc:
+            os.close(fd)
+            log.error("journal: cannot rename the spare segment to %s (%s); using a growing one", name, exc)
+            return None
+        return _Segment(name, path, fd, made_ahead=True)
 
     def _retire(self, seg: _Segment) -> None:
         """No more appends to ``seg``: flush and close it in the sync thread (after its waiters)."""
@@ -203,16 +270,22 @@ class Journal:
     def _writev(self, seg: _Segment, parts: list[bytes], total: int) -> None:
         """One ``writev`` of whole entries; a failed or short one is cut back (Rule 1)."""
         try:
-            written = os.writev(seg.fd, parts)
+            if seg.made_ahead:
+                written = os.pwritev(seg.fd, parts, seg.end)
+            else:
+                written = os.writev(seg.fd, parts)
             if written != total:
                 raise OSError(f"short write to the journal ({written} of {total} bytes)")
         except OSError:
-            self._cut(seg)
+            self._cut(seg, total)
             raise
 
-    def _cut(self, seg: _Segment) -> None:
+    def _cut(self, seg: _Segment, total: int) -> None:
         try:
-            os.ftruncate(seg.fd, seg.end)
+            if seg.made_ahead:  # Rule 1: zeros, the clean end, over whatever reached the file
+                _write_zeros(seg.fd, seg.end, total)
+            else:
+                os.ftruncate(seg.fd, seg.end)
         except OSError as exc:
             log.error("journal: cannot cut %s back after a failed write (%s); starting a new segment",
                       seg.name, exc)
@@ -230,12 +303,6 @@ class Journal:
         if seg is None or seg.fd < 0:
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             fut.set_result(None)
-            return fut
-        if self._sync.whole_fs:
-            # One syncfs for the batch (store.groupsync Rule 7) covers the data and, the first
-            # time, the segment's name; a failure marks the segment broken, as below.
-            fut = self._sync.flush_fs(self.root)
-            fut.add_done_callback(partial(_mark_broken, seg))
             return fut
         return self._sync.sync(("fdatasync", seg.fd), partial(seg.flush, self.root, seg.fd))
 
@@ -308,15 +375,39 @@ class Journal:
                 except OSError:
                     pass
                 seg.fd = -1
+        self._close_spare()
+
+    def _close_spare(self) -> None:
+        """Rule 7: wait for a spare being made, close it and remove the file."""
+        spare, self._spare = self._spare, None
+        if self._maker is not None:
+            self._maker.shutdown(wait=True)
+            self._maker = None
+        if spare is None:
+            return
+        try:
+            os.close(spare.result())
+            os.unlink(self.root / SPARE)
+        except OSError as exc:
+            log.warning("journal: cannot remove the spare segment: %s", exc)
 
     @property
     def live(self) -> int:
         return len(self._where)
 
+    @property
+    def spare(self) -> Future[int] | None:
+        """Rule 7: the next segment being made (tests wait for it), or None."""
+        return self._spare
 
-def _mark_broken(seg: _Segment, fut: asyncio.Future[None]) -> None:
-    if fut.cancelled() or fut.exception() is not None:
-        seg.broken = True
+
+def _write_zeros(fd: int, offset: int, length: int) -> None:
+    while length > 0:
+        n = min(length, len(ZEROS))
+        if os.pwrite(fd, ZEROS[:n], offset) != n:
+            raise OSError(errno.EIO, "short write of zeros to the journal")
+        offset += n
+        length -= n
 
 
 def _log_failure(what: str) -> Callable[[asyncio.Future[None]], None]:
@@ -331,14 +422,16 @@ def _log_failure(what: str) -> Callable[[asyncio.Future[None]], None]:
 
 def _entries(data: bytes, name: str) -> Iterator[tuple[bytes, bytes, bytes]]:
     pos, end = 0, len(data)
-    while pos < end:
+    used = len(data.rstrip(b"\0"))  # Rule 7: the zeros after the last entry are no entry
+    while pos < used:
         if end - pos < _HEAD.size:
             log.warning("journal: %s ends in a torn entry at %d (%d bytes), ignored", name, pos, end - pos)
             return
         kind, crc, hlen, blen = _HEAD.unpack_from(data, pos)
         start = pos + _HEAD.size
         stop = start + hlen + blen
-        bad = kind not in (MESSAGE, DONE) or hlen > MAX_HEADER or blen > MAX_BODY or stop > end
+        # hlen 0: every entry has a header; a lone kind byte before zeros is a torn head (Rule 7)
+        bad = kind not in (MESSAGE, DONE) or not 0 < hlen <= MAX_HEADER or blen > MAX_BODY or stop > end
         if not bad:
             header = data[start:start + hlen]
             body = data[start + hlen:stop]

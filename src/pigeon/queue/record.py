@@ -80,9 +80,6 @@ class QueueRecord:
     # Not part of the record on disk: the body of a message committed to the intake journal
     # (queue.journal), which local delivery takes from memory; None for every other record.
     body_data: bytes | None = field(default=None, repr=False, compare=False)
-    # Not on disk either: what local delivery wrote before the commit flush, so that flush
-    # covered it too (queue.store rule 11); only its writer knows what it is.
-    prepared: object | None = field(default=None, repr=False, compare=False)
 
     def pending(self) -> list[RcptState]:
         """Recipients still to deliver: never tried, or deferred (rule 2)."""

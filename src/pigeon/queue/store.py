@@ -42,10 +42,6 @@ Rules:
    server, ``w1``… for SMTP worker processes). A worker holds an exclusive lock on its journal
    directory while it runs; draining a journal (``recover``, or the server after a worker
    ended) takes that lock first, so a journal is never drained while its owner still appends.
-11. With a file-system flush (``[queue] flush = "filesystem"``), the ``early_writer`` (the
-   fast lane) writes the message's Maildir files after the journal append and before the
-   journal's flush, so the one ``syncfs`` covers journal entry and files; a failed flush
-   hands them back to it to remove (``discard``). The ``250`` still waits for that flush.
 
 What can go wrong: ``QueueWriteError`` (disk full, I/O error) from commit/update;
 ``RecordNotFound`` when an id is not queued; ``CorruptRecord`` from ``load``/``move``.
@@ -60,7 +56,7 @@ import secrets
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO
 
 from pigeon.core.clock import Clock
 from pigeon.core.envelope import Envelope
@@ -257,16 +253,6 @@ def _unlink(path: Path) -> bool:
         return False
 
 
-class EarlyWriter(Protocol):
-    """Rule 11: who writes a journaled message's deliveries before the commit flush."""
-
-    def prepare(self, record: QueueRecord, body: bytes) -> None:
-        """Write what can be written now (sets ``record.prepared``); never raises."""
-
-    def discard(self, record: QueueRecord) -> None:
-        """The commit failed: remove what ``prepare`` wrote."""
-
-
 class QueueStore:
     def __init__(self, root: Path, clock: Clock, *, io_threads: int = DEFAULT_IO_THREADS,
                  journal: bool = False, journal_owner: str = MAIN_JOURNAL,
@@ -289,7 +275,6 @@ class QueueStore:
         self.groupsync: GroupSync | None = None
         self.journal: Journal | None = None
         self.orphans: Callable[[QueueRecord], None] | None = None  # rule 9
-        self.early_writer: EarlyWriter | None = None  # rule 11
         self._journal_lock: int | None = None
         if journal:
             jdir = root / JOURNAL_DIR / _owner(journal_owner)
@@ -297,7 +282,7 @@ class QueueStore:
             if journal_owner != MAIN_JOURNAL:  # rule 10: a worker's journal is locked while in use
                 self._journal_lock = lock_journal(jdir, wait=0.0)
             self.groupsync = GroupSync(whole_fs=whole_fs_flush(flush))
-            self.journal = Journal(jdir, self.groupsync)
+            self.journal = Journal(jdir, self.groupsync, made_ahead=True)
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -416,8 +401,6 @@ class QueueStore:
         except OSError as exc:
             log.error("queue: journal append of %s failed: %s", record.id, exc)
             raise QueueWriteError(f"queue write failed for {record.id}: {exc}") from exc
-        if self.early_writer is not None:  # rule 11: before the flush, so that it covers these
-            self.early_writer.prepare(record, data)
         flushed = journal.sync()
         try:
             await asyncio.shield(flushed)
@@ -432,8 +415,6 @@ class QueueStore:
 
     def _journal_failed(self, record: QueueRecord, exc: BaseException) -> None:
         log.error("queue: journal flush for %s failed: %s", record.id, exc)
-        if self.early_writer is not None:
-            self.early_writer.discard(record)
         assert self.journal is not None
         self.journal.failed([record.id])
 

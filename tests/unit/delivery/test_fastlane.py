@@ -106,7 +106,7 @@ def make_rig(tmp_path: Path, flush: str) -> Rig:
 @pytest.fixture(params=FLUSH_MODES)
 def rig(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Rig]:
     """Every test runs with per-file fsyncs and (where syncfs reports errors) with one syncfs
-    per batch and the files written before the commit flush (Rule 5)."""
+    per batch of deliveries (Rule 5)."""
     r = make_rig(tmp_path, request.param)
     yield r
     r.queue.close()
@@ -242,9 +242,8 @@ def test_many_messages_at_once_share_flushes(rig: Rig) -> None:
     assert len(rig.maildir_files(BOB, "new")) == n and len(rig.maildir_files(CAROL, "new")) == n
     assert lane.delivered == n
     if rig.whole_fs:
-        # The files were flushed with their commits; linking all of them into new/ took one
-        # file-system flush, in one batch.
-        assert (gs.batches - batches, gs.calls - calls) == (1, 1)
+        # One file-system flush for all the files, one for all their new/ entries.
+        assert (gs.batches - batches, gs.calls - calls) == (2, 2)
     else:
         # Every file's fsync and each new/ fsync went through the one sync thread, in batches.
         assert gs.batches - batches < gs.calls - calls
@@ -387,36 +386,51 @@ def test_a_queue_without_journal_is_refused(tmp_path: Path) -> None:
         q.close()
 
 
-# -- Rule 5: with a file-system flush, the files are written before the commit flush ------------------
+# -- Rule 5: with a file-system flush, deliveries share syncfs calls; the commit does not wait ------
 
-def test_the_files_are_written_before_the_commit_flush_and_the_message_costs_two_flushes(
+def test_the_commit_flushes_only_the_journal_and_a_delivery_costs_two_shared_flushes(
         fs_rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     rig = fs_rig
     spy = FlushSpy(monkeypatch)
     lane = rig.lane()
 
-    async def go() -> QueueRecord:
+    async def go() -> None:
         record = await commit(rig, BOB, CAROL)
-        # Committed: the journal flush has run, and the Maildir files written before it exist.
-        assert spy.calls == 1
-        assert record.prepared is not None
+        # Committed by the journal's fdatasync (queue.journal Rule 2): no file-system flush,
+        # and nothing written into the Maildirs yet.
+        assert spy.calls == 0
         for addr in (BOB, CAROL):
-            [name] = rig.maildir_files(addr, "tmp")
-            assert (rig.mail.user_root(addr) / "tmp" / name).read_bytes() == expected(addr)
-            assert rig.maildir_files(addr, "new") == []
+            assert rig.maildir_files(addr, "tmp") == [] and rig.maildir_files(addr, "new") == []
         lane.take(record)
         await lane.wait_idle()
-        return record
 
-    record = run(go)
-    assert spy.calls == 2  # the commit's flush, then the one that makes the new/ entries durable
-    assert record.prepared is None and lane.delivered == 1
+    run(go)
+    assert spy.calls == 2  # the files' flush, then the one that makes the new/ entries durable
+    assert lane.delivered == 1
     for addr in (BOB, CAROL):
         assert rig.maildir_files(addr, "tmp") == []
         [name] = rig.maildir_files(addr, "new")
         path = rig.mail.user_root(addr) / "new" / name
         assert path.read_bytes() == expected(addr)
         check_name(path, expected(addr))
+
+
+def test_a_file_is_flushed_before_it_is_linked_into_new(fs_rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    rig = fs_rig
+    seen: list[tuple[list[str], list[str]]] = []
+    real = fssync.FileSystem.flush
+
+    def flush(fs: fssync.FileSystem) -> None:
+        seen.append((rig.maildir_files(BOB, "tmp"), rig.maildir_files(BOB, "new")))
+        real(fs)
+
+    monkeypatch.setattr(fssync.FileSystem, "flush", flush)
+    lane = rig.lane()
+    run(lambda: deliver(rig, lane, BOB))
+    assert lane.delivered == 1
+    [(tmp1, new1), (tmp2, new2)] = seen
+    assert len(tmp1) == 1 and new1 == []  # the first flush: the file written, not yet linked
+    assert tmp2 == [] and len(new2) == 1  # the second: linked, and its entry made durable
 
 
 def test_many_messages_share_each_file_system_flush(fs_rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -427,39 +441,60 @@ def test_many_messages_share_each_file_system_flush(fs_rig: Rig, monkeypatch: py
 
     async def go() -> None:
         records = await asyncio.gather(*(commit(rig, BOB) for _ in range(n)))
-        assert spy.calls == 1  # twenty commits made in one turn of the loop: one flush
+        assert spy.calls == 0  # twenty commits: the journal's fdatasyncs only
         for r in records:
             lane.take(r)
         await lane.wait_idle()
 
     run(go)
     assert len(rig.maildir_files(BOB, "new")) == n and lane.delivered == n
-    assert spy.calls == 2
+    assert spy.calls == 2  # every file in one flush, every new/ entry in the next
 
 
-def test_a_failed_commit_flush_refuses_the_message_and_removes_its_early_files(
+def test_a_failed_commit_flush_refuses_the_message_and_writes_no_mailbox_file(
         fs_rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pigeon.queue import journal as journal_mod
     from pigeon.queue.store import QueueWriteError
 
     rig = fs_rig
-    FlushSpy(monkeypatch, fail={0: errno.EIO})
-    rig.lane()
+
+    def broken(seg: object, root: Path, fd: int) -> None:
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(journal_mod._Segment, "flush", broken)
+    lane = rig.lane()
 
     async def go() -> None:
         with pytest.raises(QueueWriteError):
             await commit(rig, BOB, CAROL)
 
     run(go)
+    assert lane.delivered == 0
     for addr in (BOB, CAROL):
         assert rig.maildir_files(addr, "tmp") == []
         assert rig.maildir_files(addr, "new") == []
     assert rig.journal_pending() == []  # marked failed: a recovery does not deliver it
 
 
+def test_a_failed_file_flush_defers_with_452_and_leaves_no_file(
+        fs_rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    rig = fs_rig
+    FlushSpy(monkeypatch, fail={1: errno.ENOSPC})  # the files' flush fails
+    lane = rig.lane()
+    record = run(lambda: deliver(rig, lane, BOB))
+    assert (lane.delivered, lane.spilled) == (0, 1)
+    [(rec, results)] = rig.rec.finished
+    assert rec.id == record.id
+    assert [(res.status, res.reply.code, res.reply.enhanced) for _, res in results] == [("deferred", 452, "4.3.1")]
+    assert rig.maildir_files(BOB, "tmp") == [] and rig.maildir_files(BOB, "new") == []
+    assert os.listdir(rig.queue.root / "active") == [record.id]
+
+
+
 def test_a_failed_new_entry_flush_defers_with_452_and_leaves_no_file(
         fs_rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     rig = fs_rig
-    FlushSpy(monkeypatch, fail={2: errno.ENOSPC})  # the commit's flush works, the next one not
+    FlushSpy(monkeypatch, fail={2: errno.ENOSPC})  # the files' flush works, the new/ one not
     lane = rig.lane()
     record = run(lambda: deliver(rig, lane, BOB))
     assert (lane.delivered, lane.spilled) == (0, 1)
@@ -469,53 +504,3 @@ def test_a_failed_new_entry_flush_defers_with_452_and_leaves_no_file(
     assert rig.maildir_files(BOB, "new") == []  # linked, but not durable: removed again
     assert rig.maildir_files(BOB, "tmp") == []
     assert os.listdir(rig.queue.root / "active") == [record.id]
-
-
-def test_a_lane_that_is_full_writes_nothing_early(fs_rig: Rig) -> None:
-    rig = fs_rig
-    lane = rig.lane(max_inflight=0)
-
-    async def go() -> QueueRecord:
-        record = await commit(rig, BOB)
-        assert record.prepared is None and rig.maildir_files(BOB, "tmp") == []
-        lane.take(record)
-        await lane.wait_idle()
-        return record
-
-    record = run(go)
-    assert (lane.delivered, lane.spilled) == (0, 1)
-    assert [r.id for r in rig.rec.submitted] == [record.id]
-
-
-def test_a_lane_that_filled_up_after_the_early_write_removes_the_files(fs_rig: Rig) -> None:
-    rig = fs_rig
-    lane = rig.lane()
-
-    async def go() -> QueueRecord:
-        record = await commit(rig, BOB)
-        assert record.prepared is not None and len(rig.maildir_files(BOB, "tmp")) == 1
-        lane.max_inflight = 0  # full by the time the message is handed over
-        lane.take(record)
-        await lane.wait_idle()
-        return record
-
-    record = run(go)
-    assert (lane.delivered, lane.spilled) == (0, 1)
-    assert rig.maildir_files(BOB, "tmp") == [] and rig.maildir_files(BOB, "new") == []
-    assert [r.id for r in rig.rec.submitted] == [record.id]
-    assert os.listdir(rig.queue.root / "active") == [record.id]
-
-
-def test_a_non_local_recipient_gets_nothing_written_early(fs_rig: Rig) -> None:
-    rig = fs_rig
-    lane = rig.lane()
-
-    async def go() -> QueueRecord:
-        record = await commit(rig, BOB, ERIN)
-        assert record.prepared is None and rig.maildir_files(BOB, "tmp") == []
-        return record
-
-    record = run(go)
-    assert rig.queue.journal is not None
-    rig.queue.journal.done(record.id)
-    assert lane.delivered == 0

@@ -567,64 +567,180 @@ def fs_gs() -> Iterator[GroupSync]:
     g.close()
 
 
-def test_with_a_file_system_flush_entries_are_durable_and_no_file_is_fsynced(
+def test_with_a_file_system_flush_group_the_journal_still_commits_with_fdatasync(
         root: Path, fs_gs: GroupSync, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rule 2: the file-system flush is for the Maildir files; the journal's commit writes only
+    its own segment."""
     a, b = qid(), qid()
-    fsyncs: list[int] = []
-    real_fdatasync, real_fsync = os.fdatasync, os.fsync
+    synced: list[int] = []
+    real = os.fdatasync
 
-    def counting(real: Callable[[int], None]) -> Callable[[int], None]:
-        def fn(fd: int) -> None:
-            fsyncs.append(fd)
-            real(fd)
-        return fn
+    def counting(fd: int) -> None:
+        synced.append(fd)
+        real(fd)
 
-    monkeypatch.setattr(os, "fdatasync", counting(real_fdatasync))
-    monkeypatch.setattr(os, "fsync", counting(real_fsync))
-
-    async def go() -> None:
-        j = Journal(root, fs_gs, segment_bytes=1)  # every append starts a new segment
-        j.append(a, record(a), b"A")
-        j.append(b, record(b), b"B")
-        await asyncio.gather(j.sync(), j.sync())
-        await barrier(fs_gs)
-        j.close()
-
+    monkeypatch.setattr(os, "fdatasync", counting)
     spy = FlushSpy(monkeypatch)
-    run(go)
-    # No segment was fsynced: the batch's syncfs covered data and names, and the retired
-    # segment just closed. The only fsyncs are each syncfs's trailing one, of the directory
-    # descriptor that syncfs used (store.fssync Rule 2).
-    assert spy.fds and fsyncs == spy.fds
-    assert by_id(pending(root)) == {a: (record(a), b"A"), b: (record(b), b"B")}
-
-
-def test_with_a_file_system_flush_a_failed_flush_abandons_the_segment(
-        root: Path, fs_gs: GroupSync, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pigeon.store import fssync
-
-    a, c = qid(), qid()
-    real = fssync.FileSystem.flush
-
-    def broken(fs: fssync.FileSystem) -> None:
-        raise OSError(errno.EIO, "I/O error")
 
     async def go() -> None:
         j = Journal(root, fs_gs)
         j.append(a, record(a), b"A")
-        monkeypatch.setattr(fssync.FileSystem, "flush", broken)
-        with pytest.raises(OSError) as info:
-            await j.sync()
-        assert info.value.errno == errno.EIO
-        monkeypatch.setattr(fssync.FileSystem, "flush", real)
-        j.failed([a])
-        j.append(c, record(c), b"C")
-        await j.sync()
-        await barrier(fs_gs)
+        j.append(b, record(b), b"B")
+        await asyncio.gather(j.sync(), j.sync())
         j.close()
 
     run(go)
-    assert "seg.0000000000000001" not in segments(root)
-    found = pending(root)
-    assert by_id(found) == {c: (record(c), b"C")}
-    assert found[0].segment != "seg.0000000000000001"
+    assert spy.calls == 0
+    assert len(synced) == 1  # one fdatasync for both waiters
+    assert by_id(pending(root)) == {a: (record(a), b"A"), b: (record(b), b"B")}
+
+
+# -- made-ahead segments (Rule 7) ------------------------------------------------------------------
+
+SMALL = 64 * 1024  # a segment size for these tests: a few entries fill it
+
+
+FILLER = b"f" * SMALL
+
+
+async def next_made_ahead(j: Journal) -> QueueId:
+    """Wait until the spare is made, then fill the current segment so the next append takes it;
+    returns the filling message's id (left live)."""
+    assert j.spare is not None
+    await asyncio.wrap_future(j.spare)
+    filler = qid()
+    j.append(filler, record(filler), FILLER)
+    await j.sync()
+    return filler
+
+
+def test_a_made_ahead_segment_is_overwritten_in_place(
+        root: Path, gs: GroupSync, monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b, c = qid(), qid(), qid()
+    fillers: list[QueueId] = []
+    flushed: list[str] = []
+    real_fdatasync = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        flushed.append(os.readlink(f"/proc/self/fd/{fd}").rsplit("/", 1)[-1])
+        real_fdatasync(fd)
+
+    async def go() -> None:
+        j = Journal(root, gs, segment_bytes=SMALL, made_ahead=True)
+        j.append(a, record(a), b"A")  # the first segment: no spare yet, a growing file
+        await j.sync()
+        assert (root / "seg.0000000000000001").stat().st_size == len(entry_bytes(b"M", record(a), b"A"))
+        fillers.append(await next_made_ahead(j))
+        j.append(b, record(b), b"B")
+        await j.sync()
+        seg2 = root / "seg.0000000000000002"
+        assert seg2.stat().st_size == SMALL  # the spare, renamed: made to its full size
+        monkeypatch.setattr(os, "fdatasync", fdatasync)
+        j.append(c, record(c), b"C")
+        await j.sync()
+        assert seg2.stat().st_size == SMALL  # overwritten, not grown
+        monkeypatch.setattr(os, "fdatasync", real_fdatasync)
+        assert flushed == ["seg.0000000000000002"]  # its data only: the name was made durable before
+        j.close()
+
+    run(go)
+    data = (root / "seg.0000000000000002").read_bytes()
+    entries = entry_bytes(b"M", record(b), b"B") + entry_bytes(b"M", record(c), b"C")
+    assert data[:len(entries)] == entries and not data[len(entries):].strip(b"\0")
+    filler = fillers[0]
+    assert by_id(pending(root)) == {a: (record(a), b"A"), filler: (record(filler), FILLER),
+                                    b: (record(b), b"B"), c: (record(c), b"C")}
+    assert not (root / "spare").exists()  # close removed the next one
+
+
+def test_zeros_after_the_last_entry_are_a_clean_end(root: Path, caplog: pytest.LogCaptureFixture) -> None:
+    a = qid()
+    root.mkdir()
+    (root / "seg.0000000000000001").write_bytes(entry_bytes(b"M", record(a), b"A") + bytes(5000))
+    assert by_id(pending(root)) == {a: (record(a), b"A")}
+    assert not [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
+
+
+@pytest.mark.parametrize("torn", [b"M", b"M\x01\x02", b"D"])
+def test_a_torn_head_before_the_zeros_is_ignored(root: Path, torn: bytes, caplog: pytest.LogCaptureFixture) -> None:
+    a = qid()
+    root.mkdir()
+    (root / "seg.0000000000000001").write_bytes(entry_bytes(b"M", record(a), b"A") + torn + bytes(5000))
+    assert by_id(pending(root)) == {a: (record(a), b"A")}
+    assert any("unreadable entry" in r.getMessage() for r in caplog.records)
+
+
+def test_a_spare_left_by_a_crash_is_never_read_and_is_replaced(root: Path, gs: GroupSync) -> None:
+    a, b = qid(), qid()
+    root.mkdir()
+    (root / "spare").write_bytes(entry_bytes(b"M", record(a), b"A"))  # never an entry's home
+    assert pending(root) == []
+
+    async def go() -> None:
+        j = Journal(root, gs, segment_bytes=SMALL, made_ahead=True)
+        j.append(b, record(b), b"B")
+        await j.sync()
+        assert j.spare is not None
+        await asyncio.wrap_future(j.spare)
+        assert (root / "spare").read_bytes() == bytes(SMALL)
+        j.close()
+
+    run(go)
+    assert by_id(pending(root)) == {b: (record(b), b"B")}
+
+
+def test_a_short_write_into_a_made_ahead_segment_is_zeroed_so_the_next_entry_is_readable(
+        root: Path, gs: GroupSync, monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b, c = qid(), qid(), qid()
+    real = os.pwritev
+    fillers: list[QueueId] = []
+
+    def short(fd: int, buffers: list[bytes], offset: int) -> int:
+        data = b"".join(bytes(x) for x in buffers)
+        return os.pwrite(fd, data[: len(data) // 2], offset)  # half of it reaches the file
+
+    async def go() -> None:
+        j = Journal(root, gs, segment_bytes=SMALL, made_ahead=True)
+        j.append(a, record(a), b"A" * 300)  # the first segment (growing)
+        await j.sync()
+        fillers.append(await next_made_ahead(j))
+        monkeypatch.setattr(os, "pwritev", short)  # b goes to the second, made ahead
+        with pytest.raises(OSError, match="short write"):
+            j.append(b, record(b), b"B" * 100)
+        monkeypatch.setattr(os, "pwritev", real)
+        j.append(c, record(c), b"C" * 50)  # shorter than the torn one: the zeros end it cleanly
+        await j.sync()
+        j.close()
+
+    run(go)
+    assert by_id(pending(root)) == {fillers[0]: (record(fillers[0]), FILLER),
+                                    a: (record(a), b"A" * 300), c: (record(c), b"C" * 50)}
+    data = (root / "seg.0000000000000002").read_bytes()
+    good = entry_bytes(b"M", record(c), b"C" * 50)
+    assert data[:len(good)] == good and not data[len(good):].strip(b"\0")
+
+
+def test_a_spare_that_cannot_be_made_leaves_a_growing_segment(
+        root: Path, gs: GroupSync, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    a, b = qid(), qid()
+
+    def full(path: Path, size: int) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(journal_mod, "_make_spare", full)
+
+    async def go() -> None:
+        j = Journal(root, gs, segment_bytes=SMALL, made_ahead=True)
+        j.append(a, record(a), b"A" * SMALL)  # fills the first segment
+        await j.sync()
+        assert j.spare is not None
+        with pytest.raises(OSError):
+            await asyncio.wrap_future(j.spare)
+        j.append(b, record(b), b"B")  # a second segment, growing
+        await j.sync()
+        j.close()
+
+    run(go)
+    assert any("cannot make the next segment ahead" in r.getMessage() for r in caplog.records)
+    assert (root / "seg.0000000000000002").stat().st_size == len(entry_bytes(b"M", record(b), b"B"))
+    assert by_id(pending(root)) == {a: (record(a), b"A" * SMALL), b: (record(b), b"B")}
