@@ -48,7 +48,8 @@ Rules:
    caller keeps in memory (``queue.store.MEMORY_BODY``).
 7. With ``made_ahead`` (the server's journals), a thread of the journal's own makes the next
    segment while the current one fills: ``spare`` is created, zero-filled to ``SEGMENT_BYTES``,
-   and ``fdatasync``ed, off the event loop. A new segment is that file renamed to the next
+   and ``fdatasync``ed, off the event loop (the first one as the journal is opened). A new
+   segment is that file renamed to the next
    ``seg.`` name (its name becomes durable with its first flush, as for any new segment); if the
    spare is not ready yet, the new segment is an empty file that grows (correct, only slower:
    each flush then writes its size too). A ``spare`` left by a crash holds no entry; the next
@@ -179,6 +180,7 @@ class Journal:
         self._done_parts: list[bytes] = []  # done entries not yet written (Rule 6)
         self._done_scheduled = False
         self.appends = 0
+        self._make_spare()  # Rule 7: the first segment too, while the server starts
 
     # -- writing (the event loop) ----------------------------------------------------------------
 

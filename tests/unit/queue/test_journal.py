@@ -627,9 +627,11 @@ def test_a_made_ahead_segment_is_overwritten_in_place(
 
     async def go() -> None:
         j = Journal(root, gs, segment_bytes=SMALL, made_ahead=True)
-        j.append(a, record(a), b"A")  # the first segment: no spare yet, a growing file
+        assert j.spare is not None  # the first one is made as the journal opens
+        await asyncio.wrap_future(j.spare)
+        j.append(a, record(a), b"A")
         await j.sync()
-        assert (root / "seg.0000000000000001").stat().st_size == len(entry_bytes(b"M", record(a), b"A"))
+        assert (root / "seg.0000000000000001").stat().st_size == SMALL
         fillers.append(await next_made_ahead(j))
         j.append(b, record(b), b"B")
         await j.sync()
@@ -701,7 +703,9 @@ def test_a_short_write_into_a_made_ahead_segment_is_zeroed_so_the_next_entry_is_
 
     async def go() -> None:
         j = Journal(root, gs, segment_bytes=SMALL, made_ahead=True)
-        j.append(a, record(a), b"A" * 300)  # the first segment (growing)
+        assert j.spare is not None
+        await asyncio.wrap_future(j.spare)
+        j.append(a, record(a), b"A" * 300)
         await j.sync()
         fillers.append(await next_made_ahead(j))
         monkeypatch.setattr(os, "pwritev", short)  # b goes to the second, made ahead
@@ -731,16 +735,20 @@ def test_a_spare_that_cannot_be_made_leaves_a_growing_segment(
 
     async def go() -> None:
         j = Journal(root, gs, segment_bytes=SMALL, made_ahead=True)
-        j.append(a, record(a), b"A" * SMALL)  # fills the first segment
-        await j.sync()
         assert j.spare is not None
         with pytest.raises(OSError):
             await asyncio.wrap_future(j.spare)
-        j.append(b, record(b), b"B")  # a second segment, growing
+        j.append(a, record(a), b"A" * SMALL)  # the first segment, growing; fills it
+        await j.sync()
+        assert j.spare is not None  # tried again
+        with pytest.raises(OSError):
+            await asyncio.wrap_future(j.spare)
+        j.append(b, record(b), b"B")  # a second segment, growing too
         await j.sync()
         j.close()
 
     run(go)
     assert any("cannot make the next segment ahead" in r.getMessage() for r in caplog.records)
+    assert (root / "seg.0000000000000001").stat().st_size == len(entry_bytes(b"M", record(a), b"A" * SMALL))
     assert (root / "seg.0000000000000002").stat().st_size == len(entry_bytes(b"M", record(b), b"B"))
     assert by_id(pending(root)) == {a: (record(a), b"A" * SMALL), b: (record(b), b"B")}
