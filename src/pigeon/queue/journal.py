@@ -87,7 +87,7 @@ MESSAGE, DONE = b"M", b"D"
 SEGMENT_BYTES = 16 * 1024 * 1024
 PREFIX = "seg."
 SPARE = "spare"  # Rule 7
-ZEROS = bytes(1 << 20)  # Rule 7: a made-ahead segment is written a MiB at a time
+ZERO_CHUNK = 1 << 20  # Rule 7: a made-ahead segment is written a MiB at a time
 MAX_HEADER = 16 * 1024 * 1024  # a record bigger than this is not a record (corruption)
 MAX_BODY = 1 << 31
 
@@ -154,8 +154,7 @@ def _make_spare(path: Path, size: int) -> int:
     Returns its descriptor (read-write, so that ``pwritev`` may overwrite it)."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
-        for off in range(0, size, len(ZEROS)):
-            os.pwrite(fd, ZEROS[:min(len(ZEROS), size - off)], off)
+        _write_zeros(fd, 0, size)
         os.fdatasync(fd)
     except BaseException:
         os.close(fd)
@@ -404,9 +403,10 @@ class Journal:
 
 
 def _write_zeros(fd: int, offset: int, length: int) -> None:
+    zeros = memoryview(bytes(min(length, ZERO_CHUNK)))  # not kept: no MiB held per process
     while length > 0:
-        n = min(length, len(ZEROS))
-        if os.pwrite(fd, ZEROS[:n], offset) != n:
+        n = min(length, len(zeros))
+        if os.pwrite(fd, zeros[:n], offset) != n:
             raise OSError(errno.EIO, "short write of zeros to the journal")
         offset += n
         length -= n
@@ -501,10 +501,17 @@ def lock_journal(root: Path, *, wait: float) -> int:
             raise
 
 
-def remove_segments(root: Path) -> int:
-    """After recovery moved every pending message into the queue: delete all segments."""
+def remove_segments(root: Path, *, spare: bool = False) -> int:
+    """After recovery moved every pending message into the queue: delete all segments, and
+    with ``spare`` the spare too (Rule 7; only when no process has this journal open: an SMTP
+    worker's, under its lock, after the worker ended)."""
     if not root.is_dir():
         return 0
+    if spare:
+        try:
+            os.unlink(root / SPARE)
+        except FileNotFoundError:
+            pass
     names = _list_segments(root)
     for _, name in names:
         os.unlink(root / name)

@@ -700,7 +700,7 @@ class QueueStore:
                     continue
                 self._spill_blocking(record, entry.body, False)
                 moved.append(entry.id)
-            remove_segments(root)
+            remove_segments(root, spare=lock is not None)  # the main journal's is in use here
             return moved
         finally:
             if lock is not None:

@@ -511,6 +511,16 @@ def test_remove_segments(root: Path, gs: GroupSync) -> None:
     assert remove_segments(root) == 0
 
 
+def test_remove_segments_removes_the_spare_only_when_asked(root: Path) -> None:
+    root.mkdir()
+    (root / "spare").write_bytes(bytes(100))
+    (root / "seg.0000000000000001").write_bytes(bytes(100))
+    assert remove_segments(root) == 1
+    assert (root / "spare").exists()  # the journal of this process may be making it
+    assert remove_segments(root, spare=True) == 0
+    assert not (root / "spare").exists()  # a worker's journal, its owner gone
+
+
 def test_done_entries_ride_with_the_next_message_in_one_write(
         root: Path, gs: GroupSync, monkeypatch: pytest.MonkeyPatch) -> None:
     """Rule 6: done entries made in one turn of the loop go out together, with the next entry."""
