@@ -4,11 +4,11 @@ A message accepted on the fast path (small, every recipient local; see docs/queu
 intake journal") is not written as two queue files with four fsyncs: its record and body are
 appended, as one entry, to the current journal segment, and one ``fdatasync`` of that segment
 covers every entry appended since the last one (group commit, ``store.groupsync``). That flush
-is the commit point of these messages. Segments are made ahead of time, zero-filled and flushed,
-so that a commit overwrites blocks that already exist: its ``fdatasync`` writes the new bytes and
-flushes the disk's cache, and no file-system metadata at all. Local delivery then takes them from memory; once a
-message is delivered (or handed to the classic queue, "spilled"), a *done* entry is appended,
-and a segment whose messages are all done is deleted.
+is the commit point of these messages. Segments are made ahead of time, zero-filled and
+flushed, so that a commit overwrites blocks that already exist: its ``fdatasync`` writes the new
+bytes and flushes the disk's cache, and no file-system metadata at all. Local delivery then
+takes the messages from memory; once a message is delivered (or handed to the classic queue,
+"spilled"), a *done* entry is appended, and a segment whose messages are all done is deleted.
 
 Layout: ``queue/journal/seg.<16 digits>``, plus at most one ``spare`` being made (Rule 7). Each
 entry::
@@ -29,18 +29,21 @@ Rules:
    segment per batch for all callers, plus, the first time, an fsync of the directory for the
    segment's name. It is an ``fdatasync`` whatever the ``[queue] flush`` setting: it writes
    only this segment's new bytes, where a ``syncfs`` would also write every other dirty file of
-   the file system and its metadata, for several times the latency (measured, docs/benchmarks.md
-   2026-11-27 "Made-ahead journal segments"). A failed ``fdatasync`` fails every waiter of that batch, and the
-   segment is abandoned: after a failed flush Linux may have dropped its pages, so nothing
-   later may depend on it. The failed messages get a done entry in the new segment, so a
-   recovery does not deliver what the client was told to send again (at most once more).
+   the file system and its metadata, for several times the latency (docs/benchmarks.md,
+   "2026-11-27 10:35 — made-ahead journal segments"). A failed ``fdatasync`` fails every
+   waiter of that batch, and the segment is abandoned: after a failed flush Linux may have
+   dropped its pages, so nothing later may depend on it. The failed messages get a done entry
+   in the new segment, so a recovery does not deliver what the client was told to send again
+   (at most once more).
 3. A segment is deleted when it is not the current one, none of its messages is live, and
    every older segment is deleted; the unlink and the directory fsync run in the sync thread,
    in order, so a crash can never bring back an older segment after a newer one is gone.
 4. ``pending`` (recovery, at start-up, nothing else running) reads the segments in order and
    returns the messages without a done entry. Reading a segment stops at the first entry that
    is incomplete or fails its CRC: the tail of a crashed write, never acknowledged (Rule 1 and
-   2). Later bytes in that segment are reported, not guessed at.
+   2). Later bytes in that segment are reported, not guessed at; zeros after the last entry
+   are the clean end of a made-ahead segment (Rule 7), not reported, and a kind byte followed
+   by zeros (no header length) is a torn head.
 6. ``done`` entries are written at the end of the loop's turn, or with the next entry,
    whichever comes first: many per ``writev``. They need no flush of their own (a lost done
    entry means one more delivery after a crash, never a lost message).
@@ -49,11 +52,11 @@ Rules:
 7. With ``made_ahead`` (the server's journals), a thread of the journal's own makes the next
    segment while the current one fills: ``spare`` is created, zero-filled to ``SEGMENT_BYTES``,
    and ``fdatasync``ed, off the event loop (the first one as the journal is opened). A new
-   segment is that file renamed to the next
-   ``seg.`` name (its name becomes durable with its first flush, as for any new segment); if the
-   spare is not ready yet, the new segment is an empty file that grows (correct, only slower:
-   each flush then writes its size too). A ``spare`` left by a crash holds no entry; the next
-   one replaces it, and recovery never reads it.
+   segment is that file renamed to the next ``seg.`` name (its name becomes durable with its
+   first flush, as for any new segment); if the spare is not ready yet, the new segment is an
+   empty file that grows (correct, only slower: each flush then writes its size too). A
+   ``spare`` left by a crash holds no entry; the next one replaces it, and recovery never
+   reads it.
 
 What can go wrong: ``OSError`` from ``append`` (disk full: the caller answers 452) and from
 ``sync`` (I/O error: 452); a corrupt segment at start-up (logged, readable entries kept).
