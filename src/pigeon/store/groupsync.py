@@ -32,9 +32,10 @@ Rules:
    it, whatever its caller (journal entries, Maildir files, ``new/`` entries), so a batch costs
    one flush per file system. Callers use it instead of fsyncing each file and directory.
 8. ``flush_fs_soon(directory, within)`` is for a flush that may wait a little (the fast
-   lane's ``new/`` entries, whose message is safe in the journal meanwhile): it completes with
-   the next batch that flushes that file system anyway (the next commit's), and starts a batch
-   of its own only if none started within ``within`` seconds. Under load it costs no flush;
+   lane's files and ``new/`` entries, whose message is safe in the journal meanwhile): it
+   completes with the next batch that flushes that file system anyway, and starts a batch of
+   its own only if none started within ``within`` seconds, so every such request of those
+   ``within`` seconds shares one flush. Under load a request costs a small share of a flush;
    idle, ``within`` of latency. A batch that is running when it is asked does not count
    (its flush may have begun before the caller's writes).
 """
