@@ -187,11 +187,14 @@ def test_fast_commit_goes_to_the_journal_only(store: QueueStore) -> None:
 
 
 def test_fast_commit_append_error_is_a_queue_write_error(store: QueueStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    def full(fd: int, buffers: list[bytes]) -> int:
+    def full(*args: object) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     async def go() -> None:
+        assert store.journal is not None and store.journal.spare is not None
+        await asyncio.wrap_future(store.journal.spare)  # the server's case: a made-ahead segment
         first = await fast_commit(store)  # the segment exists
+        monkeypatch.setattr(os, "pwritev", full)
         monkeypatch.setattr(os, "writev", full)
         with pytest.raises(QueueWriteError) as err:
             await fast_commit(store)
@@ -211,6 +214,8 @@ def test_fast_commit_flush_error_is_a_queue_write_error_and_the_message_is_dropp
         raise OSError(errno.EIO, "I/O error")
 
     async def go() -> None:
+        assert store.journal is not None and store.journal.spare is not None
+        await asyncio.wrap_future(store.journal.spare)  # not made while fdatasync is broken
         monkeypatch.setattr(os, "fdatasync", broken)
         with pytest.raises(QueueWriteError):
             await fast_commit(store)
