@@ -6,7 +6,7 @@ makes it durable; the table gives the median and the 90th percentile of ``--samp
 
 - ``made ahead``: ``pwrite`` into a file already zero-filled to its size and flushed, then
   ``fdatasync``: no size or block allocation to write (``queue/journal.py`` rule 7, the commit
-  since 2026-11-27 10:35);
+  since 2026-11-27 10:34);
 - ``growing``: an append to a growing file, then ``fdatasync`` (size and allocation written too);
 - ``growing + syncfs``: the same append, then one ``syncfs`` of the file system;
 - ``+ Maildir file + syncfs``: the append, plus a Maildir-like file of the same size created in

@@ -30,7 +30,7 @@ Rules:
    segment's name. It is an ``fdatasync`` whatever the ``[queue] flush`` setting: it writes
    only this segment's new bytes, where a ``syncfs`` would also write every other dirty file of
    the file system and its metadata, for several times the latency (docs/benchmarks.md,
-   "2026-11-27 10:35 — made-ahead journal segments"). A failed ``fdatasync`` fails every
+   "2026-11-27 10:34 — made-ahead journal segments"). A failed ``fdatasync`` fails every
    waiter of that batch, and the segment is abandoned: after a failed flush Linux may have
    dropped its pages, so nothing later may depend on it. The failed messages get a done entry
    in the new segment, so a recovery does not deliver what the client was told to send again
