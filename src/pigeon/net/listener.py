@@ -197,15 +197,12 @@ class ConnectionLimits:
 class Listener:
     def __init__(self, service: str, endpoints: list[tuple[str, int]], factory: SessionFactory,
                  limits: Callable[[], ConnectionLimits], too_many: bytes,
-                 tls: ssl.SSLContext | None = None, reuse_port: bool = False,
+                 tls: ssl.SSLContext | None = None,
                  sockets: list[socket.socket] | None = None) -> None:
         self.tls = tls
         # Listening sockets opened by another process (the SMTP workers get the server's):
         # served as they are, instead of binding ``endpoints``.
         self.inherited = sockets or []
-        # SO_REUSEPORT: several processes listen on the same address and the kernel spreads
-        # the connections among them (the SMTP worker processes, smtpd.worker).
-        self.reuse_port = reuse_port  # implicit TLS (submissions, imaps, pop3s): the handshake comes first
         self.service = service
         self.endpoints = endpoints
         self.factory = factory
@@ -228,7 +225,6 @@ class Listener:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             server = await asyncio.start_server(
                 self._accept, host, port, family=family, reuse_address=True, backlog=1024,
-                reuse_port=self.reuse_port or None,
                 limit=READ_SIZE * 2, ssl=self.tls,
                 ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if self.tls is not None else None,
             )

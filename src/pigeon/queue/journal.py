@@ -233,21 +233,13 @@ class Journal:
         return _Segment(name, path, fd, made_ahead=True)
 
     def _retire(self, seg: _Segment) -> None:
-        """No more appends to ``seg``: flush and close it in the sync thread (after its waiters)."""
+        """No more appends to ``seg``: close it in the sync thread, after its waiters' flushes.
+        It needs no flush of its own: every message entry's waiter asked for one before this
+        (Rule 2), and what was written after the last of them is done entries (Rule 6)."""
         fd, seg.fd = seg.fd, -1
         if fd < 0:
             return
-
-        whole_fs = self._sync.whole_fs
-
-        def close() -> None:
-            try:
-                if not whole_fs:  # else every waiter's syncfs covers it
-                    os.fdatasync(fd)
-            finally:
-                os.close(fd)
-
-        self._sync.sync(("close", fd), close).add_done_callback(_log_failure(f"closing {seg.name}"))
+        self._sync.sync(("close", fd), partial(os.close, fd)).add_done_callback(_log_failure(f"closing {seg.name}"))
         self._collect()
 
     def _write(self, kind: bytes, header: bytes, body: bytes) -> _Segment:

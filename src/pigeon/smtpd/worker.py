@@ -201,7 +201,7 @@ class Worker:
         shared = [socket.socket(fileno=fd) for fd in self.listen_fds]
         listener = Listener("smtp", [(e.host, e.port) for e in cfg.listen.smtp],
                             functools.partial(SmtpSession, ctx=ctx), self._limits, too_many,
-                            reuse_port=not shared, sockets=shared)
+                            sockets=shared)
         watch = asyncio.create_task(self._watch_parent())
         try:
             await listener.start()
