@@ -19,12 +19,16 @@ set -eu
 
 [ $# -eq 5 ] || { sed -n '2,8p' "$0"; exit 2; }
 SESS=$1; N=$2; ROUNDS=$3
+for t in "$4" "$5"; do
+  [ -d "$t/src/pigeon" ] || { echo "bench/ab.sh: $t has no src/pigeon" >&2; exit 2; }
+done
 A=$(cd "$4" && pwd); B=$(cd "$5" && pwd)
 HERE=$(cd "$(dirname "$0")" && pwd)
 PY=${AB_PYTHON:-$HERE/../.venv/bin/python}
 PORT=${AB_PORT:-2725}
 WORK=$(mktemp -d /tmp/pigeon-ab.XXXXXX)
-trap 'rm -rf "$WORK"' EXIT
+SERVER=""  # the server of the run under way: stopped, by its PID, however the script ends
+trap '[ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; rm -rf "$WORK"' EXIT
 RESULTS=$WORK/results
 
 cpu_ticks() { for p in "$@"; do awk '{print $14+$15}' "/proc/$p/stat"; done | paste -sd+ | bc; }
@@ -46,7 +50,7 @@ processes = 2
 T
   echo pw | PYTHONPATH=$2/src "$PY" -m pigeon --config "$d/pigeon.toml" user add bench@bench.test --password-stdin >/dev/null 2>&1
   PYTHONPATH=$2/src "$PY" -m pigeon --config "$d/pigeon.toml" serve > "$d/serve.log" 2>&1 &
-  pid=$!
+  pid=$!; SERVER=$pid
   for i in $(seq 100); do grep -q "pigeon started" "$d/serve.log" && break; sleep 0.1; done
   smtp-source -s "$SESS" -m 200 -l 10240 -f from@bench.test -t bench@bench.test "127.0.0.1:$PORT"
   pids="$pid $(pgrep -f smtp-worker -P "$pid" | tr '\n' ' ')"
@@ -63,6 +67,7 @@ T
   c1=$(cpu_ticks $pids)
   python3 -c "print('$1 %.0f %.3f %.0f' % ($N/($t1-$t0), ($c1-$c0)*1000/$(getconf CLK_TCK)/$N, $N/($t2-$t0)))" >> "$RESULTS"
   kill "$pid"; wait "$pid" 2>/dev/null || true
+  SERVER=""
   rm -rf "$d"
 }
 
