@@ -45,7 +45,8 @@ from pigeon.delivery.relay import RelayDelivery, RelaySettings
 from pigeon.dns.resolver import DnsResolver
 from pigeon.directory import Directory
 from pigeon.directory.directory import SERVER_RECHECK
-from pigeon.net.listener import ConnectionLimits, Listener
+from pigeon.net.fdlimit import check_budget, raise_nofile_limit
+from pigeon.net.listener import ConnectionGate, ConnectionLimits, Listener, quiet_accept_errors
 from pigeon.proto.smtp.reply import C421_TOO_MANY_CONNECTIONS
 from pigeon.qmgr.manager import QueueManager
 from pigeon.queue.store import QueueStore
@@ -125,6 +126,7 @@ class App:
         self.stopping = asyncio.Event()
         self.workers: SmtpWorkers | None = None
         self.listeners: list[Listener] = []
+        self.gate = ConnectionGate()  # one count over every service of this process
         self._lock_fd: int | None = None
 
     def current_config(self) -> Config:
@@ -203,7 +205,7 @@ class App:
 
     def _limits(self) -> ConnectionLimits:
         lim = self.config.limits
-        return ConnectionLimits(lim.max_connections, lim.max_connections_per_ip, lim.session_timeout)
+        return ConnectionLimits.of(lim)
 
     def _register_control(self) -> None:
         c = self.control
@@ -285,6 +287,9 @@ class App:
         return "reloaded"
 
     async def start(self) -> None:
+        # The open-file budget first: a connection limit that cannot fit refuses to start.
+        check_budget(self.config.limits.max_connections, raise_nofile_limit())
+        quiet_accept_errors(asyncio.get_running_loop())
         self._lock()
         # Local delivery's file work (copy, fsync, link, shared new/ fsync) runs on the loop's
         # default executor; its default size (min(32, cpus + 4) = 6 here) would cap concurrent
@@ -327,7 +332,7 @@ class App:
                 implicit = self.tls.listener_context()
             lst = Listener(service, [(e.host, e.port) for e in endpoints],
                            functools.partial(SmtpSession, ctx=context(service)), self._limits, too_many,
-                           tls=implicit)
+                           tls=implicit, gate=self.gate)
             await lst.start()
             self.listeners.append(lst)
         if cfg.smtp.processes > 1 and cfg.listen.smtp:
@@ -352,7 +357,7 @@ class App:
             factory = ImapSessionFactory(self.mailstore, self.authenticator, self.tls, self.current_config, implicit)
             front = self.tls.listener_context() if implicit and self.tls is not None else None
             lst = Listener(service, [(e.host, e.port) for e in endpoints], factory, self._limits, too_many,
-                           tls=front)
+                           tls=front, gate=self.gate)
             await lst.start()
             self.listeners.append(lst)
 
@@ -369,7 +374,8 @@ class App:
                 log.error("service pop3s needs TLS, which is unavailable; not listening")
                 continue
             factory = Pop3SessionFactory(self.mailstore, self.authenticator, self.tls, implicit, settings, locks)
-            lst = Listener(service, [(e.host, e.port) for e in endpoints], factory, self._limits, too_many)
+            lst = Listener(service, [(e.host, e.port) for e in endpoints], factory, self._limits, too_many,
+                           gate=self.gate)
             await lst.start()
             self.listeners.append(lst)
 

@@ -152,6 +152,7 @@ def _limits(top: Table) -> Limits:
         max_connections=t.integer("max_connections", d.max_connections, minimum=1),
         max_connections_per_ip=t.integer("max_connections_per_ip", d.max_connections_per_ip, minimum=1),
         session_timeout=t.duration("session_timeout", d.session_timeout),
+        line_timeout=t.duration("line_timeout", d.line_timeout),
         max_errors=t.integer("max_errors", d.max_errors, minimum=1),
         max_received_headers=t.integer("max_received_headers", d.max_received_headers, minimum=1),
         max_line_length=t.size("max_line_length", d.max_line_length, minimum=MIN_LINE_LENGTH),

@@ -124,12 +124,19 @@ class Limits:
     max_message_size: int = 50 * 1024 * 1024
     # RFC 5321 §4.5.3.1.8: a server MUST accept at least 100 recipients; 1000 leaves room.
     max_recipients: int = 1000
-    # A file-descriptor budget: well under a default `ulimit -n` of 1024 plus the queue's files.
+    # Over every service of one process together (each SMTP worker process counts its own).
+    # Each connection costs about FDS_PER_CONNECTION open files (pigeon.net.fdlimit): the server
+    # raises its open-file limit to the hard limit at start and refuses to start if this does
+    # not fit in it.
     max_connections: int = 1000
     # One address should not take the whole server; 50 is generous for a busy sending MTA.
     max_connections_per_ip: int = 50
     # RFC 5321 §4.5.3.2.7: a server SHOULD wait at least 5 minutes for the next command.
     session_timeout: float = 300.0
+    # A command or data line must arrive whole within this long of its first octet, however
+    # often octets trickle in (Postfix's smtpd_per_record_deadline): 60 s lets a 64 KiB line
+    # through a 1 KiB/s link.
+    line_timeout: float = 60.0
     # Postfix's smtpd_hard_error_limit default is 20: after that many errors, hang up.
     max_errors: int = 20
     # RFC 5321 §6.3 loop detection: more than 100 Received: headers means a loop (Postfix's

@@ -3,10 +3,21 @@
 Rules:
 1. This module and its siblings are the only place with sockets (DESIGN.md); sessions see a
    ``Stream`` with bounded reads and an inactivity timeout.
-2. Connection limits are checked at accept: more than ``max_connections`` in total, or more than
+2. Connection limits are checked the moment a connection is accepted, before any TLS handshake
+   and before any session state exists, against one ``ConnectionGate`` that every listener of
+   the process shares: more than ``max_connections`` in total over all services, or more than
    ``max_connections_per_ip`` from one address, gets the service's "too many connections" answer
-   (SMTP ``421 4.7.0``) and is closed at once, before any session state exists.
-3. ``stop`` closes the listening sockets first (no new sessions), then asks every session to
+   (SMTP ``421 4.7.0``; nothing on an implicit-TLS port, where a clear-text answer would be
+   noise) and is closed at once. Worker processes each have their own gate (per-process limits).
+3. Implicit TLS (465, 993) is handshaken here, after the connection is counted, within
+   ``TLS_HANDSHAKE_TIMEOUT``; a client that does not finish it in time is closed.
+4. A line must arrive whole within ``line_timeout`` of its first octet (``Stream``): a client
+   that trickles one octet every few seconds resets the inactivity timeout on every read, but
+   not this one (Postfix's ``smtpd_per_record_deadline``). It raises ``LineTimeout``, a
+   ``TimeoutError``, so sessions end it as they end an idle one.
+5. ``EMFILE``/``ENFILE`` at accept: asyncio already stops accepting on that socket for a second;
+   ``quiet_accept_errors`` makes its log line one per interval instead of one per attempt.
+6. ``stop`` closes the listening sockets first (no new sessions), then asks every session to
    finish (``Session.shutdown``), waits a grace period, and cancels what is left. A session that
    is cancelled has not acknowledged anything it has not committed, so nothing accepted is lost.
 
@@ -16,14 +27,17 @@ What can go wrong: a bind failure raises ``OSError`` from ``start`` (the app rep
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 import ssl
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from pigeon.config.model import Limits
 from pigeon.net.tls import tls_info
 
 log = logging.getLogger(__name__)
@@ -32,9 +46,12 @@ T = TypeVar("T")
 _READ, _WRITE = 0, 1  # the watchdog's slots (Stream)
 
 READ_SIZE = 65536  # one read at most; the protocol cores bound what they buffer
-# A TLS handshake is a few round trips; 30 s is generous for a slow mobile link and bounds how
-# long a silent client holds a connection slot before saying anything (asyncio's default is 60).
-TLS_HANDSHAKE_TIMEOUT = 30.0
+# A TLS handshake is a few round trips: well under a second on a fast link, a few seconds on a
+# slow mobile one. 10 s bounds how long a silent client holds a connection slot (and the memory
+# of a TLS object) before saying anything; asyncio's default is 60.
+TLS_HANDSHAKE_TIMEOUT = 10.0
+# Accept errors (EMFILE and the like) are logged at most once per this many seconds.
+ACCEPT_ERROR_LOG_INTERVAL = 10.0
 
 
 def _format(name: object) -> str:
@@ -46,6 +63,10 @@ def _format(name: object) -> str:
 
 class StreamClosed(Exception):
     """The peer went away or the inactivity timeout expired."""
+
+
+class LineTimeout(TimeoutError):
+    """A line did not arrive whole within the stream's ``line_timeout`` (rule 4)."""
 
 
 class Stream:
@@ -60,10 +81,15 @@ class Stream:
     re-arms itself at the earliest deadline left.
     """
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout: float) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout: float,
+                 line_timeout: float | None = None) -> None:
         self.reader = reader
         self.writer = writer
         self.timeout = timeout
+        # Rule 4: when the octets after the last line feed started to arrive (None: no partial
+        # line pending), and how long a line may take from there.
+        self.line_timeout = line_timeout
+        self._partial_since: float | None = None
         peer = writer.get_extra_info("peername")
         sock = writer.get_extra_info("sockname")
         self.peer_ip: str = str(peer[0]) if peer else "unknown"
@@ -99,21 +125,28 @@ class Stream:
         if earliest is not None:
             self._timer = loop.call_at(earliest, self._check)
 
-    async def _guarded(self, wait: Awaitable[T], slot: int) -> T:
+    async def _guarded(self, wait: Awaitable[T], slot: int, deadline: float | None = None) -> T:
         """Await ``wait`` under the watchdog in ``slot``; its expiry becomes ``TimeoutError``.
 
-        The slot is cleared however the wait ends (data, EOF, a reset, a cancel), so the timer
-        can never cancel the task later, in code that is not waiting on this stream.
+        ``deadline`` (loop time), when given, replaces ``now + timeout``. The slot is cleared
+        however the wait ends (data, EOF, a reset, a cancel), so the timer can never cancel the
+        task later, in code that is not waiting on this stream.
         """
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         task = asyncio.current_task(loop)
-        deadline = loop.time() + self.timeout
+        if deadline is None:
+            deadline = loop.time() + self.timeout
         self._waits[slot] = (task, deadline)
         self._expired[slot] = False
-        if self._timer is None:  # else it fires no later than this deadline and re-arms
+        timer = self._timer
+        if timer is None:
             self._timer = loop.call_at(deadline, self._check)
+        elif timer.when() > deadline:  # a line deadline can come before the armed idle one
+            timer.cancel()
+            self._timer = loop.call_at(deadline, self._check)
+        # else the timer fires no later than this deadline and re-arms
         try:
             return await wait
         except asyncio.CancelledError:
@@ -126,8 +159,29 @@ class Stream:
             self._waits[slot] = None
 
     async def read(self) -> bytes:
-        """Up to READ_SIZE bytes; b"" at EOF. Raises TimeoutError after ``timeout`` seconds idle."""
-        return await self._guarded(self.reader.read(READ_SIZE), _READ)
+        """Up to READ_SIZE bytes; b"" at EOF. Raises TimeoutError after ``timeout`` seconds idle,
+        ``LineTimeout`` when a line started more than ``line_timeout`` ago is still not whole."""
+        partial = self._partial_since
+        if partial is None or self.line_timeout is None:
+            data = await self._guarded(self.reader.read(READ_SIZE), _READ)
+        else:
+            loop = self._loop or asyncio.get_running_loop()
+            line_deadline = partial + self.line_timeout
+            idle_deadline = loop.time() + self.timeout
+            try:
+                data = await self._guarded(self.reader.read(READ_SIZE), _READ,
+                                           min(line_deadline, idle_deadline))
+            except TimeoutError:
+                if line_deadline < idle_deadline:
+                    raise LineTimeout(f"no complete line within {self.line_timeout:.0f}s") from None
+                raise
+        if data and self.line_timeout is not None:
+            last = data.rfind(b"\n")
+            if last == len(data) - 1:
+                self._partial_since = None  # every line it brought is whole
+            elif last >= 0 or partial is None:
+                self._partial_since = (self._loop or asyncio.get_running_loop()).time()
+        return data
 
     async def write(self, data: bytes) -> None:
         if not data:
@@ -146,7 +200,7 @@ class Stream:
     def tls_active(self) -> bool:
         return self.writer.get_extra_info("ssl_object") is not None
 
-    async def start_tls(self, context: ssl.SSLContext) -> None:
+    async def start_tls(self, context: ssl.SSLContext, timeout: float = TLS_HANDSHAKE_TIMEOUT) -> None:
         """Upgrade to TLS as the server (STARTTLS, RFC 3207).
 
         Octets the client sent before the handshake and that are still in the reader's buffer
@@ -157,7 +211,7 @@ class Stream:
         buffered = getattr(self.reader, "_buffer", None)  # CPython's StreamReader keeps a bytearray
         if isinstance(buffered, bytearray):
             buffered.clear()
-        await self.writer.start_tls(context, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
+        await self.writer.start_tls(context, ssl_handshake_timeout=timeout)
 
     @property
     def tls_info(self) -> str | None:
@@ -192,14 +246,88 @@ class ConnectionLimits:
     max_connections: int
     max_per_ip: int
     timeout: float
+    line_timeout: float | None = None
+
+    @classmethod
+    def of(cls, limits: Limits) -> ConnectionLimits:
+        """The ``[limits]`` of the configuration, as a listener applies them."""
+        return cls(limits.max_connections, limits.max_connections_per_ip, limits.session_timeout,
+                   limits.line_timeout)
+
+
+class ConnectionGate:
+    """Rule 2: the connections of every service of this process, in total and per address."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.per_ip: Counter[str] = Counter()
+
+    def admit(self, ip: str, limits: ConnectionLimits) -> bool:
+        """Count a new connection from ``ip``; False (nothing counted) when over a limit."""
+        if self.total >= limits.max_connections or self.per_ip[ip] >= limits.max_per_ip:
+            return False
+        self.total += 1
+        self.per_ip[ip] += 1
+        return True
+
+    def release(self, ip: str) -> None:
+        self.total -= 1
+        self.per_ip[ip] -= 1
+        if self.per_ip[ip] <= 0:
+            del self.per_ip[ip]
+
+
+class QuietLog:
+    """A warning logged at most once per ``interval`` seconds, with the count of those dropped."""
+
+    def __init__(self, interval: float = ACCEPT_ERROR_LOG_INTERVAL, level: int = logging.WARNING) -> None:
+        self.interval = interval
+        self.level = level
+        self._next = 0.0
+        self._dropped = 0
+
+    def log(self, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            self._dropped += 1
+            return
+        if self._dropped:
+            msg += f" (and {self._dropped} more in the last {self.interval:.0f}s)"
+        self._dropped = 0
+        self._next = now + self.interval
+        log.log(self.level, msg, *args)
+
+
+def quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
+    """Rule 5: asyncio reports each failed ``accept`` (EMFILE, ENFILE, ENOBUFS, ENOMEM) through
+    the loop's exception handler, with a traceback, every time it retries; log it once per
+    interval instead. Every other report goes to the handler that was there before."""
+    previous = loop.get_exception_handler()
+    quiet = QuietLog()
+
+    def handler(lp: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+            quiet.log("accept failed: %s; accepting paused for a second (raise the open-file "
+                          "limit or lower limits.max_connections)", exc.strerror or exc)
+            return
+        if previous is not None:
+            previous(lp, context)
+        else:
+            lp.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
 
 
 class Listener:
     def __init__(self, service: str, endpoints: list[tuple[str, int]], factory: SessionFactory,
                  limits: Callable[[], ConnectionLimits], too_many: bytes,
                  tls: ssl.SSLContext | None = None,
-                 sockets: list[socket.socket] | None = None) -> None:
-        self.tls = tls
+                 sockets: list[socket.socket] | None = None,
+                 gate: ConnectionGate | None = None,
+                 handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT) -> None:
+        self.tls = tls  # implicit TLS: handshaken in _accept, after the connection is counted
+        self.handshake_timeout = handshake_timeout
         # Listening sockets opened by another process (the SMTP workers get the server's):
         # served as they are, instead of binding ``endpoints``.
         self.inherited = sockets or []
@@ -210,13 +338,14 @@ class Listener:
         self.too_many = too_many
         self.servers: list[asyncio.Server] = []
         self.sessions: dict[asyncio.Task[None], Session] = {}
-        self.per_ip: Counter[str] = Counter()
+        # Shared by every listener of the process (rule 2); a listener alone counts alone.
+        self.gate = gate if gate is not None else ConnectionGate()
+        self._refusals = QuietLog()
+        self._failed_handshakes = QuietLog(level=logging.INFO)
 
     async def start(self) -> None:
         for sock in self.inherited:
-            server = await asyncio.start_server(
-                self._accept, sock=sock, backlog=1024, limit=READ_SIZE * 2, ssl=self.tls,
-                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if self.tls is not None else None)
+            server = await asyncio.start_server(self._accept, sock=sock, backlog=1024, limit=READ_SIZE * 2)
             self.servers.append(server)
             log.info("listening service=%s address=%s (shared)", self.service, _format(sock.getsockname()))
         if self.inherited:
@@ -225,9 +354,7 @@ class Listener:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             server = await asyncio.start_server(
                 self._accept, host, port, family=family, reuse_address=True, backlog=1024,
-                limit=READ_SIZE * 2, ssl=self.tls,
-                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if self.tls is not None else None,
-            )
+                limit=READ_SIZE * 2)
             self.servers.append(server)
             log.info("listening service=%s address=%s", self.service, f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
 
@@ -246,36 +373,48 @@ class Listener:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         limits = self.limits()
-        stream = Stream(reader, writer, limits.timeout)
+        stream = Stream(reader, writer, limits.timeout, limits.line_timeout)
         ip = stream.peer_ip
-        if len(self.sessions) >= limits.max_connections or self.per_ip[ip] >= limits.max_per_ip:
-            log.warning("too many connections service=%s client=%s total=%d from_ip=%d",
-                        self.service, ip, len(self.sessions), self.per_ip[ip])
-            stream.write_nowait(self.too_many)
+        gate = self.gate
+        if not gate.admit(ip, limits):  # rule 2: before any handshake or session state
+            self._refusals.log("too many connections service=%s client=%s total=%d from_ip=%d",
+                                   self.service, ip, gate.total, gate.per_ip[ip])
+            if self.tls is None:
+                stream.write_nowait(self.too_many)
             await stream.close()
             return
         task = asyncio.current_task()
-        if task is None:  # pragma: no cover - asyncio always runs callbacks in a task here
-            await stream.close()
-            return
-        session = self.factory(stream)
-        self.sessions[task] = session
-        self.per_ip[ip] += 1
         try:
-            await session.run()
-        except asyncio.CancelledError:
-            pass
-        except Exception:
-            log.exception("session crashed service=%s client=%s", self.service, ip)
+            if task is None:  # pragma: no cover - asyncio always runs callbacks in a task here
+                return
+            if self.tls is not None and not await self._handshake(stream, self.tls):
+                return
+            session = self.factory(stream)
+            self.sessions[task] = session
+            try:
+                await session.run()
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                log.exception("session crashed service=%s client=%s", self.service, ip)
         finally:
-            self.per_ip[ip] -= 1
-            if self.per_ip[ip] <= 0:
-                del self.per_ip[ip]
+            gate.release(ip)
             try:
                 await stream.close()
             finally:
                 # After the close, so that stop() also waits for a TLS close under way.
-                self.sessions.pop(task, None)
+                if task is not None:
+                    self.sessions.pop(task, None)
+
+    async def _handshake(self, stream: Stream, context: ssl.SSLContext) -> bool:
+        """Rule 3: implicit TLS, within TLS_HANDSHAKE_TIMEOUT; False (logged) when it failed."""
+        try:
+            await stream.start_tls(context, self.handshake_timeout)
+        except (ssl.SSLError, OSError, ConnectionError, TimeoutError) as exc:
+            self._failed_handshakes.log("TLS handshake failed service=%s client=%s: %s", self.service, stream.peer_ip,
+                     str(exc) or type(exc).__name__)
+            return False
+        return True
 
     async def stop(self, grace: float = 10.0) -> None:
         for s in self.servers:

@@ -52,7 +52,7 @@ from pigeon.core.results import RecipientResult
 from pigeon.delivery.fastlane import FastLane
 from pigeon.directory import Directory
 from pigeon.directory.directory import SERVER_RECHECK
-from pigeon.net.listener import ConnectionLimits, Listener
+from pigeon.net.listener import ConnectionLimits, Listener, quiet_accept_errors
 from pigeon.net.tls import TlsError, TlsManager, resolve_files
 from pigeon.proto.smtp.reply import C421_TOO_MANY_CONNECTIONS
 from pigeon.queue.record import QueueRecord, RcptState
@@ -155,7 +155,7 @@ class Worker:
 
     def _limits(self) -> ConnectionLimits:
         lim = self.config.limits
-        return ConnectionLimits(lim.max_connections, lim.max_connections_per_ip, lim.session_timeout)
+        return ConnectionLimits.of(lim)
 
     def reload(self) -> None:
         """Rule 4."""
@@ -186,6 +186,7 @@ class Worker:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        quiet_accept_errors(loop)
         transport, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(self._pipe_fd, "wb", buffering=0))
         pipe = _Pipe(transport)
         self._build(pipe)

@@ -7,17 +7,18 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from pigeon.net.listener import Stream
+from pigeon.net.listener import LineTimeout, Stream
 
 
-async def _pair(timeout: float, body: Callable[[Stream, asyncio.StreamWriter], Awaitable[None]]) -> None:
+async def _pair(timeout: float, body: Callable[[Stream, asyncio.StreamWriter], Awaitable[None]],
+                line_timeout: float | None = None) -> None:
     """Run ``body(server_stream, client_writer)`` over a real loopback connection."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
     client: asyncio.Future[asyncio.StreamWriter] = loop.create_future()
 
     async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        stream = Stream(reader, writer, timeout)
+        stream = Stream(reader, writer, timeout, line_timeout)
         try:
             await body(stream, await client)
             done.set_result(None)
@@ -131,3 +132,62 @@ def test_a_blocked_write_times_out_while_a_read_waits() -> None:
             await reader
 
     asyncio.run(_pair(0.3, body))
+
+
+def test_a_trickle_that_never_completes_a_line_is_cut_off() -> None:
+    """Rule 4: one octet every 0.1 s keeps resetting the 0.3 s inactivity timeout, but the
+    line it never finishes is cut off by the 0.6 s line deadline."""
+
+    async def body(stream: Stream, client: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+
+        async def trickle() -> None:
+            for _ in range(40):
+                client.write(b"x")
+                await asyncio.sleep(0.1)
+
+        feeder = asyncio.create_task(trickle())
+        t0 = loop.time()
+        try:
+            with pytest.raises(LineTimeout):
+                while True:
+                    await stream.read()
+        finally:
+            feeder.cancel()
+        assert 0.55 <= loop.time() - t0 < 1.5
+
+    asyncio.run(_pair(0.3, body, line_timeout=0.6))
+
+
+def test_a_trickle_of_whole_lines_is_not_cut_off() -> None:
+    """Lines that each arrive within the line deadline never trip it, however many there are;
+    a line that ends in the middle of a read starts a new deadline of its own."""
+
+    async def body(stream: Stream, client: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        for i in range(10):  # "NO" ... "OP\r\nNO" ...: 1 s in all, 0.2 s per line, deadline 0.35 s
+            client.write(b"OP\r\nNO" if i else b"NO")
+            await stream.read()
+            await asyncio.sleep(0.1)
+        assert loop.time() - t0 >= 0.9
+        with pytest.raises(TimeoutError):  # silence still ends it, through the idle timeout
+            await stream.read()
+
+    asyncio.run(_pair(0.3, body, line_timeout=0.35))
+
+
+def test_the_line_deadline_is_not_pushed_back_by_a_later_idle_deadline() -> None:
+    """An idle deadline armed before a read (a pending write's, say) must not delay the
+    earlier line deadline of that read."""
+
+    async def body(stream: Stream, client: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        client.write(b"HEL")
+        assert await stream.read() == b"HEL"
+        t0 = loop.time()
+        with pytest.raises(LineTimeout):
+            await stream.read()
+        assert loop.time() - t0 < 1.0  # the line's 0.4 s, not the idle 5 s
+
+    asyncio.run(_pair(5, body, line_timeout=0.4))
