@@ -46,7 +46,7 @@ from pigeon.dns.resolver import DnsResolver
 from pigeon.directory import Directory
 from pigeon.directory.directory import SERVER_RECHECK
 from pigeon.net.fdlimit import check_budget, raise_nofile_limit
-from pigeon.net.listener import ConnectionGate, ConnectionLimits, Listener, quiet_accept_errors
+from pigeon.net.listener import ConnectionGate, Limits, Listener, quiet_accept_errors
 from pigeon.proto.smtp.reply import C421_TOO_MANY_CONNECTIONS
 from pigeon.qmgr.manager import QueueManager
 from pigeon.queue.store import QueueStore
@@ -203,9 +203,8 @@ class App:
         maillog.queued(record.id, record.envelope.sender, record.size, len(record.envelope.recipients))
         self.qmgr.submit(record)
 
-    def _limits(self) -> ConnectionLimits:
-        lim = self.config.limits
-        return ConnectionLimits.of(lim)
+    def _limits(self) -> Limits:
+        return self.config.limits
 
     def _register_control(self) -> None:
         c = self.control

@@ -37,7 +37,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from pigeon.config.model import Limits
 from pigeon.net.tls import tls_info
 
 log = logging.getLogger(__name__)
@@ -241,18 +240,27 @@ class Session(Protocol):
 SessionFactory = Callable[[Stream], Session]
 
 
-@dataclass
-class ConnectionLimits:
-    max_connections: int
-    max_per_ip: int
-    timeout: float
-    line_timeout: float | None = None
+class Limits(Protocol):
+    """What a listener reads of the limits at each accept (``config.Limits`` is one)."""
 
-    @classmethod
-    def of(cls, limits: Limits) -> ConnectionLimits:
-        """The ``[limits]`` of the configuration, as a listener applies them."""
-        return cls(limits.max_connections, limits.max_connections_per_ip, limits.session_timeout,
-                   limits.line_timeout)
+    @property
+    def max_connections(self) -> int: ...
+    @property
+    def max_connections_per_ip(self) -> int: ...
+    @property
+    def session_timeout(self) -> float: ...
+    @property
+    def line_timeout(self) -> float | None: ...
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """Limits for a listener made by hand (tests, tools)."""
+
+    max_connections: int
+    max_connections_per_ip: int
+    session_timeout: float
+    line_timeout: float | None = None
 
 
 class ConnectionGate:
@@ -262,9 +270,9 @@ class ConnectionGate:
         self.total = 0
         self.per_ip: Counter[str] = Counter()
 
-    def admit(self, ip: str, limits: ConnectionLimits) -> bool:
+    def admit(self, ip: str, limits: Limits) -> bool:
         """Count a new connection from ``ip``; False (nothing counted) when over a limit."""
-        if self.total >= limits.max_connections or self.per_ip[ip] >= limits.max_per_ip:
+        if self.total >= limits.max_connections or self.per_ip[ip] >= limits.max_connections_per_ip:
             return False
         self.total += 1
         self.per_ip[ip] += 1
@@ -321,7 +329,7 @@ def quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
 
 class Listener:
     def __init__(self, service: str, endpoints: list[tuple[str, int]], factory: SessionFactory,
-                 limits: Callable[[], ConnectionLimits], too_many: bytes,
+                 limits: Callable[[], Limits], too_many: bytes,
                  tls: ssl.SSLContext | None = None,
                  sockets: list[socket.socket] | None = None,
                  gate: ConnectionGate | None = None,
@@ -373,7 +381,7 @@ class Listener:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         limits = self.limits()
-        stream = Stream(reader, writer, limits.timeout, limits.line_timeout)
+        stream = Stream(reader, writer, limits.session_timeout, limits.line_timeout)
         ip = stream.peer_ip
         gate = self.gate
         if not gate.admit(ip, limits):  # rule 2: before any handshake or session state

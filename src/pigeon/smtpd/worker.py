@@ -52,7 +52,7 @@ from pigeon.core.results import RecipientResult
 from pigeon.delivery.fastlane import FastLane
 from pigeon.directory import Directory
 from pigeon.directory.directory import SERVER_RECHECK
-from pigeon.net.listener import ConnectionLimits, Listener, quiet_accept_errors
+from pigeon.net.listener import Limits, Listener, quiet_accept_errors
 from pigeon.net.tls import TlsError, TlsManager, resolve_files
 from pigeon.proto.smtp.reply import C421_TOO_MANY_CONNECTIONS
 from pigeon.queue.record import QueueRecord, RcptState
@@ -153,9 +153,8 @@ class Worker:
     async def _complete(self, record: QueueRecord, results: list[tuple[RcptState, RecipientResult]]) -> None:
         self.pipe.send(op="complete", id=record.id, results=encode_results(results))
 
-    def _limits(self) -> ConnectionLimits:
-        lim = self.config.limits
-        return ConnectionLimits.of(lim)
+    def _limits(self) -> Limits:
+        return self.config.limits
 
     def reload(self) -> None:
         """Rule 4."""

@@ -35,7 +35,7 @@ class _Echo:
 
 
 def _limits(total: int, per_ip: int) -> ConnectionLimits:
-    return ConnectionLimits(total, per_ip, timeout=30)
+    return ConnectionLimits(total, per_ip, session_timeout=30)
 
 
 async def _listener(service: str, gate: ConnectionGate, limits: ConnectionLimits,
