@@ -26,7 +26,7 @@ from pigeon.proto.smtp.events import (
     StartTls,
     Vrfy,
 )
-from pigeon.proto.smtp.reply import C250_OK, Reply
+from pigeon.proto.smtp.reply import C250_OK, C421_FORBIDDEN_COMMAND, Reply
 from pigeon.proto.smtp.server import ServerConnection, ServerState
 
 A = Address("a", "example.org")
@@ -241,10 +241,16 @@ def test_unsolicited_421_closes() -> None:
     assert s.conn.next_event() == ConnectionClosed()
 
 
-def test_web_request_closes() -> None:
+def test_web_request_closes_with_421() -> None:
     s = Session().feed(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert s.closed
-    assert s.replies()[0].startswith(b"221 2.7.0")
+    assert s.replies() == [C421_FORBIDDEN_COMMAND.to_bytes()]  # RFC 5321 §3.8: close with 421
+
+
+def test_web_request_after_pipelined_commands_comes_after_their_replies() -> None:
+    s = Session().feed(b"EHLO c\r\nNOOP\r\nPOST / HTTP/1.1\r\nNOOP\r\n")
+    assert s.closed and s.conn.state is ServerState.CLOSED
+    assert s.codes() == [250, 250, 421]  # the NOOP after the request line is never read
 
 
 def test_eof_gives_connection_closed_after_pipelined_commands() -> None:

@@ -35,9 +35,9 @@ from pigeon.proto.smtp.events import (
 )
 from pigeon.proto.smtp.params import ParamError, parse_mail_args, parse_rcpt_args
 from pigeon.proto.smtp.reply import (
+    C421_BDAT_SYNTAX,
     C500_BAD_COMMAND_ENCODING,
     C500_UNRECOGNIZED,
-    C501_BDAT_SYNTAX,
     C501_SYNTAX_PARAMS,
     C502_NOT_IMPLEMENTED,
 )
@@ -59,10 +59,11 @@ _SASL_MECH = re.compile(r"^[A-Z0-9_-]{1,20}$")  # RFC 4422 §3.1: 1-20 chars of 
 
 
 class BdatSyntaxError(ParamError):
-    """BDAT with a size we cannot read: the octets that follow cannot be skipped (RFC 3030 §2)."""
+    """BDAT with a size we cannot read: the octets that follow cannot be skipped (RFC 3030 §2),
+    so the reply is a 421 and the server closes the channel."""
 
     def __init__(self) -> None:
-        super().__init__(C501_BDAT_SYNTAX)
+        super().__init__(C421_BDAT_SYNTAX)
 
 
 def decode_line(line: bytes) -> tuple[str, bool]:
