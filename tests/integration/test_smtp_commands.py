@@ -332,3 +332,20 @@ def test_the_last_allowed_error_closes_with_421_and_no_traceback(
     assert "Traceback" not in srv.log
     assert "session crashed" not in srv.log
 
+
+def test_non_ascii_helo_is_not_copied_raw_into_received(shared: Server) -> None:
+    # U+0085 (NEL) and U+2028 (LINE SEPARATOR) are line breaks to many Unicode-aware parsers.
+    t = token()
+    with RawClient(shared.host, shared.smtp_port) as c:
+        assert c.reply()[0] == 220
+        code, lines = c.cmd("EHLO evil\u0085Received:\u2028x.example\u00e9".encode())
+        assert code == 250
+        assert all(line.isascii() for line in lines), lines  # RFC 6531 §3.7.4: ASCII replies
+        assert c.cmd("MAIL FROM:<x@remote.test>")[0] == 250
+        assert c.cmd("RCPT TO:<bob@example.test>")[0] == 250
+        assert c.data(message(t))[0] == 250
+    [msg] = find(shared, "bob@example.test", t)
+    start = msg.index(b"Received: from evil")
+    line = msg[start:msg.index(b"\n", start)]
+    assert line.isascii(), line
+    assert line.startswith(b"Received: from evil?Received:?x.example? ([127.0.0.1])"), line
