@@ -2,9 +2,10 @@
 
 Rules:
 1. A command is a keyword of 3-4 characters, case-insensitive, followed by arguments separated
-   by single spaces (RFC 1939 §3). Case is folded in ASCII only: a keyword with a non-ASCII
-   letter that Unicode upper-cases to ASCII ("quıt", "ſtls") is unknown, not QUIT or STLS. Leading and trailing blanks are ignored; several spaces
-   between arguments are accepted (clients are lenient writers).
+   by single spaces (RFC 1939 §3). Leading and trailing blanks are ignored; several spaces
+   between arguments are accepted (clients are lenient writers). Case is folded in ASCII only:
+   a keyword with a non-ASCII letter that Unicode upper-cases to ASCII ("quıt", "ſtls") is
+   unknown, not QUIT or STLS; the same for AUTH's mechanism name.
 2. ``USER`` and ``PASS`` take the rest of the line as their one argument: a password may hold
    spaces (RFC 1939 §7, PASS discussion). Both must be non-empty.
 3. A message number is 1 to ``MAX_NUMBER_DIGITS`` decimal digits; ``TOP``'s line count too.

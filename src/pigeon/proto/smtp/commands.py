@@ -6,8 +6,8 @@ Rules:
    inside it, invalid UTF-8, or an empty line → ``500 5.5.2``.
 2. Verbs are case-insensitive (RFC 5321 §2.4), in ASCII only: ``str.upper`` would turn
    "ſtarttlſ" into STARTTLS and "quıt" into QUIT, a verb that a filter in front of us would not
-   recognise; such a verb is unknown. The same holds for ``LAST`` and SASL mechanism names. Unknown → ``500 5.5.2``; known but not offered
-   (TURN, ETRN, ...) → ``502 5.5.1``.
+   recognise; such a verb is unknown. The same holds for ``LAST`` and SASL mechanism names.
+   Unknown → ``500 5.5.2``; known but not offered (TURN, ETRN, ...) → ``502 5.5.1``.
 3. Argument syntax is checked here; the sequence (which command is allowed when) is the server's
    table, checked before this parsing.
 
