@@ -13,16 +13,17 @@ Rules:
    session ends with ``421 4.7.0`` and a log line (no second 421 when the core already closed
    on a fatal line). Every reply the core holds is written before the session ends, whatever
    ends it: the ``250`` of a committed message pipelined before a fatal line is never lost
-   (the client would send the message again). Inactivity past ``limits.session_timeout`` ends it with
-   ``421 4.4.2`` (RFC 5321 §4.5.3.2 asks at least 5 minutes of the server).
+   (the client would send the message again). Inactivity past ``limits.session_timeout``
+   ends it with ``421 4.4.2`` (RFC 5321 §4.5.3.2 asks at least 5 minutes of the server).
 6. STARTTLS (RFC 3207) where a certificate is configured: ``220``, then the handshake; the core
    and the stream drop anything pipelined after the command, and the session starts again
    from EHLO. AUTH (RFC 4954, ``pigeon.auth.sasl``) where the service offers it; mechanisms
    are advertised only on a protected channel; a 421 from the throttle closes the session.
    Authenticated sessions follow ``smtpd.policy`` (submission rules, relay for the user).
-5. A message with a bare CR or LF in DATA or BDAT is refused (``550 5.5.2``) unless the operator set
-   ``smtp.bare_newline = "normalize"``: with strict ``<CRLF>.<CRLF>`` end detection in the core
-   this closes SMTP smuggling (CVE-2023-51764 class).
+5. A message with a bare CR or LF in DATA or BDAT is refused (``550 5.5.2``) unless the
+   operator set ``smtp.bare_newline = "normalize"``: with strict ``<CRLF>.<CRLF>`` end
+   detection in the core this closes SMTP smuggling (CVE-2023-51764 class), and no message
+   taken in by BDAT carries a bare LF that a next hop reached by DATA could take for an end.
 
 What can go wrong: anything unexpected while committing becomes ``451 4.3.0`` with a log line;
 the session goes on.
