@@ -285,3 +285,67 @@ def test_too_many_errors_closes_with_421(shared: Server) -> None:
         assert all(code == 500 for code in codes[:-1])
         assert len(codes) <= 21  # limits.max_errors defaults to 20
         assert c.closed()
+
+
+# --- fatal errors: every reply already due is sent first (issue 14, point 5) ------------------
+
+
+@pytest.mark.parametrize("fatal", [b"BDAT x LAST\r\n", b"GET / HTTP/1.1\r\n"])
+def test_fatal_error_after_a_pipelined_message_sends_the_replies_already_due(
+    shared: Server, fatal: bytes
+) -> None:
+    # A message committed before the fatal line must have its 250 on the wire: without it the
+    # client retries, and the message is delivered twice.
+    t = token()
+    with RawClient(shared.host, shared.smtp_port) as c:
+        c.greet()
+        c.send(b"MAIL FROM:<pipe@remote.test>\r\nRCPT TO:<carol@example.test>\r\nDATA\r\n"
+               + message(t) + b".\r\n" + fatal + b"NOOP\r\n")
+        replies = c.replies(5)
+        assert [code for code, _ in replies] == [250, 250, 354, 250, 421], replies
+        queued_id(replies[3][1])
+        assert replies[4][1][0].startswith("4."), replies[4]  # RFC 2034: an enhanced code
+        assert c.closed()
+        assert c.buf == b""  # nothing after the 421: the pipelined NOOP was not read
+    assert len(find(shared, "carol@example.test", t)) == 1
+
+
+@pytest.mark.parametrize("last", [b"BOGUS\r\n", b"GET / HTTP/1.1\r\n", b"BDAT x LAST\r\n"])
+def test_the_last_allowed_error_closes_with_421_and_no_traceback(
+    make_server: MakeServer, last: bytes
+) -> None:
+    srv = make_server()
+    srv.start()
+    with RawClient(srv.host, srv.smtp_port) as c:
+        c.greet()
+        c.send(b"BOGUS\r\n" * 19 + last)  # limits.max_errors defaults to 20
+        # A 20th BOGUS is answered 500, then the session ends with 421 (as Postfix does); a
+        # fatal 20th line gets its own 421 and no second one.
+        expected = [500] * 20 + [421] if last == b"BOGUS\r\n" else [500] * 19 + [421]
+        replies = c.replies(len(expected))
+        assert [code for code, _ in replies] == expected, replies
+        assert replies[-1][1][0].startswith("4.")
+        assert c.closed()
+        assert c.buf == b""  # one closing reply, not two
+    srv.wait_log(r"NOQUEUE disconnect client=127\.0\.0\.1 service=smtp commands=21 errors=20")  # EHLO + 20
+    srv.wait_log(r"WARNING pigeon\.smtpd\.session: too many errors client=127\.0\.0\.1 errors=20$")
+    assert "Traceback" not in srv.log
+    assert "session crashed" not in srv.log
+
+
+def test_non_ascii_helo_is_not_copied_raw_into_received(shared: Server) -> None:
+    # U+0085 (NEL) and U+2028 (LINE SEPARATOR) are line breaks to many Unicode-aware parsers.
+    t = token()
+    with RawClient(shared.host, shared.smtp_port) as c:
+        assert c.reply()[0] == 220
+        code, lines = c.cmd("EHLO evil\u0085Received:\u2028x.example\u00e9".encode())
+        assert code == 250
+        assert all(line.isascii() for line in lines), lines  # RFC 6531 §3.7.4: ASCII replies
+        assert c.cmd("MAIL FROM:<x@remote.test>")[0] == 250
+        assert c.cmd("RCPT TO:<bob@example.test>")[0] == 250
+        assert c.data(message(t))[0] == 250
+    [msg] = find(shared, "bob@example.test", t)
+    start = msg.index(b"Received: from evil")
+    line = msg[start:msg.index(b"\n", start)]
+    assert line.isascii(), line
+    assert line.startswith(b"Received: from evil?Received:?x.example? ([127.0.0.1])"), line

@@ -90,3 +90,50 @@ def test_smuggled_message_is_never_accepted_normalize_policy(make_server: MakeSe
         [outer] = [m for m in srv.messages("alice@example.test") if tag.encode() in m]
         assert b"smuggled message" in outer
     assert srv.messages("bob@example.test") == []
+
+
+def bdat_message(srv: Server, chunks: list[bytes], rcpt: str) -> tuple[int, list[str]]:
+    """One transaction sent as BDAT chunks (the last one with LAST); the answer to LAST."""
+    with RawClient(srv.host, srv.smtp_port) as c:
+        c.greet()
+        assert c.cmd("MAIL FROM:<a@remote.test>")[0] == 250
+        assert c.cmd(f"RCPT TO:<{rcpt}>")[0] == 250
+        for chunk in chunks[:-1]:
+            c.send(b"BDAT %d\r\n" % len(chunk) + chunk)
+            assert c.reply()[0] == 250
+        c.send(b"BDAT %d LAST\r\n" % len(chunks[-1]) + chunks[-1])
+        answer = c.reply()
+        assert c.cmd("QUIT")[0] == 221
+    return answer
+
+
+@pytest.mark.parametrize("bare", [b"\n", b"\r", b"\n.\r\n"])
+def test_bdat_with_a_bare_newline_is_refused_like_data(shared: Server, bare: bytes) -> None:
+    # The same rule as DATA (RFC 5321 §2.3.8): a message relayed on with DATA must not carry a
+    # bare LF that the next hop could read as an end of data.
+    tag = uuid.uuid4().hex
+    head = b"From: a@remote.test\r\nSubject: bdat " + tag.encode() + b"\r\n\r\nbody"
+    with RawClient(shared.host, shared.smtp_port) as c:
+        c.greet()
+        assert c.cmd("MAIL FROM:<a@remote.test>")[0] == 250
+        assert c.cmd("RCPT TO:<alice@example.test>")[0] == 250
+        assert c.cmd("DATA")[0] == 354
+        c.send(head + bare + b"more\r\n.\r\n")
+        data_answer = c.reply()
+    bdat_answer = bdat_message(shared, [head + bare + b"more\r\n"], "alice@example.test")
+    assert data_answer[0] == 550 and data_answer[1][0].startswith("5.5.2"), data_answer
+    assert bdat_answer == data_answer
+    time.sleep(0.3)
+    assert [m for m in shared.messages("alice@example.test") if tag.encode() in m] == []
+
+
+def test_bdat_crlf_split_between_two_chunks_is_not_bare(shared: Server) -> None:
+    tag = uuid.uuid4().hex
+    text = b"From: a@remote.test\r\nSubject: split " + tag.encode() + b"\r\n\r\nline one\r\nline two\r\n"
+    cut = text.index(b"one\r\n") + 4  # the first chunk ends with CR, the second starts with LF
+    code, lines = bdat_message(shared, [text[:cut], text[cut:]], "bob@example.test")
+    assert code == 250, lines
+    deadline = time.monotonic() + 15
+    while not [m for m in shared.messages("bob@example.test") if tag.encode() in m]:
+        assert time.monotonic() < deadline, "the message never arrived"
+        time.sleep(0.05)

@@ -5,10 +5,13 @@ whether to go on, how long to wait before answering, or to refuse. It does no I/
 sleeping: the caller sleeps (``Clock.sleep``) and maps a refusal to its protocol (SMTP
 ``421 4.7.0``, ``C421_AUTH_THROTTLED``; IMAP ``NO [UNAVAILABLE]`` / ``BYE``; POP3 ``-ERR [IN-USE]``).
 
-Three counters, each a run of *consecutive* failures that a success ends:
+Three counters of failures:
 - per client **IP** (IPv6 grouped by /64, since one host holds a whole /64): after
   ``ip_max_failures`` failures the IP is refused for ``block_time``. The default is 10; the
-  configuration may not set more than 30 (``HARD_MAX_IP_FAILURES``, the issue's bound).
+  configuration may not set more than 30 (``HARD_MAX_IP_FAILURES``, the issue's bound). A
+  success takes back only the failures on the account that just logged in: failures on other
+  accounts keep counting, so a password sprayer cannot wipe its count by logging in to an
+  account of its own between guesses.
 - per (**account**, IP): after ``account_ip_max_failures`` failures *that IP* is refused for
   *that account* for ``block_time``. The same account from another IP is not affected: a
   legitimate user is never locked out by someone else's failures.
@@ -24,8 +27,10 @@ Rules:
    carries the delay to wait *before answering* (``failure_delay`` doubling per failure of the
    run, capped at ``max_failure_delay``; the largest of the IP, pair and account delays) and
    ``refused`` when this failure reached a limit (the caller answers and closes).
-3. ``success(ip, account)`` ends the IP's run and the pair's run. The account-wide counter is
-   left to expire (a success from one place says nothing about the guesses from others).
+3. ``success(ip, account)`` ends the pair's run and removes that pair's failures from the IP's
+   count (a user's own typos are forgiven once the password is right); the IP's failures on
+   any other account stay. The account-wide counter is left to expire (a success from one
+   place says nothing about the guesses from others).
 4. A block lasts ``block_time``. When it ends the counter stays at the limit, so the next
    failure blocks again at once; a run is forgotten after ``failure_window`` without failure.
 5. Memory is bounded: each table holds at most ``max_entries`` keys; expired entries are
@@ -229,9 +234,19 @@ class AuthThrottle:
         return Verdict(delay=delay)
 
     def success(self, ip: str, account: str) -> None:
-        """Rule 3: a good login ends the IP's and the pair's runs."""
-        self._ips.forget(client_key(ip))
-        self._pairs.forget(self._pair(ip, account))
+        """Rule 3: a good login ends the pair's run and takes its failures off the IP's count."""
+        now = self.clock.now()
+        pair_key = self._pair(ip, account)
+        pair = self._pairs.get(pair_key, now)
+        self._pairs.forget(pair_key)
+        if pair is None:
+            return
+        key = client_key(ip)
+        ip_run = self._ips.get(key, now)
+        if ip_run is not None and now >= ip_run.blocked_until:
+            ip_run.failures -= min(pair.failures, ip_run.failures)
+            if ip_run.failures == 0:
+                self._ips.forget(key)
 
     def _delay(self, failures: int) -> float:
         s = self.settings

@@ -9,9 +9,14 @@ Rules:
    recipients), and ``; DATE`` (RFC 5322 §3.3 date-time).
 2. PROTOCOL is an RFC 3848 name (SMTP, ESMTP, ESMTPS, ESMTPA, ESMTPSA; LMTP likewise) and the
    RFC 6531 §3.7.3 UTF8SMTP/UTF8LMTP forms when the transaction used SMTPUTF8.
-3. The client-supplied HELO text is sanitised: control characters, spaces, parentheses,
-   backslashes and semicolons are dropped, and it is cut to 255 octets (RFC 5321 §4.5.3.1.2),
-   so a client cannot forge further trace clauses.
+3. The client-supplied HELO text is sanitised: ASCII control characters, spaces, parentheses,
+   backslashes and semicolons are dropped, every other character outside printable ASCII
+   becomes ``?`` (as Postfix prints HELO names), and it is cut to 255 octets
+   (RFC 5321 §4.5.3.1.2), so a client cannot forge further trace clauses. The field stays
+   ASCII: RFC 5321 §4.1.1.1 and RFC 6531 §3.7.1 allow only an ASCII domain or address literal
+   in HELO/EHLO, and U+0085 (NEL) or U+2028 (LINE SEPARATOR) would be a line break to
+   Unicode-aware parsers. The HELO is accepted all the same (it is informational, RFC 5321
+   §4.1.4); only what is written is changed. The same holds for the TLS words and the userid.
 4. Header lines are folded (CRLF + TAB) between clauses; none exceeds 998 octets
    (RFC 5322 §2.1.1) given the limits of rule 3 and of addresses (256, RFC 5321 §4.5.3.1.3).
 
@@ -33,10 +38,12 @@ MAX_HELO = 255  # RFC 5321 §4.5.3.1.2: a domain is at most 255 octets
 SOFTWARE = "Pigeon"
 
 _UNSAFE = re.compile(r"[\x00-\x20\x7f()\\;]")
+_NON_ASCII = re.compile(r"[^\x21-\x7e]")
 
 
 def _clean(text: str) -> str:
-    return _UNSAFE.sub("", text).encode("utf-8")[:MAX_HELO].decode("utf-8", "ignore")
+    """Rule 3: printable ASCII only, at most MAX_HELO octets."""
+    return _NON_ASCII.sub("?", _UNSAFE.sub("", text))[:MAX_HELO]
 
 
 def address_literal(ip: str) -> str:

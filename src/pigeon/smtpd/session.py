@@ -10,16 +10,20 @@ Rules:
 3. ``250`` after DATA or BDAT LAST only once cleanup's ``commit`` returned, i.e. once the message
    is durable (docs/queue.md). A failed queue write answers ``452 4.3.1``, never ``250``.
 4. Errors are counted (syntax errors and rejected commands); past ``limits.max_errors`` the
-   session ends with ``421 4.7.0``. Inactivity past ``limits.session_timeout`` ends it with
-   ``421 4.4.2`` (RFC 5321 §4.5.3.2 asks at least 5 minutes of the server).
+   session ends with ``421 4.7.0`` and a log line (no second 421 when the core already closed
+   on a fatal line). Every reply the core holds is written before the session ends, whatever
+   ends it: the ``250`` of a committed message pipelined before a fatal line is never lost
+   (the client would send the message again). Inactivity past ``limits.session_timeout``
+   ends it with ``421 4.4.2`` (RFC 5321 §4.5.3.2 asks at least 5 minutes of the server).
 6. STARTTLS (RFC 3207) where a certificate is configured: ``220``, then the handshake; the core
    and the stream drop anything pipelined after the command, and the session starts again
    from EHLO. AUTH (RFC 4954, ``pigeon.auth.sasl``) where the service offers it; mechanisms
    are advertised only on a protected channel; a 421 from the throttle closes the session.
    Authenticated sessions follow ``smtpd.policy`` (submission rules, relay for the user).
-5. A message with a bare CR or LF in DATA is refused (``550 5.5.2``) unless the operator set
-   ``smtp.bare_newline = "normalize"``: with strict ``<CRLF>.<CRLF>`` end detection in the core
-   this closes SMTP smuggling (CVE-2023-51764 class).
+5. A message with a bare CR or LF in DATA or BDAT is refused (``550 5.5.2``) unless the
+   operator set ``smtp.bare_newline = "normalize"``: with strict ``<CRLF>.<CRLF>`` end
+   detection in the core this closes SMTP smuggling (CVE-2023-51764 class), and no message
+   taken in by BDAT carries a bare LF that a next hop reached by DATA could take for an end.
 
 What can go wrong: anything unexpected while committing becomes ``451 4.3.0`` with a log line;
 the session goes on.
@@ -69,7 +73,7 @@ from pigeon.proto.smtp.reply import (
     C554_RELAY_DENIED,
     Reply,
 )
-from pigeon.proto.smtp.server import NEED_DATA, ServerConnection
+from pigeon.proto.smtp.server import NEED_DATA, ServerConnection, ServerState
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +184,7 @@ class SmtpSession:
                 conn.receive_data(data)
                 continue
             if isinstance(event, ev.ConnectionClosed):
+                await self.stream.write(conn.data_to_send())  # rule 4: the replies already due
                 return
             if isinstance(event, ev.DataChunk):
                 if self.txn is not None:
@@ -193,7 +198,8 @@ class SmtpSession:
                 await self.stream.write(conn.data_to_send())
                 return
             if self.errors >= self.cfg.limits.max_errors:
-                conn.send(C421_TOO_MANY_ERRORS)
+                if conn.state is not ServerState.CLOSED:  # a fatal line already sent its 421
+                    conn.send(C421_TOO_MANY_ERRORS)
                 log.warning("too many errors client=%s errors=%d", self.stream.peer_ip, self.errors)
                 await self.stream.write(conn.data_to_send())
                 return
@@ -223,7 +229,9 @@ class SmtpSession:
                 if error is None and bare and self.cfg.smtp.bare_newline == "reject":
                     error = C550_BARE_NEWLINE
                 await self._end_of_message(error)
-            case ev.BdatChunkEnd(last=last, error=error):
+            case ev.BdatChunkEnd(last=last, error=error, bare_newline=bare):
+                if error is None and bare and self.cfg.smtp.bare_newline == "reject":
+                    error = C550_BARE_NEWLINE  # rule 5, as for DATA
                 if error is not None or last:
                     await self._end_of_message(error)
                 else:

@@ -92,6 +92,35 @@ def test_success_ends_the_run_and_blocks_expire() -> None:
     assert not throttle.failure(ATTACKER, None).refused  # an hour of quiet: forgotten
 
 
+def test_password_spraying_between_own_logins_still_blocks_the_ip() -> None:
+    # The sprayer logs in to an account of its own between guesses at other accounts: those
+    # successes must not wipe the IP's count (issue 14: 27 failures never blocked the IP).
+    throttle, _ = make(failure_delay=0.0)
+    own = "mallory@example.org"
+    for i in range(1, 10):
+        assert throttle.check(ATTACKER, own).ok
+        throttle.success(ATTACKER, own)
+        assert not throttle.failure(ATTACKER, f"victim{i}@example.org").refused
+    throttle.success(ATTACKER, own)
+    tenth = throttle.failure(ATTACKER, "victim10@example.org")
+    assert tenth.refused  # ip_max_failures (10) failures on other accounts
+    assert throttle.check(ATTACKER).refused
+    assert throttle.check(ATTACKER, own).refused  # its own account does not get it in either
+
+
+def test_success_takes_back_only_that_accounts_failures() -> None:
+    throttle, _ = make(failure_delay=0.0)
+    for _ in range(3):
+        throttle.failure(USER_IP, "alice@example.org")  # alice's typos
+    for i in range(6):
+        throttle.failure(USER_IP, f"other{i}@example.org")  # someone else behind the same NAT
+    throttle.success(USER_IP, "alice@example.org")  # forgives alice's 3, not the other 6
+    assert not throttle.failure(USER_IP, "alice@example.org").refused  # 6 + 1
+    for i in range(2):
+        assert not throttle.failure(USER_IP, f"more{i}@example.org").refused  # 8, 9
+    assert throttle.failure(USER_IP, "more@example.org").refused  # 10
+
+
 def test_ipv6_is_counted_per_slash_64() -> None:
     assert client_key("2001:db8:1:2::1") == client_key("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
     assert client_key("::ffff:192.0.2.1") == "192.0.2.1"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -128,6 +129,18 @@ def test_received_header_cannot_be_forged_through_helo() -> None:
     text = received_header(client, "mx.example.net", "Q", [], 0.0).decode()
     assert "\r\nX-Injected" not in text and "(by" not in text
     assert text.count("\r\n") == 3  # three folded lines, nothing injected
+
+
+@pytest.mark.parametrize("helo", ["evil\u0085X-Injected:\u2028x.example", "j\u00f6rg-pc\u200b", "a\x80b\x9fc"])
+def test_received_header_stays_ascii_whatever_the_helo(helo: str) -> None:
+    # U+0085 (NEL), U+2028 and the other C1 controls are line breaks to Unicode-aware parsers;
+    # RFC 5321 §4.1.1.1 and RFC 6531 §3.7.1 allow only an ASCII name in HELO/EHLO anyway.
+    text = received_header(ClientInfo("192.0.2.7", helo, "ESMTP"), "mx.example.net", "Q", [], 0.0)
+    assert text.isascii()
+    first = text.split(b"\r\n")[0].decode()
+    assert first == "Received: from " + "".join(c if c.isascii() else "?" for c in helo) + " ([192.0.2.7])"
+    assert "".join(chr(c) for c in text).splitlines()[0] == first  # no line break hidden inside
+    assert text.count(b"\r\n") == 3
 
 
 def test_received_header_for_local_submission() -> None:

@@ -62,6 +62,8 @@ def default_reply(conn: ServerConnection, ev: ServerEvent) -> Reply | None:
     if isinstance(ev, BdatChunkEnd):
         if ev.error is not None:
             return ev.error
+        if ev.bare_newline:
+            return C550_BARE_NEWLINE
         return C250_QUEUED if ev.last else C250_OK
     if isinstance(ev, Quit):
         return C221_BYE

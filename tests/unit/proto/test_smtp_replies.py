@@ -28,6 +28,11 @@ def test_reply_bytes_round_trip(reply: Reply, wire: bytes) -> None:
     assert parse_reply(wire) == reply
 
 
+def test_ehlo_reply_echoes_the_client_name_in_printable_ascii_only() -> None:
+    r = ehlo_reply("mx.example", "evil\u0085x\u2028y\u00e9\tz", ["PIPELINING"])
+    assert r.to_bytes() == b"250-mx.example Hello evil?x?y??z\r\n250 PIPELINING\r\n"  # RFC 6531 §3.7.4
+
+
 def test_ehlo_reply_has_no_enhanced_code() -> None:
     r = ehlo_reply("mx.example", "client.example", ["PIPELINING", "SIZE 1000", "8BITMIME", "STARTTLS"])
     assert r.to_bytes() == (

@@ -26,7 +26,7 @@ from pigeon.proto.smtp.events import (
     StartTls,
     Vrfy,
 )
-from pigeon.proto.smtp.reply import C250_OK, Reply
+from pigeon.proto.smtp.reply import C250_OK, C421_FORBIDDEN_COMMAND, Reply
 from pigeon.proto.smtp.server import ServerConnection, ServerState
 
 A = Address("a", "example.org")
@@ -241,10 +241,17 @@ def test_unsolicited_421_closes() -> None:
     assert s.conn.next_event() == ConnectionClosed()
 
 
-def test_web_request_closes() -> None:
+def test_web_request_closes_with_421() -> None:
     s = Session().feed(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert s.closed
-    assert s.replies()[0].startswith(b"221 2.7.0")
+    assert s.codes() == [421]  # RFC 5321 §3.8: a server closes with 421
+    assert s.replies() == [C421_FORBIDDEN_COMMAND.to_bytes()]
+
+
+def test_web_request_after_pipelined_commands_comes_after_their_replies() -> None:
+    s = Session().feed(b"EHLO c\r\nNOOP\r\nPOST / HTTP/1.1\r\nNOOP\r\n")
+    assert s.closed and s.conn.state is ServerState.CLOSED
+    assert s.codes() == [250, 250, 421]  # the NOOP after the request line is never read
 
 
 def test_eof_gives_connection_closed_after_pipelined_commands() -> None:
@@ -303,3 +310,29 @@ def test_data_event_and_binarymime_needs_bdat() -> None:
     assert s.commands()[-1] == Data()
     s2 = Session().feed(b"EHLO c\r\nMAIL FROM:<a@example.org> BODY=BINARYMIME\r\nRCPT TO:<b@example.com>\r\nDATA\r\n")
     assert s2.replies()[-1] == b"503 5.5.1 BODY=BINARYMIME requires BDAT, not DATA\r\n"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "ſtarttlſ",  # U+017F LATIN SMALL LETTER LONG S: str.upper() gives "S"
+        "quıt",  # U+0131 LATIN SMALL LETTER DOTLESS I: str.upper() gives "I"
+        "rſet",
+        "maıl FROM:<a@example.org>",
+    ],
+)
+def test_verbs_are_case_insensitive_in_ascii_only(line: str) -> None:
+    # A verb a filter in front of us reads as unknown must not be a command here (RFC 5321 §2.4).
+    s = Session().feed(b"EHLO c\r\n" + line.encode() + b"\r\nNOOP\r\n")
+    assert s.codes() == [250, 500, 250]
+    assert not s.closed
+
+
+def test_bdat_last_and_mechanism_names_fold_ascii_only() -> None:
+    s = Session().feed("EHLO c\r\nAUTH PLAİN\r\nAUTH plaın\r\nNOOP\r\n".encode())
+    assert s.codes() == [250, 501, 501, 250]
+    s = Session().feed(EHLO_MAIL_RCPT + "BDAT 2 laſt\r\nab".encode())
+    assert s.codes()[-1] == 421  # not LAST: an unreadable BDAT line, fatal (rule 8)
+    s = Session().feed(b"EHLO c\r\n" + "MAIL FROM:<a@example.org> BODY=bınarymıme\r\n".encode()
+                       + "MAIL FROM:<a@example.org> RET=hdrſ\r\n".encode())
+    assert s.codes() == [250, 501, 501]

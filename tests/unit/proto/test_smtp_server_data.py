@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pigeon.proto.smtp.events import (
     Bdat,
@@ -18,13 +20,15 @@ from pigeon.proto.smtp.events import (
     ServerEvent,
 )
 from pigeon.proto.smtp.reply import (
+    C421_BDAT_SYNTAX,
     C451_LOCAL_ERROR,
+    C550_BARE_NEWLINE,
     C552_LINE_TOO_LONG,
     C552_MESSAGE_TOO_BIG,
     Reply,
 )
 from pigeon.proto.smtp.server import ServerConnection, ServerState
-from tests.unit.proto.smtp_harness import EHLO_MAIL_RCPT, Session, default_reply
+from tests.unit.proto.smtp_harness import C250_QUEUED, EHLO_MAIL_RCPT, Session, default_reply
 
 START = EHLO_MAIL_RCPT + b"DATA\r\n"
 
@@ -249,10 +253,17 @@ def test_data_after_bdat_is_a_sequence_error() -> None:
 
 
 @pytest.mark.parametrize("line", [b"BDAT\r\n", b"BDAT x\r\n", b"BDAT 5 FIRST\r\n", b"BDAT -1\r\n"])
-def test_bdat_bad_size_closes(line: bytes) -> None:
+def test_bdat_bad_size_closes_with_421_after_the_replies_due(line: bytes) -> None:
     s = Session().feed(EHLO_MAIL_RCPT + line + b"RSET\r\n")
-    assert s.replies()[-1].startswith(b"501 5.5.4 Syntax: BDAT")
+    assert s.replies()[-1] == C421_BDAT_SYNTAX.to_bytes()  # RFC 5321 §3.8
+    assert s.codes() == [250, 250, 250, 421]  # EHLO, MAIL, RCPT, then the fatal line; no RSET
     assert s.closed and s.conn.state is ServerState.CLOSED
+
+
+def test_bdat_bad_size_after_a_pipelined_message_keeps_its_250() -> None:
+    s = Session().feed(EHLO_MAIL_RCPT + b"DATA\r\nhi\r\n.\r\nBDAT x LAST\r\nhi")
+    assert s.codes() == [250, 250, 250, 354, 250, 421]
+    assert s.replies()[-2] == C250_QUEUED.to_bytes()
 
 
 def test_error_reply_to_a_chunk_discards_later_chunks() -> None:
@@ -270,3 +281,85 @@ def test_data_command_event() -> None:
     s = data_session()
     assert Data() in s.commands()
     assert s.conn.state is ServerState.DATA
+
+
+# --- BDAT and bare line ends (RFC 5321 §2.3.8, the same rule as DATA) -------------------------
+
+
+def bdat(*chunks: bytes, mail: bytes = b"MAIL FROM:<a@example.org>\r\n") -> bytes:
+    out = b"EHLO c\r\n" + mail + b"RCPT TO:<b@example.com>\r\n"
+    for i, chunk in enumerate(chunks):
+        out += b"BDAT %d%s\r\n" % (len(chunk), b" LAST" if i == len(chunks) - 1 else b"") + chunk
+    return out
+
+
+def last_end(s: Session) -> BdatChunkEnd:
+    ends = [e for e in s.events if isinstance(e, BdatChunkEnd)]
+    assert ends and ends[-1].last
+    return ends[-1]
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        (b"a\nb\r\n",),  # bare LF
+        (b"a\rb\r\n",),  # bare CR
+        (b"x\r\n", b"a\n.\r\n"),  # the smuggling sequence, in a later chunk
+        (b"line\r",),  # a CR at the very end of the message
+        (b"line\r", b""),  # ... even with an empty LAST chunk after it
+        (b"line\r", b"x\n"),  # a CR ending one chunk, not followed by LF
+        (b"ok\r\n", b"\n"),  # an LF starting a chunk after a CRLF
+    ],
+)
+def test_bdat_with_a_bare_newline_is_flagged_and_refused(chunks: tuple[bytes, ...]) -> None:
+    s = Session().feed(bdat(*chunks))
+    assert last_end(s).bare_newline
+    assert s.replies()[-1] == C550_BARE_NEWLINE.to_bytes()
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        (b"a\r\nb\r\n",),
+        (b"a\r", b"\nb\r\n"),  # CR at the end of one chunk, LF at the start of the next: a CRLF
+        (b"a\r", b"\n", b"b\r", b"\n"),
+        (b"a\r\n", b"", b"b\r\n"),
+        (b"no line end at all",),
+    ],
+)
+def test_bdat_crlf_across_chunks_is_not_bare(chunks: tuple[bytes, ...]) -> None:
+    s = Session().feed(bdat(*chunks))
+    assert not last_end(s).bare_newline
+    assert s.replies()[-1] == C250_QUEUED.to_bytes()
+
+
+def test_bdat_bare_newline_belongs_to_one_transaction() -> None:
+    again = b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.com>\r\n"
+    s = Session().feed(bdat(b"a\nb\r\n"), again + b"BDAT 4 LAST\r\nok\r\n")
+    assert s.codes()[-4:] == [550, 250, 250, 250]  # the next message starts clean
+    # A CR that ends one message does not pair with an LF that starts the next.
+    s = Session().feed(bdat(b"ab\r"), again + b"BDAT 5 LAST\r\n\nok\r\n")
+    assert s.codes()[-4:] == [550, 250, 250, 550]
+
+
+def test_bdat_binarymime_content_is_not_checked() -> None:
+    s = Session().feed(bdat(b"\x00\n\r\xff", mail=b"MAIL FROM:<a@example.org> BODY=BINARYMIME\r\n"))
+    assert not last_end(s).bare_newline  # RFC 3030 §3: binary content has no lines
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.binary(max_size=12).map(lambda b: b.replace(b"x", b"\r")), min_size=1, max_size=5),
+    st.lists(st.integers(min_value=0, max_value=200), max_size=6),
+)
+def test_bdat_bare_newline_depends_on_the_content_only(chunks: list[bytes], cuts: list[int]) -> None:
+    # Whatever the chunk boundaries and the read boundaries, the flag is DATA's rule applied to
+    # the whole content: every CR and every LF is part of a CRLF.
+    content = b"".join(chunks)
+    expected = not (content.count(b"\r\n") == content.count(b"\r") == content.count(b"\n"))
+    data = bdat(*chunks)
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    s = Session(ServerConnection(0))
+    for a, b in zip([0, *points], [*points, len(data)]):
+        s.feed(data[a:b])
+    assert last_end(s).bare_newline == expected

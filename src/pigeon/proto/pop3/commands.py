@@ -3,7 +3,9 @@
 Rules:
 1. A command is a keyword of 3-4 characters, case-insensitive, followed by arguments separated
    by single spaces (RFC 1939 §3). Leading and trailing blanks are ignored; several spaces
-   between arguments are accepted (clients are lenient writers).
+   between arguments are accepted (clients are lenient writers). Case is folded in ASCII only:
+   a keyword with a non-ASCII letter that Unicode upper-cases to ASCII ("quıt", "ſtls") is
+   unknown, not QUIT or STLS; the same for AUTH's mechanism name.
 2. ``USER`` and ``PASS`` take the rest of the line as their one argument: a password may hold
    spaces (RFC 1939 §7, PASS discussion). Both must be non-empty.
 3. A message number is 1 to ``MAX_NUMBER_DIGITS`` decimal digits; ``TOP``'s line count too.
@@ -81,7 +83,7 @@ def _auth(args: list[str], rest: str) -> ev.Command | Response:
         return ev.Auth("")
     if len(args) > 2:
         return ERR_SYNTAX
-    mechanism = args[0].upper()
+    mechanism = args[0].upper() if args[0].isascii() else args[0]  # rule 1
     if len(args) == 1:
         return ev.Auth(mechanism)
     initial = args[1]
@@ -117,7 +119,9 @@ def split_verb(line: bytes) -> tuple[str, str] | None:
         return None
     text = text.lstrip(" \t")
     verb, _, rest = text.partition(" ")
-    verb = verb.rstrip(" \t").upper()
+    verb = verb.rstrip(" \t")
+    if verb.isascii():  # rule 1: ASCII case only; str.upper() makes "quıt" QUIT and "ſtls" STLS
+        verb = verb.upper()
     if verb in ("USER", "PASS"):
         return verb, rest
     return verb, rest.strip(" \t")

@@ -16,6 +16,9 @@ Rules:
    ``hard_line_limit`` is discarded as it arrives (error ``C552_LINE_TOO_LONG``).
 6. Performance: complete lines are processed in bulk with ``bytes.find``/``count``/``replace``
    (C loops); no per-byte or per-line Python loop on the common path.
+7. BDAT content is raw (no unstuffing, no end marker); ``BareNewlineScan`` applies rule 2 to it
+   across the chunks of a transaction, where a CR that ends one chunk and the LF that starts
+   the next are one CRLF.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pigeon.proto.smtp.reply import C552_LINE_TOO_LONG, C552_MESSAGE_TOO_BIG, Re
 
 _DOT = 0x2E
 _CR = 0x0D
+_LF = 0x0A
 _END = b"\r\n.\r\n"
 
 
@@ -157,3 +161,35 @@ class ChunkReader:
         del buf[:take]
         self.remaining -= take
         return data
+
+
+class BareNewlineScan:
+    """Rule 7: bare CR or LF in the octets of consecutive BDAT chunks (RFC 5321 §2.3.8)."""
+
+    __slots__ = ("seen", "_cr_pending")
+
+    def __init__(self) -> None:
+        self.seen = False
+        self._cr_pending = False  # the last octet fed was a CR: its LF may start the next feed
+
+    def feed(self, data: bytes) -> None:
+        if self.seen or not data:
+            return
+        start = 0
+        if self._cr_pending:
+            if data[0] != _LF:
+                self.seen = True
+                return
+            start = 1
+        self._cr_pending = data[-1] == _CR
+        end = len(data) - 1 if self._cr_pending else len(data)
+        crlf = data.count(b"\r\n", start, end)
+        if data.count(b"\n", start, end) != crlf or data.count(b"\r", start, end) != crlf:
+            self.seen = True
+
+    def end(self) -> bool:
+        """True when a bare CR or LF was seen; a CR at the very end is bare."""
+        if self._cr_pending:
+            self.seen = True
+            self._cr_pending = False
+        return self.seen

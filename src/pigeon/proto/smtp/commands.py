@@ -4,8 +4,10 @@ Rules:
 1. A command line is at most ``max_command_line`` octets including CRLF (RFC 5321 §4.5.3.1.4);
    the caller enforces the length. Here: a line ends in CRLF or, tolerated, a bare LF; a CR or NUL
    inside it, invalid UTF-8, or an empty line → ``500 5.5.2``.
-2. Verbs are case-insensitive (RFC 5321 §2.4). Unknown → ``500 5.5.2``; known but not offered
-   (TURN, ETRN, ...) → ``502 5.5.1``.
+2. Verbs are case-insensitive (RFC 5321 §2.4), in ASCII only: ``str.upper`` would turn
+   "ſtarttlſ" into STARTTLS and "quıt" into QUIT, a verb that a filter in front of us would not
+   recognise; such a verb is unknown. The same holds for ``LAST`` and SASL mechanism names.
+   Unknown → ``500 5.5.2``; known but not offered (TURN, ETRN, ...) → ``502 5.5.1``.
 3. Argument syntax is checked here; the sequence (which command is allowed when) is the server's
    table, checked before this parsing.
 
@@ -33,11 +35,11 @@ from pigeon.proto.smtp.events import (
     StartTls,
     Vrfy,
 )
-from pigeon.proto.smtp.params import ParamError, parse_mail_args, parse_rcpt_args
+from pigeon.proto.smtp.params import ParamError, ascii_upper, parse_mail_args, parse_rcpt_args
 from pigeon.proto.smtp.reply import (
+    C421_BDAT_SYNTAX,
     C500_BAD_COMMAND_ENCODING,
     C500_UNRECOGNIZED,
-    C501_BDAT_SYNTAX,
     C501_SYNTAX_PARAMS,
     C502_NOT_IMPLEMENTED,
 )
@@ -59,10 +61,11 @@ _SASL_MECH = re.compile(r"^[A-Z0-9_-]{1,20}$")  # RFC 4422 §3.1: 1-20 chars of 
 
 
 class BdatSyntaxError(ParamError):
-    """BDAT with a size we cannot read: the octets that follow cannot be skipped (RFC 3030 §2)."""
+    """BDAT with a size we cannot read: the octets that follow cannot be skipped (RFC 3030 §2),
+    so the reply is a 421 and the server closes the channel."""
 
     def __init__(self) -> None:
-        super().__init__(C501_BDAT_SYNTAX)
+        super().__init__(C421_BDAT_SYNTAX)
 
 
 def decode_line(line: bytes) -> tuple[str, bool]:
@@ -82,7 +85,7 @@ def decode_line(line: bytes) -> tuple[str, bool]:
 
 def split_verb(text: str) -> tuple[str, str]:
     verb, _, arg = text.lstrip(" ").partition(" ")
-    return verb.upper(), arg
+    return ascii_upper(verb), arg  # rule 2
 
 
 def parse_bdat(arg: str) -> Bdat:
@@ -92,7 +95,7 @@ def parse_bdat(arg: str) -> Bdat:
         raise BdatSyntaxError()
     if len(words[0]) > MAX_BDAT_DIGITS:
         raise BdatSyntaxError()
-    if len(words) == 2 and words[1].upper() != "LAST":
+    if len(words) == 2 and ascii_upper(words[1]) != "LAST":
         raise BdatSyntaxError()
     return Bdat(int(words[0]), len(words) == 2)
 
@@ -167,10 +170,10 @@ def parse_command(
         return _no_arg(arg, StartTls())  # RFC 3207 §4: no parameters
     if verb == "AUTH":
         words = arg.split()
-        if not 1 <= len(words) <= 2 or not _SASL_MECH.match(words[0].upper()):
+        if not 1 <= len(words) <= 2 or not _SASL_MECH.match(ascii_upper(words[0])):
             raise ParamError(C501_SYNTAX_PARAMS.with_text("Syntax: AUTH mechanism [initial-response]"))
         initial = None
         if len(words) == 2:
             initial = "" if words[1] == "=" else words[1]  # RFC 4954 §4: "=" is an empty response
-        return Auth(words[0].upper(), initial)
+        return Auth(ascii_upper(words[0]), initial)
     raise ParamError(C502_NOT_IMPLEMENTED)

@@ -3,7 +3,8 @@
 Rules:
 1. ``ehlo_reply`` makes a ``250`` whose first line is ``<hostname> Hello <greeting_name>`` and
    whose next lines are the extension keywords, one per line. It carries no enhanced status code
-   (RFC 2034 §3).
+   (RFC 2034 §3). The client's name is echoed with every octet outside printable ASCII replaced
+   by ``?``: a reply carries no UTF-8 here (RFC 6531 §3.7.4) and no control character.
 2. ``Extensions`` parses the lines after the first of a peer's EHLO reply: keyword (upper-cased,
    case-insensitive per RFC 5321 §2.4) → parameter words. ``SIZE`` with no number or ``0``
    means no fixed limit (RFC 1870 §4). ``AUTH=PLAIN LOGIN`` (the pre-standard form) is read as AUTH.
@@ -20,11 +21,13 @@ from dataclasses import dataclass, field
 from pigeon.proto.smtp.reply import Reply
 
 _KEYWORD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")  # RFC 5321 §4.1.1.1 ehlo-keyword
+_NOT_PRINTABLE = re.compile(r"[^\x21-\x7e]")
 
 
 def ehlo_reply(hostname: str, greeting_name: str, extensions: list[str]) -> Reply:
     """``250-<hostname> Hello <greeting_name>`` then one line per extension."""
-    return Reply(250, "", (f"{hostname} Hello {greeting_name}", *extensions))
+    shown = _NOT_PRINTABLE.sub("?", greeting_name)  # rule 1
+    return Reply(250, "", (f"{hostname} Hello {shown}", *extensions))
 
 
 @dataclass(frozen=True, slots=True)

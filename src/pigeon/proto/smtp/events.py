@@ -158,6 +158,8 @@ class EndOfData:
 class BdatChunkEnd:
     last: bool
     error: Reply | None = None
+    # On the LAST chunk: a bare CR or LF was seen in the transaction's chunks (RFC 5321 §2.3.8).
+    bare_newline: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,8 @@ Rules:
    "Non-ASCII addresses not permitted for that sender/recipient").
 4. ESMTP parameters are accepted only after EHLO (RFC 5321 §4.1.1.2: parameters belong to
    extensions; a HELO session has none) → otherwise ``555 5.5.4``. Unknown or not offered
-   keywords → ``555 5.5.4``; a repeated keyword or a bad value → ``501 5.5.4``.
+   keywords → ``555 5.5.4``; a repeated keyword or a bad value → ``501 5.5.4``. Keywords and
+   the values BODY, RET and NOTIFY are case-insensitive in ASCII only (``ascii_upper``).
 5. ENVID, ORCPT and AUTH= values are xtext (RFC 3461 §4, RFC 4954 §5) and are decoded here.
 6. NOTIFY=NEVER cannot be combined with another value (RFC 3461 §4.1) → ``501 5.5.4``.
 7. SIZE= over the configured maximum → ``552 5.3.4`` at MAIL time (RFC 1870 §6).
@@ -185,6 +186,12 @@ class RcptArgs:
     raw_params: str
 
 
+def ascii_upper(text: str) -> str:
+    """Upper-case ASCII text; other text unchanged. Keywords and values are case-insensitive in
+    ASCII only: ``str.upper`` turns "bınarymıme" into BINARYMIME and "ſuccess" into SUCCESS."""
+    return text.upper() if text.isascii() else text
+
+
 def _need_value(key: str, value: str | None) -> str:
     if value is None:
         raise ParamError(C501_SYNTAX_PARAMS.with_text(f"{key}= needs a value"))
@@ -207,7 +214,7 @@ def parse_mail_args(
             raise ParamError(C552_MESSAGE_TOO_BIG)  # RFC 1870 §6
     body: BodyType | None = None
     if "BODY" in params:
-        b = _need_value("BODY", params["BODY"]).upper()
+        b = ascii_upper(_need_value("BODY", params["BODY"]))
         if b == "7BIT":
             body = "7BIT"
         elif b == "8BITMIME":
@@ -221,7 +228,7 @@ def parse_mail_args(
         raise ParamError(C501_SYNTAX_PARAMS.with_text("SMTPUTF8 takes no value"))  # RFC 6531 §3.4
     ret: RetType | None = None
     if "RET" in params:
-        r = _need_value("RET", params["RET"]).upper()
+        r = ascii_upper(_need_value("RET", params["RET"]))
         if r == "FULL":
             ret = "FULL"
         elif r == "HDRS":
@@ -252,7 +259,7 @@ def parse_rcpt_args(
     params = split_params(ptext, _allowed(offered, esmtp, _RCPT_KEYS))
     notify: tuple[str, ...] = ()
     if "NOTIFY" in params:
-        values = tuple(v.upper() for v in _need_value("NOTIFY", params["NOTIFY"]).split(","))
+        values = tuple(ascii_upper(v) for v in _need_value("NOTIFY", params["NOTIFY"]).split(","))
         if values == ("NEVER",):
             notify = values
         elif "NEVER" in values or not values or not set(values) <= _NOTIFY_VALUES:

@@ -96,11 +96,14 @@ C555_PARAM_NOT_RECOGNIZED = Reply(555, "5.5.4", "MAIL FROM/RCPT TO parameters no
 C220_READY_TLS = Reply(220, "2.0.0", "Ready to start TLS")
 C500_AUTH_LINE_TOO_LONG = Reply(500, "5.5.6", "Authentication exchange line is too long")  # RFC 4954 §4
 C500_BAD_COMMAND_ENCODING = Reply(500, "5.5.2", "Command line is not valid UTF-8 text")
-C501_BDAT_SYNTAX = Reply(501, "5.5.4", "Syntax: BDAT <size> [LAST]; closing connection")  # RFC 3030 §2
+# RFC 3030 §2: after a BDAT whose size cannot be read, the octets that follow cannot be framed;
+# RFC 5321 §3.8: 421 is the one reply with which a server may close the channel itself.
+C421_BDAT_SYNTAX = Reply(421, "4.5.0", "Syntax: BDAT <size> [LAST]; the chunk cannot be located, closing channel")
 C501_AUTH_CANCELLED = Reply(501, "5.0.0", "Authentication cancelled")  # RFC 4954 §4
 C503_AUTH_ALREADY = Reply(503, "5.5.1", "Already authenticated")  # RFC 4954 §4
 C503_TLS_ALREADY = Reply(503, "5.5.1", "TLS already active")  # RFC 3207 §4.2
 C503_BINARYMIME_NEEDS_BDAT = Reply(503, "5.5.1", "BODY=BINARYMIME requires BDAT, not DATA")  # RFC 3030 §3
 C553_NON_ASCII_ADDRESS = Reply(553, "5.6.7", "Non-ASCII addresses not permitted without SMTPUTF8")  # RFC 6531 §3.5
 C554_NO_VALID_RECIPIENTS = Reply(554, "5.5.1", "No valid recipients")  # RFC 5321 §4.1.1.4
-C221_FORBIDDEN_COMMAND = Reply(221, "2.7.0", "This is an SMTP server, not a web proxy; closing connection")
+# A web request on a mail port (cross-protocol attack): closed at once, with 421 (RFC 5321 §3.8).
+C421_FORBIDDEN_COMMAND = Reply(421, "4.7.0", "This is an SMTP server, not a web proxy; closing channel")

@@ -16,7 +16,9 @@ Rules:
    application has ``send``-ed the reply to it (RFC 2920 §3.1: replies in order). Events that need
    a reply: every command, ``EndOfData``, ``BdatChunkEnd``, and the connection itself (the
    greeting, before the first ``next_event``). ``DataChunk``, ``Bdat``, ``CommandRejected`` and
-   ``ConnectionClosed`` need none.
+   ``ConnectionClosed`` need none. On ``ConnectionClosed`` the application still sends
+   ``data_to_send()`` one last time: it may hold the replies to pipelined commands answered
+   before the end, a committed message's ``250`` among them, and the closing ``421``.
 2. Sequence is a table keyed by (phase, verb) in ``sequence.py``; a missing entry is ``503 5.5.1``
    (RFC 5321 §4.1.4).
    The core learns what the application accepted from the reply codes it sends: 2xx to HELO/EHLO
@@ -30,13 +32,21 @@ Rules:
    the limit for their parameters). A longer line is discarded as it arrives, never buffered whole.
 5. DATA and BDAT bodies go through ``body.DotReader``/``body.ChunkReader`` (see there for the
    smuggling rules). A rejected BDAT with a readable size still has its octets read and dropped
-   (RFC 3030 §2), so chunk data is never parsed as commands; a BDAT whose size cannot be read is
-   answered ``501`` and the connection closed, since the octets that follow cannot be located.
+   (RFC 3030 §2), so chunk data is never parsed as commands. A BDAT whose size cannot be read is
+   fatal: the octets that follow cannot be located (rule 8).
    After a 4xx/5xx to a BDAT chunk, later chunks of the transaction are read and dropped and their
    ``BdatChunkEnd`` carries that reply (RFC 3030 §2: pipelined chunks after a failure are discarded).
 6. ``start_tls`` drops every octet received after the STARTTLS line (CVE-2011-0411 class) and
    forgets the greeting, the transaction and any authentication (RFC 3207 §4.2).
 7. A 554 greeting (RFC 5321 §3.1) leaves the session refusing every command except QUIT with 503.
+8. Fatal input (a BDAT size that cannot be read, a web request line such as ``GET / HTTP/1.1``)
+   is answered with a ``421`` queued after every reply already due, and the core closes: input
+   after it is dropped. 421 is the one code with which a server may close the channel on its own
+   (RFC 5321 §3.8); nothing pending is lost, so a client never retries a message we committed.
+9. BDAT content follows DATA's rule on line ends (RFC 5321 §2.3.8): a bare CR or LF anywhere in
+   the transaction's chunks sets ``bare_newline`` on the ``BdatChunkEnd`` of the LAST chunk; a
+   CR that ends one chunk and the LF that starts the next are one CRLF. BODY=BINARYMIME content
+   has no lines (RFC 3030 §3) and is not checked.
 
 What can go wrong: application misuse raises ``LocalProtocolError``; nothing the peer sends raises.
 """
@@ -48,7 +58,7 @@ import enum
 from typing import Final
 
 from pigeon.proto.smtp import commands, sequence
-from pigeon.proto.smtp.body import ChunkReader, DotReader
+from pigeon.proto.smtp.body import BareNewlineScan, ChunkReader, DotReader
 from pigeon.proto.smtp.errors import LocalProtocolError
 from pigeon.proto.smtp.events import (
     NEED_DATA,
@@ -75,7 +85,7 @@ from pigeon.proto.smtp.events import (
 from pigeon.proto.smtp.params import ParamError
 from pigeon.proto.smtp.sequence import Phase
 from pigeon.proto.smtp.reply import (
-    C221_FORBIDDEN_COMMAND,
+    C421_FORBIDDEN_COMMAND,
     C500_AUTH_LINE_TOO_LONG,
     C500_LINE_TOO_LONG,
     C500_UNRECOGNIZED,
@@ -230,6 +240,7 @@ class ServerConnection:
         self._bdat_started = False
         self._bdat_size = 0
         self._bdat_error: Reply | None = None
+        self._bdat_bare = BareNewlineScan()  # rule 9
 
     # --- the application's side ------------------------------------------------------------
 
@@ -390,9 +401,7 @@ class ServerConnection:
             return self._reject(e.reply, line)
         verb, arg = commands.split_verb(text)
         if verb in commands.FORBIDDEN:
-            ev = self._reject(C221_FORBIDDEN_COMMAND, line)
-            self._close()
-            return ev
+            return self._reject(C421_FORBIDDEN_COMMAND, line)  # rule 8; a 421 closes
         if verb not in commands.KNOWN_VERBS:
             reply = C502_NOT_IMPLEMENTED if verb in commands.NOT_OFFERED else C500_UNRECOGNIZED
             return self._reject(reply, line)
@@ -408,9 +417,7 @@ class ServerConnection:
                 postmaster_domain=self.postmaster_domain,
             )
         except commands.BdatSyntaxError as e:
-            ev = self._reject(e.reply, line)  # RFC 3030 §2: the chunk cannot be located
-            self._close()
-            return ev
+            return self._reject(e.reply, line)  # rule 8: a 421; RFC 3030 §2: no chunk to skip
         except ParamError as e:
             return self._reject(e.reply, line)
         if isinstance(cmd, Bdat):
@@ -478,6 +485,8 @@ class ServerConnection:
             raise LocalProtocolError("BDAT state without a reader")
         data = reader.feed(self._buf)
         if data and self._chunk_reject is None:
+            if not self._txn_binarymime:
+                self._bdat_bare.feed(data)  # rule 9
             self._bdat_size += len(data)
             if self.max_message_size and self._bdat_size > self.max_message_size:
                 if self._bdat_error is None:
@@ -494,7 +503,8 @@ class ServerConnection:
             reply, line = self._chunk_reject
             self._chunk_reject = None
             return self._reject(reply, line)
-        return self._emit(BdatChunkEnd(cmd.last, self._bdat_error))
+        bare = cmd.last and not self._txn_binarymime and self._bdat_bare.end()
+        return self._emit(BdatChunkEnd(cmd.last, self._bdat_error, bare))
 
     # --- AUTH (RFC 4954) ---------------------------------------------------------------------
 

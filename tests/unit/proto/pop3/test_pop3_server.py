@@ -310,3 +310,20 @@ def test_chunking_does_not_change_events(cuts: list[int]) -> None:
     assert events[2] == ev.Pass("pw with space")
     assert sum(isinstance(e, ev.CommandRejected) for e in events) == 2
     assert isinstance(events[-1], ev.ConnectionClosed)
+
+
+@pytest.mark.parametrize("line", ["quıt", "ſtls", "uſer alice"])
+def test_keywords_are_case_insensitive_in_ascii_only(line: str) -> None:
+    # str.upper() turns U+0131 (dotless i) into "I" and U+017F (long s) into "S": such a
+    # keyword is unknown, as it is to anything in front of us that compares ASCII.
+    conn = connected()
+    event = feed(conn, line.encode() + b"\r\n")
+    assert event == ev.CommandRejected(ERR_UNKNOWN_COMMAND, "")
+    assert conn.state is Pop3State.AUTHORIZATION
+
+
+def test_auth_mechanism_is_upper_cased_in_ascii_only() -> None:
+    conn = connected()
+    assert feed(conn, b"AUTH plain\r\n") == ev.Auth("PLAIN")
+    conn.send(Response(False, "no"))
+    assert feed(conn, "AUTH plaın\r\n".encode()) == ev.Auth("plaın")  # not PLAIN
