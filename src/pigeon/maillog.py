@@ -3,7 +3,8 @@
 Rules:
 1. Every line starts with the queue id (or ``NOQUEUE`` before there is one), then the event,
    then ``key=value`` fields, as Postfix's log does, so that ``grep QUEUEID`` tells a message's story.
-2. Values with spaces or quotes are double-quoted with backslash escapes; CR/LF never reach the log.
+2. Values with spaces or quotes are double-quoted with backslash escapes; CR/LF never reach the log,
+   and other control characters and Unicode line breaks (U+0085, U+2028, U+2029) become "?".
 3. Passwords and AUTH payloads are never passed to this module (no function takes one).
 4. In the server the lines bypass ``logging`` (``write_directly``) but keep its format and go
    to the same streams; elsewhere (tests, tools) they go through the ``pigeon.mail`` logger.
@@ -25,14 +26,17 @@ from pigeon.core.address import Address, format_path
 
 log = logging.getLogger("pigeon.mail")
 
-_NEEDS_QUOTES = re.compile(r'[ "=\\\r\n]')  # rule 2; one C scan instead of one per character
+_NEEDS_QUOTES = re.compile('[ "=\\\\\x00-\x1f\x7f-\x9f\u2028\u2029]')  # rule 2; one C scan, not one per character
+# Control characters and Unicode line breaks (a HELO name with U+0085 or U+2028) would break a
+# log line for whoever reads it: each becomes "?" (CR and LF a space).
+_CONTROLS = re.compile('[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]')
 
 
 def _quote(value: object) -> str:
     text = value if type(value) is str else str(value)
     if text and _NEEDS_QUOTES.search(text) is None:
         return text  # the common case: an id, an address, a number
-    text = text.replace("\r", " ").replace("\n", " ")
+    text = _CONTROLS.sub("?", text.replace("\r", " ").replace("\n", " "))
     if text == "" or any(c in text for c in ' "=\\'):
         return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return text
