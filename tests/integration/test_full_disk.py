@@ -9,6 +9,8 @@ its data directory on a size-limited tmpfs that the test mounts, fills and frees
    while the disk is full (a 250 that rests on blocks the segment already holds) is held,
    shown by ``pigeon queue list``, and delivered without a restart once space is freed: on
    its own, and at once with ``pigeon queue flush``.
+3. The same with ``[smtp] processes = 2``: ``pigeon queue flush`` reaches a message held by
+   the SMTP worker process (SIGUSR1).
 
 The tmpfs is mounted and unmounted by ``tests.fulldisk.small_fs`` (root needed; on CI a mount
 that fails is a failure, never a skip).
@@ -193,3 +195,45 @@ def test_mail_accepted_into_the_journal_while_full_is_held_listed_and_delivered_
         finally:
             srv.stop()
 
+
+
+def journal_ids(journal: Path) -> set[str]:
+    from pigeon.queue.journal import pending
+
+    return {e.id for e in pending(journal, quiet=True)}
+
+
+def test_queue_flush_reaches_mail_held_by_an_smtp_worker_process(tmp_path: Path) -> None:
+    srv = Server(tmp_path, extra_toml="[smtp]\nprocesses = 2\n")
+    with small_fs(srv.data_dir, f"{8 * SEGMENT // (1024 * 1024)}m") as data:
+        srv.add_user(ALICE, PASSWORD)
+        try:
+            srv.start()
+            worker = data / "queue" / "journal" / "w1"
+            wpid = srv.wait_log(r"smtp worker 1 started pid=(\d+)").group(1)
+            wait(worker.is_dir, "the worker's journal")
+            sent = 0
+            # Connections go to whichever process accepts first: send until the worker has
+            # taken one (its journal then has a made-ahead segment).
+            while not any(p.name.startswith("seg.") for p in worker.iterdir()):
+                assert sent < 60, "the worker process never took a connection"
+                assert send(srv, f"warm {sent}")[0] == 250
+                sent += 1
+            wait(lambda: len(srv.messages(ALICE)) == sent, "the first messages delivered")
+
+            filler = fill(data)
+            held: set[str] = set()
+            while not held:
+                assert sent < 120, "the worker process never took a connection while full"
+                code, text = send(srv, f"full {sent}")
+                assert code == 250, text
+                sent += 1
+                held = journal_ids(worker) & {text.split()[-1]}
+            wait(lambda: bool(held & set(queue_ids(srv, "journal"))), "the worker's message listed")
+            filler.unlink()
+            srv.cli("queue", "flush")
+            srv.wait_log(rf"pigeon\[{wpid}\] INFO pigeon\.delivery\.fastlane: trying \d+ held message")
+            wait(lambda: len(srv.messages(ALICE)) == sent, "every message delivered", timeout=10)
+            assert srv.queue_list() == []
+        finally:
+            srv.stop()

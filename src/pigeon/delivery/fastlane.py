@@ -265,6 +265,8 @@ class FastLane:
     def retry_now(self) -> int:
         """Rule 6 (``pigeon queue flush``): try every held message now; returns how many."""
         waiting = [qid for qid, held in self._held.items() if held.timer is not None]
+        if waiting:
+            log.info("trying %d held message(s) now", len(waiting))
         for qid in waiting:
             self._retry(qid)
         return len(waiting)
