@@ -81,6 +81,14 @@ def port_open(port: int) -> bool:
         return False
 
 
+def wait_spare(journal: Path) -> None:
+    """Until ``journal`` has its segment made ahead (journal Rule 7): the next message's
+    segment is then that one, whose blocks exist."""
+    spare = journal / "spare"
+    wait(lambda: spare.exists() and spare.stat().st_size == SEGMENT, f"{spare} made")
+    time.sleep(0.2)  # its fdatasync, and the journal seeing it done
+
+
 def test_a_tiny_disk_is_not_eaten_tls_comes_up_smtp_says_452_and_imap_frees_space(tmp_path: Path) -> None:
     smtps, imaps, pop3s = free_port(), free_port(), free_port()
     srv = Server(tmp_path, extra_toml="[auth]\nfailure_delay = 0\n",
@@ -159,10 +167,12 @@ def test_mail_accepted_into_the_journal_while_full_is_held_listed_and_delivered_
         srv.add_user(ALICE, PASSWORD)
         try:
             srv.start()
+            journal = data / "queue" / "journal" / "main"
+            wait_spare(journal)
             assert send(srv, "first")[0] == 250
             wait(lambda: subjects(srv) == ["first"], "the first message delivered")
-            journal = data / "queue" / "journal" / "main"
-            assert [p.name for p in journal.iterdir() if p.name.startswith("seg.")]  # made ahead
+            (seg,) = [p for p in journal.iterdir() if p.name.startswith("seg.")]
+            assert seg.stat().st_size == SEGMENT  # the spare, renamed: made ahead
 
             filler = fill(data)
             accepted = []
@@ -212,6 +222,7 @@ def test_queue_flush_reaches_mail_held_by_an_smtp_worker_process(tmp_path: Path)
             worker = data / "queue" / "journal" / "w1"
             wpid = srv.wait_log(r"smtp worker 1 started pid=(\d+)").group(1)
             wait(worker.is_dir, "the worker's journal")
+            wait_spare(worker)
             sent = 0
             # Connections go to whichever process accepts first: send until the worker has
             # taken one (its journal then has a made-ahead segment).
