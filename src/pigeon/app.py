@@ -214,7 +214,9 @@ class App:
             return {"pid": os.getpid(), "config": self.config.source}
 
         async def qlist(args: dict[str, JSONValue]) -> JSONValue:
-            return queueops.list_queue(q, self.clock.now())
+            held = self.qmgr.fastlane.held() if self.qmgr.fastlane is not None else []
+            # In a thread: it reads the journals' segments (up to 16 MiB each).
+            return await asyncio.to_thread(queueops.list_queue, q, self.clock.now(), held)
 
         async def qshow(args: dict[str, JSONValue]) -> JSONValue:
             return queueops.show(q, args.get("id"), self.clock.now())
@@ -238,6 +240,8 @@ class App:
             return qid
 
         async def qflush(args: dict[str, JSONValue]) -> JSONValue:
+            if self.workers is not None:
+                self.workers.flush_held()  # their fast lanes' held messages (smtpd.workers Rule 5)
             return self.qmgr.flush()
 
         async def qbounce(args: dict[str, JSONValue]) -> JSONValue:

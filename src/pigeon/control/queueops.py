@@ -7,6 +7,8 @@ itself). They return plain JSON-able values; the CLI formats them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pigeon.control.protocol import JSONValue
 from pigeon.core.address import format_path
 from pigeon.core.queueid import QueueId, is_queue_id
@@ -38,9 +40,20 @@ def summary(rec: QueueRecord, now: float) -> dict[str, JSONValue]:
     }
 
 
-def list_queue(queue: QueueStore, now: float) -> list[JSONValue]:
+def list_queue(queue: QueueStore, now: float, held: Sequence[QueueRecord] = ()) -> list[JSONValue]:
+    """Every queued message, oldest first: the state directories, then what the intake journals
+    hold (state ``journal``: being delivered from memory right now, or held by a fast lane
+    because the disk was full, queue.store rule 12). ``held`` (the running server's fast
+    lane) gives those it knows their last results and next try. Blocking: it reads the
+    journals' segments."""
     recs = sorted(queue.scan(("incoming", "active", "deferred", "hold")), key=lambda r: r.created)
-    return [summary(r, now) for r in recs]
+    out: list[JSONValue] = [summary(r, now) for r in recs]
+    known = {r.id: r for r in held}
+    for rec in queue.journal_messages():
+        entry = summary(known.get(rec.id, rec), now)
+        entry["state"] = "journal"
+        out.append(entry)
+    return out
 
 
 def show(queue: QueueStore, qid_text: object, now: float) -> dict[str, JSONValue]:

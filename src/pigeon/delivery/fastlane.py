@@ -30,15 +30,27 @@ Rules:
    share of two flushes, and none of this delays the client's ``250``, which waited only for
    the journal's ``fdatasync`` (``queue.journal`` Rule 2). The order is still the Maildir one:
    no file is linked into ``new/`` before a flush that began after it was written completed.
+6. A message whose spill fails (the queue's file system is full, or failing) is *held*: it
+   stays live in the journal, which is where its 250 came from, and the lane tries it again
+   after ``HELD_RETRY_FIRST`` seconds, doubling up to ``HELD_RETRY_MAX``, without a restart
+   (docs/queue.md "A full disk"). A try delivers it again when none of its recipients got a
+   final result (nothing was delivered, so nothing is delivered twice), else spills it with
+   the results it has. Its body is not kept in memory: each try reads it back from its
+   segment (``QueueStore.journal_body``). ``retry_now`` (``pigeon queue flush``) tries every
+   held message at once; ``held`` describes them for ``pigeon queue list``. At ``stop`` they
+   stay in the journal, and the next start's recovery moves them into the queue.
 
-What can go wrong: nothing raises out of the lane; every failure ends in a spill (Rule 2).
+What can go wrong: nothing raises out of the lane; every failure ends in a spill (Rule 2) or,
+when the spill fails, in a held message (Rule 6).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Protocol
@@ -46,6 +58,7 @@ from typing import Protocol
 from pigeon import maillog
 from pigeon.core.address import Address
 from pigeon.core.clock import Clock
+from pigeon.core.queueid import QueueId
 from pigeon.core.results import RecipientResult
 from pigeon.delivery.local import HOST, R250_DELIVERED, UserLookup, delivered, delivery_prefix, failure, unknown_user
 from pigeon.queue.journal import Journal
@@ -65,6 +78,12 @@ DEFAULT_MAX_INFLIGHT = 512
 # twice this when the server is idle.
 NEW_FLUSH_WITHIN = 0.01
 
+# Rule 6: a held message is tried again this soon, then after twice as long each time, up to
+# the maximum: once space is freed, held mail moves within a minute (at once with
+# ``pigeon queue flush``), and a disk that stays full costs one small write attempt a minute.
+HELD_RETRY_FIRST = 2.0  # seconds
+HELD_RETRY_MAX = 60.0  # seconds
+
 Results = list[tuple[RcptState, RecipientResult]]
 Outcome = dict[str, RecipientResult]  # by mailbox key
 Files = dict[str, tuple[Address, PendingFile]]  # by mailbox key: written, not yet in new/
@@ -72,6 +91,32 @@ Files = dict[str, tuple[Address, PendingFile]]  # by mailbox key: written, not y
 
 class LocalDomains(Protocol):
     def is_local_domain(self, domain: str) -> bool: ...
+
+
+@dataclass(slots=True)
+class Held:
+    """Rule 6: a message the lane could neither deliver nor move into the queue files."""
+
+    record: QueueRecord  # without its body (read back from the journal for each try)
+    results: Results | None  # the last attempt's, when one was made
+    error: str  # why the spill failed
+    pause: float  # seconds until the next try, doubled after each failure
+    next_try: float  # clock time of the next try
+    timer: asyncio.TimerHandle | None = None  # None while a try is under way
+
+    def describe(self) -> QueueRecord:
+        """A copy of the record whose recipients show where this message stands."""
+        by_key = {} if self.results is None else {r.address.key: res for r, res in self.results}
+        why = f"held in the intake journal: {self.error}"
+        rcpts = []
+        for rcpt in self.record.rcpts:
+            res = by_key.get(rcpt.address.key)
+            if res is not None and res.status != "deferred":
+                rcpts.append(dataclasses.replace(rcpt, status=res.status, last_reply=str(res.reply)))
+                continue
+            reply = why if res is None else f"{res.reply}; {why}"
+            rcpts.append(dataclasses.replace(rcpt, status="deferred", last_reply=reply, next_try=self.next_try))
+        return dataclasses.replace(self.record, rcpts=rcpts, body_data=None)
 
 
 class FastLane:
@@ -97,6 +142,8 @@ class FastLane:
         self._idle.set()
         self.delivered = 0  # messages completed in the lane (tests, benchmarks)
         self.spilled = 0
+        self._held: dict[QueueId, Held] = {}  # Rule 6
+        self._stopping = False
 
     def take(self, record: QueueRecord) -> None:
         """A message just committed to the journal (``record.body_data`` set)."""
@@ -119,7 +166,16 @@ class FastLane:
         await self._idle.wait()
 
     async def stop(self, grace: float) -> None:
-        """Let deliveries under way finish; what is cut short stays in the journal (Rule 2)."""
+        """Let deliveries under way finish; what is cut short stays in the journal (Rule 2), and
+        so do held messages (Rule 6)."""
+        self._stopping = True
+        for held in self._held.values():
+            if held.timer is not None:
+                held.timer.cancel()
+                held.timer = None
+        if self._held:
+            log.warning("%d held message(s) stay in the intake journal; the next start moves them "
+                        "into the queue", len(self._held))
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
             for t in pending:
@@ -136,6 +192,7 @@ class FastLane:
             log.exception("%s: fast delivery failed; moving it to the queue", record.id)
             results = None
         if results is not None and self._complete(results):
+            self._held.pop(record.id, None)
             now = self._clock.now()
             for rcpt, res in results:
                 maillog.delivered(record.id, rcpt.address, res.host, now - record.created, res.reply, rcpt.original)
@@ -151,19 +208,73 @@ class FastLane:
         return all(res.status == "delivered" and "SUCCESS" not in rcpt.notify for rcpt, res in results)
 
     async def _spill(self, record: QueueRecord, body: bytes, results: Results | None) -> None:
-        """Rule 2: into the queue files, then the queue manager's hands."""
+        """Rule 2: into the queue files, then the queue manager's hands; Rule 6 when that fails."""
         try:
             await self._queue.spill(record, body)
         except Exception as exc:
-            log.error("%s: cannot move the message into the queue (%s); it stays in the intake "
-                      "journal and is recovered at the next start", record.id, exc)
+            self._hold(record, results, exc)
             return
+        self._held.pop(record.id, None)
         self._journal.done(record.id)
         self.spilled += 1
         if results is None:
             self._submit(record)
         else:
             await self._finish(record, results)
+
+    # -- held messages (Rule 6) ------------------------------------------------------------------
+
+    def _hold(self, record: QueueRecord, results: Results | None, exc: BaseException) -> None:
+        prev = self._held.get(record.id)
+        pause = HELD_RETRY_FIRST if prev is None else min(prev.pause * 2, HELD_RETRY_MAX)
+        held = Held(record, results, str(exc), pause, self._clock.now() + pause)
+        self._held[record.id] = held
+        if self._stopping:
+            log.error("%s: cannot move the message into the queue (%s); it stays in the intake "
+                      "journal and is recovered at the next start", record.id, exc)
+            return
+        held.timer = asyncio.get_running_loop().call_later(pause, self._retry, record.id)
+        log.error("%s: cannot move the message into the queue (%s); held in the intake journal, "
+                  "next try in %.0f s", record.id, exc, pause)
+
+    def _retry(self, qid: QueueId) -> None:
+        held = self._held.get(qid)
+        if held is None or self._stopping:
+            return
+        if held.timer is not None:
+            held.timer.cancel()
+            held.timer = None
+        task = asyncio.create_task(self._try_again(held))
+        self._tasks.add(task)
+        self._idle.clear()
+        task.add_done_callback(self._task_done)
+
+    async def _try_again(self, held: Held) -> None:
+        record = held.record
+        try:
+            body = await self._queue.journal_body(record.id)
+        except Exception as exc:
+            log.exception("%s: cannot read the held message back from the intake journal", record.id)
+            self._hold(record, held.results, exc)
+            return
+        if held.results is None or all(res.status == "deferred" for _, res in held.results):
+            await self._run(record, body)  # nothing final yet: a fresh attempt delivers nothing twice
+        else:
+            await self._spill(record, body, held.results)
+
+    def retry_now(self) -> int:
+        """Rule 6 (``pigeon queue flush``): try every held message now; returns how many."""
+        waiting = [qid for qid, held in self._held.items() if held.timer is not None]
+        if waiting:
+            log.info("trying %d held message(s) now", len(waiting))
+        for qid in waiting:
+            self._retry(qid)
+        return len(waiting)
+
+    def held(self) -> list[QueueRecord]:
+        """Rule 6: the held messages, their recipients showing the last results and the next
+        try (``pigeon queue list``)."""
+        return [held.describe() for held in self._held.values()]
 
     def _all_local(self, record: QueueRecord) -> bool:
         return all(self._domains.is_local_domain(r.address.domain) for r in record.rcpts)

@@ -22,7 +22,8 @@ Rules:
 5. ``shutdown`` (server stopping): a session waiting for input writes ``* BYE`` and closes; one
    busy with a command finishes it first.
 6. Bad input is a ``BAD`` (or ``NO``) with a reason, never a crash; an unexpected error in a
-   handler is logged and answered ``NO [SERVERBUG]``.
+   handler is logged and answered ``NO [SERVERBUG]``, except a full disk, which is
+   ``NO [OVERQUOTA]`` with a reason (RFC 5530 §3): the user can act on it.
 
 What can go wrong: connection errors and failed TLS handshakes end the session quietly (debug
 log); a deleted selected mailbox ends it with ``* BYE``.
@@ -57,7 +58,7 @@ from pigeon.proto.imap.events import (
     RawLine,
 )
 from pigeon.proto.imap.parser import parse_command
-from pigeon.store.mailbox import Account, MailboxError
+from pigeon.store.mailbox import Account, MailboxError, disk_full
 
 if TYPE_CHECKING:
     from pigeon.imapd.factory import ImapSessionFactory
@@ -296,9 +297,14 @@ class ImapSession:
             done = no(exc.text, exc.code)
         except (ConnectionError, TimeoutError):
             raise
-        except Exception:
-            log.exception("imap: %s failed user=%s client=%s", ev.name, self.user, self.stream.peer_ip)
-            done = SERVERBUG
+        except Exception as exc:
+            if disk_full(exc):  # Rule 6
+                log.warning("imap: %s failed user=%s client=%s: the disk is full (%s)",
+                            ev.name, self.user, self.stream.peer_ip, exc)
+                done = no("The disk is full; delete some mail and try again", "OVERQUOTA")
+            else:
+                log.exception("imap: %s failed user=%s client=%s", ev.name, self.user, self.stream.peer_ip)
+                done = SERVERBUG
         if done.status == "BAD":
             self._bad(ev.tag, done.text)
             return

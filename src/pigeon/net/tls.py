@@ -17,8 +17,10 @@ Rules:
 3. The certificate is generated with the ``openssl`` command (``req -x509``), not with the
    ``cryptography`` package: the command is on every system that has the OpenSSL library
    Python's ``ssl`` already links against, so Pigeon gains no runtime dependency (DESIGN.md:
-   keep the runtime dependencies few). Files are written under temporary names and renamed,
-   so a crash never leaves half a certificate.
+   keep the runtime dependencies few). Files are written under temporary names, checked
+   (not empty, and they load as a matching pair: ``openssl`` on a full disk may exit 0 having
+   written nothing), fsynced, and renamed, key first; then the directory is fsynced. So a
+   crash or a full disk never leaves an empty or half-written certificate in place.
 4. ``TlsManager.context()`` is the context for *new* connections. ``reload()`` reads the files
    again; when they cannot be loaded, the previous context stays in use and the error is
    logged (a broken renewal must not take TLS down). Sessions already under way keep theirs.
@@ -30,6 +32,9 @@ Rules:
    an unauthenticated encrypted channel beats plaintext, and most MX certificates would fail
    verification); ``client_context(verify=True)`` checks the chain and the host name (for
    MTA-STS/DANE policies and smarthosts).
+7. A start (or reload) that finds a self-signed pair that does not load (empty, truncated, a
+   key that does not match, one of the two missing) makes a new one; one that cannot be made
+   leaves the old files as they were and is a ``TlsError``.
 
 What can go wrong: ``TlsError`` (a ``ValueError``) names the file and the reason when a
 certificate or key cannot be read or do not match, or when ``openssl`` is missing or fails.
@@ -134,8 +139,12 @@ def ensure_self_signed(hostname: str, data_dir: Path, openssl: str | None = None
     with ``openssl`` on first use (rule 3). Raises TlsError when it cannot be made."""
     directory = data_dir / TLS_DIR
     files = TlsFiles(directory / SELF_SIGNED_CERT, directory / SELF_SIGNED_KEY, self_signed=True)
-    if files.cert.is_file() and files.key.is_file():
-        return files
+    if files.cert.exists() or files.key.exists():
+        try:
+            server_context(files)
+            return files
+        except TlsError as exc:  # rule 7
+            log.warning("tls: the self-signed certificate cannot be used (%s); making a new one", exc)
     exe = openssl or shutil.which("openssl")
     if exe is None:
         raise TlsError(
@@ -170,10 +179,20 @@ def ensure_self_signed(hostname: str, data_dir: Path, openssl: str | None = None
         _remove(tmp_cert, tmp_key)
         detail = proc.stderr.strip().splitlines()[-1:] or ["no message"]
         raise TlsError(f"{exe} req failed (exit {proc.returncode}): {detail[0]}")
-    os.chmod(tmp_key, 0o600)
-    os.replace(tmp_key, files.key)  # key first: a cert without its key is never left alone
-    os.replace(tmp_cert, files.cert)
-    _fsync_dir(directory)
+    try:
+        _check_written(TlsFiles(tmp_cert, tmp_key))  # rule 3
+        os.chmod(tmp_key, 0o600)
+        for path in (tmp_key, tmp_cert):
+            _fsync_file(path)
+        os.replace(tmp_key, files.key)  # key first: a cert without its key is never left alone
+        os.replace(tmp_cert, files.cert)
+        _fsync_dir(directory)
+    except OSError as exc:
+        _remove(tmp_cert, tmp_key)
+        raise TlsError(f"{directory}: cannot store the self-signed certificate: {exc.strerror or exc}") from None
+    except TlsError:
+        _remove(tmp_cert, tmp_key)
+        raise
     log.warning(
         "tls: no [tls] cert/key configured; generated a self-signed certificate for %s in %s "
         "(remote clients will not trust it; set [tls] cert and key for real use)",
@@ -200,6 +219,22 @@ def _remove(*paths: Path) -> None:
             pass
         except OSError as exc:
             log.warning("tls: could not remove %s: %s", path, exc)
+
+
+def _check_written(files: TlsFiles) -> None:
+    """Rule 3: what ``openssl`` wrote is a whole, matching pair (it may exit 0 on a full disk)."""
+    for path in (files.cert, files.key):
+        if path.stat().st_size == 0:
+            raise TlsError(f"{path}: openssl wrote an empty file (is the disk full?)")
+    server_context(files)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(directory: Path) -> None:

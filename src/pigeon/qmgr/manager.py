@@ -21,6 +21,10 @@ Rules:
 7. A message committed to the intake journal (``record.body_data`` set) goes to the fast lane
    (``delivery.fastlane``), which delivers it from memory; what the lane cannot finish it moves
    into the queue files and hands back here, with its results (``complete``) or without.
+8. A full disk: an attempt whose results cannot be written leaves the record as it was, in
+   ``active/``, and is tried again after ``queue.retry_schedule[0]`` (``_tracked``);
+   ``flush`` (``pigeon queue flush``) tries those at once too, with deferred messages and the
+   fast lane's held ones.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from pigeon.delivery.base import DeliveryAgent
 from pigeon.delivery.fastlane import FastLane
 from pigeon.delivery.relay import RelayJob, RelayResult
 from pigeon.proto.smtp.reply import Reply
-from pigeon.queue.store import Attempt, QueueRecord, QueueStore, RcptState
+from pigeon.queue.store import Attempt, QueueRecord, QueueStore, QueueWriteError, RcptState
 
 log = logging.getLogger(__name__)
 
@@ -139,16 +143,32 @@ class QueueManager:
         return n
 
     def flush(self) -> int:
-        """Retry every deferred message now (``pigeon queue flush``)."""
+        """Retry every deferred message now (``pigeon queue flush``): those in ``deferred/``,
+        those in ``active/`` waiting for a retry after an attempt whose results could not be
+        written (a full disk, Rule 8), and the fast lane's held messages (Rule 7)."""
         n = 0
         for rec in self.queue.scan(("deferred",)):
             for r in rec.rcpts:
                 if r.status == "deferred":
                     r.next_try = 0.0
-            # Persist the cleared next_try: the attempt reloads the record from disk.
-            self.queue.update_sync(rec)
+            # Persist the cleared next_try: the attempt reloads the record from disk. On a
+            # full disk this cannot be written; the attempt is made all the same.
+            try:
+                self.queue.update_sync(rec)
+            except QueueWriteError as exc:
+                log.warning("%s: flush: cannot record the cleared retry time (%s)", rec.id, exc)
             self._make_ready(rec.id)
             n += 1
+        for qid in [q for q in self._scheduled if q not in self._inflight]:
+            try:
+                if self.queue.state_of(qid) != "active":
+                    continue  # deferred: taken above; hold: never scheduled
+            except FileNotFoundError:
+                continue
+            self._make_ready(qid)
+            n += 1
+        if self.fastlane is not None:
+            n += self.fastlane.retry_now()
         return n
 
     async def bounce_now(self, qid: QueueId) -> int:

@@ -38,7 +38,8 @@ Rules:
 3. A segment is deleted when it is not the current one, none of its messages is live, and
    every older segment is deleted; the unlink and the directory fsync run in the sync thread,
    in order, so a crash can never bring back an older segment after a newer one is gone.
-4. ``pending`` (recovery, at start-up, nothing else running) reads the segments in order and
+4. ``pending`` (recovery, at start-up, nothing else running; it lives in ``journal_read`` with
+   the entry format, the journal's lock and ``remove_segments``) reads the segments in order and
    returns the messages without a done entry. Reading a segment stops at the first entry that
    is incomplete or fails its CRC: the tail of a crashed write, never acknowledged (Rule 1 and
    2). Later bytes in that segment are reported, not guessed at; zeros after the last entry
@@ -55,8 +56,21 @@ Rules:
    segment is that file renamed to the next ``seg.`` name (its name becomes durable with its
    first flush, as for any new segment); if the spare is not ready yet, the new segment is an
    empty file that grows (correct, only slower: each flush then writes its size too). A
-   ``spare`` left by a crash holds no entry; the next one replaces it, and recovery never
-   reads it.
+   ``spare`` left by a crash holds no entry: it is removed as the journal opens, and recovery
+   never reads it. A spare that cannot be completed (``ENOSPC``, an I/O error) is removed at
+   once, never left holding the disk, and no spare is tried again for ``SPARE_RETRY_FIRST``
+   seconds, doubling up to ``SPARE_RETRY_MAX``.
+8. The journal takes disk space only where it clearly has some (docs/queue.md "A full
+   disk"): a spare is made, and a growing segment started or grown, only while the file system
+   has ``ROOM_SEGMENTS`` segments' worth free (``statvfs``); an entry that fits in what a
+   made-ahead segment already holds needs no room. ``admit`` says whether an entry may be
+   appended now; when it may not, the caller commits the message to the queue files instead
+   (which are given back message by message once delivered, and answer 452 when the disk is
+   full), and a current segment that holds nothing live is retired, so that its file is
+   deleted and its blocks freed.
+9. ``body_location`` tells where a live message's body is, so that a message whose delivery
+   must wait (the fast lane's held messages) need not be kept in memory: it is read back from
+   its segment (``read_at``), which is not deleted while the message is live (Rule 3).
 
 What can go wrong: ``OSError`` from ``append`` (disk full: the caller answers 452) and from
 ``sync`` (I/O error: 452); a corrupt segment at start-up (logged, readable entries kept).
@@ -65,44 +79,42 @@ What can go wrong: ``OSError`` from ``append`` (disk full: the caller answers 45
 from __future__ import annotations
 
 import asyncio
-import errno
-import fcntl
-import json
 import logging
 import os
-import struct
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from pigeon.core.queueid import QueueId, is_queue_id
+from pigeon.core.queueid import QueueId
+from pigeon.queue.journal_read import (
+    _HEAD,
+    DONE,
+    MESSAGE,
+    PREFIX,
+    SEGMENT_BYTES,
+    SPARE,
+    JournalBusy,
+    PendingEntry,
+    _list_segments,
+    _segment_name,
+    lock_journal,
+    pending,
+    remove_segments,
+)
+from pigeon.queue.segfile import ROOM_SEGMENTS, NoRoom, has_room, make_spare, read_at, unlink_quietly, write_zeros
 from pigeon.queue.syncer import fsync_dir
 from pigeon.store.groupsync import GroupSync
 
 log = logging.getLogger(__name__)
 
-_HEAD = struct.Struct(">cIIQ")
-MESSAGE, DONE = b"M", b"D"
-SEGMENT_BYTES = 16 * 1024 * 1024
-PREFIX = "seg."
-SPARE = "spare"  # Rule 7
-ZERO_CHUNK = 1 << 20  # Rule 7: a made-ahead segment is written a MiB at a time
-MAX_HEADER = 16 * 1024 * 1024  # a record bigger than this is not a record (corruption)
-MAX_BODY = 1 << 31
-
-
-@dataclass(slots=True)
-class PendingEntry:
-    """A message found in the journal without a done entry (recovery)."""
-
-    id: QueueId
-    record: bytes  # the record's JSON (queue.record.encode_record)
-    body: bytes
-    segment: str
+ENTRY_HEAD = _HEAD.size
+# Rule 7: after a spare could not be made, wait this long before the next try (each try may
+# write a whole segment), doubling up to the maximum.
+SPARE_RETRY_FIRST = 60.0  # seconds
+SPARE_RETRY_MAX = 3600.0  # seconds
 
 
 class _Segment:
@@ -132,53 +144,32 @@ class _Segment:
             raise
 
 
-def _segment_name(seq: int) -> str:
-    return f"{PREFIX}{seq:016d}"
-
-
-def _segment_seq(name: str) -> int | None:
-    if not name.startswith(PREFIX):
-        return None
-    digits = name[len(PREFIX):]
-    return int(digits) if len(digits) == 16 and digits.isdigit() else None
-
-
-def _list_segments(root: Path) -> list[tuple[int, str]]:
-    out = []
-    for name in os.listdir(root):
-        seq = _segment_seq(name)
-        if seq is not None:
-            out.append((seq, name))
-    return sorted(out)
-
-
-def _make_spare(path: Path, size: int) -> int:
-    """Rule 7, in the journal's own thread: a zero-filled file of ``size`` bytes, on disk.
-    Returns its descriptor (read-write, so that ``pwritev`` may overwrite it)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        _write_zeros(fd, 0, size)
-        os.fdatasync(fd)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+_make_spare = make_spare  # Rule 7 (a module global, so that tests can make it fail)
+__all__ = ["DONE", "ENTRY_HEAD", "MESSAGE", "PREFIX", "SEGMENT_BYTES", "SPARE", "Journal", "JournalBusy",
+           "NoRoom", "PendingEntry", "lock_journal", "pending", "read_at", "remove_segments"]
 
 
 class Journal:
     def __init__(self, root: Path, sync: GroupSync, *, segment_bytes: int = SEGMENT_BYTES,
-                 made_ahead: bool = False) -> None:
+                 made_ahead: bool = False, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.root = root
         self._sync = sync
         self._segment_bytes = segment_bytes
         self._made_ahead = made_ahead  # Rule 7
         self._maker: ThreadPoolExecutor | None = None
         self._spare: Future[int] | None = None
+        self._spare_pause = 0.0  # Rule 7: the back-off after a spare that could not be made
+        self._spare_after = 0.0  # monotonic() before which no spare is tried
+        self._monotonic = monotonic  # Rule 7's back-off (tests pass their own)
+        self._declining = False  # Rule 8: admit said no last time (logged once per change)
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if made_ahead:
+            unlink_quietly(root / SPARE)  # Rule 7: one left by a crash holds no entry
         existing = _list_segments(root)
         self._next_seq = existing[-1][0] + 1 if existing else 1
         self._segments: list[_Segment] = []  # oldest first; the last is the current one
         self._where: dict[QueueId, _Segment] = {}
+        self._bodies: dict[QueueId, tuple[int, int]] = {}  # Rule 9: (offset, length) in its segment
         self._done_parts: list[bytes] = []  # done entries not yet written (Rule 6)
         self._done_scheduled = False
         self.appends = 0
@@ -206,24 +197,41 @@ class Journal:
         return seg
 
     def _make_spare(self) -> None:
-        """Rule 7: start making the next segment, unless one is being made."""
-        if not self._made_ahead or self._spare is not None:
+        """Rule 7: start making the next segment, unless one is being made or a failed one
+        is too recent."""
+        if not self._made_ahead or self._spare is not None or self._monotonic() < self._spare_after:
             return
         if self._maker is None:
             self._maker = ThreadPoolExecutor(1, thread_name_prefix="pigeon-journal-spare")
         self._spare = self._maker.submit(_make_spare, self.root / SPARE, self._segment_bytes)
 
-    def _take_spare(self, name: str, path: Path) -> _Segment | None:
-        """Rule 7: the spare, renamed to ``name``, if it is ready; else None."""
+    def _spare_ready(self) -> bool:
+        """Rule 7: the spare is made. A spare that failed is forgotten here (its file is gone
+        already) and the back-off starts or doubles."""
         spare = self._spare
         if spare is None or not spare.done():
-            return None
+            return False
+        exc = spare.exception()
+        if exc is None:
+            self._spare_pause = 0.0
+            return True
         self._spare = None
-        try:
-            fd = spare.result()
-        except OSError as exc:
-            log.error("journal: cannot make the next segment ahead (%s); using a growing one", exc)
+        if isinstance(exc, NoRoom):
+            log.info("journal: %s has %s; no segment is made ahead", self.root, exc.strerror)
+            return False
+        self._spare_pause = min(max(self._spare_pause * 2, SPARE_RETRY_FIRST), SPARE_RETRY_MAX)
+        self._spare_after = self._monotonic() + self._spare_pause
+        log.error("journal: cannot make the next segment ahead (%s); its file is removed and the "
+                  "next try is in %.0f s", exc, self._spare_pause)
+        return False
+
+    def _take_spare(self, name: str, path: Path) -> _Segment | None:
+        """Rule 7: the spare, renamed to ``name``, if it is ready; else None."""
+        if not self._spare_ready():
             return None
+        spare, self._spare = self._spare, None
+        assert spare is not None
+        fd = spare.result()
         try:
             os.rename(self.root / SPARE, path)
         except OSError as exc:
@@ -231,6 +239,36 @@ class Journal:
             log.error("journal: cannot rename the spare segment to %s (%s); using a growing one", name, exc)
             return None
         return _Segment(name, path, fd, made_ahead=True)
+
+    def admit(self, size: int) -> bool:
+        """Rule 8: whether an entry of ``size`` bytes (record and body) may be appended now.
+        When it may not, a current segment holding nothing live is retired (and deleted)."""
+        need = ENTRY_HEAD + size
+        seg = self._segments[-1] if self._segments else None
+        if seg is not None and (seg.fd < 0 or seg.end >= self._segment_bytes):
+            seg = None  # the next append opens a new segment
+        if seg is not None and seg.made_ahead and seg.end + need <= self._segment_bytes:
+            return True  # the blocks exist already: no room needed
+        if (seg is None and self._spare_ready()) or has_room(self.root, self._segment_bytes):
+            if self._declining:
+                self._declining = False
+                log.warning("journal: %s has room again; fresh local mail takes the journal", self.root)
+            return True
+        if not self._declining:
+            self._declining = True
+            log.warning("journal: %s has less than %d segments' worth of free space; fresh mail takes "
+                        "the queue files until there is room", self.root, ROOM_SEGMENTS)
+        current = self._segments[-1] if self._segments else None
+        if current is not None and current.fd >= 0 and not current.live:
+            self._retire(current)
+        return False
+
+    def body_location(self, qid: QueueId) -> tuple[Path, int, int]:
+        """Rule 9: (segment path, offset, length) of a live message's body; KeyError when the
+        message is not live here."""
+        seg = self._where[qid]
+        offset, length = self._bodies[qid]
+        return seg.path, offset, length
 
     def _retire(self, seg: _Segment) -> None:
         """No more appends to ``seg``: close it in the sync thread, after its waiters' flushes.
@@ -242,7 +280,9 @@ class Journal:
         self._sync.sync(("close", fd), partial(os.close, fd)).add_done_callback(_log_failure(f"closing {seg.name}"))
         self._collect()
 
-    def _write(self, kind: bytes, header: bytes, body: bytes) -> _Segment:
+    def _write(self, kind: bytes, header: bytes, body: bytes) -> tuple[_Segment, int]:
+        """Append one entry (after any done entries waiting); returns its segment and where
+        the entry starts in it."""
         seg = self._current()
         crc = zlib.crc32(body, zlib.crc32(header))
         parts = [_HEAD.pack(kind, crc, len(header), len(body)), header, body] if body else \
@@ -259,9 +299,10 @@ class Journal:
                 log.error("journal: %d done entries lost with a failed write (those messages "
                           "would be delivered again after a crash)", len(done))
             raise
+        start = seg.end + total - (_HEAD.size + len(header) + len(body))
         seg.end += total
         self.appends += 1
-        return seg
+        return seg, start
 
     def _writev(self, seg: _Segment, parts: list[bytes], total: int) -> None:
         """One ``writev`` of whole entries; a failed or short one is cut back (Rule 1)."""
@@ -279,7 +320,7 @@ class Journal:
     def _cut(self, seg: _Segment, total: int) -> None:
         try:
             if seg.made_ahead:  # Rule 1: zeros, the clean end, over whatever reached the file
-                _write_zeros(seg.fd, seg.end, total)
+                write_zeros(seg.fd, seg.end, total)
             else:
                 os.ftruncate(seg.fd, seg.end)
         except OSError as exc:
@@ -289,9 +330,10 @@ class Journal:
 
     def append(self, qid: QueueId, record: bytes, body: bytes) -> None:
         """Append a message entry (Rule 1); durable once ``sync`` completes. Raises OSError."""
-        seg = self._write(MESSAGE, record, body)
+        seg, start = self._write(MESSAGE, record, body)
         seg.live.add(qid)
         self._where[qid] = seg
+        self._bodies[qid] = (start + _HEAD.size + len(record), len(body))
 
     def sync(self) -> asyncio.Future[None]:
         """Rule 2: a future done when every entry appended so far is on disk."""
@@ -314,6 +356,7 @@ class Journal:
         """The message is delivered or queued elsewhere: append its done entry (best effort:
         it rides with the next flush) and let its segment go when nothing in it is live."""
         seg = self._where.pop(qid, None)
+        self._bodies.pop(qid, None)
         if seg is not None:
             seg.live.discard(qid)
         header = qid.encode("ascii")
@@ -335,6 +378,11 @@ class Journal:
             return
         if not self._segments:
             self._done_parts = []  # this journal never held a message: nothing to mark
+            return
+        if self._segments[-1].fd < 0 and not self._where:
+            # Retired by ``admit`` (Rule 8) and nothing live anywhere: every segment is being
+            # deleted (Rule 3), so a new one is not made on a short disk just for these.
+            self._done_parts = []
             return
         done, self._done_parts = self._done_parts, []
         total = sum(len(d) for d in done)
@@ -379,8 +427,8 @@ class Journal:
         if self._maker is not None:
             self._maker.shutdown(wait=True)
             self._maker = None
-        if spare is None:
-            return
+        if spare is None or spare.exception() is not None:
+            return  # a spare that failed left no file (Rule 7)
         try:
             os.close(spare.result())
             os.unlink(self.root / SPARE)
@@ -397,119 +445,9 @@ class Journal:
         return self._spare
 
 
-def _write_zeros(fd: int, offset: int, length: int) -> None:
-    zeros = memoryview(bytes(min(length, ZERO_CHUNK)))  # not kept: no MiB held per process
-    while length > 0:
-        n = min(length, len(zeros))
-        if os.pwrite(fd, zeros[:n], offset) != n:
-            raise OSError(errno.EIO, "short write of zeros to the journal")
-        offset += n
-        length -= n
-
-
 def _log_failure(what: str) -> Callable[[asyncio.Future[None]], None]:
     def check(fut: asyncio.Future[None]) -> None:
         if not fut.cancelled() and fut.exception() is not None:
             log.error("journal: %s failed: %s", what, fut.exception())
 
     return check
-
-
-# -- recovery (start-up, blocking) -------------------------------------------------------------------
-
-def _entries(data: bytes, name: str) -> Iterator[tuple[bytes, bytes, bytes]]:
-    pos, end = 0, len(data)
-    used = len(data.rstrip(b"\0"))  # Rule 7: the zeros after the last entry are no entry
-    while pos < used:
-        if end - pos < _HEAD.size:
-            log.warning("journal: %s ends in a torn entry at %d (%d bytes), ignored", name, pos, end - pos)
-            return
-        kind, crc, hlen, blen = _HEAD.unpack_from(data, pos)
-        start = pos + _HEAD.size
-        stop = start + hlen + blen
-        # hlen 0: every entry has a header; a lone kind byte before zeros is a torn head (Rule 7)
-        bad = kind not in (MESSAGE, DONE) or not 0 < hlen <= MAX_HEADER or blen > MAX_BODY or stop > end
-        if not bad:
-            header = data[start:start + hlen]
-            body = data[start + hlen:stop]
-            bad = zlib.crc32(body, zlib.crc32(header)) != crc
-        if bad:
-            log.warning("journal: %s: unreadable entry at %d; the %d bytes from there are ignored "
-                        "(the tail of an interrupted write)", name, pos, end - pos)
-            return
-        yield kind, header, body
-        pos = stop
-
-
-def pending(root: Path) -> list[PendingEntry]:
-    """Rule 4: the messages in the journal without a done entry, oldest first."""
-    if not root.is_dir():
-        return []
-    found: dict[QueueId, PendingEntry] = {}
-    for _, name in _list_segments(root):
-        data = (root / name).read_bytes()
-        for kind, header, body in _entries(data, name):
-            if kind == DONE:
-                found.pop(QueueId(header.decode("ascii", "replace")), None)
-                continue
-            qid = _record_id(header)
-            if qid is None:
-                log.error("journal: %s: a message entry without a readable queue id, skipped", name)
-                continue
-            found[qid] = PendingEntry(qid, header, body, name)
-    return list(found.values())
-
-
-def _record_id(header: bytes) -> QueueId | None:
-    # Only the id is needed here; decoding the whole record is the caller's job.
-    try:
-        qid = json.loads(header).get("id")
-    except (ValueError, AttributeError):
-        return None
-    return QueueId(qid) if isinstance(qid, str) and is_queue_id(qid) else None
-
-
-class JournalBusy(OSError):
-    """Another process still holds this journal (an SMTP worker still running)."""
-
-
-LOCK_FILE = "lock"
-LOCK_POLL = 0.1  # seconds between tries while waiting for a journal's lock
-
-
-def lock_journal(root: Path, *, wait: float) -> int:
-    """Take the exclusive lock of a journal directory (queue rule 10); returns the fd that
-    holds it (close it to let go). Waits up to ``wait`` seconds, then raises JournalBusy."""
-    fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                os.close(fd)
-                raise JournalBusy(errno.EBUSY, "the journal is in use by a running process", str(root)) from None
-            time.sleep(LOCK_POLL)
-        except OSError:
-            os.close(fd)
-            raise
-
-
-def remove_segments(root: Path, *, spare: bool = False) -> int:
-    """After recovery moved every pending message into the queue: delete all segments, and
-    with ``spare`` the spare too (Rule 7; only when no process has this journal open: an SMTP
-    worker's, under its lock, after the worker ended)."""
-    if not root.is_dir():
-        return 0
-    if spare:
-        try:
-            os.unlink(root / SPARE)
-        except FileNotFoundError:
-            pass
-    names = _list_segments(root)
-    for _, name in names:
-        os.unlink(root / name)
-    if names:
-        fsync_dir(root)
-    return len(names)

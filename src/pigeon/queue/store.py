@@ -42,6 +42,18 @@ Rules:
    server, ``w1``… for SMTP worker processes). A worker holds an exclusive lock on its journal
    directory while it runs; draining a journal (``recover``, or the server after a worker
    ended) takes that lock first, so a journal is never drained while its owner still appends.
+11. A full disk (docs/queue.md "A full disk"): ``commit(fast=True)`` asks the journal first
+   (``Journal.admit``, journal Rule 8); when the journal has no room, the message takes the
+   queue files as any other, and is answered 452 if they cannot be written. The 250 always
+   rests on a completed write and flush: a journal entry written into blocks a made-ahead
+   segment already holds, or the queue files.
+12. A message whose fast delivery and spill both failed stays live in the journal, retried in
+   place by the fast lane; ``journal_body`` reads its body back, and ``journal_messages``
+   lists what every journal holds, for ``pigeon queue list`` (running or stopped server).
+   A start whose recovery cannot move a journal into the queue files (still no room) logs it,
+   leaves that journal's segments as they are and goes on: the server must run so that users
+   can free space; the messages stay listed and the next start moves them (the messages moved
+   before the failure are in ``active/`` already and scheduled as any other).
 
 What can go wrong: ``QueueWriteError`` (disk full, I/O error) from commit/update;
 ``RecordNotFound`` when an id is not queued; ``CorruptRecord`` from ``load``/``move``.
@@ -74,7 +86,7 @@ from pigeon.queue.record import (
     decode_record,
     encode_record,
 )
-from pigeon.queue.journal import Journal, JournalBusy, lock_journal, remove_segments
+from pigeon.queue.journal import Journal, JournalBusy, lock_journal, read_at, remove_segments
 from pigeon.queue.journal import pending as journal_pending
 from pigeon.queue.recovery import RecoveryReport, recover_queue
 from pigeon.queue.recycle import FilePool
@@ -364,7 +376,11 @@ class QueueStore:
         """Make the message durable (rule 1): in ``active/``, or with ``fast`` and a body still in
         memory, in the intake journal (rule 8). Raises QueueWriteError (rule 2)."""
         if fast and self.journal is not None and body.in_memory:
-            return await self._commit_journal(body, envelope, rcpts)
+            record = self._new_record(body, envelope, rcpts)
+            data = encode_record(record)
+            if self.journal.admit(len(data) + body.size):  # rule 11
+                return await self._commit_journal(body, record, data)
+            log.debug("queue: the journal has no room for %s; it takes the queue files", record.id)
         task = asyncio.ensure_future(self._commit(body, envelope, rcpts))
         self._background.add(task)
         task.add_done_callback(self._commit_done)
@@ -388,16 +404,14 @@ class QueueStore:
         if self.orphans is not None:
             self.orphans(record)
 
-    async def _commit_journal(self, body: BodyWriter, envelope: Envelope,
-                              rcpts: list[RcptState]) -> QueueRecord:
+    async def _commit_journal(self, body: BodyWriter, record: QueueRecord, encoded: bytes) -> QueueRecord:
         """Rule 8, without a task of its own: the append is immediate, and a caller cancelled
         while the flush runs leaves a callback that hands the record on (rule 9)."""
         journal = self.journal
         assert journal is not None
-        record = self._new_record(body, envelope, rcpts)
         data = body.take()
         try:
-            journal.append(record.id, encode_record(record), data)
+            journal.append(record.id, encoded, data)
         except OSError as exc:
             log.error("queue: journal append of %s failed: %s", record.id, exc)
             raise QueueWriteError(f"queue write failed for {record.id}: {exc}") from exc
@@ -429,6 +443,32 @@ class QueueStore:
         log.info("queue: %s committed after its client went away (no 250 was sent)", record.id)
         if self.orphans is not None:
             self.orphans(record)
+
+    async def journal_body(self, qid: QueueId) -> bytes:
+        """Rule 12: the body of a message live in this process's journal, read back from its
+        segment (KeyError when it is not live there; OSError)."""
+        if self.journal is None:
+            raise KeyError(qid)
+        path, offset, length = self.journal.body_location(qid)
+        return await asyncio.get_running_loop().run_in_executor(self._executor(), read_at, path, offset, length)
+
+    def journal_messages(self) -> list[QueueRecord]:
+        """Rule 12: every message an intake journal (any process's) still holds that is not in
+        a state directory, oldest first, as read from the disk (``pigeon queue list``).
+        Blocking; records that do not parse are left out (recovery keeps them in corrupt/)."""
+        base = self.root / JOURNAL_DIR
+        if not base.is_dir():
+            return []
+        out: list[QueueRecord] = []
+        for owner in sorted(p for p in base.iterdir() if p.is_dir()):
+            for entry in journal_pending(owner, quiet=True):
+                if self._known(entry.id):
+                    continue  # spilled; its done entry is not written yet
+                try:
+                    out.append(decode_record(entry.record, entry.id, "active"))
+                except CorruptRecord:
+                    continue
+        return sorted(out, key=lambda r: r.created)
 
     async def spill(self, record: QueueRecord, body: bytes) -> None:
         """Move a journaled message into the queue files (``active/``), durable on return.
@@ -670,7 +710,14 @@ class QueueStore:
         base = self.root / JOURNAL_DIR
         owners = sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
         for owner in owners:
-            moved = self.drain_journal(owner, report=report, wait=JOURNAL_LOCK_WAIT)
+            try:
+                moved = self.drain_journal(owner, report=report, wait=JOURNAL_LOCK_WAIT)
+            except JournalBusy:
+                raise
+            except (OSError, QueueWriteError) as exc:  # rule 11: a full disk must not stop the start
+                log.error("queue: cannot move what the intake journal %s holds into the queue (%s); it "
+                          "stays there (pigeon queue list shows it) and the next start moves it", owner, exc)
+                continue
             report.active.extend(moved)
             report.journal.extend(moved)
         if report.journal:

@@ -25,6 +25,8 @@ Rules:
    is gone, even killed): listeners closed, sessions finished (as the server's), fast-lane
    deliveries under way finished or left in its journal, which the server drains (queue rule 10).
 4. SIGHUP reloads the configuration (limits, domains, TLS certificates), as the server does.
+5. SIGUSR1 (the server's ``pigeon queue flush``) tries the fast lane's held messages at once
+   (``delivery.fastlane`` Rule 6); its handler is in place before the worker says ``ready``.
 
 What can go wrong: a bind failure or an unusable configuration ends the worker with exit
 status 1 and a log line; the server restarts it after a pause.
@@ -205,6 +207,7 @@ class Worker:
         watch = asyncio.create_task(self._watch_parent())
         try:
             await listener.start()
+            loop.add_signal_handler(signal.SIGUSR1, self.fastlane.retry_now)  # Rule 5
             pipe.send(op="ready", pid=os.getpid())
             loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
             loop.add_signal_handler(signal.SIGINT, self.stopping.set)

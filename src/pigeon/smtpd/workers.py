@@ -15,6 +15,9 @@ Rules:
    after a pause that doubles up to ``MAX_RESTART_PAUSE``.
 4. ``stop`` sends SIGTERM to every worker, waits for them (their sessions' grace period), kills
    what is left, and drains their journals.
+5. ``flush_held`` (``pigeon queue flush``) sends SIGUSR1 to every worker that said it is ready
+   (it handles the signal from then on): each tries its fast lane's held messages at once
+   (``delivery.fastlane`` Rule 6).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from pigeon.core.queueid import QueueId, is_queue_id
 from pigeon.core.results import RecipientResult
 from pigeon.proto.smtp.reply import Reply
 from pigeon.queue.record import QueueRecord, RcptState
-from pigeon.queue.store import QueueStore, RecordNotFound
+from pigeon.queue.store import QueueStore, QueueWriteError, RecordNotFound
 from pigeon.smtpd.worker import STOP_GRACE, journal_owner
 from pigeon.store.changes import ChangeNotifier
 
@@ -62,6 +65,7 @@ class SmtpWorkers:
         self._procs: dict[int, asyncio.subprocess.Process] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._ready: set[int] = set()  # Rule 5: workers (indexes) that said "ready"
         self._stopping = False
 
     async def start(self) -> None:
@@ -100,6 +104,7 @@ class SmtpWorkers:
                 await self._read(index, proc, ready)
                 rc = await proc.wait()
                 self._procs.pop(index, None)
+                self._ready.discard(index)
                 if proc.stdin is not None:
                     proc.stdin.close()
                 log.log(logging.INFO if self._stopping else logging.ERROR,
@@ -129,6 +134,7 @@ class SmtpWorkers:
                 log.error("smtp worker %d: unreadable line on its pipe: %r", index, line[:200])
                 continue
             if op == "ready":
+                self._ready.add(index)
                 if not ready.done():
                     ready.set_result(None)
             elif op == "changed" and isinstance(msg.get("dir"), str):
@@ -162,7 +168,7 @@ class SmtpWorkers:
         """Rule 3: the ended worker's journal into the queue files, then scheduled."""
         try:
             moved = await asyncio.to_thread(self._queue.drain_journal, journal_owner(index))
-        except OSError as exc:
+        except (OSError, QueueWriteError) as exc:  # a full disk too: the worker is restarted all the same
             log.error("smtp worker %d: draining its journal failed: %s (the next start does it)", index, exc)
             return
         for qid in moved:
@@ -177,6 +183,12 @@ class SmtpWorkers:
         for proc in self._procs.values():
             if proc.returncode is None:
                 proc.send_signal(signal.SIGHUP)
+
+    def flush_held(self) -> None:
+        """Rule 5."""
+        for index, proc in self._procs.items():
+            if proc.returncode is None and index in self._ready:
+                proc.send_signal(signal.SIGUSR1)
 
     async def stop(self) -> None:
         """Rule 4."""

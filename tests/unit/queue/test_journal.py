@@ -647,6 +647,8 @@ def test_a_made_ahead_segment_is_overwritten_in_place(
         await j.sync()
         seg2 = root / "seg.0000000000000002"
         assert seg2.stat().st_size == SMALL  # the spare, renamed: made to its full size
+        assert j.spare is not None
+        await asyncio.wrap_future(j.spare)  # the next spare's own fdatasync is not counted below
         monkeypatch.setattr(os, "fdatasync", fdatasync)
         j.append(c, record(c), b"C")
         await j.sync()
@@ -734,31 +736,171 @@ def test_a_short_write_into_a_made_ahead_segment_is_zeroed_so_the_next_entry_is_
     assert data[:len(good)] == good and not data[len(good):].strip(b"\0")
 
 
-def test_a_spare_that_cannot_be_made_leaves_a_growing_segment(
+def test_a_spare_that_cannot_be_made_leaves_a_growing_segment_and_backs_off(
         root: Path, gs: GroupSync, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    a, b = qid(), qid()
+    """Rule 7: a failed spare is not tried again at once (each try may write a whole segment
+    onto a disk that is full): growing segments meanwhile, and the next try after the pause,
+    which doubles when that one fails too."""
+    a, b, c = qid(), qid(), qid()
+    tries: list[float] = []
+    now = [1000.0]
 
     def full(path: Path, size: int) -> int:
+        tries.append(now[0])
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(journal_mod, "_make_spare", full)
+
+    async def go() -> None:
+        j = Journal(root, gs, segment_bytes=SMALL, made_ahead=True, monotonic=lambda: now[0])
+        assert j.spare is not None
+        with pytest.raises(OSError):
+            await asyncio.wrap_future(j.spare)
+        j.append(a, record(a), b"A" * SMALL)  # the first segment, growing; fills it
+        await j.sync()
+        assert j.spare is None  # not tried again: the back-off
+        now[0] += journal_mod.SPARE_RETRY_FIRST - 1
+        j.append(b, record(b), b"B" * SMALL)  # a second segment, growing too
+        await j.sync()
+        assert j.spare is None and len(tries) == 1
+        now[0] += 1
+        j.append(c, record(c), b"C" * SMALL)  # a third segment: the pause is over, one more try
+        await j.sync()
+        assert j.spare is not None
+        with pytest.raises(OSError):
+            await asyncio.wrap_future(j.spare)
+        j.admit(1)  # the third segment is full: looking for the spare reads its failure
+        j.close()
+
+    run(go)
+    assert tries == [1000.0, 1000.0 + journal_mod.SPARE_RETRY_FIRST]
+    assert any("next try is in 120 s" in r.getMessage() for r in caplog.records)
+    assert (root / "seg.0000000000000001").stat().st_size == len(entry_bytes(b"M", record(a), b"A" * SMALL))
+    assert by_id(pending(root)) == {a: (record(a), b"A" * SMALL), b: (record(b), b"B" * SMALL),
+                                    c: (record(c), b"C" * SMALL)}
+
+
+# -- a full disk (Rules 7 and 8) ------------------------------------------------------------------
+
+class FakeStatvfs:
+    """``os.statvfs`` as the journal sees it, with a free-space figure the test sets."""
+
+    def __init__(self, free: int) -> None:
+        self.free = free
+        self.calls = 0
+
+    def __call__(self, path: object) -> os.statvfs_result:
+        self.calls += 1
+        blocks = self.free // 4096
+        return os.statvfs_result((4096, 4096, 1 << 30, blocks, blocks, 1 << 20, 1 << 19, 1 << 19, 0, 255))
+
+
+def test_a_spare_that_fails_half_way_is_removed(root: Path, gs: GroupSync, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rule 7: the partial file of a failed spare never stays on the disk (the full-disk probe
+    found an 8 MiB partial spare holding an 8 MiB file system)."""
+    real = os.pwrite
+    written: list[int] = []
+
+    def filling(fd: int, data: bytes | memoryview, offset: int) -> int:
+        n = real(fd, data[: len(data) // 2], offset)  # the disk is full half way
+        written.append(n)
+        return n
+
+    monkeypatch.setattr(os, "pwrite", filling)
 
     async def go() -> None:
         j = Journal(root, gs, segment_bytes=SMALL, made_ahead=True)
         assert j.spare is not None
         with pytest.raises(OSError):
             await asyncio.wrap_future(j.spare)
-        j.append(a, record(a), b"A" * SMALL)  # the first segment, growing; fills it
-        await j.sync()
-        assert j.spare is not None  # tried again
-        with pytest.raises(OSError):
-            await asyncio.wrap_future(j.spare)
-        j.append(b, record(b), b"B")  # a second segment, growing too
-        await j.sync()
+        assert not (root / "spare").exists()
         j.close()
 
     run(go)
-    assert any("cannot make the next segment ahead" in r.getMessage() for r in caplog.records)
-    assert (root / "seg.0000000000000001").stat().st_size == len(entry_bytes(b"M", record(a), b"A" * SMALL))
-    assert (root / "seg.0000000000000002").stat().st_size == len(entry_bytes(b"M", record(b), b"B"))
-    assert by_id(pending(root)) == {a: (record(a), b"A" * SMALL), b: (record(b), b"B")}
+    assert written  # it did start writing before the disk filled
+    assert not (root / "spare").exists()
+
+
+def test_no_spare_and_no_growing_segment_without_room(
+        root: Path, gs: GroupSync, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Rule 8: below ROOM_SEGMENTS segments free, no spare is written at all (not one byte),
+    and ``admit`` declines an entry that would need new blocks."""
+    from pigeon.queue import segfile  # (imported here: the module is new with Rule 8)
+
+    fake = FakeStatvfs(segfile.ROOM_SEGMENTS * SMALL - 1)
+    monkeypatch.setattr(os, "statvfs", fake)
+
+    async def go() -> None:
+        j = Journal(root, gs, segment_bytes=SMALL, made_ahead=True)
+        assert j.spare is not None
+        with pytest.raises(journal_mod.NoRoom):
+            await asyncio.wrap_future(j.spare)
+        assert not j.admit(100)
+        assert not j.admit(100)
+        fake.free = segfile.ROOM_SEGMENTS * SMALL
+        assert j.admit(100)  # room again: a growing segment may start
+        j.close()
+
+    run(go)
+    assert not (root / "spare").exists()
+    assert segments(root) == []
+    assert fake.calls >= 3
+    messages = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert sum("fresh mail takes the queue files" in m for m in messages) == 1  # once, not per message
+    assert sum("has room again" in m for m in messages) == 1
+
+
+def test_a_made_ahead_segment_takes_entries_on_a_full_disk_until_it_is_full(
+        root: Path, gs: GroupSync, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rule 8: an entry that fits in a made-ahead segment's blocks needs no room; one that
+    does not, with no spare ready and no room, is declined, and the segment, once nothing in
+    it is live, is retired and deleted: its blocks go back to the disk."""
+    a = qid()
+    fake = FakeStatvfs(1 << 40)
+    monkeypatch.setattr(os, "statvfs", fake)
+
+    async def go() -> None:
+        j = Journal(root, gs, segment_bytes=SMALL, made_ahead=True)
+        assert j.spare is not None
+        await asyncio.wrap_future(j.spare)
+        j.append(a, record(a), b"A")
+        await j.sync()
+        fake.free = 0  # the disk fills up
+        assert j.admit(SMALL // 2)  # fits in what the segment holds
+        assert not j.admit(SMALL)  # would grow the file: declined
+        assert segments(root) == ["seg.0000000000000001"]  # a is live in it
+        j.done(a)
+        await asyncio.sleep(0)  # the done entry is written at the end of the turn
+        assert not j.admit(SMALL)
+        await barrier(gs)
+        assert segments(root) == []  # retired and deleted
+        j.close()
+
+    run(go)
+    assert pending(root) == []
+
+
+def test_body_location_reads_a_live_body_back(root: Path, gs: GroupSync) -> None:
+    """Rule 9: where a live message's body is, also behind done entries written with it and
+    in a made-ahead segment."""
+    a, b, c = qid(), qid(), qid()
+    body_b = bytes(range(256)) * 40
+
+    async def go() -> None:
+        j = Journal(root, gs, segment_bytes=SMALL, made_ahead=True)
+        assert j.spare is not None
+        await asyncio.wrap_future(j.spare)
+        j.append(a, record(a), b"A" * 10)
+        j.append(c, record(c), b"C")
+        await j.sync()
+        j.done(a)  # its done entry rides with b's entry, in the same write
+        j.append(b, record(b), body_b)
+        await j.sync()
+        for q, body in ((b, body_b), (c, b"C")):
+            path, offset, length = j.body_location(q)
+            assert journal_mod.read_at(path, offset, length) == body
+        with pytest.raises(KeyError):
+            j.body_location(a)
+        j.close()
+
+    run(go)

@@ -18,6 +18,9 @@ Rules:
 5. APPEND writes and fsyncs the file before it takes the account lock; the message is
    committed (file linked into ``cur/``, ``cur/`` fsynced, index row committed) before the
    UID is returned (UIDPLUS APPENDUID, RFC 4315 §3).
+   On a full disk (``index.disk_full``) APPEND is ``MailboxError("OVERQUOTA")``, which IMAP
+   answers ``NO [OVERQUOTA]`` (RFC 5530 §3; the code RFC 9208 uses for an APPEND that a
+   resource limit refuses), and nothing of it is left behind.
 6. Deleted folders are renamed to ``..deleted-<unique>`` first (atomic; not a mailbox name,
    ``folders`` Rule 4) and removed afterwards; leftovers are removed when the account opens.
 
@@ -31,6 +34,7 @@ import builtins
 import logging
 import os
 import shutil
+import sqlite3
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -42,6 +46,7 @@ from pigeon.store.maildir import MaildirStore
 from pigeon.store.mailbox import files, folders, ops
 from pigeon.store.mailbox.context import DEFAULT_FOLDERS, SPECIAL_USES, AccountCore
 from pigeon.store.mailbox.flags import parse_flags
+from pigeon.store.mailbox.index import disk_full
 from pigeon.store.mailbox.model import MailboxError, MailboxInfo, MailboxStatus
 from pigeon.store.mailbox.snapshot import WarmSnapshots
 from pigeon.store.mailbox.view import Mailbox
@@ -305,13 +310,26 @@ class Account:
         with core.lock:
             core.folder(name)  # NONEXISTENT before any write (the session says TRYCREATE)
         path = core.path(name)
+        try:
+            return self._append(name, path, data, letters, keywords, when)
+        except (OSError, sqlite3.Error) as exc:
+            if not disk_full(exc):
+                raise
+            log.warning("APPEND to %r of %s refused: the disk is full (%s)", name, self.address, exc)
+            raise MailboxError("OVERQUOTA", "The disk is full; delete some mail and try again") from None
+
+    def _append(self, name: str, path: Path, data: bytes, letters: str, keywords: builtins.list[str],
+                when: float) -> tuple[int, int]:
+        core = self._core
         msg = files.write_tmp(path, core.names, data, when)
         try:
             with core.lock:
                 row = core.synced(name)
-                with core.index.write() as conn:
-                    files.publish(msg, path, letters)
-                    try:
+                published = False
+                try:
+                    with core.index.write() as conn:
+                        files.publish(msg, path, letters)
+                        published = True
                         files.fsync_cur(path)
                         uid = row.uidnext
                         conn.execute("INSERT INTO message(folder, uid, base, info, keywords, modseq, "
@@ -320,9 +338,12 @@ class Account:
                                       row.highestmodseq + 1, when, msg.size))
                         conn.execute("UPDATE folder SET uidnext=?, highestmodseq=? WHERE id=?",
                                      (uid + 1, row.highestmodseq + 1, row.id))
-                    except BaseException:
+                except BaseException:
+                    # Also when the COMMIT itself failed: a file without its row would be
+                    # taken for a new message by the next scan.
+                    if published:
                         files.unlink_quietly(path / "cur" / f"{msg.base}:2,{letters}")
-                        raise
+                    raise
         finally:
             files.unlink_quietly(msg.tmp)
         core.notify(name)

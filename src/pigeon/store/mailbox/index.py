@@ -20,6 +20,15 @@ Rules:
 4. One ``Index`` (one connection) is used by one thread at a time: the owner (``Account``)
    holds its lock around every call. The connection is opened lazily and may be closed
    and reopened (``close``), so an idle account costs no file descriptors.
+5. A full disk (``disk_full``: ``ENOSPC``/``EDQUOT``, ``SQLITE_FULL``) must not lock a user
+   out of the mail that would free it: reading always works, and the callers make the writes
+   that only follow the Maildir degrade (``scan``, ``ops``, ``view``: the file names stay the
+   truth and the index catches up at the next scan). Opening needs the WAL's shared-memory
+   file, which SQLite cannot size on a full disk (``SQLITE_IOERR_SHMSIZE``): the index is then
+   opened with ``locking_mode=EXCLUSIVE``, which keeps the WAL index in this process's memory
+   (other processes wait, Rule 1), and opened normally again after ``EXCLUSIVE_RETRY``.
+   A ``COMMIT`` that fails is rolled back, so the connection is never left inside a
+   transaction. ``degraded`` logs a skipped write at most once a minute per account.
 
 What can go wrong: ``sqlite3.Error`` (disk full, a corrupt file) propagates; the session
 answers ``NO``. A deleted index is rebuilt from the Maildir with new UIDVALIDITY values.
@@ -27,8 +36,10 @@ answers ``NO``. A deleted index is rebuilt from the Maildir with new UIDVALIDITY
 
 from __future__ import annotations
 
+import errno
 import logging
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,6 +51,19 @@ INDEX_NAME = "pigeon-index.sqlite3"
 UIDVALIDITY_FLOOR_NAME = "pigeon-uidvalidity"
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 10_000  # a second process's write transaction (a big COPY) can take seconds
+EXCLUSIVE_RETRY = 60.0  # Rule 5: seconds before an index opened exclusively tries a normal open
+DEGRADED_LOG_EVERY = 60.0  # Rule 5: seconds between two log lines about skipped index writes
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Rule 5: the error says the disk (or the user's quota) is full."""
+    if isinstance(exc, OSError):
+        return exc.errno in _FULL_ERRNOS
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        return code is not None and (code & 0xFF == sqlite3.SQLITE_FULL or code == sqlite3.SQLITE_IOERR_SHMSIZE)
+    return False
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
@@ -100,18 +124,47 @@ class Index:
         self.path = path
         self._conn: sqlite3.Connection | None = None
         self._durable = True
+        self._exclusive_until = 0.0  # Rule 5: time.monotonic() of the next normal open
+        self._degraded_at = -DEGRADED_LOG_EVERY
 
     @property
     def conn(self) -> sqlite3.Connection:
+        conn = self._conn
+        if (conn is not None and self._exclusive_until and not conn.in_transaction
+                and time.monotonic() >= self._exclusive_until):
+            self.close()  # Rule 5: try a normal open again (never inside a transaction)
         if self._conn is None:
-            self._conn = self._open()
+            self._conn = self._open_or_exclusive()
         return self._conn
 
-    def _open(self) -> sqlite3.Connection:
+    def _open_or_exclusive(self) -> sqlite3.Connection:
+        self._exclusive_until = 0.0
+        try:
+            return self._open()
+        except sqlite3.OperationalError as exc:
+            if not disk_full(exc):
+                raise
+            log.warning("index %s: cannot open it shared on a full disk (%s); opening it exclusively "
+                        "(other processes wait) for %.0f s", self.path, exc, EXCLUSIVE_RETRY)
+        conn = self._open(exclusive=True)
+        self._exclusive_until = time.monotonic() + EXCLUSIVE_RETRY
+        return conn
+
+    def degraded(self, what: str, exc: BaseException) -> None:
+        """Rule 5: log a write skipped on a full disk (at most once a minute)."""
+        now = time.monotonic()
+        if now - self._degraded_at >= DEGRADED_LOG_EVERY:
+            self._degraded_at = now
+            log.warning("index %s: the disk is full (%s); %s (the index catches up with the Maildir "
+                        "once there is room)", self.path, exc, what)
+
+    def _open(self, exclusive: bool = False) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                timeout=BUSY_TIMEOUT_MS / 1000)
         try:
             conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            if exclusive:  # before the first access: no shared-memory WAL index (Rule 5)
+                conn.execute("PRAGMA locking_mode=EXCLUSIVE")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             self._durable = True
@@ -132,6 +185,7 @@ class Index:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        self._exclusive_until = 0.0
 
     @contextmanager
     def write(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
@@ -143,10 +197,11 @@ class Index:
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
 
     # -- folders ---------------------------------------------------------------------------
 

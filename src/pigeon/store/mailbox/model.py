@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 ErrorCode = Literal["NONEXISTENT", "ALREADYEXISTS", "CANNOT", "LIMIT", "INUSE", "USEATTR",
-                    "EXPUNGEISSUED"]
+                    "EXPUNGEISSUED", "OVERQUOTA"]
 
 
 class MailboxError(Exception):

@@ -13,14 +13,25 @@ Rules:
 4. COPY hard-links each file under a new unique base in the destination, keeping flags,
    keywords, INTERNALDATE and cached values; MOVE renames instead and expunges the source
    (RFC 6851 §3.3). Destination UIDs follow source UID order (UIDPLUS, RFC 4315 §3). The
-   destination ``cur/`` (and, for MOVE, the source ``cur/``) is fsynced before the commit.
+   destination ``cur/`` (and, for MOVE, the source ``cur/``) is fsynced before the commit. A
+   transfer whose index write fails (a full disk: ``NO [OVERQUOTA]``) puts its files back.
 5. A file not found under its indexed name was renamed by another program: it is re-resolved
    by base name (``files.find_by_base``); when it is gone, the message is skipped here and
    the next scan expunges it.
+6. A full disk (index Rule 5) must not stop a user from deleting mail to free it. The Maildir
+   file name is the truth for flags and the file for existence (scan Rule 3), so: a STORE of
+   flags that live in the name (``\\Seen``, ``\\Deleted``...) whose index write fails keeps
+   its renames and returns the changed rows with their old MODSEQ (none is promised that the
+   index has not given; the next scan records the change under a new one); a STORE of
+   keywords (index only) is ``NO [OVERQUOTA]``. EXPUNGE takes ``\\Deleted`` from the file name
+   when the index lags behind it, unlinks first (which frees the space), and when the
+   tombstones still cannot be written the messages are expunged all the same: their files
+   are gone, and the next scan removes their rows.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sqlite3
@@ -30,8 +41,8 @@ from pathlib import Path
 
 from pigeon.store.mailbox import files
 from pigeon.store.mailbox.context import AccountCore
-from pigeon.store.mailbox.flags import StoreMode, apply, cur_name, parse_flags
-from pigeon.store.mailbox.index import FolderRow
+from pigeon.store.mailbox.flags import StoreMode, apply, cur_name, parse_flags, split_name
+from pigeon.store.mailbox.index import FolderRow, disk_full
 from pigeon.store.mailbox.model import MailboxError
 
 log = logging.getLogger(__name__)
@@ -77,29 +88,46 @@ def store(core: AccountCore, folder_id: int, uids: Sequence[int], mode: StoreMod
     letters, keywords = parse_flags(sorted(flags))
     changed: list[Row] = []
     failed: list[int] = []
+    before: dict[int, Row] = {}  # Rule 6: the rows as they were
     with core.lock:
         row = core.rescan(core.row_by_id(folder_id))
-        with core.index.write() as conn:
-            modseq = row.highestmodseq + 1
-            for msg in load_rows(conn, row.id, uids):
-                if unchangedsince is not None and msg.modseq > unchangedsince:
-                    failed.append(msg.uid)
-                    continue
-                info, kw = apply(msg.info, msg.keywords, mode, letters, keywords)
-                if info == msg.info and kw == msg.keywords:
-                    continue
-                if info != msg.info:
-                    src = locate(core, row, msg)
-                    if src is None:
-                        log.info("uid %d in %r vanished before STORE", msg.uid, row.name)
+        try:
+            with core.index.write() as conn:
+                modseq = row.highestmodseq + 1
+                for msg in load_rows(conn, row.id, uids):
+                    if unchangedsince is not None and msg.modseq > unchangedsince:
+                        failed.append(msg.uid)
                         continue
-                    os.rename(src, src.parent / cur_name(msg.base, info))
-                conn.execute("UPDATE message SET info=?, keywords=?, modseq=? WHERE folder=? AND uid=?",
-                             (info, kw, modseq, row.id, msg.uid))
-                changed.append(Row(msg.uid, msg.base, info, kw, modseq, msg.internaldate, msg.size))
-            if changed:
-                conn.execute("UPDATE folder SET highestmodseq=? WHERE id=?", (modseq, row.id))
+                    info, kw = apply(msg.info, msg.keywords, mode, letters, keywords)
+                    if info == msg.info and kw == msg.keywords:
+                        continue
+                    if info != msg.info:
+                        src = locate(core, row, msg)
+                        if src is None:
+                            log.info("uid %d in %r vanished before STORE", msg.uid, row.name)
+                            continue
+                        os.rename(src, src.parent / cur_name(msg.base, info))
+                    before[msg.uid] = msg  # listed before the UPDATE: its file is renamed (Rule 6)
+                    changed.append(Row(msg.uid, msg.base, info, kw, modseq, msg.internaldate, msg.size))
+                    conn.execute("UPDATE message SET info=?, keywords=?, modseq=? WHERE folder=? AND uid=?",
+                                 (info, kw, modseq, row.id, msg.uid))
+                if changed:
+                    conn.execute("UPDATE folder SET highestmodseq=? WHERE id=?", (modseq, row.id))
+        except (OSError, sqlite3.Error) as exc:
+            if not disk_full(exc):
+                raise
+            return _stored_in_names(core, changed, before, exc), failed
     return changed, failed
+
+
+def _stored_in_names(core: AccountCore, changed: list[Row], before: dict[int, Row],
+                     exc: BaseException) -> list[Row]:
+    """Rule 6: the index write of a STORE failed on a full disk; what the file names hold."""
+    if not changed or any(r.keywords != before[r.uid].keywords for r in changed):
+        raise MailboxError("OVERQUOTA", "The disk is full: only flags kept in the message's "
+                                        "file name (such as \\Deleted) can be stored now") from exc
+    core.index.degraded(f"flags of {len(changed)} message(s) kept in their file names only", exc)
+    return [dataclasses.replace(r, modseq=before[r.uid].modseq) for r in changed]
 
 
 def remove(core: AccountCore, folder_id: int, uids: Sequence[int] | None,
@@ -108,21 +136,28 @@ def remove(core: AccountCore, folder_id: int, uids: Sequence[int] | None,
     removed: list[int] = []
     with core.lock:
         row = core.rescan(core.row_by_id(folder_id))
-        with core.index.write() as conn:
-            if uids is None:
-                rows = [Row(*r) for r in conn.execute(
-                    f"SELECT {ROW_COLS} FROM message WHERE folder=? ORDER BY uid", (row.id,))]
-            else:
-                rows = load_rows(conn, row.id, uids)
-            for msg in rows:
-                if only_deleted and "T" not in msg.info:
-                    continue
-                path = locate(core, row, msg)
-                if path is not None:
-                    files.unlink_quietly(path)
-                removed.append(msg.uid)
-            if removed:
-                tombstone(conn, row, removed)
+        try:
+            with core.index.write() as conn:
+                if uids is None:
+                    rows = [Row(*r) for r in conn.execute(
+                        f"SELECT {ROW_COLS} FROM message WHERE folder=? ORDER BY uid", (row.id,))]
+                else:
+                    rows = load_rows(conn, row.id, uids)
+                for msg in rows:
+                    path = locate(core, row, msg)
+                    # Rule 6: the name's letters, when the index lags behind them.
+                    info = msg.info if path is None else split_name(path.name)[1]
+                    if only_deleted and "T" not in info:
+                        continue
+                    if path is not None:
+                        files.unlink_quietly(path)
+                    removed.append(msg.uid)
+                if removed:
+                    tombstone(conn, row, removed)
+        except (OSError, sqlite3.Error) as exc:
+            if not (disk_full(exc) and removed):
+                raise
+            core.index.degraded(f"{len(removed)} expunged message(s) left for the next scan to drop", exc)
     return removed
 
 
@@ -147,40 +182,61 @@ def transfer(core: AccountCore, src_id: int, uids: Sequence[int] | None, dest_na
         if move and dest.id == src.id:
             raise MailboxError("CANNOT", "cannot move messages into the mailbox they are in")
         dest_cur = core.path(dest.name) / "cur"
-        with core.index.write() as conn:
-            if uids is None:
-                rows = [Row(*r) for r in conn.execute(
-                    f"SELECT {ROW_COLS} FROM message WHERE folder=? ORDER BY uid", (src.id,))]
-            else:
-                rows = load_rows(conn, src.id, uids)
-            uid = dest.uidnext
-            modseq = dest.highestmodseq + 1
-            inserts = []
-            for msg in rows:
-                path = locate(core, src, msg)
-                if path is None:
-                    log.info("uid %d in %r vanished before COPY/MOVE", msg.uid, src.name)
-                    continue
-                base = files.new_base(core.names, msg.base, path, msg.size)
-                target = dest_cur / cur_name(base, msg.info)
-                if move:
-                    os.rename(path, target)
+        placed: list[tuple[Path, Path]] = []  # (source, target) of the files linked or moved
+        try:
+            with core.index.write() as conn:
+                if uids is None:
+                    rows = [Row(*r) for r in conn.execute(
+                        f"SELECT {ROW_COLS} FROM message WHERE folder=? ORDER BY uid", (src.id,))]
                 else:
-                    files.link_or_copy(path, target)
-                inserts.append((dest.id, uid, base, msg.info, msg.keywords, modseq,
-                                msg.internaldate, msg.size))
-                conn.execute("INSERT OR REPLACE INTO cache(folder, uid, key, value) "
-                             "SELECT ?, ?, key, value FROM cache WHERE folder=? AND uid=?",
-                             (dest.id, uid, src.id, msg.uid))
-                mapping.append((msg.uid, uid))
-                uid += 1
-            if inserts:
-                conn.executemany("INSERT INTO message(folder, uid, base, info, keywords, modseq, "
-                                 "internaldate, size) VALUES (?,?,?,?,?,?,?,?)", inserts)
-                conn.execute("UPDATE folder SET uidnext=?, highestmodseq=? WHERE id=?",
-                             (uid, modseq, dest.id))
-                files.fsync_cur(core.path(dest.name))
-                if move:
-                    files.fsync_cur(core.path(src.name))
-                    tombstone(conn, src, [s for s, _ in mapping])
+                    rows = load_rows(conn, src.id, uids)
+                uid = dest.uidnext
+                modseq = dest.highestmodseq + 1
+                inserts = []
+                for msg in rows:
+                    path = locate(core, src, msg)
+                    if path is None:
+                        log.info("uid %d in %r vanished before COPY/MOVE", msg.uid, src.name)
+                        continue
+                    base = files.new_base(core.names, msg.base, path, msg.size)
+                    target = dest_cur / cur_name(base, msg.info)
+                    if move:
+                        os.rename(path, target)
+                    else:
+                        files.link_or_copy(path, target)
+                    placed.append((path, target))
+                    inserts.append((dest.id, uid, base, msg.info, msg.keywords, modseq,
+                                    msg.internaldate, msg.size))
+                    conn.execute("INSERT OR REPLACE INTO cache(folder, uid, key, value) "
+                                 "SELECT ?, ?, key, value FROM cache WHERE folder=? AND uid=?",
+                                 (dest.id, uid, src.id, msg.uid))
+                    mapping.append((msg.uid, uid))
+                    uid += 1
+                if inserts:
+                    conn.executemany("INSERT INTO message(folder, uid, base, info, keywords, modseq, "
+                                     "internaldate, size) VALUES (?,?,?,?,?,?,?,?)", inserts)
+                    conn.execute("UPDATE folder SET uidnext=?, highestmodseq=? WHERE id=?",
+                                 (uid, modseq, dest.id))
+                    files.fsync_cur(core.path(dest.name))
+                    if move:
+                        files.fsync_cur(core.path(src.name))
+                        tombstone(conn, src, [s for s, _ in mapping])
+        except BaseException:
+            _undo_transfer(placed, move)  # Rule 4: a COPY or MOVE that fails leaves no trace
+            raise
     return dest.uidvalidity, mapping
+
+
+def _undo_transfer(placed: list[tuple[Path, Path]], move: bool) -> None:
+    """A failed transfer (the index write failed, often on a full disk): its files go back,
+    so that the ``NO`` is true and no later scan finds half a COPY or MOVE."""
+    for source, target in reversed(placed):
+        try:
+            if move:
+                os.rename(target, source)
+            else:
+                os.unlink(target)
+        except OSError as exc:
+            log.error("could not undo the %s of %s (the next scans take it as it is): %s",
+                      "MOVE" if move else "COPY", source.name, exc)
+

@@ -18,6 +18,10 @@ Rules:
    (threads with their own Index, or processes) never assign two UIDs to one file.
 5. The index commits only after the renames; a crash in between leaves files the next scan
    recognises by base name (Rules 2 and 3), so no message is lost or indexed twice.
+6. On a full disk (``index.disk_full``) a scan whose write fails is rolled back and the old
+   row returned (index Rule 5): the view goes on with what the index knew, and whatever the
+   scan found (new messages, changes by other programs) is found again by the next scan
+   that can write — Rule 5 covers the files it had moved.
 
 What can go wrong: FileNotFoundError when the folder's directories are gone (the caller treats
 the folder as deleted); other OSError and sqlite3.Error propagate.
@@ -34,7 +38,7 @@ from pathlib import Path
 
 from pigeon.store.mailbox.files import crlf_size_of
 from pigeon.store.mailbox.flags import cur_name, split_name
-from pigeon.store.mailbox.index import FolderRow, Index
+from pigeon.store.mailbox.index import FolderRow, Index, disk_full
 from pigeon.store.names import parse_sizes
 
 log = logging.getLogger(__name__)
@@ -52,12 +56,23 @@ class _Arrival:
 
 
 def scan(index: Index, row: FolderRow, folder: Path, force: bool = False) -> FolderRow:
-    """Bring the index up to date with ``folder``; returns the refreshed row (Rules 1-5)."""
+    """Bring the index up to date with ``folder``; returns the refreshed row (Rules 1-6)."""
     new_dir, cur_dir = folder / "new", folder / "cur"
     st_new = os.stat(new_dir).st_mtime_ns
     st_cur = os.stat(cur_dir).st_mtime_ns
     if not force and st_new == row.new_mtime and st_cur == row.cur_mtime:
         return row
+    try:
+        return _scan(index, row, new_dir, cur_dir, st_new, st_cur, force)
+    except (OSError, sqlite3.Error) as exc:
+        if not disk_full(exc):
+            raise
+        index.degraded(f"folder {row.name!r} was not rescanned", exc)  # Rule 6
+        return row
+
+
+def _scan(index: Index, row: FolderRow, new_dir: Path, cur_dir: Path, st_new: int, st_cur: int,
+          force: bool) -> FolderRow:
     with index.write() as conn:
         fresh = index.folder_by_id(row.id)
         if fresh is None:

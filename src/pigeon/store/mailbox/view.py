@@ -21,6 +21,9 @@ Rules:
 8. A view whose overlay has grown past ``REBASE_SLACK + len/REBASE_FRACTION`` entries takes
    the shared snapshot of its current state at the end of ``sync`` (when one exists or can be
    made at exactly that state) and empties its overlay.
+9. On a full disk (index Rule 5) the writes a view makes for itself degrade instead of
+   failing: a cache entry is not stored (it is only a cache), and the ``\\Recent`` claim is
+   not recorded (another session may see those messages as ``\\Recent`` too).
 
 What can go wrong: ``MailboxError("NONEXISTENT")`` when the folder was deleted or renamed
 away under the view (the IMAP session should then end with BYE); ``MailboxError
@@ -32,6 +35,7 @@ from __future__ import annotations
 import bisect
 import logging
 import os
+import sqlite3
 from array import array
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -41,7 +45,7 @@ from pigeon.store.mailbox import files, ops
 from pigeon.store.mailbox.context import AccountCore
 from pigeon.store.mailbox.folders import normalize
 from pigeon.store.mailbox.flags import cur_name
-from pigeon.store.mailbox.index import FolderRow
+from pigeon.store.mailbox.index import FolderRow, disk_full
 from pigeon.store.mailbox.model import Changes, MailboxError, MessageMeta, make_meta
 from pigeon.store.mailbox.snapshot import Snapshot, build, derive, key_of
 
@@ -330,10 +334,15 @@ class Mailbox:
         if len(value) > MAX_CACHE_VALUE:
             log.info("not caching %s of uid %d: %d octets", key, uid, len(value))
             return
-        with self._core.lock, self._core.index.write(durable=False) as conn:
-            conn.execute("INSERT OR REPLACE INTO cache(folder, uid, key, value) SELECT ?,?,?,? "
-                         "WHERE EXISTS (SELECT 1 FROM message WHERE folder=? AND uid=?)",
-                         (self._id, uid, key, value, self._id, uid))
+        try:
+            with self._core.lock, self._core.index.write(durable=False) as conn:
+                conn.execute("INSERT OR REPLACE INTO cache(folder, uid, key, value) SELECT ?,?,?,? "
+                             "WHERE EXISTS (SELECT 1 FROM message WHERE folder=? AND uid=?)",
+                             (self._id, uid, key, value, self._id, uid))
+        except sqlite3.Error as exc:
+            if not disk_full(exc):
+                raise
+            self._core.index.degraded("a FETCH result was not cached", exc)  # Rule 9
 
     def expunged_since(self, modseq: int) -> list[int]:
         """UIDs expunged with a MODSEQ above ``modseq`` (QRESYNC VANISHED (EARLIER), RFC 7162 §3.2.5.1)."""
@@ -445,9 +454,14 @@ class Mailbox:
             fresh = [u for u in uids if u >= row.recent_uid]
             self._recent.update(fresh)
             if fresh and not self.readonly:
-                with self._core.index.write() as conn:
-                    conn.execute("UPDATE folder SET recent_uid=max(recent_uid, ?) WHERE id=?",
-                                 (max(fresh) + 1, self._id))
+                try:
+                    with self._core.index.write() as conn:
+                        conn.execute("UPDATE folder SET recent_uid=max(recent_uid, ?) WHERE id=?",
+                                     (max(fresh) + 1, self._id))
+                except sqlite3.Error as exc:
+                    if not disk_full(exc):
+                        raise
+                    self._core.index.degraded("the \\Recent claim was not recorded", exc)  # Rule 9
 
     def _resolve(self, uid: int, force: bool = False) -> tuple[Path | str, bool]:
         """The file of a message and whether its name carries ``W=`` (``files`` Rule 2).
