@@ -164,7 +164,7 @@ class App:
         self.queue = QueueStore(data / "queue", self.clock, journal=True, flush=cfg.queue.flush)
         report = self.queue.recover()
         log.info("queue recovered: %s", report)
-        self.store = MaildirStore(data / "mail", cfg.hostname)
+        self.store = MaildirStore(data / "mail", cfg.hostname, commits=self.queue.commits)  # one engine
         # The mailboxes as IMAP and POP3 see them (the same Maildirs, plus the per-account index).
         self.changes = ChangeBus()  # local delivery → IMAP IDLE, at once
         self.mailstore = MailStore(data / "mail", cfg.hostname, self.clock,

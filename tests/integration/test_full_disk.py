@@ -35,7 +35,7 @@ pytestmark = pytest.mark.integration
 
 PASSWORD = "secret-pw-123"
 ALICE = "alice@example.test"
-SEGMENT = 16 * 1024 * 1024  # pigeon.queue.journal.SEGMENT_BYTES
+SEGMENT = 16 * 1024 * 1024  # pigeon.durable.journal.SEGMENT_BYTES
 
 
 def insecure() -> ssl.SSLContext:
@@ -208,7 +208,7 @@ def test_mail_accepted_into_the_journal_while_full_is_held_listed_and_delivered_
 
 
 def journal_ids(journal: Path) -> set[str]:
-    from pigeon.queue.journal import pending
+    from pigeon.durable.journal import pending
 
     return {e.id for e in pending(journal, quiet=True)}
 

@@ -194,7 +194,8 @@ class QueueConfig:
     jitter: float = 0.1
     # Send the postmaster a copy of each failure notice (Postfix notify_classes = bounce).
     notify_postmaster: bool = False
-    # How the intake journal and the fast lane's Maildir files are flushed (store.fssync):
+    # How the fast lane's Maildir files are flushed (durable.flushes; the journal always
+    # commits with an fdatasync of its segment):
     # "filesystem" = one syncfs per batch where it reports errors (Linux >= 5.8), else per file;
     # "file" = an fsync of every file and directory.
     flush: QueueFlush = "filesystem"

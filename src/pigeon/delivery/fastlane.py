@@ -1,13 +1,16 @@
 """The fast lane: local delivery of journaled messages, straight from memory.
 
-A message committed to the intake journal (``queue.journal``; small, every recipient local) is
-delivered here without touching the queue files: each recipient's Maildir file is written on the
-event loop, and the flushes (every file's fsync, then each ``new/`` directory's) are group-
-committed with every other delivery under way (``store.groupsync``), so a message costs no
+A message committed to the intake journal (``durable.journal``; small, every recipient local)
+is delivered here without touching the queue files: each recipient's Maildir file is written on
+the event loop, and the flushes (every file's fsync, then each ``new/`` directory's) are group-
+committed with every other delivery under way (``durable.commit``), so a message costs no
 thread hop of its own. The steps and their order are local delivery's (``delivery.local``,
 ``store.maildir`` Rule 2): file written, file fsynced, linked into ``new/``, ``new/`` fsynced.
-With ``[queue] flush = "filesystem"`` (``store.fssync``) each flush is the batch's one
-``syncfs``: files written, file system flushed, linked into ``new/``, file system flushed.
+With ``[queue] flush = "filesystem"`` (``durable.flushes.FsSync``) each flush is the batch's one
+``syncfs``: files written, file system flushed, linked into ``new/``, file system flushed. Why
+each flush: the files' (or the first ``syncfs``), their bytes are on disk before their names
+appear in ``new/``; ``new/``'s (or the second ``syncfs``), the names are durable before the
+message counts as delivered and its done entry lets the journal forget it.
 
 Rules:
 1. A message every recipient of which is delivered, none asking for a success DSN, is done:
@@ -24,11 +27,11 @@ Rules:
 4. Recipients are handled as ``LocalDelivery`` does: unknown user → ``550 5.1.1``; a name the
    store refuses → ``553``; an ``OSError`` → deferred ``451``/``452``; one copy per mailbox.
 
-5. With a file-system flush (``store.fssync``), both of a message's flushes (its files, then
-   its ``new/`` entries) wait up to ``NEW_FLUSH_WITHIN`` for one ``syncfs`` shared with every
-   other delivery under way (``store.groupsync`` Rule 8): under load a message costs a small
-   share of two flushes, and none of this delays the client's ``250``, which waited only for
-   the journal's ``fdatasync`` (``queue.journal`` Rule 2). The order is still the Maildir one:
+5. With a file-system flush (``durable.flushes.FsSync``), both of a message's flushes (its
+   files, then its ``new/`` entries) wait up to ``NEW_FLUSH_WITHIN`` for one ``syncfs`` shared
+   with every other delivery under way (``durable.commit`` Rule 4): under load a message costs a
+   small share of two flushes, and none of this delays the client's ``250``, which waited only
+   for the journal's ``fdatasync`` (``durable.journal`` Rule 2). The order is still the Maildir one:
    no file is linked into ``new/`` before a flush that began after it was written completed.
 6. A message whose spill fails (the queue's file system is full, or failing) is *held*: it
    stays live in the journal, which is where its 250 came from, and the lane tries it again
@@ -51,7 +54,6 @@ import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -61,13 +63,14 @@ from pigeon.core.clock import Clock
 from pigeon.core.queueid import QueueId
 from pigeon.core.results import RecipientResult
 from pigeon.delivery.local import HOST, R250_DELIVERED, UserLookup, delivered, delivery_prefix, failure, unknown_user
-from pigeon.queue.journal import Journal
+from pigeon.durable.commit import GroupCommit
+from pigeon.durable.flushes import DirSync, FileSync
+from pigeon.durable.io import unlink_quietly
+from pigeon.durable.journal import Journal
 from pigeon.queue.record import QueueRecord, RcptState
 from pigeon.queue.store import QueueStore
-from pigeon.queue.syncer import fsync_dir
 from pigeon.store.changes import ChangeNotifier
-from pigeon.store.groupsync import GroupSync
-from pigeon.store.maildir import MaildirStore, PendingFile, unlink_quietly
+from pigeon.store.maildir import MaildirStore, PendingFile
 
 log = logging.getLogger(__name__)
 
@@ -124,11 +127,11 @@ class FastLane:
                  clock: Clock, changes: ChangeNotifier | None,
                  finish: Callable[[QueueRecord, Results], Awaitable[None]],
                  submit: Callable[[QueueRecord], None], *, max_inflight: int = DEFAULT_MAX_INFLIGHT) -> None:
-        if queue.journal is None or queue.groupsync is None:
+        if queue.journal is None:
             raise ValueError("the fast lane needs a queue with its intake journal")
         self._queue = queue
         self._journal: Journal = queue.journal
-        self._sync: GroupSync = queue.groupsync
+        self._sync: GroupCommit = queue.commits
         self._store = store
         self._users = users
         self._domains = domains
@@ -329,9 +332,9 @@ class FastLane:
         (Rule 5)."""
         if self._sync.whole_fs:
             self._close_files(qid, files, outcome)
-            flushes = [self._sync.flush_fs_soon(p.maildir, NEW_FLUSH_WITHIN) for _, p in files.values()]
-        else:
-            flushes = [self._sync.sync(("fsync", id(p)), p.flush_and_close) for _, p in files.values()]
+            flushes = [self._sync.flush_fs(p.maildir, within=NEW_FLUSH_WITHIN) for _, p in files.values()]
+        else:  # the engine closes each file after its fsync
+            flushes = [self._sync.flush(FileSync(p.release(), close=True)) for _, p in files.values()]
         done = await asyncio.gather(*flushes, return_exceptions=True)
         for (key, (addr, pending)), err in zip(list(files.items()), done, strict=True):
             if isinstance(err, BaseException):
@@ -349,9 +352,9 @@ class FastLane:
                 outcome[key] = failure(qid, addr, exc)
         dirs = {path.parent for _, path in linked.values()}
         if self._sync.whole_fs:  # Rule 5: shared with the other deliveries under way
-            syncs = {d: self._sync.flush_fs_soon(d, NEW_FLUSH_WITHIN) for d in dirs}
+            syncs = {d: self._sync.flush_fs(d, within=NEW_FLUSH_WITHIN) for d in dirs}
         else:
-            syncs = {d: self._sync.sync(("dir", str(d)), partial(fsync_dir, d)) for d in dirs}
+            syncs = {d: self._sync.flush(DirSync(d)) for d in dirs}
         errors: dict[Path, Exception] = {}
         for d, fut in syncs.items():
             try:
@@ -361,7 +364,7 @@ class FastLane:
         for key, (addr, path) in linked.items():
             err = errors.get(path.parent)
             if err is not None:
-                unlink_quietly(path)  # not durable, so not delivered (store.maildir Rule 6)
+                unlink_quietly(path, self._store.io)  # not durable, so not delivered (store.maildir Rule 6)
                 outcome[key] = failure(qid, addr, err)
                 continue
             delivered(qid, addr, path, self._changes)

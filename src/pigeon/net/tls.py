@@ -20,7 +20,9 @@ Rules:
    keep the runtime dependencies few). Files are written under temporary names, checked
    (not empty, and they load as a matching pair: ``openssl`` on a full disk may exit 0 having
    written nothing), fsynced, and renamed, key first; then the directory is fsynced. So a
-   crash or a full disk never leaves an empty or half-written certificate in place.
+   crash or a full disk never leaves an empty or half-written certificate in place. The files'
+   fsyncs: their bytes are on disk before the names point at them; the directory's: the new
+   pair is what the next start finds (the fsyncs go through ``durable.io``).
 4. ``TlsManager.context()`` is the context for *new* connections. ``reload()`` reads the files
    again; when they cannot be loaded, the previous context stays in use and the error is
    logged (a broken renewal must not take TLS down). Sessions already under way keep theirs.
@@ -50,6 +52,8 @@ import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+
+from pigeon.durable.io import REAL, fsync_path
 
 log = logging.getLogger(__name__)
 
@@ -183,10 +187,10 @@ def ensure_self_signed(hostname: str, data_dir: Path, openssl: str | None = None
         _check_written(TlsFiles(tmp_cert, tmp_key))  # rule 3
         os.chmod(tmp_key, 0o600)
         for path in (tmp_key, tmp_cert):
-            _fsync_file(path)
-        os.replace(tmp_key, files.key)  # key first: a cert without its key is never left alone
-        os.replace(tmp_cert, files.cert)
-        _fsync_dir(directory)
+            fsync_path(path, REAL)  # rule 3
+        REAL.rename(tmp_key, files.key)  # key first: a cert without its key is never left alone
+        REAL.rename(tmp_cert, files.cert)
+        REAL.fsync_dir(directory)  # rule 3
     except OSError as exc:
         _remove(tmp_cert, tmp_key)
         raise TlsError(f"{directory}: cannot store the self-signed certificate: {exc.strerror or exc}") from None
@@ -227,22 +231,6 @@ def _check_written(files: TlsFiles) -> None:
         if path.stat().st_size == 0:
             raise TlsError(f"{path}: openssl wrote an empty file (is the disk full?)")
     server_context(files)
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class TlsManager:

@@ -78,7 +78,7 @@ class QueueRecord:
     rcpts: list[RcptState]
     delay_warned: bool = False
     # Not part of the record on disk: the body of a message committed to the intake journal
-    # (queue.journal), which local delivery takes from memory; None for every other record.
+    # (durable.journal), which local delivery takes from memory; None for every other record.
     body_data: bytes | None = field(default=None, repr=False, compare=False)
 
     def pending(self) -> list[RcptState]:

@@ -13,6 +13,9 @@ Rules (the recovery half of docs/queue.md):
    committed (or of a removal cut short after its record was gone): it is deleted.
 6. The ids in ``active/`` and ``deferred/`` are returned for the queue manager to schedule;
    ``hold/`` ids are reported but not scheduled.
+7. Every directory is fsynced at the end, before anything new is accepted: the clean-up is
+   durable, so a crash soon after cannot bring back a half-committed message beside new ones.
+   Every call goes through the IO seam (``durable.io``) given.
 
 What can go wrong: an ``OSError`` on the queue directory itself propagates (the server must not
 start on a queue it cannot read); errors on single files are logged and that file is skipped.
@@ -26,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pigeon.core.queueid import QueueId, is_queue_id
+from pigeon.durable.io import REAL, FileIO
 from pigeon.queue.record import CorruptRecord, State, decode_record
-from pigeon.queue.syncer import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +52,9 @@ class RecoveryReport:
         return [*self.active, *self.deferred]
 
 
-def _remove(path: Path) -> bool:
+def _remove(path: Path, io: FileIO) -> bool:
     try:
-        os.unlink(path)
+        io.unlink(path)
         return True
     except FileNotFoundError:
         return False
@@ -60,7 +63,7 @@ def _remove(path: Path) -> bool:
         return False
 
 
-def _move_aside(src: Path, corrupt_dir: Path, name: str) -> bool:
+def _move_aside(src: Path, corrupt_dir: Path, name: str, io: FileIO) -> bool:
     """Move ``src`` to ``corrupt/name`` without overwriting anything already there."""
     target = corrupt_dir / name
     n = 1
@@ -68,46 +71,46 @@ def _move_aside(src: Path, corrupt_dir: Path, name: str) -> bool:
         target = corrupt_dir / f"{name}.{n}"
         n += 1
     try:
-        os.replace(src, target)
+        io.rename(src, target)
         return True
     except OSError as exc:
         log.error("queue recovery: cannot move %s to %s: %s", src, target, exc)
         return False
 
 
-def recover_queue(root: Path) -> RecoveryReport:
+def recover_queue(root: Path, io: FileIO = REAL) -> RecoveryReport:
     report = RecoveryReport()
     corrupt_dir = root / "corrupt"
 
     for name in os.listdir(root / "tmp"):  # rule 1
-        if _remove(root / "tmp" / name):
+        if _remove(root / "tmp" / name, io):
             report.tmp_removed += 1
     if report.tmp_removed:
         log.info("queue recovery: removed %d unfinished files from tmp/", report.tmp_removed)
 
     for name in sorted(os.listdir(root / "incoming")):  # rule 2
-        _remove(root / "incoming" / name)
+        _remove(root / "incoming" / name, io)
         if is_queue_id(name):
-            _remove(root / "msg" / name)
+            _remove(root / "msg" / name, io)
         report.incoming_removed.append(name)
         log.info("queue recovery: removed uncommitted %s from incoming/", name)
 
     live: set[str] = set()
     for state in ("active", "deferred", "hold"):
-        _recover_state(root, state, report, live)
+        _recover_state(root, state, report, live, io)
 
     for name in sorted(os.listdir(root / "msg")):  # rule 5
         if not is_queue_id(name):
             log.warning("queue recovery: foreign file msg/%s moved to corrupt/", name)
-            if _move_aside(root / "msg" / name, corrupt_dir, name):
+            if _move_aside(root / "msg" / name, corrupt_dir, name, io):
                 report.corrupt.append(name)
         elif name not in live:
-            if _remove(root / "msg" / name):
+            if _remove(root / "msg" / name, io):
                 report.orphans_removed.append(name)
                 log.info("queue recovery: removed orphan body %s (never committed)", name)
 
     for sub in ("tmp", "incoming", "msg", "active", "deferred", "hold", "corrupt"):
-        fsync_dir(root / sub)  # make the clean-up itself durable before accepting new mail
+        io.fsync_dir(root / sub)  # rule 7
     log.info(
         "queue recovery: %d active, %d deferred, %d held, %d corrupt, %d orphan bodies removed",
         len(report.active),
@@ -119,14 +122,14 @@ def recover_queue(root: Path) -> RecoveryReport:
     return report
 
 
-def _recover_state(root: Path, state: State, report: RecoveryReport, live: set[str]) -> None:
+def _recover_state(root: Path, state: State, report: RecoveryReport, live: set[str], io: FileIO) -> None:
     corrupt_dir = root / "corrupt"
     ids = {"active": report.active, "deferred": report.deferred, "hold": report.hold}[state]
     for name in sorted(os.listdir(root / state)):
         path = root / state / name
         if not is_queue_id(name):  # rule 4
             log.warning("queue recovery: foreign file %s/%s moved to corrupt/", state, name)
-            if _move_aside(path, corrupt_dir, name):
+            if _move_aside(path, corrupt_dir, name, io):
                 report.corrupt.append(name)
             continue
         qid = QueueId(name)
@@ -146,7 +149,7 @@ def _recover_state(root: Path, state: State, report: RecoveryReport, live: set[s
             ids.append(qid)
             continue
         log.error("queue recovery: record %s/%s moved to corrupt/: %s", state, name, problem)  # rule 3
-        if _move_aside(path, corrupt_dir, name):
+        if _move_aside(path, corrupt_dir, name, io):
             report.corrupt.append(name)
         if body.exists() and name not in live:
-            _move_aside(body, corrupt_dir, f"{name}.body")
+            _move_aside(body, corrupt_dir, f"{name}.body", io)

@@ -23,6 +23,8 @@ Rules:
    fsync (``ftruncate``): the blocks are rewritten in place, so a message of the usual size
    neither frees nor allocates a block, and its fsync writes no allocation metadata.
 4. Safe to use from several threads at once (a lock guards the list; the renames run outside it).
+5. The renames and unlinks go through the queue's IO seam (``durable.io``): ``give`` is a step
+   of a removal, whose order the queue's rules fix.
 
 What can go wrong: ``give`` raises ``FileNotFoundError`` when the file is already gone (callers
 treat it like ``unlink``'s); other ``OSError``s from the rename propagate.
@@ -36,6 +38,8 @@ import os
 import secrets
 import threading
 from pathlib import Path
+
+from pigeon.durable.io import REAL, FileIO
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +56,9 @@ KEEP_BLOCKS = 64 * 1024
 
 
 class FilePool:
-    def __init__(self, tmp_dir: Path, limit: int = DEFAULT_POOL_LIMIT) -> None:
+    def __init__(self, tmp_dir: Path, limit: int = DEFAULT_POOL_LIMIT, *, io: FileIO = REAL) -> None:
         self.tmp_dir = tmp_dir
+        self._io = io
         self.limit = limit
         self._free: list[Path] = []
         self._lock = threading.Lock()
@@ -72,7 +77,7 @@ class FilePool:
                     return False
                 free = self._free.pop()
             try:
-                os.rename(free, target)
+                self._io.rename(free, target)
             except OSError as exc:  # someone removed it (an operator cleaning tmp/): try the next
                 log.warning("queue: pooled file %s unusable: %s", free, exc)
                 continue
@@ -84,17 +89,17 @@ class FilePool:
         with self._lock:
             full = len(self._free) >= self.limit
         if full:
-            os.unlink(path)
+            self._io.unlink(path)
             return
         target = self.tmp_dir / f"{self._prefix}{next(self._names)}"
-        os.rename(path, target)  # FileNotFoundError propagates, as unlink's would
+        self._io.rename(path, target)  # FileNotFoundError propagates, as unlink's would
         try:
             if os.stat(target).st_size > KEEP_BLOCKS:
                 os.truncate(target, 0)
         except OSError as exc:
             log.warning("queue: could not empty %s for reuse, removing it: %s", target, exc)
             try:
-                os.unlink(target)
+                self._io.unlink(target)
             except OSError as exc2:
                 log.warning("queue: could not remove %s: %s", target, exc2)
             return

@@ -13,23 +13,34 @@ Rules:
    fsynced; the record is written to ``tmp/`` and fsynced, renamed into ``active/``, and
    ``active/`` is fsynced. Only then does ``commit`` return, and only then may the SMTP server
    say 250. A record in ``active/``, ``deferred/`` or ``hold/`` therefore always has its body.
+   Each fsync's reason: the body's and the record's, their bytes are on disk before a name
+   points at them; ``msg/``'s, the body's name is durable before the record can appear;
+   ``active/``'s, the record's name is durable: the commit point.
 2. ``commit`` either completes or raises ``QueueWriteError`` (452 4.3.1) having removed every
    file it made: nothing is ever half-queued. A commit whose caller is cancelled still runs to
    the end (the message is then queued and found by the next scan; delivery is at least once).
-3. Records are only ever replaced by rename (write tmp, fsync, rename, fsync the directory).
-4. Directory fsyncs are group-committed; blocking I/O of the async methods runs in the store's
-   thread pool so that many commits proceed at once. ``commit`` and ``remove_async`` each run
-   as ONE call in that pool (body, record, renames and the shared directory fsyncs,
-   ``ThreadGroupSync``), so a message costs one hop to a thread and back, not five.
+3. Records are only ever replaced by rename (write tmp, fsync, rename, fsync the directory):
+   the new version's bytes are durable before its name replaces the old one, and the rename is
+   durable before the caller goes on (a removal or a move that follows can then never be
+   undone by a crash while the update is). A move between states is a rename plus an fsync
+   of both directories, the new name's first.
+4. Directory fsyncs are group-committed by the engine (``durable.commit``), shared with every
+   commit under way; blocking I/O of the async methods runs in the store's thread pool so
+   that many commits proceed at once. ``commit`` and ``remove_async`` each run as ONE call in
+   that pool (body, record, renames and the shared directory fsyncs, ``flush_blocking``), so a
+   message costs one hop to a thread and back, not five. ``update`` and ``move_async`` ask the
+   engine from the event loop (``flush``). Every system call goes through the store's IO
+   seam (``durable.io``).
 5. Removing a message removes the record first, then the body: a crash in between leaves an
-   orphan body, which ``recover`` deletes; it never leaves a record without a body.
+   orphan body, which ``recover`` deletes; it never leaves a record without a body. The fsync
+   of the record's directory comes before the body goes, for the same reason.
 6. Names that fail ``is_queue_id`` are never opened as records.
 7. Removed bodies and records are not unlinked but kept in ``tmp/`` for the next message
    (``recycle.FilePool``): a rename takes the name out of its directory exactly as an unlink
    would, and no inode is allocated or freed per message. The next body or record overwrites
    the file in place and cuts it to its own length before its fsync (recycle rule 3).
    Recovery clears them with the rest of ``tmp/``.
-8. The intake journal (``queue.journal``, docs/queue.md "The intake journal"): with
+8. The intake journal (``durable.journal``, docs/queue.md "The intake journal"): with
    ``journal=True`` (the server), a body up to ``MEMORY_BODY`` stays in memory while it is
    received, and ``commit(..., fast=True)`` appends record and body to the journal and returns
    after the journal's group flush: that flush is the commit point of such a message. The
@@ -86,13 +97,13 @@ from pigeon.queue.record import (
     decode_record,
     encode_record,
 )
-from pigeon.queue.journal import Journal, JournalBusy, lock_journal, read_at, remove_segments
-from pigeon.queue.journal import pending as journal_pending
+from pigeon.durable.commit import GroupCommit
+from pigeon.durable.flushes import DirSync, wants_syncfs
+from pigeon.durable.io import REAL, FileIO, makedirs_durable, unlink_quietly, write_all, write_file_synced
+from pigeon.durable.journal import Journal, JournalBusy, lock_journal, read_at, remove_segments
+from pigeon.durable.journal import pending as journal_pending
 from pigeon.queue.recovery import RecoveryReport, recover_queue
 from pigeon.queue.recycle import FilePool
-from pigeon.queue.syncer import DirSyncer, fsync_dir, write_file_synced
-from pigeon.store.dirsync import ThreadGroupSync
-from pigeon.store.groupsync import GroupSync, whole_fs_flush
 
 __all__ = [  # the record types are re-exported: callers import the queue's API from here
     "Attempt",
@@ -147,16 +158,20 @@ class RecordNotFound(QueueError, FileNotFoundError):
 
 class BodyWriter:
     """A message body being received: in memory up to ``memory`` bytes, then streamed to
-    ``tmp/<id>``; never more than ``memory`` bytes held, whatever the message size."""
+    ``tmp/<id>`` in writes of ``BODY_BUFFER``; never more than ``memory`` bytes held, whatever
+    the message size."""
 
-    def __init__(self, qid: QueueId, path: Path, *, pool: FilePool | None = None, memory: int = 0) -> None:
+    def __init__(self, qid: QueueId, path: Path, *, pool: FilePool | None = None, memory: int = 0,
+                 io: FileIO = REAL) -> None:
         self.id = qid
         self.path = path
         self.size = 0
         self._pool = pool
+        self._io = io
         self._memory = memory
         self._mem: bytearray | None = bytearray() if memory > 0 else None
-        self._file: BinaryIO | None = None
+        self._fd = -1
+        self._buf = bytearray()  # written to the file when it reaches BODY_BUFFER
         self._reused = False
         self._opened = False  # a file exists at ``path`` (abort removes it)
         self._finished = False
@@ -168,15 +183,9 @@ class BodyWriter:
         # O_TRUNC, overwritten from offset 0 and cut to the body's length in ``seal``.
         reuse = self._pool.take(self.path) if self._pool is not None else False
         flags = os.O_WRONLY | os.O_CLOEXEC | (0 if reuse else os.O_CREAT | os.O_EXCL)
-        fd = os.open(self.path, flags, 0o600)
+        self._fd = self._io.open(self.path, flags, 0o600)
         self._reused = reuse
         self._opened = True
-        try:
-            # An explicit buffer size: no isatty() probe per open, a typical message in one write.
-            self._file = open(fd, "wb", buffering=BODY_BUFFER)  # noqa: SIM115 - closed by seal/abort
-        except BaseException:
-            os.close(fd)
-            raise
 
     def _spill(self) -> None:
         """The body outgrew memory (or must become a file): move it to ``tmp/<id>``."""
@@ -185,8 +194,12 @@ class BodyWriter:
             return
         self._open()  # on failure the body is still in memory, and the error is the caller's
         self._mem = None
-        assert self._file is not None
-        self._file.write(mem)
+        self._buf = mem
+
+    def _flush_buffer(self) -> None:
+        buf, self._buf = self._buf, bytearray()
+        if buf:
+            write_all(self._io, self._fd, buf)
 
     @property
     def closed(self) -> bool:
@@ -208,8 +221,9 @@ class BodyWriter:
         try:
             if mem is not None:
                 self._spill()
-            assert self._file is not None
-            self._file.write(data)
+            self._buf += data
+            if len(self._buf) >= BODY_BUFFER:
+                self._flush_buffer()
         except OSError as exc:
             raise QueueWriteError(f"writing body {self.id}: {exc}") from exc
         self.size += len(data)
@@ -224,77 +238,68 @@ class BodyWriter:
         return data
 
     def seal(self) -> None:
-        """Flush, fsync and close the file (the first step of the commit point). Blocking."""
+        """Write, fsync and close the file (the first step of the commit point, rule 1).
+        Blocking."""
         if self._finished:
             raise ValueError("body already finished")
         self._finished = True
         self._spill()
-        f, self._file = self._file, None
-        assert f is not None
         try:
-            f.flush()
+            self._flush_buffer()
+        except BaseException:
+            self._io.close(self._fd)
+            self._fd = -1
+            raise
+        fd, self._fd = self._fd, -1
+        try:
             if self._reused:
-                os.ftruncate(f.fileno(), self.size)  # what is left of the previous content
-            os.fsync(f.fileno())
+                self._io.ftruncate(fd, self.size)  # what is left of the previous content
+            self._io.fsync(fd)  # rule 1: the bytes on disk before a name points at them
         finally:
-            f.close()
+            self._io.close(fd)
 
     def abort(self) -> None:
         """Forget the body: close and delete the file. Safe to call more than once."""
         self._finished = True
         self._mem = None
-        if self._file is not None:
-            f, self._file = self._file, None
+        self._buf = bytearray()
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
             try:
-                f.close()
+                self._io.close(fd)
             except OSError as exc:
                 log.warning("queue: closing aborted body %s: %s", self.id, exc)
         if self._opened:
             self._opened = False
-            _unlink(self.path)
-
-
-def _unlink(path: Path) -> bool:
-    try:
-        os.unlink(path)
-        return True
-    except FileNotFoundError:
-        return False
-    except OSError as exc:
-        log.warning("queue: could not remove %s: %s", path, exc)
-        return False
+            unlink_quietly(self.path, self._io)
 
 
 class QueueStore:
     def __init__(self, root: Path, clock: Clock, *, io_threads: int = DEFAULT_IO_THREADS,
                  journal: bool = False, journal_owner: str = MAIN_JOURNAL,
-                 flush: str = "file") -> None:
+                 flush: str = "file", io: FileIO = REAL) -> None:
         self.root = root
         self.clock = clock
+        self.io = io  # rule 4: the IO seam (tests inject faults through it)
         self._io_threads = io_threads
         self._pool: ThreadPoolExecutor | None = None
-        self._syncers: dict[str, DirSyncer] = {}
-        self._syncer_loop: asyncio.AbstractEventLoop | None = None
         self._background: set[asyncio.Task[QueueRecord]] = set()
         for sub in ("tmp", "msg", *STATES):
-            (root / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
-        # Group commit for directory fsyncs issued from worker threads (rule 4). The lambda
-        # looks fsync_dir up at call time (tests replace it to inject failures).
-        self._pool_files = FilePool(root / "tmp")  # rule 7
-        self._tsync = {name: ThreadGroupSync(root / name, lambda p: fsync_dir(p))
-                       for name in ("msg", *STATES)}
+            makedirs_durable(root / sub, io=io)
+        self._pool_files = FilePool(root / "tmp", io=io)  # rule 7
+        # Group commit (rule 4), shared with the Maildir store by the app; its syncfs flushes
+        # are for the fast lane, whose Maildir files only the journal's messages have.
+        self.commits = GroupCommit(io, whole_fs=journal and wants_syncfs(flush))
         # The intake journal (rule 8), for the server; tools and tests use the files alone.
-        self.groupsync: GroupSync | None = None
         self.journal: Journal | None = None
         self.orphans: Callable[[QueueRecord], None] | None = None  # rule 9
         self._journal_lock: int | None = None
         if journal:
             jdir = root / JOURNAL_DIR / _owner(journal_owner)
-            jdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            makedirs_durable(jdir, io=io)
             if journal_owner != MAIN_JOURNAL:  # rule 10: a worker's journal is locked while in use
                 self._journal_lock = lock_journal(jdir, wait=0.0)
-            self.groupsync = GroupSync(whole_fs=whole_fs_flush(flush))
-            self.journal = Journal(jdir, self.groupsync, made_ahead=True)
+            self.journal = Journal(jdir, self.commits, made_ahead=True)
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -321,29 +326,19 @@ class QueueStore:
             self._pool = ThreadPoolExecutor(self._io_threads, thread_name_prefix="pigeon-queue-io")
         return self._pool
 
-    def _syncer(self, name: str) -> DirSyncer:
-        loop = asyncio.get_running_loop()
-        if self._syncer_loop is not loop:  # a new event loop (tests run several): fresh batches
-            self._syncers = {}
-            self._syncer_loop = loop
-        syncer = self._syncers.get(name)
-        if syncer is None:
-            syncer = self._syncers[name] = DirSyncer(self._dir(name), self._executor())
-        return syncer
+    def _dir_sync(self, name: str) -> DirSync:
+        return DirSync(self._dir(name))
 
     def dir_fsyncs(self, name: str) -> int:
-        """How many group fsyncs ran for one directory on the current loop (tests, benchmark)."""
-        syncer = self._syncers.get(name)
-        threaded = self._tsync[name].fsync_count if name in self._tsync else 0
-        return threaded + (syncer.fsyncs if syncer is not None else 0)
+        """How many group fsyncs ran for one directory so far (tests, benchmark)."""
+        return self.commits.runs_of(self._dir_sync(name))
 
     def close(self) -> None:
         """Stop the I/O threads (after the last commit)."""
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-        if self.groupsync is not None:
-            self.groupsync.close()  # runs every pending flush first
+        self.commits.close()  # runs every pending flush first
         if self.journal is not None:
             self.journal.close()
         if self._journal_lock is not None:
@@ -357,7 +352,7 @@ class QueueStore:
         path = self._dir("tmp") / qid
         memory = MEMORY_BODY if self.journal is not None else 0  # rule 8
         try:
-            return BodyWriter(qid, path, pool=self._pool_files, memory=memory)
+            return BodyWriter(qid, path, pool=self._pool_files, memory=memory, io=self.io)
         except OSError as exc:
             raise QueueWriteError(f"creating body {qid}: {exc}") from exc
 
@@ -369,7 +364,7 @@ class QueueStore:
 
     def _seal_body(self, body: BodyWriter) -> None:
         body.seal()
-        os.replace(body.path, self.body_path(body.id))
+        self.io.rename(body.path, self.body_path(body.id))
 
     async def commit(self, body: BodyWriter, envelope: Envelope, rcpts: list[RcptState], *,
                      fast: bool = False) -> QueueRecord:
@@ -450,7 +445,8 @@ class QueueStore:
         if self.journal is None:
             raise KeyError(qid)
         path, offset, length = self.journal.body_location(qid)
-        return await asyncio.get_running_loop().run_in_executor(self._executor(), read_at, path, offset, length)
+        return await asyncio.get_running_loop().run_in_executor(self._executor(), read_at, path, offset, length,
+                                                                self.io)
 
     def journal_messages(self) -> list[QueueRecord]:
         """Rule 12: every message an intake journal (any process's) still holds that is not in
@@ -480,7 +476,7 @@ class QueueStore:
             raise QueueWriteError(f"moving {record.id} into the queue failed: {exc}") from exc
 
     def _spill_blocking(self, record: QueueRecord, body: bytes, shared: bool) -> None:
-        writer = BodyWriter(record.id, self._dir("tmp") / record.id, pool=self._pool_files)
+        writer = BodyWriter(record.id, self._dir("tmp") / record.id, pool=self._pool_files, io=self.io)
         try:
             writer.write(body)
         except QueueWriteError:
@@ -508,12 +504,13 @@ class QueueStore:
         """Rule 1 in one worker-thread call, the directory fsyncs shared with concurrent commits.
         Undoes everything on failure (rule 2)."""
         tmp_rec = self._tmp_record(body.id)
+        sync = self.commits.flush_blocking
         try:
             self._seal_body(body)
             self._write_synced(tmp_rec, data)
-            self._tsync["msg"].sync()  # the body's name is durable before the record's
-            os.replace(tmp_rec, self._record_path("active", body.id))
-            self._tsync["active"].sync()  # the commit point
+            sync(self._dir_sync("msg"))  # the body's name is durable before the record's
+            self.io.rename(tmp_rec, self._record_path("active", body.id))
+            sync(self._dir_sync("active"))  # the commit point
         except OSError:
             self._undo_commit(body)
             raise
@@ -531,44 +528,45 @@ class QueueStore:
     def _commit_files_sync(self, body: BodyWriter, data: bytes) -> None:
         """Rule 1 with plain fsyncs, no threads (offline commits, recovery); rule 2 on failure."""
         tmp_rec = self._tmp_record(body.id)
+        io = self.io
         try:
             self._seal_body(body)
-            write_file_synced(tmp_rec, data)
-            fsync_dir(self._dir("msg"))
-            os.replace(tmp_rec, self._record_path("active", body.id))
-            fsync_dir(self._dir("active"))
+            write_file_synced(tmp_rec, data, io)
+            io.fsync_dir(self._dir("msg"))
+            io.rename(tmp_rec, self._record_path("active", body.id))
+            io.fsync_dir(self._dir("active"))
         except OSError:
             self._undo_commit(body)
             raise
 
     def _write_synced(self, path: Path, data: bytes) -> None:
         """``write_file_synced`` into a recycled file when one is free (rule 7). Blocking."""
+        io = self.io
         if not self._pool_files.take(path):
-            write_file_synced(path, data)
+            write_file_synced(path, data, io)
             return
-        fd = os.open(path, os.O_WRONLY)  # overwritten in place, then cut (recycle.py rule 3)
+        fd = io.open(path, os.O_WRONLY | os.O_CLOEXEC)  # overwritten in place, then cut (recycle.py rule 3)
         try:
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.ftruncate(fd, len(data))
-                os.fsync(fd)
+                write_all(io, fd, data)
+                io.ftruncate(fd, len(data))
+                io.fsync(fd)  # rule 1: the record's bytes on disk before its name is
             finally:
-                os.close(fd)
+                io.close(fd)
         except OSError:
-            _unlink(path)
+            unlink_quietly(path, io)
             raise
 
     def _undo_commit(self, body: BodyWriter) -> None:
         """Remove every file a failed commit made (rule 2): record first, then body (rule 5)."""
-        removed = _unlink(self._record_path("active", body.id))
-        _unlink(self._tmp_record(body.id))
+        io = self.io
+        removed = unlink_quietly(self._record_path("active", body.id), io)
+        unlink_quietly(self._tmp_record(body.id), io)
         body.abort()
-        _unlink(self.body_path(body.id))
+        unlink_quietly(self.body_path(body.id), io)
         if removed:  # the record had been renamed in: make its removal durable, best effort
             try:
-                fsync_dir(self._dir("active"))
+                io.fsync_dir(self._dir("active"))
             except OSError as exc:
                 log.error("queue: fsync of active/ after undoing %s failed: %s", body.id, exc)
 
@@ -614,7 +612,7 @@ class QueueStore:
         if not target.exists():
             raise RecordNotFound(f"{record.id} is not in {record.state}/")
         tmp = self._dir("tmp") / f"{record.id}.{secrets.token_hex(4)}.upd"
-        write_file_synced(tmp, encode_record(record))
+        write_file_synced(tmp, encode_record(record), self.io)
         return tmp
 
     async def update(self, record: QueueRecord) -> None:
@@ -623,28 +621,28 @@ class QueueStore:
         tmp: Path | None = None
         try:
             tmp = await loop.run_in_executor(self._executor(), self._write_update, record)
-            os.replace(tmp, self._record_path(record.state, record.id))
+            self.io.rename(tmp, self._record_path(record.state, record.id))
             tmp = None
-            await self._syncer(record.state).sync()
+            await self.commits.flush(self._dir_sync(record.state))  # rule 3
         except RecordNotFound:
             raise
         except OSError as exc:
             if tmp is not None:
-                _unlink(tmp)
+                unlink_quietly(tmp, self.io)
             raise QueueWriteError(f"updating {record.id}: {exc}") from exc
 
     def update_sync(self, record: QueueRecord) -> None:
         tmp: Path | None = None
         try:
             tmp = self._write_update(record)
-            os.replace(tmp, self._record_path(record.state, record.id))
+            self.io.rename(tmp, self._record_path(record.state, record.id))
             tmp = None
-            fsync_dir(self._dir(record.state))
+            self.io.fsync_dir(self._dir(record.state))  # rule 3
         except RecordNotFound:
             raise
         except OSError as exc:
             if tmp is not None:
-                _unlink(tmp)
+                unlink_quietly(tmp, self.io)
             raise QueueWriteError(f"updating {record.id}: {exc}") from exc
 
     def _rename_state(self, qid: QueueId, state: State) -> tuple[QueueRecord, State]:
@@ -653,23 +651,23 @@ class QueueStore:
         record = self.load(qid)  # CorruptRecord stops the move before anything changes
         old = record.state
         if old != state:
-            os.replace(self._record_path(old, qid), self._record_path(state, qid))
+            self.io.rename(self._record_path(old, qid), self._record_path(state, qid))
             record.state = state
         return record, old
 
     def move(self, qid: QueueId, state: State) -> QueueRecord:
         """Move a record between active/, deferred/ and hold/ (hold and release use this)."""
         record, old = self._rename_state(qid, state)
-        if old != state:
-            fsync_dir(self._dir(state))
-            fsync_dir(self._dir(old))
+        if old != state:  # rule 3: the new name first
+            self.io.fsync_dir(self._dir(state))
+            self.io.fsync_dir(self._dir(old))
         return record
 
     async def move_async(self, qid: QueueId, state: State) -> QueueRecord:
         """``move`` with the directory fsyncs group-committed (for the queue manager)."""
         record, old = self._rename_state(qid, state)
-        if old != state:
-            await asyncio.gather(self._syncer(state).sync(), self._syncer(old).sync())
+        if old != state:  # rule 3; both in one batch of the engine, the new name's first
+            await asyncio.gather(self.commits.flush(self._dir_sync(state)), self.commits.flush(self._dir_sync(old)))
         return record
 
     def _unlink_record(self, qid: QueueId) -> State:
@@ -688,7 +686,7 @@ class QueueStore:
     def remove(self, qid: QueueId) -> None:
         """Delete a message: the record first, then the body (rule 5)."""
         state = self._unlink_record(qid)
-        fsync_dir(self._dir(state))
+        self.io.fsync_dir(self._dir(state))  # rule 5
         self._drop_body(qid)
 
     async def remove_async(self, qid: QueueId) -> None:
@@ -697,7 +695,7 @@ class QueueStore:
 
     def _remove_blocking(self, qid: QueueId) -> None:
         state = self._unlink_record(qid)
-        self._tsync[state].sync()
+        self.commits.flush_blocking(self._dir_sync(state))  # rule 5
         self._drop_body(qid)
 
     # -- start-up ----------------------------------------------------------------------------
@@ -706,7 +704,7 @@ class QueueStore:
         """Run at start-up, before any listener opens: see recovery.py and docs/queue.md.
         Then every message an intake journal still holds is moved into ``active/`` and the
         journals' segments are deleted (rules 8 and 10)."""
-        report = recover_queue(self.root)
+        report = recover_queue(self.root, self.io)
         base = self.root / JOURNAL_DIR
         owners = sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
         for owner in owners:
@@ -747,7 +745,7 @@ class QueueStore:
                     continue
                 self._spill_blocking(record, entry.body, False)
                 moved.append(entry.id)
-            remove_segments(root, spare=lock is not None)  # the main journal's is in use here
+            remove_segments(root, spare=lock is not None, io=self.io)  # the main journal's is in use here
             return moved
         finally:
             if lock is not None:
@@ -763,9 +761,9 @@ class QueueStore:
         for suffix, data in ((".journal", record), (".body", body)):
             # Written aside and renamed: a recovery cut short and run again replaces its copy.
             tmp = self._dir("tmp") / f"{qid}{suffix}.{secrets.token_hex(4)}"
-            write_file_synced(tmp, data)
-            os.replace(tmp, corrupt / f"{qid}{suffix}")
-        fsync_dir(corrupt)
+            write_file_synced(tmp, data, self.io)
+            self.io.rename(tmp, corrupt / f"{qid}{suffix}")
+        self.io.fsync_dir(corrupt)  # kept before the journal that held it is deleted
 
 
 def _owner(name: str) -> str:

@@ -126,7 +126,7 @@ class Worker:
                                    cfg.smtp.recipient_delimiter, recheck_after=SERVER_RECHECK)
         self.queue = QueueStore(data / "queue", self.clock, journal=True,
                                 journal_owner=journal_owner(self.index), flush=cfg.queue.flush)
-        self.store = MaildirStore(data / "mail", cfg.hostname)
+        self.store = MaildirStore(data / "mail", cfg.hostname, commits=self.queue.commits)  # one engine
         self.intake = Intake(self.queue, self.directory, cfg.hostname, self.clock,
                              max_received=cfg.limits.max_received_headers,
                              local_domain=self.directory.is_local_domain)

@@ -10,14 +10,19 @@ Rules:
    overwrites; a clash picks a new name), unlink the tmp name, then fsync ``new/``. Only then is
    the message delivered. On Linux the link and unlink are one ``renameat2(RENAME_NOREPLACE)``,
    which never overwrites either; file systems without hard links fall back to ``rename()``.
+   The file's fsync: its bytes are on disk before its name appears in ``new/`` (a reader never
+   finds a short message there after a crash); ``new/``'s fsync: the name is durable before the
+   recipient counts as delivered and the queue forgets the message.
 3. CRLF line ends become LF while copying (what mutt, Dovecot and Postfix write); ``S=`` is the
    size on disk, ``W=`` the size with CRLF line ends. The copy streams in 64 KiB chunks, so memory
    is bounded for any message size.
 4. Directories are created 0700, files 0600 (virtual users under one system account). A newly
-   created directory is made durable by fsyncing its parent.
+   created directory is made durable by fsyncing its parent (``durable.io.makedirs_durable``):
+   a file made durable inside it must be reachable after a crash.
 5. ``deliver_shared`` (blocking, for worker threads) and ``deliver_async`` (the same in one
    worker-thread call) share the fsync of ``new/`` with every concurrent delivery into the same
-   Maildir (group commit, ``dirsync.ThreadGroupSync``): one thread hop per delivery.
+   Maildir (group commit, ``durable.commit``, ``flush_blocking``): one thread hop per delivery.
+   Every system call goes through the store's IO seam (``durable.io``).
 6. A failed delivery leaves nothing in ``new/`` and removes its tmp file.
 7. ``ensure`` remembers the Maildirs it has seen complete, so a delivery does not stat three
    directories each time; a delivery that fails because a directory vanished forgets it.
@@ -32,17 +37,17 @@ caller, which defers the message; ``MailboxNameError`` for an address that canno
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import errno
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from pigeon.core.address import Address
-from pigeon.store.dirsync import ThreadGroupSyncs, fsync_dir
+from pigeon.durable.commit import GroupCommit
+from pigeon.durable.flushes import DirSync
+from pigeon.durable.io import REAL, FileIO, FileWriter, makedirs_durable, unlink_quietly
 from pigeon.store.lineends import CrlfToLf, copy_crlf_to_lf
 from pigeon.store.names import UniqueNames, final_name, mailbox_components
 
@@ -64,17 +69,24 @@ SUBDIRS = ("tmp", "new", "cur")
 class MaildirStore:
     """Users' Maildirs under ``root``; safe to use from several threads at once."""
 
-    def __init__(self, root: Path, hostname: str) -> None:
+    def __init__(self, root: Path, hostname: str, *, commits: GroupCommit | None = None,
+                 io: FileIO = REAL) -> None:
         self.root = Path(root)
         self.hostname = hostname
         self._names = UniqueNames(hostname)
-        self._group = ThreadGroupSyncs()
+        # Rule 5: the app passes the queue's engine, so that the fast lane's flushes and these
+        # share their runs; alone (tools, tests) the store has its own.
+        self.commits = commits if commits is not None else GroupCommit(io, name="pigeon-maildir-sync")
+        self.io = self.commits.io
         self._complete: set[Path] = set()  # Rule 7: Maildirs known to have cur/ new/ tmp/
 
     @property
     def dir_fsyncs(self) -> int:
-        """Directory fsyncs run by ``deliver_async`` so far (group commit makes it < deliveries)."""
-        return self._group.fsync_count
+        """Directory fsyncs of the engine under ``root`` so far (group commit makes it <
+        deliveries)."""
+        prefix = str(self.root) + os.sep
+        return sum(n for key, n in list(self.commits.runs.items())
+                   if isinstance(key, tuple) and key[0] == "dir" and str(key[1]).startswith(prefix))
 
     # -- paths ---------------------------------------------------------------------------------
 
@@ -89,10 +101,8 @@ class MaildirStore:
         if maildir in self._complete:
             return maildir
         if not all(os.path.isdir(maildir / sub) for sub in SUBDIRS):
-            for path in (self.root, self.root / maildir.parent.name, maildir):
-                _mkdir_durable(path)
             for sub in SUBDIRS:
-                _mkdir_durable(maildir / sub)
+                makedirs_durable(maildir / sub, DIR_MODE, self.io)  # Rule 4
         self._complete.add(maildir)
         return maildir
 
@@ -111,9 +121,9 @@ class MaildirStore:
         """
         final = self._write_and_link(self.user_root(address), prefix, body)
         try:
-            fsync_dir(final.parent)
+            self.io.fsync_dir(final.parent)  # Rule 2
         except BaseException:
-            unlink_quietly(final)  # Rule 6
+            unlink_quietly(final, self.io)  # Rule 6
             raise
         return final
 
@@ -129,10 +139,10 @@ class MaildirStore:
             self._complete.discard(maildir)  # Rule 7: removed behind our back; the retry recreates it
             raise
         try:
-            self._group.sync(final.parent)
+            self.commits.flush_blocking(DirSync(final.parent))  # Rules 2 and 5
         except BaseException:
             # Rule 6: not durable, so not delivered; the retry must not find a duplicate.
-            unlink_quietly(final)
+            unlink_quietly(final, self.io)
             raise
         return final
 
@@ -144,7 +154,8 @@ class MaildirStore:
 
     def write_tmp(self, address: Address, prefix: bytes, body: bytes) -> PendingFile:
         """Step 1 of a delivery from memory: ``tmp/<unique>`` written, not yet flushed. The
-        caller fsyncs ``fd`` and closes it (``flush_and_close``), then calls ``link_new``."""
+        caller has it flushed and closed (``release`` hands over the descriptor), then calls
+        ``link_new``."""
         maildir = self.ensure(address)
         try:
             base, tmp, fd = self._create_tmp(maildir / "tmp")
@@ -154,12 +165,12 @@ class MaildirStore:
         try:
             conv = CrlfToLf()
             parts = [conv.feed(prefix), conv.feed(body), conv.finish()]
-            _write_all(fd, parts)
+            _write_all(self.io, fd, parts)
         except BaseException:
-            os.close(fd)
-            unlink_quietly(tmp)
+            self.io.close(fd)
+            unlink_quietly(tmp, self.io)
             raise
-        return PendingFile(maildir, base, tmp, fd, conv.size, conv.crlf_size)
+        return PendingFile(maildir, base, tmp, fd, conv.size, conv.crlf_size, self.io)
 
     def link_new(self, pending: PendingFile) -> Path:
         """Step 2, after the file's fsync: link it into ``new/`` (Rule 2). The caller then
@@ -168,24 +179,22 @@ class MaildirStore:
             return self._link_into_new(pending.maildir / "new", pending.tmp, pending.base,
                                        pending.size, pending.crlf_size)
         except BaseException:
-            unlink_quietly(pending.tmp)
+            unlink_quietly(pending.tmp, self.io)
             raise
 
     def _write_and_link(self, maildir: Path, prefix: bytes, body: BinaryIO) -> Path:
         base, tmp, fd = self._create_tmp(maildir / "tmp")
         try:
             try:
-                out = os.fdopen(fd, "wb", buffering=WRITE_BUFFER)  # explicit: no isatty() probe
-            except BaseException:
-                os.close(fd)
-                raise
-            with out:
+                out = FileWriter(self.io, fd, WRITE_BUFFER)
                 conv = copy_crlf_to_lf(prefix, body, out.write)
                 out.flush()
-                os.fsync(out.fileno())
+                self.io.fsync(fd)  # Rule 2: the bytes before the name
+            finally:
+                self.io.close(fd)
             return self._link_into_new(maildir / "new", tmp, base, conv.size, conv.crlf_size)
         except BaseException:
-            unlink_quietly(tmp)
+            unlink_quietly(tmp, self.io)
             raise
 
     def _create_tmp(self, tmp_dir: Path) -> tuple[str, Path, int]:
@@ -193,8 +202,7 @@ class MaildirStore:
             base = self._names.next()
             path = tmp_dir / base
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
-                             FILE_MODE)
+                fd = self.io.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
             except FileExistsError:
                 log.warning("maildir tmp name clash %s, choosing another", path)
                 continue
@@ -206,9 +214,9 @@ class MaildirStore:
         for _ in range(MAX_NAME_CLASHES):
             final = new_dir / final_name(name_base, size, crlf_size)
             try:
-                if _move_noreplace(tmp, final):
+                if self.io.rename_noreplace(tmp, final):
                     return final  # one call does link() and unlink(): never overwrites (Rule 2)
-                os.link(tmp, final)
+                self.io.link(tmp, final)
             except FileExistsError:
                 log.warning("maildir name clash %s, choosing another", final)
                 name_base = self._names.next()
@@ -220,45 +228,11 @@ class MaildirStore:
                 if final.exists():
                     name_base = self._names.next()
                     continue
-                os.rename(tmp, final)
+                self.io.rename(tmp, final)
                 return final
-            unlink_quietly(tmp)  # a leftover tmp name is harmless; readers clean tmp/ after 36 h
+            unlink_quietly(tmp, self.io)  # a leftover tmp name is harmless; readers clean tmp/ after 36 h
             return final
         raise OSError(errno.EEXIST, "could not find a unique name in new/", str(new_dir))
-
-
-# renameat2(RENAME_NOREPLACE) (Linux ≥ 3.15, glibc ≥ 2.28): a rename that fails with EEXIST
-# instead of replacing, i.e. link() + unlink() in one call and one directory lock instead of two.
-_AT_FDCWD = -100
-_RENAME_NOREPLACE = 1
-_UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP})
-
-
-def _load_renameat2() -> Callable[..., int] | None:
-    try:
-        fn: Callable[..., int] = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):
-        return None
-    return fn
-
-
-_renameat2: Callable[..., int] | None = _load_renameat2()
-
-
-def _move_noreplace(src: Path, dst: Path) -> bool:
-    """Rename ``src`` to ``dst`` unless ``dst`` exists (FileExistsError); False when this
-    system or file system cannot, and the caller links instead."""
-    global _renameat2
-    if _renameat2 is None:
-        return False
-    if _renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in _UNSUPPORTED:
-        _renameat2 = None  # not on this system: link() from now on
-        log.info("renameat2(RENAME_NOREPLACE) unavailable (%s); delivering with link()", os.strerror(err))
-        return False
-    raise OSError(err, os.strerror(err), str(dst))
 
 
 @dataclass(slots=True)
@@ -271,37 +245,36 @@ class PendingFile:
     fd: int  # open for writing until flushed and closed
     size: int
     crlf_size: int
+    io: FileIO
 
-    def flush_and_close(self) -> None:
-        """fsync and close the file (blocking: the sync thread runs it)."""
+    def release(self) -> int:
+        """Hand the open descriptor over to whoever flushes and closes it (the engine's
+        ``FileSync(fd, close=True)``); this file no longer closes it."""
         fd, self.fd = self.fd, -1
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        return fd
 
     def close(self) -> None:
-        """Close without an fsync: the caller flushes the whole file system (``store.fssync``)
+        """Close without an fsync: the caller flushes the whole file system (``FsSync``)
         before it links the file into ``new/``."""
         fd, self.fd = self.fd, -1
         if fd >= 0:
-            os.close(fd)
+            self.io.close(fd)
 
     def discard(self) -> None:
         """Give up: close if still open, remove the tmp file (Rule 6)."""
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
             try:
-                os.close(fd)
+                self.io.close(fd)
             except OSError:
                 pass
-        unlink_quietly(self.tmp)
+        unlink_quietly(self.tmp, self.io)
 
 
-def _write_all(fd: int, parts: list[bytes]) -> None:
+def _write_all(io: FileIO, fd: int, parts: list[bytes]) -> None:
     views = [memoryview(p) for p in parts if p]
     while views:
-        n = os.writev(fd, views)
+        n = io.writev(fd, views)
         if n <= 0:
             raise OSError(errno.EIO, "write made no progress")
         while views and n >= len(views[0]):
@@ -311,33 +284,9 @@ def _write_all(fd: int, parts: list[bytes]) -> None:
             views[0] = views[0][n:]
 
 
-def _mkdir_durable(path: Path) -> None:
-    """Create ``path`` (0700) if missing, and fsync its parent so the entry survives a crash."""
-    try:
-        os.mkdir(path, DIR_MODE)
-    except FileExistsError:
-        if not path.is_dir():
-            raise NotADirectoryError(errno.ENOTDIR, "exists and is not a directory", str(path)) from None
-        return
-    except FileNotFoundError:
-        # The parent is missing (only possible for the root itself): create the chain.
-        path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-        os.mkdir(path, DIR_MODE)
-    fsync_dir(path.parent)
-
-
 def _list_files(directory: Path) -> list[Path]:
     try:
         names = os.listdir(directory)
     except FileNotFoundError:
         return []
     return sorted(directory / n for n in names if not n.startswith("."))
-
-
-def unlink_quietly(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        log.error("could not remove %s after a failed delivery: %s", path, exc)

@@ -15,6 +15,7 @@ from pigeon.core.address import Address
 from pigeon.core.clock import FakeClock
 from pigeon.core.envelope import ClientInfo, Envelope, Recipient
 from pigeon.core.results import PermanentError, TemporaryError
+from pigeon.durable.testing import FaultyIO
 from pigeon.proto.smtp.reply import C452_INSUFFICIENT_STORAGE, C554_LOOP, C554_NO_VALID_RECIPIENTS
 from pigeon.queue.record import QueueRecord
 from pigeon.queue.store import QueueStore
@@ -248,29 +249,23 @@ def test_rcpt_after_data_is_refused(intake: Intake) -> None:
     txn.abort()
 
 
-def test_disk_full_while_streaming_is_452_at_commit(
-    queue: QueueStore, intake: Intake, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    txn = begin(intake, BOB)
-    txn.write(b"Subject: x\r\n\r\n")
-    body = txn._body
-    assert body is not None and body._file is not None
-    real = body._file
-
-    class Full:
-        def write(self, data: bytes) -> int:
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-        def close(self) -> None:
-            real.close()
-
-    body._file = Full()  # type: ignore[assignment]
-    txn.write(b"body\r\n")  # does not raise: the refusal waits for the end of DATA
-    txn.write(b"more\r\n")
-    with pytest.raises(TemporaryError) as info:
-        asyncio.run(txn.commit())
-    assert info.value.reply == C452_INSUFFICIENT_STORAGE
-    assert nothing_queued(queue)
+def test_disk_full_while_streaming_is_452_at_commit(tmp_path: Path) -> None:
+    fio = FaultyIO()
+    queue = QueueStore(tmp_path / "queue", FakeClock(), io=fio)
+    try:
+        intake = Intake(queue, Aliases(), "mx.example.net", FakeClock())
+        txn = begin(intake, BOB)
+        txn.write(b"Subject: x\r\n\r\n")
+        fio.fail("write", error=errno.ENOSPC, times=None)
+        txn.write(b"body\r\n" * 10_000)  # past the write buffer: does not raise, the refusal
+        txn.write(b"more\r\n")  # waits for the end of DATA
+        with pytest.raises(TemporaryError) as info:
+            asyncio.run(txn.commit())
+        assert info.value.reply == C452_INSUFFICIENT_STORAGE
+        assert fio.calls["write"] >= 1
+        assert nothing_queued(queue)
+    finally:
+        queue.close()
 
 
 def test_empty_message_still_gets_a_received_field(queue: QueueStore, intake: Intake) -> None:

@@ -18,13 +18,13 @@ from pigeon.core.clock import FakeClock
 from pigeon.core.envelope import ClientInfo, Envelope, Recipient
 from pigeon.core.results import RecipientResult
 from pigeon.delivery.fastlane import FastLane
-from pigeon.queue.journal import pending
+from pigeon.durable.io import FileIO, syncfs_reports_errors
+from pigeon.durable.journal import pending
+from pigeon.durable.testing import FaultyIO
 from pigeon.queue.record import QueueRecord, RcptState
 from pigeon.queue.store import QueueStore
-from pigeon.store import fssync
 from pigeon.store.changes import ChangeBus
-from pigeon.store.maildir import MaildirStore, PendingFile
-from tests.unit.store.flush_spy import FlushSpy
+from pigeon.store.maildir import MaildirStore
 
 T = TypeVar("T")
 WAIT = 5.0  # seconds; every wait here normally takes milliseconds
@@ -73,11 +73,11 @@ class Rig:
     clock: FakeClock
     changes: ChangeBus
     rec: Recorder
+    fio: FaultyIO  # the IO seam of both stores: tests set faults on it
 
     @property
     def whole_fs(self) -> bool:
-        assert self.queue.groupsync is not None
-        return self.queue.groupsync.whole_fs
+        return self.queue.commits.whole_fs
 
     def lane(self, **kw: int) -> FastLane:
         return FastLane(self.queue, self.mail, self.directory, self.directory, self.clock, self.changes,
@@ -96,11 +96,12 @@ class Rig:
 FLUSH_MODES = ["file", "filesystem"]
 
 
-def make_rig(tmp_path: Path, flush: str) -> Rig:
+def make_rig(tmp_path: Path, flush: str, fio: FaultyIO | None = None) -> Rig:
     clock = FakeClock()
-    queue = QueueStore(tmp_path / "queue", clock, journal=True, flush=flush)
-    mail = MaildirStore(tmp_path / "mail", "mx.example.net")
-    return Rig(queue, mail, FakeDirectory((BOB, CAROL), ("example.net",)), clock, ChangeBus(), Recorder())
+    fio = fio if fio is not None else FaultyIO()
+    queue = QueueStore(tmp_path / "queue", clock, journal=True, flush=flush, io=fio)
+    mail = MaildirStore(tmp_path / "mail", "mx.example.net", commits=queue.commits)  # as the app does
+    return Rig(queue, mail, FakeDirectory((BOB, CAROL), ("example.net",)), clock, ChangeBus(), Recorder(), fio)
 
 
 @pytest.fixture(params=FLUSH_MODES)
@@ -124,7 +125,7 @@ def file_rig(tmp_path: Path) -> Iterator[Rig]:
 @pytest.fixture
 def fs_rig(tmp_path: Path) -> Iterator[Rig]:
     """One syncfs per batch (``[queue] flush = "filesystem"``); needs Linux >= 5.8."""
-    if not fssync.available():
+    if not syncfs_reports_errors():
         pytest.fail("syncfs with error reporting (Linux >= 5.8) is needed for these tests")
     r = make_rig(tmp_path, "filesystem")
     assert r.whole_fs
@@ -158,10 +159,17 @@ async def deliver(rig: Rig, lane: FastLane, *rcpts: Address, notify: tuple[str, 
     record = await commit(rig, *rcpts, notify=notify, data=data, sender=sender)
     lane.take(record)
     await lane.wait_idle()
-    assert rig.queue.journal is not None and rig.queue.groupsync is not None
+    assert rig.queue.journal is not None
     await rig.queue.journal.sync()  # the done entries
-    await rig.queue.groupsync.sync(object(), lambda: None)  # unlinks and closes have run
+    await rig.queue.commits.flush(Barrier())  # unlinks and closes have run
     return record
+
+
+class Barrier:
+    key = ("barrier",)
+
+    def run(self, io: FileIO) -> None:
+        pass
 
 
 def expected(rcpt: Address, sender: str = "<alice@example.org>", body: bytes = BODY_LF) -> bytes:
@@ -227,8 +235,7 @@ def test_many_messages_at_once_share_flushes(rig: Rig) -> None:
     lane = rig.lane()
     n = 20
 
-    gs = rig.queue.groupsync
-    assert gs is not None
+    gs = rig.queue.commits
 
     async def go() -> tuple[int, int]:
         records = [await commit(rig, BOB, CAROL) for _ in range(n)]
@@ -295,15 +302,9 @@ def test_notify_success_spills_with_results(rig: Rig) -> None:
     assert rig.journal_pending() == []
 
 
-def test_a_failed_fsync_defers_and_leaves_no_file(file_rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_fsync_defers_and_leaves_no_file(file_rig: Rig) -> None:
     rig = file_rig
-
-    def broken(self: PendingFile) -> None:
-        fd, self.fd = self.fd, -1
-        os.close(fd)
-        raise OSError(errno.EIO, "I/O error")
-
-    monkeypatch.setattr(PendingFile, "flush_and_close", broken)
+    rig.fio.fail("fsync", match="/mail/", error=errno.EIO, times=None)
     lane = rig.lane()
     record = run(lambda: deliver(rig, lane, BOB, CAROL))
     assert (lane.delivered, lane.spilled) == (0, 1)
@@ -317,15 +318,9 @@ def test_a_failed_fsync_defers_and_leaves_no_file(file_rig: Rig, monkeypatch: py
     assert rig.queue.body_path(record.id).read_bytes() == BODY
 
 
-def test_a_full_disk_on_the_new_directory_fsync_defers_with_452(file_rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pigeon.delivery import fastlane
-
+def test_a_full_disk_on_the_new_directory_fsync_defers_with_452(file_rig: Rig) -> None:
     rig = file_rig
-
-    def full(path: Path) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(fastlane, "fsync_dir", full)
+    rig.fio.fail("fsync_dir", match="/new", error=errno.ENOSPC, times=None)
     lane = rig.lane()
     record = run(lambda: deliver(rig, lane, BOB))
     [(rec, results)] = rig.rec.finished
@@ -388,24 +383,22 @@ def test_a_queue_without_journal_is_refused(tmp_path: Path) -> None:
 
 # -- Rule 5: with a file-system flush, deliveries share syncfs calls; the commit does not wait ------
 
-def test_the_commit_flushes_only_the_journal_and_a_delivery_costs_two_shared_flushes(
-        fs_rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_commit_flushes_only_the_journal_and_a_delivery_costs_two_shared_flushes(fs_rig: Rig) -> None:
     rig = fs_rig
-    spy = FlushSpy(monkeypatch)
     lane = rig.lane()
 
     async def go() -> None:
         record = await commit(rig, BOB, CAROL)
-        # Committed by the journal's fdatasync (queue.journal Rule 2): no file-system flush,
+        # Committed by the journal's fdatasync (durable.journal Rule 2): no file-system flush,
         # and nothing written into the Maildirs yet.
-        assert spy.calls == 0
+        assert rig.fio.calls["syncfs"] == 0
         for addr in (BOB, CAROL):
             assert rig.maildir_files(addr, "tmp") == [] and rig.maildir_files(addr, "new") == []
         lane.take(record)
         await lane.wait_idle()
 
     run(go)
-    assert spy.calls == 2  # the files' flush, then the one that makes the new/ entries durable
+    assert rig.fio.calls["syncfs"] == 2  # the files' flush, then the one that makes the new/ entries durable
     assert lane.delivered == 1
     for addr in (BOB, CAROL):
         assert rig.maildir_files(addr, "tmp") == []
@@ -415,53 +408,48 @@ def test_the_commit_flushes_only_the_journal_and_a_delivery_costs_two_shared_flu
         check_name(path, expected(addr))
 
 
-def test_a_file_is_flushed_before_it_is_linked_into_new(fs_rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
-    rig = fs_rig
+def test_a_file_is_flushed_before_it_is_linked_into_new(tmp_path: Path) -> None:
+    if not syncfs_reports_errors():
+        pytest.fail("syncfs with error reporting (Linux >= 5.8) is needed for this test")
     seen: list[tuple[list[str], list[str]]] = []
-    real = fssync.FileSystem.flush
 
-    def flush(fs: fssync.FileSystem) -> None:
-        seen.append((rig.maildir_files(BOB, "tmp"), rig.maildir_files(BOB, "new")))
-        real(fs)
+    class Watching(FaultyIO):
+        def syncfs(self, fd: int) -> None:
+            seen.append((rig.maildir_files(BOB, "tmp"), rig.maildir_files(BOB, "new")))
+            super().syncfs(fd)
 
-    monkeypatch.setattr(fssync.FileSystem, "flush", flush)
+    rig = make_rig(tmp_path, "filesystem", Watching())
     lane = rig.lane()
     run(lambda: deliver(rig, lane, BOB))
     assert lane.delivered == 1
     [(tmp1, new1), (tmp2, new2)] = seen
     assert len(tmp1) == 1 and new1 == []  # the first flush: the file written, not yet linked
     assert tmp2 == [] and len(new2) == 1  # the second: linked, and its entry made durable
+    rig.queue.close()
 
 
-def test_many_messages_share_each_file_system_flush(fs_rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_many_messages_share_each_file_system_flush(fs_rig: Rig) -> None:
     rig = fs_rig
-    spy = FlushSpy(monkeypatch)
     lane = rig.lane()
     n = 20
 
     async def go() -> None:
         records = await asyncio.gather(*(commit(rig, BOB) for _ in range(n)))
-        assert spy.calls == 0  # twenty commits: the journal's fdatasyncs only
+        assert rig.fio.calls["syncfs"] == 0  # twenty commits: the journal's fdatasyncs only
         for r in records:
             lane.take(r)
         await lane.wait_idle()
 
     run(go)
     assert len(rig.maildir_files(BOB, "new")) == n and lane.delivered == n
-    assert spy.calls == 2  # every file in one flush, every new/ entry in the next
+    assert rig.fio.calls["syncfs"] == 2  # every file in one flush, every new/ entry in the next
 
 
-def test_a_failed_commit_flush_refuses_the_message_and_writes_no_mailbox_file(
-        fs_rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pigeon.queue import journal as journal_mod
+def test_a_failed_commit_flush_refuses_the_message_and_writes_no_mailbox_file(fs_rig: Rig) -> None:
     from pigeon.queue.store import QueueWriteError
 
     rig = fs_rig
-
-    def broken(seg: object, root: Path, fd: int) -> None:
-        raise OSError(errno.EIO, "I/O error")
-
-    monkeypatch.setattr(journal_mod._Segment, "flush", broken)
+    rig.fio.fail("fdatasync", match="seg.", error=errno.EIO)
     lane = rig.lane()
 
     async def go() -> None:
@@ -477,9 +465,9 @@ def test_a_failed_commit_flush_refuses_the_message_and_writes_no_mailbox_file(
 
 
 def test_a_failed_file_flush_defers_with_452_and_leaves_no_file(
-        fs_rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+        fs_rig: Rig) -> None:
     rig = fs_rig
-    FlushSpy(monkeypatch, fail={1: errno.ENOSPC})  # the files' flush fails
+    rig.fio.fail("syncfs", nth=1, error=errno.ENOSPC)  # the files' flush fails
     lane = rig.lane()
     record = run(lambda: deliver(rig, lane, BOB))
     assert (lane.delivered, lane.spilled) == (0, 1)
@@ -492,9 +480,9 @@ def test_a_failed_file_flush_defers_with_452_and_leaves_no_file(
 
 
 def test_a_failed_new_entry_flush_defers_with_452_and_leaves_no_file(
-        fs_rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+        fs_rig: Rig) -> None:
     rig = fs_rig
-    FlushSpy(monkeypatch, fail={2: errno.ENOSPC})  # the files' flush works, the new/ one not
+    rig.fio.fail("syncfs", nth=2, error=errno.ENOSPC)  # the files' flush works, the new/ one not
     lane = rig.lane()
     record = run(lambda: deliver(rig, lane, BOB))
     assert (lane.delivered, lane.spilled) == (0, 1)

@@ -21,7 +21,7 @@ from pigeon.delivery import fastlane
 from pigeon.delivery.fastlane import FastLane
 from pigeon.queue.record import QueueRecord
 from pigeon.store.maildir import PendingFile
-from tests.unit.delivery.test_fastlane import BOB, CAROL, Rig, commit, make_rig, run
+from tests.unit.delivery.test_fastlane import BOB, CAROL, Barrier, Rig, commit, make_rig, run
 
 FIRST, MAX = 0.02, 0.08  # seconds: the back-off, made short for these tests
 
@@ -69,11 +69,11 @@ class Disk:
 
 
 async def settle(rig: Rig, lane: FastLane) -> None:
-    """The lane idle, the done entries written, the sync thread's work done."""
+    """The lane idle, the done entries written, the engine thread's work done."""
     await lane.wait_idle()
-    assert rig.queue.journal is not None and rig.queue.groupsync is not None
+    assert rig.queue.journal is not None
     await rig.queue.journal.sync()
-    await rig.queue.groupsync.sync(object(), lambda: None)
+    await rig.queue.commits.flush(Barrier())
 
 
 async def wait_for(condition: object, what: str, timeout: float = 2.0) -> None:

@@ -15,6 +15,7 @@ from pigeon.core.queueid import new_queue_id
 from pigeon.core.results import RecipientResult
 from pigeon.delivery.base import DeliveryAgent, DeliveryJob
 from pigeon.delivery.local import LocalDelivery, delivery_prefix
+from pigeon.durable.testing import FaultyIO
 from pigeon.store.maildir import MaildirStore
 
 ALICE = Address("alice", "example.org")
@@ -139,16 +140,11 @@ def test_os_error_defers_with_a_log_line(
     assert any(job.queue_id in r.getMessage() and "deferred" in r.getMessage() for r in caplog.records)
 
 
-def test_real_disk_error_during_write_defers_and_leaves_no_file(
-    store: MaildirStore, body_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import os
-
-    def full(fd: int) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device")
-
+def test_real_disk_error_during_write_defers_and_leaves_no_file(tmp_path: Path, body_path: Path) -> None:
+    fio = FaultyIO()
+    store = MaildirStore(tmp_path / "mail", "mx.example.com", io=fio)
     store.ensure(BOB)
-    monkeypatch.setattr(os, "fsync", full)
+    fio.fail("fsync", error=errno.ENOSPC)
     agent = LocalDelivery(store, FakeUsers(BOB), "mx.example.com")
     [result] = _run(agent, _job(body_path, BOB))
     assert (result.status, result.reply.code, result.reply.enhanced) == ("deferred", 452, "4.3.1")

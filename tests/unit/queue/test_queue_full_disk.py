@@ -2,16 +2,15 @@
 journal takes no space it does not have, mail then takes the queue files (452 when they
 cannot be written either), and what the journals hold is listed by ``pigeon queue list``.
 
-The free space the journal sees is set through ``os.statvfs`` (journal Rule 8 asks nothing
-else); the queue files' failures are real ``OSError``s from ``os.fsync``. The same roads on a
-really full file system are tests/integration/test_full_disk.py.
+The free space the journal sees, and the queue files' failures, are set through the store's IO
+seam (``FaultyIO.free``, ``FaultyIO.fail``; journal Rule 8 asks nothing but ``statvfs``). The
+same roads on a really full file system are tests/integration/test_full_disk.py.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,21 +18,21 @@ import pytest
 
 from pigeon.control import queueops
 from pigeon.core.clock import FakeClock
+from pigeon.durable.testing import FaultyIO
 from pigeon.queue.store import QueueStore, QueueWriteError
-from tests.unit.queue.test_journal import FakeStatvfs
 from tests.unit.queue.test_queue_journal import BOB, BODY, CAROL, fast_commit, run, segments
 
 
 @pytest.fixture
-def statvfs(monkeypatch: pytest.MonkeyPatch) -> FakeStatvfs:
-    fake = FakeStatvfs(0)  # the file system is full, as the journal sees it
-    monkeypatch.setattr(os, "statvfs", fake)
-    return fake
+def fio() -> FaultyIO:
+    fio = FaultyIO()
+    fio.free = 0  # the file system is full, as the journal sees it
+    return fio
 
 
 @pytest.fixture
-def store(tmp_path: Path, statvfs: FakeStatvfs) -> Iterator[QueueStore]:
-    s = QueueStore(tmp_path / "queue", FakeClock(), journal=True)
+def store(tmp_path: Path, fio: FaultyIO) -> Iterator[QueueStore]:
+    s = QueueStore(tmp_path / "queue", FakeClock(), journal=True, io=fio)
     yield s
     s.close()
 
@@ -48,31 +47,27 @@ def test_without_room_a_fast_commit_takes_the_queue_files(store: QueueStore) -> 
 
 
 def test_without_room_and_with_the_queue_files_failing_the_answer_is_452(
-        store: QueueStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    def full(fd: int) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(os, "fsync", full)
+        store: QueueStore, fio: FaultyIO) -> None:
+    fio.fail("fsync", error=errno.ENOSPC, times=None)
     with pytest.raises(QueueWriteError) as err:
         run(lambda: fast_commit(store))
-    monkeypatch.undo()
+    fio.clear()
     assert str(err.value.reply).startswith("452 4.3.1")
     assert os.listdir(store.root / "active") == [] and os.listdir(store.root / "msg") == []
     assert segments(store.root) == []
 
 
-def test_with_room_again_the_journal_takes_mail_again(store: QueueStore, statvfs: FakeStatvfs) -> None:
+def test_with_room_again_the_journal_takes_mail_again(store: QueueStore, fio: FaultyIO) -> None:
     first = run(lambda: fast_commit(store))
     assert first.body_data is None
-    statvfs.free = 1 << 40
+    fio.free = 1 << 40
     second = run(lambda: fast_commit(store))
     assert second.body_data == BODY  # in the journal, for the fast lane
     assert segments(store.root) == ["main/seg.0000000000000001"]
 
 
 def test_journal_messages_and_queue_list_show_what_the_journals_hold(
-        tmp_path: Path, statvfs: FakeStatvfs) -> None:
-    statvfs.free = 1 << 40
+        tmp_path: Path) -> None:
     store = QueueStore(tmp_path / "queue", FakeClock(), journal=True)
     try:
         a = run(lambda: fast_commit(store, BODY, BOB))
@@ -98,24 +93,16 @@ def test_journal_messages_and_queue_list_show_what_the_journals_hold(
 
 
 def test_a_start_that_cannot_move_the_journal_into_the_queue_keeps_it_and_goes_on(
-        tmp_path: Path, statvfs: FakeStatvfs, monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture) -> None:
-    statvfs.free = 1 << 40
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     root = tmp_path / "queue"
     first = QueueStore(root, FakeClock(), journal=True)
     try:
         a = run(lambda: fast_commit(first, BODY, BOB))  # held when the server stopped
     finally:
         first.close()
-    real_fsync = os.fsync
-
-    def full_for_files(fd: int) -> None:  # directories flush; file contents find no room
-        if stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", full_for_files)
-    second = QueueStore(root, FakeClock(), journal=True)
+    fio = FaultyIO()
+    fio.fail("fsync", error=errno.ENOSPC, times=None)  # directories flush; file contents find no room
+    second = QueueStore(root, FakeClock(), journal=True, io=fio)
     try:
         report = second.recover()  # does not raise: the server starts
         assert report.journal == [] and os.listdir(root / "active") == []
@@ -123,7 +110,6 @@ def test_a_start_that_cannot_move_the_journal_into_the_queue_keeps_it_and_goes_o
         assert any("stays there" in r.getMessage() for r in caplog.records)
     finally:
         second.close()
-    monkeypatch.setattr(os, "fsync", real_fsync)
     third = QueueStore(root, FakeClock(), journal=True)  # a start with room
     try:
         assert third.recover().journal == [a.id]

@@ -18,7 +18,9 @@ from pigeon.core.address import Address
 from pigeon.core.clock import FakeClock
 from pigeon.core.envelope import ClientInfo, Envelope, Recipient
 from pigeon.core.queueid import QueueId, new_queue_id
-from pigeon.queue.journal import pending
+from pigeon.durable.io import FileIO
+from pigeon.durable.journal import pending
+from pigeon.durable.testing import FaultyIO
 from pigeon.queue.record import QueueRecord, RcptState, decode_record
 from pigeon.queue.store import JOURNAL_DIR, MEMORY_BODY, QueueStore, QueueWriteError
 
@@ -41,8 +43,14 @@ def root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(root: Path, clock: FakeClock) -> Iterator[QueueStore]:
-    s = QueueStore(root, clock, journal=True)
+def fio() -> FaultyIO:
+    """The store's IO seam: tests set faults on it."""
+    return FaultyIO()
+
+
+@pytest.fixture
+def store(root: Path, clock: FakeClock, fio: FaultyIO) -> Iterator[QueueStore]:
+    s = QueueStore(root, clock, journal=True, io=fio)
     yield s
     s.close()
 
@@ -90,9 +98,15 @@ async def fast_commit(store: QueueStore, data: bytes = BODY, *rcpts: Address) ->
 
 
 async def drain(store: QueueStore) -> None:
-    """Wait for the sync thread to run everything queued so far (unlinks, closes)."""
-    assert store.groupsync is not None
-    await store.groupsync.sync(object(), lambda: None)
+    """Wait for the engine's thread to run everything queued so far (unlinks, closes)."""
+    await store.commits.flush(Barrier())
+
+
+class Barrier:
+    key = ("barrier",)
+
+    def run(self, io: FileIO) -> None:
+        pass
 
 
 # -- bodies ---------------------------------------------------------------------------------------
@@ -186,19 +200,14 @@ def test_fast_commit_goes_to_the_journal_only(store: QueueStore) -> None:
     assert back.size == len(BODY)
 
 
-def test_fast_commit_append_error_is_a_queue_write_error(store: QueueStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    def full(*args: object) -> int:
-        raise OSError(errno.ENOSPC, "No space left on device")
-
+def test_fast_commit_append_error_is_a_queue_write_error(store: QueueStore, fio: FaultyIO) -> None:
     async def go() -> None:
         assert store.journal is not None and store.journal.spare is not None
         await asyncio.wrap_future(store.journal.spare)  # the server's case: a made-ahead segment
         first = await fast_commit(store)  # the segment exists
-        monkeypatch.setattr(os, "pwritev", full)
-        monkeypatch.setattr(os, "writev", full)
+        fio.fail("pwritev", error=errno.ENOSPC)
         with pytest.raises(QueueWriteError) as err:
             await fast_commit(store)
-        monkeypatch.undo()
         assert err.value.reply.code == 452
         assert store.journal is not None and store.journal.live == 1
         assert [e.id for e in pending(jroot(store))] == [first.id]
@@ -207,19 +216,13 @@ def test_fast_commit_append_error_is_a_queue_write_error(store: QueueStore, monk
 
 
 def test_fast_commit_flush_error_is_a_queue_write_error_and_the_message_is_dropped(
-        store: QueueStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = os.fdatasync
-
-    def broken(fd: int) -> None:
-        raise OSError(errno.EIO, "I/O error")
-
+        store: QueueStore, fio: FaultyIO) -> None:
     async def go() -> None:
         assert store.journal is not None and store.journal.spare is not None
         await asyncio.wrap_future(store.journal.spare)  # not made while fdatasync is broken
-        monkeypatch.setattr(os, "fdatasync", broken)
+        fio.fail("fdatasync", match="seg.", error=errno.EIO)
         with pytest.raises(QueueWriteError):
             await fast_commit(store)
-        monkeypatch.setattr(os, "fdatasync", real)
         assert store.journal is not None and store.journal.live == 0
         ok = await fast_commit(store)
         await drain(store)
@@ -262,19 +265,13 @@ def test_spill_makes_the_queue_files(store: QueueStore, clock: FakeClock, root: 
 
 
 def test_a_failed_spill_leaves_no_files_and_the_message_in_the_journal(
-        store: QueueStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pigeon.queue import store as store_mod
-
-    def broken(path: Path) -> None:
-        raise OSError(errno.EIO, "I/O error")
-
+        store: QueueStore, fio: FaultyIO) -> None:
     async def go() -> QueueRecord:
         rec = await fast_commit(store, BODY, BOB)
         assert rec.body_data is not None
-        monkeypatch.setattr(store_mod, "fsync_dir", broken)  # the directory fsyncs of the spill
+        fio.fail("fsync_dir", match="/queue/msg", error=errno.EIO)  # the directory fsyncs of the spill
         with pytest.raises(QueueWriteError):
             await store.spill(rec, rec.body_data)
-        monkeypatch.undo()
         return rec
 
     rec = run(go)

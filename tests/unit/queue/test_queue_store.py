@@ -17,10 +17,9 @@ from pigeon.core.envelope import ClientInfo, Envelope, Recipient
 from pigeon.core.queueid import QueueId, is_queue_id
 from pigeon.core.results import TemporaryError
 from pigeon.proto.smtp.reply import C452_INSUFFICIENT_STORAGE
-from pigeon.queue import store as store_mod
-from pigeon.queue import syncer as syncer_mod
+from pigeon.durable.testing import FaultyIO
 from pigeon.queue.record import RECORD_VERSION, Attempt, CorruptRecord, RcptState
-from pigeon.queue.store import QueueStore, QueueWriteError, RecordNotFound
+from pigeon.queue.store import BODY_BUFFER, QueueStore, QueueWriteError, RecordNotFound
 
 ALICE = Address("alice", "example.org")
 BOB = Address("bob", "example.net")
@@ -225,31 +224,23 @@ def test_unknown_version_is_corrupt(store: QueueStore) -> None:
         store.load(qid)
 
 
-def _fail_fsync_on(monkeypatch: pytest.MonkeyPatch, modules: list[object]) -> None:
-    def broken(fd: int) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    for m in modules:
-        monkeypatch.setattr(m, "os", _OsWith(fsync=broken))
-
-
-class _OsWith:
-    """The os module with some functions replaced (monkeypatched into one queue module)."""
-
-    def __init__(self, **over: object) -> None:
-        self._over = over
-
-    def __getattr__(self, name: str) -> object:
-        return self._over.get(name, getattr(os, name))
-
-
 def assert_nothing_queued(store: QueueStore) -> None:
     for sub in ("tmp", "msg", "active", "deferred", "hold", "incoming"):
         assert files(store.root, sub) == [], sub
 
 
-def test_enospc_in_commit_sync_leaves_nothing(store: QueueStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    _fail_fsync_on(monkeypatch, [store_mod, syncer_mod])
+@pytest.fixture
+def faulty(tmp_path: Path, clock: FakeClock) -> Iterator[tuple[QueueStore, FaultyIO]]:
+    """A store whose system calls go through a FaultyIO (the IO seam, pigeon.durable.io)."""
+    fio = FaultyIO()
+    s = QueueStore(tmp_path / "queue", clock, io=fio)
+    yield s, fio
+    s.close()
+
+
+def test_enospc_in_commit_sync_leaves_nothing(faulty: tuple[QueueStore, FaultyIO]) -> None:
+    store, fio = faulty
+    fio.fail("fsync", error=errno.ENOSPC, times=None)
     body = store.new_body()
     body.write(BODY)
     with pytest.raises(QueueWriteError) as info:
@@ -259,8 +250,9 @@ def test_enospc_in_commit_sync_leaves_nothing(store: QueueStore, monkeypatch: py
     assert_nothing_queued(store)
 
 
-def test_enospc_in_async_commit_leaves_nothing(store: QueueStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    _fail_fsync_on(monkeypatch, [syncer_mod])  # the record's fsync fails, the body's does not
+def test_enospc_in_async_commit_leaves_nothing(faulty: tuple[QueueStore, FaultyIO]) -> None:
+    store, fio = faulty
+    fio.fail("fsync", nth=2, error=errno.ENOSPC)  # the record's fsync fails, the body's does not
 
     async def go() -> None:
         body = store.new_body()
@@ -270,23 +262,15 @@ def test_enospc_in_async_commit_leaves_nothing(store: QueueStore, monkeypatch: p
         assert info.value.reply.code == 452
 
     asyncio.run(go())
+    assert fio.calls["fsync"] == 2
     assert_nothing_queued(store)
 
 
-def test_directory_fsync_failure_after_rename_removes_the_record(
-    store: QueueStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_directory_fsync_failure_after_rename_removes_the_record(faulty: tuple[QueueStore, FaultyIO]) -> None:
     """The record was already renamed into active/ when active/'s fsync failed: no 250 was
     given, so the record must go (nothing half-queued)."""
-    real = syncer_mod.fsync_dir
-
-    def fail_active(path: Path) -> None:
-        if path.name == "active":
-            raise OSError(errno.EIO, "Input/output error")
-        real(path)
-
-    monkeypatch.setattr(syncer_mod, "fsync_dir", fail_active)
-    monkeypatch.setattr(store_mod, "fsync_dir", fail_active)
+    store, fio = faulty
+    fio.fail("fsync_dir", match="active", error=errno.EIO)
 
     async def go() -> None:
         body = store.new_body()
@@ -298,21 +282,11 @@ def test_directory_fsync_failure_after_rename_removes_the_record(
     assert_nothing_queued(store)
 
 
-def test_write_error_while_streaming(store: QueueStore, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_write_error_while_streaming(faulty: tuple[QueueStore, FaultyIO]) -> None:
+    store, fio = faulty
     body = store.new_body()
-
-    class Full:
-        def write(self, data: bytes) -> int:
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-        def close(self) -> None:
-            pass
-
-    real_file = body._file
-    body._file = Full()  # type: ignore[assignment]
+    fio.fail("write", error=errno.ENOSPC)
     with pytest.raises(QueueWriteError):
-        body.write(b"x")
-    assert real_file is not None
-    real_file.close()
+        body.write(b"x" * (BODY_BUFFER + 1))  # a full buffer goes to the file at once
     body.abort()
     assert_nothing_queued(store)

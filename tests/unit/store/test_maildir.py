@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from pigeon.core.address import Address, parse_address
-from pigeon.store import dirsync
+from pigeon.durable.testing import FaultyIO
 from pigeon.store.lineends import CHUNK_SIZE, CrlfToLf
 from pigeon.store.maildir import MaildirStore
 from pigeon.store.names import parse_sizes
@@ -26,8 +26,14 @@ NAME_RE = re.compile(r"^\d+\.M\d+P\d+Q\d+\.mx\.example\.com,S=(\d+),W=(\d+)$")
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> MaildirStore:
-    return MaildirStore(tmp_path / "mail", "mx.example.com")
+def fio() -> FaultyIO:
+    """The store's IO seam: tests set faults on it."""
+    return FaultyIO()
+
+
+@pytest.fixture
+def store(tmp_path: Path, fio: FaultyIO) -> MaildirStore:
+    return MaildirStore(tmp_path / "mail", "mx.example.com", io=fio)
 
 
 def _only_file(directory: Path) -> Path:
@@ -131,13 +137,9 @@ def test_deliver_without_ensure_fails_cleanly(store: MaildirStore) -> None:
     assert store.list_new(BOB) == []
 
 
-def test_write_error_leaves_nothing_behind(store: MaildirStore, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_write_error_leaves_nothing_behind(store: MaildirStore, fio: FaultyIO) -> None:
     maildir = store.ensure(BOB)
-
-    def full(fd: int) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(os, "fsync", full)
+    fio.fail("fsync", error=errno.ENOSPC)
     with pytest.raises(OSError) as info:
         store.deliver(BOB, b"", io.BytesIO(b"x\r\n"))
     assert info.value.errno == errno.ENOSPC
@@ -145,32 +147,26 @@ def test_write_error_leaves_nothing_behind(store: MaildirStore, monkeypatch: pyt
     assert list((maildir / "new").iterdir()) == []
 
 
-def test_directory_fsync_error_withdraws_the_message(store: MaildirStore, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_directory_fsync_error_withdraws_the_message(store: MaildirStore, fio: FaultyIO) -> None:
     maildir = store.ensure(BOB)
-
-    def broken(path: Path) -> None:
-        raise OSError(errno.EIO, "I/O error")
-
-    monkeypatch.setattr("pigeon.store.maildir.fsync_dir", broken)
+    fio.fail("fsync_dir", match="/new", error=errno.EIO, times=None)
     with pytest.raises(OSError):
         store.deliver(BOB, b"", io.BytesIO(b"x\r\n"))
-    monkeypatch.setattr(dirsync, "fsync_dir", broken)
     with pytest.raises(OSError):
         asyncio.run(store.deliver_async(BOB, b"", io.BytesIO(b"x\r\n")))
     assert list((maildir / "new").iterdir()) == []
     assert list((maildir / "tmp").iterdir()) == []
 
 
-def test_rename_fallback_without_hard_links(store: MaildirStore, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rename_fallback_without_hard_links(store: MaildirStore, fio: FaultyIO,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
     maildir = store.ensure(BOB)
-
-    def no_link(src: object, dst: object) -> None:
-        raise OSError(errno.EPERM, "Operation not permitted")
-
-    monkeypatch.setattr(os, "link", no_link)
+    monkeypatch.setattr(fio, "rename_noreplace", lambda src, dst: False)  # no renameat2 here
+    fio.fail("link", error=errno.EPERM)  # and no hard links
     path = store.deliver(BOB, b"", io.BytesIO(b"hello\r\n"))
     assert path.read_bytes() == b"hello\n"
     assert list((maildir / "tmp").iterdir()) == []
+    assert fio.calls["rename"] == 1
 
 
 def test_name_clash_in_new_picks_another_name(store: MaildirStore, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -224,33 +220,6 @@ def test_200_concurrent_blocking_deliveries_from_threads(store: MaildirStore) ->
     assert len(set(paths)) == 200 == len(store.list_new(BOB))
 
 
-def test_group_sync_shares_one_fsync_among_waiters(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    started = threading.Event()
-    release = threading.Event()
-    calls: list[Path] = []
-
-    def slow_fsync(path: Path) -> None:
-        calls.append(path)
-        started.set()
-        release.wait(10)
-
-    monkeypatch.setattr(dirsync, "fsync_dir", slow_fsync)
-    group = dirsync.GroupDirSync()
-
-    async def main() -> None:
-        first = asyncio.create_task(group.sync(tmp_path))
-        await asyncio.to_thread(started.wait, 10)
-        # These arrive while the first fsync runs: it may not cover them, so they share the next.
-        later = [asyncio.create_task(group.sync(tmp_path)) for _ in range(10)]
-        await asyncio.sleep(0)
-        release.set()
-        await asyncio.gather(first, *later)
-
-    asyncio.run(main())
-    assert calls == [tmp_path, tmp_path]
-    assert group.fsync_count == 2
-
-
 # -- memory --------------------------------------------------------------------------------------
 
 
@@ -299,42 +268,23 @@ def test_large_message_streams_in_bounded_memory(store: MaildirStore) -> None:
         assert f.readline() == line.replace(b"\r\n", b"\n")
 
 
-def test_thread_group_sync_shares_fsyncs_and_reports_errors(tmp_path: Path) -> None:
-    started = threading.Event()
-    release = threading.Event()
-    calls: list[Path] = []
+def test_deliveries_from_threads_share_the_new_directory_fsync(store: MaildirStore, fio: FaultyIO) -> None:
+    """Rule 5: threads delivering at once into one Maildir share ``new/``'s fsync (the engine's
+    worker-thread door, tested in tests/unit/durable/test_commit.py)."""
+    store.ensure(BOB)
+    before = fio.calls["fsync_dir"]
 
-    def slow_fsync(path: Path) -> None:
-        calls.append(path)
-        started.set()
-        release.wait(10)
-        if len(calls) == 2:  # the second fsync fails: every one of its waiters sees the error
-            raise OSError(errno.EIO, "I/O error")
+    def worker(n: int) -> None:
+        for i in range(10):
+            store.deliver_shared(BOB, b"", io.BytesIO(b"%d-%d\r\n" % (n, i)))
 
-    group = dirsync.ThreadGroupSync(tmp_path, slow_fsync)
-    errors: list[BaseException] = []
-
-    def call() -> None:
-        try:
-            group.sync()
-        except OSError as exc:
-            errors.append(exc)
-
-    first = threading.Thread(target=call)
-    first.start()
-    started.wait(10)
-    # These arrive while the first fsync runs: it may not cover them, so they share the next.
-    later = [threading.Thread(target=call) for _ in range(10)]
-    for t in later:
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(10)]
+    for t in threads:
         t.start()
-    time.sleep(0.2)  # let them all reach sync() while the first fsync still runs
-    release.set()
-    for t in [first, *later]:
-        t.join(10)
-    assert calls == [tmp_path, tmp_path] and group.fsync_count == 2
-    assert len(errors) == 10 and all(isinstance(e, OSError) and e.errno == errno.EIO for e in errors)
-    group.sync()  # the next batch tries again
-    assert group.fsync_count == 3
+    for t in threads:
+        t.join()
+    assert len(store.list_new(BOB)) == 100
+    assert 1 <= fio.calls["fsync_dir"] - before == store.dir_fsyncs <= 100
 
 
 def test_ensure_is_remembered(store: MaildirStore, monkeypatch: pytest.MonkeyPatch) -> None:

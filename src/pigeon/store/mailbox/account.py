@@ -41,6 +41,7 @@ from pathlib import Path
 
 from pigeon.core.address import Address
 from pigeon.core.clock import Clock
+from pigeon.durable.io import REAL, FileIO, unlink_quietly
 from pigeon.store.changes import ChangeBus
 from pigeon.store.maildir import MaildirStore
 from pigeon.store.mailbox import files, folders, ops
@@ -66,8 +67,9 @@ class MailStore:
 
     def __init__(self, mail_root: Path, hostname: str, clock: Clock,
                  max_append: int = DEFAULT_MAX_APPEND,
-                 max_open_accounts: int = MAX_OPEN_ACCOUNTS, changes: ChangeBus | None = None) -> None:
-        self._maildirs = MaildirStore(mail_root, hostname)
+                 max_open_accounts: int = MAX_OPEN_ACCOUNTS, changes: ChangeBus | None = None,
+                 io: FileIO = REAL) -> None:
+        self._maildirs = MaildirStore(mail_root, hostname, io=io)
         self.changes = changes or ChangeBus()  # shared with local delivery by the app
         self._hostname = hostname
         self._clock = clock
@@ -88,7 +90,7 @@ class MailStore:
             except MailboxNameError as exc:
                 raise MailboxError("CANNOT", str(exc)) from None
             acc = Account(AccountCore(address, maildir, self._hostname, self._clock, self._max_append,
-                                      self.changes, self._warm))
+                                      self.changes, self._warm, self._maildirs.io))
             acc._open()
             self._accounts[address.key] = acc
             self._evict()
@@ -271,7 +273,7 @@ class Account:
                 for src, target in moves:
                     conn.execute("UPDATE folder SET name=? WHERE id=?", (target, rows[src].id))
                     conn.execute("UPDATE subscription SET name=? WHERE name=?", (target, src))
-            files.fsync_cur(core.path(new))
+            files.fsync_cur(core.io, core.path(new))
 
     def subscribe(self, name: str, on: bool) -> None:
         name = folders.normalize(name)
@@ -321,16 +323,16 @@ class Account:
     def _append(self, name: str, path: Path, data: bytes, letters: str, keywords: builtins.list[str],
                 when: float) -> tuple[int, int]:
         core = self._core
-        msg = files.write_tmp(path, core.names, data, when)
+        msg = files.write_tmp(core.io, path, core.names, data, when)
         try:
             with core.lock:
                 row = core.synced(name)
                 published = False
                 try:
                     with core.index.write() as conn:
-                        files.publish(msg, path, letters)
+                        files.publish(core.io, msg, path, letters)
                         published = True
-                        files.fsync_cur(path)
+                        files.fsync_cur(core.io, path)
                         uid = row.uidnext
                         conn.execute("INSERT INTO message(folder, uid, base, info, keywords, modseq, "
                                      "internaldate, size) VALUES (?,?,?,?,?,?,?,?)",
@@ -342,10 +344,10 @@ class Account:
                     # Also when the COMMIT itself failed: a file without its row would be
                     # taken for a new message by the next scan.
                     if published:
-                        files.unlink_quietly(path / "cur" / f"{msg.base}:2,{letters}")
+                        unlink_quietly(path / "cur" / f"{msg.base}:2,{letters}", core.io)
                     raise
         finally:
-            files.unlink_quietly(msg.tmp)
+            unlink_quietly(msg.tmp, core.io)
         core.notify(name)
         return row.uidvalidity, uid
 

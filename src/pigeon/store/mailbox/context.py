@@ -8,7 +8,9 @@ Rules:
    the index was deleted) gets a row with a fresh UIDVALIDITY; a row whose directory vanished
    is dropped and the folder reported ``NONEXISTENT``.
 3. Folder directories are created 0700 with ``cur/ new/ tmp/`` and a ``maildirfolder`` marker
-   (Maildir++, as Courier and Dovecot create it), then the parent directory is fsynced.
+   (Maildir++, as Courier and Dovecot create it), then the parent directory is fsynced: the
+   folder's name is durable before a message is committed into it. All file operations go
+   through ``io``, the store's IO seam (``durable.io``).
 4. The views of one folder share its latest message list (``snapshot``), kept weakly here
    and strongly, for a while, by the store-wide ``warm`` cache (``snapshot`` Rule 6).
 """
@@ -24,7 +26,7 @@ from pathlib import Path
 from pigeon.core.address import Address
 from pigeon.core.clock import Clock
 from pigeon.store.changes import ChangeBus
-from pigeon.store.dirsync import fsync_dir
+from pigeon.durable.io import REAL, FileIO
 from pigeon.store.maildir import DIR_MODE, FILE_MODE
 from pigeon.store.mailbox import folders
 from pigeon.store.mailbox.flags import cur_name
@@ -50,7 +52,8 @@ class AccountCore:
 
     def __init__(self, address: Address, maildir: Path, hostname: str, clock: Clock,
                  max_append: int, changes: ChangeBus | None = None,
-                 warm: WarmSnapshots | None = None) -> None:
+                 warm: WarmSnapshots | None = None, io: FileIO = REAL) -> None:
+        self.io = io  # Rule 3
         self.changes = changes or ChangeBus()  # wakes IDLE sessions (store.changes)
         self.address = address
         self.maildir = maildir
@@ -133,10 +136,10 @@ class AccountCore:
             except FileExistsError:
                 continue
         if made_sub:
-            fsync_dir(path)
+            self.io.fsync_dir(path)  # Rule 3
         if name != folders.INBOX:
             marker = path / "maildirfolder"
             if not marker.exists():
                 os.close(os.open(marker, os.O_WRONLY | os.O_CREAT, FILE_MODE))
         if created:
-            fsync_dir(path.parent)
+            self.io.fsync_dir(path.parent)  # Rule 3

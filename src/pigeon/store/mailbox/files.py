@@ -11,6 +11,10 @@ Rules:
    already hold CRLF: only bare LFs are converted, and its size is computed the same way.
 3. A copy is a hard link under a new unique name (the content of a Maildir file never changes);
    file systems without hard links get a byte copy, fsynced.
+4. Why each fsync: the file's, its bytes are on disk before its name appears in ``cur/``;
+   ``cur/``'s (``fsync_cur``), the name is durable before the index row that points at it is
+   committed and the client is told (APPEND's UID, COPY/MOVE's COPYUID). Every one goes
+   through the account's IO seam (``durable.io``).
 
 What can go wrong: OSError propagates (ENOSPC, EDQUOT, EIO); FileNotFoundError means the file
 was renamed or removed by someone else, and the caller re-resolves it by base name.
@@ -26,7 +30,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from pigeon.store.dirsync import fsync_dir
+from pigeon.durable.io import FileIO, FileWriter, unlink_quietly, write_all
 from pigeon.store.lineends import CrlfToLf
 from pigeon.store.maildir import FILE_MODE
 from pigeon.store.mailbox.flags import cur_name, split_name
@@ -35,6 +39,7 @@ from pigeon.store.names import UniqueNames, final_name, parse_sizes
 log = logging.getLogger(__name__)
 
 MAX_NAME_CLASHES = 8  # as in pigeon.store.maildir: one clash already means a shared counter
+COPY_CHUNK = 64 * 1024  # Rule 3's byte copy, a chunk at a time
 HEADER_CHUNK = 8192  # read_header reads this much at a time until the blank line
 _NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.EXDEV})
 _BARE_LF = re.compile(rb"(?<!\r)\n")
@@ -47,7 +52,7 @@ class TmpMessage:
     size: int  # W=: octets with CRLF line ends
 
 
-def write_tmp(folder: Path, names: UniqueNames, data: bytes, mtime: float) -> TmpMessage:
+def write_tmp(io: FileIO, folder: Path, names: UniqueNames, data: bytes, mtime: float) -> TmpMessage:
     """Rule 1, up to and including the fsync and the mtime; the caller then calls ``publish``."""
     conv = CrlfToLf()
     body = conv.feed(data) + conv.finish()
@@ -55,53 +60,58 @@ def write_tmp(folder: Path, names: UniqueNames, data: bytes, mtime: float) -> Tm
         unique = names.next()
         tmp = folder / "tmp" / unique
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
-                         FILE_MODE)
+            fd = io.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
         except FileExistsError:
             log.warning("maildir tmp name clash %s, choosing another", tmp)
             continue
         try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(body)
-                out.flush()
-                os.fsync(out.fileno())
+            try:
+                write_all(io, fd, body)
+                io.fsync(fd)  # Rule 4
+            finally:
+                io.close(fd)
             os.utime(tmp, (mtime, mtime))
         except BaseException:
-            unlink_quietly(tmp)
+            unlink_quietly(tmp, io)
             raise
         return TmpMessage(tmp, final_name(unique, conv.size, conv.crlf_size), conv.crlf_size)
     raise OSError(errno.EEXIST, "could not find a unique tmp name", str(folder / "tmp"))
 
 
-def publish(msg: TmpMessage, folder: Path, info: str) -> None:
+def publish(io: FileIO, msg: TmpMessage, folder: Path, info: str) -> None:
     """Link the tmp file into ``cur/`` under its base name and drop the tmp name (Rule 1).
 
     The caller fsyncs ``cur/`` (once for a batch) before it reports success.
     """
     try:
-        link_or_copy(msg.tmp, folder / "cur" / cur_name(msg.base, info))
+        link_or_copy(io, msg.tmp, folder / "cur" / cur_name(msg.base, info))
     finally:
-        unlink_quietly(msg.tmp)
+        unlink_quietly(msg.tmp, io)
 
 
-def link_or_copy(src: Path, dst: Path) -> None:
+def link_or_copy(io: FileIO, src: Path, dst: Path) -> None:
     """Rule 3. Raises FileExistsError if ``dst`` exists, FileNotFoundError if ``src`` does not."""
     try:
-        os.link(src, dst)
+        io.link(src, dst)
         return
     except OSError as exc:
         if exc.errno not in _NO_HARD_LINKS:
             raise
         log.info("no hard link %s -> %s (%s); copying", src, dst, exc)
-    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
+    fd = io.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
     try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
-            shutil.copyfileobj(inp, out)
+        try:
+            out = FileWriter(io, fd, COPY_CHUNK)
+            with open(src, "rb") as inp:
+                while chunk := inp.read(COPY_CHUNK):
+                    out.write(chunk)
             out.flush()
-            os.fsync(out.fileno())
+            io.fsync(fd)  # Rule 4
+        finally:
+            io.close(fd)
         shutil.copystat(src, dst)
     except BaseException:
-        unlink_quietly(dst)
+        unlink_quietly(dst, io)
         raise
 
 
@@ -180,14 +190,6 @@ def find_by_base(cur_dir: Path, base: str) -> Path | None:
     return None
 
 
-def fsync_cur(folder: Path) -> None:
-    fsync_dir(folder / "cur")
-
-
-def unlink_quietly(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        log.error("could not remove %s: %s", path, exc)
+def fsync_cur(io: FileIO, folder: Path) -> None:
+    """Rule 4."""
+    io.fsync_dir(folder / "cur")

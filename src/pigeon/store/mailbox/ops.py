@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pigeon.durable.io import unlink_quietly
 from pigeon.store.mailbox import files
 from pigeon.store.mailbox.context import AccountCore
 from pigeon.store.mailbox.flags import StoreMode, apply, cur_name, parse_flags, split_name
@@ -150,7 +151,7 @@ def remove(core: AccountCore, folder_id: int, uids: Sequence[int] | None,
                     if only_deleted and "T" not in info:
                         continue
                     if path is not None:
-                        files.unlink_quietly(path)
+                        unlink_quietly(path, core.io)
                     removed.append(msg.uid)
                 if removed:
                     tombstone(conn, row, removed)
@@ -203,7 +204,7 @@ def transfer(core: AccountCore, src_id: int, uids: Sequence[int] | None, dest_na
                     if move:
                         os.rename(path, target)
                     else:
-                        files.link_or_copy(path, target)
+                        files.link_or_copy(core.io, path, target)
                     placed.append((path, target))
                     inserts.append((dest.id, uid, base, msg.info, msg.keywords, modseq,
                                     msg.internaldate, msg.size))
@@ -217,9 +218,9 @@ def transfer(core: AccountCore, src_id: int, uids: Sequence[int] | None, dest_na
                                      "internaldate, size) VALUES (?,?,?,?,?,?,?,?)", inserts)
                     conn.execute("UPDATE folder SET uidnext=?, highestmodseq=? WHERE id=?",
                                  (uid, modseq, dest.id))
-                    files.fsync_cur(core.path(dest.name))
+                    files.fsync_cur(core.io, core.path(dest.name))
                     if move:
-                        files.fsync_cur(core.path(src.name))
+                        files.fsync_cur(core.io, core.path(src.name))
                         tombstone(conn, src, [s for s, _ in mapping])
         except BaseException:
             _undo_transfer(placed, move)  # Rule 4: a COPY or MOVE that fails leaves no trace

@@ -1,8 +1,8 @@
 """Reading an intake journal back, and handing one over: the entry format, recovery's reader,
-the journal's lock, and the deletion of drained segments (``queue.journal`` Rules 4 and 7;
+the journal's lock, and the deletion of drained segments (``durable.journal`` Rules 4 and 7;
 queue.store rule 10).
 
-The entry format (``queue.journal``): ``kind (1) | crc32 (4) | header length (4) | body length
+The entry format (``durable.journal``): ``kind (1) | crc32 (4) | header length (4) | body length
 (8) | header | body``, big-endian, the CRC over header and body; zeros after the last entry
 are the clean end of a made-ahead segment.
 
@@ -13,7 +13,12 @@ Rules:
    the entry being written is not worth a warning there.
 2. ``lock_journal`` takes a journal directory's exclusive lock (``flock``), waiting at most
    ``wait`` seconds (``JournalBusy``); ``remove_segments`` deletes every segment after a drain,
-   with a directory fsync, and the spare only when asked (its owner no longer runs).
+   and the spare only when asked (its owner no longer runs).
+3. ``remove_segments``' directory fsync: the deletions are durable before the caller goes on
+   (recovery then accepts new mail into a fresh journal whose first segment number follows
+   the highest left on disk; a deleted segment coming back after a crash would deliver its
+   messages a second time). The caller made the drained messages durable in the queue files
+   first (queue.store), so no order of crash loses them.
 
 What can go wrong: ``OSError`` from reading, locking and deleting; a corrupt segment is
 logged and its readable entries kept.
@@ -34,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pigeon.core.queueid import QueueId, is_queue_id
-from pigeon.queue.syncer import fsync_dir
+from pigeon.durable.io import REAL, FileIO
 
 log = logging.getLogger(__name__)
 
@@ -160,20 +165,20 @@ def lock_journal(root: Path, *, wait: float) -> int:
             raise
 
 
-def remove_segments(root: Path, *, spare: bool = False) -> int:
-    """After recovery moved every pending message into the queue: delete all segments, and
-    with ``spare`` the spare too (Rule 7; only when no process has this journal open: an SMTP
-    worker's, under its lock, after the worker ended)."""
+def remove_segments(root: Path, *, spare: bool = False, io: FileIO = REAL) -> int:
+    """After recovery moved every pending message into the queue: delete all segments (Rule 3),
+    and with ``spare`` the spare too (journal Rule 7; only when no process has this journal
+    open: an SMTP worker's, under its lock, after the worker ended)."""
     if not root.is_dir():
         return 0
     if spare:
         try:
-            os.unlink(root / SPARE)
+            io.unlink(root / SPARE)
         except FileNotFoundError:
             pass
     names = _list_segments(root)
     for _, name in names:
-        os.unlink(root / name)
+        io.unlink(root / name)
     if names:
-        fsync_dir(root)
+        io.fsync_dir(root)  # Rule 3
     return len(names)

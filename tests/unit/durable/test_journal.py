@@ -1,5 +1,6 @@
-"""The intake journal on real files (pigeon.queue.journal): append, sync, done, rotation,
-deletion order, torn and corrupt tails, failed flushes, write errors, recovery reading."""
+"""The intake journal on real files (pigeon.durable.journal): append, sync, done, rotation,
+deletion order, torn and corrupt tails, failed flushes, write errors, recovery reading. Faults
+go through the IO seam (``FaultyIO``), never by replacing functions of ``os``."""
 
 from __future__ import annotations
 
@@ -17,10 +18,12 @@ from typing import TypeVar
 import pytest
 
 from pigeon.core.queueid import QueueId, new_queue_id
-from pigeon.queue import journal as journal_mod
-from pigeon.queue.journal import Journal, PendingEntry, pending, remove_segments
-from pigeon.store.groupsync import GroupSync
-from tests.unit.store.flush_spy import FlushSpy
+from pigeon.durable import journal as journal_mod
+from pigeon.durable.commit import GroupCommit
+from pigeon.durable.io import FileIO
+from pigeon.durable.journal import Journal, PendingEntry, pending, remove_segments
+from pigeon.durable.segments import ROOM_SEGMENTS
+from pigeon.durable.testing import FaultyIO
 
 T = TypeVar("T")
 WAIT = 5.0  # seconds; every wait here normally takes milliseconds
@@ -33,10 +36,23 @@ def root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def gs() -> Iterator[GroupSync]:
-    g = GroupSync("test-journal")
+def fio() -> FaultyIO:
+    """The IO seam every call of these journals goes through; tests set faults on it."""
+    return FaultyIO()
+
+
+@pytest.fixture
+def gs(fio: FaultyIO) -> Iterator[GroupCommit]:
+    g = GroupCommit(fio, name="test-journal")
     yield g
     g.close()
+
+
+class Barrier:
+    key = ("barrier",)
+
+    def run(self, io: FileIO) -> None:
+        pass
 
 
 def qid() -> QueueId:
@@ -57,9 +73,9 @@ def run(factory: Callable[[], Awaitable[T]]) -> T:
     return asyncio.run(main())
 
 
-async def barrier(gs: GroupSync) -> None:
-    """Everything queued in the sync thread before this call has run when it returns."""
-    await gs.sync(object(), lambda: None)
+async def barrier(gs: GroupCommit) -> None:
+    """Everything queued in the engine's thread before this call has run when it returns."""
+    await gs.flush(Barrier())
 
 
 def entry_bytes(kind: bytes, header: bytes, body: bytes = b"") -> bytes:
@@ -73,7 +89,7 @@ def by_id(entries: list[PendingEntry]) -> dict[str, tuple[bytes, bytes]]:
 
 # -- writing and reading back ---------------------------------------------------------------------
 
-def test_append_and_sync_then_pending_returns_the_entries_exactly(root: Path, gs: GroupSync) -> None:
+def test_append_and_sync_then_pending_returns_the_entries_exactly(root: Path, gs: GroupCommit) -> None:
     a, b = qid(), qid()
     body_a = b"Subject: a\r\n\r\nhello\r\n"
     body_b = bytes(range(256)) * 3  # any byte, including CR, LF and NUL
@@ -97,7 +113,7 @@ def test_append_and_sync_then_pending_returns_the_entries_exactly(root: Path, gs
     assert data == entry_bytes(b"M", record(a), body_a) + entry_bytes(b"M", record(b), body_b)
 
 
-def test_an_empty_body_round_trips(root: Path, gs: GroupSync) -> None:
+def test_an_empty_body_round_trips(root: Path, gs: GroupCommit) -> None:
     a = qid()
 
     async def go() -> None:
@@ -110,7 +126,7 @@ def test_an_empty_body_round_trips(root: Path, gs: GroupSync) -> None:
     assert by_id(pending(root)) == {a: (record(a), b"")}
 
 
-def test_done_removes_the_message_from_pending(root: Path, gs: GroupSync) -> None:
+def test_done_removes_the_message_from_pending(root: Path, gs: GroupCommit) -> None:
     a, b = qid(), qid()
 
     async def go() -> None:
@@ -138,7 +154,7 @@ def test_pending_of_a_missing_or_empty_journal(root: Path) -> None:
     assert pending(root) == []
 
 
-def test_a_new_journal_continues_after_the_existing_segments(root: Path, gs: GroupSync) -> None:
+def test_a_new_journal_continues_after_the_existing_segments(root: Path, gs: GroupCommit) -> None:
     a, b = qid(), qid()
 
     async def go() -> None:
@@ -157,7 +173,7 @@ def test_a_new_journal_continues_after_the_existing_segments(root: Path, gs: Gro
                                                         (b, "seg.0000000000000002")]
 
 
-def test_sync_with_nothing_appended_or_after_close_completes(root: Path, gs: GroupSync) -> None:
+def test_sync_with_nothing_appended_or_after_close_completes(root: Path, gs: GroupCommit) -> None:
     async def go() -> None:
         j = Journal(root, gs)
         await j.sync()
@@ -172,7 +188,7 @@ def test_sync_with_nothing_appended_or_after_close_completes(root: Path, gs: Gro
 
 # -- rotation and deletion --------------------------------------------------------------------------
 
-def test_rotation_and_segments_are_deleted_only_in_order(root: Path, gs: GroupSync) -> None:
+def test_rotation_and_segments_are_deleted_only_in_order(root: Path, gs: GroupCommit) -> None:
     m1, m2, m3 = qid(), qid(), qid()
     body = b"x" * 200  # every entry is bigger than the segment limit: one entry per segment
 
@@ -211,7 +227,7 @@ def test_rotation_and_segments_are_deleted_only_in_order(root: Path, gs: GroupSy
     run(go)
 
 
-def test_rotation_keeps_segments_near_the_limit(root: Path, gs: GroupSync) -> None:
+def test_rotation_keeps_segments_near_the_limit(root: Path, gs: GroupCommit) -> None:
     ids = [qid() for _ in range(20)]
     body = b"y" * 50
 
@@ -234,7 +250,7 @@ def test_rotation_keeps_segments_near_the_limit(root: Path, gs: GroupSync) -> No
 
 # -- torn and corrupt tails (Rule 4) ------------------------------------------------------------------
 
-def write_two(root: Path, gs: GroupSync, a: QueueId, b: QueueId) -> Path:
+def write_two(root: Path, gs: GroupCommit, a: QueueId, b: QueueId) -> Path:
     async def go() -> None:
         j = Journal(root, gs)
         j.append(a, record(a), b"first body")
@@ -247,7 +263,7 @@ def write_two(root: Path, gs: GroupSync, a: QueueId, b: QueueId) -> Path:
 
 
 @pytest.mark.parametrize("cut", [1, HEAD.size - 1, HEAD.size + 5, -1])
-def test_a_torn_tail_is_ignored(root: Path, gs: GroupSync, cut: int) -> None:
+def test_a_torn_tail_is_ignored(root: Path, gs: GroupCommit, cut: int) -> None:
     a, b = qid(), qid()
     seg = write_two(root, gs, a, b)
     first = len(entry_bytes(b"M", record(a), b"first body"))
@@ -256,7 +272,7 @@ def test_a_torn_tail_is_ignored(root: Path, gs: GroupSync, cut: int) -> None:
     assert by_id(pending(root)) == {a: (record(a), b"first body")}
 
 
-def test_garbage_after_the_last_entry_is_ignored(root: Path, gs: GroupSync) -> None:
+def test_garbage_after_the_last_entry_is_ignored(root: Path, gs: GroupCommit) -> None:
     a, b = qid(), qid()
     seg = write_two(root, gs, a, b)
     with open(seg, "ab") as f:
@@ -264,7 +280,7 @@ def test_garbage_after_the_last_entry_is_ignored(root: Path, gs: GroupSync) -> N
     assert by_id(pending(root)) == {a: (record(a), b"first body"), b: (record(b), b"second body")}
 
 
-def test_a_huge_length_in_a_torn_head_is_not_trusted(root: Path, gs: GroupSync) -> None:
+def test_a_huge_length_in_a_torn_head_is_not_trusted(root: Path, gs: GroupCommit) -> None:
     a, b = qid(), qid()
     seg = write_two(root, gs, a, b)
     with open(seg, "ab") as f:
@@ -272,7 +288,7 @@ def test_a_huge_length_in_a_torn_head_is_not_trusted(root: Path, gs: GroupSync) 
     assert set(by_id(pending(root))) == {a, b}
 
 
-def test_a_flipped_byte_fails_the_crc_and_stops_that_segment_only(root: Path, gs: GroupSync) -> None:
+def test_a_flipped_byte_fails_the_crc_and_stops_that_segment_only(root: Path, gs: GroupCommit) -> None:
     a, b, c, d = qid(), qid(), qid(), qid()
 
     async def go() -> None:
@@ -296,7 +312,7 @@ def test_a_flipped_byte_fails_the_crc_and_stops_that_segment_only(root: Path, gs
     assert found == {a: (record(a), b"body of a"), b: (record(b), b"body of b")}
 
 
-def test_an_entry_without_a_readable_id_is_skipped(root: Path, gs: GroupSync) -> None:
+def test_an_entry_without_a_readable_id_is_skipped(root: Path, gs: GroupCommit) -> None:
     a = qid()
     root.mkdir()
     (root / "seg.0000000000000001").write_bytes(
@@ -318,21 +334,17 @@ def test_a_done_entry_in_a_later_segment_counts(root: Path) -> None:
 # -- failures (Rules 1 and 2) ----------------------------------------------------------------------------
 
 def test_failed_flush_fails_every_waiter_and_failed_abandons_the_segment(
-        root: Path, gs: GroupSync, monkeypatch: pytest.MonkeyPatch) -> None:
+        root: Path, gs: GroupCommit, fio: FaultyIO) -> None:
     a, b, c = qid(), qid(), qid()
-    real = os.fdatasync
-
-    def broken(fd: int) -> None:
-        raise OSError(errno.EIO, "I/O error")
 
     async def go() -> None:
         j = Journal(root, gs)
         j.append(a, record(a), b"A")
         j.append(b, record(b), b"B")
-        monkeypatch.setattr(os, "fdatasync", broken)
+        fio.fail("fdatasync", error=errno.EIO)
         outcomes = await asyncio.gather(j.sync(), j.sync(), return_exceptions=True)
         assert all(isinstance(o, OSError) and o.errno == errno.EIO for o in outcomes)
-        monkeypatch.setattr(os, "fdatasync", real)
+        assert fio.calls["fdatasync"] == 1  # one flush for both waiters
         j.failed([a, b])
         assert j.live == 0
         j.append(c, record(c), b"C")  # goes to a fresh segment
@@ -347,22 +359,17 @@ def test_failed_flush_fails_every_waiter_and_failed_abandons_the_segment(
     assert found[0].segment != "seg.0000000000000001"
 
 
-def test_a_write_error_cuts_back_and_raises(root: Path, gs: GroupSync, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_write_error_cuts_back_and_raises(root: Path, gs: GroupCommit, fio: FaultyIO) -> None:
     a, b, c = qid(), qid(), qid()
-    real = os.writev
-
-    def full(fd: int, buffers: list[bytes]) -> int:
-        raise OSError(errno.ENOSPC, "No space left on device")
 
     async def go() -> None:
         j = Journal(root, gs)
         j.append(a, record(a), b"A")
         await j.sync()
-        monkeypatch.setattr(os, "writev", full)
+        fio.fail("writev", error=errno.ENOSPC)
         with pytest.raises(OSError) as err:
             j.append(b, record(b), b"B")
         assert err.value.errno == errno.ENOSPC
-        monkeypatch.setattr(os, "writev", real)
         assert j.live == 1
         j.append(c, record(c), b"C")
         await j.sync()
@@ -375,22 +382,16 @@ def test_a_write_error_cuts_back_and_raises(root: Path, gs: GroupSync, monkeypat
 
 
 def test_a_short_write_is_cut_back_so_the_next_entry_is_readable(
-        root: Path, gs: GroupSync, monkeypatch: pytest.MonkeyPatch) -> None:
+        root: Path, gs: GroupCommit, fio: FaultyIO) -> None:
     a, b, c = qid(), qid(), qid()
-    real = os.writev
-
-    def short(fd: int, buffers: list[bytes]) -> int:
-        data = b"".join(bytes(x) for x in buffers)
-        return os.write(fd, data[: len(data) // 2])  # half of it reaches the file
 
     async def go() -> None:
         j = Journal(root, gs)
         j.append(a, record(a), b"A" * 100)
         await j.sync()
-        monkeypatch.setattr(os, "writev", short)
+        fio.short("writev")  # half of it reaches the file
         with pytest.raises(OSError, match="short write"):
             j.append(b, record(b), b"B" * 100)
-        monkeypatch.setattr(os, "writev", real)
         assert (root / "seg.0000000000000001").stat().st_size == len(entry_bytes(b"M", record(a), b"A" * 100))
         j.append(c, record(c), b"C" * 100)
         await j.sync()
@@ -401,27 +402,18 @@ def test_a_short_write_is_cut_back_so_the_next_entry_is_readable(
 
 
 def test_when_the_cut_fails_too_the_segment_is_abandoned(
-        root: Path, gs: GroupSync, monkeypatch: pytest.MonkeyPatch) -> None:
+        root: Path, gs: GroupCommit, fio: FaultyIO) -> None:
     a, b, c = qid(), qid(), qid()
-    real_writev = os.writev
-
-    def short(fd: int, buffers: list[bytes]) -> int:
-        data = b"".join(bytes(x) for x in buffers)
-        return os.write(fd, data[:10])
-
-    def no_truncate(fd: int, length: int) -> None:
-        raise OSError(errno.EIO, "I/O error")
+    torn = len(entry_bytes(b"M", record(b), b"B")) // 2  # what the short write leaves
 
     async def go() -> None:
         j = Journal(root, gs)
         j.append(a, record(a), b"A")
         await j.sync()
-        monkeypatch.setattr(os, "writev", short)
-        monkeypatch.setattr(os, "ftruncate", no_truncate)
+        fio.short("writev")
+        fio.fail("ftruncate", error=errno.EIO)
         with pytest.raises(OSError):
             j.append(b, record(b), b"B")
-        monkeypatch.setattr(os, "writev", real_writev)
-        monkeypatch.undo()
         j.append(c, record(c), b"C")  # in a new segment: the torn entry stays the last of seg 1
         await j.sync()
         await barrier(gs)
@@ -430,46 +422,40 @@ def test_when_the_cut_fails_too_the_segment_is_abandoned(
     run(go)
     assert segments(root) == ["seg.0000000000000001", "seg.0000000000000002"]
     seg1 = (root / "seg.0000000000000001").read_bytes()
-    assert len(seg1) == len(entry_bytes(b"M", record(a), b"A")) + 10  # the torn 10 bytes
+    assert len(seg1) == len(entry_bytes(b"M", record(a), b"A")) + torn  # the torn half entry
     found = pending(root)
     assert [(e.id, e.body, e.segment) for e in found] == [(a, b"A", "seg.0000000000000001"),
                                                          (c, b"C", "seg.0000000000000002")]
 
 
 def test_a_failed_done_entry_is_logged_not_raised(
-        root: Path, gs: GroupSync, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+        root: Path, gs: GroupCommit, fio: FaultyIO, caplog: pytest.LogCaptureFixture) -> None:
     a = qid()
-
-    def full(fd: int, buffers: list[bytes]) -> int:
-        raise OSError(errno.ENOSPC, "No space left on device")
 
     async def go() -> None:
         j = Journal(root, gs)
         j.append(a, record(a), b"A")
         await j.sync()
-        monkeypatch.setattr(os, "writev", full)
+        fio.fail("writev", error=errno.ENOSPC)
         j.done(a)  # best effort: no exception
         await asyncio.sleep(0)  # done entries are written at the end of the loop's turn
         await asyncio.sleep(0)
-        monkeypatch.undo()
+        assert fio.calls["writev"] == 2
         assert j.live == 0
         j.close()
 
-    with caplog.at_level("ERROR", logger="pigeon.queue.journal"):
+    with caplog.at_level("ERROR", logger="pigeon.durable.journal"):
         run(go)
     assert any("cannot write 1 done entries" in r.getMessage() for r in caplog.records)
     assert set(by_id(pending(root))) == {a}  # delivered again after a crash: once more, not lost
 
 
 def test_a_failed_directory_fsync_of_a_new_segment_fails_its_first_sync(
-        root: Path, gs: GroupSync, monkeypatch: pytest.MonkeyPatch) -> None:
+        root: Path, gs: GroupCommit, fio: FaultyIO) -> None:
     a = qid()
 
-    def broken(path: Path) -> None:
-        raise OSError(errno.EIO, "I/O error")
-
     async def go() -> BaseException | None:
-        monkeypatch.setattr(journal_mod, "fsync_dir", broken)
+        fio.fail("fsync_dir", error=errno.EIO, times=None)
         j = Journal(root, gs)
         j.append(a, record(a), b"A")
         try:
@@ -489,7 +475,7 @@ def test_a_failed_directory_fsync_of_a_new_segment_fails_its_first_sync(
 
 # -- removing ---------------------------------------------------------------------------------------------
 
-def test_remove_segments(root: Path, gs: GroupSync) -> None:
+def test_remove_segments(root: Path, gs: GroupCommit) -> None:
     assert remove_segments(root) == 0  # no directory yet
 
     async def go() -> None:
@@ -522,35 +508,33 @@ def test_remove_segments_removes_the_spare_only_when_asked(root: Path) -> None:
 
 
 def test_done_entries_ride_with_the_next_message_in_one_write(
-        root: Path, gs: GroupSync, monkeypatch: pytest.MonkeyPatch) -> None:
+        root: Path, gs: GroupCommit, fio: FaultyIO) -> None:
     """Rule 6: done entries made in one turn of the loop go out together, with the next entry."""
     a, b, c = qid(), qid(), qid()
     writes: list[int] = []
-    real = os.writev
-
-    def counting(fd: int, buffers: list[bytes]) -> int:
-        writes.append(len(buffers))
-        return real(fd, buffers)
 
     async def go() -> None:
         j = Journal(root, gs)
         j.append(a, record(a), b"A")
         j.append(b, record(b), b"B")
         await j.sync()
-        monkeypatch.setattr(os, "writev", counting)
+        before = fio.calls["writev"]
         j.done(a)
         j.done(b)
         j.append(c, record(c), b"C")  # same turn: one writev with both done entries first
         await j.sync()
-        monkeypatch.undo()
+        writes.append(fio.calls["writev"] - before)
         j.close()
 
     run(go)
-    assert writes == [5]  # two done entries + the message's head, record and body
+    assert writes == [1]  # two done entries and the message in one writev
+    data = (root / "seg.0000000000000001").read_bytes()
+    assert data.endswith(entry_bytes(b"D", a.encode()) + entry_bytes(b"D", b.encode())
+                         + entry_bytes(b"M", record(c), b"C"))
     assert set(by_id(pending(root))) == {c}
 
 
-def test_done_entries_alone_are_written_at_the_end_of_the_turn(root: Path, gs: GroupSync) -> None:
+def test_done_entries_alone_are_written_at_the_end_of_the_turn(root: Path, gs: GroupCommit) -> None:
     a, b = qid(), qid()
 
     async def go() -> None:
@@ -568,29 +552,14 @@ def test_done_entries_alone_are_written_at_the_end_of_the_turn(root: Path, gs: G
     run(go)
 
 
-# -- with a file-system flush (store.groupsync Rule 7) -------------------------------------------------
+# -- with a file-system flush (durable.commit Rule 8) -------------------------------------------------
 
-@pytest.fixture
-def fs_gs() -> Iterator[GroupSync]:
-    g = GroupSync("test-journal-fs", whole_fs=True)
-    yield g
-    g.close()
-
-
-def test_with_a_file_system_flush_group_the_journal_still_commits_with_fdatasync(
-        root: Path, fs_gs: GroupSync, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_with_a_file_system_flush_engine_the_journal_still_commits_with_fdatasync(
+        root: Path, fio: FaultyIO) -> None:
     """Rule 2: the file-system flush is for the Maildir files; the journal's commit writes only
     its own segment."""
     a, b = qid(), qid()
-    synced: list[int] = []
-    real = os.fdatasync
-
-    def counting(fd: int) -> None:
-        synced.append(fd)
-        real(fd)
-
-    monkeypatch.setattr(os, "fdatasync", counting)
-    spy = FlushSpy(monkeypatch)
+    fs_gs = GroupCommit(fio, name="test-journal-fs", whole_fs=True)
 
     async def go() -> None:
         j = Journal(root, fs_gs)
@@ -599,9 +568,12 @@ def test_with_a_file_system_flush_group_the_journal_still_commits_with_fdatasync
         await asyncio.gather(j.sync(), j.sync())
         j.close()
 
-    run(go)
-    assert spy.calls == 0
-    assert len(synced) == 1  # one fdatasync for both waiters
+    try:
+        run(go)
+    finally:
+        fs_gs.close()
+    assert fio.calls["syncfs"] == 0
+    assert fio.calls["fdatasync"] == 1  # one fdatasync for both waiters
     assert by_id(pending(root)) == {a: (record(a), b"A"), b: (record(b), b"B")}
 
 
@@ -625,15 +597,10 @@ async def next_made_ahead(j: Journal) -> QueueId:
 
 
 def test_a_made_ahead_segment_is_overwritten_in_place(
-        root: Path, gs: GroupSync, monkeypatch: pytest.MonkeyPatch) -> None:
+        root: Path, gs: GroupCommit, fio: FaultyIO) -> None:
     a, b, c = qid(), qid(), qid()
     fillers: list[QueueId] = []
     flushed: list[str] = []
-    real_fdatasync = os.fdatasync
-
-    def fdatasync(fd: int) -> None:
-        flushed.append(os.readlink(f"/proc/self/fd/{fd}").rsplit("/", 1)[-1])
-        real_fdatasync(fd)
 
     async def go() -> None:
         j = Journal(root, gs, segment_bytes=SMALL, made_ahead=True)
@@ -649,11 +616,11 @@ def test_a_made_ahead_segment_is_overwritten_in_place(
         assert seg2.stat().st_size == SMALL  # the spare, renamed: made to its full size
         assert j.spare is not None
         await asyncio.wrap_future(j.spare)  # the next spare's own fdatasync is not counted below
-        monkeypatch.setattr(os, "fdatasync", fdatasync)
+        before = len(fio.trace)
         j.append(c, record(c), b"C")
         await j.sync()
         assert seg2.stat().st_size == SMALL  # overwritten, not grown
-        monkeypatch.setattr(os, "fdatasync", real_fdatasync)
+        flushed.extend(w.rsplit("/", 1)[-1] for op, w in fio.trace[before:] if op in ("fdatasync", "fsync_dir"))
         assert flushed == ["seg.0000000000000002"]  # its data only: the name was made durable before
         j.close()
 
@@ -684,7 +651,7 @@ def test_a_torn_head_before_the_zeros_is_ignored(root: Path, torn: bytes, caplog
     assert any("unreadable entry" in r.getMessage() for r in caplog.records)
 
 
-def test_a_spare_left_by_a_crash_is_never_read_and_is_replaced(root: Path, gs: GroupSync) -> None:
+def test_a_spare_left_by_a_crash_is_never_read_and_is_replaced(root: Path, gs: GroupCommit) -> None:
     a, b = qid(), qid()
     root.mkdir()
     (root / "spare").write_bytes(entry_bytes(b"M", record(a), b"A"))  # never an entry's home
@@ -704,14 +671,9 @@ def test_a_spare_left_by_a_crash_is_never_read_and_is_replaced(root: Path, gs: G
 
 
 def test_a_short_write_into_a_made_ahead_segment_is_zeroed_so_the_next_entry_is_readable(
-        root: Path, gs: GroupSync, monkeypatch: pytest.MonkeyPatch) -> None:
+        root: Path, gs: GroupCommit, fio: FaultyIO) -> None:
     a, b, c = qid(), qid(), qid()
-    real = os.pwritev
     fillers: list[QueueId] = []
-
-    def short(fd: int, buffers: list[bytes], offset: int) -> int:
-        data = b"".join(bytes(x) for x in buffers)
-        return os.pwrite(fd, data[: len(data) // 2], offset)  # half of it reaches the file
 
     async def go() -> None:
         j = Journal(root, gs, segment_bytes=SMALL, made_ahead=True)
@@ -720,10 +682,9 @@ def test_a_short_write_into_a_made_ahead_segment_is_zeroed_so_the_next_entry_is_
         j.append(a, record(a), b"A" * 300)
         await j.sync()
         fillers.append(await next_made_ahead(j))
-        monkeypatch.setattr(os, "pwritev", short)  # b goes to the second, made ahead
+        fio.short("pwritev")  # b goes to the second, made ahead; half of it reaches the file
         with pytest.raises(OSError, match="short write"):
             j.append(b, record(b), b"B" * 100)
-        monkeypatch.setattr(os, "pwritev", real)
         j.append(c, record(c), b"C" * 50)  # shorter than the torn one: the zeros end it cleanly
         await j.sync()
         j.close()
@@ -737,7 +698,7 @@ def test_a_short_write_into_a_made_ahead_segment_is_zeroed_so_the_next_entry_is_
 
 
 def test_a_spare_that_cannot_be_made_leaves_a_growing_segment_and_backs_off(
-        root: Path, gs: GroupSync, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+        root: Path, gs: GroupCommit, fio: FaultyIO, caplog: pytest.LogCaptureFixture) -> None:
     """Rule 7: a failed spare is not tried again at once (each try may write a whole segment
     onto a disk that is full): growing segments meanwhile, and the next try after the pause,
     which doubles when that one fails too."""
@@ -745,30 +706,33 @@ def test_a_spare_that_cannot_be_made_leaves_a_growing_segment_and_backs_off(
     tries: list[float] = []
     now = [1000.0]
 
-    def full(path: Path, size: int) -> int:
-        tries.append(now[0])
-        raise OSError(errno.ENOSPC, "No space left on device")
+    fio.fail("pwrite", match="spare", error=errno.ENOSPC, times=None)  # every spare fails at its first write
 
-    monkeypatch.setattr(journal_mod, "_make_spare", full)
+    def spare_tries() -> int:
+        return sum(op == "open" and w.endswith("/spare") for op, w in fio.trace)
 
     async def go() -> None:
         j = Journal(root, gs, segment_bytes=SMALL, made_ahead=True, monotonic=lambda: now[0])
         assert j.spare is not None
         with pytest.raises(OSError):
             await asyncio.wrap_future(j.spare)
+        tries.append(now[0])
         j.append(a, record(a), b"A" * SMALL)  # the first segment, growing; fills it
         await j.sync()
         assert j.spare is None  # not tried again: the back-off
         now[0] += journal_mod.SPARE_RETRY_FIRST - 1
         j.append(b, record(b), b"B" * SMALL)  # a second segment, growing too
         await j.sync()
-        assert j.spare is None and len(tries) == 1
+        assert j.spare is None and spare_tries() == 1
         now[0] += 1
         j.append(c, record(c), b"C" * SMALL)  # a third segment: the pause is over, one more try
         await j.sync()
         assert j.spare is not None
         with pytest.raises(OSError):
             await asyncio.wrap_future(j.spare)
+        tries.append(now[0])
+        assert spare_tries() == 2
+        assert not (root / "spare").exists()  # a failed spare never holds the disk
         j.admit(1)  # the third segment is full: looking for the spare reads its failure
         j.close()
 
@@ -782,31 +746,10 @@ def test_a_spare_that_cannot_be_made_leaves_a_growing_segment_and_backs_off(
 
 # -- a full disk (Rules 7 and 8) ------------------------------------------------------------------
 
-class FakeStatvfs:
-    """``os.statvfs`` as the journal sees it, with a free-space figure the test sets."""
-
-    def __init__(self, free: int) -> None:
-        self.free = free
-        self.calls = 0
-
-    def __call__(self, path: object) -> os.statvfs_result:
-        self.calls += 1
-        blocks = self.free // 4096
-        return os.statvfs_result((4096, 4096, 1 << 30, blocks, blocks, 1 << 20, 1 << 19, 1 << 19, 0, 255))
-
-
-def test_a_spare_that_fails_half_way_is_removed(root: Path, gs: GroupSync, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_spare_that_fails_half_way_is_removed(root: Path, gs: GroupCommit, fio: FaultyIO) -> None:
     """Rule 7: the partial file of a failed spare never stays on the disk (the full-disk probe
     found an 8 MiB partial spare holding an 8 MiB file system)."""
-    real = os.pwrite
-    written: list[int] = []
-
-    def filling(fd: int, data: bytes | memoryview, offset: int) -> int:
-        n = real(fd, data[: len(data) // 2], offset)  # the disk is full half way
-        written.append(n)
-        return n
-
-    monkeypatch.setattr(os, "pwrite", filling)
+    fio.short("pwrite", match="spare")  # the disk is full half way
 
     async def go() -> None:
         j = Journal(root, gs, segment_bytes=SMALL, made_ahead=True)
@@ -817,18 +760,15 @@ def test_a_spare_that_fails_half_way_is_removed(root: Path, gs: GroupSync, monke
         j.close()
 
     run(go)
-    assert written  # it did start writing before the disk filled
+    assert fio.calls["pwrite"] >= 1  # it did start writing before the disk filled
     assert not (root / "spare").exists()
 
 
 def test_no_spare_and_no_growing_segment_without_room(
-        root: Path, gs: GroupSync, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+        root: Path, gs: GroupCommit, fio: FaultyIO, caplog: pytest.LogCaptureFixture) -> None:
     """Rule 8: below ROOM_SEGMENTS segments free, no spare is written at all (not one byte),
     and ``admit`` declines an entry that would need new blocks."""
-    from pigeon.queue import segfile  # (imported here: the module is new with Rule 8)
-
-    fake = FakeStatvfs(segfile.ROOM_SEGMENTS * SMALL - 1)
-    monkeypatch.setattr(os, "statvfs", fake)
+    fio.free = ROOM_SEGMENTS * SMALL - 1
 
     async def go() -> None:
         j = Journal(root, gs, segment_bytes=SMALL, made_ahead=True)
@@ -837,27 +777,26 @@ def test_no_spare_and_no_growing_segment_without_room(
             await asyncio.wrap_future(j.spare)
         assert not j.admit(100)
         assert not j.admit(100)
-        fake.free = segfile.ROOM_SEGMENTS * SMALL
+        fio.free = ROOM_SEGMENTS * SMALL
         assert j.admit(100)  # room again: a growing segment may start
         j.close()
 
     run(go)
     assert not (root / "spare").exists()
     assert segments(root) == []
-    assert fake.calls >= 3
+    assert fio.calls["statvfs"] >= 3
+    assert fio.calls["pwrite"] == 0
     messages = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert sum("fresh mail takes the queue files" in m for m in messages) == 1  # once, not per message
     assert sum("has room again" in m for m in messages) == 1
 
 
 def test_a_made_ahead_segment_takes_entries_on_a_full_disk_until_it_is_full(
-        root: Path, gs: GroupSync, monkeypatch: pytest.MonkeyPatch) -> None:
+        root: Path, gs: GroupCommit, fio: FaultyIO) -> None:
     """Rule 8: an entry that fits in a made-ahead segment's blocks needs no room; one that
     does not, with no spare ready and no room, is declined, and the segment, once nothing in
     it is live, is retired and deleted: its blocks go back to the disk."""
     a = qid()
-    fake = FakeStatvfs(1 << 40)
-    monkeypatch.setattr(os, "statvfs", fake)
 
     async def go() -> None:
         j = Journal(root, gs, segment_bytes=SMALL, made_ahead=True)
@@ -865,7 +804,7 @@ def test_a_made_ahead_segment_takes_entries_on_a_full_disk_until_it_is_full(
         await asyncio.wrap_future(j.spare)
         j.append(a, record(a), b"A")
         await j.sync()
-        fake.free = 0  # the disk fills up
+        fio.free = 0  # the disk fills up
         assert j.admit(SMALL // 2)  # fits in what the segment holds
         assert not j.admit(SMALL)  # would grow the file: declined
         assert segments(root) == ["seg.0000000000000001"]  # a is live in it
@@ -880,7 +819,7 @@ def test_a_made_ahead_segment_takes_entries_on_a_full_disk_until_it_is_full(
     assert pending(root) == []
 
 
-def test_body_location_reads_a_live_body_back(root: Path, gs: GroupSync) -> None:
+def test_body_location_reads_a_live_body_back(root: Path, gs: GroupCommit) -> None:
     """Rule 9: where a live message's body is, also behind done entries written with it and
     in a made-ahead segment."""
     a, b, c = qid(), qid(), qid()

@@ -3,14 +3,14 @@
 A message accepted on the fast path (small, every recipient local; see docs/queue.md "The
 intake journal") is not written as two queue files with four fsyncs: its record and body are
 appended, as one entry, to the current journal segment, and one ``fdatasync`` of that segment
-covers every entry appended since the last one (group commit, ``store.groupsync``). That flush
+covers every entry appended since the last one (group commit, ``durable.commit``). That flush
 is the commit point of these messages. Segments are made ahead of time, zero-filled and
 flushed, so that a commit overwrites blocks that already exist: its ``fdatasync`` writes the new
 bytes and flushes the disk's cache, and no file-system metadata at all. Local delivery then
 takes the messages from memory; once a message is delivered (or handed to the classic queue,
 "spilled"), a *done* entry is appended, and a segment whose messages are all done is deleted.
 
-Layout: ``queue/journal/seg.<16 digits>``, plus at most one ``spare`` being made (Rule 7). Each
+Layout: ``queue/journal/<owner>/seg.<16 digits>``, plus at most one ``spare`` being made (Rule 7). Each
 entry::
 
     kind (1 byte: b"M" message, b"D" done) | crc32 (4) | header length (4) | body length (8)
@@ -34,10 +34,13 @@ Rules:
    waiter of that batch, and the segment is abandoned: after a failed flush Linux may have
    dropped its pages, so nothing later may depend on it. The failed messages get a done entry
    in the new segment, so a recovery does not deliver what the client was told to send again
-   (at most once more).
+   (at most once more). This ``fdatasync`` is the commit point of every message on the fast
+   path: the ``250`` waits for it. The directory ``fsync`` makes a new segment's name durable
+   before the first commit that rests on it.
 3. A segment is deleted when it is not the current one, none of its messages is live, and
-   every older segment is deleted; the unlink and the directory fsync run in the sync thread,
-   in order, so a crash can never bring back an older segment after a newer one is gone.
+   every older segment is deleted; the unlink and the directory fsync run in the engine's
+   thread (``flushes.Unlink``), in order, so a crash can never bring back an older segment
+   after a newer one is gone.
 4. ``pending`` (recovery, at start-up, nothing else running; it lives in ``journal_read`` with
    the entry format, the journal's lock and ``remove_segments``) reads the segments in order and
    returns the messages without a done entry. Reading a segment stops at the first entry that
@@ -71,6 +74,8 @@ Rules:
 9. ``body_location`` tells where a live message's body is, so that a message whose delivery
    must wait (the fast lane's held messages) need not be kept in memory: it is read back from
    its segment (``read_at``), which is not deleted while the message is live (Rule 3).
+10. Every system call goes through the IO seam (``durable.io``): the engine's, unless the
+   journal is given its own.
 
 What can go wrong: ``OSError`` from ``append`` (disk full: the caller answers 452) and from
 ``sync`` (I/O error: 452); a corrupt segment at start-up (logged, readable entries kept).
@@ -85,11 +90,13 @@ import time
 import zlib
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from functools import partial
 from pathlib import Path
 
 from pigeon.core.queueid import QueueId
-from pigeon.queue.journal_read import (
+from pigeon.durable.commit import GroupCommit
+from pigeon.durable.flushes import Close, Unlink
+from pigeon.durable.io import FileIO, unlink_quietly
+from pigeon.durable.journal_read import (
     _HEAD,
     DONE,
     MESSAGE,
@@ -104,9 +111,7 @@ from pigeon.queue.journal_read import (
     pending,
     remove_segments,
 )
-from pigeon.queue.segfile import ROOM_SEGMENTS, NoRoom, has_room, make_spare, read_at, unlink_quietly, write_zeros
-from pigeon.queue.syncer import fsync_dir
-from pigeon.store.groupsync import GroupSync
+from pigeon.durable.segments import ROOM_SEGMENTS, NoRoom, has_room, make_spare, read_at, write_zeros
 
 log = logging.getLogger(__name__)
 
@@ -130,30 +135,42 @@ class _Segment:
         self.named = False  # the directory entry is durable (set by the first flush)
         self.broken = False  # a flush failed (Rule 2)
 
-    def flush(self, root: Path, fd: int) -> None:
-        """In the sync thread: the data, and the first time the segment's name too. ``fd`` is
-        the one the request saw: the loop may retire the segment (fd -1) before this runs; its
-        close is queued after this flush."""
+
+class _SegmentFlush:
+    """Rule 2, a flush kind of the engine (``durable.flushes.Flush``): the segment's data, and
+    the first time its name too. ``fd`` is the one the request saw: the loop may retire the
+    segment (fd -1) before this runs; its close is queued after this flush."""
+
+    __slots__ = ("seg", "root", "fd", "key")
+
+    def __init__(self, seg: _Segment, root: Path, fd: int) -> None:
+        self.seg = seg
+        self.root = root
+        self.fd = fd
+        self.key = ("fdatasync", fd)
+
+    def run(self, io: FileIO) -> None:
         try:
-            os.fdatasync(fd)
-            if not self.named:
-                fsync_dir(root)
-                self.named = True
+            io.fdatasync(self.fd)
+            if not self.seg.named:
+                io.fsync_dir(self.root)
+                self.seg.named = True
         except OSError:
-            self.broken = True
+            self.seg.broken = True
             raise
 
 
-_make_spare = make_spare  # Rule 7 (a module global, so that tests can make it fail)
 __all__ = ["DONE", "ENTRY_HEAD", "MESSAGE", "PREFIX", "SEGMENT_BYTES", "SPARE", "Journal", "JournalBusy",
            "NoRoom", "PendingEntry", "lock_journal", "pending", "read_at", "remove_segments"]
 
 
 class Journal:
-    def __init__(self, root: Path, sync: GroupSync, *, segment_bytes: int = SEGMENT_BYTES,
-                 made_ahead: bool = False, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, root: Path, sync: GroupCommit, *, io: FileIO | None = None,
+                 segment_bytes: int = SEGMENT_BYTES, made_ahead: bool = False,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.root = root
         self._sync = sync
+        self._io = io if io is not None else sync.io  # Rule 10
         self._segment_bytes = segment_bytes
         self._made_ahead = made_ahead  # Rule 7
         self._maker: ThreadPoolExecutor | None = None
@@ -164,7 +181,7 @@ class Journal:
         self._declining = False  # Rule 8: admit said no last time (logged once per change)
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
         if made_ahead:
-            unlink_quietly(root / SPARE)  # Rule 7: one left by a crash holds no entry
+            unlink_quietly(root / SPARE, self._io)  # Rule 7: one left by a crash holds no entry
         existing = _list_segments(root)
         self._next_seq = existing[-1][0] + 1 if existing else 1
         self._segments: list[_Segment] = []  # oldest first; the last is the current one
@@ -190,9 +207,9 @@ class Journal:
         path = self.root / name
         seg = self._take_spare(name, path)
         if seg is None:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            fd = self._io.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
             seg = _Segment(name, path, fd)
-        self._segments.append(seg)  # its name becomes durable with its first flush (_Segment.flush)
+        self._segments.append(seg)  # its name becomes durable with its first flush (_SegmentFlush)
         self._make_spare()
         return seg
 
@@ -203,7 +220,7 @@ class Journal:
             return
         if self._maker is None:
             self._maker = ThreadPoolExecutor(1, thread_name_prefix="pigeon-journal-spare")
-        self._spare = self._maker.submit(_make_spare, self.root / SPARE, self._segment_bytes)
+        self._spare = self._maker.submit(make_spare, self.root / SPARE, self._segment_bytes, self._io)
 
     def _spare_ready(self) -> bool:
         """Rule 7: the spare is made. A spare that failed is forgotten here (its file is gone
@@ -233,9 +250,9 @@ class Journal:
         assert spare is not None
         fd = spare.result()
         try:
-            os.rename(self.root / SPARE, path)
+            self._io.rename(self.root / SPARE, path)
         except OSError as exc:
-            os.close(fd)
+            self._io.close(fd)
             log.error("journal: cannot rename the spare segment to %s (%s); using a growing one", name, exc)
             return None
         return _Segment(name, path, fd, made_ahead=True)
@@ -249,7 +266,7 @@ class Journal:
             seg = None  # the next append opens a new segment
         if seg is not None and seg.made_ahead and seg.end + need <= self._segment_bytes:
             return True  # the blocks exist already: no room needed
-        if (seg is None and self._spare_ready()) or has_room(self.root, self._segment_bytes):
+        if (seg is None and self._spare_ready()) or has_room(self.root, self._segment_bytes, self._io):
             if self._declining:
                 self._declining = False
                 log.warning("journal: %s has room again; fresh local mail takes the journal", self.root)
@@ -271,13 +288,13 @@ class Journal:
         return seg.path, offset, length
 
     def _retire(self, seg: _Segment) -> None:
-        """No more appends to ``seg``: close it in the sync thread, after its waiters' flushes.
-        It needs no flush of its own: every message entry's waiter asked for one before this
-        (Rule 2), and what was written after the last of them is done entries (Rule 6)."""
+        """No more appends to ``seg``: close it in the engine's thread, after its waiters'
+        flushes. It needs no flush of its own: every message entry's waiter asked for one before
+        this (Rule 2), and what was written after the last of them is done entries (Rule 6)."""
         fd, seg.fd = seg.fd, -1
         if fd < 0:
             return
-        self._sync.sync(("close", fd), partial(os.close, fd)).add_done_callback(_log_failure(f"closing {seg.name}"))
+        self._sync.flush(Close(fd)).add_done_callback(_log_failure(f"closing {seg.name}"))
         self._collect()
 
     def _write(self, kind: bytes, header: bytes, body: bytes) -> tuple[_Segment, int]:
@@ -308,9 +325,9 @@ class Journal:
         """One ``writev`` of whole entries; a failed or short one is cut back (Rule 1)."""
         try:
             if seg.made_ahead:
-                written = os.pwritev(seg.fd, parts, seg.end)
+                written = self._io.pwritev(seg.fd, parts, seg.end)
             else:
-                written = os.writev(seg.fd, parts)
+                written = self._io.writev(seg.fd, parts)
             if written != total:
                 raise OSError(f"short write to the journal ({written} of {total} bytes)")
         except OSError:
@@ -320,9 +337,9 @@ class Journal:
     def _cut(self, seg: _Segment, total: int) -> None:
         try:
             if seg.made_ahead:  # Rule 1: zeros, the clean end, over whatever reached the file
-                write_zeros(seg.fd, seg.end, total)
+                write_zeros(seg.fd, seg.end, total, self._io)
             else:
-                os.ftruncate(seg.fd, seg.end)
+                self._io.ftruncate(seg.fd, seg.end)
         except OSError as exc:
             log.error("journal: cannot cut %s back after a failed write (%s); starting a new segment",
                       seg.name, exc)
@@ -342,7 +359,7 @@ class Journal:
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             fut.set_result(None)
             return fut
-        return self._sync.sync(("fdatasync", seg.fd), partial(seg.flush, self.root, seg.fd))
+        return self._sync.flush(_SegmentFlush(seg, self.root, seg.fd))
 
     def failed(self, qids: list[QueueId]) -> None:
         """A flush failed (Rule 2): abandon the segment (once, however many waiters it had),
@@ -399,23 +416,17 @@ class Journal:
         """Rule 3: delete leading segments that are retired and hold nothing live."""
         while self._segments and self._segments[0].fd < 0 and not self._segments[0].live:
             seg = self._segments.pop(0)
-            path = seg.path
-
-            def unlink(path: Path = path) -> None:
-                os.unlink(path)
-                fsync_dir(self.root)
-
-            self._sync.sync(("unlink", str(path)), unlink).add_done_callback(_log_failure(f"deleting {seg.name}"))
+            self._sync.flush(Unlink(seg.path)).add_done_callback(_log_failure(f"deleting {seg.name}"))
 
     def close(self) -> None:
-        """At shutdown, after the sync thread closed (it ran every pending flush): close the
+        """At shutdown, after the engine closed (it ran every pending flush): close the
         current segment (it stays on disk if it holds live messages; the next start's recovery
         takes them)."""
         self.write_done()
         for seg in self._segments:
             if seg.fd >= 0:
                 try:
-                    os.close(seg.fd)
+                    self._io.close(seg.fd)
                 except OSError:
                     pass
                 seg.fd = -1
@@ -430,8 +441,8 @@ class Journal:
         if spare is None or spare.exception() is not None:
             return  # a spare that failed left no file (Rule 7)
         try:
-            os.close(spare.result())
-            os.unlink(self.root / SPARE)
+            self._io.close(spare.result())
+            self._io.unlink(self.root / SPARE)
         except OSError as exc:
             log.warning("journal: cannot remove the spare segment: %s", exc)
 
