@@ -18,13 +18,17 @@ then writes the states a crash at the current point may leave on the disk: for e
 directory whose names changed since its last flush, and each file whose bytes did, either
 what is durable or what the page cache holds now, in every combination (or, past
 ``MAX_ALL_UNITS`` such units, all of one, all of the other, and each one flipped alone).
-A real disk may keep any such mix: that is what finds a flush that comes too late.
+A real disk may keep any such mix: that is what finds a flush that comes too late. Each
+directory counts on its own, so a rename from one directory into another may, until both
+are flushed, leave the name in either, both or neither (as on a file system without a
+journal, where fsck then puts the file in ``lost+found``).
 
 Rules:
 1. ``Crash`` is a ``BaseException``: no ``except Exception`` or ``except OSError`` handler runs
    its undo, as none would run in a killed process; after it, calls that would change the
-   disk raise ``Crash`` again, and reads, ``close`` and ``statvfs`` still work (the test
-   needs them to shut down).
+   disk raise ``Crash`` again, and reads, ``close`` and ``statvfs`` still work. ``halt()``
+   is for tearing the dead process down: from then on those calls change nothing and
+   pretend to succeed, so that shutdown code runs to its end without touching the disk.
 2. Calls from threads whose name starts with one of ``ignore_threads`` (for crash tests, the
    journal's spare maker, whose timing is not the test's: ``SPARE_THREAD``) are neither counted
    nor faulted; they are modelled. A path is what the descriptor's file is called now
@@ -33,6 +37,9 @@ Rules:
    new ones); it reads a flushed file's bytes through ``/proc/self/fd`` (Linux).
 4. The flush is modelled from what was there *before* the real call: bytes written while it
    runs are not counted as durable.
+5. ``NoFlushIO`` is ``REAL`` with the flushes left out (they return at once, as after
+   success): for tests whose model of durability is ``FaultyIO``'s, not the disk's, so that
+   they do not wait for the device.
 
 What can go wrong: ``crash_images`` raises ``OSError`` when it cannot write an image.
 """
@@ -49,7 +56,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pigeon.durable.io import REAL, Buffer, FileIO, StrPath
+from pigeon.durable.io import REAL, Buffer, FileIO, OsFileIO, StrPath
 
 MAX_ALL_UNITS = 6  # up to 2**6 = 64 images per crash point; past that, 2 + 2n of them
 
@@ -61,8 +68,26 @@ class Crash(BaseException):
     """A simulated crash (Rule 1)."""
 
 
+class NoFlushIO(OsFileIO):
+    """Rule 5: the real calls, but no flush reaches the device."""
+
+    def fsync(self, fd: int) -> None:
+        os.fstat(fd)  # a closed descriptor still fails, as a real fsync would
+
+    def fdatasync(self, fd: int) -> None:
+        os.fstat(fd)
+
+    def syncfs(self, fd: int) -> None:
+        os.fstat(fd)
+
+    def fsync_dir(self, path: StrPath) -> None:
+        if not os.path.isdir(path):
+            raise NotADirectoryError(20, "not a directory", str(path))
+
+
 SPARE_THREAD = "pigeon-journal-spare"
 _SHORT = -1  # a _Fault's error for a short write
+_GO, _HALF, _SKIP = 0, 1, 2  # what _enter tells a call: do it, write half, do nothing (halted)
 
 
 @dataclass
@@ -84,6 +109,7 @@ class FaultyIO:
         self.calls: Counter[str] = Counter()
         self.trace: list[tuple[str, str]] = []  # (op, path) of every counted call, in order
         self.crashed = False
+        self.halted = False
         self.free: int | None = None  # bytes ``statvfs`` reports free (None: the real figure)
         self._faults: list[_Fault] = []
         self._paths: dict[int, str] = {}
@@ -105,6 +131,10 @@ class FaultyIO:
             raise ValueError(f"{op} does not write")
         self._faults.append(_Fault(op, nth, _SHORT, times, match))
 
+    def halt(self) -> None:
+        """Rule 1: after the crash, let the dead process shut down without touching the disk."""
+        self.halted = True
+
     def clear(self) -> None:
         """Forget the faults not yet fired (a crash already fired stays: Rule 1)."""
         self._faults = []
@@ -116,17 +146,19 @@ class FaultyIO:
 
     # -- the gate every call passes ------------------------------------------------------------------
 
-    def _enter(self, op: str, where: str) -> bool:
-        """Count the call, fire a fault; True for a short write."""
+    def _enter(self, op: str, where: str) -> int:
+        """Count the call, fire a fault; what the call is to do."""
         ignored = self._ignore and threading.current_thread().name.startswith(self._ignore)
         with self._lock:
             if self.crashed and op in _MUTATING:
+                if self.halted:
+                    return _SKIP
                 raise Crash(f"{op} after the crash")
             if ignored:
-                return False
+                return _GO
             self.calls[op] += 1
             self.trace.append((op, where))
-            short = False
+            short = _GO
             for fault in self._faults:
                 if fault.op != op or (fault.match is not None and fault.match not in where):
                     continue
@@ -137,7 +169,7 @@ class FaultyIO:
                     self.crashed = True
                     raise Crash(f"crash at {op} #{fault.seen} ({where})")
                 if fault.error == _SHORT:
-                    short = True
+                    short = _HALF
                     continue
                 raise OSError(fault.error, os.strerror(fault.error), where)
             return short
@@ -154,7 +186,7 @@ class FaultyIO:
         creates = flags & (os.O_CREAT | os.O_TRUNC)
         self._enter("open", str(path))
         if creates and self.crashed:
-            raise Crash("open after the crash")
+            raise Crash("open after the crash")  # even halted: there is no descriptor to give
         fd = self.real.open(path, flags, mode)
         self._paths[fd] = str(path)
         return fd
@@ -165,22 +197,34 @@ class FaultyIO:
         self.real.close(fd)
 
     def write(self, fd: int, data: Buffer) -> int:
-        if self._enter("write", self._fd(fd)):
+        how = self._enter("write", self._fd(fd))
+        if how == _SKIP:
+            return len(memoryview(data))
+        if how == _HALF:
             return self.real.write(fd, _half([data]))
         return self.real.write(fd, data)
 
     def writev(self, fd: int, buffers: Sequence[Buffer]) -> int:
-        if self._enter("writev", self._fd(fd)):
+        how = self._enter("writev", self._fd(fd))
+        if how == _SKIP:
+            return sum(len(memoryview(b)) for b in buffers)
+        if how == _HALF:
             return self.real.write(fd, _half(buffers))
         return self.real.writev(fd, buffers)
 
     def pwrite(self, fd: int, data: Buffer, offset: int) -> int:
-        if self._enter("pwrite", self._fd(fd)):
+        how = self._enter("pwrite", self._fd(fd))
+        if how == _SKIP:
+            return len(memoryview(data))
+        if how == _HALF:
             return self.real.pwrite(fd, _half([data]), offset)
         return self.real.pwrite(fd, data, offset)
 
     def pwritev(self, fd: int, buffers: Sequence[Buffer], offset: int) -> int:
-        if self._enter("pwritev", self._fd(fd)):
+        how = self._enter("pwritev", self._fd(fd))
+        if how == _SKIP:
+            return sum(len(memoryview(b)) for b in buffers)
+        if how == _HALF:
             return self.real.pwrite(fd, _half(buffers), offset)
         return self.real.pwritev(fd, buffers, offset)
 
@@ -189,55 +233,65 @@ class FaultyIO:
         return self.real.pread(fd, length, offset)
 
     def ftruncate(self, fd: int, length: int) -> None:
-        self._enter("ftruncate", self._fd(fd))
+        if self._enter("ftruncate", self._fd(fd)) == _SKIP:
+            return
         self.real.ftruncate(fd, length)
 
     def fsync(self, fd: int) -> None:
-        self._enter("fsync", self._fd(fd))
+        if self._enter("fsync", self._fd(fd)) == _SKIP:
+            return
         seen = self.model.before_fd(fd) if self.model else None
         self.real.fsync(fd)
         if self.model:
             self.model.commit(seen)
 
     def fdatasync(self, fd: int) -> None:
-        self._enter("fdatasync", self._fd(fd))
+        if self._enter("fdatasync", self._fd(fd)) == _SKIP:
+            return
         seen = self.model.before_fd(fd) if self.model else None
         self.real.fdatasync(fd)
         if self.model:
             self.model.commit(seen)
 
     def syncfs(self, fd: int) -> None:
-        self._enter("syncfs", self._fd(fd))
+        if self._enter("syncfs", self._fd(fd)) == _SKIP:
+            return
         seen = self.model.before_all() if self.model else None
         self.real.syncfs(fd)
         if self.model:
             self.model.commit(seen)
 
     def fsync_dir(self, path: StrPath) -> None:
-        self._enter("fsync_dir", str(path))
+        if self._enter("fsync_dir", str(path)) == _SKIP:
+            return
         seen = self.model.before_dir(Path(path)) if self.model else None
         self.real.fsync_dir(path)
         if self.model:
             self.model.commit(seen)
 
     def rename(self, src: StrPath, dst: StrPath) -> None:
-        self._enter("rename", f"{src} -> {dst}")
+        if self._enter("rename", f"{src} -> {dst}") == _SKIP:
+            return
         self.real.rename(src, dst)
 
     def rename_noreplace(self, src: StrPath, dst: StrPath) -> bool:
-        self._enter("rename_noreplace", f"{src} -> {dst}")
+        if self._enter("rename_noreplace", f"{src} -> {dst}") == _SKIP:
+            return True
         return self.real.rename_noreplace(src, dst)
 
     def link(self, src: StrPath, dst: StrPath) -> None:
-        self._enter("link", f"{src} -> {dst}")
+        if self._enter("link", f"{src} -> {dst}") == _SKIP:
+            return
         self.real.link(src, dst)
 
     def unlink(self, path: StrPath) -> None:
-        self._enter("unlink", str(path))
+        if self._enter("unlink", str(path)) == _SKIP:
+            return
         self.real.unlink(path)
 
     def mkdir(self, path: StrPath, mode: int = 0o700) -> None:
-        self._enter("mkdir", str(path))
+        if self._enter("mkdir", str(path)) == _SKIP:
+            return
         self.real.mkdir(path, mode)
 
     def statvfs(self, path: StrPath) -> os.statvfs_result:

@@ -26,11 +26,12 @@ Rules:
    of both directories, the new name's first.
 4. Directory fsyncs are group-committed by the engine (``durable.commit``), shared with every
    commit under way; blocking I/O of the async methods runs in the store's thread pool so
-   that many commits proceed at once. ``commit`` and ``remove_async`` each run as ONE call in
-   that pool (body, record, renames and the shared directory fsyncs, ``flush_blocking``), so a
-   message costs one hop to a thread and back, not five. ``update`` and ``move_async`` ask the
-   engine from the event loop (``flush``). Every system call goes through the store's IO
-   seam (``durable.io``).
+   that many commits proceed at once. ``commit``, ``update`` and ``remove_async`` each run as
+   ONE call in that pool (body, record, renames and the shared directory fsyncs,
+   ``flush_blocking``), so a message costs one hop to a thread and back, not five; their
+   blocking twins (``commit_sync``, ``update_sync``, ``remove``, recovery) are the same code
+   in the caller's thread. ``move_async`` asks the engine from the event loop (``flush``).
+   Every system call goes through the store's IO seam (``durable.io``).
 5. Removing a message removes the record first, then the body: a crash in between leaves an
    orphan body, which ``recover`` deletes; it never leaves a record without a body. The fsync
    of the record's directory comes before the body goes, for the same reason.
@@ -84,8 +85,12 @@ from typing import BinaryIO
 from pigeon.core.clock import Clock
 from pigeon.core.envelope import Envelope
 from pigeon.core.queueid import QueueId, is_queue_id, new_queue_id
-from pigeon.core.results import TemporaryError
-from pigeon.proto.smtp.reply import C452_INSUFFICIENT_STORAGE, Reply
+from pigeon.durable.commit import GroupCommit
+from pigeon.durable.flushes import DirSync, wants_syncfs
+from pigeon.durable.io import REAL, FileIO, makedirs_durable, unlink_quietly, write_all, write_file_synced
+from pigeon.durable.journal import Journal, JournalBusy, lock_journal, read_at, remove_segments
+from pigeon.durable.journal import pending as journal_pending
+from pigeon.queue.body import MEMORY_BODY, BodyWriter, QueueWriteError
 from pigeon.queue.record import (
     STATES,
     Attempt,
@@ -97,11 +102,6 @@ from pigeon.queue.record import (
     decode_record,
     encode_record,
 )
-from pigeon.durable.commit import GroupCommit
-from pigeon.durable.flushes import DirSync, wants_syncfs
-from pigeon.durable.io import REAL, FileIO, makedirs_durable, unlink_quietly, write_all, write_file_synced
-from pigeon.durable.journal import Journal, JournalBusy, lock_journal, read_at, remove_segments
-from pigeon.durable.journal import pending as journal_pending
 from pigeon.queue.recovery import RecoveryReport, recover_queue
 from pigeon.queue.recycle import FilePool
 
@@ -130,13 +130,6 @@ log = logging.getLogger(__name__)
 DEFAULT_IO_THREADS = 32
 
 MOVABLE_STATES: tuple[State, ...] = ("active", "deferred", "hold")
-# The body's write buffer: most mail (a few KiB to a few tens of KiB) reaches the file in one or
-# two writes; held only while a message is received, so memory per session stays bounded.
-BODY_BUFFER = 32 * 1024
-# Rule 8: a body up to this size is kept in memory while it is received, so that the intake
-# journal can take it with one write; a larger one goes to its file as it arrives. Per session,
-# so 1,000 sessions in DATA at once hold at most 128 MiB.
-MEMORY_BODY = 128 * 1024
 JOURNAL_DIR = "journal"
 MAIN_JOURNAL = "main"  # the serving process's journal; SMTP worker processes have "w1", "w2"…
 # Rule 10: how long start-up waits for a worker of a previous server to let go of its journal
@@ -144,134 +137,9 @@ MAIN_JOURNAL = "main"  # the serving process's journal; SMTP worker processes ha
 JOURNAL_LOCK_WAIT = 30.0
 
 
-class QueueWriteError(TemporaryError, QueueError):
-    """The queue could not store the message (ENOSPC, EIO...): the client should try later."""
-
-    def __init__(self, message: str, reply: Reply = C452_INSUFFICIENT_STORAGE) -> None:
-        super().__init__(reply, message)
-
-
 class RecordNotFound(QueueError, FileNotFoundError):
     """No record with this id in any state directory (a FileNotFoundError, so callers that
     race with a removal can catch either)."""
-
-
-class BodyWriter:
-    """A message body being received: in memory up to ``memory`` bytes, then streamed to
-    ``tmp/<id>`` in writes of ``BODY_BUFFER``; never more than ``memory`` bytes held, whatever
-    the message size."""
-
-    def __init__(self, qid: QueueId, path: Path, *, pool: FilePool | None = None, memory: int = 0,
-                 io: FileIO = REAL) -> None:
-        self.id = qid
-        self.path = path
-        self.size = 0
-        self._pool = pool
-        self._io = io
-        self._memory = memory
-        self._mem: bytearray | None = bytearray() if memory > 0 else None
-        self._fd = -1
-        self._buf = bytearray()  # written to the file when it reaches BODY_BUFFER
-        self._reused = False
-        self._opened = False  # a file exists at ``path`` (abort removes it)
-        self._finished = False
-        if self._mem is None:
-            self._open()
-
-    def _open(self) -> None:
-        # A recycled file (recycle.py rule 3) already has the name: it is opened without
-        # O_TRUNC, overwritten from offset 0 and cut to the body's length in ``seal``.
-        reuse = self._pool.take(self.path) if self._pool is not None else False
-        flags = os.O_WRONLY | os.O_CLOEXEC | (0 if reuse else os.O_CREAT | os.O_EXCL)
-        self._fd = self._io.open(self.path, flags, 0o600)
-        self._reused = reuse
-        self._opened = True
-
-    def _spill(self) -> None:
-        """The body outgrew memory (or must become a file): move it to ``tmp/<id>``."""
-        mem = self._mem
-        if mem is None:
-            return
-        self._open()  # on failure the body is still in memory, and the error is the caller's
-        self._mem = None
-        self._buf = mem
-
-    def _flush_buffer(self) -> None:
-        buf, self._buf = self._buf, bytearray()
-        if buf:
-            write_all(self._io, self._fd, buf)
-
-    @property
-    def closed(self) -> bool:
-        return self._finished
-
-    @property
-    def in_memory(self) -> bool:
-        """Still entirely in memory (the journal can take it without a file)."""
-        return self._mem is not None and not self._finished
-
-    def write(self, data: bytes) -> None:
-        if self._finished:
-            raise ValueError("write to a finished body")
-        mem = self._mem
-        if mem is not None and len(mem) + len(data) <= self._memory:
-            mem += data
-            self.size += len(data)
-            return
-        try:
-            if mem is not None:
-                self._spill()
-            self._buf += data
-            if len(self._buf) >= BODY_BUFFER:
-                self._flush_buffer()
-        except OSError as exc:
-            raise QueueWriteError(f"writing body {self.id}: {exc}") from exc
-        self.size += len(data)
-
-    def take(self) -> bytes:
-        """The whole body, for a body still in memory; the writer is finished after this."""
-        if self._mem is None or self._finished:
-            raise ValueError("the body is not in memory")
-        data = bytes(self._mem)
-        self._mem = None
-        self._finished = True
-        return data
-
-    def seal(self) -> None:
-        """Write, fsync and close the file (the first step of the commit point, rule 1).
-        Blocking."""
-        if self._finished:
-            raise ValueError("body already finished")
-        self._finished = True
-        self._spill()
-        try:
-            self._flush_buffer()
-        except BaseException:
-            self._io.close(self._fd)
-            self._fd = -1
-            raise
-        fd, self._fd = self._fd, -1
-        try:
-            if self._reused:
-                self._io.ftruncate(fd, self.size)  # what is left of the previous content
-            self._io.fsync(fd)  # rule 1: the bytes on disk before a name points at them
-        finally:
-            self._io.close(fd)
-
-    def abort(self) -> None:
-        """Forget the body: close and delete the file. Safe to call more than once."""
-        self._finished = True
-        self._mem = None
-        self._buf = bytearray()
-        if self._fd >= 0:
-            fd, self._fd = self._fd, -1
-            try:
-                self._io.close(fd)
-            except OSError as exc:
-                log.warning("queue: closing aborted body %s: %s", self.id, exc)
-        if self._opened:
-            self._opened = False
-            unlink_quietly(self.path, self._io)
 
 
 class QueueStore:
@@ -471,11 +339,11 @@ class QueueStore:
         Raises QueueWriteError; the message then stays live in the journal."""
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._executor(), self._spill_blocking, record, body, True)
+            await loop.run_in_executor(self._executor(), self._spill_blocking, record, body)
         except OSError as exc:
             raise QueueWriteError(f"moving {record.id} into the queue failed: {exc}") from exc
 
-    def _spill_blocking(self, record: QueueRecord, body: bytes, shared: bool) -> None:
+    def _spill_blocking(self, record: QueueRecord, body: bytes) -> None:
         writer = BodyWriter(record.id, self._dir("tmp") / record.id, pool=self._pool_files, io=self.io)
         try:
             writer.write(body)
@@ -484,10 +352,7 @@ class QueueStore:
             raise
         record.state = "active"
         record.size = writer.size
-        if shared:
-            self._commit_blocking(writer, encode_record(record))
-        else:
-            self._commit_files_sync(writer, encode_record(record))
+        self._commit_blocking(writer, encode_record(record))
 
     async def _commit(self, body: BodyWriter, envelope: Envelope, rcpts: list[RcptState]) -> QueueRecord:
         record = self._new_record(body, envelope, rcpts)
@@ -501,8 +366,8 @@ class QueueStore:
         return record
 
     def _commit_blocking(self, body: BodyWriter, data: bytes) -> None:
-        """Rule 1 in one worker-thread call, the directory fsyncs shared with concurrent commits.
-        Undoes everything on failure (rule 2)."""
+        """Rule 1 in one call (a worker thread's, or the caller's without a loop), the directory
+        fsyncs shared with concurrent commits. Undoes everything on failure (rule 2)."""
         tmp_rec = self._tmp_record(body.id)
         sync = self.commits.flush_blocking
         try:
@@ -519,25 +384,11 @@ class QueueStore:
         """``commit`` without an event loop (the offline sendmail path, tests). Blocking."""
         record = self._new_record(body, envelope, rcpts)
         try:
-            self._commit_files_sync(body, encode_record(record))
+            self._commit_blocking(body, encode_record(record))
         except OSError as exc:
             log.error("queue: commit of %s failed: %s", body.id, exc)
             raise QueueWriteError(f"queue write failed for {body.id}: {exc}") from exc
         return record
-
-    def _commit_files_sync(self, body: BodyWriter, data: bytes) -> None:
-        """Rule 1 with plain fsyncs, no threads (offline commits, recovery); rule 2 on failure."""
-        tmp_rec = self._tmp_record(body.id)
-        io = self.io
-        try:
-            self._seal_body(body)
-            write_file_synced(tmp_rec, data, io)
-            io.fsync_dir(self._dir("msg"))
-            io.rename(tmp_rec, self._record_path("active", body.id))
-            io.fsync_dir(self._dir("active"))
-        except OSError:
-            self._undo_commit(body)
-            raise
 
     def _write_synced(self, path: Path, data: bytes) -> None:
         """``write_file_synced`` into a recycled file when one is free (rule 7). Blocking."""
@@ -616,28 +467,18 @@ class QueueStore:
         return tmp
 
     async def update(self, record: QueueRecord) -> None:
-        """Atomically rewrite the record in its current state directory (rule 3)."""
-        loop = asyncio.get_running_loop()
-        tmp: Path | None = None
-        try:
-            tmp = await loop.run_in_executor(self._executor(), self._write_update, record)
-            self.io.rename(tmp, self._record_path(record.state, record.id))
-            tmp = None
-            await self.commits.flush(self._dir_sync(record.state))  # rule 3
-        except RecordNotFound:
-            raise
-        except OSError as exc:
-            if tmp is not None:
-                unlink_quietly(tmp, self.io)
-            raise QueueWriteError(f"updating {record.id}: {exc}") from exc
+        """Atomically rewrite the record in its current state directory (rule 3), in one
+        worker-thread call (rule 4)."""
+        await asyncio.get_running_loop().run_in_executor(self._executor(), self.update_sync, record)
 
     def update_sync(self, record: QueueRecord) -> None:
+        """``update``, blocking."""
         tmp: Path | None = None
         try:
             tmp = self._write_update(record)
             self.io.rename(tmp, self._record_path(record.state, record.id))
             tmp = None
-            self.io.fsync_dir(self._dir(record.state))  # rule 3
+            self.commits.flush_blocking(self._dir_sync(record.state))  # rule 3
         except RecordNotFound:
             raise
         except OSError as exc:
@@ -659,8 +500,8 @@ class QueueStore:
         """Move a record between active/, deferred/ and hold/ (hold and release use this)."""
         record, old = self._rename_state(qid, state)
         if old != state:  # rule 3: the new name first
-            self.io.fsync_dir(self._dir(state))
-            self.io.fsync_dir(self._dir(old))
+            self.commits.flush_blocking(self._dir_sync(state))
+            self.commits.flush_blocking(self._dir_sync(old))
         return record
 
     async def move_async(self, qid: QueueId, state: State) -> QueueRecord:
@@ -683,17 +524,12 @@ class QueueStore:
         except OSError as exc:
             log.warning("queue: could not remove the body of %s: %s", qid, exc)
 
-    def remove(self, qid: QueueId) -> None:
-        """Delete a message: the record first, then the body (rule 5)."""
-        state = self._unlink_record(qid)
-        self.io.fsync_dir(self._dir(state))  # rule 5
-        self._drop_body(qid)
-
     async def remove_async(self, qid: QueueId) -> None:
         """``remove`` in one worker-thread call, the directory fsync shared (rule 4)."""
-        await asyncio.get_running_loop().run_in_executor(self._executor(), self._remove_blocking, qid)
+        await asyncio.get_running_loop().run_in_executor(self._executor(), self.remove, qid)
 
-    def _remove_blocking(self, qid: QueueId) -> None:
+    def remove(self, qid: QueueId) -> None:
+        """Delete a message: the record first, then the body (rule 5). Blocking."""
         state = self._unlink_record(qid)
         self.commits.flush_blocking(self._dir_sync(state))  # rule 5
         self._drop_body(qid)
@@ -743,7 +579,7 @@ class QueueStore:
                     if report is not None:
                         report.corrupt.append(f"journal:{entry.id}")
                     continue
-                self._spill_blocking(record, entry.body, False)
+                self._spill_blocking(record, entry.body)
                 moved.append(entry.id)
             remove_segments(root, spare=lock is not None, io=self.io)  # the main journal's is in use here
             return moved

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import os
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator

@@ -19,7 +19,8 @@ from pigeon.core.results import TemporaryError
 from pigeon.proto.smtp.reply import C452_INSUFFICIENT_STORAGE
 from pigeon.durable.testing import FaultyIO
 from pigeon.queue.record import RECORD_VERSION, Attempt, CorruptRecord, RcptState
-from pigeon.queue.store import BODY_BUFFER, QueueStore, QueueWriteError, RecordNotFound
+from pigeon.queue.body import BODY_BUFFER
+from pigeon.queue.store import QueueStore, QueueWriteError, RecordNotFound
 
 ALICE = Address("alice", "example.org")
 BOB = Address("bob", "example.net")

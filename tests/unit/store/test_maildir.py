@@ -9,7 +9,6 @@ import os
 import re
 import stat
 import threading
-import time
 import tracemalloc
 from pathlib import Path
 
