@@ -158,6 +158,7 @@ class QueueStore:
         # Group commit (rule 4), shared with the Maildir store by the app; its syncfs flushes
         # are for the fast lane, whose Maildir files only the journal's messages have.
         self.commits = GroupCommit(io, whole_fs=journal and wants_syncfs(flush))
+        self._dir_syncs = {name: DirSync(root / name) for name in ("msg", *STATES)}
         # The intake journal (rule 8), for the server; tools and tests use the files alone.
         self.journal: Journal | None = None
         self.orphans: Callable[[QueueRecord], None] | None = None  # rule 9
@@ -195,7 +196,7 @@ class QueueStore:
         return self._pool
 
     def _dir_sync(self, name: str) -> DirSync:
-        return DirSync(self._dir(name))
+        return self._dir_syncs[name]
 
     def dir_fsyncs(self, name: str) -> int:
         """How many group fsyncs ran for one directory so far (tests, benchmark)."""
