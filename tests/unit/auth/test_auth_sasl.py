@@ -28,7 +28,7 @@ from pigeon.auth.sasl import (
     plaintext_allowed,
 )
 from pigeon.auth.throttle import C421_AUTH_THROTTLED, AuthThrottle, ThrottleSettings
-from pigeon.core.clock import FakeClock
+from pigeon.clocks import FakeClock
 from pigeon.directory import Directory
 from pigeon.proto.smtp.reply import C501_AUTH_CANCELLED
 

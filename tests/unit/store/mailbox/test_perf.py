@@ -11,7 +11,7 @@ import os
 import time
 from pathlib import Path
 
-from pigeon.core.clock import FakeClock
+from pigeon.clocks import FakeClock
 from pigeon.store.mailbox import MailStore
 from tests.unit.store.mailbox.conftest import BOB, MSG
 
