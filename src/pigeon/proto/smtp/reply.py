@@ -51,6 +51,19 @@ C500_BAD_COMMAND_ENCODING = Reply(500, "5.5.2", "Command line is not valid UTF-8
 # RFC 5321 §3.8: 421 is the one reply with which a server may close the channel itself.
 C421_BDAT_SYNTAX = Reply(421, "4.5.0", "Syntax: BDAT <size> [LAST]; the chunk cannot be located, closing channel")
 C501_AUTH_CANCELLED = Reply(501, "5.0.0", "Authentication cancelled")  # RFC 4954 §4
+# AUTH (RFC 4954 §4, §6), answered by smtpd.auth for the outcomes of auth.sasl.
+C235_AUTH_OK = Reply(235, "2.7.0", "Authentication successful")  # RFC 4954 §6
+# RFC 4954 §6 / RFC 3463: 4.7.0 "other or undefined security status", a temporary refusal;
+# the session closes after it (421, RFC 5321 §3.8).
+C421_AUTH_THROTTLED = Reply(421, "4.7.0", "Too many authentication failures, try again later")
+C454_AUTH_TEMPORARY = Reply(454, "4.7.0", "Temporary authentication failure")  # RFC 4954 §6
+C501_AUTH_BASE64 = Reply(501, "5.5.2", "Cannot decode the authentication response")  # RFC 4954 §4
+C501_AUTH_MALFORMED = Reply(501, "5.5.2", "Malformed authentication response")  # RFC 4616 §2
+C504_AUTH_MECHANISM = Reply(504, "5.5.4", "Unrecognized authentication mechanism")  # RFC 4954 §6
+C530_AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")  # RFC 4954 §6
+C535_AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")  # RFC 4954 §6
+# RFC 4954 §6, enhanced code from RFC 5248.
+C538_ENCRYPTION_REQUIRED = Reply(538, "5.7.11", "Encryption required for requested authentication mechanism")
 C503_AUTH_ALREADY = Reply(503, "5.5.1", "Already authenticated")  # RFC 4954 §4
 C503_TLS_ALREADY = Reply(503, "5.5.1", "TLS already active")  # RFC 3207 §4.2
 C503_BINARYMIME_NEEDS_BDAT = Reply(503, "5.5.1", "BODY=BINARYMIME requires BDAT, not DATA")  # RFC 3030 §3
