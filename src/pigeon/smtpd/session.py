@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -288,7 +287,7 @@ class SmtpSession:
         self.conn.start_tls()
         try:
             await self.stream.start_tls(tls.context())
-        except (ssl.SSLError, OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
             log.info("TLS handshake failed client=%s: %s", self.stream.peer_ip, exc)
             return True  # the connection is unusable: end the session without a reply
         self._reset()
