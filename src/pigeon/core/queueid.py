@@ -2,8 +2,10 @@
 
 Rules:
 1. 16 characters of ``[0-9A-Z]`` (Crockford-like base32 without I, L, O, U): 9 of microsecond
-   time, 7 of randomness (``ENTROPY_BITS``). Sortable as text within the years the time field
-   covers.
+   time, 7 of randomness (``ENTROPY_BITS``). The time field holds the low 45 bits of the
+   microseconds, so it wraps every 2**45 µs (about 407 days): ids sort as text by creation
+   time only within that window. Nothing relies on the order across a wrap (listings sort on
+   the record's ``created``; recovery sorts names only to be deterministic).
 2. ``is_queue_id`` is the only validator; file names that fail it are never opened as records.
 3. ``new_queue_id`` is a pure function of its arguments: the caller reads the clock and draws
    the random bits (``secrets.randbits(ENTROPY_BITS)``), since ``core`` does no I/O. Two ids
@@ -18,7 +20,7 @@ from typing import NewType
 QueueId = NewType("QueueId", str)
 
 ENTROPY_BITS = 35  # 7 base32 characters
-_TIME_CHARS = 9  # 45 bits of microseconds: until the year 3084
+_TIME_CHARS = 9  # 45 bits of microseconds: wraps every ~407 days (rule 1)
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{16}$")
 
