@@ -11,7 +11,9 @@ Rules:
    ``Account`` still works: its index reopens on the next call.
 3. Names go through ``folders.normalize`` first: a refused name never reaches the file system.
 4. CREATE makes missing superior names (RFC 3501 §6.3.3) and ignores one trailing separator.
-   DELETE of INBOX is refused; DELETE of a folder with inferiors removes only its own messages
+   At most ``MAX_FOLDERS`` folders, the superior names CREATE and RENAME make counted, and at
+   most ``MAX_SUBSCRIPTIONS`` subscriptions (they survive DELETE): ``LIMIT`` beyond, so LIST
+   and LSUB have bounded work. DELETE of INBOX is refused; DELETE of a folder with inferiors removes only its own messages
    and the name stays as a \\Noselect node (RFC 3501 §6.3.4). RENAME moves the inferiors
    with it (RFC 3501 §6.3.5) and keeps UIDVALIDITY; RENAME INBOX moves its messages into the
    new folder and leaves INBOX empty.
@@ -50,7 +52,8 @@ from pigeon.store.names import MailboxNameError
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_APPEND = 50 * 1024 * 1024  # octets; the same default as smtp.max_message_size
-MAX_FOLDERS = 1000  # per account; bounds LIST and the per-account directory (LIMIT beyond)
+MAX_FOLDERS = 1000  # per account, parents included; bounds LIST and the per-account directory (LIMIT beyond)
+MAX_SUBSCRIPTIONS = 1000  # per account; a subscription outlives its folder (RFC 3501 §6.3.6), so its own cap
 MAX_OPEN_ACCOUNTS = 256  # idle accounts keeping an index open (3 fds each with WAL), Rule 2
 _TRASH_PREFIX = "..deleted-"
 _USE_FOLDED = {u.lower(): u for u in SPECIAL_USES}
@@ -197,8 +200,7 @@ class Account:
         with core.lock:
             if core.exists(name):
                 raise MailboxError("ALREADYEXISTS", f"mailbox {name!r} already exists")
-            if len(self._existing()) >= MAX_FOLDERS:
-                raise MailboxError("LIMIT", f"too many mailboxes (limit {MAX_FOLDERS})")
+            self._check_room(1 + sum(1 for p in folders.parents(name) if not core.exists(p)))
             self._drop_stale(name)
             for parent in folders.parents(name):
                 if not core.exists(parent):
@@ -209,6 +211,11 @@ class Account:
             if use is not None:
                 with core.index.write() as conn:
                     conn.execute("UPDATE folder SET special_use=? WHERE id=?", (use, row.id))
+
+    def _check_room(self, new: int) -> None:
+        """Rule 4: ``new`` more folders would stay within ``MAX_FOLDERS``."""
+        if new and len(self._existing()) + new > MAX_FOLDERS:
+            raise MailboxError("LIMIT", f"too many mailboxes (limit {MAX_FOLDERS})")
 
     def _drop_stale(self, name: str) -> None:
         """A row left behind by a folder removed by another tool must not be reused."""
@@ -253,6 +260,7 @@ class Account:
             for _, target in moves:
                 if core.exists(target):
                     raise MailboxError("ALREADYEXISTS", f"mailbox {target!r} already exists")
+            self._check_room(sum(1 for p in folders.parents(new) if not core.exists(p)))
             rows = {src: core.folder(src) for src, _ in moves}
             for _, target in moves:
                 self._drop_stale(target)
@@ -275,6 +283,9 @@ class Account:
             if on:
                 if not core.exists(name):  # RFC 3501 §6.3.6 allows this check
                     raise MailboxError("NONEXISTENT", f"mailbox {name!r} does not exist")
+                subs = core.index.subscriptions()
+                if name not in subs and len(subs) >= MAX_SUBSCRIPTIONS:  # Rule 4
+                    raise MailboxError("LIMIT", f"too many subscriptions (limit {MAX_SUBSCRIPTIONS})")
                 conn.execute("INSERT OR IGNORE INTO subscription(name) VALUES (?)", (name,))
             else:
                 conn.execute("DELETE FROM subscription WHERE name=?", (name,))
