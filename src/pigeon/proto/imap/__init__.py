@@ -3,8 +3,8 @@
 Modules:
 - ``connection``: ``ImapServerConnection``, the framing core (lines, literals ``{n}``/``{n+}``/``~{n}``,
   continuation requests, limits) that turns octets into ``events``.
-- ``events``: the framing events (``Command``, ``NeedContinuation``, ``LiteralTooBig``, ``BadCommand``,
-  ``RawLine``, ``ConnectionClosed``).
+- ``events``: the framing events (``Command``, ``NeedContinuation``, ``LiteralTooBig``, ``LiteralData``,
+  ``BadCommand``, ``RawLine``, ``ConnectionClosed``).
 - ``reader``: the cursor over a framed command and the generic tokenizer.
 - ``parser`` (+ ``parse_mailbox``, ``parse_fetch``, ``parse_search``, and ``args`` for shared
   terminals): a framed ``Command`` → one of the typed values in ``commands``; syntax errors

@@ -13,6 +13,7 @@ Rules:
    DELETED (RFC 9051).
 4. APPEND takes one or more messages (MULTIAPPEND, RFC 3502 §6.3.11): each with optional flags
    and date-time, then a literal, a literal8 (RFC 3516 §4.4) or ``UTF8 (literal8)`` (RFC 6855 §4).
+   A message the framing core passed on is a ``SpooledLiteral`` (its octets are the session's).
 """
 
 from __future__ import annotations
@@ -298,8 +299,8 @@ def _append_message(r: Reader) -> AppendMessage:
     if r.peek_is(b"UTF8 "):  # RFC 6855 §4: UTF8 SP "(" literal8 ")"
         r.pos += 5
         r.expect(b"(")
-        data, _ = r.literal(allow_binary=True)
+        data, _ = r.message_literal(allow_binary=True)
         r.expect(b")")
         return AppendMessage(flags, when, data, True, True)
-    data, binary = r.literal(allow_binary=True)
+    data, binary = r.message_literal(allow_binary=True)
     return AppendMessage(flags, when, data, binary)

@@ -19,7 +19,9 @@ Rules:
    new folder and leaves INBOX empty.
 5. APPEND writes and fsyncs the file before it takes the account lock; the message is
    committed (file linked into ``cur/``, ``cur/`` fsynced, index row committed) before the
-   UID is returned (UIDPLUS APPENDUID, RFC 4315 §3).
+   UID is returned (UIDPLUS APPENDUID, RFC 4315 §3). The message is octets or a stream (read in
+   pieces, never whole: a big IMAP APPEND arrives in a ``temporary_file``); either way more
+   than ``max_append`` octets is ``LIMIT`` and nothing is left behind.
 6. Deleted folders are renamed to ``..deleted-<unique>`` first (atomic; not a mailbox name,
    ``folders`` Rule 4) and removed afterwards; leftovers are removed when the account opens.
 
@@ -33,13 +35,16 @@ import builtins
 import logging
 import os
 import shutil
+import tempfile
 import threading
 from collections import OrderedDict
 from pathlib import Path
+from typing import BinaryIO
 
 from pigeon.core.address import Address
 from pigeon.core.clock import Clock
 from pigeon.store.changes import ChangeBus
+from pigeon.store.lineends import ByteSource
 from pigeon.store.maildir import MaildirStore
 from pigeon.store.mailbox import files, folders, ops
 from pigeon.store.mailbox.context import DEFAULT_FOLDERS, SPECIAL_USES, AccountCore
@@ -128,6 +133,12 @@ class Account:
 
     def max_append(self) -> int:
         return self._core.max_append
+
+    def temporary_file(self) -> BinaryIO:
+        """An anonymous file in the account's Maildir ``tmp/`` (Rule 5): it never has a name
+        where O_TMPFILE exists, and otherwise loses it at once, so it is gone when closed or
+        after a crash; it is on the file system of the mail and counts against its space."""
+        return tempfile.TemporaryFile(dir=self._core.maildir / "tmp")
 
     def _open(self) -> None:
         core = self._core
@@ -304,12 +315,16 @@ class Account:
 
     # -- messages ----------------------------------------------------------------------------
 
-    def append(self, name: str, data: bytes, flags: frozenset[str],
+    def append(self, name: str, data: bytes | ByteSource, flags: frozenset[str],
                internaldate: float | None) -> tuple[int, int]:
-        """Rule 5: ``(uidvalidity, uid)`` of the committed message."""
+        """Rule 5: ``(uidvalidity, uid)`` of the committed message; ``data`` is read from where
+        it stands to its end."""
         core = self._core
-        if len(data) > core.max_append:
-            raise MailboxError("LIMIT", f"message larger than {core.max_append} octets")
+        if isinstance(data, bytes):
+            if len(data) > core.max_append:
+                raise MailboxError("LIMIT", f"message larger than {core.max_append} octets")
+        else:
+            data = _Limited(data, core.max_append)
         name = folders.normalize(name)
         letters, keywords = parse_flags(sorted(flags))
         when = core.clock.now() if internaldate is None else internaldate
@@ -344,6 +359,21 @@ class Account:
         with core.lock:
             row = core.synced(folders.normalize(name))
             return Mailbox(core, row, readonly)
+
+
+class _Limited:
+    """A stream that raises ``LIMIT`` once more than ``limit`` octets were read from it."""
+
+    def __init__(self, stream: ByteSource, limit: int) -> None:
+        self._stream = stream
+        self._left = limit
+
+    def read(self, n: int = -1, /) -> bytes:
+        data = self._stream.read(n)
+        self._left -= len(data)
+        if self._left < 0:
+            raise MailboxError("LIMIT", "message larger than the APPEND limit")
+        return data
 
 
 def _log_rmtree(func: object, path: str, exc_info: object) -> None:
