@@ -1,7 +1,8 @@
 """File operations on message files: write (APPEND), link (COPY), read with CRLF line ends.
 
 Rules:
-1. A new message is written to ``tmp/<unique>`` (O_EXCL, 0600), fsynced, its mtime set to the
+1. A new message (octets, or a stream copied in ``lineends.CHUNK_SIZE`` pieces, so a big one is
+   never in memory whole) is written to ``tmp/<unique>`` (O_EXCL, 0600), fsynced, its mtime set to the
    INTERNALDATE, then ``link()``-ed to ``cur/<unique>,S=<n>,W=<n>:2,<info>`` (never overwrites),
    the tmp name unlinked and ``cur/`` fsynced (http://cr.yp.to/proto/maildir.html; the same
    commit point as ``pigeon.store.maildir`` delivery).
@@ -25,9 +26,8 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-
 from pigeon.store.dirsync import fsync_dir
-from pigeon.store.lineends import CrlfToLf
+from pigeon.store.lineends import ByteSource, CrlfToLf, copy_crlf_to_lf
 from pigeon.store.maildir import FILE_MODE
 from pigeon.store.mailbox.flags import cur_name, split_name
 from pigeon.store.names import UniqueNames, final_name, parse_sizes
@@ -47,10 +47,8 @@ class TmpMessage:
     size: int  # W=: octets with CRLF line ends
 
 
-def write_tmp(folder: Path, names: UniqueNames, data: bytes, mtime: float) -> TmpMessage:
+def write_tmp(folder: Path, names: UniqueNames, data: bytes | ByteSource, mtime: float) -> TmpMessage:
     """Rule 1, up to and including the fsync and the mtime; the caller then calls ``publish``."""
-    conv = CrlfToLf()
-    body = conv.feed(data) + conv.finish()
     for _ in range(MAX_NAME_CLASHES):
         unique = names.next()
         tmp = folder / "tmp" / unique
@@ -62,7 +60,11 @@ def write_tmp(folder: Path, names: UniqueNames, data: bytes, mtime: float) -> Tm
             continue
         try:
             with os.fdopen(fd, "wb") as out:
-                out.write(body)
+                if isinstance(data, bytes):
+                    conv = CrlfToLf()
+                    out.write(conv.feed(data) + conv.finish())
+                else:
+                    conv = copy_crlf_to_lf(b"", data, out.write)
                 out.flush()
                 os.fsync(out.fileno())
             os.utime(tmp, (mtime, mtime))
