@@ -1,4 +1,4 @@
-"""The composition root: configuration → objects → tasks. Nothing imports this module.
+"""The server's composition root: configuration → objects → tasks (``pigeon serve``).
 
 Start-up order (docs/architecture.md):
 1. Take the data directory lock (one server per data directory).
@@ -17,7 +17,6 @@ and say so in the log.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import fcntl
 import functools
 import logging
@@ -27,9 +26,9 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TextIO, cast
 
 from pigeon import maillog
+from pigeon.app.runtime import setup_logging, tune_allocator
 from pigeon.auth.passwords import generate_password
 from pigeon.bounce.dsn import Bouncer
 from pigeon.cleanup.intake import Intake
@@ -79,44 +78,6 @@ POP3_MIN_IDLE = 600.0
 
 class DataDirLocked(Exception):
     """Another server already runs on this data directory."""
-
-
-# glibc's mallopt(M_MMAP_THRESHOLD): asyncio reads a socket into a fresh 256 KiB buffer and
-# shrinks it to what arrived; above the default threshold (128 KiB) that is an mmap, an mremap and
-# an munmap per read (strace: ≈ 10 of the ≈ 130 system calls of an SMTP message), and freeing
-# the shrunk chunk never raises glibc's dynamic threshold. 1 MiB keeps such buffers on the heap.
-M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD = 1024 * 1024
-
-
-def tune_allocator() -> None:
-    """Raise the C allocator's mmap threshold (glibc only; elsewhere nothing happens)."""
-    try:
-        libc = ctypes.CDLL(None)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return
-    if not mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD):
-        log.debug("mallopt(M_MMAP_THRESHOLD) refused; keeping the default")
-
-
-def setup_logging(config: Config, stream: TextIO = sys.stderr) -> None:
-    root = logging.getLogger()
-    for h in list(root.handlers):
-        root.removeHandler(h)
-    fmt = maillog.LineFormatter()
-    handler: logging.StreamHandler[TextIO] = logging.StreamHandler(stream)
-    handler.setFormatter(fmt)
-    root.addHandler(handler)
-    handlers = [handler]
-    if config.log_file is not None:
-        config.log_file.parent.mkdir(parents=True, exist_ok=True)
-        fh = logging.FileHandler(config.log_file)
-        fh.setFormatter(fmt)
-        root.addHandler(fh)
-        handlers.append(cast("logging.StreamHandler[TextIO]", fh))  # a FileHandler writes text too
-    root.setLevel(logging.INFO)
-    maillog.write_directly(handlers)  # the same streams and format, without logging's overhead
 
 
 class App:
