@@ -105,7 +105,8 @@ class Changed:
     directory: str
 
 
-WorkerMessage = Hello | Ready | Schedule | Complete | Changed
+Notice = Schedule | Complete | Changed  # what a worker tells about mail, past the handshake
+WorkerMessage = Hello | Ready | Notice
 MasterMessage = Hello
 Message = WorkerMessage | MasterMessage
 M = TypeVar("M")
