@@ -38,7 +38,7 @@ def _queue_call(config: Config, cmd: str, offline: Callable[[], JSONValue], **ar
 
 
 def _offline_queue(config: Config) -> QueueStore:
-    from pigeon.core.clock import SystemClock
+    from pigeon.clocks import SystemClock
 
     return QueueStore(config.data_dir / "queue", SystemClock())
 

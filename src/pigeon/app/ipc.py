@@ -54,7 +54,7 @@ from typing import Generic, TypeVar
 from pigeon.core.address import AddressError, parse_address
 from pigeon.core.queueid import QueueId, is_queue_id
 from pigeon.core.results import RecipientResult, Status
-from pigeon.proto.smtp.reply import Reply
+from pigeon.core.reply import Reply
 
 IPC_VERSION = 1
 # Rule 3. A result is at most about 360 octets (a 256-octet address, a local delivery's reply),

@@ -38,12 +38,12 @@ from pigeon.app.worker import worker_command
 from pigeon.auth.passwords import generate_password
 from pigeon.bounce.dsn import Bouncer
 from pigeon.cleanup.intake import Intake
+from pigeon.clocks import SystemClock
 from pigeon.config import Config, ConfigError, load_config
 from pigeon.control import queueops
 from pigeon.control.protocol import JSONValue
 from pigeon.control.server import ControlServer
 from pigeon.control.client import socket_path
-from pigeon.core.clock import SystemClock
 from pigeon.delivery.fastlane import FastLane
 from pigeon.delivery.local import LocalDelivery
 from pigeon.delivery.relay import RelayDelivery, RelaySettings

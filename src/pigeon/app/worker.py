@@ -53,8 +53,8 @@ from pigeon.app.services import SmtpParts, journal_owner, smtp_listener
 from pigeon.auth.sasl import Authenticator
 from pigeon.auth.throttle import AuthThrottle
 from pigeon.cleanup.intake import Intake
+from pigeon.clocks import SystemClock
 from pigeon.config import Config, ConfigError, load_config
-from pigeon.core.clock import SystemClock
 from pigeon.core.results import RecipientResult
 from pigeon.delivery.fastlane import FastLane
 from pigeon.directory import Directory

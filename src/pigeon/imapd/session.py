@@ -35,7 +35,6 @@ import asyncio
 import contextlib
 import enum
 import logging
-import ssl
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final
 
@@ -147,7 +146,7 @@ class ImapSession:
             self._bye("Autologout; idle for too long")
         except SessionEnd as end:
             self._bye(end.text, end.code)
-        except (ConnectionError, OSError, ssl.SSLError) as exc:
+        except OSError as exc:  # ConnectionError and ssl.SSLError are OSErrors
             log.debug("imap: connection lost client=%s: %s", client, exc)
         finally:
             await self._cleanup()
@@ -407,7 +406,7 @@ class ImapSession:
         try:
             async with asyncio.timeout(HANDSHAKE_TIMEOUT):
                 await self.stream.start_tls(tls.context())
-        except (ssl.SSLError, OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
             log.info("imap: TLS handshake failed client=%s: %s", self.stream.peer_ip, exc)
             raise ConnectionResetError("TLS handshake failed") from exc
         return None

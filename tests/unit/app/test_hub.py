@@ -14,8 +14,8 @@ import pytest
 from pigeon.app import ipc
 from pigeon.app.hub import ServerHub, match_results
 from pigeon.app.master import WorkerSpec
+from pigeon.clocks import FakeClock
 from pigeon.core.address import Address
-from pigeon.core.clock import FakeClock
 from pigeon.core.envelope import ClientInfo, Envelope, Recipient
 from pigeon.core.queueid import QueueId
 from pigeon.core.results import RecipientResult

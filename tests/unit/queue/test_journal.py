@@ -16,10 +16,11 @@ from typing import TypeVar
 
 import pytest
 
-from pigeon.core.queueid import QueueId, new_queue_id
+from pigeon.core.queueid import QueueId
 from pigeon.queue import journal as journal_mod
 from pigeon.queue.journal import Journal, PendingEntry, pending, remove_segments
 from pigeon.store.groupsync import GroupSync
+from tests.unit.queueids import fresh_queue_id
 from tests.unit.store.flush_spy import FlushSpy
 
 T = TypeVar("T")
@@ -40,7 +41,7 @@ def gs() -> Iterator[GroupSync]:
 
 
 def qid() -> QueueId:
-    return new_queue_id()
+    return fresh_queue_id()
 
 
 def record(q: QueueId, extra: str = "") -> bytes:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from pigeon.clocks import FakeClock
 from pigeon.core.address import Address
-from pigeon.core.clock import FakeClock
 from pigeon.core.envelope import Envelope, Recipient
 from pigeon.queue import syncer as syncer_mod
 from pigeon.queue.record import QueueRecord, RcptState
