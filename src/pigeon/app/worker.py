@@ -275,6 +275,8 @@ class Worker:
             log.error("%s: refusing the server: %s", self.name, exc or f"no hello in {HELLO_TIMEOUT:.0f} s")
             link.close()
             return EXIT_REFUSED
+        loop.add_signal_handler(signal.SIGTERM, self.stopping.set)  # from here on, a stop is graceful
+        loop.add_signal_handler(signal.SIGINT, self.stopping.set)
         self._build_common(link)
         try:
             for service, fds in self.listen:  # rule 3
@@ -286,8 +288,6 @@ class Worker:
             loop.add_signal_handler(signal.SIGUSR1, self.flush)  # rule 4: before Ready
             loop.add_signal_handler(signal.SIGHUP, self.reload)
             link.send(ipc.Ready(tuple(service for service, _ in self.listen)))
-            loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
-            loop.add_signal_handler(signal.SIGINT, self.stopping.set)
             await self.stopping.wait()
         finally:
             await self._stop()
