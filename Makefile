@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install install-test run test test-deps typecheck clean
+.PHONY: install install-test run test test-deps typecheck lint-imports clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -38,8 +38,13 @@ test-deps:
 typecheck: install-test
 	$(BIN)/mypy
 
+# The layer contracts of pyproject.toml [tool.importlinter] (docs/architecture.md, "Layers").
+lint-imports: install-test
+	$(BIN)/lint-imports
+
 test: install-test test-deps
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -n 2 -q
 
 clean:

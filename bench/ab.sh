@@ -53,7 +53,7 @@ T
   pid=$!; SERVER=$pid
   for i in $(seq 100); do grep -q "pigeon started" "$d/serve.log" && break; sleep 0.1; done
   smtp-source -s "$SESS" -m 200 -l 10240 -f from@bench.test -t bench@bench.test "127.0.0.1:$PORT"
-  pids="$pid $(pgrep -f smtp-worker -P "$pid" | tr '\n' ' ')"
+  pids="$pid $(pgrep -f 'pigeon.* (smtp-)?worker ' -P "$pid" | tr '\n' ' ')"  # 'worker' (app.worker), 'smtp-worker' before it
   c0=$(cpu_ticks $pids)
   t0=$(date +%s.%N)
   smtp-source -s "$SESS" -m "$N" -l 10240 -f from@bench.test -t bench@bench.test "127.0.0.1:$PORT"

@@ -30,8 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
+from pigeon.clocks import SystemClock  # noqa: E402
 from pigeon.core.address import Address  # noqa: E402
-from pigeon.core.clock import SystemClock  # noqa: E402
 from pigeon.core.envelope import ClientInfo, Envelope, Recipient  # noqa: E402
 from pigeon.queue.record import RcptState  # noqa: E402
 from pigeon.queue.store import QueueStore  # noqa: E402

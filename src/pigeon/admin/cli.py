@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -37,7 +38,7 @@ def _queue_call(config: Config, cmd: str, offline: Callable[[], JSONValue], **ar
 
 
 def _offline_queue(config: Config) -> QueueStore:
-    from pigeon.core.clock import SystemClock
+    from pigeon.clocks import SystemClock
 
     return QueueStore(config.data_dir / "queue", SystemClock())
 
@@ -165,21 +166,41 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     return serve(config)
 
 
-def cmd_smtp_worker(args: argparse.Namespace, config: Config) -> int:
-    from pigeon.smtpd.worker import run_worker
+def cmd_worker(args: argparse.Namespace, config: Config) -> int:
+    from pigeon.app.worker import run_worker
 
-    return run_worker(config, args.index, args.listen_fds)
+    return run_worker(config, args.pool, args.index, args.services)
 
 
-def _fd_list(text: str) -> list[int]:
-    """``--listen-fds 5,6``: file descriptors (each a non-negative integer)."""
+def _service_fds(text: str) -> tuple[str, list[int]]:
+    """``--service smtp=5,6``: a service and the listening sockets inherited for it (each a
+    non-negative descriptor); ``--service smtp`` alone binds its configured addresses."""
+    name, _, fds = text.partition("=")
+    if not re.fullmatch(r"[a-z][a-z0-9]{0,15}", name):
+        raise argparse.ArgumentTypeError(f"not a service name: {text!r}")
     try:
-        fds = [int(part) for part in text.split(",") if part.strip()]
+        numbers = [int(part) for part in fds.split(",") if part.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a list of file descriptors: {text!r}") from None
-    if any(fd < 0 for fd in fds):
+    if any(fd < 0 for fd in numbers) or (fds and not numbers):
         raise argparse.ArgumentTypeError(f"not a list of file descriptors: {text!r}")
-    return fds
+    return name, numbers
+
+
+def _pool(text: str) -> str:
+    if not re.fullmatch(r"[a-z][a-z0-9]{0,15}", text):
+        raise argparse.ArgumentTypeError(f"not a pool name: {text!r}")
+    return text
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
+    return n
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -193,12 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", parents=[common], help="run every configured service in the foreground")
     p.set_defaults(handler=cmd_serve)
-    # Started by `pigeon serve` with [smtp] processes > 1, not by hand (smtpd.worker).
-    p = sub.add_parser("smtp-worker", parents=[common], help=argparse.SUPPRESS)
-    p.add_argument("--index", type=int, required=True)
-    p.add_argument("--listen-fds", type=_fd_list, default=[],
-                   help="inherited listening sockets, comma-separated descriptors")
-    p.set_defaults(handler=cmd_smtp_worker)
+    # Started by `pigeon serve` (app.master) for [smtp] processes > 1, not by hand (app.worker).
+    p = sub.add_parser("worker", parents=[common], help=argparse.SUPPRESS)
+    p.add_argument("--pool", type=_pool, required=True, help="the configuration section that asked for it (smtp)")
+    p.add_argument("--index", type=_positive, required=True)
+    p.add_argument("--service", dest="services", action="append", type=_service_fds, required=True,
+                   metavar="NAME[=FD,...]", help="a service to serve, with its inherited listening sockets")
+    p.set_defaults(handler=cmd_worker)
     p = sub.add_parser("check-config", parents=[common], help="validate the configuration and exit")
     p.add_argument("--print-default", action="store_true", help="print the embedded default configuration")
     p.set_defaults(handler=cmd_check_config)

@@ -21,9 +21,9 @@ import asyncio
 import sys
 
 from pigeon.admin.directory_cmds import open_directory
+from pigeon.clocks import SystemClock
 from pigeon.config import Config
 from pigeon.core.address import Address, AddressError, parse_address
-from pigeon.core.clock import SystemClock
 from pigeon.core.results import MailError
 from pigeon.delivery.relay import RelaySettings
 from pigeon.delivery.relay_route import IDNA_IMPLEMENTATION, Router, to_ascii

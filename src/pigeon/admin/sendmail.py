@@ -52,10 +52,10 @@ from pathlib import Path
 from typing import BinaryIO, NoReturn, TextIO
 
 from pigeon.cleanup.intake import DEFAULT_MAX_HEADER_BYTES, Intake
+from pigeon.clocks import SystemClock
 from pigeon.config import Config, ConfigError, find_config
 from pigeon.control.client import ControlError, ControlUnavailable, call, server_running
 from pigeon.core.address import Address, AddressError, parse_address
-from pigeon.core.clock import SystemClock
 from pigeon.core.results import MailError
 from pigeon.directory import Directory, DirectoryError
 from pigeon.queue.store import QueueStore

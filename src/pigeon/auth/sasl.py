@@ -1,10 +1,12 @@
 """SASL for every login: the PLAIN and LOGIN mechanisms (sans-IO) and the ``Authenticator``.
 
 A ``SaslExchange`` turns the client's base64 lines into either a ``Challenge`` to send (``334``
-in SMTP, ``+`` in IMAP), ``Credentials`` to verify, or a ``Failure`` carrying the reply. It does
-no I/O. The ``Authenticator`` starts exchanges (checking the mechanism, the channel's security
-and the throttle) and verifies credentials against the directory in a worker thread, under
-the brute-force throttle. SMTP uses it now; IMAP and POP3 will map the same steps.
+in SMTP, ``+`` in IMAP and POP3), ``Credentials`` to verify, or a ``Failure`` saying why not. It
+does no I/O. The ``Authenticator`` starts exchanges (checking the mechanism, the channel's
+security and the throttle) and verifies credentials against the directory in a worker thread,
+under the brute-force throttle. SMTP, IMAP and POP3 share it; each maps the outcome to its own
+words (``smtpd.auth``, ``imapd.auth``, ``pop3d.login``): nothing here knows a protocol's replies
+(the import-linter contract "SMTP replies only on the SMTP side").
 
 Mechanisms shipped: PLAIN (RFC 4616) and LOGIN (draft-murchison-sasl-login-00). SCRAM-SHA-256
 (RFC 7677) is not offered: it needs, per user, a salt and the StoredKey/ServerKey derived from the
@@ -15,12 +17,13 @@ change, and a second password-equivalent secret at rest); until then TLS protect
 Rules:
 1. Mechanisms that send the password in clear are offered and accepted only on a protected
    channel: after TLS, or on loopback when ``[auth] allow_plaintext_on_loopback`` is set
-   (``plaintext_allowed``). Otherwise ``AUTH`` gets ``538 5.7.11`` (RFC 4954 §6).
-2. Replies (RFC 4954 §4, §6): success ``235 2.7.0``; unknown mechanism ``504 5.5.4``; a line
-   that is not base64 ``501 5.5.2``; ``*`` from the client cancels with ``501 5.0.0``; wrong
-   credentials ``535 5.7.8``; directory unavailable ``454 4.7.0``; throttled ``421 4.7.0``
-   (the caller closes the connection after a 421). Challenges are ``334`` without an enhanced
-   code (RFC 2034 §3 applies to final replies only).
+   (``plaintext_allowed``). Otherwise the exchange fails with ``ENCRYPTION_REQUIRED``.
+2. Every way a login can fail is one ``AuthFailure``, in no protocol's words: unknown
+   mechanism, encryption required, cancelled by the client (``*``, RFC 4954 §4), not base64,
+   malformed, bad credentials, temporarily unavailable (the directory failed), throttled. After
+   ``THROTTLED`` the caller closes the connection (``close``). The SMTP replies of each (RFC 4954
+   §4, §6) are in ``smtpd.auth``, the IMAP ones in ``imapd.auth``, the POP3 ones in
+   ``pop3d.login``.
 3. Base64 is decoded strictly (RFC 4954 §4: the server MUST reject invalid base64); decoded
    text must be UTF-8 (RFC 4616 §2); a PLAIN message must have exactly two NULs.
 4. PLAIN's authorization identity, when given, must name the same account as the
@@ -33,8 +36,8 @@ Rules:
 7. A password, a base64 payload or decoded credentials are never logged, never put in an
    exception, never shown by ``repr``. Account names in log lines are sanitised.
 
-What can go wrong: nothing raises to the caller; every problem is a reply (rule 2). An
-unexpected error while verifying is logged and answered ``454 4.7.0``.
+What can go wrong: nothing raises to the caller; every problem is an ``AuthFailure`` (rule 2).
+An unexpected error while verifying is logged and is ``UNAVAILABLE``.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import enum
 import ipaddress
 import logging
 import re
@@ -49,23 +53,11 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from pigeon.auth.passwords import MAX_PASSWORD_BYTES
-from pigeon.auth.throttle import C421_AUTH_THROTTLED, AuthThrottle
+from pigeon.auth.throttle import AuthThrottle
 from pigeon.core.address import MAX_PATH, AddressError, parse_address
 from pigeon.core.clock import Clock
-from pigeon.proto.smtp.reply import C501_AUTH_CANCELLED, Reply
 
 log = logging.getLogger(__name__)
-
-C235_AUTH_OK = Reply(235, "2.7.0", "Authentication successful")  # RFC 4954 §6
-C454_AUTH_TEMPORARY = Reply(454, "4.7.0", "Temporary authentication failure")  # RFC 4954 §6
-C501_AUTH_BASE64 = Reply(501, "5.5.2", "Cannot decode the authentication response")  # RFC 4954 §4
-C501_AUTH_MALFORMED = Reply(501, "5.5.2", "Malformed authentication response")  # RFC 4616 §2
-C504_AUTH_MECHANISM = Reply(504, "5.5.4", "Unrecognized authentication mechanism")  # RFC 4954 §6
-C530_AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")  # RFC 4954 §6
-C535_AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")  # RFC 4954 §6
-C538_ENCRYPTION_REQUIRED = Reply(
-    538, "5.7.11", "Encryption required for requested authentication mechanism"
-)  # RFC 4954 §6, enhanced code from RFC 5248
 
 MECHANISMS: tuple[str, ...] = ("PLAIN", "LOGIN")  # the order offered in EHLO
 # argon2id with argon2-cffi's defaults takes 64 MiB per verification: 4 at once bounds that to
@@ -81,15 +73,29 @@ _LOGIN_PASSWORD = base64.b64encode(b"Password:").decode("ascii")
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
 
 
+class AuthFailure(enum.Enum):
+    """Why a login did not succeed (rule 2); each protocol says it in its own words."""
+
+    MECHANISM = "unknown mechanism"
+    ENCRYPTION_REQUIRED = "encryption required"  # rule 1
+    CANCELLED = "cancelled by the client"
+    BAD_BASE64 = "not base64"  # rule 3
+    MALFORMED = "malformed response"  # rule 3
+    BAD_CREDENTIALS = "bad credentials"  # also rule 4's proxy authorization
+    UNAVAILABLE = "temporarily unavailable"  # the directory failed
+    THROTTLED = "throttled"  # the brute-force throttle refused: close the connection
+
+    @property
+    def close(self) -> bool:
+        """The caller must close the connection after answering."""
+        return self is AuthFailure.THROTTLED
+
+
 @dataclass(frozen=True, slots=True)
 class Challenge:
     """Send this to the client and feed its answer to ``SaslExchange.respond``."""
 
-    text: str  # already base64 (may be empty: "334 ")
-
-    @property
-    def reply(self) -> Reply:
-        return Reply(334, "", self.text)
+    text: str  # already base64 (may be empty: SMTP "334 ", IMAP/POP3 "+ ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,12 +110,12 @@ class Credentials:
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    reply: Reply
+    kind: AuthFailure
 
     @property
     def close(self) -> bool:
-        """The caller must close the connection after sending the reply (421)."""
-        return self.reply.code == 421
+        """The caller must close the connection after answering."""
+        return self.kind.close
 
 
 Step = Challenge | Credentials | Failure
@@ -143,10 +149,10 @@ class SaslExchange:
         if self.done:
             raise ValueError("the exchange is over")
         if line.strip() == "*":  # RFC 4954 §4: the client cancels
-            return self._end(Failure(C501_AUTH_CANCELLED))
+            return self._end(Failure(AuthFailure.CANCELLED))
         data = _decode(line.strip())
         if data is None:
-            return self._end(Failure(C501_AUTH_BASE64))
+            return self._end(Failure(AuthFailure.BAD_BASE64))
         return self._step(data)
 
     def _step(self, data: bytes) -> Step:
@@ -167,17 +173,17 @@ class PlainExchange(SaslExchange):
         if initial is None:
             return Challenge("")  # RFC 4954 §4: an empty challenge asks for the initial response
         if initial == "":
-            return self._end(Failure(C501_AUTH_MALFORMED))  # "=": an empty message has no NULs
+            return self._end(Failure(AuthFailure.MALFORMED))  # "=": an empty message has no NULs
         return self.respond(initial)
 
     def _step(self, data: bytes) -> Step:
         parts = data.split(b"\x00")
         if len(parts) != 3:
-            return self._end(Failure(C501_AUTH_MALFORMED))
+            return self._end(Failure(AuthFailure.MALFORMED))
         try:
             authzid, authcid, password = (p.decode("utf-8") for p in parts)
         except UnicodeDecodeError:
-            return self._end(Failure(C501_AUTH_MALFORMED))
+            return self._end(Failure(AuthFailure.MALFORMED))
         return self._end(Credentials(authcid, password, authzid))
 
 
@@ -199,7 +205,7 @@ class LoginExchange(SaslExchange):
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
-            return self._end(Failure(C501_AUTH_MALFORMED))
+            return self._end(Failure(AuthFailure.MALFORMED))
         if self._username is None:
             self._username = text
             return Challenge(_LOGIN_PASSWORD)
@@ -239,13 +245,13 @@ class PasswordVerifier(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class AuthOutcome:
-    reply: Reply
-    user: str | None = None  # the folded account on success
+class LoggedIn:
+    """The credentials were verified: ``user`` is the folded account (rule 5)."""
 
-    @property
-    def close(self) -> bool:
-        return self.reply.code == 421
+    user: str
+
+
+AuthOutcome = LoggedIn | Failure
 
 
 class Authenticator:
@@ -272,12 +278,12 @@ class Authenticator:
         at once) and its first step."""
         if self.throttle.check(ip).refused:
             log.warning("auth: refused AUTH from throttled client %s", ip)
-            return None, Failure(C421_AUTH_THROTTLED)
+            return None, Failure(AuthFailure.THROTTLED)
         cls = _EXCHANGES.get(mechanism.upper())
         if cls is None:
-            return None, Failure(C504_AUTH_MECHANISM)
+            return None, Failure(AuthFailure.MECHANISM)
         if not secure:
-            return None, Failure(C538_ENCRYPTION_REQUIRED)  # rule 1
+            return None, Failure(AuthFailure.ENCRYPTION_REQUIRED)  # rule 1
         exchange = cls()
         return exchange, exchange.start(initial)
 
@@ -289,7 +295,7 @@ class Authenticator:
         verdict = self.throttle.check(ip, account)
         if verdict.refused:
             log.warning("auth: refused login for %s from throttled client %s", shown, ip)
-            return AuthOutcome(C421_AUTH_THROTTLED)
+            return Failure(AuthFailure.THROTTLED)
         ok = False
         if self._plausible(credentials, account):
             try:
@@ -297,18 +303,18 @@ class Authenticator:
                     ok = await asyncio.to_thread(self.verifier.verify_password, account, credentials.password)
             except Exception:
                 log.exception("auth: verifying the password of %s failed", shown)
-                return AuthOutcome(C454_AUTH_TEMPORARY)
+                return Failure(AuthFailure.UNAVAILABLE)
         if ok:
             self.throttle.success(ip, account)
             log.info("auth: %s logged in from %s", shown, ip)
-            return AuthOutcome(C235_AUTH_OK, account)
+            return LoggedIn(account)
         verdict = self.throttle.failure(ip, account)
         log.warning("auth: failed login for %s from %s", shown, ip)
         if verdict.delay > 0:
             await self.clock.sleep(verdict.delay)
         if verdict.refused:
-            return AuthOutcome(C421_AUTH_THROTTLED)
-        return AuthOutcome(C535_AUTH_FAILED)
+            return Failure(AuthFailure.THROTTLED)
+        return Failure(AuthFailure.BAD_CREDENTIALS)
 
     @staticmethod
     def _plausible(credentials: Credentials, account: str) -> bool:

@@ -2,8 +2,9 @@
 
 ``AuthThrottle`` counts authentication failures and answers, before and after each attempt,
 whether to go on, how long to wait before answering, or to refuse. It does no I/O and no
-sleeping: the caller sleeps (``Clock.sleep``) and maps a refusal to its protocol (SMTP
-``421 4.7.0``, ``C421_AUTH_THROTTLED``; IMAP ``NO [UNAVAILABLE]`` / ``BYE``; POP3 ``-ERR [IN-USE]``).
+sleeping: the caller sleeps (``Clock.sleep``), and ``auth.sasl`` reports a refusal as
+``AuthFailure.THROTTLED``, which each protocol says in its words (SMTP ``421 4.7.0``,
+``smtpd.auth``; IMAP ``* BYE [UNAVAILABLE]``; POP3 ``-ERR [SYS/TEMP]``) before closing.
 
 Three counters of failures:
 - per client **IP** (IPv6 grouped by /64, since one host holds a whole /64): after
@@ -52,15 +53,11 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from pigeon.core.clock import Clock
-from pigeon.proto.smtp.reply import Reply
 
 log = logging.getLogger(__name__)
 
 # The bound: refuse at the latest at the 30th consecutive failure from one IP.
 HARD_MAX_IP_FAILURES = 30
-# RFC 4954 §6 / RFC 3463: 4.7.0 "other or undefined security status", a temporary refusal;
-# the session closes after it (421).
-C421_AUTH_THROTTLED = Reply(421, "4.7.0", "Too many authentication failures, try again later")
 # An IPv6 host is usually given a whole /64 (RFC 6177), so one attacker owns 2^64 addresses.
 IPV6_PREFIX = 64
 

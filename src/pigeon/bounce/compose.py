@@ -34,8 +34,8 @@ from email.quoprimime import body_encode
 from typing import Literal
 
 from pigeon.bounce.fields import RecipientReport, clean, delivery_status, fold
-from pigeon.cleanup.received import rfc5322_date
 from pigeon.core.address import Address, format_path
+from pigeon.proto.message.date import rfc5322_date
 
 Kind = Literal["failure", "delay", "success"]
 # sender: the original envelope sender; postmaster: a notice about a null-sender message

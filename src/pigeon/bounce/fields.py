@@ -31,8 +31,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from pigeon.cleanup.received import rfc5322_date
 from pigeon.core.address import Address, is_valid_domain
+from pigeon.proto.message.date import rfc5322_date
 from pigeon.queue.record import RcptState
 
 Action = Literal["failed", "delayed", "delivered", "relayed"]

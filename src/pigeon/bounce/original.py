@@ -4,7 +4,7 @@ Rules:
 1. Only the header section is ever held in memory, and at most ``MAX_RETURNED_HEADERS`` of it;
    a longer section is cut after its last complete line. The body is streamed in
    ``CHUNK_SIZE`` pieces (``iter_crlf``).
-2. The header section ends as cleanup's scanner says (``pigeon.cleanup.headers``: the first
+2. The header section ends as cleanup's scanner says (``pigeon.proto.message.headers``: the first
    empty line, or the first line that is neither a field nor a continuation), so the notice and
    cleanup agree on what a header is. The returned section excludes the empty line.
 3. Returned text uses CRLF line ends, as MIME requires inside a message (RFC 5322 §2.1): bare
@@ -24,7 +24,7 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import BinaryIO
 
-from pigeon.cleanup.headers import HeaderScanner
+from pigeon.proto.message.headers import HeaderScanner
 
 CHUNK_SIZE = 64 * 1024  # read size: amortises syscalls, bounds memory per notice
 # The header section is held whole; cleanup refuses sections over 1 MiB

@@ -37,12 +37,12 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Protocol
 
-from pigeon.cleanup.headers import HeaderScanner
 from pigeon.cleanup.received import missing_headers, received_header
 from pigeon.core.address import Address
 from pigeon.core.clock import Clock
 from pigeon.core.envelope import Envelope, Recipient
 from pigeon.core.results import MailError, PermanentError, TemporaryError
+from pigeon.proto.message.headers import HeaderScanner
 from pigeon.proto.smtp.reply import (
     C451_LOCAL_ERROR,
     C554_LOOP,

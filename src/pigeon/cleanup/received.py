@@ -27,12 +27,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from datetime import datetime
-
-from email.utils import format_datetime
 
 from pigeon.core.address import Address, format_path
 from pigeon.core.envelope import ClientInfo
+from pigeon.proto.message.date import rfc5322_date
 
 MAX_HELO = 255  # RFC 5321 §4.5.3.1.2: a domain is at most 255 octets
 SOFTWARE = "Pigeon"
@@ -73,31 +71,6 @@ def with_protocol(client: ClientInfo, smtputf8: bool) -> str | None:
     if smtputf8:  # RFC 6531 §3.7.3
         return ("UTF8LMTP" if base == "LMTP" else "UTF8SMTP") + suffix
     return base + suffix
-
-
-def rfc5322_date(now: float) -> str:
-    """``Tue, 01 Jul 2025 10:00:00 +0200`` in the server's local zone (RFC 5322 §3.3).
-    The text changes once a second; it is made once per second (every message's Received:)."""
-    return _DATES.text(now)
-
-
-class _SecondCache:
-    """The date text of the current second; the pair is replaced whole, so threads see a
-    consistent one."""
-
-    def __init__(self) -> None:
-        self._cached: tuple[int, str] = (-1, "")
-
-    def text(self, now: float) -> str:
-        sec = int(now)
-        cached = self._cached
-        if cached[0] != sec:
-            cached = (sec, format_datetime(datetime.fromtimestamp(sec).astimezone()))
-            self._cached = cached
-        return cached[1]
-
-
-_DATES = _SecondCache()
 
 
 def _tls_clause(tls: str) -> str:

@@ -230,7 +230,7 @@ class SmtpConfig:
     bare_newline: BareNewline = "reject"
     greeting: str | None = None  # the text after "220 <hostname> " (default: "Pigeon ESMTP ready")
     # Processes accepting on the port-25 listeners (one shared accept queue): the server plus processes - 1
-    # SMTP worker processes (smtpd.worker). One Python process uses about one core; 1 keeps
+    # SMTP worker processes (app.worker, started by app.master). One Python process uses about one core; 1 keeps
     # everything in one process.
     processes: int = 1
 

@@ -1,13 +1,17 @@
-"""Talk to a running server's control socket; ``ControlUnavailable`` when none runs."""
+"""Talk to a running server's control socket; ``ControlUnavailable`` when none runs.
+
+The socket itself is ``net.local``'s (one line each way); this module speaks the control
+protocol over it (``control.protocol``) and knows where the socket lives.
+"""
 
 from __future__ import annotations
 
 import fcntl
 import os
-import socket
 from pathlib import Path
 
 from pigeon.control.protocol import MAX_LINE, SOCKET_NAME, JSONValue, decode, encode
+from pigeon.net.local import AnswerTooLong, NotListening, request
 
 
 class ControlUnavailable(Exception):
@@ -24,29 +28,15 @@ def socket_path(data_dir: Path) -> Path:
 
 def call(data_dir: Path, cmd: str, timeout: float = 30.0, **args: JSONValue) -> JSONValue:
     path = socket_path(data_dir)
-    if not path.exists():
-        raise ControlUnavailable(str(path))
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
     try:
-        try:
-            sock.connect(str(path))
-        except (ConnectionRefusedError, FileNotFoundError) as exc:
-            raise ControlUnavailable(str(path)) from exc
-        sock.sendall(encode({"cmd": cmd, "args": dict(args)}))
-        buf = bytearray()
-        while not buf.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-            if len(buf) > MAX_LINE:
-                raise ControlError("answer too long")
-    finally:
-        sock.close()
-    if not buf:
+        answer = request(path, encode({"cmd": cmd, "args": dict(args)}), timeout, MAX_LINE)
+    except NotListening as exc:
+        raise ControlUnavailable(str(path)) from exc
+    except AnswerTooLong as exc:
+        raise ControlError("answer too long") from exc
+    if not answer:
         raise ControlError("server closed the control connection")
-    resp = decode(bytes(buf))
+    resp = decode(answer)
     if not resp.get("ok"):
         raise ControlError(str(resp.get("error")))
     return resp.get("result")

@@ -1,76 +1,48 @@
 """The running server's admin socket (``data_dir/control.sock``).
 
 Rules:
-1. Only the data directory's owner can connect (socket mode 0600).
-2. Each request line runs one registered handler; an unknown command or a handler error is an
-   ``{"ok": false}`` answer with a message, never a crash of the server.
+1. Only the data directory's owner can connect (socket mode 0600, ``net.local``).
+2. Each request line runs one registered handler; an unknown command, a request that is not a
+   JSON object, or a handler error is an ``{"ok": false}`` answer with a message, never a
+   crash of the server. A request line longer than ``protocol.MAX_LINE`` is answered
+   ``{"ok": false, "error": "request too long"}`` and the connection is closed.
 3. A stale socket file from a killed server is removed at start (the app holds the data
    directory lock, so no other server can be using it).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from pigeon.control.protocol import MAX_LINE, JSONValue, decode, encode
+from pigeon.net.local import LineServer
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, JSONValue]], Awaitable[JSONValue]]
+TOO_LONG = encode({"ok": False, "error": "request too long"})
 
 
 class ControlServer:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_line: int = MAX_LINE) -> None:
         self.path = path
         self.handlers: dict[str, Handler] = {}
-        self.server: asyncio.Server | None = None
+        self._lines = LineServer(path, self._answer, max_line, TOO_LONG)
 
     def register(self, name: str, handler: Handler) -> None:
         self.handlers[name] = handler
 
     async def start(self) -> None:
-        if self.path.exists() or self.path.is_symlink():
-            self.path.unlink()
-        old = os.umask(0o177)
-        try:
-            self.server = await asyncio.start_unix_server(self._serve, path=str(self.path), limit=MAX_LINE)
-        finally:
-            os.umask(old)
+        await self._lines.start()
 
     async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
+        await self._lines.stop()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                try:
-                    line = await reader.readline()
-                except (ValueError, asyncio.LimitOverrunError):
-                    writer.write(encode({"ok": False, "error": "request too long"}))
-                    break
-                if not line:
-                    break
-                writer.write(encode(await self._dispatch(line)))
-                await writer.drain()
-        except (ConnectionError, OSError) as exc:
-            log.debug("control connection: %s", exc)
-        finally:
-            writer.close()
-            try:
-                await writer.wait_closed()
-            except (ConnectionError, OSError):
-                pass
+    async def _answer(self, line: bytes) -> bytes:
+        return encode(await self._dispatch(line))
 
     async def _dispatch(self, line: bytes) -> dict[str, JSONValue]:
         try:

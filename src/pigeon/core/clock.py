@@ -1,48 +1,19 @@
-"""The clock, injected wherever time matters (back-off, expiry), so tests can move it."""
+"""The clock seam, injected wherever time matters (back-off, expiry, throttles, dates).
+
+Only the ``Clock`` protocol lives here: ``core`` reads no clock and does no I/O (the
+import-linter contract "proto and core are pure"). The implementations are in
+``pigeon.clocks``: ``SystemClock`` (the composition root builds one) and ``FakeClock`` (tests
+move it by hand).
+"""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Protocol
 
 
 class Clock(Protocol):
-    def now(self) -> float: ...
+    def now(self) -> float:
+        """Seconds since the epoch (``time.time()`` for the real clock)."""
+        ...
 
     async def sleep(self, seconds: float) -> None: ...
-
-
-class SystemClock:
-    def now(self) -> float:
-        return time.time()
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-
-class FakeClock:
-    """A clock for tests: time moves only when ``advance`` is called."""
-
-    def __init__(self, start: float = 1_800_000_000.0) -> None:
-        self._now = start
-        self._waiters: list[tuple[float, asyncio.Future[None]]] = []
-
-    def now(self) -> float:
-        return self._now
-
-    async def sleep(self, seconds: float) -> None:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append((self._now + seconds, fut))
-        await fut
-
-    def advance(self, seconds: float) -> None:
-        self._now += seconds
-        keep = []
-        for due, fut in self._waiters:
-            if due <= self._now:
-                if not fut.done():
-                    fut.set_result(None)
-            else:
-                keep.append((due, fut))
-        self._waiters = keep

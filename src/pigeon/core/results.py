@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pigeon.core.address import Address
-from pigeon.proto.smtp.reply import Reply
+from pigeon.core.reply import Reply
 
 Status = Literal["delivered", "failed", "deferred"]
 

@@ -62,12 +62,11 @@ from pigeon.delivery.relay_session import (
     RelayTimeouts,
     SessionSettings,
     TlsFailed,
-    no_verify_context,
     send_to_host,
     status_of,
 )
 from pigeon.dns.resolver import Resolver
-from pigeon.net.tls import client_context
+from pigeon.net.tls import client_context, no_verify_context
 from pigeon.proto.smtp.reply import C451_LOCAL_ERROR, Reply
 
 log = logging.getLogger(__name__)

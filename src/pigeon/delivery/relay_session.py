@@ -48,7 +48,6 @@ import base64
 import io
 import logging
 import os
-import ssl
 import time
 from collections.abc import Hashable
 from dataclasses import dataclass, field
@@ -61,6 +60,7 @@ from pigeon.core.results import Status
 from pigeon.delivery import mime7bit
 from pigeon.delivery.conncache import Cached, ConnectionCache
 from pigeon.delivery.relay_route import MxHost, literal_address, to_ascii
+from pigeon.net.connect import ClientTlsContext, Connection, connect
 from pigeon.proto.smtp.client import ClientConnection, ReplyReceived
 from pigeon.proto.smtp.ehlo import Extensions
 from pigeon.proto.smtp.errors import LocalProtocolError, RemoteProtocolError
@@ -132,7 +132,7 @@ class OutboundMessage:
 class SessionSettings:
     helo_name: str
     timeouts: RelayTimeouts = RelayTimeouts()
-    tls: ssl.SSLContext | None = None  # None: never STARTTLS
+    tls: ClientTlsContext | None = None  # None: never STARTTLS
     require_tls: bool = False  # Rule 11: no TLS, no mail (the smarthost)
     login: tuple[str, str] | None = field(default=None, repr=False)  # Rule 12: (user, password)
 
@@ -155,14 +155,6 @@ class TlsFailed(Exception):
     """The TLS handshake failed: retry this address without STARTTLS (Rule 2)."""
 
 
-def no_verify_context() -> ssl.SSLContext:
-    """Opportunistic TLS between MX hosts: encrypt, do not verify (RFC 7435 §1.3)."""
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
 def status_of(reply: Reply) -> Status:
     if reply.is_positive:
         return "delivered"
@@ -180,8 +172,7 @@ class _Peer:
         self.settings = settings
         self.t = settings.timeouts
         self.conn = ClientConnection()
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
+        self.link: Connection | None = None  # the TCP connection (net.connect)
         self.final_sent = False  # Rule 9
 
     def fail(self, reply: Reply, text: str, try_next: bool | None = None) -> HostFailure:
@@ -191,7 +182,7 @@ class _Peer:
     async def connect(self) -> None:
         try:
             async with asyncio.timeout(self.t.connect):
-                self.reader, self.writer = await asyncio.open_connection(self.address, self.host.port)
+                self.link = await connect(self.address, self.host.port)
         except TimeoutError:
             raise self.fail(C451_CONNECT_FAILED, "connection timed out") from None
         except OSError as exc:
@@ -199,19 +190,19 @@ class _Peer:
 
     async def flush(self, timeout: float) -> None:
         data = self.conn.data_to_send()
-        if not data or self.writer is None:
+        if not data or self.link is None:
             return
         try:
-            self.writer.write(data)
+            self.link.write(data)
             async with asyncio.timeout(timeout):
-                await self.writer.drain()
+                await self.link.drain()
         except TimeoutError:
             raise self.fail(C451_TIMEOUT, "timeout while sending") from None
         except OSError as exc:
             raise self.fail(C451_CONNECTION_LOST, f"lost connection while sending: {exc}") from None
 
     async def reply(self, timeout: float) -> Reply:
-        if self.reader is None:
+        if self.link is None:
             raise self.fail(C451_CONNECTION_LOST, "not connected")
         try:
             async with asyncio.timeout(timeout):
@@ -221,7 +212,7 @@ class _Peer:
                         return ev.reply
                     if isinstance(ev, ConnectionClosed):
                         raise self.fail(C451_CONNECTION_LOST, "connection closed by the remote server")
-                    self.conn.receive_data(await self.reader.read(READ_SIZE))
+                    self.conn.receive_data(await self.link.read(READ_SIZE))
         except TimeoutError:
             raise self.fail(C451_TIMEOUT, "timeout waiting for a reply") from None
         except RemoteProtocolError as exc:
@@ -240,19 +231,19 @@ class _Peer:
         await self.flush(timeout)
         return await self.reply(timeout)
 
-    async def starttls(self, ctx: ssl.SSLContext) -> bool:
+    async def starttls(self, ctx: ClientTlsContext) -> bool:
         reply = await self.command(StartTls(), self.t.helo)
         if reply.code != 220:
             log.info("relay: %s: STARTTLS refused (%s); continuing without TLS",
                      self.host.label(self.address), reply)
             return False
         self.conn.start_tls()
-        if self.writer is None:
+        if self.link is None:
             raise self.fail(C451_CONNECTION_LOST, "not connected")
         name = None if literal_address(f"[{self.host.name}]") else self.host.name
         try:
-            await self.writer.start_tls(ctx, server_hostname=name, ssl_handshake_timeout=self.t.helo)
-        except (ssl.SSLError, OSError, TimeoutError) as exc:
+            await self.link.start_tls(ctx, name, self.t.helo)
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
             log.warning("relay: %s: TLS handshake failed: %s", self.host.label(self.address), exc)
             raise TlsFailed(str(exc)) from None
         return True
@@ -317,31 +308,31 @@ class _Peer:
                 return reply
 
     async def quit(self) -> None:
-        if self.writer is None:
+        if self.link is None:
             return
         try:
             if not self.conn.closed:
                 self.conn.send_command(Quit())
-                self.writer.write(self.conn.data_to_send())
+                self.link.write(self.conn.data_to_send())
                 async with asyncio.timeout(QUIT_TIMEOUT):
-                    await self.writer.drain()
+                    await self.link.drain()
                     await self.reply(QUIT_TIMEOUT)
         except (HostFailure, OSError, TimeoutError, LocalProtocolError) as exc:
             log.debug("relay: %s: QUIT: %s", self.host.label(self.address), exc)
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        if self.link is not None:
+            self.link.close()
 
     async def aclose(self) -> None:
-        writer, self.writer = self.writer, None
-        if writer is None:
+        link, self.link = self.link, None
+        if link is None:
             return
-        writer.close()
+        link.close()
         try:
             async with asyncio.timeout(QUIT_TIMEOUT):
-                await writer.wait_closed()
-        except (OSError, TimeoutError, ssl.SSLError) as exc:
+                await link.wait_closed()
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
             log.debug("relay: %s: close: %s", self.host.label(self.address), exc)
 
 

@@ -6,9 +6,10 @@ Rules:
    ``NO [PRIVACYREQUIRED]`` (RFC 5530 §3), and CAPABILITY says LOGINDISABLED (RFC 3501 §6.2.3).
 2. Every verification goes through ``Authenticator.verify`` (the brute-force throttle shared
    with SMTP and POP3, argon2 off the loop, the failure delay before answering).
-3. Replies mapped onto RFC 5530 codes: wrong credentials ``NO [AUTHENTICATIONFAILED]``; directory
-   unavailable ``NO [UNAVAILABLE]``; throttled ``* BYE`` and the connection is closed (the SMTP
-   421 of the same refusal); unknown mechanism ``NO``; malformed or cancelled exchange ``BAD``.
+3. ``auth.sasl``'s ``AuthFailure`` in IMAP's words, with RFC 5530 codes: wrong credentials
+   ``NO [AUTHENTICATIONFAILED]``; directory unavailable ``NO [UNAVAILABLE]``; throttled ``* BYE``
+   and the connection is closed; unknown mechanism ``NO``; encryption required
+   ``NO [PRIVACYREQUIRED]``; malformed or cancelled exchange ``BAD``.
 4. SASL challenges are ``+ base64`` (RFC 3501 §7.5); ``*`` cancels (RFC 3501 §6.2.2).
 5. After a verified login the account is opened in a worker thread; a store failure there is
    ``NO [UNAVAILABLE]`` and the session stays unauthenticated.
@@ -21,44 +22,39 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from pigeon.auth.sasl import AuthOutcome, Credentials, Failure
+from pigeon.auth.sasl import AuthFailure, AuthOutcome, Credentials, Failure
 from pigeon.core.address import parse_address
 from pigeon.imapd.replies import Done, SessionEnd, bad, no
 from pigeon.proto.imap import commands as c
 from pigeon.proto.imap import serialize
-from pigeon.proto.smtp.reply import C501_AUTH_CANCELLED, Reply
 
 if TYPE_CHECKING:
     from pigeon.imapd.session import ImapSession
 
 log = logging.getLogger(__name__)
 
-_THROTTLED = 421
-_TEMPORARY = 454
-_MECHANISM = 504
-_ENCRYPTION = 538
-_SYNTAX = 501
-
-
-def _failure(reply: Reply) -> Done:
+def _failure(failure: AuthFailure) -> Done:
     """Rule 3."""
-    code = reply.code
-    if code == _THROTTLED:
-        raise SessionEnd("Too many failed logins, try again later", "UNAVAILABLE")
-    if code == _TEMPORARY:
-        return no("Temporary authentication failure", "UNAVAILABLE")
-    if code == _MECHANISM:
-        return no("Unsupported authentication mechanism")
-    if code == _ENCRYPTION:
-        return no("Use STARTTLS or the imaps port first", "PRIVACYREQUIRED")
-    if code == _SYNTAX:
-        return bad("Authentication cancelled" if reply == C501_AUTH_CANCELLED else "Malformed authentication data")
-    return no("Authentication failed", "AUTHENTICATIONFAILED")
+    match failure:
+        case AuthFailure.THROTTLED:
+            raise SessionEnd("Too many failed logins, try again later", "UNAVAILABLE")
+        case AuthFailure.UNAVAILABLE:
+            return no("Temporary authentication failure", "UNAVAILABLE")
+        case AuthFailure.MECHANISM:
+            return no("Unsupported authentication mechanism")
+        case AuthFailure.ENCRYPTION_REQUIRED:
+            return no("Use STARTTLS or the imaps port first", "PRIVACYREQUIRED")
+        case AuthFailure.CANCELLED:
+            return bad("Authentication cancelled")
+        case AuthFailure.BAD_BASE64 | AuthFailure.MALFORMED:
+            return bad("Malformed authentication data")
+        case AuthFailure.BAD_CREDENTIALS:
+            return no("Authentication failed", "AUTHENTICATIONFAILED")
 
 
 async def _finish(s: ImapSession, outcome: AuthOutcome) -> Done:
-    if outcome.user is None:
-        return _failure(outcome.reply)
+    if isinstance(outcome, Failure):
+        return _failure(outcome.kind)
     user = outcome.user
     try:
         address = parse_address(user, utf8=True)
@@ -83,7 +79,7 @@ async def authenticate(s: ImapSession, cmd: c.Authenticate) -> Done:
     exchange, step = authenticator.begin(cmd.mechanism, cmd.initial_response, secure=s.secure(), ip=ip)
     while True:
         if isinstance(step, Failure):
-            return _failure(step.reply)
+            return _failure(step.kind)
         if isinstance(step, Credentials):
             return await _finish(s, await authenticator.verify(step, ip))
         if exchange is None:  # pragma: no cover - begin() returns an exchange with a challenge

@@ -11,6 +11,9 @@ Rules:
    selection, which also lists subscribed names that do not exist as \\NonExistent
    (RFC 5258 §3.1); RECURSIVEMATCH adds CHILDINFO for parents of subscribed names. RETURN
    (STATUS ...) follows each selectable name with its STATUS (RFC 5819 §2).
+   Matching is ``proto.imap.listmatch`` (linear, no backtracking); reading the folders and
+   matching them run in a worker thread, never on the event loop, and the work is bounded by
+   the parser's pattern limits and the store's ``MAX_FOLDERS``/``MAX_SUBSCRIPTIONS``.
 3. STATUS (RFC 3501 §6.3.10) answers the items in the client's order; SIZE (RFC 8438) and
    HIGHESTMODSEQ (RFC 7162 §3.1.6, which enables CONDSTORE) included.
 4. DELETE of the selected mailbox first closes it (``* OK [CLOSED]``, RFC 7162 §3.2.11), so the
@@ -20,35 +23,17 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-import re
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pigeon.imapd.replies import Done, no, ok
 from pigeon.proto.imap import commands as c
-from pigeon.store.mailbox import SEPARATOR, MailboxInfo, MailboxStatus
+from pigeon.proto.imap.listmatch import ListMatcher
+from pigeon.store.mailbox import SEPARATOR, Account, MailboxInfo, MailboxStatus
 
 if TYPE_CHECKING:
     from pigeon.imapd.session import ImapSession
 
 _SEP = SEPARATOR.encode("ascii")
-
-
-def matcher(pattern: str) -> Callable[[str], bool]:
-    """Rule 2: a LIST pattern (already joined with the reference) → a predicate on names."""
-    rx = "".join(".*" if ch == "*" else f"[^{re.escape(SEPARATOR)}]*" if ch == "%" else re.escape(ch)
-                 for ch in pattern)
-    compiled = re.compile(rx, re.DOTALL)
-    folded = re.compile(rx, re.DOTALL | re.IGNORECASE)
-
-    def match(name: str) -> bool:
-        if compiled.fullmatch(name):
-            return True
-        if name == "INBOX" or name.startswith("INBOX" + SEPARATOR):
-            return bool(folded.fullmatch(name)) and pattern[:5].upper() == "INBOX"
-        return False
-
-    return match
 
 
 def status_items(st: MailboxStatus, items: tuple[str, ...]) -> bytes:
@@ -110,24 +95,17 @@ def _attrs(info: MailboxInfo) -> list[str]:
     return attrs
 
 
-async def list_(s: ImapSession, cmd: c.List) -> Done:
-    account = s.acct()
-    if len(cmd.patterns) == 1 and cmd.patterns[0] == "" and not cmd.selection:
-        s.emit(b'* LIST (\\Noselect) "' + _SEP + b'" ""\r\n')  # RFC 3501 §6.3.8
-        return ok("LIST completed")
-    ref = s.name_in(cmd.reference) if cmd.reference else ""
-    preds = [matcher(ref + s.name_in(p)) for p in cmd.patterns]
-
-    def matches(name: str) -> bool:
-        return any(p(name) for p in preds)
-
-    infos, subs = await asyncio.to_thread(lambda: (account.list(), set(account.subscriptions())))
+def _list_rows(account: Account, cmd: c.List, patterns: list[str]) -> list[tuple[str, list[str], bytes, bool]]:
+    """Rule 2, in a worker thread: (name, attributes, extra data, STATUS wanted) per answer."""
+    infos, subs = account.list(), set(account.subscriptions())
     subscribed_sel = "SUBSCRIBED" in cmd.selection
     show_subscribed = cmd.return_subscribed or subscribed_sel
     recursive = "RECURSIVEMATCH" in cmd.selection
     by_name = {i.name: i for i in infos}
     names = sorted(set(by_name) | (subs if subscribed_sel else set()), key=lambda n: (n != "INBOX", n))
     sub_parents = {n[: i] for n in subs for i in range(len(n)) if n[i] == SEPARATOR}
+    matches = ListMatcher(patterns, SEPARATOR, longest=max(map(len, names), default=0))
+    rows = []
     for name in names:
         if not matches(name):
             continue
@@ -144,8 +122,21 @@ async def list_(s: ImapSession, cmd: c.List) -> Done:
             continue
         if show_subscribed and name in subs:
             attrs.append("\\Subscribed")
+        rows.append((name, attrs, extra, cmd.return_status is not None and info is not None and info.selectable))
+    return rows
+
+
+async def list_(s: ImapSession, cmd: c.List) -> Done:
+    account = s.acct()
+    if len(cmd.patterns) == 1 and cmd.patterns[0] == "" and not cmd.selection:
+        s.emit(b'* LIST (\\Noselect) "' + _SEP + b'" ""\r\n')  # RFC 3501 §6.3.8
+        return ok("LIST completed")
+    ref = s.name_in(cmd.reference) if cmd.reference else ""
+    patterns = [ref + s.name_in(p) for p in cmd.patterns]
+    rows = await asyncio.to_thread(_list_rows, account, cmd, patterns)
+    for name, attrs, extra, status in rows:
         s.emit(_line(s, b"LIST", attrs, name, extra))
-        if cmd.return_status and info is not None and info.selectable:
+        if status and cmd.return_status:
             await _status_line(s, name, cmd.return_status)
         await s.drain()
     return ok("LIST completed")
@@ -158,22 +149,30 @@ async def _status_line(s: ImapSession, name: str, items: tuple[str, ...]) -> Non
     s.emit(b"* STATUS " + s.name_out(name) + b" " + status_items(st, items) + b"\r\n")
 
 
-async def lsub(s: ImapSession, cmd: c.Lsub) -> Done:
-    account = s.acct()
-    ref = s.name_in(cmd.reference) if cmd.reference else ""
-    match = matcher(ref + s.name_in(cmd.pattern))
-    subs = await asyncio.to_thread(account.subscriptions)
+def _lsub_rows(account: Account, pattern: str) -> list[tuple[str, bool]]:
+    """LSUB in a worker thread: (name, \\Noselect) per answer. RFC 3501 §6.3.9: with "%", a
+    parent of a subscribed name is listed as \\Noselect; ``prefixes`` matches a name and all
+    its parents in one pass."""
+    subs = account.subscriptions()
     subset = set(subs)
-    shown = set()
+    match = ListMatcher([pattern], SEPARATOR, longest=max(map(len, subs), default=0))
+    shown: list[str] = []
+    parents: set[str] = set()
     for name in sorted(subs, key=lambda n: (n != "INBOX", n)):
-        if match(name):
-            shown.add(name)
-            s.emit(_line(s, b"LSUB", [], name))
-    # RFC 3501 §6.3.9: with "%", a parent of a subscribed name is listed as \Noselect
-    parents = sorted({n[:i] for n in subset for i in range(len(n)) if n[i] == SEPARATOR} - subset - shown)
-    for name in parents:
-        if match(name):
-            s.emit(_line(s, b"LSUB", ["\\Noselect"], name))
+        hits = match.prefixes(name)
+        if hits[-1]:
+            shown.append(name)
+        ends = [i for i, ch in enumerate(name) if ch == SEPARATOR]
+        parents.update(name[:i] for i, hit in zip(ends, hits) if hit and name[:i] not in subset)
+    return [(n, False) for n in shown] + [(n, True) for n in sorted(parents)]
+
+
+async def lsub(s: ImapSession, cmd: c.Lsub) -> Done:
+    ref = s.name_in(cmd.reference) if cmd.reference else ""
+    rows = await asyncio.to_thread(_lsub_rows, s.acct(), ref + s.name_in(cmd.pattern))
+    for name, noselect in rows:
+        s.emit(_line(s, b"LSUB", ["\\Noselect"] if noselect else [], name))
+        await s.drain()
     return ok("LSUB completed")
 
 

@@ -14,7 +14,10 @@ Rules:
    syncs every ``IDLE_POLL`` seconds for changes made by other programs (mutt); it ends at
    ``DONE``, at the autologout, or at shutdown.
 4. Limits: framing limits are the core's (``limits.max_line_length`` per line,
-   ``limits.max_message_size`` per APPEND literal; a literal over them is ``NO [TOOBIG]``);
+   ``limits.max_message_size`` per APPEND literal; a literal over them is ``NO [TOOBIG]``).
+   Before login a literal over ``PREAUTH_MAX_LITERAL`` (8 KiB) is ``BAD`` with no ``+``, and
+   such a non-synchronising one ends the session with ``* BYE`` (the core reads none of it);
+   after login, big APPEND literals go to a file, never to memory (``append`` rule 4).
    ``limits.max_errors`` bad commands (20, Postfix's smtpd_hard_error_limit) end the session with
    ``* BYE``; the inactivity autologout is at least 30 minutes (RFC 3501 §5.4) or
    ``limits.session_timeout`` when larger. Output is written whenever ``FLUSH_AT`` octets are
@@ -35,13 +38,13 @@ import asyncio
 import contextlib
 import enum
 import logging
-import ssl
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final
 
 from pigeon import maillog
 from pigeon.auth.sasl import plaintext_allowed
 from pigeon.imapd import append, auth, fetch, mailboxes, search, select, store
+from pigeon.imapd.append import LiteralSpool
 from pigeon.imapd.replies import SERVERBUG, Done, SessionEnd, bad, no, ok
 from pigeon.imapd.selected import Modes, Selected
 from pigeon.net.listener import Stream
@@ -53,6 +56,7 @@ from pigeon.proto.imap.events import (
     BadCommand,
     Command,
     ConnectionClosed,
+    LiteralData,
     LiteralTooBig,
     NeedContinuation,
     RawLine,
@@ -116,6 +120,7 @@ class ImapSession:
         self.commands = 0
         self.errors = 0
         self.closing = False
+        self.literals = LiteralSpool(lambda: self.acct().temporary_file())  # append rule 4
         self._out = bytearray()
         self._read_task: asyncio.Task[bytes] | None = None
         self._waiting = False
@@ -147,7 +152,7 @@ class ImapSession:
             self._bye("Autologout; idle for too long")
         except SessionEnd as end:
             self._bye(end.text, end.code)
-        except (ConnectionError, OSError, ssl.SSLError) as exc:
+        except OSError as exc:  # ConnectionError and ssl.SSLError are OSErrors
             log.debug("imap: connection lost client=%s: %s", client, exc)
         finally:
             await self._cleanup()
@@ -158,6 +163,7 @@ class ImapSession:
         self._out.clear()
 
     async def _cleanup(self) -> None:
+        self.literals.clear()
         task, self._read_task = self._read_task, None
         if task is not None:
             task.cancel()
@@ -238,16 +244,27 @@ class ImapSession:
                 await self._fill()
                 continue
             if isinstance(ev, ConnectionClosed):
+                if ev.reason is not None:
+                    raise SessionEnd(ev.reason)  # rule 4: the core refused to read on
                 return
             if isinstance(ev, NeedContinuation):
                 self.emit(serialize.continuation("Ready for literal data"))
+            elif isinstance(ev, LiteralData):
+                self.literals.write(ev.data, ev.last)
             elif isinstance(ev, LiteralTooBig):
-                # RFC 7888 §4, RFC 9051 §7.1: NO [TOOBIG] for a literal we will not take
-                self.emit(serialize.tagged(ev.tag, "NO", f"Literal of {ev.size} octets is too big", "TOOBIG"))
+                self.literals.clear()
+                if self.state is State.NOT_AUTHENTICATED:  # rule 4, RFC 3501 §7.5: no "+"
+                    self._bad(ev.tag, f"Literal of {ev.size} octets is too big before authentication")
+                else:  # RFC 7888 §4, RFC 9051 §7.1: NO [TOOBIG] for a literal we will not take
+                    self.emit(serialize.tagged(ev.tag, "NO", f"Literal of {ev.size} octets is too big", "TOOBIG"))
             elif isinstance(ev, BadCommand):
+                self.literals.clear()
                 self._bad(ev.tag, ev.reason)
             elif isinstance(ev, Command):
-                await self._command(ev)
+                try:
+                    await self._command(ev)
+                finally:
+                    self.literals.clear()
             else:  # RawLine without expect_line cannot happen
                 log.error("imap: unexpected event %r", ev)
             await self.drain()
@@ -357,6 +374,7 @@ class ImapSession:
         self.user = user
         self.account = account
         self.state = State.AUTHENTICATED
+        self.conn.logged_in()  # rule 4: the pre-login literal limits end here
         return ok("Logged in", f"CAPABILITY {self.capabilities()}")
 
     async def deselect(self) -> None:
@@ -407,7 +425,7 @@ class ImapSession:
         try:
             async with asyncio.timeout(HANDSHAKE_TIMEOUT):
                 await self.stream.start_tls(tls.context())
-        except (ssl.SSLError, OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
             log.info("imap: TLS handshake failed client=%s: %s", self.stream.peer_ip, exc)
             raise ConnectionResetError("TLS handshake failed") from exc
         return None

@@ -33,7 +33,7 @@ import socket
 import ssl
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -327,6 +327,26 @@ def quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
     loop.set_exception_handler(handler)
 
 
+def adopt_listening_sockets(fds: Sequence[int]) -> list[socket.socket]:
+    """Listening sockets inherited by descriptor (a worker process gets the server's, ``app.master``),
+    as socket objects for ``Listener(sockets=...)``; each then belongs to the caller, which
+    closes it with the listener. Raises ``OSError`` when a descriptor is not an open listening
+    stream socket (a wrong number on the command line), before any is served."""
+    out: list[socket.socket] = []
+    for fd in fds:
+        sock = socket.socket(fileno=fd)  # ENOTSOCK, EBADF: OSError
+        try:
+            listening = sock.type == socket.SOCK_STREAM and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+        except OSError:
+            sock.detach()
+            raise
+        if not listening:
+            sock.detach()  # not ours to close
+            raise OSError(errno.EINVAL, f"descriptor {fd} is not a listening stream socket")
+        out.append(sock)
+    return out
+
+
 class Listener:
     def __init__(self, service: str, endpoints: list[tuple[str, int]], factory: SessionFactory,
                  limits: Callable[[], Limits], too_many: bytes,
@@ -336,8 +356,8 @@ class Listener:
                  handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT) -> None:
         self.tls = tls  # implicit TLS: handshaken in _accept, after the connection is counted
         self.handshake_timeout = handshake_timeout
-        # Listening sockets opened by another process (the SMTP workers get the server's):
-        # served as they are, instead of binding ``endpoints``.
+        # Listening sockets opened by another process (worker processes get the server's,
+        # ``adopt_listening_sockets``): served as they are, instead of binding ``endpoints``.
         self.inherited = sockets or []
         self.service = service
         self.endpoints = endpoints

@@ -127,6 +127,15 @@ def client_context(verify: bool = False, cafile: Path | None = None) -> ssl.SSLC
     return ctx
 
 
+def no_verify_context() -> ssl.SSLContext:
+    """Opportunistic TLS between MX hosts (rule 6): encrypt, do not verify (RFC 7435 §1.3).
+    Python's default client context with verification off."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 def tls_info(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str | None:
     """``"TLSv1.3 TLS_AES_256_GCM_SHA384"``: the version and cipher of a finished handshake,
     in the form ``ClientInfo.tls`` holds (cleanup renders it as ``(using V with cipher C)``).

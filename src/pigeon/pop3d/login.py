@@ -7,9 +7,10 @@ Rules:
    RFC 8314). USER is refused then (so no password follows), with the reason in the text.
 2. Every verification goes through ``Authenticator.verify``: the brute-force throttle shared
    with SMTP and IMAP, argon2 off the event loop, the failure delay before answering.
-3. Answers (RFC 2449 §8, RFC 3206): wrong credentials ``-ERR [AUTH]``; directory unavailable
-   ``-ERR [SYS/TEMP]``; throttled ``-ERR [SYS/TEMP]`` and the connection is closed (the SMTP
-   421 of the same refusal); unknown mechanism, malformed or cancelled exchange plain ``-ERR``.
+3. ``auth.sasl``'s ``AuthFailure`` in POP3's words (RFC 2449 §8, RFC 3206): wrong credentials
+   ``-ERR [AUTH]``; directory unavailable ``-ERR [SYS/TEMP]``; throttled ``-ERR [SYS/TEMP]`` and
+   the connection is closed; encryption required, unknown mechanism, malformed or cancelled
+   exchange plain ``-ERR``.
 4. A SASL challenge is sent as ``+ base64`` (RFC 5034 §4); ``*`` cancels. A bare ``AUTH`` lists
    the mechanisms usable now (the pre-RFC 5034 listing fetchmail and Outlook ask for).
 5. A successful verification only names the account: opening (and locking) the maildrop is the
@@ -25,6 +26,7 @@ import logging
 from dataclasses import dataclass
 
 from pigeon.auth.sasl import (
+    AuthFailure,
     Authenticator,
     AuthOutcome,
     Challenge,
@@ -47,16 +49,20 @@ from pigeon.proto.pop3.responses import (
     MultiLine,
     Response,
 )
-from pigeon.proto.smtp.reply import C501_AUTH_CANCELLED
 
 log = logging.getLogger(__name__)
 
-# SMTP reply codes the Authenticator answers with (RFC 4954 §6), as POP3 responses (rule 3).
-_THROTTLED = 421
-_TEMPORARY = 454
-_MECHANISM = 504
-_ENCRYPTION = 538
-_SYNTAX = 501
+# Rule 3: each AuthFailure as a POP3 response.
+FAILURE_RESPONSES: dict[AuthFailure, AnyResponse] = {
+    AuthFailure.THROTTLED: ERR_THROTTLED,
+    AuthFailure.UNAVAILABLE: ERR_SYS_TEMP,
+    AuthFailure.MECHANISM: ERR_AUTH_MECHANISM,
+    AuthFailure.ENCRYPTION_REQUIRED: ERR_TLS_REQUIRED,
+    AuthFailure.CANCELLED: ERR_AUTH_CANCELLED,
+    AuthFailure.BAD_BASE64: ERR_AUTH_MALFORMED,
+    AuthFailure.MALFORMED: ERR_AUTH_MALFORMED,
+    AuthFailure.BAD_CREDENTIALS: ERR_AUTH_FAILED,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,24 +74,14 @@ class LoginResult:
     close: bool = False
 
 
-def _failure(reply_code: int, cancelled: bool) -> LoginResult:
-    if reply_code == _THROTTLED:
-        return LoginResult(ERR_THROTTLED, close=True)
-    if reply_code == _TEMPORARY:
-        return LoginResult(ERR_SYS_TEMP)
-    if reply_code == _MECHANISM:
-        return LoginResult(ERR_AUTH_MECHANISM)
-    if reply_code == _ENCRYPTION:
-        return LoginResult(ERR_TLS_REQUIRED)
-    if reply_code == _SYNTAX:
-        return LoginResult(ERR_AUTH_CANCELLED if cancelled else ERR_AUTH_MALFORMED)
-    return LoginResult(ERR_AUTH_FAILED)
+def failure_result(failure: AuthFailure) -> LoginResult:
+    return LoginResult(FAILURE_RESPONSES[failure], close=failure.close)
 
 
 def _outcome(outcome: AuthOutcome) -> LoginResult:
-    if outcome.user is not None:
-        return LoginResult(Response(True, "Logged in"), user=outcome.user)
-    return _failure(outcome.reply.code, False)
+    if isinstance(outcome, Failure):
+        return failure_result(outcome.kind)
+    return LoginResult(Response(True, "Logged in"), user=outcome.user)
 
 
 class Pop3Login:
@@ -129,5 +125,5 @@ class Pop3Login:
             return LoginResult(Continuation(step.text))  # rule 4
         self._exchange = None
         if isinstance(step, Failure):
-            return _failure(step.reply.code, step.reply == C501_AUTH_CANCELLED)
+            return failure_result(step.kind)
         return _outcome(await self.authenticator.verify(step, self.ip))

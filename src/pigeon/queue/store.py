@@ -84,7 +84,7 @@ from typing import BinaryIO
 
 from pigeon.core.clock import Clock
 from pigeon.core.envelope import Envelope
-from pigeon.core.queueid import QueueId, is_queue_id, new_queue_id
+from pigeon.core.queueid import ENTROPY_BITS, QueueId, is_queue_id, new_queue_id
 from pigeon.durable.commit import GroupCommit
 from pigeon.durable.flushes import DirSync, wants_syncfs
 from pigeon.durable.io import REAL, FileIO, makedirs_durable, unlink_quietly, write_all, write_file_synced
@@ -217,7 +217,7 @@ class QueueStore:
     # -- receiving ---------------------------------------------------------------------------
 
     def new_body(self) -> BodyWriter:
-        qid = new_queue_id(self.clock.now())
+        qid = new_queue_id(self.clock.now(), secrets.randbits(ENTROPY_BITS))
         path = self._dir("tmp") / qid
         memory = MEMORY_BODY if self.journal is not None else 0  # rule 8
         try:

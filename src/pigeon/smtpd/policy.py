@@ -24,8 +24,7 @@ from pigeon.core.address import Address
 from pigeon.directory import Directory
 from pigeon.submission.ratelimit import SendingRateLimiter
 from pigeon.submission.sender import DirectorySenders, FromCollector, check_mail_from
-from pigeon.auth.sasl import C530_AUTH_REQUIRED
-from pigeon.proto.smtp.reply import Reply
+from pigeon.proto.smtp.reply import C530_AUTH_REQUIRED, Reply
 
 
 @dataclass

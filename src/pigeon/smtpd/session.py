@@ -33,13 +33,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from pigeon import maillog
-from pigeon.auth.sasl import Authenticator, Challenge, Failure, SaslExchange, Step, plaintext_allowed
+from pigeon.auth.sasl import (
+    Authenticator,
+    Challenge,
+    Failure,
+    LoggedIn,
+    SaslExchange,
+    Step,
+    plaintext_allowed,
+)
 from pigeon.cleanup.intake import Intake, Transaction
 from pigeon.config import Config
 from pigeon.core.address import Address
@@ -47,6 +54,7 @@ from pigeon.core.envelope import ClientInfo, Envelope, Recipient
 from pigeon.core.results import MailError
 from pigeon.net.listener import Stream
 from pigeon.net.tls import TlsManager
+from pigeon.smtpd.auth import SUCCESS, challenge_reply, failure_reply
 from pigeon.smtpd.policy import SenderPolicy
 from pigeon.submission.sender import FromCollector
 from pigeon.queue.record import QueueRecord
@@ -279,7 +287,7 @@ class SmtpSession:
         self.conn.start_tls()
         try:
             await self.stream.start_tls(tls.context())
-        except (ssl.SSLError, OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
             log.info("TLS handshake failed client=%s: %s", self.stream.peer_ip, exc)
             return True  # the connection is unusable: end the session without a reply
         self._reset()
@@ -305,22 +313,23 @@ class SmtpSession:
         """Send a challenge, verify credentials, or answer a failure; True closes the session."""
         authenticator = self.ctx.authenticator
         if isinstance(step, Challenge):
-            self.conn.send(step.reply)
+            self.conn.send(challenge_reply(step))
             return False
         self.sasl = None
         if isinstance(step, Failure):
             self.errors += 1
-            self.conn.send(step.reply)
+            self.conn.send(failure_reply(step.kind))
             return step.close
         if authenticator is None:  # pragma: no cover - a step only exists with an authenticator
             self.conn.send(C451_LOCAL_ERROR)
             return False
         outcome = await authenticator.verify(step, self.stream.peer_ip)
-        self.conn.send(outcome.reply)
-        if outcome.user is not None:
+        if isinstance(outcome, LoggedIn):
+            self.conn.send(SUCCESS)
             self.user = outcome.user
-        else:
-            self.errors += 1
+            return False
+        self.errors += 1
+        self.conn.send(failure_reply(outcome.kind))
         return outcome.close
 
     def _extensions(self) -> list[str]:

@@ -30,8 +30,8 @@ def _key(directory: Path) -> str:
 
 
 class ChangeNotifier(Protocol):
-    """What a delivery needs to tell IMAP sessions that a folder changed (a ChangeBus, or an
-    SMTP worker process's pipe to the server, ``smtpd.worker``)."""
+    """What a delivery needs to tell IMAP sessions that a folder changed (a ChangeBus, or a
+    worker process's link to the server, ``app.worker``)."""
 
     def notify(self, directory: Path) -> None: ...
 

@@ -12,7 +12,13 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import Protocol
+
+class ByteSource(Protocol):
+    """What ``copy_crlf_to_lf`` reads from: a binary file, or anything with its ``read``."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
+
 
 CHUNK_SIZE = 64 * 1024  # bytes per read: large enough to amortise syscalls, small enough to bound memory
 
@@ -49,7 +55,7 @@ class CrlfToLf:
         self.crlf_size += len(out) + out.count(b"\n")
 
 
-def copy_crlf_to_lf(prefix: bytes, body: BinaryIO, write: Callable[[bytes], object]) -> CrlfToLf:
+def copy_crlf_to_lf(prefix: bytes, body: ByteSource, write: Callable[[bytes], object]) -> CrlfToLf:
     """Convert ``prefix`` then ``body`` (read in CHUNK_SIZE pieces) into ``write``."""
     conv = CrlfToLf()
     if prefix:

@@ -34,9 +34,9 @@ from email.errors import InvalidHeaderDefect
 from email.policy import SMTPUTF8
 from typing import Protocol, runtime_checkable
 
-from pigeon.cleanup.headers import HeaderScanner
 from pigeon.core.address import Address, AddressError, parse_address
 from pigeon.directory import MAX_DEPTH, Directory, fold
+from pigeon.proto.message.headers import HeaderScanner
 from pigeon.proto.smtp.reply import Reply
 
 C553_SENDER_NOT_OWNED = Reply(553, "5.7.1", "Sender address not owned by the authenticated user")  # RFC 3463 §3.8

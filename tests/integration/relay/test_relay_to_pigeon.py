@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from pigeon.clocks import SystemClock
 from pigeon.core.address import Address
-from pigeon.core.clock import SystemClock
 from pigeon.core.envelope import Envelope, Recipient
 from pigeon.core.queueid import QueueId
 from pigeon.core.results import RecipientResult

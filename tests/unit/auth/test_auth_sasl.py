@@ -11,26 +11,20 @@ from pathlib import Path
 import pytest
 
 from pigeon.auth.sasl import (
-    C235_AUTH_OK,
-    C454_AUTH_TEMPORARY,
-    C501_AUTH_BASE64,
-    C501_AUTH_MALFORMED,
-    C504_AUTH_MECHANISM,
-    C535_AUTH_FAILED,
-    C538_ENCRYPTION_REQUIRED,
+    AuthFailure,
     Authenticator,
     Challenge,
     Credentials,
     Failure,
+    LoggedIn,
     LoginExchange,
     PlainExchange,
     account_name,
     plaintext_allowed,
 )
-from pigeon.auth.throttle import C421_AUTH_THROTTLED, AuthThrottle, ThrottleSettings
-from pigeon.core.clock import FakeClock
+from pigeon.auth.throttle import AuthThrottle, ThrottleSettings
+from pigeon.clocks import FakeClock
 from pigeon.directory import Directory
-from pigeon.proto.smtp.reply import C501_AUTH_CANCELLED
 
 PASSWORD = "correct horse battery"
 IP = "192.0.2.10"
@@ -84,40 +78,40 @@ def test_plain_without_initial_response_gets_an_empty_challenge() -> None:
     ex = PlainExchange()
     step = ex.start(None)
     assert isinstance(step, Challenge)
-    assert step.reply.to_bytes() == b"334 \r\n"  # RFC 4954 §4
+    assert step.text == ""  # RFC 4954 §4: an empty challenge asks for the initial response
     assert ex.respond(b64("\0bob@example.org\0pw")) == Credentials("bob@example.org", "pw")
     with pytest.raises(ValueError):
         ex.respond(b64("\0x\0y"))
 
 
 @pytest.mark.parametrize(
-    ("initial", "reply"),
+    ("initial", "kind"),
     [
-        ("not base64!", C501_AUTH_BASE64),
-        ("YWJj=ZGVm", C501_AUTH_BASE64),  # padding in the middle: strict decoding refuses it
-        (b64("no nul at all"), C501_AUTH_MALFORMED),
-        (b64("\0a\0b\0c"), C501_AUTH_MALFORMED),
-        (b64(b"\0al\xffce\0pw"), C501_AUTH_MALFORMED),  # not UTF-8 (RFC 4616 §2)
-        ("", C501_AUTH_MALFORMED),  # "=": an empty initial response
-        ("*", C501_AUTH_CANCELLED),
+        ("not base64!", AuthFailure.BAD_BASE64),
+        ("YWJj=ZGVm", AuthFailure.BAD_BASE64),  # padding in the middle: strict decoding refuses it
+        (b64("no nul at all"), AuthFailure.MALFORMED),
+        (b64("\0a\0b\0c"), AuthFailure.MALFORMED),
+        (b64(b"\0al\xffce\0pw"), AuthFailure.MALFORMED),  # not UTF-8 (RFC 4616 §2)
+        ("", AuthFailure.MALFORMED),  # "=": an empty initial response
+        ("*", AuthFailure.CANCELLED),
     ],
 )
-def test_plain_errors_are_replies(initial: str, reply: object) -> None:
-    assert PlainExchange().start(initial) == Failure(reply)  # type: ignore[arg-type]
+def test_plain_errors_are_failures(initial: str, kind: AuthFailure) -> None:
+    assert PlainExchange().start(initial) == Failure(kind)
 
 
 def test_login_two_challenges_and_cancel() -> None:
     ex = LoginExchange()
     first = ex.start(None)
-    assert isinstance(first, Challenge) and first.reply.to_bytes() == b"334 VXNlcm5hbWU6\r\n"
+    assert isinstance(first, Challenge) and first.text == "VXNlcm5hbWU6"  # "Username:"
     second = ex.respond(b64("alice@example.org"))
-    assert isinstance(second, Challenge) and second.reply.to_bytes() == b"334 UGFzc3dvcmQ6\r\n"
+    assert isinstance(second, Challenge) and second.text == "UGFzc3dvcmQ6"  # "Password:"
     assert ex.respond(b64("pw")) == Credentials("alice@example.org", "pw")
 
     ex = LoginExchange()
     assert isinstance(ex.start(b64("alice@example.org")), Challenge)  # user as initial response
-    assert ex.respond("*") == Failure(C501_AUTH_CANCELLED)
-    assert LoginExchange().start("@@@") == Failure(C501_AUTH_BASE64)
+    assert ex.respond("*") == Failure(AuthFailure.CANCELLED)
+    assert LoginExchange().start("@@@") == Failure(AuthFailure.BAD_BASE64)
 
 
 def test_credentials_never_show_the_password() -> None:
@@ -142,10 +136,9 @@ def test_plaintext_policy() -> None:
 
 
 def test_begin_checks_mechanism_then_security(auth: Authenticator) -> None:
-    assert auth.begin("CRAM-MD5", None, secure=True, ip=IP) == (None, Failure(C504_AUTH_MECHANISM))
-    assert auth.begin("SCRAM-SHA-256", None, secure=True, ip=IP)[1] == Failure(C504_AUTH_MECHANISM)
-    assert auth.begin("PLAIN", None, secure=False, ip=IP) == (None, Failure(C538_ENCRYPTION_REQUIRED))
-    assert C538_ENCRYPTION_REQUIRED.to_bytes().startswith(b"538 5.7.11 ")
+    assert auth.begin("CRAM-MD5", None, secure=True, ip=IP) == (None, Failure(AuthFailure.MECHANISM))
+    assert auth.begin("SCRAM-SHA-256", None, secure=True, ip=IP)[1] == Failure(AuthFailure.MECHANISM)
+    assert auth.begin("PLAIN", None, secure=False, ip=IP) == (None, Failure(AuthFailure.ENCRYPTION_REQUIRED))
     exchange, step = auth.begin("login", None, secure=True, ip=IP)
     assert isinstance(exchange, LoginExchange) and isinstance(step, Challenge)
 
@@ -153,32 +146,31 @@ def test_begin_checks_mechanism_then_security(auth: Authenticator) -> None:
 def test_good_and_bad_passwords(auth: Authenticator, clock: SleeplessClock, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     good = asyncio.run(auth.verify(Credentials("Alice@Example.org", PASSWORD), IP))
-    assert good.reply == C235_AUTH_OK and good.user == "alice@example.org"
-    assert good.reply.to_bytes() == b"235 2.7.0 Authentication successful\r\n"
+    assert good == LoggedIn("alice@example.org")
     bad = asyncio.run(auth.verify(Credentials("alice@example.org", "wrong"), IP))
-    assert bad.reply == C535_AUTH_FAILED and bad.user is None and not bad.close
-    assert bad.reply.to_bytes().startswith(b"535 5.7.8 ")
+    assert bad == Failure(AuthFailure.BAD_CREDENTIALS) and not bad.close
     assert clock.slept == [1.0]  # the throttle's delay, before answering
     unknown = asyncio.run(auth.verify(Credentials("nobody@example.org", PASSWORD), IP))
-    assert unknown.reply == C535_AUTH_FAILED
+    assert unknown == Failure(AuthFailure.BAD_CREDENTIALS)
     proxy = asyncio.run(auth.verify(Credentials("alice@example.org", PASSWORD, "bob@example.org"), IP))
-    assert proxy.reply == C535_AUTH_FAILED  # rule 4: no proxy authorization
+    assert proxy == Failure(AuthFailure.BAD_CREDENTIALS)  # rule 4: no proxy authorization
     assert PASSWORD not in caplog.text and "wrong" not in caplog.text
     assert "failed login for alice@example.org from 192.0.2.10" in caplog.text
 
 
-def test_repeated_failures_end_in_421_and_other_ips_still_log_in(auth: Authenticator) -> None:
+def test_repeated_failures_end_throttled_and_other_ips_still_log_in(auth: Authenticator) -> None:
     async def run() -> None:
         outcomes = [await auth.verify(Credentials("alice@example.org", f"guess{i}"), "198.51.100.66")
                     for i in range(5)]
-        assert [o.reply.code for o in outcomes] == [535, 535, 535, 535, 421]
-        assert outcomes[-1].close and outcomes[-1].reply == C421_AUTH_THROTTLED
+        bad, throttled = Failure(AuthFailure.BAD_CREDENTIALS), Failure(AuthFailure.THROTTLED)
+        assert outcomes == [bad, bad, bad, bad, throttled]
+        assert throttled.close
         # Even the right password is refused from that address now, without argon2 work ...
         blocked = await auth.verify(Credentials("alice@example.org", PASSWORD), "198.51.100.66")
-        assert blocked.reply.code == 421
+        assert blocked == throttled
         # ... while alice from her own address logs in.
         ok = await auth.verify(Credentials("alice@example.org", PASSWORD), IP)
-        assert ok.reply == C235_AUTH_OK
+        assert ok == LoggedIn("alice@example.org")
 
     asyncio.run(run())
 
@@ -190,21 +182,21 @@ def test_a_throttled_ip_is_refused_at_auth(directory: Directory, clock: Sleeples
     throttle.failure(IP, None)
     exchange, step = auth.begin("PLAIN", None, secure=True, ip=IP)
     assert exchange is None and isinstance(step, Failure) and step.close
-    assert step.reply.to_bytes() == b"421 4.7.0 Too many authentication failures, try again later\r\n"
+    assert step == Failure(AuthFailure.THROTTLED)
 
 
-def test_directory_failure_is_a_temporary_reply(clock: SleeplessClock, caplog: pytest.LogCaptureFixture,
+def test_directory_failure_is_a_temporary_failure(clock: SleeplessClock, caplog: pytest.LogCaptureFixture,
                                                 tmp_path: Path) -> None:
     directory = Directory(tmp_path / "d.sqlite3", ["example.org"], None)
     directory.close()  # every lookup now raises DirectoryError
     auth = Authenticator(directory, AuthThrottle(ThrottleSettings(), clock), clock)
     outcome = asyncio.run(auth.verify(Credentials("alice@example.org", PASSWORD), IP))
-    assert outcome.reply == C454_AUTH_TEMPORARY
+    assert outcome == Failure(AuthFailure.UNAVAILABLE) and not outcome.close
     assert "verifying the password of alice@example.org failed" in caplog.text
 
 
 def test_oversized_credentials_fail_without_verifying(auth: Authenticator) -> None:
     huge = "a" * 300 + "@example.org"
-    assert asyncio.run(auth.verify(Credentials(huge, PASSWORD), IP)).reply == C535_AUTH_FAILED
-    assert asyncio.run(auth.verify(Credentials("alice@example.org", "x" * 5000), IP)).reply == C535_AUTH_FAILED
-    assert asyncio.run(auth.verify(Credentials("alice@example.org", ""), IP)).reply == C535_AUTH_FAILED
+    assert asyncio.run(auth.verify(Credentials(huge, PASSWORD), IP)) == Failure(AuthFailure.BAD_CREDENTIALS)
+    assert asyncio.run(auth.verify(Credentials("alice@example.org", "x" * 5000), IP)) == Failure(AuthFailure.BAD_CREDENTIALS)
+    assert asyncio.run(auth.verify(Credentials("alice@example.org", ""), IP)) == Failure(AuthFailure.BAD_CREDENTIALS)

@@ -10,7 +10,7 @@ from pigeon.auth.throttle import (
     ThrottleSettings,
     client_key,
 )
-from pigeon.core.clock import FakeClock
+from pigeon.clocks import FakeClock
 
 ATTACKER = "198.51.100.7"
 USER_IP = "203.0.113.9"

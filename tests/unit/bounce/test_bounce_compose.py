@@ -11,7 +11,7 @@ import pytest
 
 from pigeon.bounce.compose import BoundaryClash, Notice, build_dsn, explanation, iter_dsn
 from pigeon.bounce.fields import RecipientReport
-from pigeon.cleanup.received import rfc5322_date
+from pigeon.proto.message.date import rfc5322_date
 from pigeon.core.address import Address
 
 ALICE = Address("alice", "example.org")

@@ -17,8 +17,8 @@ import pytest
 
 from pigeon.bounce.dsn import Bouncer
 from pigeon.cleanup.intake import Intake
+from pigeon.clocks import FakeClock
 from pigeon.core.address import Address
-from pigeon.core.clock import FakeClock
 from pigeon.core.envelope import ClientInfo, Envelope, Recipient
 from pigeon.core.results import TemporaryError
 from pigeon.queue.record import Attempt, QueueRecord, RcptState

@@ -15,7 +15,7 @@ from pigeon.bounce.fields import (
     report_for,
     status_of,
 )
-from pigeon.cleanup.received import rfc5322_date
+from pigeon.proto.message.date import rfc5322_date
 from pigeon.core.address import Address
 from pigeon.queue.record import Attempt, RcptState
 

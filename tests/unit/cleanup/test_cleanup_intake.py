@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from pigeon.cleanup.intake import Intake, Transaction
+from pigeon.clocks import FakeClock
 from pigeon.core.address import Address
-from pigeon.core.clock import FakeClock
 from pigeon.core.envelope import ClientInfo, Envelope, Recipient
 from pigeon.core.results import PermanentError, TemporaryError
 from pigeon.durable.testing import FaultyIO

@@ -13,8 +13,8 @@ from typing import TypeVar
 
 import pytest
 
+from pigeon.clocks import FakeClock
 from pigeon.core.address import Address, parse_address
-from pigeon.core.clock import FakeClock
 from pigeon.core.envelope import ClientInfo, Envelope, Recipient
 from pigeon.core.results import RecipientResult
 from pigeon.delivery.fastlane import FastLane

@@ -11,12 +11,12 @@ from typing import BinaryIO
 import pytest
 
 from pigeon.core.address import Address, parse_address
-from pigeon.core.queueid import new_queue_id
 from pigeon.core.results import RecipientResult
 from pigeon.delivery.base import DeliveryAgent, DeliveryJob
 from pigeon.delivery.local import LocalDelivery, delivery_prefix
 from pigeon.durable.testing import FaultyIO
 from pigeon.store.maildir import MaildirStore
+from tests.unit.queueids import fresh_queue_id
 
 ALICE = Address("alice", "example.org")
 BOB = Address("bob", "example.com")
@@ -53,7 +53,7 @@ def body_path(tmp_path: Path) -> Path:
 
 
 def _job(body_path: Path, *recipients: Address, sender: Address | None = ALICE) -> DeliveryJob:
-    return DeliveryJob(new_queue_id(), sender, tuple(recipients), body_path)
+    return DeliveryJob(fresh_queue_id(), sender, tuple(recipients), body_path)
 
 
 def _run(agent: DeliveryAgent, job: DeliveryJob) -> list[RecipientResult]:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pigeon.core.clock import FakeClock
+from pigeon.clocks import FakeClock
 from pigeon.dns.fake import FakeResolver
 from pigeon.dns.resolver import DnsResolver, DnsTempError, MxRecord, NoSuchDomain
 from tests.unit.dns.zone_server import ZoneServer, free_udp_port

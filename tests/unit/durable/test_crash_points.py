@@ -29,9 +29,9 @@ from pathlib import Path
 
 import pytest
 
+from pigeon.clocks import FakeClock
 from pigeon.config.loader import parse_config
 from pigeon.core.address import Address
-from pigeon.core.clock import FakeClock
 from pigeon.core.envelope import ClientInfo, Envelope, Recipient
 from pigeon.core.queueid import is_queue_id
 from pigeon.core.results import RecipientResult

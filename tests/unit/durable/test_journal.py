@@ -17,13 +17,14 @@ from typing import TypeVar
 
 import pytest
 
-from pigeon.core.queueid import QueueId, new_queue_id
+from pigeon.core.queueid import QueueId
 from pigeon.durable import journal as journal_mod
 from pigeon.durable.commit import GroupCommit
 from pigeon.durable.io import FileIO
 from pigeon.durable.journal import Journal, PendingEntry, pending, remove_segments
 from pigeon.durable.segments import ROOM_SEGMENTS
 from pigeon.durable.testing import FaultyIO
+from tests.unit.queueids import fresh_queue_id
 
 T = TypeVar("T")
 WAIT = 5.0  # seconds; every wait here normally takes milliseconds
@@ -56,7 +57,7 @@ class Barrier:
 
 
 def qid() -> QueueId:
-    return new_queue_id()
+    return fresh_queue_id()
 
 
 def record(q: QueueId, extra: str = "") -> bytes:

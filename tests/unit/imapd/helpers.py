@@ -12,9 +12,9 @@ from pathlib import Path
 
 from pigeon.auth.sasl import Authenticator
 from pigeon.auth.throttle import AuthThrottle, ThrottleSettings
+from pigeon.clocks import SystemClock
 from pigeon.config import AuthConfig, Config, Limits
 from pigeon.core.address import parse_address
-from pigeon.core.clock import SystemClock
 from pigeon.imapd import ImapSessionFactory
 from pigeon.net.listener import ConnectionLimits, Listener
 from pigeon.net.tls import TlsManager, ensure_self_signed

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pigeon.core.clock import SystemClock
+from pigeon.clocks import SystemClock
 from pigeon.store.mailbox import MailStore
 from tests.unit.imapd.helpers import ALICE, PASSWORD, RawClient, ServerThread, deliver, message
 

@@ -51,31 +51,37 @@ async def _greeting(port: int) -> tuple[bytes, asyncio.StreamWriter]:
     return await asyncio.wait_for(reader.read(100), 5), writer
 
 
-def test_the_per_ip_limit_holds_over_all_services_together() -> None:
+async def _wait_total(gate: ConnectionGate, total: int) -> None:
+    for _ in range(200):
+        if gate.total == total:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"gate.total stayed {gate.total}, expected {total}")
+
+
+def _two_services(total: int, per_ip: int, steps: list[tuple[int, bytes]], then_one_leaves: bool) -> None:
+    """Connect to service 0 or 1 in ``steps`` order, each expecting its greeting; then, if
+    asked, close the first connection and check there is room for exactly one more."""
+
     async def main() -> None:
         gate = ConnectionGate()
-        limits = _limits(100, 3)
+        limits = _limits(total, per_ip)
         a, pa = await _listener("smtp", gate, limits)
         b, pb = await _listener("imap", gate, limits)
+        ports = (pa, pb)
         writers = []
         try:
-            for port in (pa, pb, pa):
-                data, w = await _greeting(port)
+            for service, expect in steps:
+                data, w = await _greeting(ports[service])
                 writers.append(w)
-                assert data == b"hello\r\n"
-            for port in (pb, pa):  # a fourth, on either service, is one too many
-                data, w = await _greeting(port)
-                writers.append(w)
-                assert data == b"busy\r\n"
-            assert gate.total == 3 and gate.per_ip["127.0.0.1"] == 3
-            writers[0].close()  # one leaves: room for one more
-            for _ in range(100):
-                if gate.total == 2:
-                    break
-                await asyncio.sleep(0.01)
-            data, w = await _greeting(pb)
-            writers.append(w)
-            assert data == b"hello\r\n"
+                assert data == expect
+            if then_one_leaves:
+                writers[0].close()
+                await _wait_total(gate, gate.total - 1)
+                for service, expect in ((1, b"hello\r\n"), (0, b"busy\r\n")):
+                    data, w = await _greeting(ports[service])
+                    writers.append(w)
+                    assert data == expect
         finally:
             for w in writers:
                 w.close()
@@ -86,25 +92,16 @@ def test_the_per_ip_limit_holds_over_all_services_together() -> None:
     asyncio.run(main())
 
 
-def test_the_total_limit_holds_over_all_services_together() -> None:
-    async def main() -> None:
-        gate = ConnectionGate()
-        limits = _limits(2, 2)
-        a, pa = await _listener("pop3", gate, limits)
-        b, pb = await _listener("imap", gate, limits)
-        writers = []
-        try:
-            for port, expect in ((pa, b"hello\r\n"), (pb, b"hello\r\n"), (pb, b"busy\r\n"), (pa, b"busy\r\n")):
-                data, w = await _greeting(port)
-                writers.append(w)
-                assert data == expect
-        finally:
-            for w in writers:
-                w.close()
-            await a.stop(1)
-            await b.stop(1)
+HELLO, BUSY = b"hello\r\n", b"busy\r\n"
 
-    asyncio.run(main())
+
+def test_the_per_ip_limit_holds_over_all_services_together() -> None:
+    # three in all from one address, whichever the service; the fourth is one too many
+    _two_services(100, 3, [(0, HELLO), (1, HELLO), (0, HELLO), (1, BUSY), (0, BUSY)], then_one_leaves=True)
+
+
+def test_the_total_limit_holds_over_all_services_together() -> None:
+    _two_services(2, 2, [(0, HELLO), (1, HELLO), (1, BUSY), (0, BUSY)], then_one_leaves=False)
 
 
 def test_silent_connections_to_an_implicit_tls_port_are_counted_before_the_handshake(tmp_path: Path) -> None:
@@ -120,11 +117,7 @@ def test_silent_connections_to_an_implicit_tls_port_are_counted_before_the_hands
         smtp, sport = await _listener("smtp", gate, limits)
         try:
             silent = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
-            for _ in range(100):
-                if gate.total == 2:
-                    break
-                await asyncio.sleep(0.01)
-            assert gate.total == 2  # counted without a single octet of TLS
+            await _wait_total(gate, 2)  # counted without a single octet of TLS
             data, w = await _greeting(sport)  # another service: the address is at its limit
             assert data == b"busy\r\n"
             w.close()
@@ -133,11 +126,7 @@ def test_silent_connections_to_an_implicit_tls_port_are_counted_before_the_hands
             w3.close()
             for reader, _ in silent:  # the handshake timeout closes the silent ones
                 assert await asyncio.wait_for(reader.read(100), 5) == b""
-            for _ in range(100):
-                if gate.total == 0:
-                    break
-                await asyncio.sleep(0.01)
-            assert gate.total == 0
+            await _wait_total(gate, 0)
             # and a real TLS client is served
             client = ssl.create_default_context()
             client.check_hostname = False

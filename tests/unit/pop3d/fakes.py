@@ -20,8 +20,8 @@ from typing import Literal
 
 from pigeon.auth.sasl import Authenticator
 from pigeon.auth.throttle import AuthThrottle, ThrottleSettings
+from pigeon.clocks import SystemClock
 from pigeon.core.address import Address
-from pigeon.core.clock import SystemClock
 from pigeon.net.listener import ConnectionLimits, Listener
 from pigeon.net.tls import TlsManager, ensure_self_signed
 from pigeon.pop3d import MaildropLocks, Pop3SessionFactory, Pop3Settings

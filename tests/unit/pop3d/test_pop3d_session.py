@@ -357,7 +357,7 @@ def test_factory_validation() -> None:
     locks = MaildropLocks()
     from pigeon.auth.sasl import Authenticator
     from pigeon.auth.throttle import AuthThrottle
-    from pigeon.core.clock import SystemClock
+    from pigeon.clocks import SystemClock
     from tests.unit.pop3d.fakes import Verifier
 
     auth = Authenticator(Verifier({}), AuthThrottle(ThrottleSettings(), SystemClock()), SystemClock())

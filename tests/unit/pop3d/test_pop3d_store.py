@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from pigeon.clocks import SystemClock
 from pigeon.core.address import parse_address
-from pigeon.core.clock import SystemClock
 from pigeon.store.mailbox import MailStore
 from tests.unit.pop3d.fakes import PASSWORD, ServerThread
 

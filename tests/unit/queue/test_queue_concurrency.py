@@ -6,8 +6,8 @@ import asyncio
 import os
 from pathlib import Path
 
+from pigeon.clocks import FakeClock
 from pigeon.core.address import Address
-from pigeon.core.clock import FakeClock
 from pigeon.core.envelope import Envelope, Recipient
 from pigeon.queue.record import QueueRecord, RcptState
 from pigeon.queue.store import QueueStore

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from pigeon.control import queueops
-from pigeon.core.clock import FakeClock
+from pigeon.clocks import FakeClock
 from pigeon.durable.testing import FaultyIO
 from pigeon.queue.store import QueueStore, QueueWriteError
 from tests.unit.queue.test_queue_journal import BOB, BODY, CAROL, fast_commit, run, segments

@@ -14,15 +14,16 @@ from typing import TypeVar
 
 import pytest
 
+from pigeon.clocks import FakeClock
 from pigeon.core.address import Address
-from pigeon.core.clock import FakeClock
 from pigeon.core.envelope import ClientInfo, Envelope, Recipient
-from pigeon.core.queueid import QueueId, new_queue_id
+from pigeon.core.queueid import QueueId
 from pigeon.durable.io import FileIO
 from pigeon.durable.journal import pending
 from pigeon.durable.testing import FaultyIO
 from pigeon.queue.record import QueueRecord, RcptState, decode_record
 from pigeon.queue.store import JOURNAL_DIR, MEMORY_BODY, QueueStore, QueueWriteError
+from tests.unit.queueids import fresh_queue_id
 
 T = TypeVar("T")
 WAIT = 5.0  # seconds; every wait here normally takes milliseconds
@@ -342,7 +343,7 @@ def test_recover_skips_a_message_spilled_before_the_crash(root: Path, clock: Fak
 
 def test_recover_keeps_a_corrupt_journal_record(root: Path, clock: FakeClock) -> None:
     first = QueueStore(root, clock, journal=True)
-    bad_id: QueueId = new_queue_id()
+    bad_id: QueueId = fresh_queue_id()
     bad_record = json.dumps({"version": 99, "id": bad_id}).encode()  # a version nobody reads
 
     async def go() -> QueueRecord:
@@ -416,7 +417,7 @@ def test_a_cancelled_classic_commit_goes_to_orphans(store: QueueStore) -> None:
 
 def test_recover_is_idempotent_with_a_corrupt_journal_record(root: Path, clock: FakeClock) -> None:
     first = QueueStore(root, clock, journal=True)
-    bad_id: QueueId = new_queue_id()
+    bad_id: QueueId = fresh_queue_id()
     bad_record = json.dumps({"version": 99, "id": bad_id}).encode()
 
     async def go() -> QueueRecord:

@@ -8,7 +8,7 @@ import pytest
 
 from pigeon.core.address import Address
 from pigeon.core.envelope import ClientInfo, Envelope, Recipient
-from pigeon.core.queueid import QueueId, new_queue_id
+from pigeon.core.queueid import QueueId
 from pigeon.queue.record import (
     Attempt,
     CorruptRecord,
@@ -17,6 +17,7 @@ from pigeon.queue.record import (
     decode_record,
     encode_record,
 )
+from tests.unit.queueids import fresh_queue_id
 
 BOB = Address("bob", "example.net")
 LIST = Address("team", "example.net")
@@ -37,13 +38,13 @@ def record(qid: QueueId) -> QueueRecord:
 
 
 def test_round_trip() -> None:
-    qid = new_queue_id()
+    qid = fresh_queue_id()
     rec = record(qid)
     assert decode_record(encode_record(rec), qid, "deferred") == rec
 
 
 def test_state_comes_from_the_directory_not_the_file() -> None:
-    qid = new_queue_id()
+    qid = fresh_queue_id()
     assert decode_record(encode_record(record(qid)), qid, "hold").state == "hold"
 
 
@@ -67,7 +68,7 @@ def test_state_comes_from_the_directory_not_the_file() -> None:
     ],
 )
 def test_damaged_records_are_corrupt(damage: object) -> None:
-    qid = new_queue_id()
+    qid = fresh_queue_id()
     doc = json.loads(encode_record(record(qid)))
     damage(doc)  # type: ignore[operator]
     with pytest.raises(CorruptRecord):
@@ -75,10 +76,10 @@ def test_damaged_records_are_corrupt(damage: object) -> None:
 
 
 def test_unreadable_bytes_and_wrong_id_are_corrupt() -> None:
-    qid = new_queue_id()
+    qid = fresh_queue_id()
     with pytest.raises(CorruptRecord):
         decode_record(b"\xff\xfe", qid, "active")
     with pytest.raises(CorruptRecord):
         decode_record(b"[1, 2", qid, "active")
     with pytest.raises(CorruptRecord, match="does not match"):
-        decode_record(encode_record(record(qid)), new_queue_id(), "active")
+        decode_record(encode_record(record(qid)), fresh_queue_id(), "active")

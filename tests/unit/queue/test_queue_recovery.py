@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from pigeon.clocks import FakeClock
 from pigeon.core.address import Address
-from pigeon.core.clock import FakeClock
 from pigeon.core.envelope import Envelope, Recipient
-from pigeon.core.queueid import QueueId, new_queue_id
+from pigeon.core.queueid import QueueId
 from pigeon.queue.record import RcptState, encode_record
 from pigeon.queue.store import QueueStore
+from tests.unit.queueids import fresh_queue_id
 
 BOB = Address("bob", "example.net")
 BODY = b"Subject: x\r\n\r\nbody\r\n"
@@ -62,7 +63,7 @@ def test_crash_while_receiving_leaves_only_tmp(store: QueueStore) -> None:
 def test_crash_after_body_rename_before_record_rename(store: QueueStore) -> None:
     """Body in msg/, record still in tmp/: never committed, no 250 given → both removed."""
     kept = commit(store)
-    qid = new_queue_id()
+    qid = fresh_queue_id()
     (store.root / "msg" / qid).write_bytes(BODY)
     (store.root / "tmp" / f"{qid}.rec").write_bytes(b"{}")
     report = store.recover()
@@ -111,7 +112,7 @@ def test_foreign_names_are_moved_aside_unopened(store: QueueStore) -> None:
 
 
 def test_incoming_records_are_uncommitted(store: QueueStore) -> None:
-    qid = new_queue_id()
+    qid = fresh_queue_id()
     (store.root / "incoming" / qid).write_bytes(b"{}")
     (store.root / "msg" / qid).write_bytes(BODY)
     report = store.recover()

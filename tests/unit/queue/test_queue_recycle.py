@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from pigeon.clocks import FakeClock
 from pigeon.core.address import Address
-from pigeon.core.clock import FakeClock
 from pigeon.core.envelope import Envelope, Recipient
 from pigeon.queue.recycle import FREE_PREFIX, KEEP_BLOCKS, FilePool
 from pigeon.queue.record import RcptState

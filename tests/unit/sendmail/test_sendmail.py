@@ -28,10 +28,10 @@ from pigeon.admin.sendmail import (
     run,
 )
 from pigeon.cleanup.intake import Intake
+from pigeon.clocks import SystemClock
 from pigeon.config import Config, parse_config
 from pigeon.control.client import socket_path
 from pigeon.control.server import ControlServer
-from pigeon.core.clock import SystemClock
 from pigeon.directory import Directory
 from pigeon.queue.record import QueueRecord
 from pigeon.queue.store import QueueStore

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from pigeon.clocks import FakeClock
 from pigeon.core.address import Address, parse_address
-from pigeon.core.clock import FakeClock
 from pigeon.directory import Directory
 from pigeon.submission.ratelimit import (
     C450_RATE_LIMITED,

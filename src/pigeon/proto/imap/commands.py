@@ -18,6 +18,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pigeon.proto.imap.reader import SpooledLiteral
 from pigeon.proto.imap.seqset import SeqSet
 
 # --- any state (RFC 3501 §6.1) ------------------------------------------------------------------
@@ -164,7 +165,7 @@ class Status:
 class AppendMessage:
     flags: tuple[str, ...]
     internaldate: dt.datetime | None
-    data: bytes = field(repr=False)
+    data: bytes | SpooledLiteral = field(repr=False)  # SpooledLiteral: the session holds the octets
     binary: bool = False  # sent as literal8 ~{n} (RFC 3516 §4.4)
     utf8: bool = False  # sent as UTF8 (~{n}) (RFC 6855 §4)
 

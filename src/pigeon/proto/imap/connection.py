@@ -6,6 +6,7 @@ Use::
     conn.receive_data(sock.recv(65536))          # b"" at EOF
     while (ev := conn.next_event()) is not None:
         ...                                      # Command → parser.parse_command(ev); NeedContinuation → "+ Ready"
+    conn.logged_in()                             # after LOGIN/AUTHENTICATE succeeded: lift the rule 3 limits
 
 Rules:
 1. Lazy: octets are examined only inside ``next_event``, one event at a time, so what the session
@@ -18,23 +19,41 @@ Rules:
 3. Limits (all explicit, all checked before octets are kept):
    - a line (between literals) is at most ``max_line`` octets; longer → ``BadCommand``, the line
      is dropped as it arrives and the core resynchronises at the end of the command;
-   - an APPEND literal is at most ``max_literal`` octets, any other command's literal at most
-     ``max_line`` (a LOGIN password or SEARCH string has no business being megabytes);
+   - before authentication (until ``logged_in()``) every literal is at most
+     ``max_preauth_literal`` octets (``PREAUTH_MAX_LITERAL``, 8 KiB) and every command, APPEND
+     included, at most ``SMALL_COMMAND_LINES × max_line``: a client that has not logged in cannot
+     make the server hold more than that, nor spool anything;
+   - after it, an APPEND literal is at most ``max_literal`` octets, any other command's literal
+     at most ``max_line`` (a LOGIN password or SEARCH string has no business being megabytes);
    - with ``literal_plus=False`` the server offers LITERAL- and a non-synchronising literal is at
      most 4096 octets (RFC 7888 §4);
-   - a whole command (lines + literals) is at most ``max_command`` octets (APPEND, MULTIAPPEND)
-     or ``SMALL_COMMAND_LINES × max_line`` (every other command).
+   - a whole command (lines + literals) is at most ``max_command`` octets (APPEND, MULTIAPPEND,
+     after authentication) or ``SMALL_COMMAND_LINES × max_line`` (every other command); of an
+     APPEND, at most ``SMALL_COMMAND_LINES × max_line`` octets are kept in memory (rule 4).
    A literal over its limit → ``LiteralTooBig`` without reading it: for ``{n}`` the client waits
    for a ``+`` that never comes and takes the tagged answer instead (RFC 3501 §7.5); for ``{n+}``
    the client sends the octets anyway, so the core counts them off without keeping them
-   (RFC 7888 §4). Either way the rest of that command is discarded, including any further
-   non-synchronising literal in it.
-4. Memory is bounded whatever the client sends: the core keeps at most one line, the literals of
-   the current command (within the limits above) and what ``receive_data`` was given and not yet
-   examined (``input_buffered``, for the driver's back-pressure).
-5. A tag is 1*<ASTRING-CHAR except "+"> (RFC 3501 §9); a first line without one is a
+   (RFC 7888 §4) — except, before authentication, one of more than ``max_preauth_literal``
+   octets: then the core reads nothing more and the next event is ``ConnectionClosed`` with a
+   reason (the session answers, says BYE and closes; RFC 7888 §4 lets a server close the
+   connection rather than read a literal it refuses), so an anonymous client cannot make the
+   server read gigabytes for nothing. The same holds for a non-synchronising literal at the end
+   of a line that is being discarded. Either way the rest of that command is discarded,
+   including any further non-synchronising literal in it.
+4. After authentication an APPEND literal larger than ``literal_piece`` octets
+   (``LITERAL_PIECE``, 64 KiB), or one that would take the octets kept for the command over
+   ``SMALL_COMMAND_LINES × max_line``, is not kept: its octets come out as ``LiteralData``
+   events of exactly ``literal_piece`` octets (the last one shorter, ``last=True``), and the
+   ``Command`` has ``b""`` in its place and its index in ``spooled``. The session writes the
+   pieces to a file. Pieces have a fixed size, so the events never depend on how the input was
+   cut. Only APPEND literals are passed on: no other command takes a literal that large.
+5. Memory is bounded whatever the client sends: the core keeps at most one line, the kept
+   literals of the current command (within the limits above), one literal piece, and what
+   ``receive_data`` was given and not yet examined (``input_buffered``, for the driver's
+   back-pressure).
+6. A tag is 1*<ASTRING-CHAR except "+"> (RFC 3501 §9); a first line without one is a
    ``BadCommand`` with ``tag=None`` (answer ``* BAD``). Empty lines are ignored.
-6. ``start_tls`` drops every octet received after the STARTTLS line (RFC 3501 §6.2.1, the
+7. ``start_tls`` drops every octet received after the STARTTLS line (RFC 3501 §6.2.1, the
    CVE-2011-0411 class of bug), so nothing sent in clear is read as if it came inside TLS.
 
 What can go wrong: misuse by the application raises ``LocalProtocolError``; nothing the peer
@@ -52,6 +71,7 @@ from pigeon.proto.imap.events import (
     Command,
     ConnectionClosed,
     ImapEvent,
+    LiteralData,
     LiteralTooBig,
     NeedContinuation,
     RawLine,
@@ -61,6 +81,8 @@ __all__ = [
     "DEFAULT_MAX_LINE",
     "DEFAULT_MAX_LITERAL",
     "LITERAL_MINUS_MAX",
+    "LITERAL_PIECE",
+    "PREAUTH_MAX_LITERAL",
     "SMALL_COMMAND_LINES",
     "ImapServerConnection",
 ]
@@ -74,6 +96,13 @@ DEFAULT_MAX_LINE: Final = 65536
 DEFAULT_MAX_LITERAL: Final = 50 * 1024 * 1024
 #: RFC 7888 §4: with LITERAL-, a non-synchronising literal may be at most 4096 octets.
 LITERAL_MINUS_MAX: Final = 4096
+#: Largest literal before authentication: a LOGIN with a long user name and a password of a few
+#: KiB, or an ID value (RFC 2971 §3.3: 1024 octets) fit; SASL responses are lines, not literals.
+#: Twice LITERAL-'s 4096 (RFC 7888 §4), the size that RFC deems harmless to read unasked.
+PREAUTH_MAX_LITERAL: Final = 8192
+#: An APPEND literal larger than this is passed on in pieces of this size (rule 4): the size
+#: of one read (``net.listener.READ_SIZE``) and of the store's copy (``store.lineends.CHUNK_SIZE``).
+LITERAL_PIECE: Final = 65536
 #: A command other than APPEND may hold at most this many max_line worth of octets in total
 #: (its lines and its literals): room for a LIST with many patterns or a SEARCH with literals.
 SMALL_COMMAND_LINES: Final = 4
@@ -150,17 +179,25 @@ class ImapServerConnection:
         literal_plus: bool = True,
         *,
         max_command: int | None = None,
+        authenticated: bool = False,
+        max_preauth_literal: int = PREAUTH_MAX_LITERAL,
+        literal_piece: int = LITERAL_PIECE,
     ) -> None:
         """``literal_plus``: True when LITERAL+ is offered (any ``{n+}`` within ``max_literal``),
         False for LITERAL- (``{n+}`` at most 4096 octets). ``max_command``: cap on a whole
         APPEND/MULTIAPPEND command; default ``max_literal + 16 × max_line`` (one message plus
-        room for flags and dates; a MULTIAPPEND beyond it is refused as too big)."""
-        if max_line < 64 or max_literal < 0:
-            raise ValueError("max_line must be at least 64 and max_literal non-negative")
+        room for flags and dates; a MULTIAPPEND beyond it is refused as too big).
+        ``authenticated``: start with the limits of rule 3 lifted (as after ``logged_in()``)."""
+        if max_line < 64 or max_literal < 0 or max_preauth_literal < 0 or literal_piece < 1:
+            raise ValueError("max_line must be at least 64, literal_piece positive, the others non-negative")
         self.max_line = max_line
         self.max_literal = max_literal
         self.literal_plus = literal_plus
         self.max_command = max_command if max_command is not None else max_literal + 16 * max_line
+        self.max_preauth_literal = max_preauth_literal
+        self.literal_piece = literal_piece
+        self.authenticated = authenticated
+        self._close_reason: str | None = None
         self._buf = bytearray()
         self._eof = False
         self._mode = _Mode.COMMAND
@@ -176,9 +213,12 @@ class ImapServerConnection:
         self._name = ""
         self._append = False
         self._frags: list[bytes] = []
-        self._total = 0
+        self._spooled: list[int] = []  # indexes in _frags of literals passed on (rule 4)
+        self._total = 0  # octets of the command, kept or passed on
+        self._kept = 0  # octets of the command kept in _frags
         self._discarding = False  # the rest of the command is dropped (already answered)
-        self._lit_size = 0
+        self._lit_left = 0  # octets of the literal being read still to come
+        self._lit_pass = False  # that literal is passed on as LiteralData (rule 4)
 
     # --- input -------------------------------------------------------------------------------
 
@@ -202,6 +242,12 @@ class ImapServerConnection:
             self._eof = True
         elif self._mode is not _Mode.CLOSED:
             self._buf += data
+
+    def logged_in(self) -> None:
+        """The session has authenticated: lift the limits of rule 3 for the next commands."""
+        if self._mode is not _Mode.COMMAND and self._mode is not _Mode.CLOSED:
+            raise LocalProtocolError(f"logged_in() between commands only (now {self._mode.value})")
+        self.authenticated = True
 
     def expect_line(self) -> None:
         """The next event is ``RawLine`` (an AUTHENTICATE response or IDLE's ``DONE``)."""
@@ -227,10 +273,13 @@ class ImapServerConnection:
         while True:
             mode = self._mode
             if mode is _Mode.CLOSED:
-                return ConnectionClosed()
+                return ConnectionClosed(self._close_reason)
             if mode is _Mode.LITERAL:
-                if not self._read_literal():
+                got = self._read_literal()
+                if got is _STARVED:
                     return self._starved()
+                if got is not None:
+                    return got
                 continue
             if mode is _Mode.SKIP_LITERAL:
                 if not self._skip_literal():
@@ -256,14 +305,25 @@ class ImapServerConnection:
             return ConnectionClosed()
         return None
 
-    def _read_literal(self) -> bool:
-        n = self._lit_size
+    def _read_literal(self) -> LiteralData | None | _Starved:
+        """The literal being read: kept whole once all of it is here, or passed on one piece at
+        a time (rule 4)."""
+        n = min(self._lit_left, self.literal_piece) if self._lit_pass else self._lit_left
         if len(self._buf) < n:
-            return False
-        self._frags.append(bytes(self._buf[:n]))
+            return _STARVED
+        data = bytes(self._buf[:n])
         del self._buf[:n]
-        self._mode = _Mode.CONTINUE
-        return True
+        self._lit_left -= n
+        if not self._lit_pass:
+            self._frags.append(data)
+            self._mode = _Mode.CONTINUE
+            return None
+        last = not self._lit_left
+        if last:
+            self._spooled.append(len(self._frags))
+            self._frags.append(b"")
+            self._mode = _Mode.CONTINUE
+        return LiteralData(self._tag or "", data, last)
 
     def _skip_literal(self) -> bool:
         take = min(self._skip_left, len(self._buf))
@@ -349,41 +409,61 @@ class ImapServerConnection:
 
     def _add_line(self, line: bytes) -> ImapEvent | None:
         tag = self._tag or ""
+        kept_limit = SMALL_COMMAND_LINES * self.max_line
+        append = self._append and self.authenticated  # rule 3: before it, APPEND is small too
+        limit = self.max_command if append else kept_limit
         self._total += len(line)
-        limit = self.max_command if self._append else SMALL_COMMAND_LINES * self.max_line
-        if self._total > limit:
-            self._discarding = True
-            self._frags = []
-            self._after_line(line)
-            return BadCommand(tag, "command too long")
+        self._kept += len(line)
+        if self._total > limit or self._kept > kept_limit:
+            return self._refuse(line, BadCommand(tag, "command too long"))
         ann = literal_announcement(line)
         if ann is None:
             frags = tuple(self._frags) + (line,)
-            name = self._name
+            name, spooled = self._name, tuple(self._spooled)
             self._reset_command()
             self._mode = _Mode.COMMAND
-            return Command(tag, name, frags)
+            return Command(tag, name, frags, spooled)
         size, plus = ann
-        lit_limit = self.max_literal if self._append else min(self.max_literal, self.max_line)
+        if not self.authenticated:
+            lit_limit = min(self.max_preauth_literal, self.max_literal, self.max_line)
+        elif append:
+            lit_limit = self.max_literal
+        else:
+            lit_limit = min(self.max_literal, self.max_line)
         if plus and not self.literal_plus:
             lit_limit = min(lit_limit, LITERAL_MINUS_MAX)  # RFC 7888 §4
         if size > lit_limit or self._total + size > limit:
-            self._discarding = True
-            self._frags = []
-            self._after_line(line)
-            return LiteralTooBig(tag, size, not plus)
+            return self._refuse(line, LiteralTooBig(tag, size, not plus))
         self._frags.append(line)
         self._total += size
-        self._lit_size = size
+        self._lit_left = size
+        self._lit_pass = append and (size > self.literal_piece or self._kept + size > kept_limit)
+        if not self._lit_pass:
+            self._kept += size
         self._mode = _Mode.LITERAL
         if not plus:
             return NeedContinuation(tag, size)
         return None
 
+    def _refuse(self, line: bytes, answer: ImapEvent) -> ImapEvent:
+        """The command is answered now (``answer``); drop the rest of it (rule 3)."""
+        self._discarding = True
+        self._frags = []
+        self._spooled = []
+        self._after_line(line)
+        return answer
+
     def _after_line(self, line: bytes) -> None:
         """A line of a command being discarded (or a dropped over-long line) ended: skip the
         octets of a non-synchronising literal at its end, or end the command."""
         ann = None if (self._mode is _Mode.SKIP_LINE and self._skip_raw) else literal_announcement(line)
+        if ann is not None and ann[1] and not self.authenticated and ann[0] > self.max_preauth_literal:
+            # rule 3: before authentication, never read a big refused literal; stop reading instead
+            self._mode = _Mode.CLOSED
+            self._close_reason = f"Refused a literal of {ann[0]} octets before authentication"
+            self._buf.clear()
+            self._reset_command()
+            return
         if ann is not None and ann[1]:
             self._skip_left = ann[0]
             self._mode = _Mode.SKIP_LITERAL  # RFC 7888 §4: the client sends them anyway

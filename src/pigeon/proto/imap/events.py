@@ -13,6 +13,13 @@ Rules:
    ``LiteralTooBig`` (``tag NO [TOOBIG]`` or ``tag BAD``; RFC 7888 §4, RFC 9051 §7.1),
    ``BadCommand`` (``tag BAD reason``, or ``* BAD`` when ``tag`` is None). ``RawLine`` is the
    reply to a continuation the session asked for with ``expect_line()``.
+4. ``LiteralData`` carries, piece by piece, an APPEND literal the core does not keep
+   (``connection`` rule 4); the session stores the pieces in order. The ``Command`` that follows
+   has ``b""`` in that literal's place and lists its index in ``spooled``. Its ``repr`` hides the
+   octets too.
+5. ``ConnectionClosed.reason`` is None when the peer closed; otherwise the core stopped reading
+   (``connection`` rule 3: a refused non-synchronising literal before authentication) and the
+   session says ``* BYE reason`` and closes.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ class Command:
     tag: str
     name: str  # the command word upper-cased ("UID" for UID commands); "" if the line had none
     fragments: tuple[bytes, ...] = field(repr=False)
+    #: Indexes in ``fragments`` of literals passed on as ``LiteralData`` (their fragment is b"").
+    spooled: tuple[int, ...] = ()
 
     @property
     def size(self) -> int:
@@ -54,6 +63,16 @@ class LiteralTooBig:
 
 
 @dataclass(frozen=True, slots=True)
+class LiteralData:
+    """A piece of an APPEND literal that the core does not keep (rule 4); ``last`` on the final
+    piece of that literal. The pieces of one literal come in order, before its ``Command``."""
+
+    tag: str
+    data: bytes = field(repr=False)
+    last: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class BadCommand:
     """Broken framing: a line over the limit, a command over the total limit, or no valid tag.
     The core has resynchronised (or will, at the next CRLF that ends the command)."""
@@ -71,7 +90,10 @@ class RawLine:
 
 @dataclass(frozen=True, slots=True)
 class ConnectionClosed:
-    """The peer closed its side and no further event can come."""
+    """No further event can come: the peer closed its side (``reason`` None), or the core
+    refused to read on (rule 5)."""
+
+    reason: str | None = None
 
 
-ImapEvent = Command | NeedContinuation | LiteralTooBig | BadCommand | RawLine | ConnectionClosed
+ImapEvent = Command | NeedContinuation | LiteralTooBig | LiteralData | BadCommand | RawLine | ConnectionClosed

@@ -6,11 +6,14 @@ Rules:
    [known-uids [(seq-set uid-set)]])`` (RFC 7162 §3.2.5); any other parameter is refused.
 2. LIST follows RFC 5258 §6: ``LIST [SP (selection)] SP reference SP (pattern / (patterns))
    [SP RETURN (options)]``; RECURSIVEMATCH alone is an error (RFC 5258 §3). Return options:
-   SUBSCRIBED, CHILDREN (RFC 5258), SPECIAL-USE (RFC 6154), STATUS (RFC 5819).
+   SUBSCRIBED, CHILDREN (RFC 5258), SPECIAL-USE (RFC 6154), STATUS (RFC 5819). A reference or
+   pattern over ``MAX_LIST_PATTERN`` octets, or more than ``MAX_LIST_PATTERNS`` patterns, is a
+   ``ParseError`` (BAD): the matching work of one LIST stays bounded (``listmatch`` rule 3).
 3. STATUS items are the RFC 3501/9051 ones plus SIZE (RFC 8438), HIGHESTMODSEQ (RFC 7162) and
    DELETED (RFC 9051).
 4. APPEND takes one or more messages (MULTIAPPEND, RFC 3502 §6.3.11): each with optional flags
    and date-time, then a literal, a literal8 (RFC 3516 §4.4) or ``UTF8 (literal8)`` (RFC 6855 §4).
+   A message the framing core passed on is a ``SpooledLiteral`` (its octets are the session's).
 """
 
 from __future__ import annotations
@@ -40,6 +43,16 @@ STATUS_ITEMS: Final = frozenset(
     {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "HIGHESTMODSEQ", "DELETED"}
 )
 LIST_SELECTION: Final = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
+#: Longest LIST/LSUB reference or pattern, in octets as sent. A mailbox name is at most 255
+#: octets (``store.mailbox.folders.NAME_MAX``); a pattern that can match one needs at most twice
+#: that (a wildcard beside every character), and modified UTF-7 makes non-ASCII names longer on
+#: the wire (RFC 3501 §5.1.3). 1024 leaves room for all of it. No RFC sets a number.
+MAX_LIST_PATTERN: Final = 1024
+#: Most patterns in one LIST (RFC 5258 §3 allows a list and sets no number; its examples use
+#: two or three, and clients send one). 16 bounds one LIST's matching over the largest account
+#: (2000 names of 255 octets, ``store.mailbox.MAX_FOLDERS`` + ``MAX_SUBSCRIPTIONS``) to under a
+#: second of CPU in the worst case, spent in a worker thread.
+MAX_LIST_PATTERNS: Final = 16
 #: RFC 6154 §2 use-attr values accepted by CREATE (USE (...)).
 SPECIAL_USE: Final = {
     a.upper(): a for a in ("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash")
@@ -147,14 +160,24 @@ def rename(r: Reader, tag: str) -> Rename:
 
 
 def _list_mailbox(r: Reader) -> str:
-    """RFC 3501 §9 list-mailbox: 1*list-char / string."""
+    """RFC 3501 §9 list-mailbox: 1*list-char / string (rule 2: at most MAX_LIST_PATTERN octets)."""
     c = r.peek()
     if c == 0x22 or c == 0x7B:
-        return r.text_utf8(r.string(), "mailbox pattern")
-    b = r.run(LIST_CHARS)
-    if not b:
-        raise r.error("expected a mailbox pattern")
+        b = r.string()
+    else:
+        b = r.run(LIST_CHARS)
+        if not b:
+            raise r.error("expected a mailbox pattern")
+    if len(b) > MAX_LIST_PATTERN:
+        raise r.error(f"mailbox pattern longer than {MAX_LIST_PATTERN} octets")
     return r.text_utf8(b, "mailbox pattern")
+
+
+def _reference(r: Reader) -> str:
+    b = r.astring("reference")
+    if len(b) > MAX_LIST_PATTERN:
+        raise r.error(f"reference longer than {MAX_LIST_PATTERN} octets")
+    return r.text_utf8(b, "reference")
 
 
 def _status_items(r: Reader) -> tuple[str, ...]:
@@ -184,11 +207,13 @@ def list_(r: Reader, tag: str) -> List:
         if selection == {"RECURSIVEMATCH"} or ("RECURSIVEMATCH" in selection and selection <= {"RECURSIVEMATCH", "REMOTE"}):
             raise r.error("RECURSIVEMATCH needs another selection option")  # RFC 5258 §3
         r.sp()
-    reference = r.text_utf8(r.astring("reference"), "reference")
+    reference = _reference(r)
     r.sp()
     if r.peek() == 0x28:
         extended = True
         patterns = tuple(r.paren_list(lambda: _list_mailbox(r), allow_empty=False))
+        if len(patterns) > MAX_LIST_PATTERNS:
+            raise r.error(f"more than {MAX_LIST_PATTERNS} mailbox patterns")
     else:
         patterns = (_list_mailbox(r),)
     ret_sub = ret_children = ret_special = False
@@ -231,7 +256,7 @@ def list_(r: Reader, tag: str) -> List:
 
 def lsub(r: Reader, tag: str) -> Lsub:
     r.sp()
-    reference = r.text_utf8(r.astring("reference"), "reference")
+    reference = _reference(r)
     r.sp()
     pattern = _list_mailbox(r)
     r.end()
@@ -274,8 +299,8 @@ def _append_message(r: Reader) -> AppendMessage:
     if r.peek_is(b"UTF8 "):  # RFC 6855 §4: UTF8 SP "(" literal8 ")"
         r.pos += 5
         r.expect(b"(")
-        data, _ = r.literal(allow_binary=True)
+        data, _ = r.message_literal(allow_binary=True)
         r.expect(b")")
         return AppendMessage(flags, when, data, True, True)
-    data, binary = r.literal(allow_binary=True)
+    data, binary = r.message_literal(allow_binary=True)
     return AppendMessage(flags, when, data, binary)

@@ -174,7 +174,7 @@ UID_COMMANDS: Final[dict[str, _WithUid]] = {
 
 def parse_command(cmd: Command) -> ImapCommand:
     """The typed command for ``cmd``; ``ParseError`` (or ``CharsetError``) when it is malformed."""
-    r = Reader(cmd.fragments, cmd.tag)
+    r = Reader(cmd.fragments, cmd.tag, cmd.spooled)
     tag = r.run(_TAG_CHARS).decode("ascii", "replace")
     if tag != cmd.tag or not tag:
         raise r.error("bad tag")

@@ -14,7 +14,9 @@ Rules:
      allowed (RFC 9051 §9 ``QUOTED-CHAR =/ UTF8-2 ...``, RFC 6855 §3); CR, LF and NUL never;
    - literal: ``{n}``/``{n+}`` at the end of a line, the payload is the next fragment; NUL is
      refused in a literal (RFC 3501 §9 CHAR8) but allowed in a literal8 ``~{n}`` where the caller
-     permits one (RFC 3516);
+     permits one (RFC 3516). A literal the framing core passed on instead of keeping (an APPEND
+     message, ``connection`` rule 4) is read only by ``message_literal``, as a
+     ``SpooledLiteral``; anywhere else it is a ``ParseError`` (a mailbox name of 64 KiB);
    - number: 1*DIGIT within 32 bits (``number64`` within 63 bits, RFC 9051 §9).
    Exactly one SP separates arguments.
 2. Parenthesised structures nest at most ``MAX_DEPTH`` levels; deeper input is a ``ParseError``
@@ -38,6 +40,7 @@ __all__ = [
     "ParenList",
     "QuotedString",
     "Reader",
+    "SpooledLiteral",
     "Token",
     "tokenize",
 ]
@@ -76,6 +79,14 @@ class LiteralString:
 
 
 @dataclass(frozen=True, slots=True)
+class SpooledLiteral:
+    """A literal whose octets the session holds (``events.LiteralData``), not the command."""
+
+    index: int  # 0 for the command's first passed-on literal, 1 for the next, ...
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
 class Nil:
     pass
 
@@ -97,10 +108,11 @@ def _show(b: bytes) -> str:
 class Reader:
     """Cursor over ``Command.fragments`` (lines at even indexes, literal payloads between)."""
 
-    def __init__(self, fragments: Sequence[bytes], tag: str | None = None) -> None:
+    def __init__(self, fragments: Sequence[bytes], tag: str | None = None, spooled: Sequence[int] = ()) -> None:
         if not fragments or len(fragments) % 2 == 0:
             raise ParseError("malformed command framing", tag)
         self._frags = fragments
+        self._spooled = tuple(spooled)  # indexes of the fragments passed on (events.Command)
         self._i = 0
         self.line = fragments[0]
         self.pos = 0
@@ -237,6 +249,14 @@ class Reader:
 
     def literal(self, allow_binary: bool = False) -> tuple[bytes, bool]:
         """(payload, is-literal8) for a literal starting here."""
+        data, binary = self.message_literal(allow_binary)
+        if isinstance(data, SpooledLiteral):
+            raise self.error(f"literal of {data.size} octets too long here")
+        return data, binary
+
+    def message_literal(self, allow_binary: bool = False) -> tuple[bytes | SpooledLiteral, bool]:
+        """Like ``literal``, but a literal the core passed on comes back as a ``SpooledLiteral``
+        (rule 1), with no NUL check: the session checks its octets."""
         binary = False
         start = self.pos
         if self.peek() == 0x7E:  # "~"
@@ -253,15 +273,20 @@ class Reader:
             inner = inner[:-1]
         if close != len(self.line) - 1 or not inner.isdigit() or self._i + 1 >= len(self._frags):
             raise self.error("bad literal")
-        data = self._frags[self._i + 1]
-        if len(data) != int(inner):
-            raise self.error("bad literal")  # unreachable through the framing core
-        if not binary and 0 in data:
-            raise self.error("NUL in literal (use literal8)")
+        index = self._i + 1
+        result: bytes | SpooledLiteral
+        if index in self._spooled:
+            result = SpooledLiteral(self._spooled.index(index), int(inner))
+        else:
+            result = self._frags[index]
+            if len(result) != int(inner):
+                raise self.error("bad literal")  # unreachable through the framing core
+            if not binary and 0 in result:
+                raise self.error("NUL in literal (use literal8)")
         self._i += 2
         self.line = self._frags[self._i]
         self.pos = 0
-        return data, binary
+        return result, binary
 
     def string(self, allow_binary: bool = False) -> bytes:
         c = self.peek()

@@ -1,62 +1,13 @@
-"""SMTP replies as values.
+"""The named SMTP replies: number and meaning (RFC 5321 §4.2.2, RFC 3463, RFC 4954, RFC 3030).
 
-Rules:
-1. A reply is a three-digit code, an enhanced status code (RFC 3463, RFC 2034) and one or
-   more lines of text. Every reply Pigeon sends carries an enhanced code
-   (ENHANCEDSTATUSCODES), except the greeting and the EHLO reply, where RFC 2034 §3 says none.
-2. ``to_bytes`` renders the multi-line form ``250-...`` / ``250 ...`` (RFC 5321 §4.2.1),
-   each line ending in CRLF.
-3. Reply text never contains CR or LF; they are replaced by spaces when rendering.
+The ``Reply`` value itself lives in ``pigeon.core.reply`` (the queue, delivery and bounce
+stages carry replies too); it is re-exported here, so SMTP code imports the value and its
+named instances from one place. Rendering rules: ``pigeon.core.reply``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    code: int
-    enhanced: str
-    text: str | tuple[str, ...]
-
-    @property
-    def lines(self) -> tuple[str, ...]:
-        if isinstance(self.text, str):
-            return (self.text,)
-        return self.text or ("",)
-
-    @property
-    def is_positive(self) -> bool:
-        return 200 <= self.code < 400
-
-    @property
-    def is_transient(self) -> bool:
-        return 400 <= self.code < 500
-
-    @property
-    def is_permanent(self) -> bool:
-        return self.code >= 500
-
-    def with_text(self, text: str | tuple[str, ...]) -> Reply:
-        return Reply(self.code, self.enhanced, text)
-
-    def to_bytes(self) -> bytes:
-        out = []
-        lines = self.lines
-        for i, line in enumerate(lines):
-            sep = " " if i == len(lines) - 1 else "-"
-            clean = line.replace("\r", " ").replace("\n", " ")
-            # RFC 2034 §3: the enhanced code starts every line of the reply.
-            body = (f"{self.enhanced} {clean}" if clean else self.enhanced) if self.enhanced else clean
-            out.append(f"{self.code}{sep}{body}\r\n")
-        return "".join(out).encode("utf-8")
-
-    def __str__(self) -> str:
-        return " ".join(
-            f"{self.code} {self.enhanced} {line}".replace("  ", " ").strip() for line in self.lines
-        )
-
+from pigeon.core.reply import Reply as Reply
 
 # Named replies: number and meaning (RFC 5321 §4.2.2, RFC 3463, RFC 4954, RFC 3030, RFC 7505).
 C211_SYSTEM_STATUS = Reply(211, "2.0.0", "System status")
@@ -100,6 +51,19 @@ C500_BAD_COMMAND_ENCODING = Reply(500, "5.5.2", "Command line is not valid UTF-8
 # RFC 5321 §3.8: 421 is the one reply with which a server may close the channel itself.
 C421_BDAT_SYNTAX = Reply(421, "4.5.0", "Syntax: BDAT <size> [LAST]; the chunk cannot be located, closing channel")
 C501_AUTH_CANCELLED = Reply(501, "5.0.0", "Authentication cancelled")  # RFC 4954 §4
+# AUTH (RFC 4954 §4, §6), answered by smtpd.auth for the outcomes of auth.sasl.
+C235_AUTH_OK = Reply(235, "2.7.0", "Authentication successful")  # RFC 4954 §6
+# RFC 4954 §6 / RFC 3463: 4.7.0 "other or undefined security status", a temporary refusal;
+# the session closes after it (421, RFC 5321 §3.8).
+C421_AUTH_THROTTLED = Reply(421, "4.7.0", "Too many authentication failures, try again later")
+C454_AUTH_TEMPORARY = Reply(454, "4.7.0", "Temporary authentication failure")  # RFC 4954 §6
+C501_AUTH_BASE64 = Reply(501, "5.5.2", "Cannot decode the authentication response")  # RFC 4954 §4
+C501_AUTH_MALFORMED = Reply(501, "5.5.2", "Malformed authentication response")  # RFC 4616 §2
+C504_AUTH_MECHANISM = Reply(504, "5.5.4", "Unrecognized authentication mechanism")  # RFC 4954 §6
+C530_AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")  # RFC 4954 §6
+C535_AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")  # RFC 4954 §6
+# RFC 4954 §6, enhanced code from RFC 5248.
+C538_ENCRYPTION_REQUIRED = Reply(538, "5.7.11", "Encryption required for requested authentication mechanism")
 C503_AUTH_ALREADY = Reply(503, "5.5.1", "Already authenticated")  # RFC 4954 §4
 C503_TLS_ALREADY = Reply(503, "5.5.1", "TLS already active")  # RFC 3207 §4.2
 C503_BINARYMIME_NEEDS_BDAT = Reply(503, "5.5.1", "BODY=BINARYMIME requires BDAT, not DATA")  # RFC 3030 §3

@@ -7,7 +7,13 @@ the module docstrings: ``folders`` (names), ``flags`` (file names), ``index`` (S
 All calls block: the servers run them in worker threads (``asyncio.to_thread``).
 """
 
-from pigeon.store.mailbox.account import DEFAULT_MAX_APPEND, MAX_FOLDERS, Account, MailStore
+from pigeon.store.mailbox.account import (
+    DEFAULT_MAX_APPEND,
+    MAX_FOLDERS,
+    MAX_SUBSCRIPTIONS,
+    Account,
+    MailStore,
+)
 from pigeon.store.mailbox.folders import INBOX, NAME_MAX, SEPARATOR
 from pigeon.store.mailbox.index import disk_full
 from pigeon.store.mailbox.model import (
@@ -21,7 +27,7 @@ from pigeon.store.mailbox.model import (
 from pigeon.store.mailbox.view import Mailbox
 
 __all__ = [
-    "DEFAULT_MAX_APPEND", "INBOX", "MAX_FOLDERS", "NAME_MAX", "SEPARATOR", "Account", "Changes",
+    "DEFAULT_MAX_APPEND", "INBOX", "MAX_FOLDERS", "MAX_SUBSCRIPTIONS", "NAME_MAX", "SEPARATOR", "Account", "Changes",
     "ErrorCode", "MailStore", "Mailbox", "MailboxError", "MailboxInfo", "MailboxStatus",
     "MessageMeta", "disk_full",
 ]

@@ -11,13 +11,17 @@ Rules:
    ``Account`` still works: its index reopens on the next call.
 3. Names go through ``folders.normalize`` first: a refused name never reaches the file system.
 4. CREATE makes missing superior names (RFC 3501 §6.3.3) and ignores one trailing separator.
-   DELETE of INBOX is refused; DELETE of a folder with inferiors removes only its own messages
+   At most ``MAX_FOLDERS`` folders, the superior names CREATE and RENAME make counted, and at
+   most ``MAX_SUBSCRIPTIONS`` subscriptions (they survive DELETE): ``LIMIT`` beyond, so LIST
+   and LSUB have bounded work. DELETE of INBOX is refused; DELETE of a folder with inferiors removes only its own messages
    and the name stays as a \\Noselect node (RFC 3501 §6.3.4). RENAME moves the inferiors
    with it (RFC 3501 §6.3.5) and keeps UIDVALIDITY; RENAME INBOX moves its messages into the
    new folder and leaves INBOX empty.
 5. APPEND writes and fsyncs the file before it takes the account lock; the message is
    committed (file linked into ``cur/``, ``cur/`` fsynced, index row committed) before the
-   UID is returned (UIDPLUS APPENDUID, RFC 4315 §3).
+   UID is returned (UIDPLUS APPENDUID, RFC 4315 §3). The message is octets or a stream (read in
+   pieces, never whole: a big IMAP APPEND arrives in a ``temporary_file``); either way more
+   than ``max_append`` octets is ``LIMIT`` and nothing is left behind.
    On a full disk (``index.disk_full``) APPEND is ``MailboxError("OVERQUOTA")``, which IMAP
    answers ``NO [OVERQUOTA]`` (RFC 5530 §3; the code RFC 9208 uses for an APPEND that a
    resource limit refuses), and nothing of it is left behind.
@@ -35,14 +39,17 @@ import logging
 import os
 import shutil
 import sqlite3
+import tempfile
 import threading
 from collections import OrderedDict
 from pathlib import Path
+from typing import BinaryIO
 
 from pigeon.core.address import Address
 from pigeon.core.clock import Clock
 from pigeon.durable.io import REAL, FileIO, unlink_quietly
 from pigeon.store.changes import ChangeBus
+from pigeon.store.lineends import ByteSource
 from pigeon.store.maildir import MaildirStore
 from pigeon.store.mailbox import files, folders, ops
 from pigeon.store.mailbox.context import DEFAULT_FOLDERS, SPECIAL_USES, AccountCore
@@ -56,7 +63,8 @@ from pigeon.store.names import MailboxNameError
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_APPEND = 50 * 1024 * 1024  # octets; the same default as smtp.max_message_size
-MAX_FOLDERS = 1000  # per account; bounds LIST and the per-account directory (LIMIT beyond)
+MAX_FOLDERS = 1000  # per account, parents included; bounds LIST and the per-account directory (LIMIT beyond)
+MAX_SUBSCRIPTIONS = 1000  # per account; a subscription outlives its folder (RFC 3501 §6.3.6), so its own cap
 MAX_OPEN_ACCOUNTS = 256  # idle accounts keeping an index open (3 fds each with WAL), Rule 2
 _TRASH_PREFIX = "..deleted-"
 _USE_FOLDED = {u.lower(): u for u in SPECIAL_USES}
@@ -133,6 +141,12 @@ class Account:
     def max_append(self) -> int:
         return self._core.max_append
 
+    def temporary_file(self) -> BinaryIO:
+        """An anonymous file in the account's Maildir ``tmp/`` (Rule 5): it never has a name
+        where O_TMPFILE exists, and otherwise loses it at once, so it is gone when closed or
+        after a crash; it is on the file system of the mail and counts against its space."""
+        return tempfile.TemporaryFile(dir=self._core.maildir / "tmp")
+
     def _open(self) -> None:
         core = self._core
         with core.lock:
@@ -204,8 +218,7 @@ class Account:
         with core.lock:
             if core.exists(name):
                 raise MailboxError("ALREADYEXISTS", f"mailbox {name!r} already exists")
-            if len(self._existing()) >= MAX_FOLDERS:
-                raise MailboxError("LIMIT", f"too many mailboxes (limit {MAX_FOLDERS})")
+            self._check_room(1 + sum(1 for p in folders.parents(name) if not core.exists(p)))
             self._drop_stale(name)
             for parent in folders.parents(name):
                 if not core.exists(parent):
@@ -216,6 +229,11 @@ class Account:
             if use is not None:
                 with core.index.write() as conn:
                     conn.execute("UPDATE folder SET special_use=? WHERE id=?", (use, row.id))
+
+    def _check_room(self, new: int) -> None:
+        """Rule 4: ``new`` more folders would stay within ``MAX_FOLDERS``."""
+        if new and len(self._existing()) + new > MAX_FOLDERS:
+            raise MailboxError("LIMIT", f"too many mailboxes (limit {MAX_FOLDERS})")
 
     def _drop_stale(self, name: str) -> None:
         """A row left behind by a folder removed by another tool must not be reused."""
@@ -260,6 +278,7 @@ class Account:
             for _, target in moves:
                 if core.exists(target):
                     raise MailboxError("ALREADYEXISTS", f"mailbox {target!r} already exists")
+            self._check_room(sum(1 for p in folders.parents(new) if not core.exists(p)))
             rows = {src: core.folder(src) for src, _ in moves}
             for _, target in moves:
                 self._drop_stale(target)
@@ -282,6 +301,9 @@ class Account:
             if on:
                 if not core.exists(name):  # RFC 3501 §6.3.6 allows this check
                     raise MailboxError("NONEXISTENT", f"mailbox {name!r} does not exist")
+                subs = core.index.subscriptions()
+                if name not in subs and len(subs) >= MAX_SUBSCRIPTIONS:  # Rule 4
+                    raise MailboxError("LIMIT", f"too many subscriptions (limit {MAX_SUBSCRIPTIONS})")
                 conn.execute("INSERT OR IGNORE INTO subscription(name) VALUES (?)", (name,))
             else:
                 conn.execute("DELETE FROM subscription WHERE name=?", (name,))
@@ -300,12 +322,16 @@ class Account:
 
     # -- messages ----------------------------------------------------------------------------
 
-    def append(self, name: str, data: bytes, flags: frozenset[str],
+    def append(self, name: str, data: bytes | ByteSource, flags: frozenset[str],
                internaldate: float | None) -> tuple[int, int]:
-        """Rule 5: ``(uidvalidity, uid)`` of the committed message."""
+        """Rule 5: ``(uidvalidity, uid)`` of the committed message; ``data`` is read from where
+        it stands to its end."""
         core = self._core
-        if len(data) > core.max_append:
-            raise MailboxError("LIMIT", f"message larger than {core.max_append} octets")
+        if isinstance(data, bytes):
+            if len(data) > core.max_append:
+                raise MailboxError("LIMIT", f"message larger than {core.max_append} octets")
+        else:
+            data = _Limited(data, core.max_append)
         name = folders.normalize(name)
         letters, keywords = parse_flags(sorted(flags))
         when = core.clock.now() if internaldate is None else internaldate
@@ -320,7 +346,7 @@ class Account:
             log.warning("APPEND to %r of %s refused: the disk is full (%s)", name, self.address, exc)
             raise MailboxError("OVERQUOTA", "The disk is full; delete some mail and try again") from None
 
-    def _append(self, name: str, path: Path, data: bytes, letters: str, keywords: builtins.list[str],
+    def _append(self, name: str, path: Path, data: bytes | ByteSource, letters: str, keywords: builtins.list[str],
                 when: float) -> tuple[int, int]:
         core = self._core
         msg = files.write_tmp(core.io, path, core.names, data, when)
@@ -356,6 +382,21 @@ class Account:
         with core.lock:
             row = core.synced(folders.normalize(name))
             return Mailbox(core, row, readonly)
+
+
+class _Limited:
+    """A stream that raises ``LIMIT`` once more than ``limit`` octets were read from it."""
+
+    def __init__(self, stream: ByteSource, limit: int) -> None:
+        self._stream = stream
+        self._left = limit
+
+    def read(self, n: int = -1, /) -> bytes:
+        data = self._stream.read(n)
+        self._left -= len(data)
+        if self._left < 0:
+            raise MailboxError("LIMIT", "message larger than the APPEND limit")
+        return data
 
 
 def _log_rmtree(func: object, path: str, exc_info: object) -> None:

@@ -1,7 +1,8 @@
 """File operations on message files: write (APPEND), link (COPY), read with CRLF line ends.
 
 Rules:
-1. A new message is written to ``tmp/<unique>`` (O_EXCL, 0600), fsynced, its mtime set to the
+1. A new message (octets, or a stream copied in ``lineends.CHUNK_SIZE`` pieces, so a big one is
+   never in memory whole) is written to ``tmp/<unique>`` (O_EXCL, 0600), fsynced, its mtime set to the
    INTERNALDATE, then ``link()``-ed to ``cur/<unique>,S=<n>,W=<n>:2,<info>`` (never overwrites),
    the tmp name unlinked and ``cur/`` fsynced (http://cr.yp.to/proto/maildir.html; the same
    commit point as ``pigeon.store.maildir`` delivery).
@@ -30,8 +31,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from pigeon.durable.io import FileIO, FileWriter, unlink_quietly, write_all
-from pigeon.store.lineends import CrlfToLf
+from pigeon.durable.io import FileIO, FileWriter, unlink_quietly
+from pigeon.store.lineends import CHUNK_SIZE, ByteSource, CrlfToLf, copy_crlf_to_lf
 from pigeon.store.maildir import FILE_MODE
 from pigeon.store.mailbox.flags import cur_name, split_name
 from pigeon.store.names import UniqueNames, final_name, parse_sizes
@@ -39,7 +40,6 @@ from pigeon.store.names import UniqueNames, final_name, parse_sizes
 log = logging.getLogger(__name__)
 
 MAX_NAME_CLASHES = 8  # as in pigeon.store.maildir: one clash already means a shared counter
-COPY_CHUNK = 64 * 1024  # Rule 3's byte copy, a chunk at a time
 HEADER_CHUNK = 8192  # read_header reads this much at a time until the blank line
 _NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.EXDEV})
 _BARE_LF = re.compile(rb"(?<!\r)\n")
@@ -52,10 +52,8 @@ class TmpMessage:
     size: int  # W=: octets with CRLF line ends
 
 
-def write_tmp(io: FileIO, folder: Path, names: UniqueNames, data: bytes, mtime: float) -> TmpMessage:
+def write_tmp(io: FileIO, folder: Path, names: UniqueNames, data: bytes | ByteSource, mtime: float) -> TmpMessage:
     """Rule 1, up to and including the fsync and the mtime; the caller then calls ``publish``."""
-    conv = CrlfToLf()
-    body = conv.feed(data) + conv.finish()
     for _ in range(MAX_NAME_CLASHES):
         unique = names.next()
         tmp = folder / "tmp" / unique
@@ -66,7 +64,13 @@ def write_tmp(io: FileIO, folder: Path, names: UniqueNames, data: bytes, mtime: 
             continue
         try:
             try:
-                write_all(io, fd, body)
+                out = FileWriter(io, fd, CHUNK_SIZE)
+                if isinstance(data, bytes):
+                    conv = CrlfToLf()
+                    out.write(conv.feed(data) + conv.finish())
+                else:
+                    conv = copy_crlf_to_lf(b"", data, out.write)
+                out.flush()
                 io.fsync(fd)  # Rule 4
             finally:
                 io.close(fd)
@@ -101,9 +105,9 @@ def link_or_copy(io: FileIO, src: Path, dst: Path) -> None:
     fd = io.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
     try:
         try:
-            out = FileWriter(io, fd, COPY_CHUNK)
+            out = FileWriter(io, fd, CHUNK_SIZE)
             with open(src, "rb") as inp:
-                while chunk := inp.read(COPY_CHUNK):
+                while chunk := inp.read(CHUNK_SIZE):
                     out.write(chunk)
             out.flush()
             io.fsync(fd)  # Rule 4

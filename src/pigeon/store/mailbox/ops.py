@@ -65,7 +65,11 @@ class Row:
 ROW_COLS = "uid, base, info, keywords, modseq, internaldate, size"
 
 
-def load_rows(conn: sqlite3.Connection, folder_id: int, uids: Sequence[int]) -> list[Row]:
+def load_rows(conn: sqlite3.Connection, folder_id: int, uids: Sequence[int] | None) -> list[Row]:
+    """The rows of ``uids`` in UID order; ``None`` means every message of the folder."""
+    if uids is None:
+        return [Row(*r) for r in conn.execute(
+            f"SELECT {ROW_COLS} FROM message WHERE folder=? ORDER BY uid", (folder_id,))]
     out: list[Row] = []
     for uid in sorted(set(uids)):
         r = conn.execute(f"SELECT {ROW_COLS} FROM message WHERE folder=? AND uid=?",
@@ -139,12 +143,7 @@ def remove(core: AccountCore, folder_id: int, uids: Sequence[int] | None,
         row = core.rescan(core.row_by_id(folder_id))
         try:
             with core.index.write() as conn:
-                if uids is None:
-                    rows = [Row(*r) for r in conn.execute(
-                        f"SELECT {ROW_COLS} FROM message WHERE folder=? ORDER BY uid", (row.id,))]
-                else:
-                    rows = load_rows(conn, row.id, uids)
-                for msg in rows:
+                for msg in load_rows(conn, row.id, uids):
                     path = locate(core, row, msg)
                     # Rule 6: the name's letters, when the index lags behind them.
                     info = msg.info if path is None else split_name(path.name)[1]
@@ -186,11 +185,7 @@ def transfer(core: AccountCore, src_id: int, uids: Sequence[int] | None, dest_na
         placed: list[tuple[Path, Path]] = []  # (source, target) of the files linked or moved
         try:
             with core.index.write() as conn:
-                if uids is None:
-                    rows = [Row(*r) for r in conn.execute(
-                        f"SELECT {ROW_COLS} FROM message WHERE folder=? ORDER BY uid", (src.id,))]
-                else:
-                    rows = load_rows(conn, src.id, uids)
+                rows = load_rows(conn, src.id, uids)
                 uid = dest.uidnext
                 modseq = dest.highestmodseq + 1
                 inserts = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pigeon.proto.imap.commands import ImapCommand
 from pigeon.proto.imap.connection import ImapServerConnection
-from pigeon.proto.imap.events import Command, ImapEvent
+from pigeon.proto.imap.events import Command, ConnectionClosed, ImapEvent
 from pigeon.proto.imap.parser import parse_command
 
 
@@ -16,8 +16,8 @@ def events(data: bytes, conn: ImapServerConnection | None = None, eof: bool = Fa
     out: list[ImapEvent] = []
     while (ev := c.next_event()) is not None:
         out.append(ev)
-        if eof and type(ev).__name__ == "ConnectionClosed":
-            break
+        if isinstance(ev, ConnectionClosed):
+            break  # the last event: the core repeats it
     return out
 
 

@@ -72,13 +72,13 @@ def test_sync_literal_too_big_is_refused_unread() -> None:
 
 
 def test_non_sync_literal_too_big_is_skipped_with_rest_of_command() -> None:
-    c = ImapServerConnection(max_literal=10)
+    c = ImapServerConnection(max_literal=10, authenticated=True)
     data = b"a APPEND INBOX {20+}\r\n" + b"x" * 20 + b" {5+}\r\nb NOOP\r\nc NOOP\r\n"
     assert events(data, c) == [LiteralTooBig("a", 20, False), Command("c", "NOOP", (b"c NOOP",))]
 
 
 def test_skipped_literal_in_small_chunks_keeps_no_memory() -> None:
-    c = ImapServerConnection(max_literal=10)
+    c = ImapServerConnection(max_literal=10, authenticated=True)
     c.receive_data(b"a APPEND INBOX {1000000+}\r\n")
     assert c.next_event() == LiteralTooBig("a", 1000000, False)
     for _ in range(100):
@@ -95,16 +95,16 @@ def test_huge_literal_announcement() -> None:
 
 
 def test_literal_limit_is_small_outside_append() -> None:
-    c = ImapServerConnection(max_line=1000, max_literal=1_000_000)
+    c = ImapServerConnection(max_line=1000, max_literal=1_000_000, authenticated=True)
     assert events(b"a LOGIN {1001}\r\n", c) == [LiteralTooBig("a", 1001, True)]
     assert events(b"b APPEND INBOX {1001}\r\n", c) == [NeedContinuation("b", 1001)]
-    assert events(b"c UID append INBOX {5000}\r\n", ImapServerConnection(max_line=1000)) == [
+    assert events(b"c UID append INBOX {5000}\r\n", ImapServerConnection(max_line=1000, authenticated=True)) == [
         NeedContinuation("c", 5000)
     ]
 
 
 def test_literal_minus_limits_non_sync_literals() -> None:
-    c = ImapServerConnection(literal_plus=False)
+    c = ImapServerConnection(literal_plus=False, authenticated=True)
     data = b"a APPEND INBOX {4097+}\r\n" + b"m" * 4097 + b"\r\nb NOOP\r\n"
     assert events(data, c) == [LiteralTooBig("a", 4097, False), Command("b", "NOOP", (b"b NOOP",))]
     ok = events(b"a APPEND INBOX {4096+}\r\n" + b"m" * 4096 + b"\r\n", ImapServerConnection(literal_plus=False))
@@ -112,7 +112,7 @@ def test_literal_minus_limits_non_sync_literals() -> None:
 
 
 def test_command_total_limit() -> None:
-    c = ImapServerConnection(max_line=100, max_literal=1000, max_command=150)
+    c = ImapServerConnection(max_line=100, max_literal=1000, max_command=150, authenticated=True)
     data = b"a APPEND INBOX {100+}\r\n" + b"m" * 100 + b" {40+}\r\n" + b"n" * 40 + b"\r\nb NOOP\r\n"
     assert events(data, c) == [LiteralTooBig("a", 40, False), Command("b", "NOOP", (b"b NOOP",))]
 
@@ -274,8 +274,8 @@ DIALOGUES = [
 @settings(max_examples=60, deadline=None)
 @given(st.sampled_from(DIALOGUES), st.lists(st.integers(min_value=0, max_value=5000), max_size=12))
 def test_any_chunking_gives_same_events(data: bytes, cuts: list[int]) -> None:
-    whole = events(data, ImapServerConnection(max_line=1024, max_literal=1000), eof=True)
-    c = ImapServerConnection(max_line=1024, max_literal=1000)
+    whole = events(data, ImapServerConnection(max_line=1024, max_literal=1000, authenticated=True), eof=True)
+    c = ImapServerConnection(max_line=1024, max_literal=1000, authenticated=True)
     got: list[object] = []
     prev = 0
     for p in [*sorted({x % (len(data) + 1) for x in cuts}), len(data)]:
@@ -294,7 +294,7 @@ def test_any_chunking_gives_same_events(data: bytes, cuts: list[int]) -> None:
 @settings(max_examples=100, deadline=None)
 @given(st.binary(max_size=3000))
 def test_random_garbage_never_raises_and_stays_bounded(data: bytes) -> None:
-    c = ImapServerConnection(max_line=256, max_literal=512)
+    c = ImapServerConnection(max_line=256, max_literal=512, authenticated=True)
     for i in range(0, len(data), 97):
         c.receive_data(data[i : i + 97])
         while (ev := c.next_event()) is not None:

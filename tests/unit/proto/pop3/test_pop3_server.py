@@ -13,6 +13,7 @@ from pigeon.proto.pop3.responses import (
     ERR_BAD_SEQUENCE,
     ERR_LINE_TOO_LONG,
     ERR_PASS_WITHOUT_USER,
+    ERR_SYNTAX,
     ERR_TLS_ACTIVE,
     ERR_UNKNOWN_COMMAND,
     OK,
@@ -78,14 +79,29 @@ def test_transaction_commands_refused_before_login(line: bytes) -> None:
     assert conn.data_to_send() == b"-ERR Command not valid in this state\r\n"
 
 
-@pytest.mark.parametrize("line", [b"USER bob", b"PASS x", b"AUTH PLAIN", b"STLS", b"RETR x"])
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"USER bob", b"PASS x", b"AUTH PLAIN", b"AUTH", b"STLS",
+        # a known verb out of its state is a sequence error even when its arguments are wrong
+        b"USER", b"PASS", b"STLS now",
+    ],
+)
 def test_authorization_commands_refused_after_login(line: bytes) -> None:
     conn = connected()
     login(conn)
     event = feed(conn, line + b"\r\n")
-    assert isinstance(event, ev.CommandRejected)
-    # a known verb out of its state is a sequence error even when its arguments are wrong
-    assert event.response == ERR_BAD_SEQUENCE or line == b"RETR x"
+    assert isinstance(event, ev.CommandRejected) and event.response == ERR_BAD_SEQUENCE
+    assert conn.data_to_send() == b"-ERR Command not valid in this state\r\n"
+    assert conn.state is Pop3State.TRANSACTION
+
+
+def test_bad_arguments_to_a_command_of_the_state_are_a_syntax_error() -> None:
+    conn = connected()
+    login(conn)
+    event = feed(conn, b"RETR x\r\n")  # RETR belongs to TRANSACTION: its argument is what is wrong
+    assert isinstance(event, ev.CommandRejected) and event.response == ERR_SYNTAX
+    assert conn.data_to_send() == b"-ERR Syntax error in arguments\r\n"
 
 
 def test_pass_only_right_after_accepted_user() -> None:

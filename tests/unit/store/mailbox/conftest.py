@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from pigeon.clocks import FakeClock
 from pigeon.core.address import Address
-from pigeon.core.clock import FakeClock
 from pigeon.store.mailbox import Account, MailStore
 
 BOB = Address("bob", "example.com")

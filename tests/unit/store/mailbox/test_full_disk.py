@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from pigeon.core.address import Address
-from pigeon.core.clock import FakeClock
+from pigeon.clocks import FakeClock
 from pigeon.store.mailbox import MailboxError, MailStore, disk_full
 from tests.fulldisk import fill, free_bytes, small_fs
 

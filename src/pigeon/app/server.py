@@ -1,4 +1,4 @@
-"""The composition root: configuration → objects → tasks. Nothing imports this module.
+"""The server's composition root: configuration → objects → tasks (``pigeon serve``).
 
 Start-up order (docs/architecture.md):
 1. Take the data directory lock (one server per data directory).
@@ -7,19 +7,20 @@ Start-up order (docs/architecture.md):
 3. Recover the queue (``QueueStore.recover``) and schedule what it holds — before any listener
    opens, so nothing new is accepted on top of an unrecovered queue.
 4. Start the queue manager, the control socket, then the listeners.
-Stop (SIGTERM/SIGINT): close the listeners, let sessions finish their command (idle ones get
-``421 4.3.2``), let deliveries under way finish for a grace period, then exit. Nothing accepted
-is lost: every ``250`` was given after the commit point. SIGHUP reloads the configuration
-(limits, domains, queue schedule, TLS certificates later); listener changes need a restart
-and say so in the log.
+5. Start the worker processes the configuration asks for (``worker_pools``, ``app.master``),
+   handing them the listeners' sockets; their messages go to ``app.hub``.
+Stop (SIGTERM/SIGINT): close the listeners, stop the workers (they finish their sessions; their
+journals are taken over), let sessions finish their command (idle ones get ``421 4.3.2``), let
+deliveries under way finish for a grace period, then exit. Nothing accepted is lost: every
+``250`` was given after the commit point. SIGHUP reloads the configuration (limits, domains,
+queue schedule, TLS certificates) here and in every ready worker; listener changes need a
+restart and say so in the log. ``pigeon queue flush`` reaches the workers' held mail (SIGUSR1).
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import fcntl
-import functools
 import logging
 import os
 import signal
@@ -27,18 +28,22 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TextIO, cast
 
 from pigeon import maillog
+from pigeon.app.hub import ServerHub
+from pigeon.app.master import Master, Pool, plan
+from pigeon.app.runtime import setup_logging, tune_allocator
+from pigeon.app.services import SMTP_SERVICES, SmtpParts, smtp_listener
+from pigeon.app.worker import worker_command
 from pigeon.auth.passwords import generate_password
 from pigeon.bounce.dsn import Bouncer
 from pigeon.cleanup.intake import Intake
+from pigeon.clocks import SystemClock
 from pigeon.config import Config, ConfigError, load_config
 from pigeon.control import queueops
 from pigeon.control.protocol import JSONValue
 from pigeon.control.server import ControlServer
 from pigeon.control.client import socket_path
-from pigeon.core.clock import SystemClock
 from pigeon.delivery.fastlane import FastLane
 from pigeon.delivery.local import LocalDelivery
 from pigeon.delivery.relay import RelayDelivery, RelaySettings
@@ -47,12 +52,9 @@ from pigeon.directory import Directory
 from pigeon.directory.directory import SERVER_RECHECK
 from pigeon.net.fdlimit import check_budget, raise_nofile_limit
 from pigeon.net.listener import ConnectionGate, Limits, Listener, quiet_accept_errors
-from pigeon.proto.smtp.reply import C421_TOO_MANY_CONNECTIONS
 from pigeon.qmgr.manager import QueueManager
 from pigeon.queue.store import QueueStore
 from pigeon.queue.record import QueueRecord
-from pigeon.smtpd.session import SmtpContext, SmtpSession
-from pigeon.smtpd.workers import SmtpWorkers
 from pigeon.store.maildir import MaildirStore
 from pigeon.store.changes import ChangeBus
 from pigeon.store.mailbox import MailStore
@@ -77,46 +79,15 @@ LOCK_ATTEMPTS = 50
 POP3_MIN_IDLE = 600.0
 
 
+def worker_pools(cfg: Config) -> list[Pool]:
+    """The services that also run in worker processes, and how many processes (the server
+    included) each pool asks for (``app.master``). IMAP next would add
+    ``Pool("imap", ("imap", "imaps"), cfg.imap.processes)`` (docs/architecture.md)."""
+    return [Pool("smtp", ("smtp",), cfg.smtp.processes)]
+
+
 class DataDirLocked(Exception):
     """Another server already runs on this data directory."""
-
-
-# glibc's mallopt(M_MMAP_THRESHOLD): asyncio reads a socket into a fresh 256 KiB buffer and
-# shrinks it to what arrived; above the default threshold (128 KiB) that is an mmap, an mremap and
-# an munmap per read (strace: ≈ 10 of the ≈ 130 system calls of an SMTP message), and freeing
-# the shrunk chunk never raises glibc's dynamic threshold. 1 MiB keeps such buffers on the heap.
-M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD = 1024 * 1024
-
-
-def tune_allocator() -> None:
-    """Raise the C allocator's mmap threshold (glibc only; elsewhere nothing happens)."""
-    try:
-        libc = ctypes.CDLL(None)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return
-    if not mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD):
-        log.debug("mallopt(M_MMAP_THRESHOLD) refused; keeping the default")
-
-
-def setup_logging(config: Config, stream: TextIO = sys.stderr) -> None:
-    root = logging.getLogger()
-    for h in list(root.handlers):
-        root.removeHandler(h)
-    fmt = maillog.LineFormatter()
-    handler: logging.StreamHandler[TextIO] = logging.StreamHandler(stream)
-    handler.setFormatter(fmt)
-    root.addHandler(handler)
-    handlers = [handler]
-    if config.log_file is not None:
-        config.log_file.parent.mkdir(parents=True, exist_ok=True)
-        fh = logging.FileHandler(config.log_file)
-        fh.setFormatter(fmt)
-        root.addHandler(fh)
-        handlers.append(cast("logging.StreamHandler[TextIO]", fh))  # a FileHandler writes text too
-    root.setLevel(logging.INFO)
-    maillog.write_directly(handlers)  # the same streams and format, without logging's overhead
 
 
 class App:
@@ -124,7 +95,8 @@ class App:
         self.config = config
         self.clock = SystemClock()
         self.stopping = asyncio.Event()
-        self.workers: SmtpWorkers | None = None
+        self.master: Master | None = None  # the worker processes, when the configuration asks for some
+        self.hub: ServerHub | None = None
         self.listeners: list[Listener] = []
         self.gate = ConnectionGate()  # one count over every service of this process
         self._lock_fd: int | None = None
@@ -240,8 +212,8 @@ class App:
             return qid
 
         async def qflush(args: dict[str, JSONValue]) -> JSONValue:
-            if self.workers is not None:
-                self.workers.flush_held()  # their fast lanes' held messages (smtpd.workers Rule 5)
+            if self.master is not None:
+                self.master.flush()  # their fast lanes' held messages (app.master rule 6)
             return self.qmgr.flush()
 
         async def qbounce(args: dict[str, JSONValue]) -> JSONValue:
@@ -284,8 +256,8 @@ class App:
                 self.tls.reload(resolve_files(new.tls.cert, new.tls.key, new.hostname, new.data_dir))
             except TlsError as exc:
                 log.error("reload: TLS files: %s; keeping the current certificate", exc)
-        if self.workers is not None:
-            self.workers.reload()
+        if self.master is not None:
+            self.master.reload()
         log.info("configuration reloaded from %s", new.source)
         return "reloaded"
 
@@ -308,45 +280,36 @@ class App:
         await self._start_smtp_listeners()
         await self._start_pop3_listeners()
         await self._start_imap_listeners()
+        await self._start_workers()
         log.info("pigeon started hostname=%s data_dir=%s config=%s", self.config.hostname,
                  self.config.data_dir, self.config.source)
 
     async def _start_smtp_listeners(self) -> None:
         cfg = self.config
-        too_many = C421_TOO_MANY_CONNECTIONS.with_text(
-            f"{cfg.hostname} Too many connections, try again later").to_bytes()
-
-        def context(service: str) -> SmtpContext:
-            port25 = service == "smtp"
-            auth = self.authenticator if (not port25 or cfg.auth.smtp_auth) else None
-            return SmtpContext(self.current_config, self.directory, self.intake, self.on_queued,
-                               service=service, tls=self.tls, authenticator=auth, senders=self.senders,
-                               submission=not port25)
-
-        for service, endpoints in (("smtp", cfg.listen.smtp), ("submission", cfg.listen.submission),
-                                   ("submissions", cfg.listen.submissions)):
-            if not endpoints:
+        parts = SmtpParts(self.current_config, self.directory, self.intake, self.on_queued, self.tls,
+                          self.authenticator, self.senders, self.gate)
+        for service in SMTP_SERVICES:
+            if not getattr(cfg.listen, service):
                 continue
-            implicit = None
-            if service == "submissions":  # RFC 8314 §3: implicit TLS on port 465
-                if self.tls is None:
-                    log.error("service submissions needs TLS, which is unavailable; not listening")
-                    continue
-                implicit = self.tls.listener_context()
-            lst = Listener(service, [(e.host, e.port) for e in endpoints],
-                           functools.partial(SmtpSession, ctx=context(service)), self._limits, too_many,
-                           tls=implicit, gate=self.gate)
+            lst = smtp_listener(service, parts)
+            if lst is None:
+                continue
             await lst.start()
             self.listeners.append(lst)
-        if cfg.smtp.processes > 1 and cfg.listen.smtp:
-            # More cores for port 25: worker processes on the same addresses (smtpd.worker).
-            source = None if cfg.source.startswith("<") else cfg.source
-            # They accept from the server's own sockets: one queue of new connections, taken by
-            # whichever process is free (smtpd.worker).
-            smtp_fds = [fd for lst in self.listeners if lst.service == "smtp" for fd in lst.listening_fds()]
-            self.workers = SmtpWorkers(cfg.smtp.processes, source, self.queue, self.qmgr.submit,
-                                       self.qmgr.complete, self.changes, listen_fds=smtp_fds)
-            await self.workers.start()
+
+    async def _start_workers(self) -> None:
+        """More cores: worker processes on the server's own listening sockets (app.master), one
+        queue of new connections taken by whichever process is free."""
+        sockets: dict[str, list[int]] = {}
+        for lst in self.listeners:
+            sockets.setdefault(lst.service, []).extend(lst.listening_fds())
+        specs = plan(worker_pools(self.config), sockets)
+        if not specs:
+            return
+        source = None if self.config.source.startswith("<") else self.config.source
+        self.hub = ServerHub(self.queue, self.qmgr.submit, self.qmgr.complete, self.changes)
+        self.master = Master(specs, worker_command(source), self.hub)
+        await self.master.start()
 
     async def _start_imap_listeners(self) -> None:
         cfg = self.config
@@ -386,8 +349,10 @@ class App:
         log.info("stopping")
         for lst in self.listeners:
             await lst.stop()
-        if self.workers is not None:
-            await self.workers.stop()
+        if self.master is not None:
+            await self.master.stop()
+        if self.hub is not None:
+            await self.hub.close()
         await self.qmgr.stop()
         await self.relay.close()  # QUIT the idle cached SMTP client connections
         await self.control.stop()

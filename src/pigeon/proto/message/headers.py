@@ -1,9 +1,11 @@
-"""A streaming scanner for the header section of a message passing through cleanup.
+"""A streaming scanner for the header section of a message (RFC 5322 §2.1, §2.2).
 
 The message arrives in chunks of any size (DATA lines, BDAT chunks); a header line may be split
 across chunks. The scanner holds back only the unfinished last line, reports each complete
 header line to pass on, and says where the header section ends, so cleanup can count
-``Received:`` fields and insert missing fields before the body without holding the message.
+``Received:`` fields and insert missing fields before the body without holding the message;
+the bounce stage reads a queued message's header section and submission checks ``From:``
+with the same scanner.
 
 Rules:
 1. The header section ends at the first empty line (RFC 5322 §2.1) or at the first line that
@@ -11,8 +13,8 @@ Rules:
    a continuation (starts with SP or HTAB, RFC 5322 §2.2.3). Everything from that line on is
    body and passes untouched (``tail``).
 2. Field names are compared case-insensitively (RFC 5322 §1.2.2).
-3. At most ``max_header_bytes`` are examined; past that, ``too_big`` is set (cleanup refuses the
-   message) and the scanner stops holding anything back.
+3. At most ``max_header_bytes`` are examined; past that, ``too_big`` is set (the caller decides:
+   cleanup refuses the message) and the scanner stops holding anything back.
 4. Lines may end in CRLF (the wire form) or bare LF (local submission); both are accepted.
 
 What can go wrong: nothing raises; limits are reported through ``too_big``.

@@ -1,0 +1,83 @@
+"""What the server and its worker processes build alike: the SMTP listeners, and the names
+that tie a worker to its intake journal.
+
+Rules:
+1. ``smtp_listener`` builds one SMTP service's listener (``smtp``, ``submission`` or
+   ``submissions``) from the parts of the process that serves it. AUTH is offered on port 25
+   only with ``[auth] smtp_auth``; submission always offers it (and requires it, ``smtpd``).
+   ``submissions`` (RFC 8314 §3, implicit TLS) needs TLS: without it, a log line and no listener.
+2. Given ``fds`` (a worker's listening sockets, inherited from the server), the listener serves
+   them instead of binding the configured addresses; the descriptors are wrapped in ``net``.
+3. A process that accepts mail has its own intake journal: ``main`` for the server,
+   ``w<index>`` for worker ``index`` (``journal_owner``). The services that accept mail are
+   ``INTAKE_SERVICES``; only a worker serving one of them has a journal to drain when it ends.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from pigeon.auth.sasl import Authenticator
+from pigeon.cleanup.intake import Intake
+from pigeon.config import Config
+from pigeon.directory import Directory
+from pigeon.net.listener import ConnectionGate, Limits, Listener, adopt_listening_sockets
+from pigeon.net.tls import TlsManager
+from pigeon.proto.smtp.reply import C421_TOO_MANY_CONNECTIONS
+from pigeon.queue.record import QueueRecord
+from pigeon.smtpd.policy import SenderPolicy
+from pigeon.smtpd.session import SmtpContext, SmtpSession
+
+log = logging.getLogger(__name__)
+
+SMTP_SERVICES = ("smtp", "submission", "submissions")
+INTAKE_SERVICES = frozenset(SMTP_SERVICES)  # rule 3
+
+
+def journal_owner(index: int) -> str:
+    """Rule 3: worker ``index``'s intake journal, ``queue/journal/w<index>/``."""
+    return f"w{index}"
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpParts:
+    """What an SMTP listener needs of the process that serves it."""
+
+    config: Callable[[], Config]  # the current configuration (SIGHUP replaces it)
+    directory: Directory
+    intake: Intake
+    on_queued: Callable[[QueueRecord], None]
+    tls: TlsManager | None
+    authenticator: Authenticator
+    senders: SenderPolicy
+    gate: ConnectionGate | None = None  # the process's one connection count (net.listener rule 2)
+
+
+def smtp_listener(service: str, parts: SmtpParts, fds: Sequence[int] = ()) -> Listener | None:
+    """Rules 1 and 2; ``None`` when the service cannot run (a log line says why). Raises
+    ``OSError`` when ``fds`` are not listening sockets (``net.adopt_listening_sockets``)."""
+    cfg = parts.config()
+    port25 = service == "smtp"
+    implicit = None
+    if service == "submissions":  # RFC 8314 §3: implicit TLS on port 465
+        if parts.tls is None:
+            log.error("service submissions needs TLS, which is unavailable; not listening")
+            return None
+        implicit = parts.tls.listener_context()
+    auth = parts.authenticator if (not port25 or cfg.auth.smtp_auth) else None
+    ctx = SmtpContext(parts.config, parts.directory, parts.intake, parts.on_queued, service=service,
+                      tls=parts.tls, authenticator=auth, senders=parts.senders, submission=not port25)
+    too_many = C421_TOO_MANY_CONNECTIONS.with_text(
+        f"{cfg.hostname} Too many connections, try again later").to_bytes()
+    endpoints = getattr(cfg.listen, service)
+    config = parts.config
+
+    def limits() -> Limits:
+        return config().limits
+
+    return Listener(service, [(e.host, e.port) for e in endpoints], functools.partial(SmtpSession, ctx=ctx),
+                    limits, too_many, tls=implicit, gate=parts.gate,
+                    sockets=adopt_listening_sockets(fds) if fds else None)

@@ -1,0 +1,335 @@
+"""A worker process's composition root (``pigeon worker``, started by ``app.master``, never by
+hand): more cores for a service.
+
+A worker serves some of the server's services on the server's own listening sockets (handed
+over at start, ``--service smtp=5,6``), so every process accepts from one queue of new
+connections and whichever is free takes the next one. It builds what those services need
+(``SERVICES``) and tells the server the rest through ``app.ipc``. Today the ``smtp`` service:
+the SMTP sessions, an intake with its own journal (``queue/journal/w<index>/``) and a fast lane
+for the local mail it accepted; the queue manager, recovery, the control socket, submission,
+IMAP and POP3 stay in the server.
+
+Rules:
+1. Its standard output is its pipe to the server; at start it is moved to a descriptor of its
+   own and descriptor 1 pointed at standard error, so anything printed goes to the log.
+2. It says ``Hello`` first and waits ``HELLO_TIMEOUT`` for the server's; a server of another
+   ``IPC_VERSION`` is refused (logged, exit status ``EXIT_REFUSED``) before anything is built or
+   served. End of file first: the server is gone, it exits 0.
+3. It builds each service it is given from ``SERVICES`` (an unknown one: exit status 1 and a log
+   line). It never runs queue recovery: the server recovered the queue before starting it.
+4. Once every listener listens and its SIGUSR1 and SIGHUP handlers are in place, it says
+   ``Ready`` (``app.master`` rule 4).
+5. It tells the server about mail (``WorkerLink``): ``Schedule`` for a message it committed to the
+   queue files (a large or non-local one, or one its fast lane moved there without an attempt),
+   ``Complete`` with the results of its fast lane's attempt for one moved there after it (a
+   ``Complete`` over the line limit becomes a ``Schedule``: the server attempts it again),
+   ``Changed`` once per Maildir per turn of the loop when it delivered there (IMAP IDLE).
+6. It stops on SIGTERM/SIGINT, and at end of file on its standard input (the server is gone,
+   even killed): listeners closed, sessions finished (``WORKER_STOP_GRACE``, as the server's),
+   fast-lane deliveries finished or left in its journal, which the server drains (queue rule 10).
+7. SIGHUP reloads the configuration (limits, domains, TLS certificates), as the server does;
+   SIGUSR1 (``pigeon queue flush``) tries the fast lane's held messages at once
+   (``delivery.fastlane`` Rule 6).
+
+What can go wrong: a bad descriptor, a bind failure or an unusable configuration ends the worker
+with exit status 1 and a log line; the server restarts it after a pause (``app.master`` rule 5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from pigeon import maillog
+from pigeon.app import ipc
+from pigeon.app.master import WORKER_STOP_GRACE, Command, WorkerSpec
+from pigeon.app.runtime import setup_logging, tune_allocator
+from pigeon.app.services import SmtpParts, journal_owner, smtp_listener
+from pigeon.auth.sasl import Authenticator
+from pigeon.auth.throttle import AuthThrottle
+from pigeon.cleanup.intake import Intake
+from pigeon.clocks import SystemClock
+from pigeon.config import Config, ConfigError, load_config
+from pigeon.core.results import RecipientResult
+from pigeon.delivery.fastlane import FastLane
+from pigeon.directory import Directory
+from pigeon.directory.errors import DirectoryError
+from pigeon.directory.directory import SERVER_RECHECK
+from pigeon.net.listener import Listener, quiet_accept_errors
+from pigeon.net.tls import TlsError, TlsManager, resolve_files
+from pigeon.queue.record import QueueRecord, RcptState
+from pigeon.queue.store import QueueStore
+from pigeon.smtpd.policy import SenderPolicy
+from pigeon.store.maildir import MaildirStore
+from pigeon.submission.ratelimit import SendingLimits, SendingRateLimiter
+
+log = logging.getLogger(__name__)
+
+HELLO_TIMEOUT = 30.0  # rule 2: the server writes its hello as soon as it started us
+EXIT_REFUSED = 3  # rule 2: a server of another ipc version
+
+
+def worker_command(config_file: str | None) -> Command:
+    """The command line ``app.master`` runs for a worker: this Python, ``-m pigeon worker``."""
+
+    def command(spec: WorkerSpec) -> list[str]:
+        cmd = [sys.executable, "-m", "pigeon"]
+        if config_file is not None:
+            cmd += ["--config", config_file]
+        cmd += ["worker", "--pool", spec.pool, "--index", str(spec.index)]
+        for service, fds in spec.listen:
+            cmd += ["--service", f"{service}={','.join(str(fd) for fd in fds)}" if fds else service]
+        return cmd
+
+    return command
+
+
+class WorkerLink:
+    """Rule 5: the worker's end of ``app.ipc``, writing without ever blocking the event loop;
+    also the fast lane's ``ChangeNotifier``."""
+
+    def __init__(self, transport: asyncio.WriteTransport, name: str) -> None:
+        self._transport = transport
+        self._name = name
+        self._changed: set[str] = set()  # Maildirs changed in this turn of the loop
+
+    def send(self, msg: ipc.WorkerMessage) -> None:
+        if self._transport.is_closing():
+            log.error("%s: the pipe to the server is closed; lost %s", self._name, msg)
+            return
+        try:
+            line = ipc.encode(msg)
+        except ipc.IpcError as exc:
+            if not isinstance(msg, ipc.Complete):
+                log.error("%s: %s; not sent", self._name, exc)
+                return
+            log.error("%s: %s: %s; the server attempts it again", self._name, msg.queue_id, exc)
+            line = ipc.encode(ipc.Schedule(msg.queue_id))
+        self._transport.write(line)
+
+    def notify(self, directory: Path) -> None:  # store.changes.ChangeNotifier
+        """One ``Changed`` per Maildir per turn of the loop, however many deliveries."""
+        if not self._changed:
+            asyncio.get_running_loop().call_soon(self._send_changed)
+        self._changed.add(str(directory))
+
+    def _send_changed(self) -> None:
+        changed, self._changed = self._changed, set()
+        for directory in sorted(changed):
+            self.send(ipc.Changed(directory))
+
+    def close(self) -> None:
+        self._transport.close()
+
+
+class _Inbox(asyncio.Protocol):
+    """The worker's standard input: the server's ``Hello``, then end of file when it is gone."""
+
+    def __init__(self, name: str, gone: asyncio.Event) -> None:
+        self._name = name
+        self._gone = gone
+        self._reader = ipc.master_reader()
+        self.first: asyncio.Future[ipc.MasterMessage | None] = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        self._take(self._reader.feed(data))
+
+    def eof_received(self) -> bool | None:
+        self._take(self._reader.end())
+        self._end()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end()
+
+    def _take(self, items: Sequence[ipc.MasterMessage | ipc.IpcError]) -> None:
+        for item in items:
+            if isinstance(item, ipc.IpcError):
+                if not self.first.done():
+                    self.first.set_exception(item)
+                else:
+                    log.error("%s: refused a line from the server: %s", self._name, item)
+            elif not self.first.done():
+                self.first.set_result(item)
+            else:
+                log.error("%s: a second hello from the server, ignored", self._name)
+
+    def _end(self) -> None:
+        if not self.first.done():
+            self.first.set_result(None)
+        if not self._gone.is_set():
+            log.info("%s: the server is gone; stopping", self._name)
+            self._gone.set()
+
+
+class Worker:
+    def __init__(self, config: Config, pool: str, index: int, pipe_fd: int,
+                 listen: Sequence[tuple[str, Sequence[int]]]) -> None:
+        self.config = config
+        self.index = index
+        self.name = f"{pool} worker {index}"
+        self.listen = [(service, list(fds)) for service, fds in listen]
+        self.clock = SystemClock()
+        self._pipe_fd = pipe_fd
+        self.stopping = asyncio.Event()
+        self.listeners: list[Listener] = []
+        self.fastlane: FastLane | None = None
+        self.queue: QueueStore | None = None
+        self._smtp: SmtpParts | None = None
+
+    def current_config(self) -> Config:
+        return self.config
+
+    # -- what the services share, built on first use (rule 3) ---------------------------------
+
+    def _build_common(self, link: WorkerLink) -> None:
+        cfg = self.config
+        self.link = link
+        self.directory = Directory(cfg.data_dir / "directory.sqlite3", cfg.domains, cfg.postmaster,
+                                   cfg.smtp.recipient_delimiter, recheck_after=SERVER_RECHECK)
+        self.tls: TlsManager | None = None
+        try:
+            self.tls = TlsManager.from_config(cfg.tls.cert, cfg.tls.key, cfg.hostname, cfg.data_dir)
+        except TlsError as exc:
+            log.error("%s: TLS unavailable (no STARTTLS): %s", self.name, exc)
+
+    def smtp_parts(self) -> SmtpParts:
+        """The intake side: its own journal, the fast lane, sender policy, AUTH."""
+        if self._smtp is not None:
+            return self._smtp
+        cfg = self.config
+        data = cfg.data_dir
+        self.queue = QueueStore(data / "queue", self.clock, journal=True,
+                                journal_owner=journal_owner(self.index), flush=cfg.queue.flush)
+        store = MaildirStore(data / "mail", cfg.hostname, commits=self.queue.commits)  # one engine
+        intake = Intake(self.queue, self.directory, cfg.hostname, self.clock,
+                        max_received=cfg.limits.max_received_headers,
+                        local_domain=self.directory.is_local_domain)
+        self.fastlane = FastLane(self.queue, store, self.directory, self.directory, self.clock, self.link,
+                                 finish=self._complete, submit=self._schedule)
+        self.queue.orphans = self.on_queued
+        limits = SendingLimits(cfg.submission.messages_per_hour, cfg.submission.recipients_per_message)
+        senders = SenderPolicy(self.directory, SendingRateLimiter(limits, self.clock),
+                               lambda: self.config.smtp.recipient_delimiter)
+        # The brute-force throttle counts per process (README: [smtp] processes).
+        auth = Authenticator(self.directory, AuthThrottle(cfg.auth.throttle, self.clock), self.clock)
+        self._smtp = SmtpParts(self.current_config, self.directory, intake, self.on_queued, self.tls, auth, senders)
+        return self._smtp
+
+    def on_queued(self, record: QueueRecord) -> None:
+        maillog.queued(record.id, record.envelope.sender, record.size, len(record.envelope.recipients))
+        if record.body_data is not None and self.fastlane is not None:
+            self.fastlane.take(record)
+        else:
+            self._schedule(record)
+
+    def _schedule(self, record: QueueRecord) -> None:
+        self.link.send(ipc.Schedule(record.id))
+
+    async def _complete(self, record: QueueRecord, results: list[tuple[RcptState, RecipientResult]]) -> None:
+        self.link.send(ipc.Complete(record.id, tuple(res for _, res in results)))
+
+    # -- signals (rule 7) -----------------------------------------------------------------------
+
+    def reload(self) -> None:
+        if self.config.source.startswith("<"):
+            return
+        try:
+            new = load_config(Path(self.config.source))
+        except ConfigError as exc:
+            log.error("%s: reload refused: %s", self.name, exc)
+            return
+        self.config = new
+        self.directory.set_config_domains(new.domains, new.postmaster)
+        if self.tls is not None:
+            try:
+                self.tls.reload(resolve_files(new.tls.cert, new.tls.key, new.hostname, new.data_dir))
+            except TlsError as exc:
+                log.error("%s: reload: TLS files: %s", self.name, exc)
+
+    def flush(self) -> None:
+        if self.fastlane is not None:
+            self.fastlane.retry_now()
+
+    # -- the life of the process ----------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        quiet_accept_errors(loop)
+        transport, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(self._pipe_fd, "wb", buffering=0))
+        link = WorkerLink(transport, self.name)
+        link.send(ipc.hello())  # rule 2
+        inbox = _Inbox(self.name, self.stopping)
+        await loop.connect_read_pipe(lambda: inbox, sys.stdin)
+        try:
+            server = await asyncio.wait_for(inbox.first, HELLO_TIMEOUT)
+            if server is None:
+                return 0  # the server is gone already
+            ipc.check_hello(server)
+        except (ipc.IpcError, TimeoutError) as exc:
+            log.error("%s: refusing the server: %s", self.name, exc or f"no hello in {HELLO_TIMEOUT:.0f} s")
+            link.close()
+            return EXIT_REFUSED
+        loop.add_signal_handler(signal.SIGTERM, self.stopping.set)  # from here on, a stop is graceful
+        loop.add_signal_handler(signal.SIGINT, self.stopping.set)
+        self._build_common(link)
+        try:
+            for service, fds in self.listen:  # rule 3
+                build = SERVICES[service]
+                lst = build(self, service, fds)
+                if lst is not None:
+                    self.listeners.append(lst)
+                    await lst.start()
+            loop.add_signal_handler(signal.SIGUSR1, self.flush)  # rule 4: before Ready
+            loop.add_signal_handler(signal.SIGHUP, self.reload)
+            link.send(ipc.Ready(tuple(service for service, _ in self.listen)))
+            await self.stopping.wait()
+        finally:
+            await self._stop()
+        return 0
+
+    async def _stop(self) -> None:
+        """Rule 6."""
+        for lst in self.listeners:
+            await lst.stop(WORKER_STOP_GRACE)
+        if self.fastlane is not None:
+            await self.fastlane.stop(WORKER_STOP_GRACE)
+        if self.queue is not None:
+            self.queue.close()
+        self.directory.close()
+        self.link.close()
+
+
+def _smtp(worker: Worker, service: str, fds: list[int]) -> Listener | None:
+    return smtp_listener(service, worker.smtp_parts(), fds)
+
+
+# The services a worker can serve, and how each is built (rule 3). An IMAP worker adds
+# "imap"/"imaps" here (docs/architecture.md "The process model").
+SERVICES: dict[str, Callable[[Worker, str, list[int]], Listener | None]] = {"smtp": _smtp}
+
+
+def run_worker(config: Config, pool: str, index: int, listen: Sequence[tuple[str, Sequence[int]]]) -> int:
+    """The ``pigeon worker`` command."""
+    name = f"{pool} worker {index}"
+    pipe_fd = os.dup(1)
+    os.dup2(2, 1)  # rule 1: anything printed goes to standard error, not into the pipe
+    setup_logging(config)
+    tune_allocator()
+    unknown = [service for service, _ in listen if service not in SERVICES]
+    if unknown or not listen:
+        log.error("%s cannot run: no such worker service %s (known: %s)", name,
+                  ", ".join(unknown) or "(none given)", ", ".join(sorted(SERVICES)))
+        return 1
+    try:
+        rc = asyncio.run(Worker(config, pool, index, pipe_fd, listen).run())
+        maillog.flush()
+        return rc
+    except (OSError, DirectoryError) as exc:  # a bad descriptor, a bind failure, an unreadable directory
+        log.error("%s cannot run: %s", name, exc)
+        return 1
