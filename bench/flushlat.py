@@ -5,7 +5,7 @@ Each sample appends one entry of ``--size`` bytes (10.5 KB: a 10 KB message with
 makes it durable; the table gives the median and the 90th percentile of ``--samples`` samples:
 
 - ``made ahead``: ``pwrite`` into a file already zero-filled to its size and flushed, then
-  ``fdatasync``: no size or block allocation to write (``queue/journal.py`` rule 7, the commit
+  ``fdatasync``: no size or block allocation to write (``durable/journal.py`` rule 7, the commit
   since 2026-11-27 10:34);
 - ``growing``: an append to a growing file, then ``fdatasync`` (size and allocation written too);
 - ``growing + syncfs``: the same append, then one ``syncfs`` of the file system;

@@ -7,7 +7,7 @@ rename each into ``new/``, make the renames durable. "Make durable" is, per mode
 - ``fsync``: an ``fsync`` of every file, then one of ``new/`` (what Postfix and Dovecot do, and
   Pigeon with ``[queue] flush = "file"``);
 - ``syncfs``: one ``syncfs`` of the file system, then an ``fsync`` of a directory for the
-  device cache (Pigeon's default, ``store/fssync.py``).
+  device cache (Pigeon's default, ``durable/flushes.py`` ``FsSync``).
 
 It prints files per second and the machine's CPU time per file (from /proc/stat, so the
 kernel's flusher threads count too), alternating the modes. Linux only. Nothing outside the
