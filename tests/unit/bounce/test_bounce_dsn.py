@@ -21,6 +21,7 @@ from pigeon.clocks import FakeClock
 from pigeon.core.address import Address
 from pigeon.core.envelope import ClientInfo, Envelope, Recipient
 from pigeon.core.results import TemporaryError
+from pigeon.durable.testing import FaultyIO
 from pigeon.queue.record import Attempt, QueueRecord, RcptState
 from pigeon.queue.store import QueueStore
 
@@ -43,7 +44,8 @@ class Env:
 
     def __init__(self, root: Path) -> None:
         self.clock = FakeClock()
-        self.queue = QueueStore(root / "queue", self.clock)
+        self.fio = FaultyIO()  # the queue's IO seam: a test sets faults on it
+        self.queue = QueueStore(root / "queue", self.clock, io=self.fio)
         self.intake = Intake(self.queue, Identity(), HOST, self.clock)
         self.postmaster: Address | None = POSTMASTER
         self.handed: list[QueueRecord] = []
@@ -341,16 +343,11 @@ def test_missing_body_still_notifies(env: Env, caplog: pytest.LogCaptureFixture)
     assert "cannot read the original" in caplog.text
 
 
-def test_queue_failure_propagates_and_leaves_nothing(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_queue_failure_propagates_and_leaves_nothing(env: Env) -> None:
     rec = env.original()
-    real_fsync = os.fsync
-
-    def full_disk(fd: int) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(os, "fsync", full_disk)
+    env.fio.fail("fsync", error=errno.ENOSPC, times=None)
     with pytest.raises(TemporaryError):
         asyncio.run(env.bouncer.bounce(rec, [fail(rec.rcpts[0])]))
-    monkeypatch.setattr(os, "fsync", real_fsync)
+    env.fio.clear()
     assert env.notices(rec) == [] and env.handed == []
     assert sorted(os.listdir(env.queue.root / "msg")) == [rec.id]
