@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pigeon.core.queueid import QueueId, is_queue_id
-from pigeon.durable.io import REAL, FileIO
+from pigeon.durable.io import REAL, FileIO, unlink_quietly
 from pigeon.queue.record import CorruptRecord, State, decode_record
 
 log = logging.getLogger(__name__)
@@ -52,17 +52,6 @@ class RecoveryReport:
         return [*self.active, *self.deferred]
 
 
-def _remove(path: Path, io: FileIO) -> bool:
-    try:
-        io.unlink(path)
-        return True
-    except FileNotFoundError:
-        return False
-    except OSError as exc:
-        log.error("queue recovery: cannot remove %s: %s", path, exc)
-        return False
-
-
 def _move_aside(src: Path, corrupt_dir: Path, name: str, io: FileIO) -> bool:
     """Move ``src`` to ``corrupt/name`` without overwriting anything already there."""
     target = corrupt_dir / name
@@ -83,15 +72,15 @@ def recover_queue(root: Path, io: FileIO = REAL) -> RecoveryReport:
     corrupt_dir = root / "corrupt"
 
     for name in os.listdir(root / "tmp"):  # rule 1
-        if _remove(root / "tmp" / name, io):
+        if unlink_quietly(root / "tmp" / name, io):
             report.tmp_removed += 1
     if report.tmp_removed:
         log.info("queue recovery: removed %d unfinished files from tmp/", report.tmp_removed)
 
     for name in sorted(os.listdir(root / "incoming")):  # rule 2
-        _remove(root / "incoming" / name, io)
+        unlink_quietly(root / "incoming" / name, io)
         if is_queue_id(name):
-            _remove(root / "msg" / name, io)
+            unlink_quietly(root / "msg" / name, io)
         report.incoming_removed.append(name)
         log.info("queue recovery: removed uncommitted %s from incoming/", name)
 
@@ -105,7 +94,7 @@ def recover_queue(root: Path, io: FileIO = REAL) -> RecoveryReport:
             if _move_aside(root / "msg" / name, corrupt_dir, name, io):
                 report.corrupt.append(name)
         elif name not in live:
-            if _remove(root / "msg" / name, io):
+            if unlink_quietly(root / "msg" / name, io):
                 report.orphans_removed.append(name)
                 log.info("queue recovery: removed orphan body %s (never committed)", name)
 

@@ -4,29 +4,12 @@ from __future__ import annotations
 
 import imaplib
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from pigeon.clocks import SystemClock
 from pigeon.store.mailbox import MailStore
 from tests.unit.imapd.helpers import ALICE, PASSWORD, ServerThread, client_tls, deliver, message, tls_manager
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[MailStore]:
-    s = MailStore(tmp_path / "mail", "imap.example.test", SystemClock())
-    try:
-        yield s
-    finally:
-        s.close()
-
-
-@pytest.fixture
-def server(store: MailStore, tmp_path: Path) -> Iterator[ServerThread]:
-    with ServerThread(store, tmp_path) as srv:
-        yield srv
 
 
 def connect(server: ServerThread) -> imaplib.IMAP4:

@@ -5,29 +5,10 @@ ordinary LIST/LSUB commands are those of the old matcher."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from pigeon.clocks import SystemClock
-from pigeon.store.mailbox import MailStore
 from tests.unit.imapd.helpers import RawClient, ServerThread
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[MailStore]:
-    s = MailStore(tmp_path / "mail", "imap.example.test", SystemClock())
-    try:
-        yield s
-    finally:
-        s.close()
-
-
-@pytest.fixture
-def server(store: MailStore, tmp_path: Path) -> Iterator[ServerThread]:
-    with ServerThread(store, tmp_path) as srv:
-        yield srv
 
 
 def test_hostile_list_patterns_answer_at_once_and_others_are_served(server: ServerThread) -> None:

@@ -16,20 +16,10 @@ from typing import BinaryIO
 import pytest
 
 from pigeon.core.address import parse_address
-from pigeon.clocks import SystemClock
 from pigeon.store.mailbox import Account, MailStore
 from tests.unit.imapd.helpers import ALICE, RawClient, ServerThread
 
 MB = 1000 * 1000
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[MailStore]:
-    s = MailStore(tmp_path / "mail", "imap.example.test", SystemClock())
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 @pytest.fixture

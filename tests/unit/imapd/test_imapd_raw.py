@@ -9,18 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pigeon.clocks import SystemClock
 from pigeon.store.mailbox import MailStore
 from tests.unit.imapd.helpers import ALICE, PASSWORD, RawClient, ServerThread, deliver, message
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[MailStore]:
-    s = MailStore(tmp_path / "mail", "imap.example.test", SystemClock())
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 @pytest.fixture
