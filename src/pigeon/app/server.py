@@ -53,7 +53,7 @@ from pigeon.directory.directory import SERVER_RECHECK
 from pigeon.net.fdlimit import check_budget, raise_nofile_limit
 from pigeon.net.listener import ConnectionGate, Limits, Listener, quiet_accept_errors
 from pigeon.qmgr.manager import QueueManager
-from pigeon.queue.store import QueueStore
+from pigeon.queue.store import FileQueueStore
 from pigeon.queue.record import QueueRecord
 from pigeon.store.maildir import MaildirStore
 from pigeon.store.changes import ChangeBus
@@ -133,7 +133,7 @@ class App:
             self.directory.add_user(DEMO_USER, password)
             print(f"pigeon: created user {DEMO_USER} with password {password} "
                   "(shown only this once; change it with `pigeon user passwd`)", file=sys.stderr, flush=True)
-        self.queue = QueueStore(data / "queue", self.clock, journal=True, flush=cfg.queue.flush)
+        self.queue = FileQueueStore(data / "queue", self.clock, journal=True, flush=cfg.queue.flush)
         report = self.queue.recover()
         log.info("queue recovered: %s", report)
         self.store = MaildirStore(data / "mail", cfg.hostname, commits=self.queue.commits)  # one engine

@@ -63,7 +63,7 @@ from pigeon.directory.directory import SERVER_RECHECK
 from pigeon.net.listener import Listener, quiet_accept_errors
 from pigeon.net.tls import TlsError, TlsManager, resolve_files
 from pigeon.queue.record import QueueRecord, RcptState
-from pigeon.queue.store import QueueStore
+from pigeon.queue.store import FileQueueStore
 from pigeon.smtpd.policy import SenderPolicy
 from pigeon.store.maildir import MaildirStore
 from pigeon.submission.ratelimit import SendingLimits, SendingRateLimiter
@@ -179,7 +179,7 @@ class Worker:
         self.stopping = asyncio.Event()
         self.listeners: list[Listener] = []
         self.fastlane: FastLane | None = None
-        self.queue: QueueStore | None = None
+        self.queue: FileQueueStore | None = None
         self._smtp: SmtpParts | None = None
 
     def current_config(self) -> Config:
@@ -204,7 +204,7 @@ class Worker:
             return self._smtp
         cfg = self.config
         data = cfg.data_dir
-        self.queue = QueueStore(data / "queue", self.clock, journal=True,
+        self.queue = FileQueueStore(data / "queue", self.clock, journal=True,
                                 journal_owner=journal_owner(self.index), flush=cfg.queue.flush)
         store = MaildirStore(data / "mail", cfg.hostname, commits=self.queue.commits)  # one engine
         intake = Intake(self.queue, self.directory, cfg.hostname, self.clock,

@@ -50,7 +50,8 @@ from pigeon.proto.smtp.reply import (
     Reply,
 )
 from pigeon.queue.record import Attempt, QueueRecord, RcptState
-from pigeon.queue.store import BodyWriter, QueueStore, QueueWriteError
+from pigeon.queue.api import QueueStore
+from pigeon.queue.body import BodyWriter, QueueWriteError
 
 log = logging.getLogger(__name__)
 

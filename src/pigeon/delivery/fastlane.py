@@ -68,7 +68,7 @@ from pigeon.durable.flushes import DirSync, FileSync
 from pigeon.durable.io import unlink_quietly
 from pigeon.durable.journal import Journal
 from pigeon.queue.record import QueueRecord, RcptState
-from pigeon.queue.store import QueueStore
+from pigeon.queue.store import FileQueueStore
 from pigeon.store.changes import ChangeNotifier
 from pigeon.store.maildir import MaildirStore, PendingFile
 
@@ -123,7 +123,7 @@ class Held:
 
 
 class FastLane:
-    def __init__(self, queue: QueueStore, store: MaildirStore, users: UserLookup, domains: LocalDomains,
+    def __init__(self, queue: FileQueueStore, store: MaildirStore, users: UserLookup, domains: LocalDomains,
                  clock: Clock, changes: ChangeNotifier | None,
                  finish: Callable[[QueueRecord, Results], Awaitable[None]],
                  submit: Callable[[QueueRecord], None], *, max_inflight: int = DEFAULT_MAX_INFLIGHT) -> None:

@@ -46,7 +46,9 @@ from pigeon.delivery.base import DeliveryAgent
 from pigeon.delivery.fastlane import FastLane
 from pigeon.delivery.relay import RelayJob, RelayResult
 from pigeon.proto.smtp.reply import Reply
-from pigeon.queue.store import Attempt, QueueRecord, QueueStore, QueueWriteError, RcptState
+from pigeon.queue.api import QueueStore
+from pigeon.queue.body import QueueWriteError
+from pigeon.queue.record import Attempt, QueueRecord, RcptState
 
 log = logging.getLogger(__name__)
 
