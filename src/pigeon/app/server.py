@@ -155,8 +155,9 @@ class App:
                                  self.current_config, self.clock, self.bouncer)
         self.bouncer.on_queued = self.on_queued
         # Local mail committed to the intake journal is delivered from memory (docs/queue.md).
-        self.qmgr.fastlane = FastLane(self.queue, self.store, self.directory, self.directory, self.clock,
-                                      self.changes, finish=self.qmgr.complete, submit=self.qmgr.submit)
+        self.fastlane = FastLane(self.queue, self.store, self.directory, self.directory, self.clock,
+                                 self.changes, finish=self.qmgr.complete, submit=self.qmgr.submit)
+        self.qmgr.fastlane = self.fastlane  # qmgr's transport for journaled mail (qmgr rule 7)
         self.queue.orphans = self.on_queued  # committed after its client went away
         self.control = ControlServer(socket_path(data))
         self._register_control()
@@ -186,7 +187,7 @@ class App:
             return {"pid": os.getpid(), "config": self.config.source}
 
         async def qlist(args: dict[str, JSONValue]) -> JSONValue:
-            held = self.qmgr.fastlane.held() if self.qmgr.fastlane is not None else []
+            held = self.fastlane.held()
             # In a thread: it reads the journals' segments (up to 16 MiB each).
             return await asyncio.to_thread(queueops.list_queue, q, self.clock.now(), held)
 

@@ -223,7 +223,7 @@ class Worker:
 
     def on_queued(self, record: QueueRecord) -> None:
         maillog.queued(record.id, record.envelope.sender, record.size, len(record.envelope.recipients))
-        if record.body_data is not None and self.fastlane is not None:
+        if self.fastlane is not None and self.queue is not None and self.queue.in_journal(record.id):
             self.fastlane.take(record)
         else:
             self._schedule(record)

@@ -119,10 +119,12 @@ class Held:
                 continue
             reply = why if res is None else f"{res.reply}; {why}"
             rcpts.append(dataclasses.replace(rcpt, status="deferred", last_reply=reply, next_try=self.next_try))
-        return dataclasses.replace(self.record, rcpts=rcpts, body_data=None)
+        return dataclasses.replace(self.record, rcpts=rcpts)
 
 
 class FastLane:
+    """The ``MessageAgent`` (``delivery.base`` Rule 4) for mail in the intake journal."""
+
     def __init__(self, queue: FileQueueStore, store: MaildirStore, users: UserLookup, domains: LocalDomains,
                  clock: Clock, changes: ChangeNotifier | None,
                  finish: Callable[[QueueRecord, Results], Awaitable[None]],
@@ -149,11 +151,12 @@ class FastLane:
         self._stopping = False
 
     def take(self, record: QueueRecord) -> None:
-        """A message just committed to the journal (``record.body_data`` set)."""
-        body = record.body_data
-        record.body_data = None
-        if body is None:
-            raise ValueError(f"{record.id} has no body in memory")
+        """A message just committed to the journal: its body is taken from the queue, which
+        held it in memory (``FileQueueStore.take_body``)."""
+        try:
+            body = self._queue.take_body(record.id)
+        except KeyError:
+            raise ValueError(f"{record.id} has no body in memory") from None
         crowded = len(self._tasks) >= self.max_inflight  # Rule 3
         task = asyncio.create_task(self._spill(record, body, None) if crowded else self._run(record, body))
         self._tasks.add(task)

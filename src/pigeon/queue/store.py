@@ -45,8 +45,9 @@ Rules:
    ``journal=True`` (the server), a body up to ``MEMORY_BODY`` stays in memory while it is
    received, and ``commit(..., fast=True)`` appends record and body to the journal and returns
    after the journal's group flush: that flush is the commit point of such a message. The
-   record comes back with ``body_data`` set; whoever delivers it calls ``journal.done`` once it
-   is delivered, or after ``spill`` moved it into ``active/``. ``recover`` moves whatever the
+   store keeps its body in memory, by queue id (``in_journal``), until its delivery takes it
+   (``take_body``; the record never carries it); whoever delivers it calls ``journal.done``
+   once it is delivered, or after ``spill`` moved it into ``active/``. ``recover`` moves whatever the
    journal still holds into ``active/`` and deletes the journal.
 9. A commit whose caller was cancelled still completes (rule 2) and is handed to ``orphans``
    (the app submits it for delivery), so it is not left undelivered until the next start.
@@ -161,6 +162,8 @@ class FileQueueStore:
         # The intake journal (rule 8), for the server; tools and tests use the files alone.
         self.journal: Journal | None = None
         self.orphans: Callable[[QueueRecord], None] | None = None  # rule 9
+        # Rule 8: the bodies of journal commits, in memory until their delivery takes them.
+        self._bodies: dict[QueueId, bytes] = {}
         self._journal_lock: int | None = None
         if journal:
             jdir = root / JOURNAL_DIR / _owner(journal_owner)
@@ -287,7 +290,7 @@ class FileQueueStore:
         except OSError as exc:
             self._journal_failed(record, exc)
             raise QueueWriteError(f"queue write failed for {record.id}: {exc}") from exc
-        record.body_data = data
+        self._bodies[record.id] = data
         return record
 
     def _journal_failed(self, record: QueueRecord, exc: BaseException) -> None:
@@ -302,10 +305,21 @@ class FileQueueStore:
         if exc is not None:
             self._journal_failed(record, exc)
             return
-        record.body_data = data
+        self._bodies[record.id] = data
         log.info("queue: %s committed after its client went away (no 250 was sent)", record.id)
         if self.orphans is not None:
             self.orphans(record)
+
+    def in_journal(self, qid: QueueId) -> bool:
+        """Rule 8: ``qid`` was committed to this process's intake journal and its body waits in
+        memory for its delivery (``take_body``)."""
+        return qid in self._bodies
+
+    def take_body(self, qid: QueueId) -> bytes:
+        """Rule 8: hand the in-memory body of a journal commit to its delivery (the fast lane);
+        the store lets go of it. KeyError when there is none (taken already, or not a journal
+        commit)."""
+        return self._bodies.pop(qid)
 
     async def journal_body(self, qid: QueueId) -> bytes:
         """Rule 12: the body of a message live in this process's journal, read back from its
