@@ -24,8 +24,9 @@ Rules:
    recovers it (delivered at least once, never lost).
 3. At most ``max_inflight`` messages are in the lane; past that, new ones are spilled at once
    and wait in the queue like any other (memory stays bounded when the disk is slow).
-4. Recipients are handled as ``LocalDelivery`` does: unknown user → ``550 5.1.1``; a name the
-   store refuses → ``553``; an ``OSError`` → deferred ``451``/``452``; one copy per mailbox.
+4. Recipients are handled by ``LocalDelivery``'s own functions (``delivery.local`` Rule 7):
+   unknown user → ``550 5.1.1``; a name the store refuses → ``553``; an ``OSError`` → deferred
+   ``451``/``452``; one copy per mailbox. Only the writing and the batched flushes are the lane's.
 
 5. With a file-system flush (``durable.flushes.FsSync``), both of a message's flushes (its
    files, then its ``new/`` entries) wait up to ``NEW_FLUSH_WITHIN`` for one ``syncfs`` shared
@@ -62,7 +63,7 @@ from pigeon.core.address import Address
 from pigeon.core.clock import Clock
 from pigeon.core.queueid import QueueId
 from pigeon.core.results import RecipientResult
-from pigeon.delivery.local import HOST, R250_DELIVERED, UserLookup, delivered, delivery_prefix, failure, unknown_user
+from pigeon.delivery.local import Outcome, UserLookup, delivered, delivery_prefix, failure, mailboxes
 from pigeon.durable.commit import GroupCommit
 from pigeon.durable.flushes import DirSync, FileSync
 from pigeon.durable.io import unlink_quietly
@@ -88,7 +89,6 @@ HELD_RETRY_FIRST = 2.0  # seconds
 HELD_RETRY_MAX = 60.0  # seconds
 
 Results = list[tuple[RcptState, RecipientResult]]
-Outcome = dict[str, RecipientResult]  # by mailbox key
 Files = dict[str, tuple[Address, PendingFile]]  # by mailbox key: written, not yet in new/
 
 
@@ -300,18 +300,10 @@ class FastLane:
         """Each mailbox's ``tmp/`` file, written, not flushed; failures become outcomes."""
         qid = record.id
         sender = record.envelope.sender
-        outcome: Outcome = {}
+        todo, outcome = mailboxes(self._users, qid, (r.address for r in record.rcpts))  # Rule 4
         files: Files = {}
-        for rcpt in record.rcpts:
-            addr = rcpt.address
-            key = addr.key
-            if key in outcome or key in files:
-                continue  # Rule 4: one copy per mailbox
+        for key, addr in todo.items():
             try:
-                result = unknown_user(self._users, qid, addr)
-                if result is not None:
-                    outcome[key] = result
-                    continue
                 files[key] = (addr, self._store.write_tmp(addr, delivery_prefix(sender, addr), body))
             except Exception as exc:
                 outcome[key] = failure(qid, addr, exc)
@@ -370,8 +362,7 @@ class FastLane:
                 unlink_quietly(path, self._store.io)  # not durable, so not delivered (store.maildir Rule 6)
                 outcome[key] = failure(qid, addr, err)
                 continue
-            delivered(qid, addr, path, self._changes)
-            outcome[key] = RecipientResult(addr, "delivered", R250_DELIVERED, HOST)
+            outcome[key] = delivered(qid, addr, path, self._changes)
 
 
 def _as_exception(err: BaseException) -> Exception:
