@@ -133,7 +133,9 @@ class App:
             self.directory.add_user(DEMO_USER, password)
             print(f"pigeon: created user {DEMO_USER} with password {password} "
                   "(shown only this once; change it with `pigeon user passwd`)", file=sys.stderr, flush=True)
-        self.queue = FileQueueStore(data / "queue", self.clock, journal=True, flush=cfg.queue.flush)
+        # The journal is for local mail (queue.store rule 8): the queue is told which domains are.
+        self.queue = FileQueueStore(data / "queue", self.clock, journal=True, flush=cfg.queue.flush,
+                                    local_domain=self.directory.is_local_domain)
         report = self.queue.recover()
         log.info("queue recovered: %s", report)
         self.store = MaildirStore(data / "mail", cfg.hostname, commits=self.queue.commits)  # one engine
@@ -142,8 +144,7 @@ class App:
         self.mailstore = MailStore(data / "mail", cfg.hostname, self.clock,
                                    max_append=cfg.limits.max_message_size, changes=self.changes)
         self.intake = Intake(self.queue, self.directory, cfg.hostname, self.clock,
-                             max_received=cfg.limits.max_received_headers,
-                             local_domain=self.directory.is_local_domain)
+                             max_received=cfg.limits.max_received_headers)
         self.bouncer = Bouncer(self.intake, self.queue, cfg.hostname,
                                self.directory.postmaster_address, self.clock,
                                notify_postmaster=cfg.queue.notify_postmaster,

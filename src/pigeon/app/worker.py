@@ -205,11 +205,11 @@ class Worker:
         cfg = self.config
         data = cfg.data_dir
         self.queue = FileQueueStore(data / "queue", self.clock, journal=True,
-                                journal_owner=journal_owner(self.index), flush=cfg.queue.flush)
+                                    journal_owner=journal_owner(self.index), flush=cfg.queue.flush,
+                                    local_domain=self.directory.is_local_domain)  # rule 8 of queue.store
         store = MaildirStore(data / "mail", cfg.hostname, commits=self.queue.commits)  # one engine
         intake = Intake(self.queue, self.directory, cfg.hostname, self.clock,
-                        max_received=cfg.limits.max_received_headers,
-                        local_domain=self.directory.is_local_domain)
+                        max_received=cfg.limits.max_received_headers)
         self.fastlane = FastLane(self.queue, store, self.directory, self.directory, self.clock, self.link,
                                  finish=self._complete, submit=self._schedule)
         self.queue.orphans = self.on_queued

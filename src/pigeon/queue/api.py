@@ -9,9 +9,9 @@ Rules:
 1. ``commit`` / ``commit_sync`` are the commit point: when they return, the message is durable
    and the SMTP server may say 250; when they raise ``QueueWriteError`` nothing is queued. A
    body is written through the ``BodyWriter`` from ``new_body`` before the commit.
-2. ``fast`` is a hint from cleanup (the message may be delivered from memory); the store may
-   ignore it. A store with an intake journal returns the record of such a message with its body
-   still in memory (``queue.store`` rule 8).
+2. Where a committed message is kept is the store's decision (cleanup only commits): a store
+   with an intake journal takes small local mail there and holds its body in memory for the
+   fast lane (``in_journal``; ``queue.store`` rule 8).
 3. A message's state is one of ``State``; ``move`` changes it (hold, release, defer), ``update``
    rewrites the per-recipient state, ``remove`` ends it. Each is durable when it returns.
 4. ``scan`` lists the records in the given states; ``journal_messages`` the messages committed
@@ -55,8 +55,7 @@ class QueueStore(Protocol):
     # -- receiving (rule 1, 2) ---------------------------------------------------------------
     def new_body(self) -> BodyWriter: ...
 
-    async def commit(self, body: BodyWriter, envelope: Envelope, rcpts: list[RcptState], *,
-                     fast: bool = False) -> QueueRecord: ...
+    async def commit(self, body: BodyWriter, envelope: Envelope, rcpts: list[RcptState]) -> QueueRecord: ...
 
     def commit_sync(self, body: BodyWriter, envelope: Envelope, rcpts: list[RcptState]) -> QueueRecord: ...
 

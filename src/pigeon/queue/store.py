@@ -43,7 +43,10 @@ Rules:
    Recovery clears them with the rest of ``tmp/``.
 8. The intake journal (``durable.journal``, docs/queue.md "The intake journal"): with
    ``journal=True`` (the server), a body up to ``MEMORY_BODY`` stays in memory while it is
-   received, and ``commit(..., fast=True)`` appends record and body to the journal and returns
+   received. The queue decides which mail takes the journal (cleanup only commits): a body
+   still in memory whose recipients are all pending and local (the ``local_domain`` predicate
+   the app hands the store; without one, none; ``commit(fast=...)`` overrides the test). Its
+   ``commit`` appends record and body to the journal and returns
    after the journal's group flush: that flush is the commit point of such a message. The
    store keeps its body in memory, by queue id (``in_journal``), until its delivery takes it
    (``take_body``; the record never carries it); whoever delivers it calls ``journal.done``
@@ -145,7 +148,8 @@ class FileQueueStore:
 
     def __init__(self, root: Path, clock: Clock, *, io_threads: int = DEFAULT_IO_THREADS,
                  journal: bool = False, journal_owner: str = MAIN_JOURNAL,
-                 flush: str = "file", io: FileIO = REAL) -> None:
+                 flush: str = "file", io: FileIO = REAL,
+                 local_domain: Callable[[str], bool] | None = None) -> None:
         self.root = root
         self.clock = clock
         self.io = io  # rule 4: the IO seam (tests inject faults through it)
@@ -161,6 +165,7 @@ class FileQueueStore:
         self._dir_syncs = {name: DirSync(root / name) for name in ("msg", *STATES)}
         # The intake journal (rule 8), for the server; tools and tests use the files alone.
         self.journal: Journal | None = None
+        self.local_domain = local_domain  # rule 8: which mail the journal takes (the app's directory)
         self.orphans: Callable[[QueueRecord], None] | None = None  # rule 9
         # Rule 8: the bodies of journal commits, in memory until their delivery takes them.
         self._bodies: dict[QueueId, bytes] = {}
@@ -237,10 +242,21 @@ class FileQueueStore:
         body.seal()
         self.io.rename(body.path, self.body_path(body.id))
 
+    def _takes_journal(self, rcpts: list[RcptState]) -> bool:
+        """Rule 8: every recipient is pending and in a local domain (``local_domain``), so its
+        delivery can take the message from memory."""
+        local = self.local_domain
+        if local is None or not rcpts:
+            return False
+        return all(r.status == "pending" and local(r.address.domain) for r in rcpts)
+
     async def commit(self, body: BodyWriter, envelope: Envelope, rcpts: list[RcptState], *,
-                     fast: bool = False) -> QueueRecord:
-        """Make the message durable (rule 1): in ``active/``, or with ``fast`` and a body still in
-        memory, in the intake journal (rule 8). Raises QueueWriteError (rule 2)."""
+                     fast: bool | None = None) -> QueueRecord:
+        """Make the message durable (rule 1): in ``active/``, or in the intake journal (rule 8)
+        when the body is still in memory and the message is local (``_takes_journal``; ``fast``
+        overrides that test, for tests and tools). Raises QueueWriteError (rule 2)."""
+        if fast is None:
+            fast = self.journal is not None and body.in_memory and self._takes_journal(rcpts)
         if fast and self.journal is not None and body.in_memory:
             record = self._new_record(body, envelope, rcpts)
             data = encode_record(record)

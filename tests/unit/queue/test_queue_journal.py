@@ -479,3 +479,34 @@ def test_a_journal_owner_must_be_a_plain_name(root: Path, clock: FakeClock) -> N
         with pytest.raises(ValueError):
             QueueStore(root, clock, journal=True, journal_owner=bad)
     assert not (root / "x").exists()
+
+
+# -- which mail takes the journal: the queue's decision (rule 8), not cleanup's ---------------------
+
+def test_the_queue_sends_local_mail_to_the_journal_and_other_mail_to_the_files(
+        root: Path, clock: FakeClock) -> None:
+    s = QueueStore(root, clock, journal=True, local_domain=lambda d: d == "example.net")
+    far = Address("dave", "example.org")
+
+    async def commit(*rcpts: Address) -> QueueRecord:
+        body = s.new_body()
+        body.write(BODY)
+        return await s.commit(body, envelope(*rcpts), states(*rcpts))  # no fast=: the queue decides
+
+    try:
+        local = run(lambda: commit(BOB, CAROL))
+        mixed = run(lambda: commit(BOB, far))
+        assert s.in_journal(local.id) and files(root, "active") == [mixed.id]
+        assert not s.in_journal(mixed.id)
+    finally:
+        s.close()
+
+
+def test_without_a_local_domain_predicate_nothing_takes_the_journal(store: QueueStore) -> None:
+    async def go() -> QueueRecord:
+        body = store.new_body()
+        body.write(BODY)
+        return await store.commit(body, envelope(BOB), states(BOB))
+
+    rec = run(go)
+    assert not store.in_journal(rec.id) and files(store.root, "active") == [rec.id]
