@@ -215,6 +215,7 @@ class FileQueueStore:
             self._pool.shutdown(wait=True)
             self._pool = None
         self.commits.close()  # runs every pending flush first
+        self._bodies.clear()  # rule 8: bodies no lane took stay in the journal, for recovery
         if self.journal is not None:
             self.journal.close()
         if self._journal_lock is not None:
