@@ -25,7 +25,7 @@ from pigeon.config import DEFAULT_CONFIG_TOML, Config, ConfigError, find_config
 from pigeon.control import queueops
 from pigeon.control.client import ControlError, ControlUnavailable, call, server_running
 from pigeon.control.protocol import JSONValue
-from pigeon.queue.store import QueueStore
+from pigeon.queue.store import FileQueueStore
 
 
 def _queue_call(config: Config, cmd: str, offline: Callable[[], JSONValue], **args: JSONValue) -> JSONValue:
@@ -37,10 +37,10 @@ def _queue_call(config: Config, cmd: str, offline: Callable[[], JSONValue], **ar
         return offline()
 
 
-def _offline_queue(config: Config) -> QueueStore:
+def _offline_queue(config: Config) -> FileQueueStore:
     from pigeon.clocks import SystemClock
 
-    return QueueStore(config.data_dir / "queue", SystemClock())
+    return FileQueueStore(config.data_dir / "queue", SystemClock())
 
 
 def _fmt_age(seconds: float) -> str:

@@ -58,7 +58,7 @@ from pigeon.control.client import ControlError, ControlUnavailable, call, server
 from pigeon.core.address import Address, AddressError, parse_address
 from pigeon.core.results import MailError
 from pigeon.directory import Directory, DirectoryError
-from pigeon.queue.store import QueueStore
+from pigeon.queue.store import FileQueueStore
 from pigeon.submission.spool import (
     SpooledMessage,
     maildrop_dir,
@@ -384,7 +384,7 @@ def submit_offline(config: Config, drop: Path, message: SpooledMessage) -> str |
         except BlockingIOError:
             return None
         clock = SystemClock()
-        queue = QueueStore(config.data_dir / "queue", clock, io_threads=1)
+        queue = FileQueueStore(config.data_dir / "queue", clock, io_threads=1)
         try:
             with Directory(config.directory_path, config.domains, config.postmaster,
                            config.smtp.recipient_delimiter) as directory:

@@ -28,7 +28,8 @@ from pigeon.app.master import WORKER_STOP_GRACE, WorkerSpec
 from pigeon.app.services import INTAKE_SERVICES, journal_owner
 from pigeon.core.results import RecipientResult
 from pigeon.queue.record import QueueRecord, RcptState
-from pigeon.queue.store import QueueStore, QueueWriteError, RecordNotFound
+from pigeon.queue.api import QueueStore, RecordNotFound
+from pigeon.queue.body import QueueWriteError
 from pigeon.store.changes import ChangeNotifier
 
 log = logging.getLogger(__name__)

@@ -53,7 +53,7 @@ from pigeon.directory.directory import SERVER_RECHECK
 from pigeon.net.fdlimit import check_budget, raise_nofile_limit
 from pigeon.net.listener import ConnectionGate, Limits, Listener, quiet_accept_errors
 from pigeon.qmgr.manager import QueueManager
-from pigeon.queue.store import QueueStore
+from pigeon.queue.store import FileQueueStore
 from pigeon.queue.record import QueueRecord
 from pigeon.store.maildir import MaildirStore
 from pigeon.store.changes import ChangeBus
@@ -133,7 +133,9 @@ class App:
             self.directory.add_user(DEMO_USER, password)
             print(f"pigeon: created user {DEMO_USER} with password {password} "
                   "(shown only this once; change it with `pigeon user passwd`)", file=sys.stderr, flush=True)
-        self.queue = QueueStore(data / "queue", self.clock, journal=True, flush=cfg.queue.flush)
+        # The journal is for local mail (queue.store rule 8): the queue is told which domains are.
+        self.queue = FileQueueStore(data / "queue", self.clock, journal=True, flush=cfg.queue.flush,
+                                    local_domain=self.directory.is_local_domain)
         report = self.queue.recover()
         log.info("queue recovered: %s", report)
         self.store = MaildirStore(data / "mail", cfg.hostname, commits=self.queue.commits)  # one engine
@@ -142,8 +144,7 @@ class App:
         self.mailstore = MailStore(data / "mail", cfg.hostname, self.clock,
                                    max_append=cfg.limits.max_message_size, changes=self.changes)
         self.intake = Intake(self.queue, self.directory, cfg.hostname, self.clock,
-                             max_received=cfg.limits.max_received_headers,
-                             local_domain=self.directory.is_local_domain)
+                             max_received=cfg.limits.max_received_headers)
         self.bouncer = Bouncer(self.intake, self.queue, cfg.hostname,
                                self.directory.postmaster_address, self.clock,
                                notify_postmaster=cfg.queue.notify_postmaster,
@@ -155,8 +156,9 @@ class App:
                                  self.current_config, self.clock, self.bouncer)
         self.bouncer.on_queued = self.on_queued
         # Local mail committed to the intake journal is delivered from memory (docs/queue.md).
-        self.qmgr.fastlane = FastLane(self.queue, self.store, self.directory, self.directory, self.clock,
-                                      self.changes, finish=self.qmgr.complete, submit=self.qmgr.submit)
+        self.fastlane = FastLane(self.queue, self.store, self.directory, self.directory, self.clock,
+                                 self.changes, finish=self.qmgr.complete, submit=self.qmgr.submit)
+        self.qmgr.fastlane = self.fastlane  # qmgr's transport for journaled mail (qmgr rule 7)
         self.queue.orphans = self.on_queued  # committed after its client went away
         self.control = ControlServer(socket_path(data))
         self._register_control()
@@ -186,7 +188,7 @@ class App:
             return {"pid": os.getpid(), "config": self.config.source}
 
         async def qlist(args: dict[str, JSONValue]) -> JSONValue:
-            held = self.qmgr.fastlane.held() if self.qmgr.fastlane is not None else []
+            held = self.fastlane.held()
             # In a thread: it reads the journals' segments (up to 16 MiB each).
             return await asyncio.to_thread(queueops.list_queue, q, self.clock.now(), held)
 

@@ -63,7 +63,7 @@ from pigeon.directory.directory import SERVER_RECHECK
 from pigeon.net.listener import Listener, quiet_accept_errors
 from pigeon.net.tls import TlsError, TlsManager, resolve_files
 from pigeon.queue.record import QueueRecord, RcptState
-from pigeon.queue.store import QueueStore
+from pigeon.queue.store import FileQueueStore
 from pigeon.smtpd.policy import SenderPolicy
 from pigeon.store.maildir import MaildirStore
 from pigeon.submission.ratelimit import SendingLimits, SendingRateLimiter
@@ -179,7 +179,7 @@ class Worker:
         self.stopping = asyncio.Event()
         self.listeners: list[Listener] = []
         self.fastlane: FastLane | None = None
-        self.queue: QueueStore | None = None
+        self.queue: FileQueueStore | None = None
         self._smtp: SmtpParts | None = None
 
     def current_config(self) -> Config:
@@ -204,12 +204,12 @@ class Worker:
             return self._smtp
         cfg = self.config
         data = cfg.data_dir
-        self.queue = QueueStore(data / "queue", self.clock, journal=True,
-                                journal_owner=journal_owner(self.index), flush=cfg.queue.flush)
+        self.queue = FileQueueStore(data / "queue", self.clock, journal=True,
+                                    journal_owner=journal_owner(self.index), flush=cfg.queue.flush,
+                                    local_domain=self.directory.is_local_domain)  # rule 8 of queue.store
         store = MaildirStore(data / "mail", cfg.hostname, commits=self.queue.commits)  # one engine
         intake = Intake(self.queue, self.directory, cfg.hostname, self.clock,
-                        max_received=cfg.limits.max_received_headers,
-                        local_domain=self.directory.is_local_domain)
+                        max_received=cfg.limits.max_received_headers)
         self.fastlane = FastLane(self.queue, store, self.directory, self.directory, self.clock, self.link,
                                  finish=self._complete, submit=self._schedule)
         self.queue.orphans = self.on_queued
@@ -223,7 +223,7 @@ class Worker:
 
     def on_queued(self, record: QueueRecord) -> None:
         maillog.queued(record.id, record.envelope.sender, record.size, len(record.envelope.recipients))
-        if record.body_data is not None and self.fastlane is not None:
+        if self.fastlane is not None and self.queue is not None and self.queue.in_journal(record.id):
             self.fastlane.take(record)
         else:
             self._schedule(record)

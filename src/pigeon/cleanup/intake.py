@@ -21,10 +21,8 @@ Rules:
 5. The body is streamed to the queue's file; nothing holds the whole message. A write error
    while streaming is remembered and raised by ``commit`` as ``452 4.3.1``.
 6. A transaction is used once: after ``commit`` or ``abort``, it refuses further calls.
-7. With ``local_domain`` set (the server), a message whose final recipients are all local is
-   committed with ``fast=True``: a small one goes through the queue's intake journal and is
-   delivered from memory (docs/queue.md "The intake journal"); anything else, and every
-   message of the offline ``commit_sync``, takes the queue files.
+7. Cleanup only says "commit": whether a message takes the queue's intake journal or its
+   files is the queue's decision (``queue.store`` rule 8), not cleanup's.
 
 What can go wrong (all from ``commit``): ``PermanentError`` (loop, header too big, no
 recipients), ``TemporaryError``/``QueueWriteError`` (disk full, I/O error, directory failure).
@@ -33,7 +31,6 @@ recipients), ``TemporaryError``/``QueueWriteError`` (disk full, I/O error, direc
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Protocol
 
@@ -50,7 +47,8 @@ from pigeon.proto.smtp.reply import (
     Reply,
 )
 from pigeon.queue.record import Attempt, QueueRecord, RcptState
-from pigeon.queue.store import BodyWriter, QueueStore, QueueWriteError
+from pigeon.queue.api import QueueStore
+from pigeon.queue.body import BodyWriter, QueueWriteError
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +78,8 @@ class Intake:
         max_received: int = DEFAULT_MAX_RECEIVED,
         max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
         add_missing_headers: bool = False,
-        local_domain: Callable[[str], bool] | None = None,
     ) -> None:
         self.queue = queue
-        self.local_domain = local_domain  # rule 7: the fast path is for local mail only
         self.expander = expander
         self.hostname = hostname
         self.clock = clock
@@ -222,18 +218,10 @@ class Transaction:
             log.error("cleanup: writing %s failed: %s", body.id, exc)
             self._fail(exc)
 
-    def _fast(self) -> bool:
-        """Rule 7: every recipient is pending and local, so delivery can take the message from
-        memory (the queue's intake journal)."""
-        local = self._intake.local_domain
-        if local is None or not self.rcpts:
-            return False
-        return all(r.status == "pending" and local(r.address.domain) for r in self.rcpts)
-
     async def commit(self) -> QueueRecord:
         body = self._finish()
         try:
-            record = await self._intake.queue.commit(body, self.envelope, self.rcpts, fast=self._fast())
+            record = await self._intake.queue.commit(body, self.envelope, self.rcpts)  # rule 7
         finally:
             self._finished = True
         return record

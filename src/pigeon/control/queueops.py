@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from pigeon.control.protocol import JSONValue
 from pigeon.core.address import format_path
 from pigeon.core.queueid import QueueId, is_queue_id
-from pigeon.queue.store import QueueRecord, QueueStore
+from pigeon.queue.api import QueueStore
+from pigeon.queue.record import QueueRecord
 
 HEADER_PREVIEW_LIMIT = 64 * 1024  # `queue show` prints at most this much of the header section
 

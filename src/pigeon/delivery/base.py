@@ -7,6 +7,10 @@ Rules:
    (``pigeon.core.results`` Rule 1).
 3. An agent never raises for a delivery problem: anything unexpected is a ``deferred`` result with
    ``451 4.3.0`` and a log line, so no message is ever lost (DESIGN.md, "The seams").
+4. A ``MessageAgent`` takes a whole committed message instead of a job (today the fast lane,
+   ``delivery.fastlane``, for mail committed to the queue's intake journal): qmgr chooses it as
+   it chooses a ``DeliveryAgent`` (``qmgr.manager.transport``), and the agent reports back
+   through qmgr (its results for a message it moved into the queue files, or the message alone).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Protocol
 from pigeon.core.address import Address
 from pigeon.core.queueid import QueueId
 from pigeon.core.results import RecipientResult
+from pigeon.queue.record import QueueRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,3 +35,17 @@ class DeliveryJob:
 
 class DeliveryAgent(Protocol):
     async def deliver(self, job: DeliveryJob) -> list[RecipientResult]: ...
+
+
+class MessageAgent(Protocol):
+    """Rule 4."""
+
+    def take(self, record: QueueRecord) -> None:
+        """Deliver this just-committed message (the agent owns it from now on)."""
+
+    def retry_now(self) -> int:
+        """``pigeon queue flush``: try what it holds now; returns how many."""
+
+    async def wait_idle(self) -> None: ...
+
+    async def stop(self, grace: float) -> None: ...

@@ -24,8 +24,9 @@ Rules:
    recovers it (delivered at least once, never lost).
 3. At most ``max_inflight`` messages are in the lane; past that, new ones are spilled at once
    and wait in the queue like any other (memory stays bounded when the disk is slow).
-4. Recipients are handled as ``LocalDelivery`` does: unknown user → ``550 5.1.1``; a name the
-   store refuses → ``553``; an ``OSError`` → deferred ``451``/``452``; one copy per mailbox.
+4. Recipients are handled by ``LocalDelivery``'s own functions (``delivery.local`` Rule 7):
+   unknown user → ``550 5.1.1``; a name the store refuses → ``553``; an ``OSError`` → deferred
+   ``451``/``452``; one copy per mailbox. Only the writing and the batched flushes are the lane's.
 
 5. With a file-system flush (``durable.flushes.FsSync``), both of a message's flushes (its
    files, then its ``new/`` entries) wait up to ``NEW_FLUSH_WITHIN`` for one ``syncfs`` shared
@@ -62,13 +63,13 @@ from pigeon.core.address import Address
 from pigeon.core.clock import Clock
 from pigeon.core.queueid import QueueId
 from pigeon.core.results import RecipientResult
-from pigeon.delivery.local import HOST, R250_DELIVERED, UserLookup, delivered, delivery_prefix, failure, unknown_user
+from pigeon.delivery.local import Outcome, UserLookup, delivered, delivery_prefix, failure, mailboxes
 from pigeon.durable.commit import GroupCommit
 from pigeon.durable.flushes import DirSync, FileSync
 from pigeon.durable.io import unlink_quietly
 from pigeon.durable.journal import Journal
 from pigeon.queue.record import QueueRecord, RcptState
-from pigeon.queue.store import QueueStore
+from pigeon.queue.store import FileQueueStore
 from pigeon.store.changes import ChangeNotifier
 from pigeon.store.maildir import MaildirStore, PendingFile
 
@@ -88,7 +89,6 @@ HELD_RETRY_FIRST = 2.0  # seconds
 HELD_RETRY_MAX = 60.0  # seconds
 
 Results = list[tuple[RcptState, RecipientResult]]
-Outcome = dict[str, RecipientResult]  # by mailbox key
 Files = dict[str, tuple[Address, PendingFile]]  # by mailbox key: written, not yet in new/
 
 
@@ -119,11 +119,13 @@ class Held:
                 continue
             reply = why if res is None else f"{res.reply}; {why}"
             rcpts.append(dataclasses.replace(rcpt, status="deferred", last_reply=reply, next_try=self.next_try))
-        return dataclasses.replace(self.record, rcpts=rcpts, body_data=None)
+        return dataclasses.replace(self.record, rcpts=rcpts)
 
 
 class FastLane:
-    def __init__(self, queue: QueueStore, store: MaildirStore, users: UserLookup, domains: LocalDomains,
+    """The ``MessageAgent`` (``delivery.base`` Rule 4) for mail in the intake journal."""
+
+    def __init__(self, queue: FileQueueStore, store: MaildirStore, users: UserLookup, domains: LocalDomains,
                  clock: Clock, changes: ChangeNotifier | None,
                  finish: Callable[[QueueRecord, Results], Awaitable[None]],
                  submit: Callable[[QueueRecord], None], *, max_inflight: int = DEFAULT_MAX_INFLIGHT) -> None:
@@ -149,11 +151,12 @@ class FastLane:
         self._stopping = False
 
     def take(self, record: QueueRecord) -> None:
-        """A message just committed to the journal (``record.body_data`` set)."""
-        body = record.body_data
-        record.body_data = None
-        if body is None:
-            raise ValueError(f"{record.id} has no body in memory")
+        """A message just committed to the journal: its body is taken from the queue, which
+        held it in memory (``FileQueueStore.take_body``)."""
+        try:
+            body = self._queue.take_body(record.id)
+        except KeyError:
+            raise ValueError(f"{record.id} has no body in memory") from None
         crowded = len(self._tasks) >= self.max_inflight  # Rule 3
         task = asyncio.create_task(self._spill(record, body, None) if crowded else self._run(record, body))
         self._tasks.add(task)
@@ -297,18 +300,10 @@ class FastLane:
         """Each mailbox's ``tmp/`` file, written, not flushed; failures become outcomes."""
         qid = record.id
         sender = record.envelope.sender
-        outcome: Outcome = {}
+        todo, outcome = mailboxes(self._users, qid, (r.address for r in record.rcpts))  # Rule 4
         files: Files = {}
-        for rcpt in record.rcpts:
-            addr = rcpt.address
-            key = addr.key
-            if key in outcome or key in files:
-                continue  # Rule 4: one copy per mailbox
+        for key, addr in todo.items():
             try:
-                result = unknown_user(self._users, qid, addr)
-                if result is not None:
-                    outcome[key] = result
-                    continue
                 files[key] = (addr, self._store.write_tmp(addr, delivery_prefix(sender, addr), body))
             except Exception as exc:
                 outcome[key] = failure(qid, addr, exc)
@@ -367,8 +362,7 @@ class FastLane:
                 unlink_quietly(path, self._store.io)  # not durable, so not delivered (store.maildir Rule 6)
                 outcome[key] = failure(qid, addr, err)
                 continue
-            delivered(qid, addr, path, self._changes)
-            outcome[key] = RecipientResult(addr, "delivered", R250_DELIVERED, HOST)
+            outcome[key] = delivered(qid, addr, path, self._changes)
 
 
 def _as_exception(err: BaseException) -> Exception:

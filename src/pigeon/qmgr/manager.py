@@ -18,9 +18,13 @@ Rules:
    only after the bounce itself is durable in the queue.
 6. An exception from a delivery agent defers its recipients with ``451 4.3.0`` and a log line:
    never lost mail.
-7. A message committed to the intake journal (``record.body_data`` set) goes to the fast lane
-   (``delivery.fastlane``), which delivers it from memory; what the lane cannot finish it moves
-   into the queue files and hands back here, with its results (``complete``) or without.
+7. Every committed message arrives the same way (``submit``, a ``QueueRecord``) and
+   ``transport`` chooses its agent, as Postfix's qmgr chooses a transport: a message the queue
+   holds in its intake journal (``QueueStore.in_journal``) goes whole to the fast lane
+   (``delivery.fastlane``, a ``MessageAgent``), which delivers it from memory; what the lane
+   cannot finish (a recipient no longer local among them) it moves into the queue files and
+   hands back here, with its results (``complete``) or without. Any other message's recipients
+   go to the local agent or the remote one (Rule 2).
 8. A full disk: an attempt whose results cannot be written leaves the record as it was, in
    ``active/``, and is tried again after ``queue.retry_schedule[0]`` (``_tracked``);
    ``flush`` (``pigeon queue flush``) tries those at once too, with deferred messages and the
@@ -34,7 +38,7 @@ import heapq
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from typing import Literal, Protocol
 
 from pigeon import maillog
 from pigeon.config import Config
@@ -42,11 +46,12 @@ from pigeon.core.clock import Clock
 from pigeon.core.queueid import QueueId
 from pigeon.core.results import RecipientResult
 from pigeon.core.envelope import Recipient
-from pigeon.delivery.base import DeliveryAgent
-from pigeon.delivery.fastlane import FastLane
+from pigeon.delivery.base import DeliveryAgent, MessageAgent
 from pigeon.delivery.relay import RelayJob, RelayResult
 from pigeon.proto.smtp.reply import Reply
-from pigeon.queue.store import Attempt, QueueRecord, QueueStore, QueueWriteError, RcptState
+from pigeon.queue.api import QueueStore
+from pigeon.queue.body import QueueWriteError
+from pigeon.queue.record import Attempt, QueueRecord, RcptState
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +59,18 @@ C451_AGENT_CRASHED = Reply(451, "4.3.0", "Local error in delivery, will retry")
 C554_EXPIRED = Reply(554, "5.4.7", "Delivery time expired")
 # `pigeon queue bounce`: RFC 3463 X.0.0 (other/undefined), the reason stated in the text.
 C550_ADMIN_BOUNCE = Reply(550, "5.0.0", "Delivery cancelled by the mail administrator")
+
+
+Transport = Literal["fastlane", "local", "relay"]
+
+
+def transport(journaled: bool, local: bool) -> Transport:
+    """Rules 2 and 7: the agent for a recipient of a message. ``journaled``: the queue holds the
+    message in its intake journal (the fast lane takes all of it, and moves what it cannot
+    deliver into the queue files); ``local``: the recipient's domain is a local one."""
+    if journaled:
+        return "fastlane"
+    return "local" if local else "relay"
 
 
 class MessageBusy(ValueError):
@@ -98,14 +115,12 @@ class QueueManager:
         self._idle = asyncio.Event()
         self._idle.set()
         # Rule 7: messages from the intake journal go to the fast lane (the app sets it).
-        self.fastlane: FastLane | None = None
+        self.fastlane: MessageAgent | None = None
 
     # -- scheduling ------------------------------------------------------------------------
-    def submit(self, record: object) -> None:
-        """A message just committed by cleanup: deliver it now."""
-        if not isinstance(record, QueueRecord):
-            raise TypeError("submit expects a QueueRecord")
-        if record.body_data is not None:  # Rule 7
+    def submit(self, record: QueueRecord) -> None:
+        """A message just committed by cleanup: deliver it now (Rule 7)."""
+        if transport(self.queue.in_journal(record.id), local=True) == "fastlane":
             if self.fastlane is None:
                 raise RuntimeError(f"{record.id} is in the intake journal but there is no fast lane")
             self.fastlane.take(record)
@@ -308,8 +323,9 @@ class QueueManager:
             due = [r for r in record.rcpts if r.status == "pending" or (r.status == "deferred" and r.next_try <= now)]
         local: list[RcptState] = []
         remote: list[RcptState] = []
-        for r in due:  # one directory lookup per recipient
-            (local if self.domains.is_local_domain(r.address.domain) else remote).append(r)
+        for r in due:  # one directory lookup per recipient; not journaled: it is in a state
+            agent = transport(False, self.domains.is_local_domain(r.address.domain))
+            (local if agent == "local" else remote).append(r)
         jobs = []
         if local:
             jobs.append(self._run_agent(self.local, record, local))

@@ -1,4 +1,5 @@
-"""The durable queue: records in state directories, bodies in msg/ (see docs/queue.md)."""
+"""The durable queue: the seam (``api.QueueStore``) and its file-system implementation
+(``store.FileQueueStore``: records in state directories, bodies in msg/; see docs/queue.md)."""
 
 from pigeon.queue.record import (
     Attempt,
@@ -10,12 +11,14 @@ from pigeon.queue.record import (
     State,
 )
 from pigeon.queue.recovery import RecoveryReport
-from pigeon.queue.store import BodyWriter, QueueStore, QueueWriteError, RecordNotFound
+from pigeon.queue.api import QueueStore
+from pigeon.queue.store import BodyWriter, FileQueueStore, QueueWriteError, RecordNotFound
 
 __all__ = [
     "Attempt",
     "BodyWriter",
     "CorruptRecord",
+    "FileQueueStore",
     "QueueError",
     "QueueRecord",
     "QueueStore",

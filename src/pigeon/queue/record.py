@@ -77,9 +77,6 @@ class QueueRecord:
     state: State
     rcpts: list[RcptState]
     delay_warned: bool = False
-    # Not part of the record on disk: the body of a message committed to the intake journal
-    # (durable.journal), which local delivery takes from memory; None for every other record.
-    body_data: bytes | None = field(default=None, repr=False, compare=False)
 
     def pending(self) -> list[RcptState]:
         """Recipients still to deliver: never tried, or deferred (rule 2)."""

@@ -43,10 +43,14 @@ Rules:
    Recovery clears them with the rest of ``tmp/``.
 8. The intake journal (``durable.journal``, docs/queue.md "The intake journal"): with
    ``journal=True`` (the server), a body up to ``MEMORY_BODY`` stays in memory while it is
-   received, and ``commit(..., fast=True)`` appends record and body to the journal and returns
+   received. The queue decides which mail takes the journal (cleanup only commits): a body
+   still in memory whose recipients are all pending and local (the ``local_domain`` predicate
+   the app hands the store; without one, none; ``commit(fast=...)`` overrides the test). Its
+   ``commit`` appends record and body to the journal and returns
    after the journal's group flush: that flush is the commit point of such a message. The
-   record comes back with ``body_data`` set; whoever delivers it calls ``journal.done`` once it
-   is delivered, or after ``spill`` moved it into ``active/``. ``recover`` moves whatever the
+   store keeps its body in memory, by queue id (``in_journal``), until its delivery takes it
+   (``take_body``; the record never carries it); whoever delivers it calls ``journal.done``
+   once it is delivered, or after ``spill`` moved it into ``active/``. ``recover`` moves whatever the
    journal still holds into ``active/`` and deletes the journal.
 9. A commit whose caller was cancelled still completes (rule 2) and is handed to ``orphans``
    (the app submits it for delivery), so it is not left undelivered until the next start.
@@ -90,6 +94,8 @@ from pigeon.durable.flushes import DirSync, wants_syncfs
 from pigeon.durable.io import REAL, FileIO, makedirs_durable, unlink_quietly, write_all, write_file_synced
 from pigeon.durable.journal import Journal, JournalBusy, lock_journal, read_at, remove_segments
 from pigeon.durable.journal import pending as journal_pending
+from pigeon.queue import api
+from pigeon.queue.api import MOVABLE_STATES, RecordNotFound
 from pigeon.queue.body import MEMORY_BODY, BodyWriter, QueueWriteError
 from pigeon.queue.record import (
     STATES,
@@ -111,6 +117,7 @@ __all__ = [  # the record types are re-exported: callers import the queue's API 
     "CorruptRecord",
     "QueueError",
     "QueueRecord",
+    "FileQueueStore",
     "QueueStore",
     "QueueWriteError",
     "RcptState",
@@ -129,7 +136,6 @@ log = logging.getLogger(__name__)
 # 64 measured alike at 50 SMTP sessions on 2 cores (docs/benchmarks.md), 32 leaves room.
 DEFAULT_IO_THREADS = 32
 
-MOVABLE_STATES: tuple[State, ...] = ("active", "deferred", "hold")
 JOURNAL_DIR = "journal"
 MAIN_JOURNAL = "main"  # the serving process's journal; SMTP worker processes have "w1", "w2"…
 # Rule 10: how long start-up waits for a worker of a previous server to let go of its journal
@@ -137,15 +143,13 @@ MAIN_JOURNAL = "main"  # the serving process's journal; SMTP worker processes ha
 JOURNAL_LOCK_WAIT = 30.0
 
 
-class RecordNotFound(QueueError, FileNotFoundError):
-    """No record with this id in any state directory (a FileNotFoundError, so callers that
-    race with a removal can catch either)."""
+class FileQueueStore:
+    """The queue in the file system (the rules above): implements ``queue.api.QueueStore``."""
 
-
-class QueueStore:
     def __init__(self, root: Path, clock: Clock, *, io_threads: int = DEFAULT_IO_THREADS,
                  journal: bool = False, journal_owner: str = MAIN_JOURNAL,
-                 flush: str = "file", io: FileIO = REAL) -> None:
+                 flush: str = "file", io: FileIO = REAL,
+                 local_domain: Callable[[str], bool] | None = None) -> None:
         self.root = root
         self.clock = clock
         self.io = io  # rule 4: the IO seam (tests inject faults through it)
@@ -161,7 +165,10 @@ class QueueStore:
         self._dir_syncs = {name: DirSync(root / name) for name in ("msg", *STATES)}
         # The intake journal (rule 8), for the server; tools and tests use the files alone.
         self.journal: Journal | None = None
+        self.local_domain = local_domain  # rule 8: which mail the journal takes (the app's directory)
         self.orphans: Callable[[QueueRecord], None] | None = None  # rule 9
+        # Rule 8: the bodies of journal commits, in memory until their delivery takes them.
+        self._bodies: dict[QueueId, bytes] = {}
         self._journal_lock: int | None = None
         if journal:
             jdir = root / JOURNAL_DIR / _owner(journal_owner)
@@ -208,6 +215,7 @@ class QueueStore:
             self._pool.shutdown(wait=True)
             self._pool = None
         self.commits.close()  # runs every pending flush first
+        self._bodies.clear()  # rule 8: bodies no lane took stay in the journal, for recovery
         if self.journal is not None:
             self.journal.close()
         if self._journal_lock is not None:
@@ -235,10 +243,21 @@ class QueueStore:
         body.seal()
         self.io.rename(body.path, self.body_path(body.id))
 
+    def _takes_journal(self, rcpts: list[RcptState]) -> bool:
+        """Rule 8: every recipient is pending and in a local domain (``local_domain``), so its
+        delivery can take the message from memory."""
+        local = self.local_domain
+        if local is None or not rcpts:
+            return False
+        return all(r.status == "pending" and local(r.address.domain) for r in rcpts)
+
     async def commit(self, body: BodyWriter, envelope: Envelope, rcpts: list[RcptState], *,
-                     fast: bool = False) -> QueueRecord:
-        """Make the message durable (rule 1): in ``active/``, or with ``fast`` and a body still in
-        memory, in the intake journal (rule 8). Raises QueueWriteError (rule 2)."""
+                     fast: bool | None = None) -> QueueRecord:
+        """Make the message durable (rule 1): in ``active/``, or in the intake journal (rule 8)
+        when the body is still in memory and the message is local (``_takes_journal``; ``fast``
+        overrides that test, for tests and tools). Raises QueueWriteError (rule 2)."""
+        if fast is None:
+            fast = self.journal is not None and body.in_memory and self._takes_journal(rcpts)
         if fast and self.journal is not None and body.in_memory:
             record = self._new_record(body, envelope, rcpts)
             data = encode_record(record)
@@ -288,7 +307,7 @@ class QueueStore:
         except OSError as exc:
             self._journal_failed(record, exc)
             raise QueueWriteError(f"queue write failed for {record.id}: {exc}") from exc
-        record.body_data = data
+        self._bodies[record.id] = data
         return record
 
     def _journal_failed(self, record: QueueRecord, exc: BaseException) -> None:
@@ -303,10 +322,21 @@ class QueueStore:
         if exc is not None:
             self._journal_failed(record, exc)
             return
-        record.body_data = data
+        self._bodies[record.id] = data
         log.info("queue: %s committed after its client went away (no 250 was sent)", record.id)
         if self.orphans is not None:
             self.orphans(record)
+
+    def in_journal(self, qid: QueueId) -> bool:
+        """Rule 8: ``qid`` was committed to this process's intake journal and its body waits in
+        memory for its delivery (``take_body``)."""
+        return qid in self._bodies
+
+    def take_body(self, qid: QueueId) -> bytes:
+        """Rule 8: hand the in-memory body of a journal commit to its delivery (the fast lane);
+        the store lets go of it. KeyError when there is none (taken already, or not a journal
+        commit)."""
+        return self._bodies.pop(qid)
 
     async def journal_body(self, qid: QueueId) -> bytes:
         """Rule 12: the body of a message live in this process's journal, read back from its
@@ -601,6 +631,14 @@ class QueueStore:
             write_file_synced(tmp, data, self.io)
             self.io.rename(tmp, corrupt / f"{qid}{suffix}")
         self.io.fsync_dir(corrupt)  # kept before the journal that held it is deleted
+
+
+# The name the tools and tests construct; callers type against ``queue.api.QueueStore``.
+QueueStore = FileQueueStore
+
+
+def _conforms(store: FileQueueStore) -> api.QueueStore:
+    return store  # mypy: the file-system store implements the seam
 
 
 def _owner(name: str) -> str:

@@ -149,7 +149,7 @@ def test_a_big_body_spills_to_tmp_and_commits_to_the_queue_files(store: QueueSto
         return await store.commit(body, envelope(BOB), states(BOB), fast=True)
 
     rec = run(go)
-    assert rec.body_data is None  # not a journal commit
+    assert not store.in_journal(rec.id)  # not a journal commit
     assert files(store.root, "active") == [rec.id]
     assert store.body_path(rec.id).read_bytes() == data
     assert rec.size == len(data)
@@ -164,7 +164,7 @@ def test_without_fast_a_memory_body_goes_to_the_queue_files(store: QueueStore) -
         return await store.commit(body, envelope(BOB), states(BOB))
 
     rec = run(go)
-    assert rec.body_data is None
+    assert not store.in_journal(rec.id)
     assert files(store.root, "active") == [rec.id]
     assert store.body_path(rec.id).read_bytes() == BODY
     assert files(store.root, "tmp") == []
@@ -179,7 +179,7 @@ def test_a_store_without_journal_ignores_fast(root: Path, clock: FakeClock) -> N
         assert files(root, "tmp") == [body.id]
         body.write(BODY)
         rec = asyncio.run(s.commit(body, envelope(BOB), states(BOB), fast=True))
-        assert rec.body_data is None and files(root, "active") == [rec.id]
+        assert not s.in_journal(rec.id) and files(root, "active") == [rec.id]
     finally:
         s.close()
 
@@ -188,7 +188,7 @@ def test_a_store_without_journal_ignores_fast(root: Path, clock: FakeClock) -> N
 
 def test_fast_commit_goes_to_the_journal_only(store: QueueStore) -> None:
     rec = run(lambda: fast_commit(store, BODY, BOB, CAROL))
-    assert rec.body_data == BODY
+    assert store.in_journal(rec.id) and store.take_body(rec.id) == BODY
     assert rec.size == len(BODY) and rec.state == "active"
     assert [r.address for r in rec.rcpts] == [BOB, CAROL]
     for sub in ("active", "msg", "tmp", "deferred", "hold"):
@@ -240,9 +240,7 @@ def test_fast_commit_flush_error_is_a_queue_write_error_and_the_message_is_dropp
 def test_spill_makes_the_queue_files(store: QueueStore, clock: FakeClock, root: Path) -> None:
     async def go() -> QueueRecord:
         rec = await fast_commit(store, BODY, BOB)
-        data = rec.body_data
-        assert data is not None
-        rec.body_data = None
+        data = store.take_body(rec.id)
         await store.spill(rec, data)
         assert store.journal is not None
         store.journal.done(rec.id)
@@ -269,10 +267,10 @@ def test_a_failed_spill_leaves_no_files_and_the_message_in_the_journal(
         store: QueueStore, fio: FaultyIO) -> None:
     async def go() -> QueueRecord:
         rec = await fast_commit(store, BODY, BOB)
-        assert rec.body_data is not None
+        data = store.take_body(rec.id)
         fio.fail("fsync_dir", match="/queue/msg", error=errno.EIO)  # the directory fsyncs of the spill
         with pytest.raises(QueueWriteError):
-            await store.spill(rec, rec.body_data)
+            await store.spill(rec, data)
         return rec
 
     rec = run(go)
@@ -319,8 +317,7 @@ def test_recover_skips_a_message_spilled_before_the_crash(root: Path, clock: Fak
 
     async def go() -> tuple[QueueRecord, QueueRecord]:
         a = await fast_commit(first, b"spilled body\r\n", BOB)
-        assert a.body_data is not None
-        await first.spill(a, a.body_data)  # ... and the crash came before its done entry
+        await first.spill(a, first.take_body(a.id))  # ... and the crash came before its done entry
         b = await fast_commit(first, BODY, CAROL)
         return a, b
 
@@ -388,7 +385,7 @@ def test_a_cancelled_fast_commit_still_completes_and_goes_to_orphans(store: Queu
 
     run(go)
     [rec] = orphans
-    assert rec.body_data == BODY  # the app hands it to the fast lane like any journal commit
+    assert store.take_body(rec.id) == BODY  # the app hands it to the fast lane like any journal commit
     assert [e.id for e in pending(jroot(store))] == [rec.id]
 
 
@@ -411,7 +408,7 @@ def test_a_cancelled_classic_commit_goes_to_orphans(store: QueueStore) -> None:
 
     run(go)
     [rec] = orphans
-    assert rec.body_data is None
+    assert not store.in_journal(rec.id)
     assert files(store.root, "active") == [rec.id]
 
 
@@ -482,3 +479,34 @@ def test_a_journal_owner_must_be_a_plain_name(root: Path, clock: FakeClock) -> N
         with pytest.raises(ValueError):
             QueueStore(root, clock, journal=True, journal_owner=bad)
     assert not (root / "x").exists()
+
+
+# -- which mail takes the journal: the queue's decision (rule 8), not cleanup's ---------------------
+
+def test_the_queue_sends_local_mail_to_the_journal_and_other_mail_to_the_files(
+        root: Path, clock: FakeClock) -> None:
+    s = QueueStore(root, clock, journal=True, local_domain=lambda d: d == "example.net")
+    far = Address("dave", "example.org")
+
+    async def commit(*rcpts: Address) -> QueueRecord:
+        body = s.new_body()
+        body.write(BODY)
+        return await s.commit(body, envelope(*rcpts), states(*rcpts))  # no fast=: the queue decides
+
+    try:
+        local = run(lambda: commit(BOB, CAROL))
+        mixed = run(lambda: commit(BOB, far))
+        assert s.in_journal(local.id) and files(root, "active") == [mixed.id]
+        assert not s.in_journal(mixed.id)
+    finally:
+        s.close()
+
+
+def test_without_a_local_domain_predicate_nothing_takes_the_journal(store: QueueStore) -> None:
+    async def go() -> QueueRecord:
+        body = store.new_body()
+        body.write(BODY)
+        return await store.commit(body, envelope(BOB), states(BOB))
+
+    rec = run(go)
+    assert not store.in_journal(rec.id) and files(store.root, "active") == [rec.id]

@@ -1,0 +1,15 @@
+"""qmgr's choice of a delivery agent (qmgr.manager rules 2 and 7)."""
+
+from __future__ import annotations
+
+from pigeon.qmgr.manager import transport
+
+
+def test_a_journaled_message_goes_to_the_fast_lane_whatever_its_recipients() -> None:
+    assert transport(True, True) == "fastlane"
+    assert transport(True, False) == "fastlane"  # the lane spills it into the queue files
+
+
+def test_a_message_in_the_queue_files_goes_to_local_or_relay_by_domain() -> None:
+    assert transport(False, True) == "local"
+    assert transport(False, False) == "relay"
