@@ -7,7 +7,8 @@ Rules:
    to a missing mailbox answer ``NO [TRYCREATE]`` instead (RFC 3501 §6.3.11, §6.4.7).
 3. An unexpected error is logged by the session and answered ``NO [SERVERBUG]`` (RFC 5530 §3);
    the session goes on.
-4. ``SessionEnd`` makes the session write ``* BYE text`` and close (RFC 3501 §7.1.5).
+4. ``SessionEnd`` makes the session write ``* BYE text`` and close (RFC 3501 §7.1.5); it is the
+   session driver's ``Hangup`` (``net.driver`` rule 6).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from pigeon.net.driver import Hangup
+from pigeon.proto.imap import serialize
 from pigeon.store.mailbox import MailboxError
 
 
@@ -48,10 +51,10 @@ SERVERBUG = no("Internal error, see the server log", "SERVERBUG")  # rule 3
 READ_ONLY = no("Mailbox is read-only", "READ-ONLY")  # RFC 3501 §7.1 READ-ONLY
 
 
-class SessionEnd(Exception):
-    """Rule 4."""
+class SessionEnd(Hangup):
+    """Rule 4: the session driver writes what is pending, then ``* BYE``, and closes."""
 
     def __init__(self, text: str, code: str | None = None) -> None:
-        super().__init__(text)
+        super().__init__(serialize.untagged_status("BYE", text, code), text)
         self.text = text
         self.code = code

@@ -1,7 +1,9 @@
-"""One IMAP session over a listener ``Stream``: the I/O loop and the state table around the core.
+"""One IMAP session: the state table and the command handlers around the sans-IO core.
 
 Rules:
-1. The sans-IO core (``proto.imap.ImapServerConnection``) frames commands; ``parser`` types
+1. The session driver (``net.driver``) reads, writes, times out and upgrades to TLS; it hands
+   each event of the sans-IO core (``proto.imap.ImapServerConnection``, the framing) to
+   ``handle``. The core frames commands; ``parser`` types
    them; this module checks the state (RFC 3501 §3: not authenticated, authenticated,
    selected, logout) through ``_TABLE`` and calls the command family's handler (``auth``,
    ``mailboxes``, ``select``, ``fetch``, ``search``, ``store``, ``append``). A command not
@@ -21,7 +23,7 @@ Rules:
    ``limits.max_errors`` bad commands (20, Postfix's smtpd_hard_error_limit) end the session with
    ``* BYE``; the inactivity autologout is at least 30 minutes (RFC 3501 §5.4) or
    ``limits.session_timeout`` when larger. Output is written whenever ``FLUSH_AT`` octets are
-   pending, so a big FETCH never piles up in memory.
+   pending (the driver's ``flush_at``), so a big FETCH never piles up in memory.
 5. ``shutdown`` (server stopping): a session waiting for input writes ``* BYE`` and closes; one
    busy with a command finishes it first.
 6. Bad input is a ``BAD`` (or ``NO``) with a reason, never a crash; an unexpected error in a
@@ -35,7 +37,6 @@ log); a deleted selected mailbox ends it with ``* BYE``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 from collections.abc import Awaitable, Callable
@@ -47,15 +48,17 @@ from pigeon.imapd import append, auth, fetch, mailboxes, search, select, store
 from pigeon.imapd.append import LiteralSpool
 from pigeon.imapd.replies import SERVERBUG, Done, SessionEnd, bad, no, ok
 from pigeon.imapd.selected import Modes, Selected
-from pigeon.net.listener import Stream
+from pigeon.net.driver import Ending, SessionDriver
+from pigeon.net.listener import READ_SIZE, Stream
 from pigeon.proto.imap import commands as c
 from pigeon.proto.imap import mutf7, serialize
-from pigeon.proto.imap.connection import ImapServerConnection
+from pigeon.proto.imap.connection import LITERAL_PIECE, ImapServerConnection
 from pigeon.proto.imap.errors import CharsetError, MUtf7Error, ParseError, SeqSetError
 from pigeon.proto.imap.events import (
     BadCommand,
     Command,
     ConnectionClosed,
+    ImapEvent,
     LiteralData,
     LiteralTooBig,
     NeedContinuation,
@@ -76,8 +79,6 @@ AUTOLOGOUT: Final = 30 * 60.0
 IDLE_POLL: Final = 5.0
 #: Pending output is written once it reaches this size (rule 4).
 FLUSH_AT: Final = 256 * 1024
-#: A STARTTLS handshake needs a few round trips; a minute covers slow links (asyncio's default).
-HANDSHAKE_TIMEOUT: Final = 60.0
 
 BASE_CAPABILITIES: Final = (
     "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT CHILDREN UIDPLUS MOVE "
@@ -102,7 +103,7 @@ Handler = Callable[..., Awaitable[Done | None]]
 
 
 class ImapSession:
-    """One connection (rules 1-6)."""
+    """One connection (rules 1-6): the handler the session driver calls (``net.driver``)."""
 
     def __init__(self, stream: Stream, ctx: ImapSessionFactory) -> None:
         self.stream = stream
@@ -111,6 +112,11 @@ class ImapSession:
         limits = self.cfg.limits
         self.conn = ImapServerConnection(max_line=max(1024, limits.max_line_length),
                                          max_literal=limits.max_message_size)
+        # net.driver rule 2: the core holds at most a line, or a literal kept whole (at most a
+        # line, or a LITERAL_PIECE of an APPEND), when it asks for more; plus one read.
+        self.driver = SessionDriver(stream, self.conn, self, need=None, flush_at=FLUSH_AT,
+                                    max_buffered=max(self.conn.max_line, LITERAL_PIECE) + READ_SIZE,
+                                    service=ctx.service)
         self.state = State.NOT_AUTHENTICATED
         self.user: str | None = None
         self.account: Account | None = None
@@ -119,155 +125,96 @@ class ImapSession:
         self.saved: list[int] | None = None  # SEARCHRES "$" as UIDs (RFC 5182)
         self.commands = 0
         self.errors = 0
-        self.closing = False
         self.literals = LiteralSpool(lambda: self.acct().temporary_file())  # append rule 4
-        self._out = bytearray()
-        self._read_task: asyncio.Task[bytes] | None = None
-        self._waiting = False
-        self._task: asyncio.Task[None] | None = None
 
-    # -- lifecycle --------------------------------------------------------------------------
+    # -- lifecycle (net.listener.Session) -----------------------------------------------------
+
+    async def run(self) -> None:
+        await self.driver.run()
 
     def shutdown(self) -> None:
         """Rule 5."""
-        self.closing = True
-        if self._waiting and self._task is not None:
-            self._task.cancel()
+        self.driver.shutdown()
 
-    async def run(self) -> None:
-        self._task = asyncio.current_task()
-        client = self.stream.peer_ip
-        maillog.connect(client, self.ctx.service)
+    @property
+    def closing(self) -> bool:
+        return self.driver.closing
+
+    # -- the driver's handler (net.driver.Handler) ------------------------------------------------
+
+    async def start(self) -> None:
+        maillog.connect(self.stream.peer_ip, self.ctx.service)
         self.stream.timeout = max(AUTOLOGOUT, self.cfg.limits.session_timeout)  # rule 4
-        try:
-            self.emit(serialize.untagged_status("OK", "Pigeon IMAP ready", f"CAPABILITY {self.capabilities()}"))
-            await self._loop()
-            await self.flush()
-        except asyncio.CancelledError:
-            if not self.closing:
-                raise
-            self._bye("Server shutting down", "UNAVAILABLE")
-        except TimeoutError:
-            log.info("imap: autologout after %.0fs idle client=%s user=%s", self.stream.timeout, client, self.user)
-            self._bye("Autologout; idle for too long")
-        except SessionEnd as end:
-            self._bye(end.text, end.code)
-        except OSError as exc:  # ConnectionError and ssl.SSLError are OSErrors
-            log.debug("imap: connection lost client=%s: %s", client, exc)
-        finally:
-            await self._cleanup()
-            maillog.disconnect(client, self.ctx.service, self.commands, self.errors)
+        self.emit(serialize.untagged_status("OK", "Pigeon IMAP ready", f"CAPABILITY {self.capabilities()}"))
 
-    def _bye(self, text: str, code: str | None = None) -> None:
-        self.stream.write_nowait(bytes(self._out) + serialize.untagged_status("BYE", text, code))
-        self._out.clear()
+    def farewell(self, ending: Ending) -> bytes:
+        if ending is Ending.TIMEOUT:
+            log.info("imap: autologout after %.0fs idle client=%s user=%s", self.stream.timeout,
+                     self.stream.peer_ip, self.user)
+            return serialize.untagged_status("BYE", "Autologout; idle for too long")
+        return serialize.untagged_status("BYE", "Server shutting down", "UNAVAILABLE")  # rule 5
 
-    async def _cleanup(self) -> None:
+    async def finish(self) -> None:
         self.literals.clear()
-        task, self._read_task = self._read_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
         sel, self.sel = self.sel, None
         if sel is not None:
             try:
                 await sel.close()
             except Exception:
                 log.exception("imap: closing the mailbox failed client=%s", self.stream.peer_ip)
+        maillog.disconnect(self.stream.peer_ip, self.ctx.service, self.commands, self.errors)
 
-    # -- output and input -------------------------------------------------------------------
+    async def handle(self, ev: ImapEvent | None) -> bool:
+        """One framed event; True once the session is over (LOGOUT, or the client closed)."""
+        if isinstance(ev, ConnectionClosed):
+            if ev.reason is not None:
+                raise SessionEnd(ev.reason)  # rule 4: the core refused to read on
+            return True
+        if isinstance(ev, NeedContinuation):
+            self.emit(serialize.continuation("Ready for literal data"))
+        elif isinstance(ev, LiteralData):
+            self.literals.write(ev.data, ev.last)
+        elif isinstance(ev, LiteralTooBig):
+            self.literals.clear()
+            if self.state is State.NOT_AUTHENTICATED:  # rule 4, RFC 3501 §7.5: no "+"
+                self._bad(ev.tag, f"Literal of {ev.size} octets is too big before authentication")
+            else:  # RFC 7888 §4, RFC 9051 §7.1: NO [TOOBIG] for a literal we will not take
+                self.emit(serialize.tagged(ev.tag, "NO", f"Literal of {ev.size} octets is too big", "TOOBIG"))
+        elif isinstance(ev, BadCommand):
+            self.literals.clear()
+            self._bad(ev.tag, ev.reason)
+        elif isinstance(ev, Command):
+            try:
+                await self._command(ev)
+            finally:
+                self.literals.clear()
+        else:  # RawLine without expect_line cannot happen
+            log.error("imap: unexpected event %r", ev)
+        return self.state is State.LOGOUT
+
+    # -- output and input (for the command handlers) --------------------------------------------
 
     def emit(self, data: bytes) -> None:
-        self._out += data
+        self.driver.emit(data)
 
     async def drain(self) -> None:
         """Write pending output once there is enough of it (rule 4)."""
-        if len(self._out) >= FLUSH_AT:
-            await self.flush()
+        await self.driver.drain()
 
     async def flush(self) -> None:
-        if self._out:
-            data = bytes(self._out)
-            self._out.clear()
-            await self.stream.write(data)
-
-    async def _fill(self, timeout: float | None = None, wake: asyncio.Event | None = None) -> bool:
-        """Flush, then feed the core one more read; False when ``timeout`` passed or ``wake``
-        was set first."""
-        await self.flush()
-        if self._read_task is None:
-            self._read_task = asyncio.ensure_future(self.stream.read())
-        self._waiting = True
-        waiter: asyncio.Task[bool] | None = asyncio.ensure_future(wake.wait()) if wake is not None else None
-        try:
-            aws: list[asyncio.Task[bytes] | asyncio.Task[bool]] = [self._read_task]
-            if waiter is not None:
-                aws.append(waiter)
-            await asyncio.wait(aws, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            self._waiting = False
-            if waiter is not None:
-                waiter.cancel()
-        if not self._read_task.done():
-            return False
-        task, self._read_task = self._read_task, None
-        self.conn.receive_data(task.result())  # raises the read's TimeoutError / OSError
-        return True
+        await self.driver.flush()
 
     async def read_line(self) -> bytes | None:
         """One raw line (an AUTHENTICATE response); None when the connection closed."""
         self.conn.expect_line()
         while True:
-            ev = self.conn.next_event()
-            if ev is None:
-                if self.closing:
-                    raise SessionEnd("Server shutting down", "UNAVAILABLE")
-                await self._fill()
-                continue
+            ev = await self.driver.next_event()  # at shutdown: "* BYE [UNAVAILABLE]" (rule 5)
             if isinstance(ev, RawLine):
                 return ev.line
             if isinstance(ev, ConnectionClosed):
                 return None
             if isinstance(ev, BadCommand):
                 return b"*"  # an over-long response line: cancel the exchange
-
-    # -- the loop ---------------------------------------------------------------------------
-
-    async def _loop(self) -> None:
-        conn = self.conn
-        while self.state is not State.LOGOUT:
-            ev = conn.next_event()
-            if ev is None:
-                if self.closing:
-                    raise SessionEnd("Server shutting down", "UNAVAILABLE")
-                await self._fill()
-                continue
-            if isinstance(ev, ConnectionClosed):
-                if ev.reason is not None:
-                    raise SessionEnd(ev.reason)  # rule 4: the core refused to read on
-                return
-            if isinstance(ev, NeedContinuation):
-                self.emit(serialize.continuation("Ready for literal data"))
-            elif isinstance(ev, LiteralData):
-                self.literals.write(ev.data, ev.last)
-            elif isinstance(ev, LiteralTooBig):
-                self.literals.clear()
-                if self.state is State.NOT_AUTHENTICATED:  # rule 4, RFC 3501 §7.5: no "+"
-                    self._bad(ev.tag, f"Literal of {ev.size} octets is too big before authentication")
-                else:  # RFC 7888 §4, RFC 9051 §7.1: NO [TOOBIG] for a literal we will not take
-                    self.emit(serialize.tagged(ev.tag, "NO", f"Literal of {ev.size} octets is too big", "TOOBIG"))
-            elif isinstance(ev, BadCommand):
-                self.literals.clear()
-                self._bad(ev.tag, ev.reason)
-            elif isinstance(ev, Command):
-                try:
-                    await self._command(ev)
-                finally:
-                    self.literals.clear()
-            else:  # RawLine without expect_line cannot happen
-                log.error("imap: unexpected event %r", ev)
-            await self.drain()
 
     def _bad(self, tag: str | None, reason: str) -> None:
         self.errors += 1
@@ -417,17 +364,13 @@ class ImapSession:
         tls = self.ctx.tls
         if tls is None or self.stream.tls_active:
             return bad("STARTTLS is not available")
-        if self._read_task is not None:  # pragma: no cover - no read is pending between commands
+        if self.driver.read_pending:  # pragma: no cover - no read is pending between commands
             return bad("STARTTLS must be the last command sent")
         self.emit(serialize.tagged(cmd.tag, "OK", "Begin TLS negotiation now"))
-        await self.flush()
-        self.conn.start_tls()  # RFC 3501 §6.2.1: forget what was pipelined in clear
-        try:
-            async with asyncio.timeout(HANDSHAKE_TIMEOUT):
-                await self.stream.start_tls(tls.context())
-        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
-            log.info("imap: TLS handshake failed client=%s: %s", self.stream.peer_ip, exc)
-            raise ConnectionResetError("TLS handshake failed") from exc
+        # RFC 3501 §6.2.1: the core and the stream forget what was pipelined in clear; a failed
+        # handshake (TlsHandshakeFailed) ends the session quietly. The handshake has the
+        # listener's TLS_HANDSHAKE_TIMEOUT, as STARTTLS in SMTP.
+        await self.driver.start_tls(tls.context())
         return None
 
     async def _enable(self, cmd: c.Enable) -> Done:
@@ -470,9 +413,9 @@ class ImapSession:
         while True:
             ev = self.conn.next_event()
             if ev is None:
-                if self.closing:
-                    raise SessionEnd("Server shutting down", "UNAVAILABLE")
-                got = await self._fill(timeout=IDLE_POLL if self.sel is not None else None, wake=wake)
+                # net.driver rule 8: input, a change notice, or the poll interval; at shutdown
+                # the driver ends the session with "* BYE [UNAVAILABLE]" (rule 5)
+                got = await self.driver.fill(timeout=IDLE_POLL if self.sel is not None else None, wake=wake)
                 if not got:
                     if wake is not None:
                         wake.clear()

@@ -199,18 +199,27 @@ class Stream:
     def tls_active(self) -> bool:
         return self.writer.get_extra_info("ssl_object") is not None
 
-    async def start_tls(self, context: ssl.SSLContext, timeout: float = TLS_HANDSHAKE_TIMEOUT) -> None:
-        """Upgrade to TLS as the server (STARTTLS, RFC 3207).
+    async def start_tls(self, context: ssl.SSLContext, timeout: float = TLS_HANDSHAKE_TIMEOUT) -> int:
+        """Upgrade to TLS as the server (STARTTLS, RFC 3207; STLS, RFC 2595; implicit TLS).
 
         Octets the client sent before the handshake and that are still in the reader's buffer
         are dropped first: they were sent in the clear and must not be read as if they came
         over TLS (RFC 3207 §4.2, the CVE-2011-0411 class). The protocol core drops what it
-        had buffered itself. Raises ``ssl.SSLError``/``OSError``/``TimeoutError`` on failure.
+        had buffered itself (``net.driver`` rule 7). Pending output is drained before, so that
+        nothing waits between the drop and the handshake pausing the reads: no octet can
+        arrive in between. Returns the number of octets dropped. Raises
+        ``ssl.SSLError``/``OSError``/``TimeoutError`` on failure.
         """
+        writer = self.writer
+        if writer.transport.get_write_buffer_size():
+            await self._guarded(writer.drain(), _WRITE)
+        dropped = 0
         buffered = getattr(self.reader, "_buffer", None)  # CPython's StreamReader keeps a bytearray
         if isinstance(buffered, bytearray):
+            dropped = len(buffered)
             buffered.clear()
-        await self.writer.start_tls(context, ssl_handshake_timeout=timeout)
+        await writer.start_tls(context, ssl_handshake_timeout=timeout)
+        return dropped
 
     @property
     def tls_info(self) -> str | None:

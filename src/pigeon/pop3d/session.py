@@ -1,8 +1,9 @@
-"""One POP3 session over a listener ``Stream``: the policy around the sans-IO core.
+"""One POP3 session: the policy around the sans-IO core.
 
 Rules:
-1. The core (``proto.pop3.server``) owns syntax, states and framing; this module owns login,
-   the maildrop and the store calls. Store calls are blocking and run in a worker thread.
+1. The core (``proto.pop3.server``) owns syntax, states and framing; the session driver
+   (``net.driver``) owns reading, writing, timeouts and the TLS upgrade; this module owns
+   login, the maildrop and the store calls. Store calls are blocking and run in a worker thread.
 2. Login (``login.py``): USER/PASS or AUTH through the shared ``Authenticator``; then the
    maildrop lock (``-ERR [IN-USE]``, RFC 2449 §8.1.1) and the INBOX snapshot (``maildrop.py``).
    A store failure at login is ``-ERR [SYS/TEMP]`` (RFC 3206 §5) and the session stays in
@@ -17,8 +18,9 @@ Rules:
 5. Bad commands (those the core rejects) are counted; at ``settings.max_bad_commands`` the
    session answers ``-ERR Too many bad commands`` and closes.
 6. STLS (RFC 2595 §4) is offered while ``tls`` is configured and the channel is in clear; after
-   ``+OK`` the core forgets everything buffered and the handshake runs (``tls.py``). On pop3s
-   the handshake runs before the greeting. A failed handshake ends the session.
+   ``+OK`` the core and the stream forget everything buffered and the handshake runs
+   (``net.driver`` rule 7). On pop3s the handshake runs before the greeting (here, unless the
+   listener already ran it, as it does for imaps). A failed handshake ends the session.
 7. ``shutdown`` (server stopping): a session waiting for a command answers
    ``-ERR [SYS/TEMP] Server shutting down`` and closes, without UPDATE; one busy with a command
    finishes it first.
@@ -43,13 +45,13 @@ from typing import TYPE_CHECKING
 from pigeon import maillog
 from pigeon.auth.sasl import plaintext_allowed
 from pigeon.core.address import Address, parse_address
-from pigeon.net.listener import Stream
+from pigeon.net.driver import Ending, SessionDriver, TlsHandshakeFailed
+from pigeon.net.listener import READ_SIZE, Stream
 from pigeon.pop3d.login import Pop3Login
 from pigeon.pop3d.maildrop import Entry, Maildrop
 from pigeon.pop3d.seams import Pop3Mailbox
-from pigeon.pop3d.tls import TlsHandshakeFailed, upgrade
 from pigeon.proto.pop3 import events as ev
-from pigeon.proto.pop3.events import NEED_DATA
+from pigeon.proto.pop3.events import NEED_DATA, NeedData
 from pigeon.proto.pop3.message import top
 from pigeon.proto.pop3.responses import (
     ERR_IN_USE,
@@ -85,11 +87,17 @@ def _consume(task: asyncio.Future[bytes]) -> None:
 
 
 class Pop3Session:
+    """One connection: the handler the session driver calls (``net.driver``)."""
+
     def __init__(self, stream: Stream, ctx: Pop3SessionFactory) -> None:
         self.stream = stream
         self.ctx = ctx
         self.settings = ctx.settings
         self.conn = ServerConnection(tls_active=ctx.implicit_tls)
+        # net.driver rule 2: the core holds less than a SASL line when it asks for more.
+        self.driver = SessionDriver(stream, self.conn, self, need=NEED_DATA, output=self.conn.data_to_send,
+                                    flush_at=self.settings.flush_threshold,
+                                    max_buffered=self.conn.max_auth_line + READ_SIZE, service=ctx.service)
         self.login = Pop3Login(ctx.authenticator, stream.peer_ip)
         self.user: str | None = None  # the account whose maildrop lock this session holds
         self.mailbox: Pop3Mailbox | None = None
@@ -97,93 +105,57 @@ class Pop3Session:
         self.maildrop: Maildrop | None = None
         self.commands = 0
         self.errors = 0
-        self.closing = False
-        self._out = bytearray()
-        self._reading = False
-        self._task: asyncio.Task[None] | None = None
 
-    # -- lifecycle -------------------------------------------------------------------------
+    # -- lifecycle (net.listener.Session) ------------------------------------------------------
+    async def run(self) -> None:
+        await self.driver.run()
+
     def shutdown(self) -> None:
         """Rule 7."""
-        self.closing = True
-        if self._reading and self._task is not None:
-            self._task.cancel()
+        self.driver.shutdown()
 
-    async def run(self) -> None:
-        self._task = asyncio.current_task()
-        client = self.stream.peer_ip
-        maillog.connect(client, self.ctx.service)
+    @property
+    def closing(self) -> bool:
+        return self.driver.closing
+
+    # -- the driver's handler (net.driver.Handler) ------------------------------------------------
+    async def start(self) -> None:
+        maillog.connect(self.stream.peer_ip, self.ctx.service)
         self.stream.timeout = self.settings.idle_timeout  # rule 4
-        try:
-            if self.ctx.implicit_tls:
-                await self._handshake()
-            s = self.settings
-            self.conn.send(Response(True, f"{s.hostname} {s.software} POP3 server ready"))
-            await self._loop()
-        except asyncio.CancelledError:
-            if not self.closing:
-                raise
-            self.stream.write_nowait(ERR_SHUTTING_DOWN.to_bytes())  # rule 7
-        except TimeoutError:
-            log.info("pop3: autologout after %.0fs idle client=%s user=%s", self.stream.timeout, client, self.user)
-        except TlsHandshakeFailed as exc:
-            log.info("pop3: TLS handshake failed client=%s: %s", client, exc)
-        except (ConnectionError, OSError) as exc:
-            log.debug("pop3: connection lost client=%s: %s", client, exc)
-        finally:
-            await self._release()  # rule 8
-            maillog.disconnect(client, self.ctx.service, self.commands, self.errors)
+        if self.ctx.implicit_tls and not self.stream.tls_active:  # rule 6: pop3s
+            tls = self.ctx.tls
+            if tls is None:  # pragma: no cover - the factory refuses implicit TLS without it
+                raise TlsHandshakeFailed("no TLS configured")
+            await self.driver.handshake(tls.context(), self.settings.handshake_timeout)
+        s = self.settings
+        self.conn.send(Response(True, f"{s.hostname} {s.software} POP3 server ready"))
 
-    async def _handshake(self) -> None:
-        tls = self.ctx.tls
-        if tls is None:  # pragma: no cover - the factory refuses implicit TLS without it
-            raise TlsHandshakeFailed("no TLS configured")
-        await upgrade(self.stream, tls.context(), self.settings.handshake_timeout)
-
-    async def _flush(self) -> None:
-        self._out += self.conn.data_to_send()
-        if self._out:
-            data = bytes(self._out)
-            self._out.clear()
-            await self.stream.write(data)
-
-    async def _loop(self) -> None:
+    async def handle(self, event: ev.Event | NeedData) -> bool:
         conn = self.conn
-        while True:
-            event = conn.next_event()
-            if event is NEED_DATA:
-                await self._flush()
-                if self.closing:
-                    conn.close(ERR_SHUTTING_DOWN)
-                    await self._flush()
-                    return
-                self._reading = True
-                try:
-                    data = await self.stream.read()
-                finally:
-                    self._reading = False
-                conn.receive_data(data)
-                continue
-            if isinstance(event, ev.ConnectionClosed):
-                await self._flush()
-                return
-            if isinstance(event, ev.CommandRejected):
-                self.errors += 1
-                log.info("pop3: rejected %s client=%s: %s", event.verb or "line", self.stream.peer_ip, event.response)
-                if self.errors >= self.settings.max_bad_commands:  # rule 5
-                    conn.close(ERR_TOO_MANY_ERRORS)
-                    log.warning("pop3: too many bad commands client=%s errors=%d", self.stream.peer_ip, self.errors)
-                    await self._flush()
-                    return
-                continue
-            self.commands += 1
-            await self._handle(event)
-            if conn.state is Pop3State.CLOSED:
-                await self._flush()
-                return
-            self._out += conn.data_to_send()
-            if len(self._out) >= self.settings.flush_threshold:
-                await self._flush()
+        if isinstance(event, ev.ConnectionClosed) or event is NEED_DATA:  # the driver never passes NEED_DATA
+            return True
+        if isinstance(event, ev.CommandRejected):
+            self.errors += 1
+            log.info("pop3: rejected %s client=%s: %s", event.verb or "line", self.stream.peer_ip, event.response)
+            if self.errors >= self.settings.max_bad_commands:  # rule 5
+                conn.close(ERR_TOO_MANY_ERRORS)
+                log.warning("pop3: too many bad commands client=%s errors=%d", self.stream.peer_ip, self.errors)
+                return True
+            return False
+        self.commands += 1
+        await self._handle(event)
+        return conn.state is Pop3State.CLOSED
+
+    def farewell(self, ending: Ending) -> bytes:
+        if ending is Ending.TIMEOUT:  # rule 4: closed without a response and without UPDATE
+            log.info("pop3: autologout after %.0fs idle client=%s user=%s", self.stream.timeout,
+                     self.stream.peer_ip, self.user)
+            return b""
+        return ERR_SHUTTING_DOWN.to_bytes()  # rule 7
+
+    async def finish(self) -> None:
+        await self._release()  # rule 8
+        maillog.disconnect(self.stream.peer_ip, self.ctx.service, self.commands, self.errors)
 
     async def _release(self) -> None:
         mailbox, self.mailbox, self.maildrop = self.mailbox, None, None
@@ -239,13 +211,14 @@ class Pop3Session:
 
     async def _stls(self) -> None:
         """Rule 6."""
-        if not self._stls_possible():
+        tls = self.ctx.tls
+        if tls is None or not self._stls_possible():
             self.conn.send(ERR_TLS_UNAVAILABLE)
             return
         self.conn.send(Response(True, "Begin TLS negotiation"))
-        await self._flush()
-        self.conn.start_tls()
-        await self._handshake()
+        # the core and the stream drop what was pipelined in clear; a failed handshake
+        # (TlsHandshakeFailed) ends the session quietly
+        await self.driver.start_tls(tls.context(), self.settings.handshake_timeout)
 
     async def _open(self, user: str) -> Response:
         """Rule 2: lock and snapshot the maildrop of a verified account."""

@@ -1,7 +1,8 @@
 """One SMTP server session: the policy around the sans-IO protocol core.
 
 Rules:
-1. The protocol core (``pigeon.proto.smtp.server``) owns syntax, sequence and framing; this
+1. The protocol core (``pigeon.proto.smtp.server``) owns syntax, sequence and framing; the
+   session driver (``net.driver``) owns reading, writing, timeouts and the TLS upgrade; this
    module owns policy: which recipients are accepted, limits, and the hand-off to cleanup.
 2. Recipient policy on port 25 (the MX role): a local domain with a known user, alias or
    catch-all → ``250``; a local domain and an unknown user → ``550 5.1.1``; a relay domain
@@ -14,7 +15,9 @@ Rules:
    on a fatal line). Every reply the core holds is written before the session ends, whatever
    ends it: the ``250`` of a committed message pipelined before a fatal line is never lost
    (the client would send the message again). Inactivity past ``limits.session_timeout``
-   ends it with ``421 4.4.2`` (RFC 5321 §4.5.3.2 asks at least 5 minutes of the server).
+   ends it with ``421 4.4.2`` (RFC 5321 §4.5.3.2 asks at least 5 minutes of the server), and
+   so does a line that does not arrive whole within ``limits.line_timeout``; a server
+   shutdown with ``421 4.3.2`` once the commands already received are answered.
 6. STARTTLS (RFC 3207) where a certificate is configured: ``220``, then the handshake; the core
    and the stream drop anything pipelined after the command, and the session starts again
    from EHLO. AUTH (RFC 4954, ``pigeon.auth.sasl``) where the service offers it; mechanisms
@@ -31,7 +34,6 @@ the session goes on.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,7 +54,8 @@ from pigeon.config import Config
 from pigeon.core.address import Address
 from pigeon.core.envelope import ClientInfo, Envelope, Recipient
 from pigeon.core.results import MailError
-from pigeon.net.listener import Stream
+from pigeon.net.driver import Ending, SessionDriver
+from pigeon.net.listener import READ_SIZE, Stream
 from pigeon.net.tls import TlsManager
 from pigeon.smtpd.auth import SUCCESS, challenge_reply, failure_reply
 from pigeon.smtpd.policy import SenderPolicy
@@ -81,7 +84,8 @@ from pigeon.proto.smtp.reply import (
     C554_RELAY_DENIED,
     Reply,
 )
-from pigeon.proto.smtp.server import NEED_DATA, ServerConnection, ServerState
+from pigeon.proto.smtp.events import NeedData
+from pigeon.proto.smtp.server import ESMTP_LINE_ALLOWANCE, NEED_DATA, ServerConnection, ServerState
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +93,13 @@ log = logging.getLogger(__name__)
 OFFERED = frozenset({"SIZE", "8BITMIME", "CHUNKING", "SMTPUTF8", "DSN", "PIPELINING"})
 C220_READY_FOR_TLS = Reply(220, "2.0.0", "Ready to start TLS")  # RFC 3207 §4
 C454_TLS_UNAVAILABLE = Reply(454, "4.7.0", "TLS not available due to temporary reason")  # RFC 3207 §4
+
+
+def _max_buffered(conn: ServerConnection) -> int:
+    """``net.driver`` rule 2: the core holds less than its longest line when it asks for more
+    (an over-long line is dropped as it arrives), plus one read of slack."""
+    longest = max(conn.hard_line_limit + 1, conn.auth_line_limit, conn.max_command_line + ESMTP_LINE_ALLOWANCE)
+    return longest + READ_SIZE
 
 
 class RecipientPolicy(Protocol):
@@ -114,6 +125,8 @@ class SmtpContext:
 
 
 class SmtpSession:
+    """One connection: the handler the session driver calls (``net.driver``), rules 1-6."""
+
     def __init__(self, stream: Stream, ctx: SmtpContext) -> None:
         self.stream = stream
         self.ctx = ctx
@@ -132,6 +145,10 @@ class SmtpSession:
         )
         if stream.tls_active:
             self.conn.tls_active = True  # implicit TLS (port 465)
+        # Replies go out together when the input runs dry (no flush_at): a pipelined
+        # transaction is answered in one write (RFC 2920 §3.1).
+        self.driver = SessionDriver(stream, self.conn, self, need=NEED_DATA, output=self.conn.data_to_send,
+                                    max_buffered=_max_buffered(self.conn), service=ctx.service)
         self.user: str | None = None  # the authenticated account (folded address)
         self.sasl: SaslExchange | None = None
         self.from_check: FromCollector | None = None
@@ -142,75 +159,50 @@ class SmtpSession:
         self.nrcpt = 0
         self.errors = 0
         self.commands = 0
-        self.closing = False
-        self._reading = False
-        self._task: asyncio.Task[None] | None = None
 
-    # -- lifecycle -------------------------------------------------------------------------
-    def shutdown(self) -> None:
-        self.closing = True
-        if self._reading and self._task is not None:
-            self._task.cancel()
-
+    # -- lifecycle (net.listener.Session) ------------------------------------------------------
     async def run(self) -> None:
-        self._task = asyncio.current_task()
-        client = self.stream.peer_ip
-        maillog.connect(client, self.ctx.service)
+        await self.driver.run()
+
+    def shutdown(self) -> None:
+        self.driver.shutdown()
+
+    # -- the driver's handler (net.driver.Handler) ------------------------------------------------
+    async def start(self) -> None:
+        maillog.connect(self.stream.peer_ip, self.ctx.service)
         text = self.cfg.smtp.greeting or f"ESMTP {self.ctx.software}"
-        greeting = Reply(220, "", f"{self.cfg.hostname} {text}")
-        self.conn.send(greeting)
-        try:
-            await self._loop()
-        except asyncio.CancelledError:
-            # Shutdown while idle: nothing unacknowledged was accepted. RFC 5321 §3.8.
-            self.stream.write_nowait(self._reply_bytes(C421_SHUTTING_DOWN))
-        except TimeoutError:
-            self.stream.write_nowait(self._reply_bytes(C421_TIMEOUT))
-        except (ConnectionError, OSError) as exc:
-            log.debug("connection lost client=%s: %s", client, exc)
-        finally:
-            self._abort_txn()
-            maillog.disconnect(client, self.ctx.service, self.commands, self.errors)
+        self.conn.send(Reply(220, "", f"{self.cfg.hostname} {text}"))
+
+    async def handle(self, event: ev.ServerEvent | NeedData) -> bool:
+        if isinstance(event, ev.DataChunk):  # the hot path: message octets into the queue file
+            if self.txn is not None:
+                self.txn.write(event.data)
+                if self.from_check is not None:
+                    self.from_check.feed(event.data)
+            return False
+        if isinstance(event, ev.ConnectionClosed):
+            return True  # rule 4: the driver writes the replies already due
+        self.commands += 1
+        if await self._handle(event):
+            return True
+        if self.errors >= self.cfg.limits.max_errors:
+            if self.conn.state is not ServerState.CLOSED:  # a fatal line already sent its 421
+                self.conn.send(C421_TOO_MANY_ERRORS)
+            log.warning("too many errors client=%s errors=%d", self.stream.peer_ip, self.errors)
+            return True
+        return False
+
+    def farewell(self, ending: Ending) -> bytes:
+        if ending is Ending.TIMEOUT:
+            return self._reply_bytes(C421_TIMEOUT)
+        return self._reply_bytes(C421_SHUTTING_DOWN)  # nothing unacknowledged was accepted; RFC 5321 §3.8
+
+    async def finish(self) -> None:
+        self._abort_txn()
+        maillog.disconnect(self.stream.peer_ip, self.ctx.service, self.commands, self.errors)
 
     def _reply_bytes(self, reply: Reply) -> bytes:
         return reply.with_text(f"{self.cfg.hostname} {reply.lines[0]}").to_bytes()
-
-    async def _loop(self) -> None:
-        conn = self.conn
-        while True:
-            event = conn.next_event()
-            if event is NEED_DATA:
-                await self.stream.write(conn.data_to_send())
-                if self.closing:
-                    await self.stream.write(self._reply_bytes(C421_SHUTTING_DOWN))
-                    return
-                self._reading = True
-                try:
-                    data = await self.stream.read()
-                finally:
-                    self._reading = False
-                conn.receive_data(data)
-                continue
-            if isinstance(event, ev.ConnectionClosed):
-                await self.stream.write(conn.data_to_send())  # rule 4: the replies already due
-                return
-            if isinstance(event, ev.DataChunk):
-                if self.txn is not None:
-                    self.txn.write(event.data)
-                    if self.from_check is not None:
-                        self.from_check.feed(event.data)
-                continue
-            self.commands += 1
-            done = await self._handle(event)
-            if done:
-                await self.stream.write(conn.data_to_send())
-                return
-            if self.errors >= self.cfg.limits.max_errors:
-                if conn.state is not ServerState.CLOSED:  # a fatal line already sent its 421
-                    conn.send(C421_TOO_MANY_ERRORS)
-                log.warning("too many errors client=%s errors=%d", self.stream.peer_ip, self.errors)
-                await self.stream.write(conn.data_to_send())
-                return
 
     # -- commands ----------------------------------------------------------------------------
     async def _handle(self, event: object) -> bool:
@@ -283,17 +275,10 @@ class SmtpSession:
             self.conn.send(C454_TLS_UNAVAILABLE)
             return False
         self.conn.send(C220_READY_FOR_TLS)
-        await self.stream.write(self.conn.data_to_send())
-        self.conn.start_tls()
-        try:
-            await self.stream.start_tls(tls.context())
-        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
-            log.info("TLS handshake failed client=%s: %s", self.stream.peer_ip, exc)
-            return True  # the connection is unusable: end the session without a reply
+        await self.driver.start_tls(tls.context())  # TlsHandshakeFailed ends the session quietly
         self._reset()
         self.helo, self.esmtp, self.user, self.sasl = "", False, None, None
         self.conn.offered = self.conn.offered - {"STARTTLS"}
-        log.debug("TLS established client=%s %s", self.stream.peer_ip, self.stream.tls_info)
         return False
 
     def _secure(self) -> bool:

@@ -92,19 +92,3 @@ def test_plain_client_on_implicit_tls_port_gets_nothing(tmp_path: Path) -> None:
         # the server goes on serving TLS clients
         client = poplib.POP3_SSL("127.0.0.1", server.port, context=client_tls(), timeout=10)
         client.quit()
-
-
-def test_plaintext_left_in_asyncio_buffer_is_dropped() -> None:
-    import asyncio
-
-    from pigeon.pop3d.tls import _drop_buffered
-
-    async def run() -> None:
-        reader = asyncio.StreamReader()
-        reader.feed_data(b"USER injected\r\n")
-        assert _drop_buffered(reader) == len(b"USER injected\r\n")
-        assert _drop_buffered(reader) == 0
-        reader.feed_eof()
-        assert await reader.read() == b""
-
-    asyncio.run(run())
