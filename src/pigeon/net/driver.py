@@ -34,7 +34,8 @@ Rules:
 6. ``Hangup(farewell)`` raised by a handler ends the session after what was pending and then
    ``farewell`` (IMAP's ``* BYE``). A connection error (reset, broken pipe, a failed TLS
    handshake) ends it quietly (debug log). Any other exception from the handler or the core is a
-   bug: it is logged with its traceback and the session is closed; it never hangs.
+   bug: it is logged with its traceback, the answers already due are written (the ``250`` of a
+   committed message among them) and the session is closed; it never hangs.
 7. ``start_tls`` (STARTTLS, STLS), called by the handler once its positive answer is queued:
    writes the answer, makes the core drop what it buffered (``core.start_tls()``), and the
    stream what asyncio buffered, then runs the handshake (CVE-2011-0411 class: nothing sent in
@@ -196,6 +197,7 @@ class SessionDriver(Generic[E]):
                       str(exc) or type(exc).__name__)
         except Exception:
             log.exception("session failed service=%s client=%s", self.service, self.stream.peer_ip)
+            self._last_words(b"")  # the answers already due (SMTP: a committed message's 250)
         finally:
             await self._stop_reading()
             await handler.finish()

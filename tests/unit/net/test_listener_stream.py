@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import ssl
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
 from pigeon.net.listener import LineTimeout, Stream
+from pigeon.net.tls import TlsManager, ensure_self_signed
 
 
 async def _pair(timeout: float, body: Callable[[Stream, asyncio.StreamWriter], Awaitable[None]],
@@ -191,3 +195,29 @@ def test_the_line_deadline_is_not_pushed_back_by_a_later_idle_deadline() -> None
         assert loop.time() - t0 < 1.0  # the line's 0.4 s, not the idle 5 s
 
     asyncio.run(_pair(5, body, line_timeout=0.4))
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_start_tls_drops_clear_text_left_in_asyncios_buffer(tmp_path: Path) -> None:
+    """Octets that arrived before the handshake and that nobody read yet (they sit in asyncio's
+    reader buffer, not in the protocol core) are dropped, counted, and never read as if they
+    came over TLS (CVE-2011-0411 class; net.driver rule 7 drops the core's part)."""
+    server_ctx = TlsManager(ensure_self_signed("localhost", tmp_path)).context()
+    client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_ctx.check_hostname = False
+    client_ctx.verify_mode = ssl.CERT_NONE
+
+    async def body(stream: Stream, client: asyncio.StreamWriter) -> None:
+        client.write(b"USER injected\r\n")
+        for _ in range(100):  # asyncio reads the socket into the reader's buffer by itself
+            if stream.reader._buffer:  # type: ignore[attr-defined]
+                break
+            await asyncio.sleep(0.01)
+        upgrade = asyncio.create_task(stream.start_tls(server_ctx))
+        await client.start_tls(client_ctx)
+        assert await upgrade == len(b"USER injected\r\n")
+        assert stream.tls_active
+        client.write(b"inside\r\n")
+        assert await stream.read() == b"inside\r\n"
+
+    asyncio.run(_pair(5, body))
