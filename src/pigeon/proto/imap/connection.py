@@ -66,6 +66,7 @@ import enum
 from typing import Final
 
 from pigeon.proto.imap.errors import LocalProtocolError
+from pigeon.proto.linebuffer import LineBuffer
 from pigeon.proto.imap.events import (
     BadCommand,
     Command,
@@ -106,9 +107,6 @@ LITERAL_PIECE: Final = 65536
 #: A command other than APPEND may hold at most this many max_line worth of octets in total
 #: (its lines and its literals): room for a LIST with many patterns or a SEARCH with literals.
 SMALL_COMMAND_LINES: Final = 4
-#: Octets of a dropped over-long line kept to read its tag and, at its end, a literal announcement.
-_HEAD_KEPT: Final = 256
-_TAIL_KEPT: Final = 32
 #: Digits of a literal size read exactly; more means "larger than anything we accept".
 _MAX_SIZE_DIGITS: Final = 20
 _HUGE: Final = 10**_MAX_SIZE_DIGITS
@@ -198,13 +196,11 @@ class ImapServerConnection:
         self.literal_piece = literal_piece
         self.authenticated = authenticated
         self._close_reason: str | None = None
-        self._buf = bytearray()
+        self._in = LineBuffer()  # an over-long line is dropped as it arrives (linebuffer rule 2)
         self._eof = False
         self._mode = _Mode.COMMAND
         self._reset_command()
-        # over-long line being dropped
-        self._skip_head = b""
-        self._skip_tail = b""
+        # over-long line being dropped (its first and last octets: LineBuffer.head and .tail)
         self._skip_raw = False  # the dropped line was a raw line: no literal at its end
         self._skip_left = 0  # octets of a refused {n+} literal still to drop
 
@@ -225,7 +221,7 @@ class ImapServerConnection:
     @property
     def input_buffered(self) -> int:
         """Octets received and not yet examined, plus a literal being read."""
-        return len(self._buf)
+        return len(self._in.data)
 
     @property
     def in_command(self) -> bool:
@@ -241,7 +237,7 @@ class ImapServerConnection:
         if not data:
             self._eof = True
         elif self._mode is not _Mode.CLOSED:
-            self._buf += data
+            self._in.data += data
 
     def logged_in(self) -> None:
         """The session has authenticated: lift the limits of rule 3 for the next commands."""
@@ -264,7 +260,7 @@ class ImapServerConnection:
         """After answering OK to STARTTLS: forget everything received in clear (RFC 3501 §6.2.1)."""
         if self._mode is not _Mode.COMMAND:
             raise LocalProtocolError("start_tls() between commands only")
-        self._buf.clear()
+        self._in.clear()
 
     # --- events ------------------------------------------------------------------------------
 
@@ -300,7 +296,7 @@ class ImapServerConnection:
     def _starved(self) -> ConnectionClosed | None:
         if self._eof:
             self._mode = _Mode.CLOSED
-            self._buf.clear()
+            self._in.clear()
             self._reset_command()
             return ConnectionClosed()
         return None
@@ -309,10 +305,11 @@ class ImapServerConnection:
         """The literal being read: kept whole once all of it is here, or passed on one piece at
         a time (rule 4)."""
         n = min(self._lit_left, self.literal_piece) if self._lit_pass else self._lit_left
-        if len(self._buf) < n:
+        buf = self._in.data
+        if len(buf) < n:
             return _STARVED
-        data = bytes(self._buf[:n])
-        del self._buf[:n]
+        data = bytes(buf[:n])
+        del buf[:n]
         self._lit_left -= n
         if not self._lit_pass:
             self._frags.append(data)
@@ -326,8 +323,9 @@ class ImapServerConnection:
         return LiteralData(self._tag or "", data, last)
 
     def _skip_literal(self) -> bool:
-        take = min(self._skip_left, len(self._buf))
-        del self._buf[:take]
+        buf = self._in.data
+        take = min(self._skip_left, len(buf))
+        del buf[:take]
         self._skip_left -= take
         if self._skip_left:
             return False
@@ -337,34 +335,19 @@ class ImapServerConnection:
     def _take_line(self) -> bytes | None:
         """One line without its CRLF (bare LF tolerated); None if incomplete. An over-long line
         switches to SKIP_LINE and returns None."""
-        buf = self._buf
-        lf = buf.find(b"\n", 0, self.max_line)
-        if lf < 0:
-            if len(buf) >= self.max_line:
-                self._start_skip()
+        line = self._in.line(self.max_line)
+        if line is None:
+            if self._in.overlong:
+                self._skip_raw = self._mode is _Mode.RAW_LINE
+                self._mode = _Mode.SKIP_LINE  # _skip_line drops the octets, up to the LF
             return None
-        end = lf - 1 if lf > 0 and buf[lf - 1] == 0x0D else lf
-        line = bytes(buf[:end])
-        del buf[: lf + 1]
-        return line
-
-    def _start_skip(self) -> None:
-        self._skip_head = bytes(self._buf[:_HEAD_KEPT])
-        self._skip_tail = b""
-        self._skip_raw = self._mode is _Mode.RAW_LINE
-        self._mode = _Mode.SKIP_LINE  # _skip_line drops the octets, up to the LF
+        return line[:-2] if line.endswith(b"\r\n") else line[:-1]
 
     def _skip_line(self) -> bytes | None:
         """Drop the over-long line; at its end return its last octets (for a literal at its end)."""
-        buf = self._buf
-        lf = buf.find(b"\n")
-        if lf < 0:
-            if buf:
-                self._skip_tail = (self._skip_tail + bytes(buf[-_TAIL_KEPT:]))[-_TAIL_KEPT:]
-                buf.clear()
+        if not self._in.drop_line():
             return None
-        tail = (self._skip_tail + bytes(buf[:lf]))[-_TAIL_KEPT:]
-        del buf[: lf + 1]
+        tail = self._in.tail
         return tail[:-1] if tail.endswith(b"\r") else tail
 
     def _next_line_event(self) -> ImapEvent | None | _Starved:
@@ -398,7 +381,7 @@ class ImapServerConnection:
             return BadCommand(None, "line too long")
         if mode is _Mode.COMMAND:
             self._reset_command()
-            tag, self._name, self._append = _split_tag(self._skip_head)
+            tag, self._name, self._append = _split_tag(self._in.head)
             self._tag = tag
         already = self._discarding
         self._discarding = True
@@ -461,7 +444,7 @@ class ImapServerConnection:
             # rule 3: before authentication, never read a big refused literal; stop reading instead
             self._mode = _Mode.CLOSED
             self._close_reason = f"Refused a literal of {ann[0]} octets before authentication"
-            self._buf.clear()
+            self._in.clear()
             self._reset_command()
             return
         if ann is not None and ann[1]:

@@ -44,6 +44,7 @@ from __future__ import annotations
 import enum
 from typing import Final
 
+from pigeon.proto.linebuffer import LineBuffer
 from pigeon.proto.pop3 import events as ev
 from pigeon.proto.pop3.commands import parse_command
 from pigeon.proto.pop3.errors import LocalProtocolError
@@ -118,10 +119,9 @@ class ServerConnection:
         self.max_auth_line = max_auth_line
         self.tls_active = tls_active
         self._state = Pop3State.AUTHORIZATION
-        self._in = bytearray()
+        self._in = LineBuffer()  # rule 4
         self._out = bytearray()
         self._eof = False
-        self._discarding = False  # inside an over-long line (rule 4)
         self._awaiting: ev.Command | _Greeting | None = _GREETING
         self._user_given = False
         self._in_auth = False
@@ -139,7 +139,7 @@ class ServerConnection:
 
     @property
     def input_buffered(self) -> int:
-        return len(self._in)
+        return len(self._in.data)
 
     # -- bytes ---------------------------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
@@ -149,7 +149,7 @@ class ServerConnection:
             return
         if self._state is Pop3State.CLOSED:
             return
-        self._in += data
+        self._in.data += data
 
     def data_to_send(self) -> bytes:
         out = bytes(self._out)
@@ -214,7 +214,6 @@ class ServerConnection:
         self._tls_pending = False
         self.tls_active = True
         self._in.clear()  # CVE-2011-0411: nothing sent in clear survives the upgrade
-        self._discarding = False
         self._user_given = False
 
     # -- events --------------------------------------------------------------------------
@@ -269,22 +268,10 @@ class ServerConnection:
         """A line without its line end; ``ERR_LINE_TOO_LONG`` once an over-long line is over;
         None when more input is needed (rule 4)."""
         buf = self._in
-        if self._discarding:
-            nl = buf.find(b"\n")
-            if nl < 0:
-                buf.clear()
+        if not buf.overlong:
+            line = buf.line(limit)
+            if line is not None:
+                return line[:-2] if line.endswith(b"\r\n") else line[:-1]
+            if not buf.overlong:
                 return None
-            del buf[: nl + 1]
-            self._discarding = False
-            return ERR_LINE_TOO_LONG
-        nl = buf.find(b"\n", 0, limit)
-        if nl < 0:
-            if len(buf) >= limit:
-                self._discarding = True
-                return self._read_line(limit)
-            return None
-        line = bytes(buf[:nl])
-        del buf[: nl + 1]
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        return line
+        return ERR_LINE_TOO_LONG if buf.drop_line() else None

@@ -57,6 +57,7 @@ import collections
 import enum
 from typing import Final
 
+from pigeon.proto.linebuffer import LineBuffer
 from pigeon.proto.smtp import commands, sequence
 from pigeon.proto.smtp.body import BareNewlineScan, ChunkReader, DotReader
 from pigeon.proto.smtp.errors import LocalProtocolError
@@ -145,14 +146,12 @@ class ServerConnection:
         self.auth_line_limit = auth_line_limit  # RFC 4954 §4: 12288 octets for a SASL line
         self.offered = offered
         self.postmaster_domain = postmaster_domain
-        self._buf = bytearray()
+        self._in = LineBuffer()  # command and SASL lines; DATA and BDAT read its data in place
         self._out = bytearray()
         self._eof = False
         self._state = ServerState.REPLY_PENDING
         self._awaiting: _Awaiting | None = _GREETING
         self._queued: collections.deque[ServerEvent] = collections.deque()
-        self._skipping_line = False
-        self._skipped_head = b""
         self._refused = False
         self._tls_ready = False
         self.tls_active = False
@@ -193,7 +192,7 @@ class ServerConnection:
     @property
     def input_buffered(self) -> int:
         """Octets received and not yet consumed (for the driver's back-pressure)."""
-        return len(self._buf)
+        return len(self._in.data)
 
     @property
     def phase(self) -> Phase:
@@ -216,7 +215,7 @@ class ServerConnection:
         if not data:
             self._eof = True
         elif self._state is not ServerState.CLOSED:
-            self._buf += data
+            self._in.data += data
 
     def data_to_send(self) -> bytes:
         out = bytes(self._out)
@@ -230,7 +229,7 @@ class ServerConnection:
 
     def _close(self) -> None:
         self._state = ServerState.CLOSED
-        self._buf.clear()
+        self._in.clear()
 
     def _reset_transaction(self) -> None:
         self._in_txn = False
@@ -320,8 +319,7 @@ class ServerConnection:
         if not self._tls_ready or self._awaiting is not None:
             raise LocalProtocolError("start_tls() only right after a 220 reply to STARTTLS")
         self._tls_ready = False
-        self._buf.clear()  # CVE-2011-0411: nothing sent in clear may be read as if inside TLS
-        self._skipping_line = False
+        self._in.clear()  # CVE-2011-0411: nothing sent in clear may be read as if inside TLS
         self.tls_active = True
         self.authenticated = False
         self._greeted = False
@@ -359,33 +357,21 @@ class ServerConnection:
         return NEED_DATA
 
     def _read_line(self, limit: int) -> bytes | None:
-        """One line (with its LF) of at most ``limit`` octets; b"" when an over-long line ended."""
-        buf = self._buf
-        if self._skipping_line:
-            lf = buf.find(b"\n")
-            if lf < 0:
-                buf.clear()
-                return None
-            del buf[: lf + 1]
-            self._skipping_line = False
-            return b""
-        lf = buf.find(b"\n", 0, limit)
-        if lf >= 0:
-            line = bytes(buf[: lf + 1])
-            del buf[: lf + 1]
-            return line
-        if len(buf) >= limit:
-            self._skipped_head = bytes(buf[:REJECTED_LINE_SHOWN])
-            self._skipping_line = True
-            return self._read_line(limit)
-        return None
+        """One line (with its LF) of at most ``limit`` octets; b"" when an over-long line ended
+        (rule 4: dropped as it arrives, ``linebuffer`` rule 2)."""
+        buf = self._in
+        if not buf.overlong:
+            line = buf.line(limit)
+            if line is not None or not buf.overlong:
+                return line
+        return b"" if buf.drop_line() else None
 
     def _reject(self, reply: Reply, line: bytes) -> CommandRejected:
         self._queue_reply(reply)
         return CommandRejected(reply, line[:REJECTED_LINE_SHOWN])
 
     def _command_limit(self) -> int:
-        if self._esmtp and bytes(self._buf[:5]).upper() in (b"MAIL ", b"RCPT "):
+        if self._esmtp and bytes(self._in.data[:5]).upper() in (b"MAIL ", b"RCPT "):
             return self.max_command_line + ESMTP_LINE_ALLOWANCE
         return self.max_command_line
 
@@ -394,7 +380,7 @@ class ServerConnection:
         if line is None:
             return self._eof_event()
         if line == b"":
-            return self._reject(C500_LINE_TOO_LONG, self._skipped_head)  # RFC 5321 §4.5.3.1.4
+            return self._reject(C500_LINE_TOO_LONG, self._in.head)  # RFC 5321 §4.5.3.1.4
         try:
             text, crlf = commands.decode_line(line)
         except ParamError as e:
@@ -452,7 +438,7 @@ class ServerConnection:
         dot = self._dot
         if dot is None:  # unreachable: DATA state always has a reader
             raise LocalProtocolError("DATA state without a reader")
-        chunk = dot.feed(self._buf)
+        chunk = dot.feed(self._in.data)
         if dot.done:
             self._dot = None
             self._state = ServerState.COMMAND
@@ -483,7 +469,7 @@ class ServerConnection:
         reader, cmd = self._chunk, self._chunk_event
         if reader is None or cmd is None:  # unreachable: BDAT state always has a reader
             raise LocalProtocolError("BDAT state without a reader")
-        data = reader.feed(self._buf)
+        data = reader.feed(self._in.data)
         if data and self._chunk_reject is None:
             if not self._txn_binarymime:
                 self._bdat_bare.feed(data)  # rule 9
