@@ -228,7 +228,8 @@ class SessionDriver(Generic[E]):
         if timeout is None and wake is None:
             await self._refill()
             return True
-        await self._before_read()
+        await self.flush()
+        self._check_before_read()
         read = self._read_task
         if read is None:
             read = self._read_task = asyncio.ensure_future(self.stream.read())
@@ -254,8 +255,7 @@ class SessionDriver(Generic[E]):
         """A read started by ``fill`` is still waiting for input (rule 8)."""
         return self._read_task is not None
 
-    async def _before_read(self) -> None:
-        await self.flush()
+    def _check_before_read(self) -> None:
         if self.closing:
             raise SessionShutdown
         held = self.core.input_buffered
@@ -263,8 +263,16 @@ class SessionDriver(Generic[E]):
             raise BufferOverrun(f"the core holds {held} octets and asks for more (at most {self.max_buffered})")
 
     async def _refill(self) -> None:
-        """Rules 1-2: one read into the core (or the one ``fill`` left pending)."""
-        await self._before_read()
+        """Rules 1-2: write what is pending, then one read into the core (or the one ``fill``
+        left pending). The SMTP hot path (one call per command line), so written out flat: one
+        await for the write when there is output, one for the read."""
+        output = self._output
+        data = output() if output is not None and not self._out else self._take_output()
+        if data:
+            await self.stream.write(data)
+        core = self.core
+        if self.closing or core.input_buffered > self.max_buffered:
+            self._check_before_read()  # raises
         read = self._read_task
         self._waiting = True
         try:
@@ -275,7 +283,7 @@ class SessionDriver(Generic[E]):
                 data = await read
         finally:
             self._waiting = False
-        self.core.receive_data(data)
+        core.receive_data(data)
 
     async def _stop_reading(self) -> None:
         read, self._read_task = self._read_task, None
@@ -306,29 +314,29 @@ class SessionDriver(Generic[E]):
 
     async def flush(self) -> None:
         """Write everything pending, the core's output last."""
+        data = self._take_output()
+        if data:
+            await self.stream.write(data)
+
+    def _take_output(self) -> bytes:
         out = self._out
-        if self._output is not None:
-            data = self._output()
-            if out:
-                out += data
-                data = bytes(out)
-                out.clear()
-        elif out:
-            data = bytes(out)
-            out.clear()
-        else:
-            return
-        await self.stream.write(data)
+        output = self._output
+        if output is not None:
+            data = output()
+            if not out:
+                return data
+            out += data
+        elif not out:
+            return b""
+        data = bytes(out)
+        out.clear()
+        return data
 
     def _last_words(self, farewell: bytes) -> None:
         """What is pending, then ``farewell``, without waiting (the close sends it)."""
-        out = self._out
-        if self._output is not None:
-            out += self._output()
-        out += farewell
-        if out:
-            self.stream.write_nowait(bytes(out))
-            out.clear()
+        data = self._take_output() + farewell
+        if data:
+            self.stream.write_nowait(data)
 
     # -- TLS -----------------------------------------------------------------------------------
 

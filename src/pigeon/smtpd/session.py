@@ -174,6 +174,7 @@ class SmtpSession:
         self.conn.send(Reply(220, "", f"{self.cfg.hostname} {text}"))
 
     async def handle(self, event: ev.ServerEvent | NeedData) -> bool:
+        """One event of the core; True ends the session (the driver writes what is due)."""
         if isinstance(event, ev.DataChunk):  # the hot path: message octets into the queue file
             if self.txn is not None:
                 self.txn.write(event.data)
@@ -183,29 +184,6 @@ class SmtpSession:
         if isinstance(event, ev.ConnectionClosed):
             return True  # rule 4: the driver writes the replies already due
         self.commands += 1
-        if await self._handle(event):
-            return True
-        if self.errors >= self.cfg.limits.max_errors:
-            if self.conn.state is not ServerState.CLOSED:  # a fatal line already sent its 421
-                self.conn.send(C421_TOO_MANY_ERRORS)
-            log.warning("too many errors client=%s errors=%d", self.stream.peer_ip, self.errors)
-            return True
-        return False
-
-    def farewell(self, ending: Ending) -> bytes:
-        if ending is Ending.TIMEOUT:
-            return self._reply_bytes(C421_TIMEOUT)
-        return self._reply_bytes(C421_SHUTTING_DOWN)  # nothing unacknowledged was accepted; RFC 5321 §3.8
-
-    async def finish(self) -> None:
-        self._abort_txn()
-        maillog.disconnect(self.stream.peer_ip, self.ctx.service, self.commands, self.errors)
-
-    def _reply_bytes(self, reply: Reply) -> bytes:
-        return reply.with_text(f"{self.cfg.hostname} {reply.lines[0]}").to_bytes()
-
-    # -- commands ----------------------------------------------------------------------------
-    async def _handle(self, event: object) -> bool:
         conn = self.conn
         match event:
             case ev.Ehlo(domain=domain):
@@ -251,35 +229,52 @@ class SmtpSession:
             case ev.Help():
                 conn.send(C214_HELP.with_text("Pigeon SMTP: see RFC 5321; commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP VRFY HELP QUIT"))
             case ev.StartTls():
-                return await self._starttls()
+                await self._starttls()
             case ev.Auth(mechanism=mechanism, initial=initial):
-                return await self._auth_begin(mechanism, initial)
+                if await self._auth_begin(mechanism, initial):
+                    return True
             case ev.AuthResponse(line=line):
                 if self.sasl is None:
                     conn.send(C451_LOCAL_ERROR)
-                    return False
-                return await self._auth_step(self.sasl.respond(line))
+                elif await self._auth_step(self.sasl.respond(line)):
+                    return True
             case ev.CommandRejected(reply=reply):
                 self.errors += 1
                 maillog.rejected(self.stream.peer_ip, "COMMAND", reply, helo=self.helo or None)
             case _:
                 log.error("unhandled SMTP event %r", event)
                 conn.send(C451_LOCAL_ERROR)
+        if self.errors >= self.cfg.limits.max_errors:  # rule 4
+            if conn.state is not ServerState.CLOSED:  # a fatal line already sent its 421
+                conn.send(C421_TOO_MANY_ERRORS)
+            log.warning("too many errors client=%s errors=%d", self.stream.peer_ip, self.errors)
+            return True
         return False
 
+    def farewell(self, ending: Ending) -> bytes:
+        if ending is Ending.TIMEOUT:
+            return self._reply_bytes(C421_TIMEOUT)
+        return self._reply_bytes(C421_SHUTTING_DOWN)  # nothing unacknowledged was accepted; RFC 5321 §3.8
+
+    async def finish(self) -> None:
+        self._abort_txn()
+        maillog.disconnect(self.stream.peer_ip, self.ctx.service, self.commands, self.errors)
+
+    def _reply_bytes(self, reply: Reply) -> bytes:
+        return reply.with_text(f"{self.cfg.hostname} {reply.lines[0]}").to_bytes()
+
     # -- STARTTLS and AUTH ----------------------------------------------------------------------
-    async def _starttls(self) -> bool:
+    async def _starttls(self) -> None:
         """RFC 3207: 220, handshake, then a fresh session (the core forgot EHLO and any AUTH)."""
         tls = self.ctx.tls
         if tls is None:  # not offered: the core answered already; kept for type narrowing
             self.conn.send(C454_TLS_UNAVAILABLE)
-            return False
+            return
         self.conn.send(C220_READY_FOR_TLS)
         await self.driver.start_tls(tls.context())  # TlsHandshakeFailed ends the session quietly
         self._reset()
         self.helo, self.esmtp, self.user, self.sasl = "", False, None, None
         self.conn.offered = self.conn.offered - {"STARTTLS"}
-        return False
 
     def _secure(self) -> bool:
         return plaintext_allowed(self.stream.tls_active, self.stream.peer_ip,
