@@ -136,10 +136,6 @@ class ImapSession:
         """Rule 5."""
         self.driver.shutdown()
 
-    @property
-    def closing(self) -> bool:
-        return self.driver.closing
-
     # -- the driver's handler (net.driver.Handler) ------------------------------------------------
 
     async def start(self) -> None:

@@ -300,11 +300,6 @@ class SessionDriver(Generic[E]):
         """Queue ``data`` to be written (rule 3)."""
         self._out += data
 
-    @property
-    def pending(self) -> int:
-        """Octets queued with ``emit`` and not yet written."""
-        return len(self._out)
-
     async def drain(self) -> None:
         """Write what is pending once it reaches ``flush_at`` octets (rule 3)."""
         if self._output is not None:

@@ -114,10 +114,6 @@ class Pop3Session:
         """Rule 7."""
         self.driver.shutdown()
 
-    @property
-    def closing(self) -> bool:
-        return self.driver.closing
-
     # -- the driver's handler (net.driver.Handler) ------------------------------------------------
     async def start(self) -> None:
         maillog.connect(self.stream.peer_ip, self.ctx.service)

@@ -333,22 +333,17 @@ def test_a_trickled_line_is_cut_off_by_the_line_deadline() -> None:
     async def body(h: Harness, port: int) -> None:
         reader, writer = await connect(port)
         loop = asyncio.get_running_loop()
-
-        async def trickle() -> None:  # one octet every 0.1 s: each read well within the idle 0.3 s
-            for _ in range(30):
-                writer.write(b"x")
-                await asyncio.sleep(0.1)
-
-        feeder = asyncio.create_task(trickle())
         t0 = loop.time()
-        try:
-            assert await read_all(reader) == b"* timeout\r\n"
-        finally:
-            feeder.cancel()
-        assert 0.5 < loop.time() - t0 < 1.5  # the 0.6 s line deadline, not never
+        for _ in range(6):  # one octet every 0.1 s: each read well within the idle 0.5 s
+            writer.write(b"x")
+            await asyncio.sleep(0.1)
+        # then silence (nothing unread when the server closes, so no reset): the idle timeout
+        # would end it at 1.0 s, the line deadline does at 0.6 s
+        assert await read_all(reader) == b"* timeout\r\n"
+        assert loop.time() - t0 < 0.9
         writer.close()
 
-    run(body, timeout=0.3, line_timeout=0.6)
+    run(body, timeout=0.5, line_timeout=0.6)
 
 
 # -- shutdown ------------------------------------------------------------------------------------
@@ -463,7 +458,10 @@ def test_a_failed_handshake_ends_the_session_quietly(tmp_path: Path) -> None:
         writer.write(b"STARTTLS\r\n")
         assert await reader.readline() == b"go ahead\r\n"
         writer.write(b"this is not a ClientHello\r\n" * 10)
-        assert await read_all(reader) == b""  # no farewell over a broken channel
+        try:  # no farewell over a broken channel: an end of file, or a reset
+            assert await read_all(reader) == b""
+        except ConnectionResetError:
+            pass
         writer.close()
 
     h = run(body, tls=TlsManager(ensure_self_signed("localhost", tmp_path)))

@@ -344,20 +344,16 @@ def test_an_idle_client_gets_421_timeout(tmp_path: Path, queue: QueueStore) -> N
 def test_a_line_that_never_ends_gets_421_timeout(tmp_path: Path, queue: QueueStore) -> None:
     async def body(srv: Server) -> None:
         c = await srv.connect()
-
-        async def trickle() -> None:
-            for _ in range(30):
-                c.writer.write(b"N")
-                await asyncio.sleep(0.1)
-
-        feeder = asyncio.create_task(trickle())
-        try:
-            assert await c.rest() == b"421 4.4.2 mx.example.test Timeout, closing channel\r\n"
-        finally:
-            feeder.cancel()
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        for _ in range(7):  # "NNNNNNN", one octet every 0.1 s, then silence: the line deadline
+            c.writer.write(b"N")  # (0.8 s) ends it before the idle timeout would (1.2 s)
+            await asyncio.sleep(0.1)
+        assert await c.rest() == b"421 4.4.2 mx.example.test Timeout, closing channel\r\n"
+        assert loop.time() - t0 < 1.1
         c.close()
 
-    serve(tmp_path, queue, body, timeout=0.5, line_timeout=0.8)
+    serve(tmp_path, queue, body, timeout=0.6, line_timeout=0.8)
 
 
 def test_shutdown_says_421_and_aborts_the_open_transaction(tmp_path: Path, queue: QueueStore) -> None:
