@@ -199,7 +199,8 @@ class SessionDriver(Generic[E]):
             log.exception("session failed service=%s client=%s", self.service, self.stream.peer_ip)
             self._last_words(b"")  # the answers already due (SMTP: a committed message's 250)
         finally:
-            await self._stop_reading()
+            if self._read_task is not None:
+                await self._stop_reading()
             await handler.finish()
 
     def shutdown(self) -> None:
