@@ -7,27 +7,16 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from pigeon.clocks import SystemClock
 from pigeon.imapd import session as imap_session
 from pigeon.store.mailbox import MailStore
 from tests.unit.imapd.helpers import ALICE, PASSWORD, RawClient, ServerThread, client_tls, deliver, message, tls_manager
 
 SHUTTING_DOWN = b"* BYE [UNAVAILABLE] Server shutting down\r\n"
 AUTOLOGOUT = b"* BYE Autologout; idle for too long\r\n"
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[MailStore]:
-    s = MailStore(tmp_path / "mail", "imap.example.test", SystemClock())
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def stop_soon(server: ServerThread) -> threading.Thread:
