@@ -114,7 +114,7 @@ class ImapSession:
                                          max_literal=limits.max_message_size)
         # net.driver rule 2: the core holds at most a line, or a literal kept whole (at most a
         # line, or a LITERAL_PIECE of an APPEND), when it asks for more; plus one read.
-        self.driver = SessionDriver(stream, self.conn, self, need=None, flush_at=FLUSH_AT,
+        self.driver = SessionDriver(stream, self.conn, need=None, flush_at=FLUSH_AT,
                                     max_buffered=max(self.conn.max_line, LITERAL_PIECE) + READ_SIZE,
                                     service=ctx.service)
         self.state = State.NOT_AUTHENTICATED
@@ -130,7 +130,7 @@ class ImapSession:
     # -- lifecycle (net.listener.Session) -----------------------------------------------------
 
     async def run(self) -> None:
-        await self.driver.run()
+        await self.driver.run(self)
 
     def shutdown(self) -> None:
         """Rule 5."""

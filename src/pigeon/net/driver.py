@@ -6,9 +6,9 @@ A session is three things: a ``Stream`` (``net.listener``), a sans-IO core (``pr
 ``pop3d``). The driver owns everything between them: reading, writing, timeouts, back-pressure,
 the TLS upgrade and the end of the session. The handler only answers events::
 
-    driver = SessionDriver(stream, core, handler, need=NEED_DATA, output=core.data_to_send)
-    await driver.run()       # handler.start(); handler.handle(event) for every event; handler.finish()
-    driver.shutdown()        # from the listener: answer the current command, then say goodbye
+    driver = SessionDriver(stream, core, need=NEED_DATA, output=core.data_to_send)
+    await driver.run(handler)  # handler.start(); handler.handle(event) for every event; handler.finish()
+    driver.shutdown()          # from the listener: answer the current command, then say goodbye
 
 Rules:
 1. Pull, never push: the driver reads only when the core has no event to give (``next_event``
@@ -48,6 +48,10 @@ Rules:
    client may send ``DONE``). A read still pending when it returns stays pending for the next
    ``fill``/``next_event``, so no input is lost; the driver cancels it at the end.
 9. ``handler.finish`` runs however the session ends (release locks, abort a transaction, log).
+10. The driver keeps no reference to the handler outside ``run``: the handler (the session)
+    holds the driver, and a reference back would make every session a reference cycle, left
+    for the cyclic garbage collector (with its stream, buffers and transaction) instead of
+    being freed when it ends — measurable in CPU per message on the SMTP path.
 
 What can go wrong: nothing escapes ``run`` but a cancel that is not the driver's own.
 """
@@ -138,7 +142,7 @@ class SessionShutdown(BaseException):
 class SessionDriver(Generic[E]):
     """Runs one session: ``stream`` ⇄ ``core`` ⇄ ``handler`` (see the module rules)."""
 
-    def __init__(self, stream: Stream, core: Core[E], handler: Handler[E], *, need: object,
+    def __init__(self, stream: Stream, core: Core[E], *, need: object,
                  output: Callable[[], bytes] | None = None, flush_at: int | None = None,
                  max_buffered: int = DEFAULT_MAX_BUFFERED, service: str = "") -> None:
         """``need``: the core's "feed me more" sentinel (compared by identity).
@@ -146,7 +150,6 @@ class SessionDriver(Generic[E]):
         ``flush_at``: rule 3. ``max_buffered``: rule 2. ``service``: for log lines."""
         self.stream = stream
         self.core = core
-        self.handler = handler
         self.service = service
         self.max_buffered = max_buffered
         self.flush_at = flush_at
@@ -161,9 +164,10 @@ class SessionDriver(Generic[E]):
 
     # -- the loop ------------------------------------------------------------------------------
 
-    async def run(self) -> None:
+    async def run(self, handler: Handler[E]) -> None:
+        """Run the session to its end (rules 1-10); ``handler`` answers its events."""
         task = self._task = asyncio.current_task()
-        handler, core, need = self.handler, self.core, self._need
+        core, need = self.core, self._need
         try:
             await handler.start()
             flush_at = self.flush_at

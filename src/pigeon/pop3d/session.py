@@ -95,7 +95,7 @@ class Pop3Session:
         self.settings = ctx.settings
         self.conn = ServerConnection(tls_active=ctx.implicit_tls)
         # net.driver rule 2: the core holds less than a SASL line when it asks for more.
-        self.driver = SessionDriver(stream, self.conn, self, need=NEED_DATA, output=self.conn.data_to_send,
+        self.driver = SessionDriver(stream, self.conn, need=NEED_DATA, output=self.conn.data_to_send,
                                     flush_at=self.settings.flush_threshold,
                                     max_buffered=self.conn.max_auth_line + READ_SIZE, service=ctx.service)
         self.login = Pop3Login(ctx.authenticator, stream.peer_ip)
@@ -108,7 +108,7 @@ class Pop3Session:
 
     # -- lifecycle (net.listener.Session) ------------------------------------------------------
     async def run(self) -> None:
-        await self.driver.run()
+        await self.driver.run(self)
 
     def shutdown(self) -> None:
         """Rule 7."""

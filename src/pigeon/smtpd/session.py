@@ -147,7 +147,7 @@ class SmtpSession:
             self.conn.tls_active = True  # implicit TLS (port 465)
         # Replies go out together when the input runs dry (no flush_at): a pipelined
         # transaction is answered in one write (RFC 2920 §3.1).
-        self.driver = SessionDriver(stream, self.conn, self, need=NEED_DATA, output=self.conn.data_to_send,
+        self.driver = SessionDriver(stream, self.conn, need=NEED_DATA, output=self.conn.data_to_send,
                                     max_buffered=_max_buffered(self.conn), service=ctx.service)
         self.user: str | None = None  # the authenticated account (folded address)
         self.sasl: SaslExchange | None = None
@@ -162,7 +162,7 @@ class SmtpSession:
 
     # -- lifecycle (net.listener.Session) ------------------------------------------------------
     async def run(self) -> None:
-        await self.driver.run()
+        await self.driver.run(self)
 
     def shutdown(self) -> None:
         self.driver.shutdown()

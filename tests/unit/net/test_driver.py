@@ -67,14 +67,14 @@ class LineSession:
         self.stream = stream
         self.test = test
         self.core = LineCore(test.max_line)
-        self.driver = SessionDriver(stream, self.core, self, need=NEED, flush_at=test.flush_at,
+        self.driver = SessionDriver(stream, self.core, need=NEED, flush_at=test.flush_at,
                                     max_buffered=test.max_buffered, service="line")
         self.wake = asyncio.Event()
         self.finished = False
         test.sessions.append(self)
 
     async def run(self) -> None:
-        await self.driver.run()
+        await self.driver.run(self)
 
     def shutdown(self) -> None:
         self.driver.shutdown()
