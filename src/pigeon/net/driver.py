@@ -53,7 +53,8 @@ Rules:
     for the cyclic garbage collector (with its stream, buffers and transaction) instead of
     being freed when it ends — measurable in CPU per message on the SMTP path.
 
-What can go wrong: nothing escapes ``run`` but a cancel that is not the driver's own.
+What can go wrong: nothing escapes ``run`` but a cancel that is not the driver's own and an
+exception from ``handler.finish`` (the listener logs it).
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@ reads and writes use a fake stream.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import weakref
 import shutil
 import ssl
 from collections.abc import Awaitable, Callable
@@ -313,6 +315,19 @@ def test_a_core_that_holds_too_much_ends_the_session_with_a_log_line(caplog: pyt
     assert stream.reads == 3  # 12288 octets held: no fourth read
     assert session.finished
     assert any("holds 12288 octets" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
+
+
+def test_a_finished_session_is_freed_at_once_not_by_the_cyclic_gc() -> None:
+    """Rule 10: the session holds the driver, the driver holds no reference back."""
+    gc.disable()
+    try:
+        stream, h, session = run_fake([b"ECHO a\r\nQUIT\r\n"])
+        h.sessions.clear()
+        gone = weakref.ref(session)
+        del session
+        assert gone() is None
+    finally:
+        gc.enable()
 
 
 # -- timeouts ------------------------------------------------------------------------------------
