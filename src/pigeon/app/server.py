@@ -342,8 +342,10 @@ class App:
                 log.error("service pop3s needs TLS, which is unavailable; not listening")
                 continue
             factory = Pop3SessionFactory(self.mailstore, self.authenticator, self.tls, implicit, settings, locks)
+            # pop3s is handshaken by the listener, as 465 and 993 are (net.listener rule 3)
+            front = self.tls.listener_context() if implicit and self.tls is not None else None
             lst = Listener(service, [(e.host, e.port) for e in endpoints], factory, self._limits, too_many,
-                           gate=self.gate)
+                           tls=front, gate=self.gate)
             await lst.start()
             self.listeners.append(lst)
 
