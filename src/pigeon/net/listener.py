@@ -9,7 +9,7 @@ Rules:
    ``max_connections_per_ip`` from one address, gets the service's "too many connections" answer
    (SMTP ``421 4.7.0``; nothing on an implicit-TLS port, where a clear-text answer would be
    noise) and is closed at once. Worker processes each have their own gate (per-process limits).
-3. Implicit TLS (465, 993) is handshaken here, after the connection is counted, within
+3. Implicit TLS (465, 993, 995) is handshaken here, after the connection is counted, within
    ``TLS_HANDSHAKE_TIMEOUT``; a client that does not finish it in time is closed.
 4. A line must arrive whole within ``line_timeout`` of its first octet (``Stream``): a client
    that trickles one octet every few seconds resets the inactivity timeout on every read, but

@@ -19,8 +19,9 @@ Rules:
    session answers ``-ERR Too many bad commands`` and closes.
 6. STLS (RFC 2595 §4) is offered while ``tls`` is configured and the channel is in clear; after
    ``+OK`` the core and the stream forget everything buffered and the handshake runs
-   (``net.driver`` rule 7). On pop3s the handshake runs before the greeting (here, unless the
-   listener already ran it, as it does for imaps). A failed handshake ends the session.
+   (``net.driver`` rule 7). On pop3s the listener runs the handshake before the session
+   exists (``net.listener`` rule 3); a stream that reaches the session still in clear is
+   handshaken here first. A failed handshake ends the session.
 7. ``shutdown`` (server stopping): a session waiting for a command answers
    ``-ERR [SYS/TEMP] Server shutting down`` and closes, without UPDATE; one busy with a command
    finishes it first.
