@@ -243,7 +243,7 @@ def test_queue_flush_reaches_mail_held_by_an_smtp_worker_process(tmp_path: Path)
             wait(lambda: bool(held & set(queue_ids(srv, "journal"))), "the worker's message listed")
             filler.unlink()
             srv.cli("queue", "flush")
-            srv.wait_log(rf"pigeon\[{wpid}\] INFO pigeon\.delivery\.fastlane: trying \d+ held message")
+            srv.wait_log(rf"pigeon\[{wpid}\] INFO pigeon\.qmgr\.lane: trying \d+ held message")
             wait(lambda: len(srv.messages(ALICE)) == sent, "every message delivered", timeout=10)
             assert srv.queue_list() == []
         finally:

@@ -12,6 +12,7 @@ Rules:
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import re
@@ -114,9 +115,30 @@ def cmd_queue_show(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-def _simple(cmd: str, op: Callable[..., object], verb: str) -> Callable[[argparse.Namespace, Config], int]:
+def _locked(config: Config, op: Callable[[FileQueueStore], JSONValue]) -> JSONValue:
+    """``op`` on the stopped server's queue, holding the data directory lock (as ``pigeon
+    serve`` does), so that a server starting meanwhile cannot recover the queue under it:
+    ``delete`` and ``hold`` may move what the intake journals hold into the queue files
+    (``queueops`` rule 3)."""
+    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(config.data_dir / "pigeon.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ControlError("a server started meanwhile; run the command again") from None
+        queue = _offline_queue(config)
+        try:
+            return op(queue)
+        finally:
+            queue.close()
+    finally:
+        os.close(fd)
+
+
+def _simple(cmd: str, op: Callable[..., JSONValue], verb: str) -> Callable[[argparse.Namespace, Config], int]:
     def run(args: argparse.Namespace, config: Config) -> int:
-        result = _queue_call(config, cmd, lambda: op(_offline_queue(config), args.id), id=args.id)
+        result = _queue_call(config, cmd, lambda: _locked(config, lambda q: op(q, args.id)), id=args.id)
         print(f"{result}: {verb}")
         return 0
 

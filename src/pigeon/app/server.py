@@ -44,7 +44,7 @@ from pigeon.control import queueops
 from pigeon.control.protocol import JSONValue
 from pigeon.control.server import ControlServer
 from pigeon.control.client import socket_path
-from pigeon.delivery.fastlane import FastLane
+from pigeon.delivery.fastlane import FastLocalDelivery
 from pigeon.delivery.local import LocalDelivery
 from pigeon.delivery.relay import RelayDelivery, RelaySettings
 from pigeon.dns.resolver import DnsResolver
@@ -152,13 +152,12 @@ class App:
         self.local = LocalDelivery(self.store, self.directory, cfg.hostname, self.changes)
         self.resolver = DnsResolver([(e.host, e.port) for e in cfg.dns.nameservers], self.clock)
         self.relay = RelayDelivery(self.resolver, RelaySettings.from_config(cfg))
+        # Local mail committed to the intake journal is delivered from memory by the fast agent,
+        # which qmgr chooses for it (qmgr rule 7, docs/queue.md).
+        fast = FastLocalDelivery(self.store, self.directory, self.queue.commits, self.changes)
         self.qmgr = QueueManager(self.queue, self.local, self.relay, self.directory,
-                                 self.current_config, self.clock, self.bouncer)
+                                 self.current_config, self.clock, self.bouncer, fast=fast)
         self.bouncer.on_queued = self.on_queued
-        # Local mail committed to the intake journal is delivered from memory (docs/queue.md).
-        self.fastlane = FastLane(self.queue, self.store, self.directory, self.directory, self.clock,
-                                 self.changes, finish=self.qmgr.complete, submit=self.qmgr.submit)
-        self.qmgr.fastlane = self.fastlane  # qmgr's transport for journaled mail (qmgr rule 7)
         self.queue.orphans = self.on_queued  # committed after its client went away
         self.control = ControlServer(socket_path(data))
         self._register_control()
@@ -187,22 +186,26 @@ class App:
         async def ping(args: dict[str, JSONValue]) -> JSONValue:
             return {"pid": os.getpid(), "config": self.config.source}
 
+        lane = self.qmgr.lane
+        assert lane is not None  # the server always has its fast road (qmgr rule 7)
+
         async def qlist(args: dict[str, JSONValue]) -> JSONValue:
-            held = self.fastlane.held()
+            held = lane.held()
             # In a thread: it reads the journals' segments (up to 16 MiB each).
             return await asyncio.to_thread(queueops.list_queue, q, self.clock.now(), held)
 
         async def qshow(args: dict[str, JSONValue]) -> JSONValue:
-            return queueops.show(q, args.get("id"), self.clock.now())
+            # In a thread: a message in a journal is read from its segments.
+            return await asyncio.to_thread(queueops.show, q, args.get("id"), self.clock.now(), lane.held())
 
         async def qdelete(args: dict[str, JSONValue]) -> JSONValue:
-            qid = queueops.delete(q, args.get("id"))
+            qid = await queueops.delete_running(q, lane, args.get("id"))
             self.qmgr.forget(qid)
             maillog.admin(qid, "delete")
             return qid
 
         async def qhold(args: dict[str, JSONValue]) -> JSONValue:
-            qid = queueops.hold(q, args.get("id"))
+            qid = await queueops.hold_running(q, lane, args.get("id"))
             self.qmgr.forget(qid)
             maillog.admin(qid, "hold")
             return qid

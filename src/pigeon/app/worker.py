@@ -5,8 +5,9 @@ A worker serves some of the server's services on the server's own listening sock
 over at start, ``--service smtp=5,6``), so every process accepts from one queue of new
 connections and whichever is free takes the next one. It builds what those services need
 (``SERVICES``) and tells the server the rest through ``app.ipc``. Today the ``smtp`` service:
-the SMTP sessions, an intake with its own journal (``queue/journal/w<index>/``) and a fast lane
-for the local mail it accepted; the queue manager, recovery, the control socket, submission,
+the SMTP sessions, an intake with its own journal (``queue/journal/w<index>/``) and the fast
+road (``qmgr.lane`` with the fast agent, ``delivery.fastlane``) for the local mail it
+accepted; the queue manager, recovery, the control socket, submission,
 IMAP and POP3 stay in the server.
 
 Rules:
@@ -29,7 +30,7 @@ Rules:
    fast-lane deliveries finished or left in its journal, which the server drains (queue rule 10).
 7. SIGHUP reloads the configuration (limits, domains, TLS certificates), as the server does;
    SIGUSR1 (``pigeon queue flush``) tries the fast lane's held messages at once
-   (``delivery.fastlane`` Rule 6).
+   (``qmgr.lane`` Rule 5).
 
 What can go wrong: a bad descriptor, a bind failure or an unusable configuration ends the worker
 with exit status 1 and a log line; the server restarts it after a pause (``app.master`` rule 5).
@@ -56,12 +57,14 @@ from pigeon.cleanup.intake import Intake
 from pigeon.clocks import SystemClock
 from pigeon.config import Config, ConfigError, load_config
 from pigeon.core.results import RecipientResult
-from pigeon.delivery.fastlane import FastLane
+from pigeon.delivery.fastlane import FastLocalDelivery
 from pigeon.directory import Directory
 from pigeon.directory.errors import DirectoryError
 from pigeon.directory.directory import SERVER_RECHECK
 from pigeon.net.listener import Listener, quiet_accept_errors
 from pigeon.net.tls import TlsError, TlsManager, resolve_files
+from pigeon.qmgr.lane import JournalLane
+from pigeon.qmgr.manager import transport
 from pigeon.queue.record import QueueRecord, RcptState
 from pigeon.queue.store import FileQueueStore
 from pigeon.smtpd.policy import SenderPolicy
@@ -178,7 +181,7 @@ class Worker:
         self._pipe_fd = pipe_fd
         self.stopping = asyncio.Event()
         self.listeners: list[Listener] = []
-        self.fastlane: FastLane | None = None
+        self.lane: JournalLane | None = None
         self.queue: FileQueueStore | None = None
         self._smtp: SmtpParts | None = None
 
@@ -210,8 +213,9 @@ class Worker:
         store = MaildirStore(data / "mail", cfg.hostname, commits=self.queue.commits)  # one engine
         intake = Intake(self.queue, self.directory, cfg.hostname, self.clock,
                         max_received=cfg.limits.max_received_headers)
-        self.fastlane = FastLane(self.queue, store, self.directory, self.directory, self.clock, self.link,
-                                 finish=self._complete, submit=self._schedule)
+        fast = FastLocalDelivery(store, self.directory, self.queue.commits, self.link)
+        self.lane = JournalLane(self.queue, fast, self.directory, self.clock,
+                                finish=self._complete, submit=self._schedule)
         self.queue.orphans = self.on_queued
         limits = SendingLimits(cfg.submission.messages_per_hour, cfg.submission.recipients_per_message)
         senders = SenderPolicy(self.directory, SendingRateLimiter(limits, self.clock),
@@ -223,8 +227,9 @@ class Worker:
 
     def on_queued(self, record: QueueRecord) -> None:
         maillog.queued(record.id, record.envelope.sender, record.size, len(record.envelope.recipients))
-        if self.fastlane is not None and self.queue is not None and self.queue.in_journal(record.id):
-            self.fastlane.take(record)
+        journaled = self.queue is not None and self.queue.in_journal(record.id)
+        if self.lane is not None and transport(journaled, local=True) == "fastlane":
+            self.lane.take(record)  # the fast road, as the server's queue manager chooses it
         else:
             self._schedule(record)
 
@@ -253,8 +258,8 @@ class Worker:
                 log.error("%s: reload: TLS files: %s", self.name, exc)
 
     def flush(self) -> None:
-        if self.fastlane is not None:
-            self.fastlane.retry_now()
+        if self.lane is not None:
+            self.lane.retry_now()
 
     # -- the life of the process ----------------------------------------------------------------
 
@@ -297,8 +302,8 @@ class Worker:
         """Rule 6."""
         for lst in self.listeners:
             await lst.stop(WORKER_STOP_GRACE)
-        if self.fastlane is not None:
-            await self.fastlane.stop(WORKER_STOP_GRACE)
+        if self.lane is not None:
+            await self.lane.stop(WORKER_STOP_GRACE)
         if self.queue is not None:
             self.queue.close()
         self.directory.close()

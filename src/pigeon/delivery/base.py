@@ -2,27 +2,31 @@
 
 Rules:
 1. A ``DeliveryJob`` is one queued message and the recipients this transport should handle now.
-   The body file has CRLF line ends, as the queue stores it; the agent only reads it.
+   Its body is a ``BodySource`` (``queue.api``): a ``msg/`` file, or for mail in the intake
+   journal the bytes held in memory or in a journal segment (``queue.source``). The agent only
+   reads it, and never asks where it is kept. The bytes have CRLF line ends, as queued.
 2. ``DeliveryAgent.deliver`` returns one ``RecipientResult`` per job recipient, in the job's order
-   (``pigeon.core.results`` Rule 1).
+   (``pigeon.core.results`` Rule 1); each says whether it is final (delivered, failed) or not
+   (deferred). The queue manager applies them to the queue: done, deferral, bounce.
 3. An agent never raises for a delivery problem: anything unexpected is a ``deferred`` result with
-   ``451 4.3.0`` and a log line, so no message is ever lost (DESIGN.md, "The seams").
-4. A ``MessageAgent`` takes a whole committed message instead of a job (today the fast lane,
-   ``delivery.fastlane``, for mail committed to the queue's intake journal): qmgr chooses it as
-   it chooses a ``DeliveryAgent`` (``qmgr.manager.transport``), and the agent reports back
-   through qmgr (its results for a message it moved into the queue files, or the message alone).
+   ``451 4.3.0`` and a log line, so no message is ever lost (DESIGN.md, "The seams"). The queue
+   manager holds every agent to this (``qmgr.lane.call_agent``): an exception that escapes, or a
+   wrong number of results, defers the job's recipients with ``451 4.3.0``.
+4. The agents: ``delivery.local.LocalDelivery`` (Maildir, one worker-thread call per mailbox),
+   ``delivery.fastlane.FastLocalDelivery`` (Maildir, written on the event loop with batched
+   flushes: the fast road for small local mail in the intake journal) and
+   ``delivery.relay.RelayDelivery`` (SMTP to the next hop). ``qmgr.manager.transport`` chooses.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 from pigeon.core.address import Address
 from pigeon.core.queueid import QueueId
 from pigeon.core.results import RecipientResult
-from pigeon.queue.record import QueueRecord
+from pigeon.queue.api import BodySource
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,22 +34,8 @@ class DeliveryJob:
     queue_id: QueueId
     sender: Address | None  # None is the null reverse path <>
     recipients: tuple[Address, ...]
-    body_path: Path
+    body: BodySource
 
 
 class DeliveryAgent(Protocol):
     async def deliver(self, job: DeliveryJob) -> list[RecipientResult]: ...
-
-
-class MessageAgent(Protocol):
-    """Rule 4."""
-
-    def take(self, record: QueueRecord) -> None:
-        """Deliver this just-committed message (the agent owns it from now on)."""
-
-    def retry_now(self) -> int:
-        """``pigeon queue flush``: try what it holds now; returns how many."""
-
-    async def wait_idle(self) -> None: ...
-
-    async def stop(self, grace: float) -> None: ...

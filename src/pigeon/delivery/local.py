@@ -16,8 +16,8 @@ Rules:
    case writes a log line.
 6. The file work of one recipient runs in one call on the event loop's default executor (the
    app sizes it); the directory lookup stays on the event loop.
-7. The recipient handling of rules 1, 3 and 5 is written once, here, and the fast lane
-   (``delivery.fastlane``) uses it: ``mailboxes`` (one copy per mailbox, unknown users),
+7. The recipient handling of rules 1, 3 and 5 is written once, here, and the fast agent
+   (``delivery.fastlane.FastLocalDelivery``) uses it: ``mailboxes`` (one copy per mailbox, unknown users),
    ``failure`` (an exception's result), ``delivered`` (the result of a durable copy) and
    ``in_order`` (one result per job recipient). Only how the files are written and flushed
    differs: here one executor call per mailbox, there on the event loop with batched flushes.
@@ -93,8 +93,7 @@ class LocalDelivery:
         return in_order(job.recipients, outcome)
 
     def _write(self, job: DeliveryJob, rcpt: Address) -> Path:
-        # Unbuffered: copy_crlf_to_lf reads in large chunks itself (and no isatty() probe).
-        with open(job.body_path, "rb", buffering=0) as body:
+        with job.body.open() as body:  # a file, memory or a journal segment (delivery.base Rule 1)
             return self._store.deliver_shared(rcpt, delivery_prefix(job.sender, rcpt), body)
 
     async def _deliver_one(self, job: DeliveryJob, rcpt: Address) -> RecipientResult:

@@ -35,30 +35,40 @@ from email.header import Header
 from email.message import Message
 from email.parser import BytesParser
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 READ_CHUNK = 65536  # read the spool in 64 KiB pieces when scanning for 8-bit octets
 _POLICY = email.policy.compat32.clone(linesep="\r\n", max_line_length=78)  # RFC 5322 §2.1.1: 78
 
 
-def has_8bit(path: Path) -> bool:
-    """Whether the file holds any octet above 127 (without reading it whole)."""
-    with open(path, "rb") as f:
+class Readable(Protocol):
+    """A body to read from the start (``queue.api.BodySource``)."""
+
+    def open(self) -> BinaryIO: ...
+
+
+def has_8bit(body: Readable) -> bool:
+    """Whether the body holds any octet above 127 (without reading it whole)."""
+    with body.open() as f:
         while chunk := f.read(READ_CHUNK):
             if not chunk.isascii():
                 return True
     return False
 
 
-def header_section_has_8bit(path: Path) -> bool:
+def header_section_has_8bit(body: Readable) -> bool:
     """Whether the header section (up to the first empty line) holds octets above 127."""
-    with open(path, "rb") as f:
-        for line in f:
-            if line in (b"\r\n", b"\n"):
-                return False
-            if not line.isascii():
+    seen = b""
+    with body.open() as f:
+        while chunk := f.read(READ_CHUNK):
+            seen += chunk
+            start = seen.startswith(b"\r\n") or seen.startswith(b"\n")
+            ends = [i for i in (seen.find(b"\r\n\r\n"), seen.find(b"\n\n")) if i >= 0]
+            if start or ends:
+                return not seen[:0 if start else min(ends)].isascii()
+            if not seen.isascii():
                 return True
-    return False
+    return not seen.isascii()
 
 
 def _charset_of(raw: bytes) -> str:

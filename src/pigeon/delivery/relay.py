@@ -226,13 +226,13 @@ class RelayDelivery:
                 params = job.params
         if not params:
             params = tuple(Recipient(r) for r in job.recipients)
-        size = os.stat(job.body_path).st_size
-        eight_bit = await asyncio.to_thread(mime7bit.has_8bit, job.body_path)
+        size = job.body.size
+        eight_bit = await asyncio.to_thread(mime7bit.has_8bit, job.body)
         smtputf8 = env.smtputf8 if env is not None else False
         utf8_local = any(not p.address.local.isascii() for p in params) or (
             job.sender is not None and not job.sender.local.isascii())
         needs_utf8 = utf8_local or (smtputf8 and await asyncio.to_thread(
-            mime7bit.header_section_has_8bit, job.body_path))
+            mime7bit.header_section_has_8bit, job.body))
         groups: dict[str, list[int]] = {}
         for i, p in enumerate(params):
             groups.setdefault(destination_of(p.address, self.settings.smarthost is not None), []).append(i)
@@ -240,7 +240,7 @@ class RelayDelivery:
 
         async def run(dest: str, idx: list[int]) -> None:
             msg = OutboundMessage(
-                sender=job.sender, recipients=tuple(params[i] for i in idx), body_path=job.body_path,
+                sender=job.sender, recipients=tuple(params[i] for i in idx), body=job.body,
                 size=size, eight_bit=eight_bit, binarymime=env is not None and env.body == "BINARYMIME",
                 needs_smtputf8=needs_utf8, smtputf8=smtputf8 or utf8_local,
                 ret=env.ret if env else None, envid=env.envid if env else None)

@@ -80,6 +80,7 @@ from pigeon.proto.smtp.events import (
     StartTls,
 )
 from pigeon.proto.smtp.reply import Reply
+from pigeon.queue.api import BodySource
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ class OutboundMessage:
 
     sender: Address | None
     recipients: tuple[Recipient, ...]
-    body_path: Path
+    body: BodySource  # the queued bytes (delivery.base Rule 1)
     size: int  # octets in the spool file
     eight_bit: bool  # the body holds octets above 127
     binarymime: bool  # declared BODY=BINARYMIME
@@ -338,8 +339,9 @@ class _Peer:
 
 def _open_body(msg: OutboundMessage, convert: bool) -> BinaryIO:
     if convert:
-        return io.BytesIO(mime7bit.to_7bit(msg.body_path.read_bytes()))
-    return open(msg.body_path, "rb")
+        with msg.body.open() as whole:
+            return io.BytesIO(mime7bit.to_7bit(whole.read()))
+    return msg.body.open()
 
 
 def _size_of(body: BinaryIO) -> int:

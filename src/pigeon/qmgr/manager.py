@@ -17,14 +17,16 @@ Rules:
    stage handles null senders and double bounces). The failed recipients' state is written
    only after the bounce itself is durable in the queue.
 6. An exception from a delivery agent defers its recipients with ``451 4.3.0`` and a log line:
-   never lost mail.
+   never lost mail (``qmgr.lane.call_agent``, for every agent).
 7. Every committed message arrives the same way (``submit``, a ``QueueRecord``) and
    ``transport`` chooses its agent, as Postfix's qmgr chooses a transport: a message the queue
-   holds in its intake journal (``QueueStore.in_journal``) goes whole to the fast lane
-   (``delivery.fastlane``, a ``MessageAgent``), which delivers it from memory; what the lane
-   cannot finish (a recipient no longer local among them) it moves into the queue files and
-   hands back here, with its results (``complete``) or without. Any other message's recipients
-   go to the local agent or the remote one (Rule 2).
+   holds in its intake journal (``QueueStore.in_journal``) goes to the fast agent
+   (``delivery.fastlane.FastLocalDelivery``), run by the fast road (``qmgr.lane``): its body
+   comes from memory, and a message delivered whole is removed from the journal without ever
+   touching the queue files; what it cannot finish (a recipient deferred or failed, one no
+   longer local) is moved into the queue files and its results recorded here (``complete``)
+   exactly as this manager's own attempts'. Any other message's recipients go to the local
+   agent or the remote one (Rule 2), their body read from the queue files.
 8. A full disk: an attempt whose results cannot be written leaves the record as it was, in
    ``active/``, and is tried again after ``queue.retry_schedule[0]`` (``_tracked``);
    ``flush`` (``pigeon queue flush``) tries those at once too, with deferred messages and the
@@ -46,16 +48,17 @@ from pigeon.core.clock import Clock
 from pigeon.core.queueid import QueueId
 from pigeon.core.results import RecipientResult
 from pigeon.core.envelope import Recipient
-from pigeon.delivery.base import DeliveryAgent, MessageAgent
+from pigeon.delivery.base import DeliveryAgent
 from pigeon.delivery.relay import RelayJob, RelayResult
 from pigeon.proto.smtp.reply import Reply
+from pigeon.qmgr.lane import C451_AGENT_CRASHED, JournalLane, LocalDomains, MessageBusy, call_agent
 from pigeon.queue.api import QueueStore
 from pigeon.queue.body import QueueWriteError
 from pigeon.queue.record import Attempt, QueueRecord, RcptState
 
 log = logging.getLogger(__name__)
 
-C451_AGENT_CRASHED = Reply(451, "4.3.0", "Local error in delivery, will retry")
+__all__ = ["C451_AGENT_CRASHED", "MessageBusy", "QueueManager", "transport"]
 C554_EXPIRED = Reply(554, "5.4.7", "Delivery time expired")
 # `pigeon queue bounce`: RFC 3463 X.0.0 (other/undefined), the reason stated in the text.
 C550_ADMIN_BOUNCE = Reply(550, "5.0.0", "Delivery cancelled by the mail administrator")
@@ -73,14 +76,6 @@ def transport(journaled: bool, local: bool) -> Transport:
     return "local" if local else "relay"
 
 
-class MessageBusy(ValueError):
-    """The message is being delivered right now; the admin action must wait."""
-
-
-class LocalDomains(Protocol):
-    def is_local_domain(self, domain: str) -> bool: ...
-
-
 class Bouncer(Protocol):
     async def bounce(self, record: QueueRecord, failed: Sequence[RcptState]) -> None:
         """Queue a failure notice for ``failed`` (durable when it returns)."""
@@ -95,7 +90,7 @@ class Bouncer(Protocol):
 class QueueManager:
     def __init__(self, queue: QueueStore, local: DeliveryAgent, remote: DeliveryAgent,
                  domains: LocalDomains, config: Callable[[], Config], clock: Clock,
-                 bouncer: Bouncer, concurrency: int = 32) -> None:
+                 bouncer: Bouncer, concurrency: int = 32, *, fast: DeliveryAgent | None = None) -> None:
         self.queue = queue
         self.local = local
         self.remote = remote
@@ -114,16 +109,18 @@ class QueueManager:
         self._stopping = False
         self._idle = asyncio.Event()
         self._idle.set()
-        # Rule 7: messages from the intake journal go to the fast lane (the app sets it).
-        self.fastlane: MessageAgent | None = None
+        # Rule 7: messages from the intake journal go to the fast agent, on the fast road.
+        self.lane: JournalLane | None = None
+        if fast is not None:
+            self.lane = JournalLane(queue, fast, domains, clock, finish=self.complete, submit=self.submit)
 
     # -- scheduling ------------------------------------------------------------------------
     def submit(self, record: QueueRecord) -> None:
         """A message just committed by cleanup: deliver it now (Rule 7)."""
         if transport(self.queue.in_journal(record.id), local=True) == "fastlane":
-            if self.fastlane is None:
-                raise RuntimeError(f"{record.id} is in the intake journal but there is no fast lane")
-            self.fastlane.take(record)
+            if self.lane is None:
+                raise RuntimeError(f"{record.id} is in the intake journal but there is no fast agent")
+            self.lane.take(record)
             return
         self._fresh[record.id] = record
         self._make_ready(record.id)
@@ -182,8 +179,8 @@ class QueueManager:
                 continue
             self._make_ready(qid)
             n += 1
-        if self.fastlane is not None:
-            n += self.fastlane.retry_now()
+        if self.lane is not None:
+            n += self.lane.retry_now()
         return n
 
     async def bounce_now(self, qid: QueueId) -> int:
@@ -191,8 +188,9 @@ class QueueManager:
 
         Returns the number of recipients failed. Refused while an attempt is under way.
         """
-        if qid in self._inflight:
-            raise MessageBusy(f"{qid} is being delivered right now; try again in a moment")
+        if qid in self._inflight or (self.lane is not None and self.lane.owns(qid)):
+            raise MessageBusy(f"{qid} is being delivered right now, or waits in the intake journal; "
+                              "try again in a moment (pigeon queue flush moves held mail on)")
         record = self.queue.load(qid)
         now = self.clock.now()
         failed = [r for r in record.rcpts if r.status in ("pending", "deferred")]
@@ -225,8 +223,8 @@ class QueueManager:
     async def stop(self, grace: float = 10.0) -> None:
         """Let attempts under way finish (up to ``grace`` seconds), then cancel the rest."""
         self._stopping = True
-        if self.fastlane is not None:
-            await self.fastlane.stop(grace)
+        if self.lane is not None:
+            await self.lane.stop(grace)
         workers = [t for t in self._tasks]
         if self._inflight:
             try:
@@ -242,15 +240,16 @@ class QueueManager:
     async def wait_idle(self) -> None:
         while True:
             await self._idle.wait()
-            if self.fastlane is None:
+            if self.lane is None:
                 return
-            await self.fastlane.wait_idle()
+            await self.lane.wait_idle()
             if self._idle.is_set():
                 return
 
     async def complete(self, record: QueueRecord, results: list[tuple[RcptState, RecipientResult]]) -> None:
-        """Rule 7: the fast lane's attempt, for a message it moved into the queue files: its
-        results are recorded exactly as an attempt of the manager's own."""
+        """Rule 7: the fast road's attempt (this process's lane, or an SMTP worker's), for a
+        message it moved into the queue files: its results are recorded exactly as an attempt
+        of the manager's own."""
         await self._tracked(record.id, self._record_results(record, results), "recording the delivery results")
 
     async def _tracked(self, qid: QueueId, work: Awaitable[None], what: str) -> None:
@@ -344,18 +343,11 @@ class QueueManager:
             queue_id=record.id,
             sender=record.envelope.sender,
             recipients=tuple(r.address for r in rcpts),
-            body_path=self.queue.body_path(record.id),
+            body=self.queue.body(record.id),
             envelope=record.envelope,
             params=tuple(Recipient(r.address, r.notify, r.orcpt) for r in rcpts),
         )
-        try:
-            out = await agent.deliver(job)
-            if len(out) != len(rcpts):
-                raise RuntimeError(f"agent returned {len(out)} results for {len(rcpts)} recipients")
-        except Exception:
-            log.exception("%s: delivery agent %s crashed", record.id, type(agent).__name__)
-            out = [RecipientResult(r.address, "deferred", C451_AGENT_CRASHED, "") for r in rcpts]
-        return list(zip(rcpts, out, strict=True))
+        return await call_agent(agent, job, rcpts)  # Rule 6
 
     def _next_try(self, rcpt: RcptState, now: float) -> float:
         q = self.config().queue

@@ -10,16 +10,19 @@ Rules:
    and the SMTP server may say 250; when they raise ``QueueWriteError`` nothing is queued. A
    body is written through the ``BodyWriter`` from ``new_body`` before the commit.
 2. Where a committed message is kept is the store's decision (cleanup only commits): a store
-   with an intake journal takes small local mail there and holds its body in memory for the
-   fast lane (``in_journal``; ``queue.store`` rule 8).
+   with an intake journal takes small local mail there and holds its body in memory for its
+   delivery (``in_journal``; ``queue.store`` rule 8). Such a message leaves the journal by
+   ``remove`` (delivered) or ``spill`` (into a state, for the queue manager's retries).
 3. A message's state is one of ``State``; ``move`` changes it (hold, release, defer), ``update``
    rewrites the per-recipient state, ``remove`` ends it. Each is durable when it returns.
 4. ``scan`` lists the records in the given states; ``journal_messages`` the messages committed
-   but not yet in a state (``pigeon queue list`` shows them as ``journal``; a store without a
-   journal returns none).
+   but not yet in a state (state ``journal``; a store without a journal returns none);
+   ``load`` finds either.
 5. ``recover`` runs once at start-up, before any listener opens; ``drain_journal`` takes over
    what another process of this node committed (an SMTP worker that ended).
-6. ``body_path`` / ``open_body``: the body's bytes, exactly as delivery sends them.
+6. ``body`` / ``open_body``: the body's bytes, exactly as delivery sends them. A delivery agent
+   reads them through a ``BodySource`` and never learns where they are kept (a file, memory,
+   a journal segment; ``queue.source``; a database's large object later).
 
 What can go wrong: ``QueueWriteError`` from every write; ``RecordNotFound`` (a FileNotFoundError)
 for an id not queued; ``CorruptRecord`` from ``load``/``move``.
@@ -28,7 +31,6 @@ for an id not queued; ``CorruptRecord`` from ``load``/``move``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from pigeon.core.envelope import Envelope
@@ -43,6 +45,21 @@ MOVABLE_STATES: tuple[State, ...] = ("active", "deferred", "hold")
 class RecordNotFound(QueueError, FileNotFoundError):
     """No record with this id in any state (a FileNotFoundError, so callers that race with a
     removal can catch either)."""
+
+
+class BodySource(Protocol):
+    """Rule 6: a message body, wherever it is kept (``queue.source`` rules)."""
+
+    @property
+    def size(self) -> int: ...
+
+    def open(self) -> BinaryIO:
+        """A fresh reader from the first octet (the caller closes it). Blocking."""
+        ...
+
+    async def read(self) -> bytes:
+        """The whole body (for small mail: the fast road)."""
+        ...
 
 
 class QueueStore(Protocol):
@@ -69,12 +86,11 @@ class QueueStore(Protocol):
     def journal_messages(self) -> list[QueueRecord]: ...
 
     def in_journal(self, qid: QueueId) -> bool:
-        """Rule 2: ``qid`` was just committed to an intake journal and is delivered from
-        memory by the journal's own agent (the fast lane), not from a state; a store without a
-        journal says False."""
+        """Rule 2: ``qid`` is live in this process's intake journal, delivered by the fast road
+        (``qmgr.lane``), not from a state; a store without a journal says False."""
         ...
 
-    def body_path(self, qid: QueueId) -> Path: ...
+    def body(self, qid: QueueId) -> BodySource: ...
 
     def open_body(self, qid: QueueId) -> BinaryIO: ...
 
@@ -90,6 +106,11 @@ class QueueStore(Protocol):
     def remove(self, qid: QueueId) -> None: ...
 
     async def remove_async(self, qid: QueueId) -> None: ...
+
+    async def spill(self, record: QueueRecord, state: State = "active") -> None:
+        """Rule 2: move a message live in this process's journal into ``state`` (``active`` or
+        ``hold``); raises ``QueueWriteError`` and the message stays in the journal."""
+        ...
 
     # -- start-up and shut-down (rule 5) -----------------------------------------------------
     def recover(self) -> RecoveryReport: ...

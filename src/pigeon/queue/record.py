@@ -32,7 +32,9 @@ from pigeon.core.queueid import QueueId, is_queue_id
 
 RECORD_VERSION = 1  # bump when the JSON layout changes; old versions are then converted or refused
 
-State = Literal["incoming", "active", "deferred", "hold", "corrupt"]
+# "journal": committed to an intake journal and not yet in a state directory (queue.store
+# rule 8); such a record is never written to a directory of its own, so STATES leaves it out.
+State = Literal["incoming", "active", "deferred", "hold", "corrupt", "journal"]
 RcptStatus = Literal["pending", "delivered", "failed", "deferred"]
 
 STATES: tuple[State, ...] = ("incoming", "active", "deferred", "hold", "corrupt")

@@ -48,10 +48,11 @@ Rules:
    the app hands the store; without one, none; ``commit(fast=...)`` overrides the test). Its
    ``commit`` appends record and body to the journal and returns
    after the journal's group flush: that flush is the commit point of such a message. The
-   store keeps its body in memory, by queue id (``in_journal``), until its delivery takes it
-   (``take_body``; the record never carries it); whoever delivers it calls ``journal.done``
-   once it is delivered, or after ``spill`` moved it into ``active/``. ``recover`` moves whatever the
-   journal still holds into ``active/`` and deletes the journal.
+   store keeps its body in memory, by queue id (``in_journal``; the record never carries it),
+   and hands it to delivery as a ``queue.source.MemoryBody`` (``body``) until the message
+   leaves the journal: ``remove`` (delivered: its done entry, nothing else is written) or
+   ``spill`` (moved into ``active/`` or ``hold/``, then its done entry). ``recover`` moves
+   whatever the journal still holds into ``active/`` and deletes the journal.
 9. A commit whose caller was cancelled still completes (rule 2) and is handed to ``orphans``
    (the app submits it for delivery), so it is not left undelivered until the next start.
 10. Each process that accepts mail has its own journal, ``journal/<owner>/`` (``main`` for the
@@ -64,8 +65,10 @@ Rules:
    rests on a completed write and flush: a journal entry written into blocks a made-ahead
    segment already holds, or the queue files.
 12. A message whose fast delivery and spill both failed stays live in the journal, retried in
-   place by the fast lane; ``journal_body`` reads its body back, and ``journal_messages``
-   lists what every journal holds, for ``pigeon queue list`` (running or stopped server).
+   place by the fast road (``qmgr.lane``); its memory copy is let go and ``body`` reads it
+   back from its segment (``SegmentBody``). ``journal_messages`` lists what every journal
+   holds, and ``load``/``open_body`` find a message there (state ``journal``), for ``pigeon
+   queue list/show`` (running or stopped server).
    A start whose recovery cannot move a journal into the queue files (still no room) logs it,
    leaves that journal's segments as they are and goes on: the server must run so that users
    can free space; the messages stay listed and the next start moves them (the messages moved
@@ -95,7 +98,7 @@ from pigeon.durable.io import REAL, FileIO, makedirs_durable, unlink_quietly, wr
 from pigeon.durable.journal import Journal, JournalBusy, lock_journal, read_at, remove_segments
 from pigeon.durable.journal import pending as journal_pending
 from pigeon.queue import api
-from pigeon.queue.api import MOVABLE_STATES, RecordNotFound
+from pigeon.queue.api import MOVABLE_STATES, BodySource, RecordNotFound
 from pigeon.queue.body import MEMORY_BODY, BodyWriter, QueueWriteError
 from pigeon.queue.record import (
     STATES,
@@ -110,6 +113,7 @@ from pigeon.queue.record import (
 )
 from pigeon.queue.recovery import RecoveryReport, recover_queue
 from pigeon.queue.recycle import FilePool
+from pigeon.queue.source import FileBody, MemoryBody, SegmentBody
 
 __all__ = [  # the record types are re-exported: callers import the queue's API from here
     "Attempt",
@@ -328,24 +332,39 @@ class FileQueueStore:
             self.orphans(record)
 
     def in_journal(self, qid: QueueId) -> bool:
-        """Rule 8: ``qid`` was committed to this process's intake journal and its body waits in
-        memory for its delivery (``take_body``)."""
-        return qid in self._bodies
-
-    def take_body(self, qid: QueueId) -> bytes:
-        """Rule 8: hand the in-memory body of a journal commit to its delivery (the fast lane);
-        the store lets go of it. KeyError when there is none (taken already, or not a journal
-        commit)."""
-        return self._bodies.pop(qid)
-
-    async def journal_body(self, qid: QueueId) -> bytes:
-        """Rule 12: the body of a message live in this process's journal, read back from its
-        segment (KeyError when it is not live there; OSError)."""
+        """Rule 8: ``qid`` is live in this process's intake journal (committed there, not yet
+        delivered, removed or moved into a state)."""
+        if qid in self._bodies:
+            return True
         if self.journal is None:
-            raise KeyError(qid)
-        path, offset, length = self.journal.body_location(qid)
-        return await asyncio.get_running_loop().run_in_executor(self._executor(), read_at, path, offset, length,
-                                                                self.io)
+            return False
+        try:
+            self.journal.body_location(qid)
+        except KeyError:
+            return False
+        return True
+
+    def body(self, qid: QueueId) -> BodySource:
+        """The body for a delivery agent (``queue.source``): the bytes still in memory for a
+        journal commit, its journal segment for one whose memory copy was let go (rule 12),
+        else the ``msg/`` file."""
+        data = self._bodies.get(qid)
+        if data is not None:
+            return MemoryBody(data)
+        if self.journal is not None:
+            try:
+                path, offset, length = self.journal.body_location(qid)
+            except KeyError:
+                pass
+            else:
+                return SegmentBody(path, offset, length, self.io)
+        return FileBody(self.body_path(qid))
+
+    def _journal_done(self, qid: QueueId) -> None:
+        """The message leaves this process's journal (rule 8): its done entry, its memory."""
+        self._bodies.pop(qid, None)
+        assert self.journal is not None
+        self.journal.done(qid)
 
     def journal_messages(self) -> list[QueueRecord]:
         """Rule 12: every message an intake journal (any process's) still holds that is not in
@@ -360,19 +379,27 @@ class FileQueueStore:
                 if self._known(entry.id):
                     continue  # spilled; its done entry is not written yet
                 try:
-                    out.append(decode_record(entry.record, entry.id, "active"))
+                    out.append(decode_record(entry.record, entry.id, "journal"))
                 except CorruptRecord:
                     continue
         return sorted(out, key=lambda r: r.created)
 
-    async def spill(self, record: QueueRecord, body: bytes) -> None:
-        """Move a journaled message into the queue files (``active/``), durable on return.
-        Raises QueueWriteError; the message then stays live in the journal."""
+    async def spill(self, record: QueueRecord, state: State = "active") -> None:
+        """Move a message live in this process's journal into the queue files (``active/``, or
+        ``hold/`` for ``pigeon queue hold``), durable on return, then write its done entry.
+        Raises QueueWriteError: the message then stays live in the journal, its memory copy let
+        go (its body is read back from the segment from then on, rule 12)."""
         loop = asyncio.get_running_loop()
         try:
+            body = await self.body(record.id).read()
             await loop.run_in_executor(self._executor(), self._spill_blocking, record, body)
+            if state != "active":
+                await loop.run_in_executor(self._executor(), self.move, record.id, state)
         except OSError as exc:
+            self._bodies.pop(record.id, None)
             raise QueueWriteError(f"moving {record.id} into the queue failed: {exc}") from exc
+        self._journal_done(record.id)
+        record.state = state
 
     def _spill_blocking(self, record: QueueRecord, body: bytes) -> None:
         writer = BodyWriter(record.id, self._dir("tmp") / record.id, pool=self._pool_files, io=self.io)
@@ -462,10 +489,34 @@ class FileQueueStore:
             except FileNotFoundError:
                 continue
             return decode_record(data, qid, state)
-        raise RecordNotFound(qid)
+        found = self._journal_entry(qid)
+        if found is None:
+            raise RecordNotFound(qid)
+        return found[0]
 
     def open_body(self, qid: QueueId) -> BinaryIO:
-        return open(self.body_path(qid), "rb")  # noqa: SIM115 - the caller closes it
+        """The body from the start (the caller closes it): a journal's or the ``msg/`` file."""
+        if not self.in_journal(qid) and not self.body_path(qid).exists():
+            found = self._journal_entry(qid)  # another process's journal, or a stopped server's
+            if found is not None:
+                return MemoryBody(found[1]).open()
+        return self.body(qid).open()
+
+    def _journal_entry(self, qid: QueueId) -> tuple[QueueRecord, bytes] | None:
+        """Rule 12: the record (state ``journal``) and body of a message some intake journal
+        holds and no state directory does, read from the disk; None when there is none."""
+        base = self.root / JOURNAL_DIR
+        if not is_queue_id(qid) or not base.is_dir():
+            return None
+        for owner in sorted(p for p in base.iterdir() if p.is_dir()):
+            for entry in journal_pending(owner, quiet=True):
+                if entry.id != qid or self._known(qid):
+                    continue
+                try:
+                    return decode_record(entry.record, qid, "journal"), entry.body
+                except CorruptRecord:
+                    return None
+        return None
 
     def scan(self, states: Iterable[State] = MOVABLE_STATES) -> Iterator[QueueRecord]:
         """Every readable record in the given states, oldest first within a state. Unreadable
@@ -556,11 +607,19 @@ class FileQueueStore:
             log.warning("queue: could not remove the body of %s: %s", qid, exc)
 
     async def remove_async(self, qid: QueueId) -> None:
-        """``remove`` in one worker-thread call, the directory fsync shared (rule 4)."""
+        """``remove`` in one worker-thread call, the directory fsync shared (rule 4); a message
+        live in this process's journal gets its done entry, on the event loop (rule 8)."""
+        if self.in_journal(qid):
+            self._journal_done(qid)
+            return
         await asyncio.get_running_loop().run_in_executor(self._executor(), self.remove, qid)
 
     def remove(self, qid: QueueId) -> None:
-        """Delete a message: the record first, then the body (rule 5). Blocking."""
+        """Delete a message: the record first, then the body (rule 5). Blocking; from the event
+        loop's thread for a message live in this process's journal (its done entry, rule 8)."""
+        if self.in_journal(qid):
+            self._journal_done(qid)
+            return
         state = self._unlink_record(qid)
         self.commits.flush_blocking(self._dir_sync(state))  # rule 5
         self._drop_body(qid)

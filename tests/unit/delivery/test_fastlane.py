@@ -1,5 +1,6 @@
-"""The fast lane (pigeon.delivery.fastlane) on real files: a journaled message delivered from
-memory into real Maildirs, and every other outcome spilled into the queue files."""
+"""The fast road on real files: the fast agent (pigeon.delivery.fastlane.FastLocalDelivery),
+run by the queue manager's lane (pigeon.qmgr.lane.JournalLane), delivers a journaled message
+from memory into real Maildirs; every other outcome is spilled into the queue files."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from pigeon.clocks import FakeClock
 from pigeon.core.address import Address, parse_address
 from pigeon.core.envelope import ClientInfo, Envelope, Recipient
 from pigeon.core.results import RecipientResult
-from pigeon.delivery.fastlane import FastLane
+from pigeon.delivery.fastlane import FastLocalDelivery
+from pigeon.qmgr.lane import JournalLane
 from pigeon.durable.io import FileIO, syncfs_reports_errors
 from pigeon.durable.journal import pending
 from pigeon.durable.testing import FaultyIO
@@ -79,9 +81,10 @@ class Rig:
     def whole_fs(self) -> bool:
         return self.queue.commits.whole_fs
 
-    def lane(self, **kw: int) -> FastLane:
-        return FastLane(self.queue, self.mail, self.directory, self.directory, self.clock, self.changes,
-                        finish=self.rec.finish, submit=self.rec.submit, **kw)
+    def lane(self, **kw: int) -> JournalLane:
+        agent = FastLocalDelivery(self.mail, self.directory, self.queue.commits, self.changes)
+        return JournalLane(self.queue, agent, self.directory, self.clock,
+                           finish=self.rec.finish, submit=self.rec.submit, **kw)
 
     def journal_pending(self) -> list[str]:
         assert self.queue.journal is not None
@@ -154,7 +157,7 @@ async def commit(rig: Rig, *rcpts: Address, notify: tuple[str, ...] = ("FAILURE"
     return record
 
 
-async def deliver(rig: Rig, lane: FastLane, *rcpts: Address, notify: tuple[str, ...] = ("FAILURE",),
+async def deliver(rig: Rig, lane: JournalLane, *rcpts: Address, notify: tuple[str, ...] = ("FAILURE",),
                   data: bytes = BODY, sender: Address | None = ALICE) -> QueueRecord:
     record = await commit(rig, *rcpts, notify=notify, data=data, sender=sender)
     lane.take(record)
@@ -345,7 +348,7 @@ def test_max_inflight_zero_spills_everything(rig: Rig) -> None:
 
 
 def test_a_failed_spill_leaves_the_message_in_the_journal(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
-    async def broken(record: QueueRecord, body: bytes) -> None:
+    async def broken(record: QueueRecord, state: str = "active") -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     lane = rig.lane()
@@ -356,29 +359,35 @@ def test_a_failed_spill_leaves_the_message_in_the_journal(rig: Rig, monkeypatch:
     assert rig.journal_pending() == [record.id]  # recovered at the next start
 
 
-def test_take_refuses_a_record_without_body(rig: Rig) -> None:
-    lane = rig.lane()
+def test_the_agent_reads_its_body_from_the_job_whatever_holds_it(rig: Rig) -> None:
+    """delivery.base Rule 1: the same agent delivers a body from memory, from a journal segment
+    and from a queue file, and never asks which."""
+    from pigeon.core.queueid import QueueId
+    from pigeon.delivery.base import DeliveryJob
+    from pigeon.queue.source import FileBody, MemoryBody, SegmentBody
 
-    async def go() -> None:
+    agent = FastLocalDelivery(rig.mail, rig.directory, rig.queue.commits, None)
+
+    async def go() -> list[str]:
         record = await commit(rig, BOB)
-        rig.queue.take_body(record.id)
-        with pytest.raises(ValueError):
-            lane.take(record)
         assert rig.queue.journal is not None
-        rig.queue.journal.done(record.id)  # tidy: the journal would otherwise keep it live
+        path, offset, length = rig.queue.journal.body_location(record.id)
+        spool = rig.queue.root / "body-copy"
+        spool.write_bytes(BODY)
+        sources = [rig.queue.body(record.id), SegmentBody(path, offset, length, rig.queue.io), FileBody(spool)]
+        assert isinstance(sources[0], MemoryBody)
+        out = []
+        for source in sources:
+            [res] = await agent.deliver(DeliveryJob(QueueId(record.id), ALICE, (BOB,), source))
+            out.append(res.status)
+        await rig.queue.remove_async(record.id)  # the journal's done entry
+        return out
 
-    run(go)
-
-
-def test_a_queue_without_journal_is_refused(tmp_path: Path) -> None:
-    clock = FakeClock()
-    q = QueueStore(tmp_path / "q", clock)
-    try:
-        with pytest.raises(ValueError):
-            FastLane(q, MaildirStore(tmp_path / "mail", "mx"), FakeDirectory((), ()), FakeDirectory((), ()),
-                     clock, None, finish=Recorder().finish, submit=Recorder().submit)
-    finally:
-        q.close()
+    assert run(go) == ["delivered"] * 3
+    files = rig.maildir_files(BOB, "new")
+    assert len(files) == 3
+    for name in files:
+        assert (rig.mail.user_root(BOB) / "new" / name).read_bytes() == expected(BOB)
 
 
 # -- Rule 5: with a file-system flush, deliveries share syncfs calls; the commit does not wait ------

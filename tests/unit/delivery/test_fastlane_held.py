@@ -1,4 +1,4 @@
-"""The fast lane on a full disk (pigeon.delivery.fastlane Rule 6): a message whose delivery and
+"""The fast road on a full disk (pigeon.qmgr.lane Rule 5): a message whose delivery and
 spill both failed is held in the intake journal and tried again, without a restart, until it
 is delivered or moved into the queue files; ``retry_now`` is ``pigeon queue flush``.
 
@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from pigeon.core.address import Address
-from pigeon.delivery import fastlane
-from pigeon.delivery.fastlane import FastLane
-from pigeon.queue.record import QueueRecord
+from pigeon.qmgr import lane as fastlane
+from pigeon.qmgr.lane import JournalLane
+from pigeon.queue.record import QueueRecord, State
 from pigeon.store.maildir import PendingFile
 from tests.unit.delivery.test_fastlane import BOB, CAROL, Barrier, Rig, commit, make_rig, run
 
@@ -50,11 +50,11 @@ class Disk:
                 raise OSError(errno.ENOSPC, "No space left on device")
             return real_write(address, prefix, body)
 
-        async def spill(record: QueueRecord, body: bytes) -> None:
+        async def spill(record: QueueRecord, state: State = "active") -> None:
             self.spills += 1
             if self.spill_full:
                 raise OSError(errno.ENOSPC, "No space left on device")
-            await real_spill(record, body)
+            await real_spill(record, state)
 
         monkeypatch.setattr(rig.mail, "write_tmp", write_tmp)
         monkeypatch.setattr(rig.queue, "spill", spill)
@@ -68,7 +68,7 @@ class Disk:
         self.spill_full = False
 
 
-async def settle(rig: Rig, lane: FastLane) -> None:
+async def settle(rig: Rig, lane: JournalLane) -> None:
     """The lane idle, the done entries written, the engine thread's work done."""
     await lane.wait_idle()
     assert rig.queue.journal is not None

@@ -13,6 +13,7 @@ import pytest
 from pigeon.core.address import Address, parse_address
 from pigeon.core.results import RecipientResult
 from pigeon.delivery.base import DeliveryAgent, DeliveryJob
+from pigeon.queue.source import FileBody
 from pigeon.delivery.local import LocalDelivery, delivery_prefix
 from pigeon.durable.testing import FaultyIO
 from pigeon.store.maildir import MaildirStore
@@ -53,7 +54,7 @@ def body_path(tmp_path: Path) -> Path:
 
 
 def _job(body_path: Path, *recipients: Address, sender: Address | None = ALICE) -> DeliveryJob:
-    return DeliveryJob(fresh_queue_id(), sender, tuple(recipients), body_path)
+    return DeliveryJob(fresh_queue_id(), sender, tuple(recipients), FileBody(body_path))
 
 
 def _run(agent: DeliveryAgent, job: DeliveryJob) -> list[RecipientResult]:

@@ -36,7 +36,8 @@ from pigeon.core.envelope import ClientInfo, Envelope, Recipient
 from pigeon.core.queueid import is_queue_id
 from pigeon.core.results import RecipientResult
 from pigeon.delivery.base import DeliveryJob
-from pigeon.delivery.fastlane import FastLane
+from pigeon.delivery.fastlane import FastLocalDelivery
+from pigeon.qmgr.lane import JournalLane
 from pigeon.delivery.local import LocalDelivery
 from pigeon.durable.io import syncfs_reports_errors
 from pigeon.durable.journal import Journal
@@ -230,7 +231,8 @@ def deliver_fast(flush: str) -> Scenario:
             await asyncio.wrap_future(queue.journal.spare)
             records = [await commit(run, queue, i, rcpt, fast=True) for i, rcpt in enumerate((BOB, CAROL))]
             run.mark()
-            lane = FastLane(queue, mail, Directory(), Directory(), FakeClock(), None, finish=finish, submit=submit)
+            agent = FastLocalDelivery(mail, Directory(), queue.commits, None)
+            lane = JournalLane(queue, agent, Directory(), FakeClock(), finish=finish, submit=submit)
             for n, rec in enumerate(records, 1):
                 lane.take(rec)
                 await until(lambda: lane.delivered + lane.spilled == n, run.fio)

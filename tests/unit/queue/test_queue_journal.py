@@ -188,7 +188,7 @@ def test_a_store_without_journal_ignores_fast(root: Path, clock: FakeClock) -> N
 
 def test_fast_commit_goes_to_the_journal_only(store: QueueStore) -> None:
     rec = run(lambda: fast_commit(store, BODY, BOB, CAROL))
-    assert store.in_journal(rec.id) and store.take_body(rec.id) == BODY
+    assert store.in_journal(rec.id) and store.body(rec.id).open().read() == BODY
     assert rec.size == len(BODY) and rec.state == "active"
     assert [r.address for r in rec.rcpts] == [BOB, CAROL]
     for sub in ("active", "msg", "tmp", "deferred", "hold"):
@@ -240,8 +240,7 @@ def test_fast_commit_flush_error_is_a_queue_write_error_and_the_message_is_dropp
 def test_spill_makes_the_queue_files(store: QueueStore, clock: FakeClock, root: Path) -> None:
     async def go() -> QueueRecord:
         rec = await fast_commit(store, BODY, BOB)
-        data = store.take_body(rec.id)
-        await store.spill(rec, data)
+        await store.spill(rec)
         assert store.journal is not None
         store.journal.done(rec.id)
         await store.journal.sync()
@@ -267,10 +266,9 @@ def test_a_failed_spill_leaves_no_files_and_the_message_in_the_journal(
         store: QueueStore, fio: FaultyIO) -> None:
     async def go() -> QueueRecord:
         rec = await fast_commit(store, BODY, BOB)
-        data = store.take_body(rec.id)
         fio.fail("fsync_dir", match="/queue/msg", error=errno.EIO)  # the directory fsyncs of the spill
         with pytest.raises(QueueWriteError):
-            await store.spill(rec, data)
+            await store.spill(rec)
         return rec
 
     rec = run(go)
@@ -317,7 +315,7 @@ def test_recover_skips_a_message_spilled_before_the_crash(root: Path, clock: Fak
 
     async def go() -> tuple[QueueRecord, QueueRecord]:
         a = await fast_commit(first, b"spilled body\r\n", BOB)
-        await first.spill(a, first.take_body(a.id))  # ... and the crash came before its done entry
+        await first.spill(a)  # ... and the crash came before its done entry
         b = await fast_commit(first, BODY, CAROL)
         return a, b
 
@@ -385,7 +383,7 @@ def test_a_cancelled_fast_commit_still_completes_and_goes_to_orphans(store: Queu
 
     run(go)
     [rec] = orphans
-    assert store.take_body(rec.id) == BODY  # the app hands it to the fast lane like any journal commit
+    assert store.body(rec.id).open().read() == BODY  # the app hands it to the fast lane like any journal commit
     assert [e.id for e in pending(jroot(store))] == [rec.id]
 
 

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pigeon.delivery.mime7bit import has_8bit, header_section_has_8bit, to_7bit
+from pigeon.queue.source import FileBody
 
 
 def _leaves(data: bytes) -> list[tuple[str, bytes]]:
@@ -75,11 +76,11 @@ def test_invalid_utf8_is_unknown_8bit() -> None:
 def test_scanners(tmp_path: Path) -> None:
     p = tmp_path / "m"
     p.write_bytes(b"Subject: ok\r\n\r\nbody \xc3\xa9\r\n")
-    assert has_8bit(p) and not header_section_has_8bit(p)
+    assert has_8bit(FileBody(p)) and not header_section_has_8bit(FileBody(p))
     p.write_bytes(b"Subject: \xc3\xa9\r\n\r\nbody\r\n")
-    assert header_section_has_8bit(p)
+    assert header_section_has_8bit(FileBody(p))
     p.write_bytes(b"Subject: x\r\n\r\nbody\r\n")
-    assert not has_8bit(p)
+    assert not has_8bit(FileBody(p))
 
 
 @settings(max_examples=60, deadline=None)

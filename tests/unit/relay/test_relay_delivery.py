@@ -20,6 +20,7 @@ from pigeon.delivery.relay import RelayDelivery, RelayJob, RelayResult, RelaySet
 from pigeon.delivery.relay_session import RelayTimeouts
 from pigeon.dns.fake import FakeResolver
 from pigeon.dns.resolver import MxRecord
+from pigeon.queue.source import FileBody
 from tests.unit.relay.peer import DEFAULT_EXTS, Peer, Script
 
 QID = QueueId("0000000000000001")
@@ -50,8 +51,8 @@ def _job(tmp: Path, *rcpts: Address, body: bytes = BODY, env: Envelope | None = 
     path = tmp / "body"
     path.write_bytes(body)
     if env is None and not params:
-        return DeliveryJob(QID, SENDER, rcpts, path)
-    return RelayJob(QID, SENDER, rcpts, path, envelope=env, params=params)
+        return DeliveryJob(QID, SENDER, rcpts, FileBody(path))
+    return RelayJob(QID, SENDER, rcpts, FileBody(path), envelope=env, params=params)
 
 
 def _one_mx(host: str = "127.0.0.1") -> FakeResolver:
