@@ -27,6 +27,7 @@ from pigeon.core.address import format_path
 from pigeon.core.queueid import QueueId, is_queue_id
 from pigeon.qmgr.lane import MessageBusy
 from pigeon.queue.api import QueueStore
+from pigeon.queue.body import QueueWriteError
 from pigeon.queue.record import QueueRecord
 
 HEADER_PREVIEW_LIMIT = 64 * 1024  # `queue show` prints at most this much of the header section
@@ -163,7 +164,10 @@ async def hold_running(queue: QueueStore, lane: JournalDeliveries, qid_text: obj
     """Running server (rule 2)."""
     qid = _qid(qid_text)
     if _journal_only(queue, lane, qid):
-        await lane.hold(qid)
+        try:
+            await lane.hold(qid)
+        except QueueWriteError as exc:  # still no room for the queue files: it stays held
+            raise ValueError(f"{qid} stays in the intake journal: {exc}") from exc
         return qid
     queue.move(qid, "hold")
     return qid

@@ -44,7 +44,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -135,8 +135,8 @@ class JournalLane:
         self._finish = finish
         self._submit = submit
         self.max_inflight = max_inflight
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._running: set[QueueId] = set()  # Rule 6: being delivered or spilled right now
+        self._tasks: dict[asyncio.Task[None], QueueId] = {}  # Rule 6: being delivered or spilled now
+        self._running: set[QueueId] = set()
         self._idle = asyncio.Event()
         self._idle.set()
         self.delivered = 0  # messages completed in the lane (tests, benchmarks)
@@ -149,21 +149,17 @@ class JournalLane:
         crowded = len(self._tasks) >= self.max_inflight
         self._start(record.id, self._spill(record, None) if crowded else self._run(record))
 
-    def _start(self, qid: QueueId, work: Awaitable[None]) -> None:
+    def _start(self, qid: QueueId, work: Coroutine[object, object, None]) -> None:
         self._running.add(qid)
-        task = asyncio.ensure_future(self._guarded(qid, work))
-        self._tasks.add(task)
+        task = asyncio.create_task(work)
+        self._tasks[task] = qid
         self._idle.clear()
         task.add_done_callback(self._task_done)
 
-    async def _guarded(self, qid: QueueId, work: Awaitable[None]) -> None:
-        try:
-            await work
-        finally:
-            self._running.discard(qid)
-
     def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
+        qid = self._tasks.pop(task, None)
+        if qid is not None:
+            self._running.discard(qid)
         if not self._tasks:
             self._idle.set()
 
