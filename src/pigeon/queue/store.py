@@ -395,6 +395,9 @@ class FileQueueStore:
             await loop.run_in_executor(self._executor(), self._spill_blocking, record, body)
             if state != "active":
                 await loop.run_in_executor(self._executor(), self.move, record.id, state)
+        except QueueWriteError:
+            self._bodies.pop(record.id, None)
+            raise
         except OSError as exc:
             self._bodies.pop(record.id, None)
             raise QueueWriteError(f"moving {record.id} into the queue failed: {exc}") from exc
