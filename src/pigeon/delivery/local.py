@@ -133,7 +133,12 @@ def mailboxes(users: UserLookup, qid: str, rcpts: Iterable[Address]) -> tuple[di
 
 def in_order(rcpts: Iterable[Address], outcome: Outcome) -> list[RecipientResult]:
     """Rule 4: one result per recipient, in order; a recipient listed twice gets its mailbox's."""
-    return [RecipientResult(rcpt, outcome[rcpt.key].status, outcome[rcpt.key].reply, HOST) for rcpt in rcpts]
+    out = []
+    for rcpt in rcpts:
+        res = outcome[rcpt.key]
+        # The mailbox's own result when this is the spelling it was made for (the usual case).
+        out.append(res if res.recipient is rcpt else RecipientResult(rcpt, res.status, res.reply, HOST))
+    return out
 
 
 def unknown_user(users: UserLookup, qid: str, rcpt: Address) -> RecipientResult | None:

@@ -30,7 +30,7 @@ Rules:
 8. A full disk: an attempt whose results cannot be written leaves the record as it was, in
    ``active/``, and is tried again after ``queue.retry_schedule[0]`` (``_tracked``);
    ``flush`` (``pigeon queue flush``) tries those at once too, with deferred messages and the
-   fast lane's held ones.
+   fast road's held ones.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ Transport = Literal["fastlane", "local", "relay"]
 
 def transport(journaled: bool, local: bool) -> Transport:
     """Rules 2 and 7: the agent for a recipient of a message. ``journaled``: the queue holds the
-    message in its intake journal (the fast lane takes all of it, and moves what it cannot
+    message in its intake journal (the fast road takes all of it, and moves what it cannot
     deliver into the queue files); ``local``: the recipient's domain is a local one."""
     if journaled:
         return "fastlane"
@@ -157,7 +157,7 @@ class QueueManager:
     def flush(self) -> int:
         """Retry every deferred message now (``pigeon queue flush``): those in ``deferred/``,
         those in ``active/`` waiting for a retry after an attempt whose results could not be
-        written (a full disk, Rule 8), and the fast lane's held messages (Rule 7)."""
+        written (a full disk, Rule 8), and the fast road's held messages (Rule 7)."""
         n = 0
         for rec in self.queue.scan(("deferred",)):
             for r in rec.rcpts:
