@@ -193,7 +193,7 @@ class JournalLane:
         if not self._all_local(record):  # Rule 2: the domain was removed meanwhile
             await self._spill(record, None)
             return
-        job = DeliveryJob(record.id, record.envelope.sender, tuple(r.address for r in record.rcpts),
+        job = DeliveryJob(record.id, record.envelope.sender, tuple([r.address for r in record.rcpts]),
                           self._queue.body(record.id))
         results = await call_agent(self.agent, job, record.rcpts)
         if complete(results):
