@@ -1,0 +1,11 @@
+"""Inbound mail authentication: SPF, DKIM, DMARC and ARC checks, pure decisions over DNS.
+
+Everything here is a library for the intake: it reads a ``MailAuthDns`` (``pigeon.dns``'s
+resolver implements it) and returns named results; it never refuses mail, writes headers or
+reads the configuration itself (the caller does, with ``authres`` to render the headers).
+"""
+
+from pigeon.mailauth.lookup import MailAuthDns
+from pigeon.mailauth.spf import SpfResult, SpfResultKind, check_spf
+
+__all__ = ["MailAuthDns", "SpfResult", "SpfResultKind", "check_spf"]
