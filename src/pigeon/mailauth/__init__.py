@@ -5,7 +5,8 @@ resolver implements it) and returns named results; it never refuses mail, writes
 reads the configuration itself (the caller does, with ``authres`` to render the headers).
 """
 
+from pigeon.mailauth.dkim import DkimResult, DkimResultKind, verify_dkim
 from pigeon.mailauth.lookup import MailAuthDns
 from pigeon.mailauth.spf import SpfResult, SpfResultKind, check_spf
 
-__all__ = ["MailAuthDns", "SpfResult", "SpfResultKind", "check_spf"]
+__all__ = ["DkimResult", "DkimResultKind", "MailAuthDns", "verify_dkim", "SpfResult", "SpfResultKind", "check_spf"]
