@@ -6,7 +6,10 @@ reads the configuration itself (the caller does, with ``authres`` to render the 
 """
 
 from pigeon.mailauth.dkim import DkimResult, DkimResultKind, verify_dkim
+from pigeon.mailauth.dmarc import DmarcRecord, DmarcResult, check_dmarc, header_from_domain
 from pigeon.mailauth.lookup import MailAuthDns
+from pigeon.mailauth.orgdomain import OrgDomains
 from pigeon.mailauth.spf import SpfResult, SpfResultKind, check_spf
 
-__all__ = ["DkimResult", "DkimResultKind", "MailAuthDns", "verify_dkim", "SpfResult", "SpfResultKind", "check_spf"]
+__all__ = ["DkimResult", "DkimResultKind", "DmarcRecord", "DmarcResult", "MailAuthDns", "OrgDomains",
+           "check_dmarc", "header_from_domain", "verify_dkim", "SpfResult", "SpfResultKind", "check_spf"]
