@@ -190,9 +190,9 @@ def header_from_domain(message_headers: bytes) -> str | None:
     """Rule 1: the domain of the single author address, or ``None``."""
     cut = len(message_headers)
     for sep in (b"\r\n\r\n", b"\n\n"):
-        at = message_headers.find(sep)
-        if 0 <= at < cut:
-            cut = at
+        pos = message_headers.find(sep)
+        if 0 <= pos < cut:
+            cut = pos
     text = message_headers[:cut].decode("utf-8", "surrogateescape")
     unfolded = re.sub(r"\r?\n(?=[ \t])", "", text)  # RFC 5322 §2.2.3
     froms: list[str] = []
