@@ -52,6 +52,7 @@ async def store(s: ImapSession, cmd: c.Store) -> Done:
     live = [m.uid for m in sel.live(uids)]
     changed, failed = await asyncio.to_thread(sel.mailbox.store, live, cmd.mode, flags, cmd.unchangedsince)
     failed_set = set(failed)
+    s.emit(sel.announce(changed))  # selected rule 5: a new keyword before the FETCH showing it
     if not cmd.silent:
         for meta in sel.live(live):
             if meta.uid not in failed_set:
