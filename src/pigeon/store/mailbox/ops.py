@@ -90,8 +90,10 @@ def locate(core: AccountCore, row: FolderRow, msg: Row) -> Path | None:
 
 
 def store(core: AccountCore, folder_id: int, uids: Sequence[int], mode: StoreMode,
-          flags: frozenset[str], unchangedsince: int | None) -> tuple[list[Row], list[int]]:
-    """Rules 1, 2, 5. Returns (rows that changed, uids refused by UNCHANGEDSINCE)."""
+          flags: frozenset[str], unchangedsince: int | None,
+          gone: list[int] | None = None) -> tuple[list[Row], list[int]]:
+    """Rules 1, 2, 5. Returns (rows that changed, uids refused by UNCHANGEDSINCE); ``gone``,
+    when given, receives the uids no longer in the index (expunged by others meanwhile)."""
     letters, keywords = parse_flags(sorted(flags))
     changed: list[Row] = []
     failed: list[int] = []
@@ -101,7 +103,11 @@ def store(core: AccountCore, folder_id: int, uids: Sequence[int], mode: StoreMod
         try:
             with core.index.write() as conn:
                 modseq = row.highestmodseq + 1
-                for msg in load_rows(conn, row.id, uids):
+                rows = load_rows(conn, row.id, uids)
+                if gone is not None and len(rows) < len(set(uids)):
+                    present = {r.uid for r in rows}
+                    gone.extend(u for u in uids if u not in present)
+                for msg in rows:
                     if unchangedsince is not None and msg.modseq > unchangedsince:
                         failed.append(msg.uid)
                         continue
@@ -112,6 +118,8 @@ def store(core: AccountCore, folder_id: int, uids: Sequence[int], mode: StoreMod
                         src = locate(core, row, msg)
                         if src is None:
                             log.info("uid %d in %r vanished before STORE", msg.uid, row.name)
+                            if gone is not None:
+                                gone.append(msg.uid)
                             continue
                         os.rename(src, src.parent / cur_name(msg.base, info))
                     before[msg.uid] = msg  # listed before the UPDATE: its file is renamed (Rule 6)

@@ -244,15 +244,17 @@ class Mailbox:
     # -- changes -----------------------------------------------------------------------------
 
     def store(self, uids: Sequence[int], mode: Literal["set", "add", "remove"], flags: frozenset[str],
-              unchangedsince: int | None = None) -> tuple[list[MessageMeta], list[int]]:
+              unchangedsince: int | None = None,
+              gone: list[int] | None = None) -> tuple[list[MessageMeta], list[int]]:
         """STORE on messages of the view; returns (changed, failed UNCHANGEDSINCE uids).
 
-        Messages not in the view, or expunged by others meanwhile, are skipped silently.
+        Messages not in the view, or expunged by others meanwhile, are skipped; ``gone``,
+        when given, receives the latter (the view drops them at its next ``sync``).
         """
         self._writable()
         with self._core.lock:
             mine = [u for u in uids if self._entry(u) is not None]
-            rows, failed = ops.store(self._core, self._id, mine, mode, flags, unchangedsince)
+            rows, failed = ops.store(self._core, self._id, mine, mode, flags, unchangedsince, gone)
             changed = self._apply_rows(rows)
         if changed:
             self._core.notify(self.name)
