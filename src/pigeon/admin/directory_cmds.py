@@ -10,8 +10,9 @@ Rules:
 4. Listings print one item per line on stdout, in a form the matching command reads back
    (``alias list`` prints aliases(5) lines that ``aliases import`` accepts).
 
-What can go wrong: a missing data directory is created (mode 0700); everything else the directory
-refuses is reported as in rule 2.
+What can go wrong: a missing data directory is created (mode 0700) by ``domain add`` and
+``user add`` only; ``admin.cli`` refuses the other commands on a missing one before they run
+(its rule 4). Everything else the directory refuses is reported as in rule 2.
 """
 
 from __future__ import annotations

@@ -1,6 +1,9 @@
 """The server's composition root: configuration → objects → tasks (``pigeon serve``).
 
 Start-up order (docs/architecture.md):
+0. Check what the configuration names (``app.preflight``): a bad setting refuses to start.
+   Started as root with ``user`` set: bind every listener, give the data directory to the
+   user, drop to it (``app.privileges``); as root without ``user``: a warning.
 1. Take the data directory lock (one server per data directory).
 2. Open the directory (users, domains, aliases); on the embedded default, create the demo user
    on first start and print its password once.
@@ -14,7 +17,9 @@ journals are taken over), let sessions finish their command (idle ones get ``421
 deliveries under way finish for a grace period, then exit. Nothing accepted is lost: every
 ``250`` was given after the commit point. SIGHUP reloads the configuration (limits, domains,
 queue schedule, TLS certificates) here and in every ready worker; listener changes need a
-restart and say so in the log. ``pigeon queue flush`` reaches the workers' held mail (SIGUSR1).
+restart and say so in the log. ``pigeon queue flush`` reaches the workers' held mail (SIGUSR1). SIGHUP and SIGUSR1 reopen
+``log_file`` (logrotate). Under systemd (``Type=notify``) the server says READY=1 once it
+serves, RELOADING=1 … READY=1 around a reload and STOPPING=1 when it stops (``app.sdnotify``).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import fcntl
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +38,9 @@ from pathlib import Path
 from pigeon import maillog
 from pigeon.app.hub import ServerHub
 from pigeon.app.master import Master, Pool, plan
-from pigeon.app.runtime import setup_logging, tune_allocator
+from pigeon.app import preflight, sdnotify
+from pigeon.app.privileges import PrivilegeError, bind_all, check_tree, drop, is_root, prepare_data_dir, resolve
+from pigeon.app.runtime import reopen_logs, setup_logging, tune_allocator
 from pigeon.app.services import SMTP_SERVICES, SmtpParts, credential_verifier, smtp_listener
 from pigeon.app.worker import worker_command
 from pigeon.auth.passwords import generate_password
@@ -51,7 +59,7 @@ from pigeon.dns.resolver import DnsResolver
 from pigeon.directory import Directory
 from pigeon.directory.directory import SERVER_RECHECK
 from pigeon.net.fdlimit import check_budget, raise_nofile_limit
-from pigeon.net.listener import ConnectionGate, Limits, Listener, quiet_accept_errors
+from pigeon.net.listener import ConnectionGate, Limits, Listener, adopt_listening_sockets, quiet_accept_errors
 from pigeon.qmgr.manager import QueueManager
 from pigeon.queue.store import FileQueueStore
 from pigeon.queue.record import QueueRecord
@@ -70,6 +78,8 @@ from pigeon.submission.spool import make_submit_handler
 log = logging.getLogger("pigeon")
 
 DEMO_USER = "demo@example.test"
+# Every [listen] service; bound before the privilege drop (start-up step 0).
+ALL_SERVICES = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s")
 # One thread per concurrent delivery attempt: the queue manager's default concurrency (32);
 # fsyncs issued together are batched by the file system, so fewer would serialise them.
 DELIVERY_IO_THREADS = 32
@@ -90,6 +100,10 @@ class DataDirLocked(Exception):
     """Another server already runs on this data directory."""
 
 
+class CannotStart(Exception):
+    """A setting that cannot work (configured TLS files, the postmaster): refuse to start."""
+
+
 class App:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -100,9 +114,44 @@ class App:
         self.listeners: list[Listener] = []
         self.gate = ConnectionGate()  # one count over every service of this process
         self._lock_fd: int | None = None
+        # Listening sockets bound before the privilege drop, by service (taken by the listeners).
+        self._bound: dict[str, list[int]] = {}
 
     def current_config(self) -> Config:
         return self.config
+
+    def _become_service_user(self) -> None:
+        """Start-up step 0: bind as root, then become ``user`` (``app.privileges``)."""
+        cfg = self.config
+        if not is_root():
+            if cfg.user is not None:
+                target = resolve(cfg.user, cfg.group, cfg.source)
+                if os.geteuid() != target.uid:
+                    raise PrivilegeError(f"{cfg.source}: user = {cfg.user!r}, but started as uid {os.geteuid()}: "
+                                         f"start pigeon as root (it drops to {cfg.user}) or as {cfg.user}")
+            return
+        if cfg.user is None:
+            log.warning("running as root: set user in %s (e.g. user = \"pigeon\") so that the server "
+                        "serves as an unprivileged user once its ports are bound", cfg.source)
+            return
+        target = resolve(cfg.user, cfg.group, cfg.source)
+        endpoints = {service: [(e.host, e.port) for e in getattr(cfg.listen, service)]
+                     for service in ALL_SERVICES}
+        self._bound = bind_all({k: v for k, v in endpoints.items() if v})
+        prepare_data_dir(cfg, target)
+        check_tree(cfg.data_dir, target)
+        drop(target)
+        log.info("privileges dropped user=%s uid=%d gid=%d groups=%s", target.name, target.uid, target.gid,
+                 ",".join(str(g) for g in target.groups))
+
+    def _take_bound(self, service: str) -> list[int]:
+        return self._bound.pop(service, [])
+
+    def _close_unused_bound(self) -> None:
+        for fds in self._bound.values():
+            for fd in fds:
+                os.close(fd)
+        self._bound = {}
 
     def _lock(self) -> None:
         data = self.config.data_dir
@@ -166,7 +215,12 @@ class App:
         try:
             self.tls = TlsManager.from_config(cfg.tls.cert, cfg.tls.key, cfg.hostname, data)
         except TlsError as exc:
+            if cfg.tls.cert is not None:  # configured files that do not work: refuse (app.preflight rule 2)
+                raise CannotStart(f"{cfg.source}: [tls] cert/key: {exc}") from None
             log.error("TLS unavailable (no STARTTLS, no implicit-TLS listeners): %s", exc)
+        problem = preflight.postmaster_problem(cfg, self.directory)
+        if problem is not None:
+            raise CannotStart(problem)
         self.authenticator = Authenticator(credential_verifier(self.directory, cfg.auth, self.clock), AuthThrottle(cfg.auth.throttle, self.clock), self.clock)
         limits = SendingLimits(cfg.submission.messages_per_hour, cfg.submission.recipients_per_message)
         self.senders = SenderPolicy(self.directory, SendingRateLimiter(limits, self.clock),
@@ -235,6 +289,21 @@ class App:
 
     def reload(self) -> str:
         """SIGHUP: read the configuration again; keep the old one if the new one is invalid."""
+        sdnotify.reloading()
+        reopen_logs()
+        try:
+            return self._reload()
+        finally:
+            sdnotify.ready("reloaded")
+
+    def reopen(self) -> None:
+        """SIGUSR1 (logrotate's postrotate): reopen the log file here and in every worker."""
+        reopen_logs()
+        if self.master is not None:
+            self.master.flush()  # a worker's SIGUSR1 reopens its log too (and tries its held mail)
+        log.info("log reopened")
+
+    def _reload(self) -> str:
         if self.config.source.startswith("<"):
             log.info("reload: embedded default configuration, nothing to reload")
             return "unchanged"
@@ -267,6 +336,7 @@ class App:
         # The open-file budget first: a connection limit that cannot fit refuses to start.
         check_budget(self.config.limits.max_connections, raise_nofile_limit())
         quiet_accept_errors(asyncio.get_running_loop())
+        self._become_service_user()  # binds first when it drops privileges (step 0)
         self._lock()
         # Local delivery's file work (copy, fsync, link, shared new/ fsync) runs on the loop's
         # default executor; its default size (min(32, cpus + 4) = 6 here) would cap concurrent
@@ -282,6 +352,7 @@ class App:
         await self._start_smtp_listeners()
         await self._start_pop3_listeners()
         await self._start_imap_listeners()
+        self._close_unused_bound()  # a service that did not start (no TLS): its sockets
         await self._start_workers()
         log.info("pigeon started hostname=%s data_dir=%s config=%s", self.config.hostname,
                  self.config.data_dir, self.config.source)
@@ -293,7 +364,7 @@ class App:
         for service in SMTP_SERVICES:
             if not getattr(cfg.listen, service):
                 continue
-            lst = smtp_listener(service, parts)
+            lst = smtp_listener(service, parts, self._take_bound(service))
             if lst is None:
                 continue
             await lst.start()
@@ -325,9 +396,13 @@ class App:
             factory = ImapSessionFactory(self.mailstore, self.authenticator, self.tls, self.current_config, implicit)
             front = self.tls.listener_context() if implicit and self.tls is not None else None
             lst = Listener(service, [(e.host, e.port) for e in endpoints], factory, self._limits, too_many,
-                           tls=front, gate=self.gate)
+                           tls=front, gate=self.gate, sockets=self._adopt(service))
             await lst.start()
             self.listeners.append(lst)
+
+    def _adopt(self, service: str) -> list[socket.socket] | None:
+        fds = self._take_bound(service)
+        return adopt_listening_sockets(fds) if fds else None
 
     async def _start_pop3_listeners(self) -> None:
         cfg = self.config
@@ -345,11 +420,12 @@ class App:
             # pop3s is handshaken by the listener, as 465 and 993 are (net.listener rule 3)
             front = self.tls.listener_context() if implicit and self.tls is not None else None
             lst = Listener(service, [(e.host, e.port) for e in endpoints], factory, self._limits, too_many,
-                           tls=front, gate=self.gate)
+                           tls=front, gate=self.gate, sockets=self._adopt(service))
             await lst.start()
             self.listeners.append(lst)
 
     async def stop(self) -> None:
+        sdnotify.stopping()
         log.info("stopping")
         for lst in self.listeners:
             await lst.stop()
@@ -374,6 +450,8 @@ class App:
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         loop.add_signal_handler(signal.SIGINT, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGUSR1, self.reopen)
+        sdnotify.ready(f"serving {self.config.hostname}: {len(self.listeners)} listener(s)")
         try:
             await self.stopping.wait()
         finally:
@@ -381,14 +459,20 @@ class App:
 
 
 def serve(config: Config) -> int:
+    found = preflight.problems(config)  # before the log: an unwritable log_file is one of them
+    if found:
+        for problem in found:
+            print(f"pigeon: {problem}", file=sys.stderr)
+        print("pigeon: not starting (pigeon check-config lists these problems)", file=sys.stderr)
+        return 1
     setup_logging(config)
     tune_allocator()
     app = App(config)
     try:
         asyncio.run(app.run())
         maillog.flush()
-    except DataDirLocked as exc:
-        log.error("%s", exc)
+    except (DataDirLocked, PrivilegeError, CannotStart) as exc:
+        log.error("cannot start: %s", exc)
         return 1
     except (OSError, ValueError) as exc:  # a port in use, an unreadable password file…
         log.error("cannot start: %s", exc)

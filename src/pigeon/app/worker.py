@@ -29,7 +29,9 @@ Rules:
    fast-lane deliveries finished or left in its journal, which the server drains (queue rule 10).
 7. SIGHUP reloads the configuration (limits, domains, TLS certificates), as the server does;
    SIGUSR1 (``pigeon queue flush``) tries the fast lane's held messages at once
-   (``delivery.fastlane`` Rule 6).
+   (``delivery.fastlane`` Rule 6). Both reopen ``log_file`` (logrotate, ``app.runtime`` rule 3).
+   A worker runs as whoever the server is once it dropped its privileges (``app.privileges``):
+   it is started after the drop.
 
 What can go wrong: a bad descriptor, a bind failure or an unusable configuration ends the worker
 with exit status 1 and a log line; the server restarts it after a pause (``app.master`` rule 5).
@@ -48,7 +50,7 @@ from pathlib import Path
 from pigeon import maillog
 from pigeon.app import ipc
 from pigeon.app.master import WORKER_STOP_GRACE, Command, WorkerSpec
-from pigeon.app.runtime import setup_logging, tune_allocator
+from pigeon.app.runtime import reopen_logs, setup_logging, tune_allocator
 from pigeon.app.services import SmtpParts, credential_verifier, journal_owner, smtp_listener
 from pigeon.auth.sasl import Authenticator
 from pigeon.auth.throttle import AuthThrottle
@@ -237,6 +239,7 @@ class Worker:
     # -- signals (rule 7) -----------------------------------------------------------------------
 
     def reload(self) -> None:
+        reopen_logs()  # rule 7: logrotate
         if self.config.source.startswith("<"):
             return
         try:
@@ -253,6 +256,7 @@ class Worker:
                 log.error("%s: reload: TLS files: %s", self.name, exc)
 
     def flush(self) -> None:
+        reopen_logs()  # rule 7: the server passes its SIGUSR1 (logrotate) on
         if self.fastlane is not None:
             self.fastlane.retry_now()
 

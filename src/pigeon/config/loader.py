@@ -19,6 +19,7 @@ unknown key: each raises ``ConfigError`` whose message starts ``<file>: <dotted.
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -65,6 +66,9 @@ domains = ["example.test"]
 relay_domains = []
 # postmaster = "you@example.test" # default: the first user created
 # log_file = "pigeon.log"         # default: standard error
+# log_syslog = false              # true: also to syslog, facility mail
+# user = "pigeon"                 # started as root: bind the ports, then run as this user
+# group = "pigeon"                # default: the user's own group
 
 [listen]
 smtp = ["127.0.0.1:2525"]
@@ -115,6 +119,22 @@ def _domain_list(table: Table, name: str) -> tuple[str, ...]:
         if folded not in out:
             out.append(folded)
     return tuple(out)
+
+
+# POSIX portable user and group names (useradd's NAME_REGEX on Debian), at most 32 characters
+# (the utmp limit that useradd enforces).
+_ACCOUNT_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,30}[$]?")
+
+
+def _account_name(top: Table, name: str) -> str | None:
+    value = top.opt_string(name)
+    if value is None:
+        return None
+    if not _ACCOUNT_NAME.fullmatch(value):
+        raise top.error(name, f"{value!r} is not a user or group name")
+    if value == "root":
+        raise top.error(name, "root is what the server stops being; leave it out to stay root")
+    return value
 
 
 def _path(value: str, base_dir: Path) -> Path:
@@ -336,6 +356,11 @@ def parse_config(text: str, source: str, base_dir: Path) -> Config:
             raise top.error("postmaster", f"{postmaster!r}: {exc}") from None
     log_file_text = top.opt_string("log_file")
     log_file = _path(log_file_text, base_dir) if log_file_text else None
+    log_syslog = top.boolean("log_syslog", False)
+    user = _account_name(top, "user")
+    group = _account_name(top, "group")
+    if group is not None and user is None:
+        raise top.error("group", "needs user (the group the server runs as, once it is not root)")
 
     config = Config(
         hostname=hostname,
@@ -344,6 +369,9 @@ def parse_config(text: str, source: str, base_dir: Path) -> Config:
         relay_domains=relay_domains,
         postmaster=postmaster,
         log_file=log_file,
+        log_syslog=log_syslog,
+        user=user,
+        group=group,
         listen=_listen(top),
         limits=_limits(top),
         auth=_auth(top),

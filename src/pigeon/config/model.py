@@ -247,6 +247,12 @@ class Config:
     relay_domains: tuple[str, ...] = ()
     postmaster: str | None = None
     log_file: Path | None = None
+    # The operator's log to syslog too (facility mail, as Postfix and Dovecot log), via /dev/log.
+    log_syslog: bool = False
+    # Started as root, `pigeon serve` binds every listener, then becomes this user (and group:
+    # default, the user's own) before it serves anything (pigeon.app.privileges).
+    user: str | None = None
+    group: str | None = None
     listen: Listen = field(default_factory=Listen)
     limits: Limits = field(default_factory=Limits)
     auth: AuthConfig = field(default_factory=AuthConfig)
