@@ -17,7 +17,7 @@ Rules:
 3. Required (``--check`` fails when they are missing or differ): MX, SPF, the signing DKIM keys
    and DMARC. The rest is reported, never fatal: a domain may serve clients differently.
 4. Comparison: TXT records are compared as the concatenation of their strings, with runs of
-   blanks around ``;`` ignored; among several TXT records at one owner the one with the same
+   blanks around ``;`` and runs of blanks ignored; among several TXT records at one owner the one with the same
    version tag (``v=spf1``, ``v=DKIM1``...) is the one compared. MX is ``ok`` when one of the
    records points at the hostname. Names compare without case or trailing dot.
 
@@ -151,7 +151,12 @@ _BLANKS = re.compile(r"\s*;\s*")
 
 
 def _norm_txt(text: str) -> str:
-    return _BLANKS.sub(";", text.strip()).rstrip(";")
+    return re.sub(r"\s+", " ", _BLANKS.sub(";", text.strip()).rstrip(";"))
+
+
+def _version_tag(text: str) -> str:
+    """``v=spf1``, ``v=DKIM1``...: the first token, before a ``;`` or a blank."""
+    return re.split(r"[;\s]", text.strip(), maxsplit=1)[0].lower()
 
 
 def _name(text: str) -> str:
@@ -165,8 +170,8 @@ def compare(record: WantedRecord, found: Sequence[str]) -> tuple[Status, str]:
     if not found:
         return "missing", shown
     if record.rtype == "TXT":
-        tag = record.value.split(";", 1)[0].strip().lower()
-        same_kind = [f for f in found if f.split(";", 1)[0].strip().lower() == tag]
+        tag = _version_tag(record.value)
+        same_kind = [f for f in found if _version_tag(f) == tag]
         if not same_kind:
             return "missing", shown
         if any(_norm_txt(f) == _norm_txt(record.value) for f in same_kind):
