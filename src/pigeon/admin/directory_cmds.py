@@ -26,6 +26,7 @@ from pathlib import Path
 from pigeon.config import Config
 from pigeon.core.address import AddressError, parse_address
 from pigeon.directory import Directory, DirectoryError, fold
+from pigeon.mailauth.keys import KeyStore
 
 Handler = Callable[[argparse.Namespace, Config], int]
 
@@ -67,6 +68,12 @@ def domain_add(args: argparse.Namespace, config: Config) -> int:
     def act(d: Directory) -> None:
         d.add_domain(args.domain)
         print(f"domain added: {args.domain.lower()}")
+        # issue 17: every local domain gets its DKIM keys without an admin step (mailauth.keys).
+        try:
+            KeyStore(config.data_dir / "dkim").ensure(args.domain)
+        except (OSError, ValueError) as exc:
+            print(f"pigeon: {args.domain}: DKIM keys not made ({exc}); the server makes them at start",
+                  file=sys.stderr)
 
     return _with_directory(config, act)
 

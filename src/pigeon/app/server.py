@@ -41,7 +41,7 @@ from pigeon.app.master import Master, Pool, plan
 from pigeon.app import preflight, sdnotify
 from pigeon.app.privileges import PrivilegeError, bind_all, check_tree, drop, is_root, prepare_data_dir, resolve
 from pigeon.app.runtime import reopen_logs, setup_logging, tune_allocator
-from pigeon.app.services import SMTP_SERVICES, SmtpParts, credential_verifier, smtp_listener
+from pigeon.app.services import SMTP_SERVICES, SmtpParts, credential_verifier, expander, smtp_listener, srs_codec
 from pigeon.app.worker import worker_command
 from pigeon.auth.passwords import generate_password
 from pigeon.bounce.dsn import Bouncer
@@ -54,9 +54,11 @@ from pigeon.control.server import ControlServer
 from pigeon.control.client import socket_path
 from pigeon.delivery.fastlane import FastLane
 from pigeon.delivery.local import LocalDelivery
+from pigeon.delivery.outbound import Outbound
 from pigeon.delivery.relay import RelayDelivery, RelaySettings
 from pigeon.dns.resolver import DnsResolver
 from pigeon.directory import Directory
+from pigeon.mailauth.keys import KeyStore
 from pigeon.directory.directory import SERVER_RECHECK
 from pigeon.net.fdlimit import check_budget, raise_nofile_limit
 from pigeon.net.listener import ConnectionGate, Limits, Listener, adopt_listening_sockets, quiet_accept_errors
@@ -192,7 +194,11 @@ class App:
         self.changes = ChangeBus()  # local delivery → IMAP IDLE, at once
         self.mailstore = MailStore(data / "mail", cfg.hostname, self.clock,
                                    max_append=cfg.limits.max_message_size, changes=self.changes)
-        self.intake = Intake(self.queue, self.directory, cfg.hostname, self.clock,
+        # Issue 17: DKIM keys for every local domain, the SRS secret (app.services rule 4).
+        self.dkim_keys = KeyStore(data / "dkim")
+        self._ensure_keys(cfg)
+        self.srs = srs_codec(data)
+        self.intake = Intake(self.queue, expander(self.directory, self.srs, self.clock), cfg.hostname, self.clock,
                              max_received=cfg.limits.max_received_headers)
         self.bouncer = Bouncer(self.intake, self.queue, cfg.hostname,
                                self.directory.postmaster_address, self.clock,
@@ -200,7 +206,9 @@ class App:
                                max_lifetime=cfg.queue.max_lifetime)
         self.local = LocalDelivery(self.store, self.directory, cfg.hostname, self.changes)
         self.resolver = DnsResolver([(e.host, e.port) for e in cfg.dns.nameservers], self.clock)
-        self.relay = RelayDelivery(self.resolver, RelaySettings.from_config(cfg))
+        outbound = Outbound(self.dkim_keys, self.srs, self.directory.is_local_domain,
+                            lambda: self.config.relay_domains, cfg.hostname, self.clock)
+        self.relay = RelayDelivery(self.resolver, RelaySettings.from_config(cfg), outbound)
         self.qmgr = QueueManager(self.queue, self.local, self.relay, self.directory,
                                  self.current_config, self.clock, self.bouncer)
         self.bouncer.on_queued = self.on_queued
@@ -225,6 +233,14 @@ class App:
         limits = SendingLimits(cfg.submission.messages_per_hour, cfg.submission.recipients_per_message)
         self.senders = SenderPolicy(self.directory, SendingRateLimiter(limits, self.clock),
                                     lambda: self.config.smtp.recipient_delimiter)
+
+    def _ensure_keys(self, cfg: Config) -> None:
+        """Every local domain has its DKIM pair (mailauth.keys rule 1); a failure is logged."""
+        for domain in self.directory.domains():
+            try:
+                self.dkim_keys.ensure(domain, self.clock.now())
+            except (OSError, ValueError) as exc:
+                log.error("dkim: no keys for %s (its mail goes out unsigned): %s", domain, exc)
 
     def on_queued(self, record: QueueRecord) -> None:
         """Every message committed to the queue (SMTP, sendmail, bounces) passes here."""
@@ -316,6 +332,7 @@ class App:
             log.warning("reload: listener or data_dir changes need a restart; other settings applied")
         self.config = new
         self.directory.set_config_domains(new.domains, new.postmaster)
+        self._ensure_keys(new)
         self.bouncer.notify_postmaster = new.queue.notify_postmaster
         self.bouncer.max_lifetime = new.queue.max_lifetime
         try:
@@ -360,7 +377,7 @@ class App:
     async def _start_smtp_listeners(self) -> None:
         cfg = self.config
         parts = SmtpParts(self.current_config, self.directory, self.intake, self.on_queued, self.tls,
-                          self.authenticator, self.senders, self.gate)
+                          self.authenticator, self.senders, self.gate, srs=self.srs)
         for service in SMTP_SERVICES:
             if not getattr(cfg.listen, service):
                 continue

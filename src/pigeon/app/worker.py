@@ -51,7 +51,7 @@ from pigeon import maillog
 from pigeon.app import ipc
 from pigeon.app.master import WORKER_STOP_GRACE, Command, WorkerSpec
 from pigeon.app.runtime import reopen_logs, setup_logging, tune_allocator
-from pigeon.app.services import SmtpParts, credential_verifier, journal_owner, smtp_listener
+from pigeon.app.services import SmtpParts, credential_verifier, expander, journal_owner, smtp_listener, srs_codec
 from pigeon.auth.sasl import Authenticator
 from pigeon.auth.throttle import AuthThrottle
 from pigeon.cleanup.intake import Intake
@@ -210,7 +210,8 @@ class Worker:
                                     journal_owner=journal_owner(self.index), flush=cfg.queue.flush,
                                     local_domain=self.directory.is_local_domain)  # rule 8 of queue.store
         store = MaildirStore(data / "mail", cfg.hostname, commits=self.queue.commits)  # one engine
-        intake = Intake(self.queue, self.directory, cfg.hostname, self.clock,
+        srs = srs_codec(data)
+        intake = Intake(self.queue, expander(self.directory, srs, self.clock), cfg.hostname, self.clock,
                         max_received=cfg.limits.max_received_headers)
         self.fastlane = FastLane(self.queue, store, self.directory, self.directory, self.clock, self.link,
                                  finish=self._complete, submit=self._schedule)
@@ -220,7 +221,8 @@ class Worker:
                                lambda: self.config.smtp.recipient_delimiter)
         # The brute-force throttle counts per process (README: [smtp] processes).
         auth = Authenticator(credential_verifier(self.directory, cfg.auth, self.clock), AuthThrottle(cfg.auth.throttle, self.clock), self.clock)
-        self._smtp = SmtpParts(self.current_config, self.directory, intake, self.on_queued, self.tls, auth, senders)
+        self._smtp = SmtpParts(self.current_config, self.directory, intake, self.on_queued, self.tls, auth, senders,
+                               srs=srs)
         return self._smtp
 
     def on_queued(self, record: QueueRecord) -> None:

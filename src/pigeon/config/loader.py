@@ -19,6 +19,7 @@ unknown key: each raises ``ConfigError`` whose message starts ``<file>: <dotted.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 import tomllib
 from collections.abc import Mapping
@@ -240,8 +241,10 @@ def _dns(top: Table) -> DnsConfig:
     texts = t.string_list("nameservers", allow_single=True)
     # A resolver must be reached by address: naming it would need a resolver first.
     servers = t.mapped("nameservers", texts, lambda s: Endpoint.parse(s, default_port=53, ip_only=True))
+    public = t.mapped("public_ips", t.string_list("public_ips", allow_single=True),
+                      lambda s: str(ipaddress.ip_address(s.strip())))
     t.finish()
-    return DnsConfig(nameservers=servers)
+    return DnsConfig(nameservers=servers, public_ips=public)
 
 
 def _queue(top: Table) -> QueueConfig:

@@ -181,6 +181,7 @@ class SubmissionConfig:
 @dataclass(frozen=True, slots=True)
 class DnsConfig:
     nameservers: tuple[Endpoint, ...] = ()  # empty: the system resolver (/etc/resolv.conf)
+    public_ips: tuple[str, ...] = ()  # the addresses mail leaves from (`pigeon dns`: SPF, A/AAAA)
 
 
 QueueFlush = Literal["filesystem", "file"]

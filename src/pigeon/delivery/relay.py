@@ -26,6 +26,9 @@ Rules:
    ``encrypt`` requires STARTTLS with any certificate, ``verify`` requires a certificate that
    verifies (system CAs, or ``tls_ca_file``) and names the MX host; without it the host is
    skipped with ``451 4.7.5`` and the next MX tried; nothing is sent in the clear.
+9. With an ``Outbound`` (``delivery.outbound``), each recipient gets a plan (the envelope
+   sender after SRS, DKIM and ARC signing); recipients are grouped by destination *and* plan,
+   and the session signs the form it sends (``relay_session`` Rule 13).
 
 DSN parameters (NOTIFY, ORCPT, RET, ENVID) and BODY/SMTPUTF8 come from a ``RelayJob`` (a
 ``DeliveryJob`` with the queue record's envelope and per-recipient parameters); a plain
@@ -52,6 +55,7 @@ from pigeon.core.results import MailError, PermanentError, RecipientResult, Stat
 from pigeon.delivery import mime7bit
 from pigeon.delivery.conncache import ConnectionCache
 from pigeon.delivery.base import DeliveryJob
+from pigeon.delivery.outbound import NO_PLAN, Outbound, Plan
 from pigeon.delivery.relay_route import MxHost, RouteSettings, Router, to_ascii
 from pigeon.delivery.relay_session import (
     C451_TLS_REQUIRED,
@@ -89,6 +93,7 @@ class RelayJob(DeliveryJob):
 
     envelope: Envelope | None = None  # BODY, SMTPUTF8, RET, ENVID
     params: tuple[Recipient, ...] = ()  # parallel to ``recipients``: NOTIFY, ORCPT
+    originals: tuple[Address, ...] = ()  # parallel to ``recipients``: where expansion started (Rule 9)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,9 +166,10 @@ def destination_of(address: Address, smarthost: bool) -> str:
 class RelayDelivery:
     """The ``DeliveryAgent`` for recipients in other domains."""
 
-    def __init__(self, resolver: Resolver, settings: RelaySettings) -> None:
+    def __init__(self, resolver: Resolver, settings: RelaySettings, outbound: Outbound | None = None) -> None:
         self.resolver = resolver
         self.settings = settings
+        self.outbound = outbound  # Rule 9
         self.router = Router(resolver, settings.route_settings())
         self._global = asyncio.Semaphore(settings.concurrency)
         self._per_dest: dict[str, tuple[asyncio.Semaphore, int]] = {}
@@ -220,10 +226,13 @@ class RelayDelivery:
     async def _deliver(self, job: DeliveryJob) -> list[RecipientResult]:
         params: tuple[Recipient, ...] = ()
         env: Envelope | None = None
+        originals: tuple[Address, ...] = ()
         if isinstance(job, RelayJob):
             env = job.envelope
             if len(job.params) == len(job.recipients):
                 params = job.params
+            if len(job.originals) == len(job.recipients):
+                originals = job.originals
         if not params:
             params = tuple(Recipient(r) for r in job.recipients)
         size = os.stat(job.body_path).st_size
@@ -233,17 +242,27 @@ class RelayDelivery:
             job.sender is not None and not job.sender.local.isascii())
         needs_utf8 = utf8_local or (smtputf8 and await asyncio.to_thread(
             mime7bit.header_section_has_8bit, job.body_path))
-        groups: dict[str, list[int]] = {}
+        groups: dict[tuple[str, Plan], list[int]] = {}
+        outbound = self.outbound
         for i, p in enumerate(params):
-            groups.setdefault(destination_of(p.address, self.settings.smarthost is not None), []).append(i)
+            plan = NO_PLAN if outbound is None else outbound.plan(
+                env, job.sender, originals[i] if originals else None, p.address)
+            if outbound is not None and plan.sender != job.sender:
+                log.info("%s: to=%s srs: sender <%s> rewritten to <%s>", job.queue_id,
+                         format_path(p.address), job.sender, plan.sender)
+            dest = destination_of(p.address, self.settings.smarthost is not None)
+            groups.setdefault((dest, plan), []).append(i)
         results: list[RecipientResult | None] = [None] * len(params)
 
-        async def run(dest: str, idx: list[int]) -> None:
+        async def run(key: tuple[str, Plan], idx: list[int]) -> None:
+            dest, plan = key
             msg = OutboundMessage(
-                sender=job.sender, recipients=tuple(params[i] for i in idx), body_path=job.body_path,
+                sender=plan.sender if outbound is not None else job.sender,
+                recipients=tuple(params[i] for i in idx), body_path=job.body_path,
                 size=size, eight_bit=eight_bit, binarymime=env is not None and env.body == "BINARYMIME",
                 needs_smtputf8=needs_utf8, smtputf8=smtputf8 or utf8_local,
-                ret=env.ret if env else None, envid=env.envid if env else None)
+                ret=env.ret if env else None, envid=env.envid if env else None,
+                sign=outbound.signer(plan) if outbound is not None else None)
             try:
                 out = await self._deliver_group(job, dest, msg)
             except Exception:
@@ -252,7 +271,7 @@ class RelayDelivery:
             for i, res in zip(idx, out, strict=True):
                 results[i] = res
 
-        await asyncio.gather(*(run(dest, idx) for dest, idx in groups.items()))
+        await asyncio.gather(*(run(key, idx) for key, idx in groups.items()))
         return [r if r is not None else RelayResult(job.recipients[i], "deferred", C451_LOCAL_ERROR, "")
                 for i, r in enumerate(results)]
 

@@ -36,6 +36,10 @@ Rules:
 12. With ``login``, AUTH PLAIN (RFC 4616) with an initial response, or AUTH LOGIN when the
     peer offers only that, after TLS and before MAIL (RFC 4954 §4). A refused login defers
     the message (the operator must fix the credentials; the mail waits meanwhile).
+13. With ``sign`` (``delivery.outbound``), the header fields it returns for the exact octets
+    sent — the converted form when Rule 5 converts — are put in front of them, so the
+    signatures verify at the receiver whatever the peer's extensions (the message is then
+    held in memory while it is sent, as a converted one already is).
 
 What can go wrong: every network or protocol error becomes ``HostFailure`` or ``TlsFailed``;
 nothing else escapes except programming errors.
@@ -49,7 +53,7 @@ import io
 import logging
 import os
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -126,6 +130,7 @@ class OutboundMessage:
     smtputf8: bool  # the sender asked for SMTPUTF8
     ret: Literal["FULL", "HDRS"] | None = None
     envid: str | None = None
+    sign: Callable[[bytes], bytes] | None = None  # Rule 13: message octets → fields to prepend
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,6 +342,11 @@ class _Peer:
 
 
 def _open_body(msg: OutboundMessage, convert: bool) -> BinaryIO:
+    if msg.sign is not None:  # Rule 13: sign what is sent
+        data = msg.body_path.read_bytes()
+        if convert:
+            data = mime7bit.to_7bit(data)
+        return io.BytesIO(msg.sign(data) + data)
     if convert:
         return io.BytesIO(mime7bit.to_7bit(msg.body_path.read_bytes()))
     return open(msg.body_path, "rb")

@@ -1,4 +1,6 @@
-"""Inbound mail authentication: SPF, DKIM, DMARC and ARC checks, pure decisions over DNS.
+"""Mail authentication: SPF, DKIM, DMARC and ARC checks of inbound mail (re-exported here),
+and DKIM signing, ARC sealing, SRS and the DNS records of outbound mail (``keys``, ``dkimsign``,
+``arcseal``, ``srs``, ``dnsrecords``: imported by their full path). Pure decisions over DNS.
 
 Everything here is a library for the intake: it reads a ``MailAuthDns`` (``pigeon.dns``'s
 resolver implements it) and returns named results; it never refuses mail, writes headers or

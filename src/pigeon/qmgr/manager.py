@@ -347,6 +347,7 @@ class QueueManager:
             body_path=self.queue.body_path(record.id),
             envelope=record.envelope,
             params=tuple(Recipient(r.address, r.notify, r.orcpt) for r in rcpts),
+            originals=tuple(r.original for r in rcpts),
         )
         try:
             out = await agent.deliver(job)

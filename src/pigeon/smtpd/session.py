@@ -27,6 +27,9 @@ Rules:
    operator set ``smtp.bare_newline = "normalize"``: with strict ``<CRLF>.<CRLF>`` end
    detection in the core this closes SMTP smuggling (CVE-2023-51764 class), and no message
    taken in by BDAT carries a bare LF that a next hop reached by DATA could take for an end.
+8. An SRS address (``SRS0=``/``SRS1=``) in a local domain is accepted only when it verifies
+   (``mailauth.srs``: hash, age, form); a forged, expired or malformed one is refused with
+   ``550 5.7.1`` and a log line saying why (issue 17). Cleanup expands it to the original sender.
 
 What can go wrong: anything unexpected while committing becomes ``451 4.3.0`` with a log line;
 the session goes on.
@@ -54,6 +57,7 @@ from pigeon.config import Config
 from pigeon.core.address import Address
 from pigeon.core.envelope import ClientInfo, Envelope, Recipient
 from pigeon.core.results import MailError
+from pigeon.mailauth.srs import Srs, SrsError, is_srs
 from pigeon.net.driver import Ending, SessionDriver
 from pigeon.net.listener import READ_SIZE, Stream
 from pigeon.net.tls import TlsManager
@@ -92,6 +96,8 @@ log = logging.getLogger(__name__)
 #: The ESMTP extensions every SMTP service offers; STARTTLS and AUTH are added per service.
 OFFERED = frozenset({"SIZE", "8BITMIME", "CHUNKING", "SMTPUTF8", "DSN", "PIPELINING"})
 C220_READY_FOR_TLS = Reply(220, "2.0.0", "Ready to start TLS")  # RFC 3207 §4
+# RFC 3463 X.7.1: delivery not authorized (postsrsd's answer to a bad SRS address).
+C550_SRS_INVALID = Reply(550, "5.7.1", "Invalid SRS address")
 C454_TLS_UNAVAILABLE = Reply(454, "4.7.0", "TLS not available due to temporary reason")  # RFC 3207 §4
 
 
@@ -122,6 +128,7 @@ class SmtpContext:
     authenticator: Authenticator | None = None  # AUTH offered when set
     senders: SenderPolicy | None = None  # the rules for authenticated users (smtpd.policy)
     submission: bool = False  # submission service: MAIL needs AUTH; fix-ups of submitted mail
+    srs: Srs | None = None  # SRS addresses in local domains are checked at RCPT (rule 8)
 
 
 class SmtpSession:
@@ -387,6 +394,13 @@ class SmtpSession:
         if rcpt.local.lower() == "postmaster" and directory.is_local_domain(rcpt.domain):
             return None  # RFC 5321 §4.5.1
         if directory.is_local_domain(rcpt.domain):
+            if self.ctx.srs is not None and is_srs(rcpt.local):  # rule 8
+                try:
+                    self.ctx.srs.reverse(rcpt, self.ctx.intake.clock.now())
+                except SrsError as exc:
+                    log.warning("srs: RCPT <%s> from %s refused: %s", rcpt, self.stream.peer_ip, exc)
+                    return C550_SRS_INVALID.with_text(f"<{rcpt}>: invalid SRS address ({exc})")
+                return None
             if directory.accepts(rcpt):
                 return None
             return C550_MAILBOX_UNAVAILABLE.with_text(f"<{rcpt}>: Recipient address rejected: User unknown")

@@ -1,7 +1,7 @@
 """A small authoritative DNS server on loopback for tests (dnslib, UDP, a free port).
 
 ``ZoneServer({"example.org": [("MX", "10 mx1.example.org")], "mx1.example.org": [("A", "127.0.0.1")]})``
-answers from the dict (types A, AAAA, CNAME, MX, TXT, PTR): a name not in it is NXDOMAIN, a name in ``servfail`` is SERVFAIL, a CNAME
+answers from the dict (types A, AAAA, CNAME, MX, TXT, PTR, SRV): a name not in it is NXDOMAIN, a name in ``servfail`` is SERVFAIL, a CNAME
 is followed within the zone (``servfail={"*"}``: every name is SERVFAIL). ``queries`` counts the questions received (to test the cache).
 The zone can be changed while the server runs (``zone[name] = ...``).
 """
@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from dnslib import CNAME, MX, PTR, QTYPE, RCODE, RR, TXT, A, AAAA, DNSRecord, SOA
+from dnslib import CNAME, MX, PTR, QTYPE, RCODE, RR, SRV, TXT, A, AAAA, DNSRecord, SOA
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
 Zone = dict[str, list[tuple[str, str] | tuple[str, str, int]]]
@@ -40,6 +40,9 @@ def _rdata(rtype: str, value: str) -> Any:
     if rtype == "MX":
         pref, host = value.split()
         return MX(host if host == "." else host + ".", int(pref))
+    if rtype == "SRV":  # "priority weight port target"
+        prio, weight, port, target = value.split()
+        return SRV(int(prio), int(weight), int(port), target if target == "." else target + ".")
     raise ValueError(rtype)
 
 
