@@ -15,6 +15,15 @@ Rules:
    comes from the injected ``Clock``.
 5. Names are passed in A-label form (``pigeon.delivery.relay_idna``); this module never
    converts them.
+6. ``txt(name)`` returns each TXT record as one string (its character-strings joined, RFC 7208
+   §3.3 / RFC 8461 §3.1), decoded as UTF-8 with undecodable octets replaced; at most
+   ``MAX_TXT_OCTETS`` per record (a longer one is cut, and the caller's parser refuses it).
+7. ``secure(name, "MX" | "TLSA")`` (DANE, RFC 7672 §2.1) asks with the DO bit and reports the AD
+   bit of the answer (``SecureAnswer.authenticated``). The AD bit is trusted as Postfix's
+   ``smtp_dns_support_level = dnssec`` does: only meaningful when ``[dns] nameservers`` are
+   validating resolvers reached over a trusted path (loopback). TLSA data come back as
+   ``"usage selector mtype hexdata"``, MX as ``"preference host"``. Cached like rule 4, under
+   its own key.
 
 What can go wrong: only the three error classes above leave ``mx``/``addresses``; anything
 unexpected from dnspython is logged and raised as ``DnsTempError`` (never lost mail).
@@ -31,6 +40,7 @@ from typing import Protocol
 
 import dns.asyncresolver
 import dns.exception
+import dns.flags
 import dns.name
 import dns.nameserver
 import dns.rdatatype
@@ -51,6 +61,11 @@ MAX_CACHE_ENTRIES = 10_000
 DEFAULT_LIFETIME = 10.0
 # One try against one server before the next is asked (dnspython's default is 2 s).
 DEFAULT_TRY_TIMEOUT = 3.0
+# Rule 6: a TXT record longer than this is hostile or broken (SPF, DKIM keys, MTA-STS, TLS-RPT
+# records are far shorter; a 4096-bit RSA DKIM key is about 800 octets).
+MAX_TXT_OCTETS = 4096
+# The EDNS buffer size of DNS Flag Day 2020 (avoids fragmentation); DNSSEC answers need EDNS.
+EDNS_PAYLOAD = 1232
 
 
 class DnsError(Exception):
@@ -73,6 +88,14 @@ class NoSuchDomain(DnsPermError):
 class MxRecord:
     preference: int
     host: str  # lower-case, no trailing dot; "" is the null MX "." (RFC 7505)
+
+
+@dataclass(frozen=True, slots=True)
+class SecureAnswer:
+    """Rule 7: the records as text, and whether the resolver said they were validated (AD)."""
+
+    records: tuple[str, ...]
+    authenticated: bool
 
 
 class Resolver(Protocol):
@@ -131,6 +154,21 @@ class DnsResolver:
         self._resolver.lifetime = lifetime
         self._resolver.timeout = try_timeout
         self._cache = _Cache(clock)
+        self._secure = dns.asyncresolver.Resolver(configure=False)  # rule 7: DO set, AD read
+        self._secure.nameservers = self._resolver.nameservers
+        self._secure.lifetime = lifetime
+        self._secure.timeout = try_timeout
+        self._secure.use_edns(0, dns.flags.DO, EDNS_PAYLOAD)
+        self._secure.flags = dns.flags.RD | dns.flags.AD  # RFC 6840 §5.7: ask for the AD bit
+
+    async def txt(self, name: str) -> list[str]:
+        """Rule 6."""
+        return await self._lookup(name, "TXT")
+
+    async def secure(self, name: str, rdtype: str) -> SecureAnswer:
+        """Rule 7."""
+        values = await self._lookup(name, rdtype, secure=True)
+        return SecureAnswer(tuple(values[1:]), values[:1] == ["ad"])
 
     async def mx(self, domain: str) -> list[MxRecord]:
         texts = await self._lookup(domain, "MX")
@@ -160,8 +198,8 @@ class DnsResolver:
             log.warning("dns: %s: one address family failed (%s); using %s", host, temp, results)
         return results
 
-    async def _lookup(self, name: str, rdtype: str) -> list[str]:
-        key = (name.lower().rstrip("."), rdtype)
+    async def _lookup(self, name: str, rdtype: str, secure: bool = False) -> list[str]:
+        key = (name.lower().rstrip("."), rdtype + ("+AD" if secure else ""))
         cached = self._cache.get(key)
         if isinstance(cached, DnsPermError):
             raise cached
@@ -169,7 +207,8 @@ class DnsResolver:
             return list(cached)
         try:
             qname = dns.name.from_text(key[0] + ".") if key[0] else dns.name.root
-            answer = await self._resolver.resolve(qname, rdtype, raise_on_no_answer=False, search=False)
+            resolver = self._secure if secure else self._resolver
+            answer = await resolver.resolve(qname, rdtype, raise_on_no_answer=False, search=False)
         except dns.resolver.NXDOMAIN:
             err = NoSuchDomain(f"{key[0]}: no such domain (NXDOMAIN)")
             self._cache.put(key, err, NEGATIVE_TTL)
@@ -186,15 +225,21 @@ class DnsResolver:
             log.exception("dns: unexpected error looking up %s/%s", key[0], rdtype)
             raise DnsTempError(f"{key[0]}/{rdtype}: DNS error: {exc}") from None
         rrset = answer.rrset
+        head = (["ad" if answer.response.flags & dns.flags.AD else "-"]) if secure else []
         if rrset is None:
-            self._cache.put(key, [], NEGATIVE_TTL)
-            return []
+            self._cache.put(key, head, NEGATIVE_TTL)
+            return list(head)
         if answer.canonical_name != answer.qname:
             log.info("dns: %s is a CNAME for %s; following it", key[0], _host_text(answer.canonical_name))
-        values: list[str] = []
+        values: list[str] = list(head)
         for rdata in rrset:
             if rdtype == "MX":
                 values.append(f"{int(rdata.preference)} {_host_text(rdata.exchange)}")
+            elif rdtype == "TXT":
+                text = b"".join(rdata.strings)[:MAX_TXT_OCTETS + 1]
+                values.append(text.decode("utf-8", "replace"))
+            elif rdtype == "TLSA":
+                values.append(f"{int(rdata.usage)} {int(rdata.selector)} {int(rdata.mtype)} {rdata.cert.hex()}")
             else:
                 values.append(str(rdata.address))
         self._cache.put(key, values, float(rrset.ttl))
