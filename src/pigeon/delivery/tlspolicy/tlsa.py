@@ -132,7 +132,7 @@ def _verify_to(leaf: x509.Certificate, intermediates: list[x509.Certificate], an
     for name in names:
         try:
             verifier = verification.PolicyBuilder().store(store).time(now).build_server_verifier(
-                verification.DNSName(name))
+                x509.DNSName(name))
             verifier.verify(leaf, intermediates)
             return None
         except (verification.VerificationError, ValueError) as exc:
