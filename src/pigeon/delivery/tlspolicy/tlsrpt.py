@@ -24,6 +24,7 @@ import gzip
 import json
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from email.policy import SMTP
 from typing import Literal
 
 PolicyType = Literal["sts", "tlsa", "no-policy-found"]
@@ -33,6 +34,9 @@ ResultType = Literal[
     "validation-failure", "tlsa-invalid", "dnssec-invalid", "dane-required", "sts-policy-fetch-error",
     "sts-policy-invalid", "sts-webpki-invalid",
 ]
+# RFC 5322 §2.1.1: lines SHOULD stay within 78 characters, MUST within 998; the report's Subject
+# (RFC 8460 §5.3) is often longer than 78, and folding it inside its first word garbles it.
+REPORT_POLICY = SMTP.clone(max_line_length=998)
 MAX_FAILURE_KINDS = 100  # per domain and day: what a report needs to be useful, and a bound
 
 
@@ -130,7 +134,7 @@ def report_message(org: str, sender: str, rua: list[str], report_id: str, day: s
                    tally: Tally, begin: int, end: int, date: str, message_id: str) -> EmailMessage:
     """Rule 3: the report mail (``begin``/``end``: the day's bounds as UNIX times)."""
     body = report_json(org, sender, report_id, day, domain, tally)
-    msg = EmailMessage()
+    msg = EmailMessage(policy=REPORT_POLICY)
     msg["From"] = sender
     msg["To"] = ", ".join(rua)
     msg["Date"] = date
