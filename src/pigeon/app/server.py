@@ -151,7 +151,7 @@ class App:
                                max_lifetime=cfg.queue.max_lifetime)
         self.local = LocalDelivery(self.store, self.directory, cfg.hostname, self.changes)
         self.resolver = DnsResolver([(e.host, e.port) for e in cfg.dns.nameservers], self.clock)
-        self.relay = RelayDelivery(self.resolver, RelaySettings.from_config(cfg))
+        self.relay = RelayDelivery(self.resolver, RelaySettings.from_config(cfg), self.clock)
         self.qmgr = QueueManager(self.queue, self.local, self.relay, self.directory,
                                  self.current_config, self.clock, self.bouncer)
         self.bouncer.on_queued = self.on_queued

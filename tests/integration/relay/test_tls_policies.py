@@ -275,3 +275,33 @@ def test_requiretls_is_passed_on_to_an_authenticated_host(world: World) -> None:
     # a host that does not offer REQUIRETLS: returned with 5.7.30 (RFC 8689 §5)
     results, peer, _ = _run(world, Script(tls=ctx), env)
     assert results[0].status == "failed" and results[0].reply.enhanced == "5.7.30" and peer.received == []
+
+
+def test_pigeon_route_shows_the_mta_sts_policy_and_the_tlsa_records(
+        world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from pigeon.admin import route_cmd
+    from pigeon.config import parse_config
+
+    leaf = make_leaf(world.ca, "mx1.dest.test")
+    tlsa = f"3 1 1 {association(leaf.der, 1, 1).hex()}"
+    world.dns.zone["_25._tcp.mx1.dest.test"] = [("TLSA", tlsa), ("TLSA", "1 0 0 00")]
+    world.dns.secure.update({"dest.test", "_25._tcp.mx1.dest.test"})
+    host, port = world.dns.endpoint
+
+    def route(dnssec: bool) -> str:
+        text = (f'hostname = "mx.sender.test"\ndata_dir = "data"\ndomains = ["sender.test"]\n'
+                f'[dns]\nnameservers = ["{host}:{port}"]\ndnssec = {"true" if dnssec else "false"}\n'
+                f'[delivery]\ntls_ca_file = "{world.ca_file}"\nmta_sts_port = {world.https_port}\n')
+        config = parse_config(text, str(world.tmp / "pigeon.toml"), world.tmp)
+        code = route_cmd.route(argparse.Namespace(address="bob@dest.test"), config)
+        assert code == 0
+        return capsys.readouterr().out
+
+    out = route(dnssec=True)
+    assert "MTA-STS: policy id 20261207: mode enforce, mx mx1.dest.test, max_age 86400" in out
+    assert f"mx1.dest.test: DANE, TLSA _25._tcp.mx1.dest.test: {tlsa}" in out  # the unusable 1 0 0 is not shown
+    out = route(dnssec=False)
+    assert "DANE: not used ([dns] dnssec = false)" in out
+    assert "mx1.dest.test: MTA-STS enforce: matches the policy; verified TLS required" in out

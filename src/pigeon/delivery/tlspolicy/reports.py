@@ -7,7 +7,9 @@ Rules:
    atomic, fsynced) at most every ``FLUSH_EVERY`` seconds and on ``flush()`` (shutdown). A crash
    loses at most that many seconds of counts — counts, never mail.
 3. ``due(today)`` lists the (day, domain, tally) of finished days; ``done(day)`` deletes a day
-   once its reports went out. Days older than ``KEEP_DAYS`` are dropped unsent.
+   once its reports went out and leaves a ``tlsrpt-<day>.sent`` marker, so that a server that
+   flushes that day's last counts afterwards does not make it due again (they are dropped, with
+   a log line). Days older than ``KEEP_DAYS`` are dropped unsent.
 4. At most ``MAX_DOMAINS`` domains per day are counted (bounded memory and file size).
 
 What can go wrong: a write failure is logged and retried at the next flush; an unreadable file
@@ -86,14 +88,22 @@ class ReportBook:
         self._last_flush = self.clock.now()
         if self.dir is None:
             return
+        today = utc_day(self.clock.now())
         for day in list(self._dirty):
             self._dirty.discard(day)
+            if (self.dir / f"tlsrpt-{day}.sent").exists():
+                log.info("tlsrpt: the report of %s went out already; its last counts are dropped", day)
+                self._days.pop(day, None)
+                continue
             doc = {d: t.to_json() for d, t in self._days.get(day, {}).items()}
             try:
                 save_json(self.dir / f"tlsrpt-{day}.json", doc)
             except OSError as exc:
                 self._dirty.add(day)
                 log.error("tlsrpt: cannot save the counts of %s: %s", day, exc)
+                continue
+            if day != today:
+                self._days.pop(day, None)  # a finished day is on disk now: the sender reads it there
 
     def due(self, today: str) -> list[tuple[str, str, Tally]]:
         """Rule 3."""
@@ -101,6 +111,9 @@ class ReportBook:
             return []
         out = []
         oldest = (datetime.date.fromisoformat(today) - datetime.timedelta(days=KEEP_DAYS)).isoformat()
+        for marker in self.dir.glob("tlsrpt-*.sent"):
+            if marker.name[len("tlsrpt-"):-len(".sent")] < oldest:
+                unlink_quietly(marker)
         for path in sorted(self.dir.glob("tlsrpt-*.json")):
             day = path.name[len("tlsrpt-"):-len(".json")]
             if day >= today:
@@ -117,4 +130,5 @@ class ReportBook:
         self._days.pop(day, None)
         self._dirty.discard(day)
         if self.dir is not None:
+            (self.dir / f"tlsrpt-{day}.sent").touch()
             unlink_quietly(self.dir / f"tlsrpt-{day}.json")
