@@ -109,7 +109,7 @@ def world(tmp_path: Path) -> Iterator[World]:
         server.server_close()
 
 
-def _server_ctx(tmp: Path, leaf: Issued, chain: list[Issued] = ()) -> ssl.SSLContext:  # type: ignore[assignment]
+def _server_ctx(tmp: Path, leaf: Issued, chain: tuple[Issued, ...] = ()) -> ssl.SSLContext:
     cert, key = leaf.write(tmp, "mx", chain)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
@@ -232,7 +232,7 @@ def test_dane_match_is_delivered(world: World, usage: str) -> None:
         _dane_zone(world, [f"3 1 1 {association(leaf.der, 1, 1).hex()}"])
     else:
         _dane_zone(world, [f"2 0 1 {association(world.ca.der, 0, 1).hex()}"])
-    results, peer, _ = _run(world, Script(tls=_server_ctx(world.tmp, leaf, [world.ca])), dnssec=True)
+    results, peer, _ = _run(world, Script(tls=_server_ctx(world.tmp, leaf, (world.ca,))), dnssec=True)
     assert results[0].status == "delivered", results[0].reply
     assert peer.received[0].tls
 

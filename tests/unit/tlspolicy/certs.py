@@ -27,7 +27,7 @@ class Issued:
     def pem(self) -> bytes:
         return self.cert.public_bytes(serialization.Encoding.PEM)
 
-    def write(self, directory: Path, name: str, chain: list[Issued] = ()) -> tuple[Path, Path]:  # type: ignore[assignment]
+    def write(self, directory: Path, name: str, chain: tuple[Issued, ...] = ()) -> tuple[Path, Path]:
         """``name.crt`` (this certificate, then ``chain``) and ``name.key``."""
         directory.mkdir(parents=True, exist_ok=True)
         crt, key = directory / f"{name}.crt", directory / f"{name}.key"
