@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pigeon import __version__
-from pigeon.admin import dkim_cmds, directory_cmds, mail_cmd, route_cmd, sendmail
+from pigeon.admin import dkim_cmds, directory_cmds, mail_cmd, reports_cmd, route_cmd, sendmail
 from pigeon.app import preflight
 from pigeon.app.privileges import PrivilegeError, ServiceUser, cli_identity, drop
 from pigeon.config import DEFAULT_CONFIG_TOML, EMBEDDED_SOURCE, Config, ConfigError, find_config
@@ -331,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     directory_cmds.register(sub, common)
     route_cmd.register(sub, common)
     dkim_cmds.register(sub, common)
+    reports_cmd.register(sub, common)
     sendmail.register(sub, common)
     mail_cmd.register(sub, common)
     return parser

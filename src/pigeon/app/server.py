@@ -208,7 +208,7 @@ class App:
         self.resolver = DnsResolver([(e.host, e.port) for e in cfg.dns.nameservers], self.clock)
         outbound = Outbound(self.dkim_keys, self.srs, self.directory.is_local_domain,
                             lambda: self.config.relay_domains, cfg.hostname, self.clock)
-        self.relay = RelayDelivery(self.resolver, RelaySettings.from_config(cfg), outbound)
+        self.relay = RelayDelivery(self.resolver, RelaySettings.from_config(cfg), outbound, self.clock)
         self.qmgr = QueueManager(self.queue, self.local, self.relay, self.directory,
                                  self.current_config, self.clock, self.bouncer)
         self.bouncer.on_queued = self.on_queued

@@ -243,8 +243,9 @@ def _dns(top: Table) -> DnsConfig:
     servers = t.mapped("nameservers", texts, lambda s: Endpoint.parse(s, default_port=53, ip_only=True))
     public = t.mapped("public_ips", t.string_list("public_ips", allow_single=True),
                       lambda s: str(ipaddress.ip_address(s.strip())))
+    dnssec = t.boolean("dnssec", DnsConfig().dnssec)
     t.finish()
-    return DnsConfig(nameservers=servers, public_ips=public)
+    return DnsConfig(nameservers=servers, public_ips=public, dnssec=dnssec)
 
 
 def _queue(top: Table) -> QueueConfig:
@@ -300,12 +301,15 @@ def _delivery(top: Table, base_dir: Path) -> DeliveryConfig:
         policy.append((_domain(policy_table, name, name), _TLS_LEVELS[level]))
     policy_table.finish()
     ca_file = t.opt_string("tls_ca_file")
+    mta_sts = t.boolean("mta_sts", d.mta_sts)
+    mta_sts_port = t.integer("mta_sts_port", d.mta_sts_port, minimum=1, maximum=65535)
     t.finish()
     return DeliveryConfig(remote_port=remote_port, smarthost=smarthost, smarthost_user=user,
                           smarthost_password_file=_path(password_file, base_dir) if password_file else None,
                           smarthost_tls="required" if tls_mode == "required" else "opportunistic",
                           smarthost_tls_verify=verify, tls_policy=tuple(policy),
-                          tls_ca_file=_path(ca_file, base_dir) if ca_file else None)
+                          tls_ca_file=_path(ca_file, base_dir) if ca_file else None,
+                          mta_sts=mta_sts, mta_sts_port=mta_sts_port)
 
 
 def _smtp(top: Table) -> SmtpConfig:

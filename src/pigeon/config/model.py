@@ -182,6 +182,10 @@ class SubmissionConfig:
 class DnsConfig:
     nameservers: tuple[Endpoint, ...] = ()  # empty: the system resolver (/etc/resolv.conf)
     public_ips: tuple[str, ...] = ()  # the addresses mail leaves from (`pigeon dns`: SPF, A/AAAA)
+    # DANE (RFC 7672): trust the AD bit of the resolvers, as Postfix's smtp_dns_support_level =
+    # dnssec does. Only safe when every nameserver is a validating resolver on this host (or
+    # reached over a path nobody can tamper with): the AD bit itself is not signed.
+    dnssec: bool = False
 
 
 QueueFlush = Literal["filesystem", "file"]
@@ -225,6 +229,10 @@ class DeliveryConfig:
     tls_policy: tuple[tuple[str, TlsLevel], ...] = ()
     # Extra trust anchors (PEM) for verified TLS (smarthost, "verify" policy); default: the system's.
     tls_ca_file: Path | None = None
+    # MTA-STS (RFC 8461): look up and apply the receiving domain's policy.
+    mta_sts: bool = True
+    # The policy host's HTTPS port. 443 is the RFC's (§3.3); another value is for tests only.
+    mta_sts_port: int = 443
 
 
 @dataclass(frozen=True, slots=True)

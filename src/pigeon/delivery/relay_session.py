@@ -41,6 +41,13 @@ Rules:
     signatures verify at the receiver whatever the peer's extensions (the message is then
     held in memory while it is sent, as a converted one already is).
 
+14. ``peer_check`` (DANE, RFC 7672 §3): after the TLS handshake the peer's chain is given to
+    it; a reason back means the host is not used (``451 4.7.5``, the next MX is tried) and
+    nothing is sent. A ``HostFailure`` carries ``tls_result``, the RFC 8460 §4.3 result type
+    of a TLS failure, for TLS-RPT.
+15. A REQUIRETLS message (RFC 8689 §4.1) goes only to a peer that offers REQUIRETLS after TLS,
+    with ``REQUIRETLS`` on MAIL FROM; otherwise the host is skipped with ``550 5.7.30``.
+
 What can go wrong: every network or protocol error becomes ``HostFailure`` or ``TlsFailed``;
 nothing else escapes except programming errors.
 """
@@ -56,7 +63,7 @@ import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Callable, Literal
 
 from pigeon.core.address import Address
 from pigeon.core.envelope import Recipient
@@ -99,6 +106,7 @@ C451_PROTOCOL = Reply(451, "4.5.0", "Protocol error from the remote server")  # 
 C451_TLS_REQUIRED = Reply(451, "4.7.5", "TLS required but not available")  # RFC 3463 X.7.5 crypto failure
 C451_AUTH_FAILED = Reply(451, "4.7.0", "Login to the relay host failed")  # X.7.0 security, temporary
 C553_NEEDS_SMTPUTF8 = Reply(553, "5.6.7", "Message needs SMTPUTF8, which the remote server does not offer")
+C550_REQUIRETLS = Reply(550, "5.7.30", "REQUIRETLS support required")  # RFC 8689 §5
 C552_TOO_BIG = Reply(552, "5.3.4", "Message is larger than the remote server accepts")
 
 
@@ -131,6 +139,7 @@ class OutboundMessage:
     ret: Literal["FULL", "HDRS"] | None = None
     envid: str | None = None
     sign: Callable[[bytes], bytes] | None = None  # Rule 13: message octets → fields to prepend
+    requiretls: bool = False  # Rule 15
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +149,7 @@ class SessionSettings:
     tls: ClientTlsContext | None = None  # None: never STARTTLS
     require_tls: bool = False  # Rule 11: no TLS, no mail (the smarthost)
     login: tuple[str, str] | None = field(default=None, repr=False)  # Rule 12: (user, password)
+    peer_check: Callable[[list[bytes]], str | None] | None = None  # Rule 14 (hashable: a cache key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,10 +160,11 @@ class HostResult:
 
 
 class HostFailure(Exception):
-    def __init__(self, reply: Reply, try_next: bool) -> None:
+    def __init__(self, reply: Reply, try_next: bool, tls_result: str | None = None) -> None:
         super().__init__(str(reply))
         self.reply = reply
         self.try_next = try_next
+        self.tls_result = tls_result  # Rule 14
 
 
 class TlsFailed(Exception):
@@ -400,8 +411,18 @@ async def _open(host: MxHost, address: str, settings: SessionSettings, use_tls: 
             raise peer.fail(greeting, f"refused to talk to me: {greeting}")
         ext, tls = await peer.hello(use_tls)
         if settings.require_tls and not tls:  # Rule 11
-            raise peer.fail(C451_TLS_REQUIRED, "TLS is required for this host but was not negotiated",
-                            try_next=True)  # nothing was sent: another MX may offer TLS
+            failure = peer.fail(C451_TLS_REQUIRED, "TLS is required for this host but was not negotiated",
+                                try_next=True)  # nothing was sent: another MX may offer TLS
+            failure.tls_result = "starttls-not-supported"
+            raise failure
+        if settings.peer_check is not None and peer.link is not None:  # Rule 14
+            why = settings.peer_check(peer.link.peer_chain())
+            if why is not None:
+                log.warning("relay: %s: DANE: %s", host.label(address), why)
+                failure = peer.fail(C451_TLS_REQUIRED, f"DANE: the certificate does not match: {why}",
+                                    try_next=True)
+                failure.tls_result = "validation-failure"
+                raise failure
         if settings.login is not None:  # Rule 12
             await peer.login(ext, *settings.login)
     except BaseException:
@@ -445,6 +466,8 @@ async def _transaction(peer: _Peer, ext: Extensions,
     if msg.needs_smtputf8 and not ext.smtputf8:  # Rule 3
         return _all(msg, "failed", C553_NEEDS_SMTPUTF8.with_text(
             f"{label} does not offer SMTPUTF8, which this message needs")), False
+    if msg.requiretls and not (peer.conn.tls_active and ext.has("REQUIRETLS")):  # Rule 15
+        raise peer.fail(C550_REQUIRETLS, "the server does not offer REQUIRETLS (RFC 8689 §4.1)", try_next=True)
     bdat_binary = msg.binarymime and ext.chunking and ext.binarymime
     convert = (msg.eight_bit and not ext.eight_bit_mime and not bdat_binary) or \
               (msg.binarymime and not bdat_binary)  # Rule 5
@@ -465,7 +488,7 @@ async def _transaction(peer: _Peer, ext: Extensions,
         dsn = ext.dsn
         params = MailParams(size=size if ext.size is not None else None, body=body_type,
                             smtputf8=use_utf8, ret=msg.ret if dsn else None,
-                            envid=msg.envid if dsn else None)
+                            envid=msg.envid if dsn else None, requiretls=msg.requiretls)
         sender = msg.sender if use_utf8 or msg.sender is None else _ascii_address(msg.sender)
         cmds: list[Command] = [MailFrom(sender, params)]
         for r in msg.recipients:

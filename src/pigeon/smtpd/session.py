@@ -93,6 +93,8 @@ from pigeon.proto.smtp.server import ESMTP_LINE_ALLOWANCE, NEED_DATA, ServerConn
 
 log = logging.getLogger(__name__)
 
+C530_REQUIRETLS_NEEDS_TLS = Reply(530, "5.7.10", "REQUIRETLS needs a TLS session")  # RFC 5248 X.7.10
+
 #: The ESMTP extensions every SMTP service offers; STARTTLS and AUTH are added per service.
 OFFERED = frozenset({"SIZE", "8BITMIME", "CHUNKING", "SMTPUTF8", "DSN", "PIPELINING"})
 C220_READY_FOR_TLS = Reply(220, "2.0.0", "Ready to start TLS")  # RFC 3207 §4
@@ -144,6 +146,8 @@ class SmtpSession:
             offered.add("STARTTLS")
         if ctx.authenticator is not None:
             offered.add("AUTH")
+        if ctx.submission and (ctx.tls is not None or stream.tls_active):
+            offered.add("REQUIRETLS")  # RFC 8689 §3; shown in EHLO once TLS is on (_extensions)
         self.conn = ServerConnection(
             max_message_size=cfg.limits.max_message_size,
             hard_line_limit=cfg.limits.max_line_length,
@@ -332,6 +336,8 @@ class SmtpSession:
         ]
         if "STARTTLS" in self.conn.offered and not self.stream.tls_active:
             out.append("STARTTLS")
+        if "REQUIRETLS" in self.conn.offered and self.stream.tls_active:
+            out.append("REQUIRETLS")  # RFC 8689 §3: offered only over TLS
         if self.ctx.authenticator is not None:
             mechanisms = self.ctx.authenticator.mechanisms(self._secure())
             if mechanisms:  # RFC 4954 §4: plaintext mechanisms only on a protected channel
@@ -355,6 +361,10 @@ class SmtpSession:
                                  helo=self.helo or None)
                 self.conn.send(refusal)
                 return
+        if p.requiretls and not self.stream.tls_active:  # RFC 8689 §3: only within TLS
+            self.errors += 1
+            self.conn.send(C530_REQUIRETLS_NEEDS_TLS)
+            return
         client = ClientInfo(self.stream.peer_ip, self.helo, self._protocol(), self.user, self.stream.tls_info)
         self.envelope = Envelope(
             sender=event.sender,
@@ -363,6 +373,7 @@ class SmtpSession:
             ret=p.ret,
             envid=p.envid,
             client=client,
+            requiretls=p.requiretls,
         )
         self.txn = None
         self.nrcpt = 0
