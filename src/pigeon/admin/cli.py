@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from pigeon.admin import directory_cmds, mail_cmd, route_cmd, sendmail
+from pigeon.admin import backup_cmd, directory_cmds, mail_cmd, migrate_cmd, route_cmd, sendmail
 from pigeon.config import DEFAULT_CONFIG_TOML, Config, ConfigError, find_config
 from pigeon.control import queueops
 from pigeon.control.client import ControlError, ControlUnavailable, call, server_running
@@ -257,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     route_cmd.register(sub, common)
     sendmail.register(sub, common)
     mail_cmd.register(sub, common)
+    backup_cmd.register(sub, common)
+    migrate_cmd.register(sub, common)
     return parser
 
 
