@@ -33,7 +33,7 @@ from pigeon import maillog
 from pigeon.app.hub import ServerHub
 from pigeon.app.master import Master, Pool, plan
 from pigeon.app.runtime import setup_logging, tune_allocator
-from pigeon.app.services import SMTP_SERVICES, SmtpParts, smtp_listener
+from pigeon.app.services import SMTP_SERVICES, SmtpParts, credential_verifier, smtp_listener
 from pigeon.app.worker import worker_command
 from pigeon.auth.passwords import generate_password
 from pigeon.bounce.dsn import Bouncer
@@ -167,7 +167,7 @@ class App:
             self.tls = TlsManager.from_config(cfg.tls.cert, cfg.tls.key, cfg.hostname, data)
         except TlsError as exc:
             log.error("TLS unavailable (no STARTTLS, no implicit-TLS listeners): %s", exc)
-        self.authenticator = Authenticator(self.directory, AuthThrottle(cfg.auth.throttle, self.clock), self.clock)
+        self.authenticator = Authenticator(credential_verifier(self.directory, cfg.auth, self.clock), AuthThrottle(cfg.auth.throttle, self.clock), self.clock)
         limits = SendingLimits(cfg.submission.messages_per_hour, cfg.submission.recipients_per_message)
         self.senders = SenderPolicy(self.directory, SendingRateLimiter(limits, self.clock),
                                     lambda: self.config.smtp.recipient_delimiter)

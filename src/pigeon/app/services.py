@@ -20,7 +20,10 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from pigeon.auth.sasl import Authenticator
+from pigeon.auth.credcache import CachedVerifier
+from pigeon.auth.sasl import Authenticator, PasswordVerifier
+from pigeon.config.model import AuthConfig
+from pigeon.core.clock import Clock
 from pigeon.cleanup.intake import Intake
 from pigeon.config import Config
 from pigeon.directory import Directory
@@ -35,6 +38,14 @@ log = logging.getLogger(__name__)
 
 SMTP_SERVICES = ("smtp", "submission", "submissions")
 INTAKE_SERVICES = frozenset(SMTP_SERVICES)  # rule 3
+
+
+def credential_verifier(directory: Directory, auth: AuthConfig, clock: Clock) -> PasswordVerifier:
+    """The directory behind the verified-credential cache (``auth.credcache``; one per
+    process, with its own secret), or the directory alone when the cache is off."""
+    if auth.credential_cache_ttl <= 0:
+        return directory
+    return CachedVerifier(directory, clock, auth.credential_cache_ttl, auth.credential_cache_size)
 
 
 def journal_owner(index: int) -> str:

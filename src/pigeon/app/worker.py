@@ -49,7 +49,7 @@ from pigeon import maillog
 from pigeon.app import ipc
 from pigeon.app.master import WORKER_STOP_GRACE, Command, WorkerSpec
 from pigeon.app.runtime import setup_logging, tune_allocator
-from pigeon.app.services import SmtpParts, journal_owner, smtp_listener
+from pigeon.app.services import SmtpParts, credential_verifier, journal_owner, smtp_listener
 from pigeon.auth.sasl import Authenticator
 from pigeon.auth.throttle import AuthThrottle
 from pigeon.cleanup.intake import Intake
@@ -217,7 +217,7 @@ class Worker:
         senders = SenderPolicy(self.directory, SendingRateLimiter(limits, self.clock),
                                lambda: self.config.smtp.recipient_delimiter)
         # The brute-force throttle counts per process (README: [smtp] processes).
-        auth = Authenticator(self.directory, AuthThrottle(cfg.auth.throttle, self.clock), self.clock)
+        auth = Authenticator(credential_verifier(self.directory, cfg.auth, self.clock), AuthThrottle(cfg.auth.throttle, self.clock), self.clock)
         self._smtp = SmtpParts(self.current_config, self.directory, intake, self.on_queued, self.tls, auth, senders)
         return self._smtp
 

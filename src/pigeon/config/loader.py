@@ -181,10 +181,14 @@ def _auth(top: Table) -> AuthConfig:
         throttle.validate()
     except ValueError as exc:
         raise t.error("failure_delay", str(exc)) from None
+    defaults = AuthConfig()
     auth = AuthConfig(
         allow_plaintext_on_loopback=t.boolean("allow_plaintext_on_loopback", False),
         smtp_auth=t.boolean("smtp_auth", False),
         throttle=throttle,
+        credential_cache_ttl=t.duration("credential_cache_ttl", defaults.credential_cache_ttl,
+                                        exclusive_min=False),
+        credential_cache_size=t.integer("credential_cache_size", defaults.credential_cache_size, minimum=1),
     )
     t.finish()
     return auth

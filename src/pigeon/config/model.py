@@ -157,6 +157,10 @@ class AuthConfig:
     smtp_auth: bool = False
     # Brute-force protection (pigeon.auth.throttle documents each number).
     throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
+    # The verified-credential cache (pigeon.auth.credcache, docs/security.md): seconds a
+    # verified login skips argon2 (0 = off), and how many accounts it remembers.
+    credential_cache_ttl: float = 600.0
+    credential_cache_size: int = 10_000
 
 
 @dataclass(frozen=True, slots=True)

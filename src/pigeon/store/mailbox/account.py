@@ -325,9 +325,10 @@ class Account:
     # -- messages ----------------------------------------------------------------------------
 
     def append(self, name: str, data: bytes | ByteSource, flags: frozenset[str],
-               internaldate: float | None) -> tuple[int, int]:
+               internaldate: float | None, verbatim: bool = False) -> tuple[int, int]:
         """Rule 5: ``(uidvalidity, uid)`` of the committed message; ``data`` is read from where
-        it stands to its end."""
+        it stands to its end. ``verbatim``: keep the octets exactly (BINARY APPEND, ``files``
+        Rule 5)."""
         core = self._core
         if isinstance(data, bytes):
             if len(data) > core.max_append:
@@ -341,7 +342,7 @@ class Account:
             core.folder(name)  # NONEXISTENT before any write (the session says TRYCREATE)
         path = core.path(name)
         try:
-            return self._append(name, path, data, letters, keywords, when)
+            return self._append(name, path, data, letters, keywords, when, verbatim)
         except (OSError, sqlite3.Error) as exc:
             if not disk_full(exc):
                 raise
@@ -349,9 +350,9 @@ class Account:
             raise MailboxError("OVERQUOTA", "The disk is full; delete some mail and try again") from None
 
     def _append(self, name: str, path: Path, data: bytes | ByteSource, letters: str, keywords: builtins.list[str],
-                when: float) -> tuple[int, int]:
+                when: float, verbatim: bool) -> tuple[int, int]:
         core = self._core
-        msg = files.write_tmp(core.io, path, core.names, data, when)
+        msg = files.write_tmp(core.io, path, core.names, data, when, verbatim)
         try:
             with core.lock:
                 row = core.synced(name)
