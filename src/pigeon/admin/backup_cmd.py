@@ -182,15 +182,14 @@ def _copy_queue(src: Path, dst: Path) -> int:
                     (dst / state / name).unlink()  # delivered in between: not in the backup
                     continue
                 taken[name] = state
-    count = len(taken)
     journal = src / JOURNAL_DIR
     if journal.is_dir():
-        count += _copy_tree(journal, dst / JOURNAL_DIR)
+        _copy_tree(journal, dst / JOURNAL_DIR)
     for sub in os.scandir(src):  # anything else the queue keeps (not tmp, not the states)
         if sub.is_dir(follow_symlinks=False) and sub.name not in (*_QUEUE_STATES, "msg", JOURNAL_DIR,
                                                                   *_QUEUE_SKIP):
-            count += _copy_tree(Path(sub.path), dst / sub.name)
-    return count
+            _copy_tree(Path(sub.path), dst / sub.name)
+    return len(taken)  # the messages in state directories (the journal's are not counted)
 
 
 def _flush(root: Path) -> None:

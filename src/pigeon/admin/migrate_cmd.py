@@ -43,8 +43,10 @@ from pigeon.store.mailbox.importer import ImportedMessage
 MAX_MBOX_MESSAGE = 256 << 20  # octets: a message bigger than this in an mbox is malformed, not mail
 
 
-def _directory(config: Config) -> Directory:
-    if not (config.data_dir / "directory.sqlite3").exists():
+def _directory(config: Config, create: bool = False) -> Directory:
+    if create:  # like `pigeon user add`, `user import` may start an installation
+        config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    elif not (config.data_dir / "directory.sqlite3").exists():
         raise DirectoryError(f"{config.data_dir}: no Pigeon data directory here (no directory.sqlite3)")
     return Directory(config.data_dir / "directory.sqlite3", config.domains, config.postmaster,
                      config.smtp.recipient_delimiter)
@@ -138,7 +140,7 @@ def _return_path(data: bytes) -> str:
 
 def cmd_user_import(args: argparse.Namespace, config: Config) -> int:
     added = existing = failed = 0
-    with _directory(config) as directory, open(args.file, encoding="utf-8") as f:
+    with _directory(config, create=True) as directory, open(args.file, encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
             line = line.rstrip("\n")
             if not line.strip() or line.lstrip().startswith("#"):

@@ -15,12 +15,13 @@ Rules:
    A file missing from the list gets no UID (it is appended after the others).
 4. INTERNALDATE is the file's mtime (Dovecot's own rule for Maildir).
 5. An mbox is read as mboxrd (what mutt and Dovecot write; qmail's mbox(5)): a message starts
-   at a line ``From `` at the start of the file or after an empty line; ``>From `` lines with any
-   number of ``>`` lose one. ``Status:``/``X-Status:``/``X-Keywords:`` give the flags (``R``
+   at a line ``From <sender> <date>`` (with a time of day in it) at the start of the file or
+   after an empty line; ``>From `` lines with any number of ``>`` lose one. ``Status:``/``X-Status:``/``X-Keywords:`` give the flags (``R``
    → \\Seen, ``A`` → \\Answered, ``F`` → \\Flagged, ``T`` → \\Draft, ``D`` → \\Deleted) and are
    removed with the other headers mail stores keep there (``X-UID``, ``X-IMAP``,
    ``X-IMAPbase``, ``Content-Length``, ``Lines``). INTERNALDATE is the ``From `` line's date
-   (asctime, UTC), else the import time.
+   (asctime, UTC), else the import time; its sender becomes a ``Return-Path:`` header when the
+   message has none, so that an export writes the same ``From `` line back.
 6. ``write_mbox`` writes mboxrd with ``Status``/``X-Status``/``X-Keywords`` headers, so that
    ``read_mbox`` of its output gives back the same messages and flags.
 
@@ -50,6 +51,9 @@ KEYWORDS = "dovecot-keywords"
 _MBOX_DROP = frozenset({b"status", b"x-status", b"x-keywords", b"x-uid", b"x-imap", b"x-imapbase",
                         b"content-length", b"lines"})
 _FROM_QUOTED = re.compile(rb"^>+From ")
+# A From_ line: "From <sender> <asctime>"; a time of day in it tells it from a body line that
+# begins with "From " after an empty line in an mbox written without quoting (mboxo).
+_FROM_LINE = re.compile(rb"^From \S*\s.*\d:\d\d")
 _NEEDS_QUOTE = re.compile(rb"^>*From ")
 _STATUS_FLAGS = {ord("R"): "\\Seen", ord("A"): "\\Answered", ord("F"): "\\Flagged",
                  ord("T"): "\\Draft", ord("D"): "\\Deleted"}
@@ -175,7 +179,7 @@ def read_mbox(stream: BinaryIO, max_message: int, now: float) -> Iterator[MboxMe
     previous_blank = True
     for raw in stream:
         line = raw[:-2] + b"\n" if raw.endswith(b"\r\n") else raw
-        if line.startswith(b"From ") and previous_blank:
+        if previous_blank and _FROM_LINE.match(line):
             if from_line is not None:
                 yield _mbox_message(from_line, lines, now)
             from_line, lines, size = line, [], 0
@@ -222,6 +226,8 @@ def _mbox_message(from_line: bytes, lines: list[bytes], now: float) -> MboxMessa
     parts = from_line.decode("latin-1").split(None, 2)
     sender = parts[1] if len(parts) > 1 else "MAILER-DAEMON"
     when = _asctime(parts[2]) if len(parts) > 2 else None
+    if sender != "MAILER-DAEMON" and not any(h.lower().startswith(b"return-path:") for h in headers):
+        headers.insert(0, f"Return-Path: <{sender}>\n".encode("latin-1", "replace"))
     data = b"".join(headers) + b"".join(lines[body_at:])
     return MboxMessage(data, frozenset(flags), now if when is None else when, sender)
 
@@ -240,7 +246,7 @@ def write_mbox(out: BinaryIO, messages: Iterable[tuple[bytes, frozenset[str], fl
     """Rule 6: ``(message, flags, internaldate, sender)`` as mboxrd; returns the count."""
     count = 0
     for data, flags, when, sender in messages:
-        stamp = time.strftime("%a %b %d %H:%M:%S %Y", time.gmtime(when))
+        stamp = time.asctime(time.gmtime(when))  # asctime: the day of month padded with a space
         out.write(f"From {sender or 'MAILER-DAEMON'} {stamp}\n".encode("latin-1", "replace"))
         text = data.replace(b"\r\n", b"\n")
         head, sep, body = text.partition(b"\n\n")
