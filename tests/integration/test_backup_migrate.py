@@ -267,8 +267,12 @@ def test_user_import_of_dovecot_passwd_file_logs_in_and_rehashes(tmp_path: Path)
     try:
         for user, pw in [("crypt@example.test", "pw-crypt-1"), ("blf@example.test", "pw-blf-1"),
                          ("ssha@example.test", "pw-ssha-1"), ("argon@example.test", "pw-argon-1")]:
-            with pytest.raises(imaplib.IMAP4.error):
-                _imap(imap_port, user, pw + "x")
+            wrong = imaplib.IMAP4("127.0.0.1", imap_port, timeout=15)
+            try:
+                with pytest.raises(imaplib.IMAP4.error):
+                    wrong.login(user, pw + "x")
+            finally:
+                wrong.shutdown()
             _imap(imap_port, user, pw).logout()
     finally:
         srv.stop()
