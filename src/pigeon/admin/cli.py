@@ -7,7 +7,8 @@ Rules:
 2. Queue commands talk to the running server through its control socket; when no server runs
    they work on the data directory directly (the server's lock proves nobody else is using it).
 3. Exit codes: 0 success, 1 failure (message on stderr as ``pigeon: ...``), 2 usage.
-4. The data directory: ``serve``, ``domain add`` and ``user add`` may create a missing one;
+4. The data directory: ``serve``, ``domain add``, ``user add``, ``user import`` and ``restore``
+   may create a missing one;
    every other command refuses, naming the path and the configuration that set it (a typo in
    ``data_dir`` must not start a new, empty installation). ``check-config`` only reports it.
 5. Run as root, a command acts as the service user (``app.privileges.cli_identity``: ``user``
@@ -29,7 +30,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pigeon import __version__
-from pigeon.admin import dkim_cmds, directory_cmds, mail_cmd, reports_cmd, route_cmd, sendmail
+from pigeon.admin import backup_cmd, dkim_cmds, directory_cmds, mail_cmd, migrate_cmd, reports_cmd, route_cmd, sendmail
 from pigeon.app import preflight
 from pigeon.app.privileges import PrivilegeError, ServiceUser, cli_identity, drop
 from pigeon.config import DEFAULT_CONFIG_TOML, EMBEDDED_SOURCE, Config, ConfigError, find_config
@@ -334,10 +335,13 @@ def build_parser() -> argparse.ArgumentParser:
     reports_cmd.register(sub, common)
     sendmail.register(sub, common)
     mail_cmd.register(sub, common)
+    backup_cmd.register(sub, common)
+    migrate_cmd.register(sub, common)
     return parser
 
 
-# Rule 4: the commands that may create a missing data directory (serve creates it itself).
+# Rule 4: the commands that may create a missing data directory (serve creates it itself);
+# `user import` and `restore` say so with ``set_defaults(creates_data_dir=True)``.
 CREATES_DATA_DIR = (directory_cmds.domain_add, directory_cmds.user_add)
 # Commands that handle the data directory themselves: check-config reports, serve creates and
 # drops privileges after binding, worker runs as the server made it.
@@ -356,7 +360,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if args.command not in OWN_DATA_DIR:
         try:
-            enter_data_dir(config, creates=args.handler in CREATES_DATA_DIR)
+            enter_data_dir(config, creates=args.handler in CREATES_DATA_DIR
+                           or getattr(args, "creates_data_dir", False))
         except (DataDirMissing, PrivilegeError, OSError) as exc:
             print(f"pigeon: {exc}", file=sys.stderr)
             return 1

@@ -23,6 +23,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from pigeon.admin import migrate_cmd
 from pigeon.config import Config
 from pigeon.core.address import AddressError, parse_address
 from pigeon.directory import Directory, DirectoryError, fold
@@ -283,6 +284,7 @@ def register(
         p.add_argument("address", metavar="ADDRESS")
         p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
         p.set_defaults(handler=handler)
+    migrate_cmd.register_user(user, common)
     p = user.add_parser("remove", parents=parents, help="remove a user (their mailbox files are kept)")
     p.add_argument("address", metavar="ADDRESS")
     p.set_defaults(handler=user_remove)

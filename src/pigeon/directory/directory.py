@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
-from pigeon.auth import passwords
+from pigeon.auth import passwords, schemes
 from pigeon.core.address import Address, AddressError, is_valid_domain, parse_address
 from pigeon.directory import resolve
 from pigeon.directory.aliasfile import parse_aliases
@@ -273,6 +273,25 @@ class Directory:
                 (key, user.domain, hashed, time.time()),
             )
         log.info("directory: user %s added", key)
+
+    def import_user(self, address: str, stored_hash: str) -> bool:
+        """Add a user with a hash brought over as it is (``{SCHEME}data``, ``auth.schemes``);
+        False when the user exists already (nothing changed)."""
+        user = self._local_address(address, "user")
+        key = fold(user)
+        try:
+            kept = schemes.check_importable(stored_hash)
+        except schemes.ForeignHashError as exc:
+            raise DirectoryError(f"{key}: {exc}") from None
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM users WHERE address = ?", (key,)).fetchone():
+                return False
+            conn.execute(
+                "INSERT INTO users (address, domain, password_hash, created) VALUES (?, ?, ?, ?)",
+                (key, user.domain, kept, time.time()),
+            )
+        log.info("directory: user %s imported", key)
+        return True
 
     @staticmethod
     def _hash(password: str) -> str:

@@ -42,6 +42,7 @@ import sqlite3
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -51,9 +52,10 @@ from pigeon.durable.io import REAL, FileIO, unlink_quietly
 from pigeon.store.changes import ChangeBus
 from pigeon.store.lineends import ByteSource
 from pigeon.store.maildir import MaildirStore
-from pigeon.store.mailbox import files, folders, ops
+from pigeon.store.mailbox import files, folders, importer, ops
 from pigeon.store.mailbox.context import DEFAULT_FOLDERS, SPECIAL_USES, AccountCore
 from pigeon.store.mailbox.flags import parse_flags
+from pigeon.store.mailbox.importer import ImportedMessage, ImportResult
 from pigeon.store.mailbox.index import disk_full
 from pigeon.store.mailbox.model import MailboxError, MailboxInfo, MailboxStatus
 from pigeon.store.mailbox.snapshot import WarmSnapshots
@@ -377,6 +379,16 @@ class Account:
             unlink_quietly(msg.tmp, core.io)
         core.notify(name)
         return row.uidvalidity, uid
+
+    def import_messages(self, name: str, messages: Iterable[ImportedMessage],
+                        uidvalidity: int | None = None) -> ImportResult:
+        """Bring existing mail into ``name``, made (and subscribed) when missing, keeping
+        UIDs and UIDVALIDITY where ``importer`` Rule 2 allows."""
+        name = folders.normalize(name)
+        if not self._core.exists(name):
+            self.create(name)
+            self.subscribe(name, True)
+        return importer.import_into(self._core, name, messages, uidvalidity)
 
     def select(self, name: str, readonly: bool = False) -> Mailbox:
         core = self._core
