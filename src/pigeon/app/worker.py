@@ -61,7 +61,8 @@ from pigeon.directory import Directory
 from pigeon.directory.errors import DirectoryError
 from pigeon.directory.directory import SERVER_RECHECK
 from pigeon.net.listener import Listener, quiet_accept_errors
-from pigeon.net.tls import TlsError, TlsManager, resolve_files
+from pigeon.net.tls import TlsError, TlsManager
+from pigeon.app.web import tls_files
 from pigeon.queue.record import QueueRecord, RcptState
 from pigeon.queue.store import FileQueueStore
 from pigeon.smtpd.policy import SenderPolicy
@@ -194,7 +195,7 @@ class Worker:
                                    cfg.smtp.recipient_delimiter, recheck_after=SERVER_RECHECK)
         self.tls: TlsManager | None = None
         try:
-            self.tls = TlsManager.from_config(cfg.tls.cert, cfg.tls.key, cfg.hostname, cfg.data_dir)
+            self.tls = TlsManager(tls_files(cfg))  # the server's choice (app.web rule 1)
         except TlsError as exc:
             log.error("%s: TLS unavailable (no STARTTLS): %s", self.name, exc)
 
@@ -248,7 +249,7 @@ class Worker:
         self.directory.set_config_domains(new.domains, new.postmaster)
         if self.tls is not None:
             try:
-                self.tls.reload(resolve_files(new.tls.cert, new.tls.key, new.hostname, new.data_dir))
+                self.tls.reload(tls_files(new))
             except TlsError as exc:
                 log.error("%s: reload: TLS files: %s", self.name, exc)
 
