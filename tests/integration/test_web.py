@@ -155,3 +155,29 @@ def _no_verify() -> ssl.SSLContext:
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+def test_worker_processes_counts_reach_the_servers_metrics(tmp_path: Path) -> None:
+    metrics = free_port()
+    srv = Server(tmp_path, listen_toml=f'metrics = ["127.0.0.1:{metrics}"]\n', extra_toml="[smtp]\nprocesses = 2\n")
+    srv.add_user(USER)
+    srv.start()
+    try:
+        srv.wait_log(r"worker 1", timeout=30)
+        sent = 12
+        for i in range(sent):  # one connection each: the shared accept queue spreads them
+            with smtplib.SMTP("127.0.0.1", srv.smtp_port, timeout=10) as c:
+                c.sendmail("someone@remote.example", [USER], f"Subject: {i}\r\n\r\nhello\r\n".encode())
+        srv.wait_messages(USER, sent)
+        deadline = time.monotonic() + 20  # the workers send their counts every 5 s
+        while True:
+            text = _get(metrics, "/metrics")[2].decode()
+            received = _metric(text, "pigeon_messages_total", service="smtp", result="received")
+            if received == sent and _metric(text, "pigeon_messages_total", service="local", result="delivered") == sent:
+                break
+            assert time.monotonic() < deadline, text
+            time.sleep(0.5)
+        assert _metric(text, "pigeon_sessions_total", service="smtp") >= sent  # + the harness's port probe
+        assert _get(metrics, "/healthz")[0] == 200
+    finally:
+        srv.stop()

@@ -319,6 +319,8 @@ class App:
             return
         source = None if self.config.source.startswith("<") else self.config.source
         self.hub = ServerHub(self.queue, self.qmgr.submit, self.qmgr.complete, self.changes)
+        self.hub.counters = lambda name, pid, values: (
+            self.web.exporter.worker_snapshot(name, pid, values) if self.web is not None else None)
         self.master = Master(specs, worker_command(source), self.hub)
         await self.master.start()
 
