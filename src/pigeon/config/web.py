@@ -6,7 +6,7 @@ Rules:
    ``directory`` must be an https URL (RFC 8555 §6.1: ACME runs over HTTPS only).
 2. ACME needs a way to be validated: ``challenge = "http-01"`` needs ``[listen] http`` (the CA
    fetches ``http://<name>/.well-known/acme-challenge/``, on port 80: RFC 8555 §8.3);
-   ``"tls-alpn-01"`` needs ``[listen] https`` (port 443, RFC 8737 §3).
+   ``"tls-alpn-01"`` (RFC 8737) is not implemented yet and is refused.
 3. ``[mta_sts] mode`` is one of RFC 8461 §3.2's three; ``max_age`` at most 31557600 s (the
    same section); ``mx`` patterns are host names, optionally with a leading ``*.`` (§4.1).
 
