@@ -72,7 +72,9 @@ from pigeon.pop3d import MaildropLocks, Pop3SessionFactory, Pop3Settings
 from pigeon.imapd import ImapSessionFactory
 from pigeon.auth.sasl import Authenticator
 from pigeon.auth.throttle import AuthThrottle
-from pigeon.net.tls import TlsError, TlsManager, resolve_files
+from pigeon.net.tls import TlsError, TlsManager
+from pigeon.app.web import WebEndpoint, tls_files
+from pigeon.web.metrics import MailCounters
 from pigeon.smtpd.policy import SenderPolicy
 from pigeon.submission.ratelimit import SendingLimits, SendingRateLimiter
 from pigeon.submission.spool import make_submit_handler
@@ -118,6 +120,8 @@ class App:
         self._lock_fd: int | None = None
         # Listening sockets bound before the privilege drop, by service (taken by the listeners).
         self._bound: dict[str, list[int]] = {}
+        self.counters = MailCounters()  # this process's metrics (pigeon.web.metrics)
+        self.web: WebEndpoint | None = None
 
     def current_config(self) -> Config:
         return self.config
@@ -221,7 +225,7 @@ class App:
         self._register_control()
         self.tls: TlsManager | None = None
         try:
-            self.tls = TlsManager.from_config(cfg.tls.cert, cfg.tls.key, cfg.hostname, data)
+            self.tls = TlsManager(tls_files(cfg))  # [tls], else ACME's, else self-signed (app.web)
         except TlsError as exc:
             if cfg.tls.cert is not None:  # configured files that do not work: refuse (app.preflight rule 2)
                 raise CannotStart(f"{cfg.source}: [tls] cert/key: {exc}") from None
@@ -230,6 +234,7 @@ class App:
         if problem is not None:
             raise CannotStart(problem)
         self.authenticator = Authenticator(credential_verifier(self.directory, cfg.auth, self.clock), AuthThrottle(cfg.auth.throttle, self.clock), self.clock)
+        self.authenticator.on_failure = self.counters.auth_failure
         limits = SendingLimits(cfg.submission.messages_per_hour, cfg.submission.recipients_per_message)
         self.senders = SenderPolicy(self.directory, SendingRateLimiter(limits, self.clock),
                                     lambda: self.config.smtp.recipient_delimiter)
@@ -341,7 +346,7 @@ class App:
             log.error("reload: delivery settings: %s; keeping the previous ones", exc)
         if self.tls is not None:  # renewed certificates for new connections, without a restart
             try:
-                self.tls.reload(resolve_files(new.tls.cert, new.tls.key, new.hostname, new.data_dir))
+                self.tls.reload(tls_files(new))
             except TlsError as exc:
                 log.error("reload: TLS files: %s; keeping the current certificate", exc)
         if self.master is not None:
@@ -371,6 +376,10 @@ class App:
         await self._start_imap_listeners()
         self._close_unused_bound()  # a service that did not start (no TLS): its sockets
         await self._start_workers()
+        for lst in self.listeners:
+            lst.on_tls = self.counters.tls_handshake
+        self.web = WebEndpoint(self)
+        await self.web.start()
         log.info("pigeon started hostname=%s data_dir=%s config=%s", self.config.hostname,
                  self.config.data_dir, self.config.source)
 
@@ -398,6 +407,8 @@ class App:
             return
         source = None if self.config.source.startswith("<") else self.config.source
         self.hub = ServerHub(self.queue, self.qmgr.submit, self.qmgr.complete, self.changes)
+        self.hub.counters = lambda name, pid, values: (
+            self.web.exporter.worker_snapshot(name, pid, values) if self.web is not None else None)
         self.master = Master(specs, worker_command(source), self.hub)
         await self.master.start()
 
@@ -444,6 +455,8 @@ class App:
     async def stop(self) -> None:
         sdnotify.stopping()
         log.info("stopping")
+        if self.web is not None:
+            await self.web.stop()
         for lst in self.listeners:
             await lst.stop()
         if self.master is not None:
@@ -485,6 +498,7 @@ def serve(config: Config) -> int:
     setup_logging(config)
     tune_allocator()
     app = App(config)
+    maillog.observe(app.counters.observe)
     try:
         asyncio.run(app.run())
         maillog.flush()

@@ -32,6 +32,9 @@ Rules:
    (``delivery.fastlane`` Rule 6). Both reopen ``log_file`` (logrotate, ``app.runtime`` rule 3).
    A worker runs as whoever the server is once it dropped its privileges (``app.privileges``):
    it is started after the drop.
+8. Its metrics (``pigeon.web.metrics``: mail events, sessions, TLS handshakes, refused logins)
+   are counted in its own ``MailCounters`` and sent whole to the server as ``Counters`` every
+   ``SNAPSHOT_INTERVAL`` seconds and once more when it stops; the server's ``/metrics`` adds them up.
 
 What can go wrong: a bad descriptor, a bind failure or an unusable configuration ends the worker
 with exit status 1 and a log line; the server restarts it after a pause (``app.master`` rule 5).
@@ -63,7 +66,9 @@ from pigeon.directory import Directory
 from pigeon.directory.errors import DirectoryError
 from pigeon.directory.directory import SERVER_RECHECK
 from pigeon.net.listener import Listener, quiet_accept_errors
-from pigeon.net.tls import TlsError, TlsManager, resolve_files
+from pigeon.net.tls import TlsError, TlsManager
+from pigeon.app.web import tls_files
+from pigeon.web.metrics import SNAPSHOT_INTERVAL, MailCounters
 from pigeon.queue.record import QueueRecord, RcptState
 from pigeon.queue.store import FileQueueStore
 from pigeon.smtpd.policy import SenderPolicy
@@ -183,6 +188,7 @@ class Worker:
         self.fastlane: FastLane | None = None
         self.queue: FileQueueStore | None = None
         self._smtp: SmtpParts | None = None
+        self.counters = MailCounters()  # sent to the server every SNAPSHOT_INTERVAL (rule 8)
 
     def current_config(self) -> Config:
         return self.config
@@ -196,7 +202,7 @@ class Worker:
                                    cfg.smtp.recipient_delimiter, recheck_after=SERVER_RECHECK)
         self.tls: TlsManager | None = None
         try:
-            self.tls = TlsManager.from_config(cfg.tls.cert, cfg.tls.key, cfg.hostname, cfg.data_dir)
+            self.tls = TlsManager(tls_files(cfg))  # the server's choice (app.web rule 1)
         except TlsError as exc:
             log.error("%s: TLS unavailable (no STARTTLS): %s", self.name, exc)
 
@@ -221,6 +227,7 @@ class Worker:
                                lambda: self.config.smtp.recipient_delimiter)
         # The brute-force throttle counts per process (README: [smtp] processes).
         auth = Authenticator(credential_verifier(self.directory, cfg.auth, self.clock), AuthThrottle(cfg.auth.throttle, self.clock), self.clock)
+        auth.on_failure = self.counters.auth_failure
         self._smtp = SmtpParts(self.current_config, self.directory, intake, self.on_queued, self.tls, auth, senders,
                                srs=srs)
         return self._smtp
@@ -253,9 +260,21 @@ class Worker:
         self.directory.set_config_domains(new.domains, new.postmaster)
         if self.tls is not None:
             try:
-                self.tls.reload(resolve_files(new.tls.cert, new.tls.key, new.hostname, new.data_dir))
+                self.tls.reload(tls_files(new))
             except TlsError as exc:
                 log.error("%s: reload: TLS files: %s", self.name, exc)
+
+    def _counters_now(self) -> None:
+        """Rule 8: the whole snapshot (the server keeps the last one)."""
+        try:
+            self.link.send(ipc.Counters(os.getpid(), tuple(self.counters.snapshot())))
+        except (ipc.IpcError, AttributeError, OSError) as exc:  # no link yet, or too many series
+            log.warning("%s: metrics not sent: %s", self.name, exc)
+
+    async def _send_counters(self) -> None:
+        while True:
+            await asyncio.sleep(SNAPSHOT_INTERVAL)
+            self._counters_now()
 
     def flush(self) -> None:
         reopen_logs()  # rule 7: the server passes its SIGUSR1 (logrotate) on
@@ -289,13 +308,17 @@ class Worker:
                 build = SERVICES[service]
                 lst = build(self, service, fds)
                 if lst is not None:
+                    lst.on_tls = self.counters.tls_handshake
                     self.listeners.append(lst)
                     await lst.start()
             loop.add_signal_handler(signal.SIGUSR1, self.flush)  # rule 4: before Ready
             loop.add_signal_handler(signal.SIGHUP, self.reload)
             link.send(ipc.Ready(tuple(service for service, _ in self.listen)))
+            metrics = asyncio.create_task(self._send_counters(), name="worker-metrics")
             await self.stopping.wait()
+            metrics.cancel()
         finally:
+            self._counters_now()
             await self._stop()
         return 0
 
@@ -333,7 +356,9 @@ def run_worker(config: Config, pool: str, index: int, listen: Sequence[tuple[str
                   ", ".join(unknown) or "(none given)", ", ".join(sorted(SERVICES)))
         return 1
     try:
-        rc = asyncio.run(Worker(config, pool, index, pipe_fd, listen).run())
+        worker = Worker(config, pool, index, pipe_fd, listen)
+        maillog.observe(worker.counters.observe)
+        rc = asyncio.run(worker.run())
         maillog.flush()
         return rc
     except (OSError, DirectoryError) as exc:  # a bad descriptor, a bind failure, an unreadable directory

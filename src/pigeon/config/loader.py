@@ -43,6 +43,7 @@ from pigeon.config.model import (
 )
 from pigeon.auth.throttle import HARD_MAX_IP_FAILURES, ThrottleSettings
 from pigeon.config.reader import ConfigError, Table
+from pigeon.config.web import check_web, parse_acme, parse_mta_sts
 from pigeon.core.address import AddressError, is_valid_domain, parse_address
 
 SYSTEM_CONFIG_PATH = Path("/etc/pigeon/pigeon.toml")
@@ -79,6 +80,9 @@ imap = ["127.0.0.1:2143"]
 imaps = ["127.0.0.1:2993"]
 pop3 = ["127.0.0.1:2110"]
 pop3s = ["127.0.0.1:2995"]
+metrics = ["127.0.0.1:9125"]       # Prometheus /metrics and /healthz
+# http = ["0.0.0.0:80"]            # ACME http-01, MTA-STS, autoconfig (see docs/web.md)
+# https = ["0.0.0.0:443"]
 
 [auth]
 allow_plaintext_on_loopback = true   # development only: AUTH without TLS on 127.0.0.1
@@ -101,7 +105,8 @@ bare_newline = "reject"
 # [smtp] processes: more processes than cores only adds context switches; 64 is far above any
 # machine this is meant for and bounds the children one setting can start.
 MAX_SMTP_PROCESSES = 64
-_LISTEN_SERVICES = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s")
+_LISTEN_SERVICES = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s",
+                    "http", "https", "metrics")
 _BARE_NEWLINE: tuple[BareNewline, ...] = ("reject", "normalize")
 _TLS_LEVELS: dict[str, TlsLevel] = {"may": "may", "encrypt": "encrypt", "verify": "verify"}
 
@@ -388,9 +393,12 @@ def parse_config(text: str, source: str, base_dir: Path) -> Config:
         smtp=_smtp(top),
         tls=_tls(top, base_dir),
         submission=_submission(top),
+        acme=parse_acme(top, base_dir),
+        mta_sts=parse_mta_sts(top, hostname),
         source=source,
     )
     top.finish()
+    check_web(config, top)
     return config
 
 

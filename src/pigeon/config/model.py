@@ -115,6 +115,11 @@ class Listen:
     imaps: tuple[Endpoint, ...] = ()
     pop3: tuple[Endpoint, ...] = ()
     pop3s: tuple[Endpoint, ...] = ()
+    # The web endpoint (pigeon.web): ACME http-01, MTA-STS policy, client autoconfiguration on
+    # http/https (documented for ports 80/443); /metrics and /healthz on metrics.
+    http: tuple[Endpoint, ...] = ()
+    https: tuple[Endpoint, ...] = ()
+    metrics: tuple[Endpoint, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +253,34 @@ class SmtpConfig:
     processes: int = 1
 
 
+# Let's Encrypt's production directory (https://letsencrypt.org/docs/acme-protocol-updates/).
+LETS_ENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
+AcmeChallenge = Literal["http-01", "tls-alpn-01"]
+MtaStsMode = Literal["enforce", "testing", "none"]
+
+
+@dataclass(frozen=True, slots=True)
+class AcmeConfig:
+    """``[acme]``: certificates from an ACME server (RFC 8555) for hostname, mta-sts.<domain>
+    and autoconfig.<domain>; ``[tls] cert/key`` take precedence when set."""
+
+    directory: str = LETS_ENCRYPT_DIRECTORY
+    email: str | None = None
+    ca_file: Path | None = None  # trust anchors for the ACME server (tests: Pebble's)
+    challenge: AcmeChallenge = "http-01"
+
+
+@dataclass(frozen=True, slots=True)
+class MtaStsConfig:
+    """``[mta_sts]``: the policy served at https://mta-sts.<domain>/.well-known/mta-sts.txt."""
+
+    # RFC 8461 §3.2: "testing" first is the RFC's advice for a new deployment (reports, no refusals).
+    mode: MtaStsMode = "testing"
+    # RFC 8461 §3.2: max_age up to 31557600 s; a week is the common choice (Google, mox).
+    max_age: int = 604800
+    mx: tuple[str, ...] = ()  # empty: the hostname
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     hostname: str
@@ -271,6 +304,8 @@ class Config:
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
+    acme: AcmeConfig | None = None  # None: no [acme] section, no ACME certificates
+    mta_sts: MtaStsConfig = field(default_factory=MtaStsConfig)
     source: str = "<embedded default>"
 
     @property

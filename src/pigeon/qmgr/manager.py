@@ -222,6 +222,10 @@ class QueueManager:
         for i in range(self.concurrency):
             self._tasks.append(asyncio.create_task(self._worker(), name=f"qmgr-worker-{i}"))
 
+    def running(self) -> bool:
+        """Every scheduling task is alive (the health check, ``pigeon.web``)."""
+        return bool(self._tasks) and not any(t.done() for t in self._tasks)
+
     async def stop(self, grace: float = 10.0) -> None:
         """Let attempts under way finish (up to ``grace`` seconds), then cancel the rest."""
         self._stopping = True

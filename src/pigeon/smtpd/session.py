@@ -251,7 +251,7 @@ class SmtpSession:
                     return True
             case ev.CommandRejected(reply=reply):
                 self.errors += 1
-                maillog.rejected(self.stream.peer_ip, "COMMAND", reply, helo=self.helo or None)
+                maillog.rejected(self.stream.peer_ip, "COMMAND", reply, helo=self.helo or None, service=self.ctx.service)
             case _:
                 log.error("unhandled SMTP event %r", event)
                 conn.send(C451_LOCAL_ERROR)
@@ -358,7 +358,7 @@ class SmtpSession:
             if refusal is not None:
                 self.errors += 1
                 maillog.rejected(self.stream.peer_ip, "MAIL", refusal, sender=event.sender,
-                                 helo=self.helo or None)
+                                 helo=self.helo or None, service=self.ctx.service)
                 self.conn.send(refusal)
                 return
         if p.requiretls and not self.stream.tls_active:  # RFC 8689 §3: only within TLS
@@ -392,7 +392,7 @@ class SmtpSession:
             self.errors += 1
             maillog.rejected(self.stream.peer_ip, "RCPT", reply,
                              sender=self.envelope.sender if self.envelope else None, rcpt=rcpt,
-                             helo=self.helo or None)
+                             helo=self.helo or None, service=self.ctx.service)
             self.conn.send(reply)
             return
         assert self.envelope is not None  # the core only emits RcptTo inside a transaction
@@ -447,7 +447,7 @@ class SmtpSession:
                 txn.abort()
             self.errors += 1
             maillog.rejected(self.stream.peer_ip, "DATA", error,
-                             sender=envelope.sender if envelope else None, helo=self.helo or None)
+                             sender=envelope.sender if envelope else None, helo=self.helo or None, service=self.ctx.service)
             conn.send(error)
             return
         if txn is None:
@@ -457,7 +457,7 @@ class SmtpSession:
             record = await txn.commit()
         except MailError as exc:
             maillog.rejected(self.stream.peer_ip, "DATA", exc.reply,
-                             sender=envelope.sender if envelope else None, helo=self.helo or None)
+                             sender=envelope.sender if envelope else None, helo=self.helo or None, service=self.ctx.service)
             conn.send(exc.reply)
             return
         except OSError as exc:
@@ -469,7 +469,7 @@ class SmtpSession:
             conn.send(C451_LOCAL_ERROR)
             return
         maillog.received(record.id, self.stream.peer_ip, record.envelope.sender,
-                         len(record.envelope.recipients), record.size, record.envelope.client.protocol)
+                         len(record.envelope.recipients), record.size, record.envelope.client.protocol, service=self.ctx.service)
         conn.send(Reply(250, "2.0.0", f"Ok: queued as {record.id}"))
         if self.ctx.senders is not None:
             self.ctx.senders.queued(self.user)
