@@ -27,12 +27,15 @@ Rules:
    verifies (system CAs, or ``tls_ca_file``) and names the MX host; without it the host is
    skipped with ``451 4.7.5`` and the next MX tried; nothing is sent in the clear.
 
+9. A ``RelayJob`` may carry its body in memory (``body``; the relay lane's journaled mail):
+   it is sent from there, and ``body_path`` is never read.
+
 DSN parameters (NOTIFY, ORCPT, RET, ENVID) and BODY/SMTPUTF8 come from a ``RelayJob`` (a
 ``DeliveryJob`` with the queue record's envelope and per-recipient parameters); a plain
 ``DeliveryJob`` is sent without them (BODY inferred from the content).
 
-What can go wrong: see Rules 3-4 and 6. Connections are not kept open between messages (no
-connection cache yet).
+What can go wrong: see Rules 3-4 and 6. Idle connections are kept for the next message to the
+same host (``delivery.conncache``).
 """
 
 from __future__ import annotations
@@ -89,6 +92,9 @@ class RelayJob(DeliveryJob):
 
     envelope: Envelope | None = None  # BODY, SMTPUTF8, RET, ENVID
     params: tuple[Recipient, ...] = ()  # parallel to ``recipients``: NOTIFY, ORCPT
+    # The body in memory (the relay lane's journaled mail, ``delivery.relaylane``): sent from
+    # here, ``body_path`` is not read (Rule 9).
+    body: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,13 +232,19 @@ class RelayDelivery:
                 params = job.params
         if not params:
             params = tuple(Recipient(r) for r in job.recipients)
-        size = os.stat(job.body_path).st_size
-        eight_bit = await asyncio.to_thread(mime7bit.has_8bit, job.body_path)
+        data = job.body if isinstance(job, RelayJob) else None
         smtputf8 = env.smtputf8 if env is not None else False
         utf8_local = any(not p.address.local.isascii() for p in params) or (
             job.sender is not None and not job.sender.local.isascii())
-        needs_utf8 = utf8_local or (smtputf8 and await asyncio.to_thread(
-            mime7bit.header_section_has_8bit, job.body_path))
+        if data is not None:  # Rule 9: no file, no thread hop
+            size = len(data)
+            eight_bit = not data.isascii()
+            needs_utf8 = utf8_local or (smtputf8 and mime7bit.header_bytes_have_8bit(data))
+        else:
+            size = os.stat(job.body_path).st_size
+            eight_bit = await asyncio.to_thread(mime7bit.has_8bit, job.body_path)
+            needs_utf8 = utf8_local or (smtputf8 and await asyncio.to_thread(
+                mime7bit.header_section_has_8bit, job.body_path))
         groups: dict[str, list[int]] = {}
         for i, p in enumerate(params):
             groups.setdefault(destination_of(p.address, self.settings.smarthost is not None), []).append(i)
@@ -243,7 +255,7 @@ class RelayDelivery:
                 sender=job.sender, recipients=tuple(params[i] for i in idx), body_path=job.body_path,
                 size=size, eight_bit=eight_bit, binarymime=env is not None and env.body == "BINARYMIME",
                 needs_smtputf8=needs_utf8, smtputf8=smtputf8 or utf8_local,
-                ret=env.ret if env else None, envid=env.envid if env else None)
+                ret=env.ret if env else None, envid=env.envid if env else None, body=data)
             try:
                 out = await self._deliver_group(job, dest, msg)
             except Exception:

@@ -119,13 +119,14 @@ class OutboundMessage:
     sender: Address | None
     recipients: tuple[Recipient, ...]
     body_path: Path
-    size: int  # octets in the spool file
+    size: int  # octets in the spool file (or in ``body``)
     eight_bit: bool  # the body holds octets above 127
     binarymime: bool  # declared BODY=BINARYMIME
     needs_smtputf8: bool  # Rule 3
     smtputf8: bool  # the sender asked for SMTPUTF8
     ret: Literal["FULL", "HDRS"] | None = None
     envid: str | None = None
+    body: bytes | None = field(default=None, repr=False)  # in memory (the relay lane): not read from body_path
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,6 +338,8 @@ class _Peer:
 
 
 def _open_body(msg: OutboundMessage, convert: bool) -> BinaryIO:
+    if msg.body is not None:
+        return io.BytesIO(mime7bit.to_7bit(msg.body) if convert else msg.body)
     if convert:
         return io.BytesIO(mime7bit.to_7bit(msg.body_path.read_bytes()))
     return open(msg.body_path, "rb")
@@ -441,7 +444,8 @@ async def _transaction(peer: _Peer, ext: Extensions,
     if convert:
         log.info("relay: %s lacks 8BITMIME%s; converting the message to 7-bit MIME",
                  label, "/BINARYMIME" if msg.binarymime else "")
-    body = await asyncio.to_thread(_open_body, msg, convert)
+    # A body in memory is opened on the loop (no file, no thread hop); a file in a thread.
+    body = _open_body(msg, convert) if msg.body is not None else await asyncio.to_thread(_open_body, msg, convert)
     try:
         size = _size_of(body)
         if ext.size and size > ext.size:  # Rule 4

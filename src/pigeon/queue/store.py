@@ -45,7 +45,10 @@ Rules:
    ``journal=True`` (the server), a body up to ``MEMORY_BODY`` stays in memory while it is
    received. The queue decides which mail takes the journal (cleanup only commits): a body
    still in memory whose recipients are all pending and local (the ``local_domain`` predicate
-   the app hands the store; without one, none; ``commit(fast=...)`` overrides the test). Its
+   the app hands the store; without one, none; ``commit(fast=...)`` overrides the test). With
+   ``relay_journal=True`` (the server, which delivers journaled relay mail from memory through
+   its relay lane, ``delivery.relaylane``) a message none of whose recipients is local takes the
+   journal too; a message with both local and remote recipients takes the queue files. Its
    ``commit`` appends record and body to the journal and returns
    after the journal's group flush: that flush is the commit point of such a message. The
    store keeps its body in memory, by queue id (``in_journal``), until its delivery takes it
@@ -149,7 +152,7 @@ class FileQueueStore:
     def __init__(self, root: Path, clock: Clock, *, io_threads: int = DEFAULT_IO_THREADS,
                  journal: bool = False, journal_owner: str = MAIN_JOURNAL,
                  flush: str = "file", io: FileIO = REAL,
-                 local_domain: Callable[[str], bool] | None = None) -> None:
+                 local_domain: Callable[[str], bool] | None = None, relay_journal: bool = False) -> None:
         self.root = root
         self.clock = clock
         self.io = io  # rule 4: the IO seam (tests inject faults through it)
@@ -166,6 +169,7 @@ class FileQueueStore:
         # The intake journal (rule 8), for the server; tools and tests use the files alone.
         self.journal: Journal | None = None
         self.local_domain = local_domain  # rule 8: which mail the journal takes (the app's directory)
+        self.relay_journal = relay_journal  # rule 8: mail for other domains takes it too
         self.orphans: Callable[[QueueRecord], None] | None = None  # rule 9
         # Rule 8: the bodies of journal commits, in memory until their delivery takes them.
         self._bodies: dict[QueueId, bytes] = {}
@@ -244,12 +248,13 @@ class FileQueueStore:
         self.io.rename(body.path, self.body_path(body.id))
 
     def _takes_journal(self, rcpts: list[RcptState]) -> bool:
-        """Rule 8: every recipient is pending and in a local domain (``local_domain``), so its
-        delivery can take the message from memory."""
+        """Rule 8: every recipient is pending and in a local domain (``local_domain``), or, with
+        ``relay_journal``, none is: one lane (local or relay) can take the message from memory."""
         local = self.local_domain
-        if local is None or not rcpts:
+        if local is None or not rcpts or any(r.status != "pending" for r in rcpts):
             return False
-        return all(r.status == "pending" and local(r.address.domain) for r in rcpts)
+        where = {local(r.address.domain) for r in rcpts}
+        return where == {True} or (self.relay_journal and where == {False})
 
     async def commit(self, body: BodyWriter, envelope: Envelope, rcpts: list[RcptState], *,
                      fast: bool | None = None) -> QueueRecord:
