@@ -23,6 +23,9 @@ Rules:
 3. The done entry follows the next hop's final ``250`` to the end of data, never precedes it;
    a crash in between relays the message again after the restart (at least once, as for every
    message: RFC 5321 §6.1 allows the duplicate, never the loss).
+5. A message a recipient of which asks for a success notice (NOTIFY=SUCCESS, RFC 3461 §4.1) is
+   spilled untried: whether Pigeon or the next hop sends the notice depends on the next hop's
+   DSN support (``delivery.relay`` Rule 7), which the queue manager handles; rare mail.
 4. ``JournalLanes`` is the one ``MessageAgent`` (``delivery.base`` Rule 4) the queue manager
    sees: it sends each journaled message to the local lane or the relay lane by its
    recipients' domains, and answers ``retry_now``, ``held``, ``wait_idle`` and ``stop`` for both.
@@ -68,6 +71,8 @@ class RelayLane(FastLane):
         rcpts = record.rcpts
         if any(self._domains.is_local_domain(r.address.domain) for r in rcpts):
             return None
+        if any("SUCCESS" in r.notify for r in rcpts):
+            return None  # Rule 5: the queue manager relays it and sends the notice
         job = RelayJob(queue_id=record.id, sender=record.envelope.sender,
                        recipients=tuple(r.address for r in rcpts),
                        body_path=self._queue.body_path(record.id), envelope=record.envelope,
