@@ -32,6 +32,7 @@ class Load:
     accepted: dict[str, tuple[str, list[str]]] = field(default_factory=dict)  # token → (qid, rcpts)
     attempted: int = 0
     failures: int = 0
+    rcpts: list[str] = field(default_factory=lambda: list(RCPTS))
 
     def client(self, n: int) -> None:
         i = 0
@@ -44,7 +45,7 @@ class Load:
                             break
                         i += 1
                         tok = f"crash-{n}-{i}-tok"
-                        rcpts = RCPTS if i % 2 else RCPTS[:1]
+                        rcpts = self.rcpts if i % 2 else self.rcpts[:1]
                         with self.lock:
                             self.attempted += 1
                         c.mail("load@remote.test")

@@ -56,6 +56,7 @@ from pigeon.delivery.fastlane import FastLane
 from pigeon.delivery.local import LocalDelivery
 from pigeon.delivery.outbound import Outbound
 from pigeon.delivery.relay import RelayDelivery, RelaySettings
+from pigeon.delivery.relaylane import JournalLanes, RelayLane
 from pigeon.dns.resolver import DnsResolver
 from pigeon.directory import Directory
 from pigeon.mailauth.keys import KeyStore
@@ -188,9 +189,10 @@ class App:
             self.directory.add_user(DEMO_USER, password)
             print(f"pigeon: created user {DEMO_USER} with password {password} "
                   "(shown only this once; change it with `pigeon user passwd`)", file=sys.stderr, flush=True)
-        # The journal is for local mail (queue.store rule 8): the queue is told which domains are.
+        # The journal is for local mail and for relay mail (queue.store rule 8): the queue is told
+        # which domains are local; the relay lane below delivers the relay mail it holds.
         self.queue = FileQueueStore(data / "queue", self.clock, journal=True, flush=cfg.queue.flush,
-                                    local_domain=self.directory.is_local_domain)
+                                    local_domain=self.directory.is_local_domain, relay_journal=True)
         report = self.queue.recover()
         log.info("queue recovered: %s", report)
         self.store = MaildirStore(data / "mail", cfg.hostname, commits=self.queue.commits)  # one engine
@@ -217,8 +219,14 @@ class App:
                                  self.current_config, self.clock, self.bouncer)
         self.bouncer.on_queued = self.on_queued
         # Local mail committed to the intake journal is delivered from memory (docs/queue.md).
-        self.fastlane = FastLane(self.queue, self.store, self.directory, self.directory, self.clock,
-                                 self.changes, finish=self.qmgr.complete, submit=self.qmgr.submit)
+        # Relay mail committed to the journal is relayed from memory (delivery.relaylane); one
+        # MessageAgent for both lanes.
+        self.fastlane = JournalLanes(
+            FastLane(self.queue, self.store, self.directory, self.directory, self.clock,
+                     self.changes, finish=self.qmgr.complete, submit=self.qmgr.submit),
+            RelayLane(self.queue, self.store, self.directory, self.directory, self.clock, self.relay,
+                      finish=self.qmgr.complete, submit=self.qmgr.submit),
+            self.directory)
         self.qmgr.fastlane = self.fastlane  # qmgr's transport for journaled mail (qmgr rule 7)
         self.queue.orphans = self.on_queued  # committed after its client went away
         self.control = ControlServer(socket_path(data))

@@ -5,8 +5,8 @@ A worker serves some of the server's services on the server's own listening sock
 over at start, ``--service smtp=5,6``), so every process accepts from one queue of new
 connections and whichever is free takes the next one. It builds what those services need
 (``SERVICES``) and tells the server the rest through ``app.ipc``. Today the ``smtp`` service:
-the SMTP sessions, an intake with its own journal (``queue/journal/w<index>/``) and a fast lane
-for the local mail it accepted; the queue manager, recovery, the control socket, submission,
+the SMTP sessions, an intake with its own journal (``queue/journal/w<index>/``), a fast lane
+for the local mail it accepted and a relay lane (with its own relay agent) for the relay mail; the queue manager, recovery, the control socket, submission,
 IMAP and POP3 stay in the server.
 
 Rules:
@@ -35,6 +35,9 @@ Rules:
 8. Its metrics (``pigeon.web.metrics``: mail events, sessions, TLS handshakes, refused logins)
    are counted in its own ``MailCounters`` and sent whole to the server as ``Counters`` every
    ``SNAPSHOT_INTERVAL`` seconds and once more when it stops; the server's ``/metrics`` adds them up.
+9. Relay mail it accepted (every recipient in another domain) it relays itself, from its journal
+   (``delivery.relaylane``), with its own relay agent and connection cache; the relay limits
+   (``delivery.relay`` Rule 5) count per process.
 
 What can go wrong: a bad descriptor, a bind failure or an unusable configuration ends the worker
 with exit status 1 and a log line; the server restarts it after a pause (``app.master`` rule 5).
@@ -62,7 +65,10 @@ from pigeon.clocks import SystemClock
 from pigeon.config import Config, ConfigError, load_config
 from pigeon.core.results import RecipientResult
 from pigeon.delivery.fastlane import FastLane
+from pigeon.delivery.relay import RelayDelivery, RelaySettings
+from pigeon.delivery.relaylane import JournalLanes, RelayLane
 from pigeon.directory import Directory
+from pigeon.dns.resolver import DnsResolver
 from pigeon.directory.errors import DirectoryError
 from pigeon.directory.directory import SERVER_RECHECK
 from pigeon.net.listener import Listener, quiet_accept_errors
@@ -185,7 +191,8 @@ class Worker:
         self._pipe_fd = pipe_fd
         self.stopping = asyncio.Event()
         self.listeners: list[Listener] = []
-        self.fastlane: FastLane | None = None
+        self.fastlane: JournalLanes | None = None
+        self.relay: RelayDelivery | None = None
         self.queue: FileQueueStore | None = None
         self._smtp: SmtpParts | None = None
         self.counters = MailCounters()  # sent to the server every SNAPSHOT_INTERVAL (rule 8)
@@ -214,13 +221,22 @@ class Worker:
         data = cfg.data_dir
         self.queue = FileQueueStore(data / "queue", self.clock, journal=True,
                                     journal_owner=journal_owner(self.index), flush=cfg.queue.flush,
-                                    local_domain=self.directory.is_local_domain)  # rule 8 of queue.store
+                                    local_domain=self.directory.is_local_domain,
+                                    relay_journal=True)  # rule 8 of queue.store
         store = MaildirStore(data / "mail", cfg.hostname, commits=self.queue.commits)  # one engine
         srs = srs_codec(data)
         intake = Intake(self.queue, expander(self.directory, srs, self.clock), cfg.hostname, self.clock,
                         max_received=cfg.limits.max_received_headers)
-        self.fastlane = FastLane(self.queue, store, self.directory, self.directory, self.clock, self.link,
-                                 finish=self._complete, submit=self._schedule)
+        # Relay mail it accepted is relayed from its journal by its own relay agent (rule 8):
+        # its concurrency limits count per process.
+        resolver = DnsResolver([(e.host, e.port) for e in cfg.dns.nameservers], self.clock)
+        self.relay = RelayDelivery(resolver, RelaySettings.from_config(cfg))
+        self.fastlane = JournalLanes(
+            FastLane(self.queue, store, self.directory, self.directory, self.clock, self.link,
+                     finish=self._complete, submit=self._schedule),
+            RelayLane(self.queue, store, self.directory, self.directory, self.clock, self.relay,
+                      finish=self._complete, submit=self._schedule),
+            self.directory)
         self.queue.orphans = self.on_queued
         limits = SendingLimits(cfg.submission.messages_per_hour, cfg.submission.recipients_per_message)
         senders = SenderPolicy(self.directory, SendingRateLimiter(limits, self.clock),
@@ -258,6 +274,8 @@ class Worker:
             return
         self.config = new
         self.directory.set_config_domains(new.domains, new.postmaster)
+        if self.relay is not None:
+            self.relay.reconfigure(RelaySettings.from_config(new))
         if self.tls is not None:
             try:
                 self.tls.reload(tls_files(new))
@@ -328,6 +346,8 @@ class Worker:
             await lst.stop(WORKER_STOP_GRACE)
         if self.fastlane is not None:
             await self.fastlane.stop(WORKER_STOP_GRACE)
+        if self.relay is not None:
+            await self.relay.close()
         if self.queue is not None:
             self.queue.close()
         self.directory.close()

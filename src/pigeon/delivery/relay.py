@@ -39,16 +39,19 @@ Rules:
    failure is counted for TLS-RPT and the message delivered as before (§5). Every session
    under a policy is counted for TLS-RPT (RFC 8460 §4).
 11. REQUIRETLS (RFC 8689 §4.1): a message whose envelope asks for it goes only to a host that
-   rule 9 authenticates (DANE, or MTA-STS — a testing policy then counts as enforce) and that
+   rule 10 authenticates (DANE, or MTA-STS — a testing policy then counts as enforce) and that
    offers REQUIRETLS; a host without such a policy is skipped with ``550 5.7.30``, so that the
    message is returned when no host qualifies (RFC 8689 §5).
+
+12. A ``RelayJob`` may carry its body in memory (``body``; the relay lane's journaled mail):
+   it is sent from there, and ``body_path`` is never read.
 
 DSN parameters (NOTIFY, ORCPT, RET, ENVID) and BODY/SMTPUTF8 come from a ``RelayJob`` (a
 ``DeliveryJob`` with the queue record's envelope and per-recipient parameters); a plain
 ``DeliveryJob`` is sent without them (BODY inferred from the content).
 
-What can go wrong: see Rules 3-4 and 6. Connections are not kept open between messages (no
-connection cache yet).
+What can go wrong: see Rules 3-4 and 6. Idle connections are kept for the next message to the
+same host (``delivery.conncache``).
 """
 
 from __future__ import annotations
@@ -113,6 +116,9 @@ class RelayJob(DeliveryJob):
     envelope: Envelope | None = None  # BODY, SMTPUTF8, RET, ENVID
     params: tuple[Recipient, ...] = ()  # parallel to ``recipients``: NOTIFY, ORCPT
     originals: tuple[Address, ...] = ()  # parallel to ``recipients``: where expansion started (Rule 9)
+    # The body in memory (the relay lane's journaled mail, ``delivery.relaylane``): sent from
+    # here, ``body_path`` is not read (Rule 12).
+    body: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,13 +281,19 @@ class RelayDelivery:
                 originals = job.originals
         if not params:
             params = tuple(Recipient(r) for r in job.recipients)
-        size = os.stat(job.body_path).st_size
-        eight_bit = await asyncio.to_thread(mime7bit.has_8bit, job.body_path)
+        data = job.body if isinstance(job, RelayJob) else None
         smtputf8 = env.smtputf8 if env is not None else False
         utf8_local = any(not p.address.local.isascii() for p in params) or (
             job.sender is not None and not job.sender.local.isascii())
-        needs_utf8 = utf8_local or (smtputf8 and await asyncio.to_thread(
-            mime7bit.header_section_has_8bit, job.body_path))
+        if data is not None:  # Rule 12: no file, no thread hop
+            size = len(data)
+            eight_bit = not data.isascii()
+            needs_utf8 = utf8_local or (smtputf8 and mime7bit.header_bytes_have_8bit(data))
+        else:
+            size = os.stat(job.body_path).st_size
+            eight_bit = await asyncio.to_thread(mime7bit.has_8bit, job.body_path)
+            needs_utf8 = utf8_local or (smtputf8 and await asyncio.to_thread(
+                mime7bit.header_section_has_8bit, job.body_path))
         groups: dict[tuple[str, Plan], list[int]] = {}
         outbound = self.outbound
         for i, p in enumerate(params):
@@ -303,7 +315,7 @@ class RelayDelivery:
                 needs_smtputf8=needs_utf8, smtputf8=smtputf8 or utf8_local,
                 ret=env.ret if env else None, envid=env.envid if env else None,
                 sign=outbound.signer(plan) if outbound is not None else None,
-                requiretls=env.requiretls if env else False)
+                requiretls=env.requiretls if env else False, body=data)
             try:
                 out = await self._deliver_group(job, dest, msg)
             except Exception:

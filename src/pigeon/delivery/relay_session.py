@@ -131,7 +131,7 @@ class OutboundMessage:
     sender: Address | None
     recipients: tuple[Recipient, ...]
     body_path: Path
-    size: int  # octets in the spool file
+    size: int  # octets in the spool file (or in ``body``)
     eight_bit: bool  # the body holds octets above 127
     binarymime: bool  # declared BODY=BINARYMIME
     needs_smtputf8: bool  # Rule 3
@@ -140,6 +140,7 @@ class OutboundMessage:
     envid: str | None = None
     sign: Callable[[bytes], bytes] | None = None  # Rule 13: message octets → fields to prepend
     requiretls: bool = False  # Rule 15
+    body: bytes | None = field(default=None, repr=False)  # in memory (the relay lane): not read from body_path
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,10 +355,12 @@ class _Peer:
 
 def _open_body(msg: OutboundMessage, convert: bool) -> BinaryIO:
     if msg.sign is not None:  # Rule 13: sign what is sent
-        data = msg.body_path.read_bytes()
+        data = msg.body if msg.body is not None else msg.body_path.read_bytes()
         if convert:
             data = mime7bit.to_7bit(data)
         return io.BytesIO(msg.sign(data) + data)
+    if msg.body is not None:
+        return io.BytesIO(mime7bit.to_7bit(msg.body) if convert else msg.body)
     if convert:
         return io.BytesIO(mime7bit.to_7bit(msg.body_path.read_bytes()))
     return open(msg.body_path, "rb")
@@ -474,7 +477,8 @@ async def _transaction(peer: _Peer, ext: Extensions,
     if convert:
         log.info("relay: %s lacks 8BITMIME%s; converting the message to 7-bit MIME",
                  label, "/BINARYMIME" if msg.binarymime else "")
-    body = await asyncio.to_thread(_open_body, msg, convert)
+    # A body in memory is opened on the loop (no file, no thread hop); a file in a thread.
+    body = _open_body(msg, convert) if msg.body is not None else await asyncio.to_thread(_open_body, msg, convert)
     try:
         size = _size_of(body)
         if ext.size and size > ext.size:  # Rule 4
