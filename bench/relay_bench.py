@@ -262,7 +262,7 @@ class RelayPostfix(Postfix):
 
 
 def make_pigeon(name: str, workdir: Path, port: int, cmd: list[str], sink_port: int,
-                dns_port: int, smarthost_verify: bool = True) -> Pigeon:
+                dns_port: int, smarthost_verify: bool = True, processes: int = 1) -> Pigeon:
     if name == "pigeon-mx":
         delivery = f"[delivery]\nremote_port = {sink_port}\n"
     elif name == "pigeon-smarthost":
@@ -273,7 +273,8 @@ def make_pigeon(name: str, workdir: Path, port: int, cmd: list[str], sink_port: 
         raise ValueError(name)
     tail = (PIGEON_TOML_TAIL
             # Both variants: only the loopback DNS server, never the system's resolver.
-            + f'[dns]\nnameservers = ["127.0.0.1:{dns_port}"]\n' + delivery)
+            + f'[dns]\nnameservers = ["127.0.0.1:{dns_port}"]\n' + delivery
+            + f"[smtp]\nprocesses = {processes}\n")
     p = Pigeon(workdir / name, port, cmd, f'relay_domains = ["{RELAY_DOMAIN}"]', tail)
     p.name = name
     return p
@@ -487,6 +488,8 @@ def main() -> int:
     ap.add_argument("--smarthost-tls-verify", choices=["true", "false"], default="true",
                     help="pigeon-smarthost's smarthost_tls_verify (default true, Pigeon's default; "
                          "the sink has no TLS, so it only changes the cost of the TLS context)")
+    ap.add_argument("--pigeon-processes", type=int, default=1,
+                    help="Pigeon's [smtp] processes (default 1; each SMTP worker relays what it accepted)")
     ap.add_argument("--pigeon-cmd", default=str(REPO / ".venv" / "bin" / "pigeon"))
     # Ports apart from run.py's (2625/2526), so both harnesses can exist side by side.
     ap.add_argument("--pigeon-mx-port", type=int, default=2725)
@@ -530,7 +533,7 @@ def main() -> int:
         elif name in ("pigeon-mx", "pigeon-smarthost"):
             port = args.pigeon_mx_port if name == "pigeon-mx" else args.pigeon_smarthost_port
             servers.append(make_pigeon(name, workdir, port, cmd, args.sink_port, dns.port,
-                                       args.smarthost_tls_verify == "true"))
+                                       args.smarthost_tls_verify == "true", args.pigeon_processes))
         else:
             ap.error(f"unknown server {name}")
     notes: list[str] = []

@@ -8,6 +8,8 @@ Rules:
 3. Passwords and AUTH payloads are never passed to this module (no function takes one).
 4. In the server the lines bypass ``logging`` (``write_directly``) but keep its format and go
    to the same streams; elsewhere (tests, tools) they go through the ``pigeon.mail`` logger.
+5. ``observe(callback)`` hands every event (its name and fields) to one observer, before the
+   line is written: the metrics count mail where it is logged (``pigeon.web.metrics``).
 
 The lines go to the ``pigeon.mail`` logger; ``app`` sends it to stderr and to ``log_file``.
 """
@@ -20,6 +22,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 from pigeon.core.address import Address, format_path
@@ -43,6 +46,9 @@ def _quote(value: object) -> str:
 
 
 def _emit(qid: str, event: str, **fields: object) -> None:
+    observer = _observer
+    if observer is not None:
+        observer(event, fields)  # rule 5: counted even when the line is not written
     if not log.isEnabledFor(logging.INFO):
         return  # nothing is formatted for a line nobody reads
     parts = [qid or "NOQUEUE", event]
@@ -117,6 +123,13 @@ class DirectLines:
 
 
 _direct: DirectLines | None = None
+_observer: Callable[[str, dict[str, object]], None] | None = None
+
+
+def observe(callback: Callable[[str, dict[str, object]], None] | None) -> None:
+    """Rule 5: ``callback(event, fields)`` for every mail event of this process (None: off)."""
+    global _observer
+    _observer = callback
 
 
 def flush() -> None:
@@ -164,16 +177,16 @@ def disconnect(client: str, service: str, commands: int, errors: int) -> None:
 
 
 def rejected(client: str, stage: str, reply: object, sender: Address | None = None,
-             rcpt: Address | None = None, helo: str | None = None) -> None:
+             rcpt: Address | None = None, helo: str | None = None, service: str | None = None) -> None:
     _emit("NOQUEUE", "reject", client=client, stage=stage,
           **{"from": format_path(sender) if stage in ("MAIL", "RCPT", "DATA") else None},
-          to=format_path(rcpt) if rcpt is not None else None, helo=helo, status=reply)
+          to=format_path(rcpt) if rcpt is not None else None, helo=helo, status=reply, service=service)
 
 
 def received(qid: str, client: str, sender: Address | None, nrcpt: int, size: int,
-             protocol: str) -> None:
+             protocol: str, service: str | None = None) -> None:
     _emit(qid, "received", client=client, **{"from": format_path(sender)}, nrcpt=nrcpt,
-          size=size, proto=protocol)
+          size=size, proto=protocol, service=service)
 
 
 def queued(qid: str, sender: Address | None, size: int, nrcpt: int) -> None:

@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -80,6 +81,9 @@ class Server:
     listen_toml: str = ""  # more [listen] keys (submission, imap…)
     proc: subprocess.Popen[bytes] | None = None
     smtp_port: int = 0
+    # Another interpreter of the same Python version (one a dropped user can run), given this
+    # one's site-packages (the privilege-drop tests).
+    python: str = ""
 
     def __post_init__(self) -> None:
         self.data_dir = self.tmp / "data"
@@ -101,14 +105,19 @@ class Server:
             f"[limits]\n{self.limits_toml}\n"
         )
 
+    @property
+    def pigeon(self) -> list[str]:
+        return [self.python, *PIGEON[1:]] if self.python else PIGEON
+
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
+        extra = [sysconfig.get_paths()["purelib"]] if self.python else []
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), *extra, env.get("PYTHONPATH", "")])
         env.pop("PIGEON_CONFIG", None)
         return env
 
     def cli(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        res = subprocess.run([*PIGEON, "--config", str(self.config_path), *args], input=input,
+        res = subprocess.run([*self.pigeon, "--config", str(self.config_path), *args], input=input,
                              capture_output=True, text=True, env=self.env(), timeout=60)
         if check and res.returncode != 0:
             raise AssertionError(f"pigeon {' '.join(args)} failed ({res.returncode}): {res.stderr}")
@@ -119,7 +128,7 @@ class Server:
 
     def start(self) -> None:
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([*PIGEON, "--config", str(self.config_path), "serve"],
+        self.proc = subprocess.Popen([*self.pigeon, "--config", str(self.config_path), "serve"],
                                      stdout=self._log, stderr=subprocess.STDOUT, env=self.env())
         wait_port(self.host, self.smtp_port, proc=self.proc)
         # The other listeners (listen_toml) open just after SMTP's: wait for them too.

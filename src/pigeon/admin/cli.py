@@ -7,6 +7,15 @@ Rules:
 2. Queue commands talk to the running server through its control socket; when no server runs
    they work on the data directory directly (the server's lock proves nobody else is using it).
 3. Exit codes: 0 success, 1 failure (message on stderr as ``pigeon: ...``), 2 usage.
+4. The data directory: ``serve``, ``domain add``, ``user add``, ``user import`` and ``restore``
+   may create a missing one;
+   every other command refuses, naming the path and the configuration that set it (a typo in
+   ``data_dir`` must not start a new, empty installation). ``check-config`` only reports it.
+5. Run as root, a command acts as the service user (``app.privileges.cli_identity``: ``user``
+   of the configuration, else the data directory's owner when that is not root) before it
+   touches the data directory, so that every file it creates belongs to the user the server
+   runs as. ``serve`` drops by itself once its ports are bound.
+6. ``pigeon --version`` and ``pigeon version`` print the version and need no configuration.
 """
 
 from __future__ import annotations
@@ -21,8 +30,12 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from pigeon.admin import directory_cmds, mail_cmd, route_cmd, sendmail
-from pigeon.config import DEFAULT_CONFIG_TOML, Config, ConfigError, find_config
+from pigeon import __version__
+from pigeon.admin import backup_cmd, dkim_cmds, directory_cmds, mail_cmd, migrate_cmd, reports_cmd, route_cmd, sendmail
+from pigeon.app import preflight
+from pigeon.app.privileges import PrivilegeError, ServiceUser, cli_identity, drop
+from pigeon.config import DEFAULT_CONFIG_TOML, EMBEDDED_SOURCE, Config, ConfigError, find_config
+from pigeon.directory import Directory, DirectoryError
 from pigeon.control import queueops
 from pigeon.control.client import ControlError, ControlUnavailable, call, server_running
 from pigeon.control.protocol import JSONValue
@@ -173,12 +186,71 @@ def cmd_queue_bounce(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+class DataDirMissing(Exception):
+    """Rule 4: a command that needs the data directory, which does not exist."""
+
+
+def _where(config: Config) -> str:
+    if config.source == EMBEDDED_SOURCE:
+        return "data_dir of the embedded default configuration, or $PIGEON_HOME"
+    return f"data_dir in {config.source}"
+
+
+def enter_data_dir(config: Config, creates: bool) -> ServiceUser | None:
+    """Rules 4 and 5: check (or create) the data directory and become the service user; returns
+    whom the command now runs as when it changed (None: unchanged)."""
+    data = config.data_dir
+    target = cli_identity(config)
+    if not data.is_dir():
+        if data.exists():
+            raise DataDirMissing(f"{data}: not a directory ({_where(config)})")
+        if not creates:
+            raise DataDirMissing(f"{data}: no such data directory ({_where(config)}); "
+                                 "`pigeon serve`, `pigeon domain add` or `pigeon user add` create it")
+        data.mkdir(parents=True, mode=0o700)
+        if target is not None:
+            os.chown(data, target.uid, target.gid)
+    if target is None:
+        return None
+    owner = data.stat().st_uid
+    if owner != target.uid:
+        raise PrivilegeError(f"{data} belongs to uid {owner}, not to {target.name}, the user the server runs as; "
+                             f"fix with: chown -R {target.name}: {data}")
+    drop(target)
+    return target
+
+
 def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
     if args.print_default:
         print(DEFAULT_CONFIG_TOML)
         return 0
+    problems = preflight.problems(config)
+    if config.data_dir.is_dir():
+        try:
+            enter_data_dir(config, creates=False)  # opening the directory must not leave root's files
+            with Directory(config.directory_path, config.domains, config.postmaster,
+                           config.smtp.recipient_delimiter) as directory:
+                problem = preflight.postmaster_problem(config, directory)
+        except (PrivilegeError, DirectoryError, OSError) as exc:
+            problem = f"{config.data_dir}: {exc}"
+        if problem is not None:
+            problems.append(problem)
+    elif not config.data_dir.exists():
+        print(f"{config.source}: note: data_dir {config.data_dir} does not exist yet "
+              "(`pigeon serve`, `pigeon domain add` or `pigeon user add` create it)")
+    for problem in problems:
+        print(f"pigeon: {problem}", file=sys.stderr)
+    if problems:
+        print(f"{config.source}: {len(problems)} problem(s); `pigeon serve` refuses to start", file=sys.stderr)
+        return 1
     print(f"{config.source}: OK (hostname={config.hostname}, data_dir={config.data_dir}, "
-          f"domains={', '.join(config.domains) or '-'})")
+          f"domains={', '.join(config.domains) or '-'}"
+          f"{f', user={config.user}' if config.user else ''})")
+    return 0
+
+
+def cmd_version(args: argparse.Namespace, config: Config | None) -> int:
+    print(f"pigeon {__version__}")
     return 0
 
 
@@ -231,8 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="configuration file (default: $PIGEON_CONFIG, /etc/pigeon/pigeon.toml, embedded default)")
     parser = argparse.ArgumentParser(prog="pigeon", parents=[common],
                                      description="Pigeon: a complete Internet mail system")
+    parser.add_argument("--version", action="version", version=f"pigeon {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+
+    p = sub.add_parser("version", help="print the version and exit")
+    p.set_defaults(handler=cmd_version)
 
     p = sub.add_parser("serve", parents=[common], help="run every configured service in the foreground")
     p.set_defaults(handler=cmd_serve)
@@ -277,19 +353,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     directory_cmds.register(sub, common)
     route_cmd.register(sub, common)
+    dkim_cmds.register(sub, common)
+    reports_cmd.register(sub, common)
     sendmail.register(sub, common)
     mail_cmd.register(sub, common)
+    backup_cmd.register(sub, common)
+    migrate_cmd.register(sub, common)
     return parser
+
+
+# Rule 4: the commands that may create a missing data directory (serve creates it itself);
+# `user import` and `restore` say so with ``set_defaults(creates_data_dir=True)``.
+CREATES_DATA_DIR = (directory_cmds.domain_add, directory_cmds.user_add)
+# Commands that handle the data directory themselves: check-config reports, serve creates and
+# drops privileges after binding, worker runs as the server made it.
+OWN_DATA_DIR = ("serve", "worker", "check-config")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "version":
+        return cmd_version(args, None)  # rule 6: no configuration needed
     try:
         config = find_config(getattr(args, "config", None), os.environ)
     except ConfigError as exc:
         print(f"pigeon: {exc}", file=sys.stderr)
         return 1
+    if args.command not in OWN_DATA_DIR:
+        try:
+            enter_data_dir(config, creates=args.handler in CREATES_DATA_DIR
+                           or getattr(args, "creates_data_dir", False))
+        except (DataDirMissing, PrivilegeError, OSError) as exc:
+            print(f"pigeon: {exc}", file=sys.stderr)
+            return 1
     try:
         rc: int = args.handler(args, config)
         return rc

@@ -10,8 +10,9 @@ Rules:
 4. Listings print one item per line on stdout, in a form the matching command reads back
    (``alias list`` prints aliases(5) lines that ``aliases import`` accepts).
 
-What can go wrong: a missing data directory is created (mode 0700); everything else the directory
-refuses is reported as in rule 2.
+What can go wrong: a missing data directory is created (mode 0700) by ``domain add`` and
+``user add`` only; ``admin.cli`` refuses the other commands on a missing one before they run
+(its rule 4). Everything else the directory refuses is reported as in rule 2.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from pigeon.admin import migrate_cmd
 from pigeon.config import Config
 from pigeon.core.address import AddressError, parse_address
 from pigeon.directory import Directory, DirectoryError, fold
+from pigeon.mailauth.keys import KeyStore
 
 Handler = Callable[[argparse.Namespace, Config], int]
 
@@ -66,6 +69,12 @@ def domain_add(args: argparse.Namespace, config: Config) -> int:
     def act(d: Directory) -> None:
         d.add_domain(args.domain)
         print(f"domain added: {args.domain.lower()}")
+        # issue 17: every local domain gets its DKIM keys without an admin step (mailauth.keys).
+        try:
+            KeyStore(config.data_dir / "dkim").ensure(args.domain)
+        except (OSError, ValueError) as exc:
+            print(f"pigeon: {args.domain}: DKIM keys not made ({exc}); the server makes them at start",
+                  file=sys.stderr)
 
     return _with_directory(config, act)
 
@@ -275,6 +284,7 @@ def register(
         p.add_argument("address", metavar="ADDRESS")
         p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
         p.set_defaults(handler=handler)
+    migrate_cmd.register_user(user, common)
     p = user.add_parser("remove", parents=parents, help="remove a user (their mailbox files are kept)")
     p.add_argument("address", metavar="ADDRESS")
     p.set_defaults(handler=user_remove)

@@ -58,8 +58,14 @@ class ServerHub:
         self._complete = complete
         self._changes = changes
         self._background: set[asyncio.Task[None]] = set()
+        # Workers' metrics snapshots (worker name, pid, values) go here (``app.web``).
+        self.counters: Callable[[str, int, tuple[tuple[str, tuple[str, ...], float], ...]], None] | None = None
 
     def message(self, worker: WorkerSpec, msg: ipc.Notice) -> None:
+        if isinstance(msg, ipc.Counters):  # the worker's metrics (pigeon.web.metrics rule 2)
+            if self.counters is not None:
+                self.counters(worker.name, msg.pid, msg.values)
+            return
         if isinstance(msg, ipc.Changed):  # rule 3
             self._changes.notify(Path(msg.directory))
             return

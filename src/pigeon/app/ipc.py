@@ -17,6 +17,8 @@ message               direction   meaning
 ``Complete``          worker →    ``id`` is in the queue files after an attempt; ``results``, one
                                   per recipient, are recorded as the queue manager's own
 ``Changed``           worker →    it delivered into the Maildir ``dir`` (wakes IMAP IDLE)
+``Counters``          worker →    all its metrics counts so far (``pid``, ``values``: [name,
+                                  [labels], value]), every few seconds (``pigeon.web.metrics``)
 ====================  ==========  =================================================================
 
 Rules:
@@ -56,7 +58,7 @@ from pigeon.core.queueid import QueueId, is_queue_id
 from pigeon.core.results import RecipientResult, Status
 from pigeon.core.reply import Reply
 
-IPC_VERSION = 1
+IPC_VERSION = 2  # 2: Counters
 # Rule 3. A result is at most about 360 octets (a 256-octet address, a local delivery's reply),
 # so a ``Complete`` for 1,000 recipients (``[limits] max_recipients``'s default) fits in about
 # 360 KiB, and one for up to ~2,900 in 1 MiB; past that, rule 3's fallback attempts the message
@@ -66,6 +68,13 @@ MAX_PATH = 4096  # Linux PATH_MAX, with its NUL
 MAX_SERVICES = 16  # more than every service Pigeon has
 MAX_REPLY_LINES = 100  # a multi-line reply longer than this is not a delivery result
 MAX_HOST = 1024  # "mx.example.net[2001:db8::1]:25", with room
+# Counters: the metrics have a closed set of label values (pigeon.web.metrics rule 4), a few
+# hundred series at most; these bounds are far above that and bound what one line can hold.
+MAX_COUNTERS = 4096
+MAX_LABELS = 4
+MAX_LABEL = 64
+MAX_PID = 2**22  # Linux pid_max's upper bound (PID_MAX_LIMIT)
+_METRIC = re.compile(r"pigeon_[a-z_]{1,64}")
 SNIPPET = 120  # octets of a refused line quoted in its log line
 
 _SERVICE = re.compile(r"[a-z][a-z0-9]{0,15}")
@@ -105,7 +114,13 @@ class Changed:
     directory: str
 
 
-Notice = Schedule | Complete | Changed  # what a worker tells about mail, past the handshake
+@dataclass(frozen=True, slots=True)
+class Counters:
+    pid: int
+    values: tuple[tuple[str, tuple[str, ...], float], ...]
+
+
+Notice = Schedule | Complete | Changed | Counters  # what a worker tells about mail, past the handshake
 WorkerMessage = Hello | Ready | Notice
 MasterMessage = Hello
 Message = WorkerMessage | MasterMessage
@@ -142,6 +157,9 @@ def _fields(msg: Message) -> dict[str, object]:
         return {"op": "schedule", "id": msg.queue_id}
     if isinstance(msg, Complete):
         return {"op": "complete", "id": msg.queue_id, "results": [_result(r) for r in msg.results]}
+    if isinstance(msg, Counters):
+        return {"op": "counters", "pid": msg.pid,
+                "values": [[name, list(labels), value] for name, labels, value in msg.values]}
     return {"op": "changed", "dir": msg.directory}
 
 
@@ -254,6 +272,24 @@ def _decode_complete(obj: dict[str, object]) -> Complete:
     return Complete(qid, tuple(_decode_result(item) for item in raw))
 
 
+def _decode_counters(obj: dict[str, object]) -> Counters:
+    _exact(obj, "counters", ("pid", "values"))
+    pid = _int(obj, "counters", "pid", 1, MAX_PID)
+    items = obj["values"]
+    if not isinstance(items, list) or len(items) > MAX_COUNTERS:
+        raise IpcError(f"counters: values is not a list of at most {MAX_COUNTERS}")
+    out: list[tuple[str, tuple[str, ...], float]] = []
+    for item in items:
+        if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str)
+                and _METRIC.fullmatch(item[0]) and isinstance(item[1], list) and len(item[1]) <= MAX_LABELS
+                and all(isinstance(v, str) and len(v) <= MAX_LABEL for v in item[1])
+                and isinstance(item[2], (int, float)) and not isinstance(item[2], bool)
+                and 0 <= item[2] < float("inf")):
+            raise IpcError("counters: a value is not [name, [labels], count]")
+        out.append((item[0], tuple(item[1]), float(item[2])))
+    return Counters(pid, tuple(out))
+
+
 def _decode_changed(obj: dict[str, object]) -> Changed:
     _exact(obj, "changed", ("dir",))
     path = _str(obj["dir"], "changed: dir", MAX_PATH)
@@ -264,7 +300,7 @@ def _decode_changed(obj: dict[str, object]) -> Changed:
 
 _FROM_WORKER: dict[str, Callable[[dict[str, object]], WorkerMessage]] = {
     "hello": _decode_hello, "ready": _decode_ready, "schedule": _decode_schedule,
-    "complete": _decode_complete, "changed": _decode_changed,
+    "complete": _decode_complete, "changed": _decode_changed, "counters": _decode_counters,
 }
 _FROM_MASTER: dict[str, Callable[[dict[str, object]], MasterMessage]] = {"hello": _decode_hello}
 

@@ -296,6 +296,11 @@ class Master:
     def ready(self) -> list[WorkerSpec]:
         return [w.spec for w in self._workers if w.running() is not None and w.ready_since is not None]
 
+    @property
+    def specs(self) -> list[WorkerSpec]:
+        """Every worker this master runs, ready or not (the health check, ``app.web``)."""
+        return [w.spec for w in self._workers]
+
     def starts(self, index: int) -> list[float]:
         """Monotonic times at which worker ``index`` was started (tests of rule 5)."""
         return next((list(w.starts) for w in self._workers if w.spec.index == index), [])

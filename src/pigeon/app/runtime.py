@@ -7,12 +7,19 @@ Rules:
    calls it after pointing its standard output at standard error (``app.worker`` rule 1), so
    its lines go where the server's go, with its own pid.
 2. ``tune_allocator`` is a hint to glibc; elsewhere, or when refused, nothing happens.
+3. ``reopen_logs`` closes and opens ``log_file`` again (SIGHUP and SIGUSR1, after logrotate
+   moved it away), in the server and in each worker; a file that cannot be opened again keeps
+   the old stream and says so on standard error and in the old file.
+4. ``log_syslog = true`` adds syslog (``/dev/log``, facility mail, as Postfix and Dovecot log;
+   tag ``pigeon[pid]``). The mail lines then go through ``logging`` too (``maillog`` rule 4's
+   shortcut writes to streams only).
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
+import logging.handlers
 import sys
 from typing import TextIO, cast
 
@@ -40,7 +47,39 @@ def tune_allocator() -> None:
         log.debug("mallopt(M_MMAP_THRESHOLD) refused; keeping the default")
 
 
-def setup_logging(config: Config, stream: TextIO = sys.stderr) -> None:
+SYSLOG_SOCKET = "/dev/log"  # rule 4: the local syslog daemon (journald or rsyslog) listens here
+SYSLOG_FORMAT = "pigeon[%(process)d]: %(levelname)s %(name)s: %(message)s"  # RFC 3164 §4.1.3 TAG[pid]:
+
+
+class ReopenableFileHandler(logging.FileHandler):
+    """Rule 3: ``log_file``, reopened on request under the handler's lock."""
+
+    def reopen(self) -> None:
+        self.acquire()
+        try:
+            try:
+                fresh = self._open()
+            except OSError as exc:
+                log.error("cannot reopen the log file %s: %s; writing to the old one", self.baseFilename, exc)
+                return
+            old, self.stream = self.stream, fresh
+            if old is not None:
+                old.close()
+        finally:
+            self.release()
+
+
+def reopen_logs() -> int:
+    """Rule 3: reopen every log file of this process; returns how many."""
+    n = 0
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, ReopenableFileHandler):
+            handler.reopen()
+            n += 1
+    return n
+
+
+def setup_logging(config: Config, stream: TextIO = sys.stderr, syslog_address: str = SYSLOG_SOCKET) -> None:
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
@@ -51,10 +90,16 @@ def setup_logging(config: Config, stream: TextIO = sys.stderr) -> None:
     handlers = [handler]
     if config.log_file is not None:
         config.log_file.parent.mkdir(parents=True, exist_ok=True)
-        fh = logging.FileHandler(config.log_file)
+        fh = ReopenableFileHandler(config.log_file)
         fh.setFormatter(fmt)
         root.addHandler(fh)
         handlers.append(cast("logging.StreamHandler[TextIO]", fh))  # a FileHandler writes text too
     root.setLevel(logging.INFO)
+    if config.log_syslog:
+        sh = logging.handlers.SysLogHandler(syslog_address, facility=logging.handlers.SysLogHandler.LOG_MAIL)
+        sh.setFormatter(logging.Formatter(SYSLOG_FORMAT))
+        root.addHandler(sh)
+        maillog.write_directly(None)  # rule 4
+        return
     maillog.write_directly(handlers)  # the same streams and format, without logging's overhead
 

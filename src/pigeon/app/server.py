@@ -1,6 +1,9 @@
 """The server's composition root: configuration → objects → tasks (``pigeon serve``).
 
 Start-up order (docs/architecture.md):
+0. Check what the configuration names (``app.preflight``): a bad setting refuses to start.
+   Started as root with ``user`` set: bind every listener, give the data directory to the
+   user, drop to it (``app.privileges``); as root without ``user``: a warning.
 1. Take the data directory lock (one server per data directory).
 2. Open the directory (users, domains, aliases); on the embedded default, create the demo user
    on first start and print its password once.
@@ -14,7 +17,9 @@ journals are taken over), let sessions finish their command (idle ones get ``421
 deliveries under way finish for a grace period, then exit. Nothing accepted is lost: every
 ``250`` was given after the commit point. SIGHUP reloads the configuration (limits, domains,
 queue schedule, TLS certificates) here and in every ready worker; listener changes need a
-restart and say so in the log. ``pigeon queue flush`` reaches the workers' held mail (SIGUSR1).
+restart and say so in the log. ``pigeon queue flush`` reaches the workers' held mail (SIGUSR1). SIGHUP and SIGUSR1 reopen
+``log_file`` (logrotate). Under systemd (``Type=notify``) the server says READY=1 once it
+serves, RELOADING=1 … READY=1 around a reload and STOPPING=1 when it stops (``app.sdnotify``).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import fcntl
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -32,8 +38,10 @@ from pathlib import Path
 from pigeon import maillog
 from pigeon.app.hub import ServerHub
 from pigeon.app.master import Master, Pool, plan
-from pigeon.app.runtime import setup_logging, tune_allocator
-from pigeon.app.services import SMTP_SERVICES, SmtpParts, smtp_listener
+from pigeon.app import preflight, sdnotify
+from pigeon.app.privileges import PrivilegeError, bind_all, check_tree, drop, is_root, prepare_data_dir, resolve
+from pigeon.app.runtime import reopen_logs, setup_logging, tune_allocator
+from pigeon.app.services import SMTP_SERVICES, SmtpParts, credential_verifier, expander, smtp_listener, srs_codec
 from pigeon.app.worker import worker_command
 from pigeon.auth.passwords import generate_password
 from pigeon.bounce.dsn import Bouncer
@@ -46,12 +54,14 @@ from pigeon.control.server import ControlServer
 from pigeon.control.client import socket_path
 from pigeon.delivery.fastlane import FastLocalDelivery
 from pigeon.delivery.local import LocalDelivery
+from pigeon.delivery.outbound import Outbound
 from pigeon.delivery.relay import RelayDelivery, RelaySettings
 from pigeon.dns.resolver import DnsResolver
 from pigeon.directory import Directory
+from pigeon.mailauth.keys import KeyStore
 from pigeon.directory.directory import SERVER_RECHECK
 from pigeon.net.fdlimit import check_budget, raise_nofile_limit
-from pigeon.net.listener import ConnectionGate, Limits, Listener, quiet_accept_errors
+from pigeon.net.listener import ConnectionGate, Limits, Listener, adopt_listening_sockets, quiet_accept_errors
 from pigeon.qmgr.manager import QueueManager
 from pigeon.queue.store import FileQueueStore
 from pigeon.queue.record import QueueRecord
@@ -62,7 +72,9 @@ from pigeon.pop3d import MaildropLocks, Pop3SessionFactory, Pop3Settings
 from pigeon.imapd import ImapSessionFactory
 from pigeon.auth.sasl import Authenticator
 from pigeon.auth.throttle import AuthThrottle
-from pigeon.net.tls import TlsError, TlsManager, resolve_files
+from pigeon.net.tls import TlsError, TlsManager
+from pigeon.app.web import WebEndpoint, tls_files
+from pigeon.web.metrics import MailCounters
 from pigeon.smtpd.policy import SenderPolicy
 from pigeon.submission.ratelimit import SendingLimits, SendingRateLimiter
 from pigeon.submission.spool import make_submit_handler
@@ -70,6 +82,8 @@ from pigeon.submission.spool import make_submit_handler
 log = logging.getLogger("pigeon")
 
 DEMO_USER = "demo@example.test"
+# Every [listen] service; bound before the privilege drop (start-up step 0).
+ALL_SERVICES = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s")
 # One thread per concurrent delivery attempt: the queue manager's default concurrency (32);
 # fsyncs issued together are batched by the file system, so fewer would serialise them.
 DELIVERY_IO_THREADS = 32
@@ -90,6 +104,10 @@ class DataDirLocked(Exception):
     """Another server already runs on this data directory."""
 
 
+class CannotStart(Exception):
+    """A setting that cannot work (configured TLS files, the postmaster): refuse to start."""
+
+
 class App:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -100,9 +118,46 @@ class App:
         self.listeners: list[Listener] = []
         self.gate = ConnectionGate()  # one count over every service of this process
         self._lock_fd: int | None = None
+        # Listening sockets bound before the privilege drop, by service (taken by the listeners).
+        self._bound: dict[str, list[int]] = {}
+        self.counters = MailCounters()  # this process's metrics (pigeon.web.metrics)
+        self.web: WebEndpoint | None = None
 
     def current_config(self) -> Config:
         return self.config
+
+    def _become_service_user(self) -> None:
+        """Start-up step 0: bind as root, then become ``user`` (``app.privileges``)."""
+        cfg = self.config
+        if not is_root():
+            if cfg.user is not None:
+                target = resolve(cfg.user, cfg.group, cfg.source)
+                if os.geteuid() != target.uid:
+                    raise PrivilegeError(f"{cfg.source}: user = {cfg.user!r}, but started as uid {os.geteuid()}: "
+                                         f"start pigeon as root (it drops to {cfg.user}) or as {cfg.user}")
+            return
+        if cfg.user is None:
+            log.warning("running as root: set user in %s (e.g. user = \"pigeon\") so that the server "
+                        "serves as an unprivileged user once its ports are bound", cfg.source)
+            return
+        target = resolve(cfg.user, cfg.group, cfg.source)
+        endpoints = {service: [(e.host, e.port) for e in getattr(cfg.listen, service)]
+                     for service in ALL_SERVICES}
+        self._bound = bind_all({k: v for k, v in endpoints.items() if v})
+        prepare_data_dir(cfg, target)
+        check_tree(cfg.data_dir, target)
+        drop(target)
+        log.info("privileges dropped user=%s uid=%d gid=%d groups=%s", target.name, target.uid, target.gid,
+                 ",".join(str(g) for g in target.groups))
+
+    def _take_bound(self, service: str) -> list[int]:
+        return self._bound.pop(service, [])
+
+    def _close_unused_bound(self) -> None:
+        for fds in self._bound.values():
+            for fd in fds:
+                os.close(fd)
+        self._bound = {}
 
     def _lock(self) -> None:
         data = self.config.data_dir
@@ -133,9 +188,10 @@ class App:
             self.directory.add_user(DEMO_USER, password)
             print(f"pigeon: created user {DEMO_USER} with password {password} "
                   "(shown only this once; change it with `pigeon user passwd`)", file=sys.stderr, flush=True)
-        # The journal is for local mail (queue.store rule 8): the queue is told which domains are.
+        # The journal is for local mail and for relay mail (queue.store rule 8): the queue is told
+        # which domains are local; the fast road (qmgr.lane) relays the relay mail it holds.
         self.queue = FileQueueStore(data / "queue", self.clock, journal=True, flush=cfg.queue.flush,
-                                    local_domain=self.directory.is_local_domain)
+                                    local_domain=self.directory.is_local_domain, relay_journal=True)
         report = self.queue.recover()
         log.info("queue recovered: %s", report)
         self.store = MaildirStore(data / "mail", cfg.hostname, commits=self.queue.commits)  # one engine
@@ -143,7 +199,11 @@ class App:
         self.changes = ChangeBus()  # local delivery → IMAP IDLE, at once
         self.mailstore = MailStore(data / "mail", cfg.hostname, self.clock,
                                    max_append=cfg.limits.max_message_size, changes=self.changes)
-        self.intake = Intake(self.queue, self.directory, cfg.hostname, self.clock,
+        # Issue 17: DKIM keys for every local domain, the SRS secret (app.services rule 4).
+        self.dkim_keys = KeyStore(data / "dkim")
+        self._ensure_keys(cfg)
+        self.srs = srs_codec(data)
+        self.intake = Intake(self.queue, expander(self.directory, self.srs, self.clock), cfg.hostname, self.clock,
                              max_received=cfg.limits.max_received_headers)
         self.bouncer = Bouncer(self.intake, self.queue, cfg.hostname,
                                self.directory.postmaster_address, self.clock,
@@ -151,9 +211,12 @@ class App:
                                max_lifetime=cfg.queue.max_lifetime)
         self.local = LocalDelivery(self.store, self.directory, cfg.hostname, self.changes)
         self.resolver = DnsResolver([(e.host, e.port) for e in cfg.dns.nameservers], self.clock)
-        self.relay = RelayDelivery(self.resolver, RelaySettings.from_config(cfg))
-        # Local mail committed to the intake journal is delivered from memory by the fast agent,
-        # which qmgr chooses for it (qmgr rule 7, docs/queue.md).
+        outbound = Outbound(self.dkim_keys, self.srs, self.directory.is_local_domain,
+                            lambda: self.config.relay_domains, cfg.hostname, self.clock)
+        self.relay = RelayDelivery(self.resolver, RelaySettings.from_config(cfg), outbound, self.clock)
+        # Mail committed to the intake journal (small local mail, and relay mail) takes qmgr's fast
+        # road: the fast agent delivers local mail from memory, the relay agent relays from memory
+        # (qmgr rule 7, docs/queue.md).
         fast = FastLocalDelivery(self.store, self.directory, self.queue.commits, self.changes)
         self.qmgr = QueueManager(self.queue, self.local, self.relay, self.directory,
                                  self.current_config, self.clock, self.bouncer, fast=fast)
@@ -163,13 +226,27 @@ class App:
         self._register_control()
         self.tls: TlsManager | None = None
         try:
-            self.tls = TlsManager.from_config(cfg.tls.cert, cfg.tls.key, cfg.hostname, data)
+            self.tls = TlsManager(tls_files(cfg))  # [tls], else ACME's, else self-signed (app.web)
         except TlsError as exc:
+            if cfg.tls.cert is not None:  # configured files that do not work: refuse (app.preflight rule 2)
+                raise CannotStart(f"{cfg.source}: [tls] cert/key: {exc}") from None
             log.error("TLS unavailable (no STARTTLS, no implicit-TLS listeners): %s", exc)
-        self.authenticator = Authenticator(self.directory, AuthThrottle(cfg.auth.throttle, self.clock), self.clock)
+        problem = preflight.postmaster_problem(cfg, self.directory)
+        if problem is not None:
+            raise CannotStart(problem)
+        self.authenticator = Authenticator(credential_verifier(self.directory, cfg.auth, self.clock), AuthThrottle(cfg.auth.throttle, self.clock), self.clock)
+        self.authenticator.on_failure = self.counters.auth_failure
         limits = SendingLimits(cfg.submission.messages_per_hour, cfg.submission.recipients_per_message)
         self.senders = SenderPolicy(self.directory, SendingRateLimiter(limits, self.clock),
                                     lambda: self.config.smtp.recipient_delimiter)
+
+    def _ensure_keys(self, cfg: Config) -> None:
+        """Every local domain has its DKIM pair (mailauth.keys rule 1); a failure is logged."""
+        for domain in self.directory.domains():
+            try:
+                self.dkim_keys.ensure(domain, self.clock.now())
+            except (OSError, ValueError) as exc:
+                log.error("dkim: no keys for %s (its mail goes out unsigned): %s", domain, exc)
 
     def on_queued(self, record: QueueRecord) -> None:
         """Every message committed to the queue (SMTP, sendmail, bounces) passes here."""
@@ -238,6 +315,21 @@ class App:
 
     def reload(self) -> str:
         """SIGHUP: read the configuration again; keep the old one if the new one is invalid."""
+        sdnotify.reloading()
+        reopen_logs()
+        try:
+            return self._reload()
+        finally:
+            sdnotify.ready("reloaded")
+
+    def reopen(self) -> None:
+        """SIGUSR1 (logrotate's postrotate): reopen the log file here and in every worker."""
+        reopen_logs()
+        if self.master is not None:
+            self.master.flush()  # a worker's SIGUSR1 reopens its log too (and tries its held mail)
+        log.info("log reopened")
+
+    def _reload(self) -> str:
         if self.config.source.startswith("<"):
             log.info("reload: embedded default configuration, nothing to reload")
             return "unchanged"
@@ -250,6 +342,7 @@ class App:
             log.warning("reload: listener or data_dir changes need a restart; other settings applied")
         self.config = new
         self.directory.set_config_domains(new.domains, new.postmaster)
+        self._ensure_keys(new)
         self.bouncer.notify_postmaster = new.queue.notify_postmaster
         self.bouncer.max_lifetime = new.queue.max_lifetime
         try:
@@ -258,7 +351,7 @@ class App:
             log.error("reload: delivery settings: %s; keeping the previous ones", exc)
         if self.tls is not None:  # renewed certificates for new connections, without a restart
             try:
-                self.tls.reload(resolve_files(new.tls.cert, new.tls.key, new.hostname, new.data_dir))
+                self.tls.reload(tls_files(new))
             except TlsError as exc:
                 log.error("reload: TLS files: %s; keeping the current certificate", exc)
         if self.master is not None:
@@ -270,6 +363,7 @@ class App:
         # The open-file budget first: a connection limit that cannot fit refuses to start.
         check_budget(self.config.limits.max_connections, raise_nofile_limit())
         quiet_accept_errors(asyncio.get_running_loop())
+        self._become_service_user()  # binds first when it drops privileges (step 0)
         self._lock()
         # Local delivery's file work (copy, fsync, link, shared new/ fsync) runs on the loop's
         # default executor; its default size (min(32, cpus + 4) = 6 here) would cap concurrent
@@ -285,18 +379,23 @@ class App:
         await self._start_smtp_listeners()
         await self._start_pop3_listeners()
         await self._start_imap_listeners()
+        self._close_unused_bound()  # a service that did not start (no TLS): its sockets
         await self._start_workers()
+        for lst in self.listeners:
+            lst.on_tls = self.counters.tls_handshake
+        self.web = WebEndpoint(self)
+        await self.web.start()
         log.info("pigeon started hostname=%s data_dir=%s config=%s", self.config.hostname,
                  self.config.data_dir, self.config.source)
 
     async def _start_smtp_listeners(self) -> None:
         cfg = self.config
         parts = SmtpParts(self.current_config, self.directory, self.intake, self.on_queued, self.tls,
-                          self.authenticator, self.senders, self.gate)
+                          self.authenticator, self.senders, self.gate, srs=self.srs)
         for service in SMTP_SERVICES:
             if not getattr(cfg.listen, service):
                 continue
-            lst = smtp_listener(service, parts)
+            lst = smtp_listener(service, parts, self._take_bound(service))
             if lst is None:
                 continue
             await lst.start()
@@ -313,6 +412,8 @@ class App:
             return
         source = None if self.config.source.startswith("<") else self.config.source
         self.hub = ServerHub(self.queue, self.qmgr.submit, self.qmgr.complete, self.changes)
+        self.hub.counters = lambda name, pid, values: (
+            self.web.exporter.worker_snapshot(name, pid, values) if self.web is not None else None)
         self.master = Master(specs, worker_command(source), self.hub)
         await self.master.start()
 
@@ -328,9 +429,13 @@ class App:
             factory = ImapSessionFactory(self.mailstore, self.authenticator, self.tls, self.current_config, implicit)
             front = self.tls.listener_context() if implicit and self.tls is not None else None
             lst = Listener(service, [(e.host, e.port) for e in endpoints], factory, self._limits, too_many,
-                           tls=front, gate=self.gate)
+                           tls=front, gate=self.gate, sockets=self._adopt(service))
             await lst.start()
             self.listeners.append(lst)
+
+    def _adopt(self, service: str) -> list[socket.socket] | None:
+        fds = self._take_bound(service)
+        return adopt_listening_sockets(fds) if fds else None
 
     async def _start_pop3_listeners(self) -> None:
         cfg = self.config
@@ -348,12 +453,15 @@ class App:
             # pop3s is handshaken by the listener, as 465 and 993 are (net.listener rule 3)
             front = self.tls.listener_context() if implicit and self.tls is not None else None
             lst = Listener(service, [(e.host, e.port) for e in endpoints], factory, self._limits, too_many,
-                           tls=front, gate=self.gate)
+                           tls=front, gate=self.gate, sockets=self._adopt(service))
             await lst.start()
             self.listeners.append(lst)
 
     async def stop(self) -> None:
+        sdnotify.stopping()
         log.info("stopping")
+        if self.web is not None:
+            await self.web.stop()
         for lst in self.listeners:
             await lst.stop()
         if self.master is not None:
@@ -377,6 +485,8 @@ class App:
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         loop.add_signal_handler(signal.SIGINT, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGUSR1, self.reopen)
+        sdnotify.ready(f"serving {self.config.hostname}: {len(self.listeners)} listener(s)")
         try:
             await self.stopping.wait()
         finally:
@@ -384,14 +494,21 @@ class App:
 
 
 def serve(config: Config) -> int:
+    found = preflight.problems(config)  # before the log: an unwritable log_file is one of them
+    if found:
+        for problem in found:
+            print(f"pigeon: {problem}", file=sys.stderr)
+        print("pigeon: not starting (pigeon check-config lists these problems)", file=sys.stderr)
+        return 1
     setup_logging(config)
     tune_allocator()
     app = App(config)
+    maillog.observe(app.counters.observe)
     try:
         asyncio.run(app.run())
         maillog.flush()
-    except DataDirLocked as exc:
-        log.error("%s", exc)
+    except (DataDirLocked, PrivilegeError, CannotStart) as exc:
+        log.error("cannot start: %s", exc)
         return 1
     except (OSError, ValueError) as exc:  # a port in use, an unreadable password file…
         log.error("cannot start: %s", exc)

@@ -8,6 +8,9 @@ Rules:
    ``submissions`` (RFC 8314 §3, implicit TLS) needs TLS: without it, a log line and no listener.
 2. Given ``fds`` (a worker's listening sockets, inherited from the server), the listener serves
    them instead of binding the configured addresses; the descriptors are wrapped in ``net``.
+4. ``srs_codec`` loads (or makes, on first start) the SRS secret of the data directory; the
+   server and its workers share it. Without it (unreadable file) forwarding keeps the original
+   sender and SRS bounces are unknown users, with a log line at start.
 3. A process that accepts mail has its own intake journal: ``main`` for the server,
    ``w<index>`` for worker ``index`` (``journal_owner``). The services that accept mail are
    ``INTAKE_SERVICES``; only a worker serving one of them has a journal to drain when it ends.
@@ -19,11 +22,18 @@ import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-from pigeon.auth.sasl import Authenticator
+from pigeon.auth.credcache import CachedVerifier
+from pigeon.auth.sasl import Authenticator, PasswordVerifier
+from pigeon.config.model import AuthConfig
+from pigeon.core.clock import Clock
 from pigeon.cleanup.intake import Intake
 from pigeon.config import Config
+from pigeon.cleanup.srs import SrsExpander
+from pigeon.core.clock import Clock
 from pigeon.directory import Directory
+from pigeon.mailauth.srs import Srs, load_secret
 from pigeon.net.listener import ConnectionGate, Limits, Listener, adopt_listening_sockets
 from pigeon.net.tls import TlsManager
 from pigeon.proto.smtp.reply import C421_TOO_MANY_CONNECTIONS
@@ -35,6 +45,14 @@ log = logging.getLogger(__name__)
 
 SMTP_SERVICES = ("smtp", "submission", "submissions")
 INTAKE_SERVICES = frozenset(SMTP_SERVICES)  # rule 3
+
+
+def credential_verifier(directory: Directory, auth: AuthConfig, clock: Clock) -> PasswordVerifier:
+    """The directory behind the verified-credential cache (``auth.credcache``; one per
+    process, with its own secret), or the directory alone when the cache is off."""
+    if auth.credential_cache_ttl <= 0:
+        return directory
+    return CachedVerifier(directory, clock, auth.credential_cache_ttl, auth.credential_cache_size)
 
 
 def journal_owner(index: int) -> str:
@@ -54,6 +72,24 @@ class SmtpParts:
     authenticator: Authenticator
     senders: SenderPolicy
     gate: ConnectionGate | None = None  # the process's one connection count (net.listener rule 2)
+    srs: Srs | None = None  # rule 4
+
+
+SRS_SECRET = "srs.secret"
+
+
+def srs_codec(data_dir: Path) -> Srs | None:
+    """Rule 4."""
+    try:
+        return Srs(load_secret(data_dir / SRS_SECRET))
+    except (OSError, ValueError) as exc:
+        log.error("SRS unavailable (forwarded mail keeps its sender): %s", exc)
+        return None
+
+
+def expander(directory: Directory, srs: Srs | None, clock: Clock) -> Directory | SrsExpander:
+    """The intake's recipient expander: the directory, with SRS bounces decoded (cleanup.srs)."""
+    return directory if srs is None else SrsExpander(directory, srs, directory.is_local_domain, clock)
 
 
 def smtp_listener(service: str, parts: SmtpParts, fds: Sequence[int] = ()) -> Listener | None:
@@ -69,7 +105,8 @@ def smtp_listener(service: str, parts: SmtpParts, fds: Sequence[int] = ()) -> Li
         implicit = parts.tls.listener_context()
     auth = parts.authenticator if (not port25 or cfg.auth.smtp_auth) else None
     ctx = SmtpContext(parts.config, parts.directory, parts.intake, parts.on_queued, service=service,
-                      tls=parts.tls, authenticator=auth, senders=parts.senders, submission=not port25)
+                      tls=parts.tls, authenticator=auth, senders=parts.senders, submission=not port25,
+                      srs=parts.srs)
     too_many = C421_TOO_MANY_CONNECTIONS.with_text(
         f"{cfg.hostname} Too many connections, try again later").to_bytes()
     endpoints = getattr(cfg.listen, service)

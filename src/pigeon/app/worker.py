@@ -6,8 +6,9 @@ over at start, ``--service smtp=5,6``), so every process accepts from one queue 
 connections and whichever is free takes the next one. It builds what those services need
 (``SERVICES``) and tells the server the rest through ``app.ipc``. Today the ``smtp`` service:
 the SMTP sessions, an intake with its own journal (``queue/journal/w<index>/``) and the fast
-road (``qmgr.lane`` with the fast agent, ``delivery.fastlane``) for the local mail it
-accepted; the queue manager, recovery, the control socket, submission,
+road (``qmgr.lane``) for the mail it accepted into that journal: local mail to the fast agent
+(``delivery.fastlane``), relay mail to its own relay agent (``delivery.relay``); the queue
+manager, recovery, the control socket, submission,
 IMAP and POP3 stay in the server.
 
 Rules:
@@ -21,16 +22,25 @@ Rules:
 4. Once every listener listens and its SIGUSR1 and SIGHUP handlers are in place, it says
    ``Ready`` (``app.master`` rule 4).
 5. It tells the server about mail (``WorkerLink``): ``Schedule`` for a message it committed to the
-   queue files (a large or non-local one, or one its fast lane moved there without an attempt),
-   ``Complete`` with the results of its fast lane's attempt for one moved there after it (a
+   queue files (a large or mixed one, or one its fast road moved there without an attempt),
+   ``Complete`` with the results of its fast road's attempt for one moved there after it (a
    ``Complete`` over the line limit becomes a ``Schedule``: the server attempts it again),
    ``Changed`` once per Maildir per turn of the loop when it delivered there (IMAP IDLE).
 6. It stops on SIGTERM/SIGINT, and at end of file on its standard input (the server is gone,
    even killed): listeners closed, sessions finished (``WORKER_STOP_GRACE``, as the server's),
    fast-lane deliveries finished or left in its journal, which the server drains (queue rule 10).
 7. SIGHUP reloads the configuration (limits, domains, TLS certificates), as the server does;
-   SIGUSR1 (``pigeon queue flush``) tries the fast lane's held messages at once
-   (``qmgr.lane`` Rule 5).
+   SIGUSR1 (``pigeon queue flush``) tries the fast road's held messages at once
+   (``qmgr.lane`` Rule 5). Both reopen ``log_file`` (logrotate, ``app.runtime`` rule 3).
+   A worker runs as whoever the server is once it dropped its privileges (``app.privileges``):
+   it is started after the drop.
+8. Its metrics (``pigeon.web.metrics``: mail events, sessions, TLS handshakes, refused logins)
+   are counted in its own ``MailCounters`` and sent whole to the server as ``Counters`` every
+   ``SNAPSHOT_INTERVAL`` seconds and once more when it stops; the server's ``/metrics`` adds them up.
+9. Relay mail it accepted (every recipient in another domain) it relays itself, from its journal
+   on its fast road, with its own relay agent and connection cache, signing (DKIM, ARC) and
+   rewriting (SRS) as the server's does (``delivery.outbound``, the same keys and secret); the
+   relay limits (``delivery.relay`` Rule 5) count per process.
 
 What can go wrong: a bad descriptor, a bind failure or an unusable configuration ends the worker
 with exit status 1 and a log line; the server restarts it after a pause (``app.master`` rule 5).
@@ -49,8 +59,8 @@ from pathlib import Path
 from pigeon import maillog
 from pigeon.app import ipc
 from pigeon.app.master import WORKER_STOP_GRACE, Command, WorkerSpec
-from pigeon.app.runtime import setup_logging, tune_allocator
-from pigeon.app.services import SmtpParts, journal_owner, smtp_listener
+from pigeon.app.runtime import reopen_logs, setup_logging, tune_allocator
+from pigeon.app.services import SmtpParts, credential_verifier, expander, journal_owner, smtp_listener, srs_codec
 from pigeon.auth.sasl import Authenticator
 from pigeon.auth.throttle import AuthThrottle
 from pigeon.cleanup.intake import Intake
@@ -58,13 +68,18 @@ from pigeon.clocks import SystemClock
 from pigeon.config import Config, ConfigError, load_config
 from pigeon.core.results import RecipientResult
 from pigeon.delivery.fastlane import FastLocalDelivery
+from pigeon.delivery.outbound import Outbound
+from pigeon.delivery.relay import RelayDelivery, RelaySettings
 from pigeon.directory import Directory
+from pigeon.dns.resolver import DnsResolver
 from pigeon.directory.errors import DirectoryError
 from pigeon.directory.directory import SERVER_RECHECK
 from pigeon.net.listener import Listener, quiet_accept_errors
-from pigeon.net.tls import TlsError, TlsManager, resolve_files
+from pigeon.net.tls import TlsError, TlsManager
+from pigeon.app.web import tls_files
+from pigeon.mailauth.keys import KeyStore
 from pigeon.qmgr.lane import JournalLane
-from pigeon.qmgr.manager import transport
+from pigeon.web.metrics import SNAPSHOT_INTERVAL, MailCounters
 from pigeon.queue.record import QueueRecord, RcptState
 from pigeon.queue.store import FileQueueStore
 from pigeon.smtpd.policy import SenderPolicy
@@ -182,8 +197,10 @@ class Worker:
         self.stopping = asyncio.Event()
         self.listeners: list[Listener] = []
         self.lane: JournalLane | None = None
+        self.relay: RelayDelivery | None = None
         self.queue: FileQueueStore | None = None
         self._smtp: SmtpParts | None = None
+        self.counters = MailCounters()  # sent to the server every SNAPSHOT_INTERVAL (rule 8)
 
     def current_config(self) -> Config:
         return self.config
@@ -197,38 +214,48 @@ class Worker:
                                    cfg.smtp.recipient_delimiter, recheck_after=SERVER_RECHECK)
         self.tls: TlsManager | None = None
         try:
-            self.tls = TlsManager.from_config(cfg.tls.cert, cfg.tls.key, cfg.hostname, cfg.data_dir)
+            self.tls = TlsManager(tls_files(cfg))  # the server's choice (app.web rule 1)
         except TlsError as exc:
             log.error("%s: TLS unavailable (no STARTTLS): %s", self.name, exc)
 
     def smtp_parts(self) -> SmtpParts:
-        """The intake side: its own journal, the fast lane, sender policy, AUTH."""
+        """The intake side: its own journal, the fast road, sender policy, AUTH."""
         if self._smtp is not None:
             return self._smtp
         cfg = self.config
         data = cfg.data_dir
         self.queue = FileQueueStore(data / "queue", self.clock, journal=True,
                                     journal_owner=journal_owner(self.index), flush=cfg.queue.flush,
-                                    local_domain=self.directory.is_local_domain)  # rule 8 of queue.store
+                                    local_domain=self.directory.is_local_domain,
+                                    relay_journal=True)  # rule 8 of queue.store
         store = MaildirStore(data / "mail", cfg.hostname, commits=self.queue.commits)  # one engine
-        intake = Intake(self.queue, self.directory, cfg.hostname, self.clock,
+        srs = srs_codec(data)
+        intake = Intake(self.queue, expander(self.directory, srs, self.clock), cfg.hostname, self.clock,
                         max_received=cfg.limits.max_received_headers)
         fast = FastLocalDelivery(store, self.directory, self.queue.commits, self.link)
+        # Relay mail it accepted is relayed from its journal by its own relay agent (rule 9):
+        # its concurrency limits count per process.
+        resolver = DnsResolver([(e.host, e.port) for e in cfg.dns.nameservers], self.clock)
+        outbound = Outbound(KeyStore(data / "dkim"), srs, self.directory.is_local_domain,
+                            lambda: self.config.relay_domains, cfg.hostname, self.clock)
+        self.relay = RelayDelivery(resolver, RelaySettings.from_config(cfg), outbound, self.clock)
         self.lane = JournalLane(self.queue, fast, self.directory, self.clock,
-                                finish=self._complete, submit=self._schedule)
+                                finish=self._complete, submit=self._schedule, relay=self.relay)
         self.queue.orphans = self.on_queued
         limits = SendingLimits(cfg.submission.messages_per_hour, cfg.submission.recipients_per_message)
         senders = SenderPolicy(self.directory, SendingRateLimiter(limits, self.clock),
                                lambda: self.config.smtp.recipient_delimiter)
         # The brute-force throttle counts per process (README: [smtp] processes).
-        auth = Authenticator(self.directory, AuthThrottle(cfg.auth.throttle, self.clock), self.clock)
-        self._smtp = SmtpParts(self.current_config, self.directory, intake, self.on_queued, self.tls, auth, senders)
+        auth = Authenticator(credential_verifier(self.directory, cfg.auth, self.clock), AuthThrottle(cfg.auth.throttle, self.clock), self.clock)
+        auth.on_failure = self.counters.auth_failure
+        self._smtp = SmtpParts(self.current_config, self.directory, intake, self.on_queued, self.tls, auth, senders,
+                               srs=srs)
         return self._smtp
 
     def on_queued(self, record: QueueRecord) -> None:
         maillog.queued(record.id, record.envelope.sender, record.size, len(record.envelope.recipients))
         journaled = self.queue is not None and self.queue.in_journal(record.id)
-        if self.lane is not None and transport(journaled, local=True) == "fastlane":
+        if self.lane is not None and journaled:
             self.lane.take(record)  # the fast road, as the server's queue manager chooses it
         else:
             self._schedule(record)
@@ -242,6 +269,7 @@ class Worker:
     # -- signals (rule 7) -----------------------------------------------------------------------
 
     def reload(self) -> None:
+        reopen_logs()  # rule 7: logrotate
         if self.config.source.startswith("<"):
             return
         try:
@@ -251,13 +279,28 @@ class Worker:
             return
         self.config = new
         self.directory.set_config_domains(new.domains, new.postmaster)
+        if self.relay is not None:
+            self.relay.reconfigure(RelaySettings.from_config(new))
         if self.tls is not None:
             try:
-                self.tls.reload(resolve_files(new.tls.cert, new.tls.key, new.hostname, new.data_dir))
+                self.tls.reload(tls_files(new))
             except TlsError as exc:
                 log.error("%s: reload: TLS files: %s", self.name, exc)
 
+    def _counters_now(self) -> None:
+        """Rule 8: the whole snapshot (the server keeps the last one)."""
+        try:
+            self.link.send(ipc.Counters(os.getpid(), tuple(self.counters.snapshot())))
+        except (ipc.IpcError, AttributeError, OSError) as exc:  # no link yet, or too many series
+            log.warning("%s: metrics not sent: %s", self.name, exc)
+
+    async def _send_counters(self) -> None:
+        while True:
+            await asyncio.sleep(SNAPSHOT_INTERVAL)
+            self._counters_now()
+
     def flush(self) -> None:
+        reopen_logs()  # rule 7: the server passes its SIGUSR1 (logrotate) on
         if self.lane is not None:
             self.lane.retry_now()
 
@@ -288,13 +331,17 @@ class Worker:
                 build = SERVICES[service]
                 lst = build(self, service, fds)
                 if lst is not None:
+                    lst.on_tls = self.counters.tls_handshake
                     self.listeners.append(lst)
                     await lst.start()
             loop.add_signal_handler(signal.SIGUSR1, self.flush)  # rule 4: before Ready
             loop.add_signal_handler(signal.SIGHUP, self.reload)
             link.send(ipc.Ready(tuple(service for service, _ in self.listen)))
+            metrics = asyncio.create_task(self._send_counters(), name="worker-metrics")
             await self.stopping.wait()
+            metrics.cancel()
         finally:
+            self._counters_now()
             await self._stop()
         return 0
 
@@ -304,6 +351,8 @@ class Worker:
             await lst.stop(WORKER_STOP_GRACE)
         if self.lane is not None:
             await self.lane.stop(WORKER_STOP_GRACE)
+        if self.relay is not None:
+            await self.relay.close()
         if self.queue is not None:
             self.queue.close()
         self.directory.close()
@@ -332,7 +381,9 @@ def run_worker(config: Config, pool: str, index: int, listen: Sequence[tuple[str
                   ", ".join(unknown) or "(none given)", ", ".join(sorted(SERVICES)))
         return 1
     try:
-        rc = asyncio.run(Worker(config, pool, index, pipe_fd, listen).run())
+        worker = Worker(config, pool, index, pipe_fd, listen)
+        maillog.observe(worker.counters.observe)
+        rc = asyncio.run(worker.run())
         maillog.flush()
         return rc
     except (OSError, DirectoryError) as exc:  # a bad descriptor, a bind failure, an unreadable directory

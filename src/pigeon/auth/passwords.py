@@ -10,6 +10,9 @@ Rules:
 3. A password is never logged, never put in an exception message, never returned.
 4. ``verify_password`` answers only True or False: a wrong password, an empty one, or a
    corrupt stored hash are all False (the corrupt hash is logged, without the password).
+5. A stored value of the form ``{SCHEME}data`` is a hash imported from Dovecot
+   (``pigeon user import``, ``schemes``): it verifies by its own scheme and always needs a
+   rehash, so the next successful login replaces it with argon2id.
 
 What can go wrong: ``hash_password`` raises ``ValueError`` for an empty password or one too long
 to be a password (more than 4096 bytes); nothing else is expected.
@@ -22,6 +25,8 @@ import secrets
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from pigeon.auth import schemes
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +57,8 @@ def verify_password(stored_hash: str, password: str) -> bool:
     """True when ``password`` matches ``stored_hash``; never raises."""
     if not password or len(password.encode("utf-8")) > MAX_PASSWORD_BYTES:
         return False
+    if stored_hash.startswith("{"):  # Rule 5
+        return schemes.verify(stored_hash, password)
     try:
         return _hasher.verify(stored_hash, password)
     except VerifyMismatchError:
@@ -63,7 +70,10 @@ def verify_password(stored_hash: str, password: str) -> bool:
 
 
 def needs_rehash(stored_hash: str) -> bool:
-    """True when ``stored_hash`` was made with other parameters than today's defaults."""
+    """True when ``stored_hash`` was made with other parameters than today's defaults, or is
+    not an argon2id hash of ours at all (Rule 5)."""
+    if stored_hash.startswith("{"):
+        return True
     try:
         return _hasher.check_needs_rehash(stored_hash)
     except (InvalidHashError, ValueError) as exc:

@@ -50,6 +50,7 @@ import ipaddress
 import logging
 import re
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Protocol
 
 from pigeon.auth.passwords import MAX_PASSWORD_BYTES
@@ -266,6 +267,7 @@ class Authenticator:
         self.throttle = throttle
         self.clock = clock
         self._slots = asyncio.Semaphore(max_concurrent)
+        self.on_failure: Callable[[], None] | None = None  # each refused login (the metrics)
 
     @staticmethod
     def mechanisms(secure: bool) -> tuple[str, ...]:
@@ -295,6 +297,8 @@ class Authenticator:
         verdict = self.throttle.check(ip, account)
         if verdict.refused:
             log.warning("auth: refused login for %s from throttled client %s", shown, ip)
+            if self.on_failure is not None:
+                self.on_failure()
             return Failure(AuthFailure.THROTTLED)
         ok = False
         if self._plausible(credentials, account):
@@ -310,6 +314,8 @@ class Authenticator:
             return LoggedIn(account)
         verdict = self.throttle.failure(ip, account)
         log.warning("auth: failed login for %s from %s", shown, ip)
+        if self.on_failure is not None:
+            self.on_failure()
         if verdict.delay > 0:
             await self.clock.sleep(verdict.delay)
         if verdict.refused:

@@ -19,6 +19,8 @@ unknown key: each raises ``ConfigError`` whose message starts ``<file>: <dotted.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -41,6 +43,7 @@ from pigeon.config.model import (
 )
 from pigeon.auth.throttle import HARD_MAX_IP_FAILURES, ThrottleSettings
 from pigeon.config.reader import ConfigError, Table
+from pigeon.config.web import check_web, parse_acme, parse_mta_sts
 from pigeon.core.address import AddressError, is_valid_domain, parse_address
 
 SYSTEM_CONFIG_PATH = Path("/etc/pigeon/pigeon.toml")
@@ -65,6 +68,9 @@ domains = ["example.test"]
 relay_domains = []
 # postmaster = "you@example.test" # default: the first user created
 # log_file = "pigeon.log"         # default: standard error
+# log_syslog = false              # true: also to syslog, facility mail
+# user = "pigeon"                 # started as root: bind the ports, then run as this user
+# group = "pigeon"                # default: the user's own group
 
 [listen]
 smtp = ["127.0.0.1:2525"]
@@ -74,6 +80,9 @@ imap = ["127.0.0.1:2143"]
 imaps = ["127.0.0.1:2993"]
 pop3 = ["127.0.0.1:2110"]
 pop3s = ["127.0.0.1:2995"]
+metrics = ["127.0.0.1:9125"]       # Prometheus /metrics and /healthz
+# http = ["0.0.0.0:80"]            # ACME http-01, MTA-STS, autoconfig (see docs/web.md)
+# https = ["0.0.0.0:443"]
 
 [auth]
 allow_plaintext_on_loopback = true   # development only: AUTH without TLS on 127.0.0.1
@@ -96,7 +105,8 @@ bare_newline = "reject"
 # [smtp] processes: more processes than cores only adds context switches; 64 is far above any
 # machine this is meant for and bounds the children one setting can start.
 MAX_SMTP_PROCESSES = 64
-_LISTEN_SERVICES = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s")
+_LISTEN_SERVICES = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s",
+                    "http", "https", "metrics")
 _BARE_NEWLINE: tuple[BareNewline, ...] = ("reject", "normalize")
 _TLS_LEVELS: dict[str, TlsLevel] = {"may": "may", "encrypt": "encrypt", "verify": "verify"}
 
@@ -115,6 +125,22 @@ def _domain_list(table: Table, name: str) -> tuple[str, ...]:
         if folded not in out:
             out.append(folded)
     return tuple(out)
+
+
+# POSIX portable user and group names (useradd's NAME_REGEX on Debian), at most 32 characters
+# (the utmp limit that useradd enforces).
+_ACCOUNT_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,30}[$]?")
+
+
+def _account_name(top: Table, name: str) -> str | None:
+    value = top.opt_string(name)
+    if value is None:
+        return None
+    if not _ACCOUNT_NAME.fullmatch(value):
+        raise top.error(name, f"{value!r} is not a user or group name")
+    if value == "root":
+        raise top.error(name, "root is what the server stops being; leave it out to stay root")
+    return value
 
 
 def _path(value: str, base_dir: Path) -> Path:
@@ -181,10 +207,14 @@ def _auth(top: Table) -> AuthConfig:
         throttle.validate()
     except ValueError as exc:
         raise t.error("failure_delay", str(exc)) from None
+    defaults = AuthConfig()
     auth = AuthConfig(
         allow_plaintext_on_loopback=t.boolean("allow_plaintext_on_loopback", False),
         smtp_auth=t.boolean("smtp_auth", False),
         throttle=throttle,
+        credential_cache_ttl=t.duration("credential_cache_ttl", defaults.credential_cache_ttl,
+                                        exclusive_min=False),
+        credential_cache_size=t.integer("credential_cache_size", defaults.credential_cache_size, minimum=1),
     )
     t.finish()
     return auth
@@ -216,8 +246,11 @@ def _dns(top: Table) -> DnsConfig:
     texts = t.string_list("nameservers", allow_single=True)
     # A resolver must be reached by address: naming it would need a resolver first.
     servers = t.mapped("nameservers", texts, lambda s: Endpoint.parse(s, default_port=53, ip_only=True))
+    public = t.mapped("public_ips", t.string_list("public_ips", allow_single=True),
+                      lambda s: str(ipaddress.ip_address(s.strip())))
+    dnssec = t.boolean("dnssec", DnsConfig().dnssec)
     t.finish()
-    return DnsConfig(nameservers=servers)
+    return DnsConfig(nameservers=servers, public_ips=public, dnssec=dnssec)
 
 
 def _queue(top: Table) -> QueueConfig:
@@ -273,12 +306,15 @@ def _delivery(top: Table, base_dir: Path) -> DeliveryConfig:
         policy.append((_domain(policy_table, name, name), _TLS_LEVELS[level]))
     policy_table.finish()
     ca_file = t.opt_string("tls_ca_file")
+    mta_sts = t.boolean("mta_sts", d.mta_sts)
+    mta_sts_port = t.integer("mta_sts_port", d.mta_sts_port, minimum=1, maximum=65535)
     t.finish()
     return DeliveryConfig(remote_port=remote_port, smarthost=smarthost, smarthost_user=user,
                           smarthost_password_file=_path(password_file, base_dir) if password_file else None,
                           smarthost_tls="required" if tls_mode == "required" else "opportunistic",
                           smarthost_tls_verify=verify, tls_policy=tuple(policy),
-                          tls_ca_file=_path(ca_file, base_dir) if ca_file else None)
+                          tls_ca_file=_path(ca_file, base_dir) if ca_file else None,
+                          mta_sts=mta_sts, mta_sts_port=mta_sts_port)
 
 
 def _smtp(top: Table) -> SmtpConfig:
@@ -332,6 +368,11 @@ def parse_config(text: str, source: str, base_dir: Path) -> Config:
             raise top.error("postmaster", f"{postmaster!r}: {exc}") from None
     log_file_text = top.opt_string("log_file")
     log_file = _path(log_file_text, base_dir) if log_file_text else None
+    log_syslog = top.boolean("log_syslog", False)
+    user = _account_name(top, "user")
+    group = _account_name(top, "group")
+    if group is not None and user is None:
+        raise top.error("group", "needs user (the group the server runs as, once it is not root)")
 
     config = Config(
         hostname=hostname,
@@ -340,6 +381,9 @@ def parse_config(text: str, source: str, base_dir: Path) -> Config:
         relay_domains=relay_domains,
         postmaster=postmaster,
         log_file=log_file,
+        log_syslog=log_syslog,
+        user=user,
+        group=group,
         listen=_listen(top),
         limits=_limits(top),
         auth=_auth(top),
@@ -349,9 +393,12 @@ def parse_config(text: str, source: str, base_dir: Path) -> Config:
         smtp=_smtp(top),
         tls=_tls(top, base_dir),
         submission=_submission(top),
+        acme=parse_acme(top, base_dir),
+        mta_sts=parse_mta_sts(top, hostname),
         source=source,
     )
     top.finish()
+    check_web(config, top)
     return config
 
 

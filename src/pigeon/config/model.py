@@ -115,6 +115,11 @@ class Listen:
     imaps: tuple[Endpoint, ...] = ()
     pop3: tuple[Endpoint, ...] = ()
     pop3s: tuple[Endpoint, ...] = ()
+    # The web endpoint (pigeon.web): ACME http-01, MTA-STS policy, client autoconfiguration on
+    # http/https (documented for ports 80/443); /metrics and /healthz on metrics.
+    http: tuple[Endpoint, ...] = ()
+    https: tuple[Endpoint, ...] = ()
+    metrics: tuple[Endpoint, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +162,10 @@ class AuthConfig:
     smtp_auth: bool = False
     # Brute-force protection (pigeon.auth.throttle documents each number).
     throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
+    # The verified-credential cache (pigeon.auth.credcache, docs/security.md): seconds a
+    # verified login skips argon2 (0 = off), and how many accounts it remembers.
+    credential_cache_ttl: float = 600.0
+    credential_cache_size: int = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +186,11 @@ class SubmissionConfig:
 @dataclass(frozen=True, slots=True)
 class DnsConfig:
     nameservers: tuple[Endpoint, ...] = ()  # empty: the system resolver (/etc/resolv.conf)
+    public_ips: tuple[str, ...] = ()  # the addresses mail leaves from (`pigeon dns`: SPF, A/AAAA)
+    # DANE (RFC 7672): trust the AD bit of the resolvers, as Postfix's smtp_dns_support_level =
+    # dnssec does. Only safe when every nameserver is a validating resolver on this host (or
+    # reached over a path nobody can tamper with): the AD bit itself is not signed.
+    dnssec: bool = False
 
 
 QueueFlush = Literal["filesystem", "file"]
@@ -220,6 +234,10 @@ class DeliveryConfig:
     tls_policy: tuple[tuple[str, TlsLevel], ...] = ()
     # Extra trust anchors (PEM) for verified TLS (smarthost, "verify" policy); default: the system's.
     tls_ca_file: Path | None = None
+    # MTA-STS (RFC 8461): look up and apply the receiving domain's policy.
+    mta_sts: bool = True
+    # The policy host's HTTPS port. 443 is the RFC's (§3.3); another value is for tests only.
+    mta_sts_port: int = 443
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +253,34 @@ class SmtpConfig:
     processes: int = 1
 
 
+# Let's Encrypt's production directory (https://letsencrypt.org/docs/acme-protocol-updates/).
+LETS_ENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
+AcmeChallenge = Literal["http-01", "tls-alpn-01"]
+MtaStsMode = Literal["enforce", "testing", "none"]
+
+
+@dataclass(frozen=True, slots=True)
+class AcmeConfig:
+    """``[acme]``: certificates from an ACME server (RFC 8555) for hostname, mta-sts.<domain>
+    and autoconfig.<domain>; ``[tls] cert/key`` take precedence when set."""
+
+    directory: str = LETS_ENCRYPT_DIRECTORY
+    email: str | None = None
+    ca_file: Path | None = None  # trust anchors for the ACME server (tests: Pebble's)
+    challenge: AcmeChallenge = "http-01"
+
+
+@dataclass(frozen=True, slots=True)
+class MtaStsConfig:
+    """``[mta_sts]``: the policy served at https://mta-sts.<domain>/.well-known/mta-sts.txt."""
+
+    # RFC 8461 §3.2: "testing" first is the RFC's advice for a new deployment (reports, no refusals).
+    mode: MtaStsMode = "testing"
+    # RFC 8461 §3.2: max_age up to 31557600 s; a week is the common choice (Google, mox).
+    max_age: int = 604800
+    mx: tuple[str, ...] = ()  # empty: the hostname
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     hostname: str
@@ -243,6 +289,12 @@ class Config:
     relay_domains: tuple[str, ...] = ()
     postmaster: str | None = None
     log_file: Path | None = None
+    # The operator's log to syslog too (facility mail, as Postfix and Dovecot log), via /dev/log.
+    log_syslog: bool = False
+    # Started as root, `pigeon serve` binds every listener, then becomes this user (and group:
+    # default, the user's own) before it serves anything (pigeon.app.privileges).
+    user: str | None = None
+    group: str | None = None
     listen: Listen = field(default_factory=Listen)
     limits: Limits = field(default_factory=Limits)
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -252,6 +304,8 @@ class Config:
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
+    acme: AcmeConfig | None = None  # None: no [acme] section, no ACME certificates
+    mta_sts: MtaStsConfig = field(default_factory=MtaStsConfig)
     source: str = "<embedded default>"
 
     @property

@@ -7,6 +7,9 @@ Rules:
 3. ``body`` is the declared BODY= type (7BIT, 8BITMIME, BINARYMIME); ``smtputf8`` is set when
    the client asked for SMTPUTF8 (RFC 6531 §3.4).
 4. Values are plain data, serialisable to JSON by ``to_json``/``from_json`` (the queue record).
+5. ``requiretls`` is set when the client gave ``REQUIRETLS`` on MAIL FROM (RFC 8689 §3): the
+   message may only leave over TLS to an authenticated host. It is written to the queue
+   record only when set, so older records read as False.
 """
 
 from __future__ import annotations
@@ -62,8 +65,15 @@ class Envelope:
     ret: Literal["FULL", "HDRS"] | None = None
     envid: str | None = None
     client: ClientInfo = field(default_factory=lambda: ClientInfo("local"))
+    requiretls: bool = False  # rule 5
 
     def to_json(self) -> dict[str, object]:
+        doc = self._to_json()
+        if self.requiretls:
+            doc["requiretls"] = True
+        return doc
+
+    def _to_json(self) -> dict[str, object]:
         return {
             "sender": str(self.sender) if self.sender is not None else "",
             "recipients": [r.to_json() for r in self.recipients],
@@ -103,4 +113,5 @@ class Envelope:
                 authenticated_as=client.get("authenticated_as"),
                 tls=client.get("tls"),
             ),
+            requiretls=d.get("requiretls") is True,
         )

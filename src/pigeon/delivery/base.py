@@ -15,7 +15,9 @@ Rules:
 4. The agents: ``delivery.local.LocalDelivery`` (Maildir, one worker-thread call per mailbox),
    ``delivery.fastlane.FastLocalDelivery`` (Maildir, written on the event loop with batched
    flushes: the fast road for small local mail in the intake journal) and
-   ``delivery.relay.RelayDelivery`` (SMTP to the next hop). ``qmgr.manager.transport`` chooses.
+   ``delivery.relay.RelayDelivery`` (SMTP to the next hop: from the queue files, or, for relay
+   mail in the intake journal, from memory on the same fast road). ``qmgr.lane.transport``
+   chooses, for the queue manager and its fast road alike.
 """
 
 from __future__ import annotations

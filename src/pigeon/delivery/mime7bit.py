@@ -71,6 +71,19 @@ def header_section_has_8bit(body: Readable) -> bool:
     return not seen.isascii()
 
 
+def header_bytes_have_8bit(data: bytes) -> bool:
+    """``header_section_has_8bit`` for a body held in memory (journaled relay mail on the fast
+    road, ``delivery.relay`` Rule 12)."""
+    if data.startswith((b"\r\n", b"\n")):
+        return False
+    end = len(data)
+    for blank in (b"\r\n\r\n", b"\n\n"):
+        i = data.find(blank)
+        if i >= 0:
+            end = min(end, i)
+    return not data[:end].isascii()
+
+
 def _charset_of(raw: bytes) -> str:
     try:
         raw.decode("utf-8")

@@ -16,9 +16,9 @@ Rules:
    ``PermanentError`` ``554 5.4.6`` (routing loop, RFC 3463).
 7. An address literal ``[192.0.2.1]`` / ``[IPv6:2001:db8::1]`` is the host itself (RFC 5321
    §4.1.3); one of our own addresses there is a loop (5.4.6).
-8. UTF-8 domains are turned into A-labels first (``to_ascii``): with the ``idna`` package
-   (IDNA 2008, UTS #46 mapping) when installed, else Python's built-in ``idna`` codec
-   (IDNA 2003, which agrees for the common cases; differs for e.g. ``ß``).
+8. UTF-8 domains are turned into A-labels first (``to_ascii``) with the ``idna`` package
+   (IDNA 2008, RFC 5891, with the UTS #46 mapping), a declared dependency: Python's built-in
+   ``idna`` codec is IDNA 2003 and maps ``faß.de`` to ``fass.de``, another domain.
 9. ``smarthost`` (``host[:port]``) replaces MX routing for every domain: its A/AAAA records are
    used directly (no MX lookup, like Postfix's ``[host]``); port defaults to ``remote_port``.
 10. MX hosts use ``remote_port`` (default 25).
@@ -31,13 +31,13 @@ the reason in ``error``, so that the others can still be tried.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import ipaddress
 import logging
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Callable
+
+import idna
 
 from pigeon.core.results import PermanentError, TemporaryError
 from pigeon.dns.resolver import DnsError, DnsPermError, DnsTempError, NoSuchDomain, Resolver
@@ -53,21 +53,7 @@ C554_MAIL_LOOP = Reply(554, "5.4.6", "Mail for this domain loops back to myself"
 C553_BAD_DOMAIN = Reply(553, "5.1.2", "Domain name cannot be converted to an ASCII DNS name")
 
 
-def _load_idna() -> Callable[[str], str] | None:
-    try:
-        mod = importlib.import_module("idna")
-    except ImportError:
-        return None
-    encode = mod.encode
-
-    def conv(text: str) -> str:
-        return bytes(encode(text, uts46=True)).decode("ascii")
-
-    return conv
-
-
-_IDNA2008 = _load_idna()
-IDNA_IMPLEMENTATION = "idna (IDNA 2008)" if _IDNA2008 is not None else "python codec (IDNA 2003)"
+IDNA_IMPLEMENTATION = "idna (IDNA 2008)"
 
 
 def to_ascii(domain: str) -> str:
@@ -76,12 +62,8 @@ def to_ascii(domain: str) -> str:
     if domain.isascii() or domain.startswith("["):
         return domain.lower()
     try:
-        if _IDNA2008 is not None:
-            return _IDNA2008(domain).lower()
-        return domain.encode("idna").decode("ascii").lower()
-    except (UnicodeError, ValueError) as exc:
-        raise ValueError(f"{domain!r}: not a valid internationalised domain name ({exc})") from None
-    except Exception as exc:  # the idna package raises its own IDNAError (a UnicodeError today)
+        return bytes(idna.encode(domain, uts46=True)).decode("ascii").lower()
+    except (idna.IDNAError, UnicodeError, ValueError) as exc:  # IDNAError is a UnicodeError today
         raise ValueError(f"{domain!r}: not a valid internationalised domain name ({exc})") from None
 
 

@@ -36,6 +36,17 @@ Rules:
 12. With ``login``, AUTH PLAIN (RFC 4616) with an initial response, or AUTH LOGIN when the
     peer offers only that, after TLS and before MAIL (RFC 4954 §4). A refused login defers
     the message (the operator must fix the credentials; the mail waits meanwhile).
+13. With ``sign`` (``delivery.outbound``), the header fields it returns for the exact octets
+    sent — the converted form when Rule 5 converts — are put in front of them, so the
+    signatures verify at the receiver whatever the peer's extensions (the message is then
+    held in memory while it is sent, as a converted one already is).
+
+14. ``peer_check`` (DANE, RFC 7672 §3): after the TLS handshake the peer's chain is given to
+    it; a reason back means the host is not used (``451 4.7.5``, the next MX is tried) and
+    nothing is sent. A ``HostFailure`` carries ``tls_result``, the RFC 8460 §4.3 result type
+    of a TLS failure, for TLS-RPT.
+15. A REQUIRETLS message (RFC 8689 §4.1) goes only to a peer that offers REQUIRETLS after TLS,
+    with ``REQUIRETLS`` on MAIL FROM; otherwise the host is skipped with ``550 5.7.30``.
 
 What can go wrong: every network or protocol error becomes ``HostFailure`` or ``TlsFailed``;
 nothing else escapes except programming errors.
@@ -49,9 +60,8 @@ import io
 import logging
 import os
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import BinaryIO, Literal
 
 from pigeon.core.address import Address
@@ -96,6 +106,7 @@ C451_PROTOCOL = Reply(451, "4.5.0", "Protocol error from the remote server")  # 
 C451_TLS_REQUIRED = Reply(451, "4.7.5", "TLS required but not available")  # RFC 3463 X.7.5 crypto failure
 C451_AUTH_FAILED = Reply(451, "4.7.0", "Login to the relay host failed")  # X.7.0 security, temporary
 C553_NEEDS_SMTPUTF8 = Reply(553, "5.6.7", "Message needs SMTPUTF8, which the remote server does not offer")
+C550_REQUIRETLS = Reply(550, "5.7.30", "REQUIRETLS support required")  # RFC 8689 §5
 C552_TOO_BIG = Reply(552, "5.3.4", "Message is larger than the remote server accepts")
 
 
@@ -119,14 +130,16 @@ class OutboundMessage:
 
     sender: Address | None
     recipients: tuple[Recipient, ...]
-    body: BodySource  # the queued bytes (delivery.base Rule 1)
-    size: int  # octets in the spool file
+    body: BodySource  # the queued bytes (delivery.base Rule 1): a file, a segment or memory
+    size: int  # octets in the body as queued
     eight_bit: bool  # the body holds octets above 127
     binarymime: bool  # declared BODY=BINARYMIME
     needs_smtputf8: bool  # Rule 3
     smtputf8: bool  # the sender asked for SMTPUTF8
     ret: Literal["FULL", "HDRS"] | None = None
     envid: str | None = None
+    sign: Callable[[bytes], bytes] | None = None  # Rule 13: message octets → fields to prepend
+    requiretls: bool = False  # Rule 15
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +149,7 @@ class SessionSettings:
     tls: ClientTlsContext | None = None  # None: never STARTTLS
     require_tls: bool = False  # Rule 11: no TLS, no mail (the smarthost)
     login: tuple[str, str] | None = field(default=None, repr=False)  # Rule 12: (user, password)
+    peer_check: Callable[[list[bytes]], str | None] | None = None  # Rule 14 (hashable: a cache key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,10 +160,11 @@ class HostResult:
 
 
 class HostFailure(Exception):
-    def __init__(self, reply: Reply, try_next: bool) -> None:
+    def __init__(self, reply: Reply, try_next: bool, tls_result: str | None = None) -> None:
         super().__init__(str(reply))
         self.reply = reply
         self.try_next = try_next
+        self.tls_result = tls_result  # Rule 14
 
 
 class TlsFailed(Exception):
@@ -338,10 +353,18 @@ class _Peer:
 
 
 def _open_body(msg: OutboundMessage, convert: bool) -> BinaryIO:
-    if convert:
+    """The octets to send (Rules 5 and 13). Blocking for a body not in memory (a thread runs it)."""
+    data = msg.body.in_memory()
+    if data is None and (msg.sign is not None or convert):
         with msg.body.open() as whole:
-            return io.BytesIO(mime7bit.to_7bit(whole.read()))
-    return msg.body.open()
+            data = whole.read()
+    if data is None:
+        return msg.body.open()  # streamed as queued
+    if convert:
+        data = mime7bit.to_7bit(data)
+    if msg.sign is not None:  # Rule 13: sign what is sent
+        return io.BytesIO(msg.sign(data) + data)
+    return io.BytesIO(data)
 
 
 def _size_of(body: BinaryIO) -> int:
@@ -392,8 +415,18 @@ async def _open(host: MxHost, address: str, settings: SessionSettings, use_tls: 
             raise peer.fail(greeting, f"refused to talk to me: {greeting}")
         ext, tls = await peer.hello(use_tls)
         if settings.require_tls and not tls:  # Rule 11
-            raise peer.fail(C451_TLS_REQUIRED, "TLS is required for this host but was not negotiated",
-                            try_next=True)  # nothing was sent: another MX may offer TLS
+            failure = peer.fail(C451_TLS_REQUIRED, "TLS is required for this host but was not negotiated",
+                                try_next=True)  # nothing was sent: another MX may offer TLS
+            failure.tls_result = "starttls-not-supported"
+            raise failure
+        if settings.peer_check is not None and peer.link is not None:  # Rule 14
+            why = settings.peer_check(peer.link.peer_chain())
+            if why is not None:
+                log.warning("relay: %s: DANE: %s", host.label(address), why)
+                failure = peer.fail(C451_TLS_REQUIRED, f"DANE: the certificate does not match: {why}",
+                                    try_next=True)
+                failure.tls_result = "validation-failure"
+                raise failure
         if settings.login is not None:  # Rule 12
             await peer.login(ext, *settings.login)
     except BaseException:
@@ -437,13 +470,17 @@ async def _transaction(peer: _Peer, ext: Extensions,
     if msg.needs_smtputf8 and not ext.smtputf8:  # Rule 3
         return _all(msg, "failed", C553_NEEDS_SMTPUTF8.with_text(
             f"{label} does not offer SMTPUTF8, which this message needs")), False
+    if msg.requiretls and not (peer.conn.tls_active and ext.has("REQUIRETLS")):  # Rule 15
+        raise peer.fail(C550_REQUIRETLS, "the server does not offer REQUIRETLS (RFC 8689 §4.1)", try_next=True)
     bdat_binary = msg.binarymime and ext.chunking and ext.binarymime
     convert = (msg.eight_bit and not ext.eight_bit_mime and not bdat_binary) or \
               (msg.binarymime and not bdat_binary)  # Rule 5
     if convert:
         log.info("relay: %s lacks 8BITMIME%s; converting the message to 7-bit MIME",
                  label, "/BINARYMIME" if msg.binarymime else "")
-    body = await asyncio.to_thread(_open_body, msg, convert)
+    # A body in memory is opened on the loop (no file, no thread hop); a file in a thread.
+    in_memory = msg.body.in_memory() is not None
+    body = _open_body(msg, convert) if in_memory else await asyncio.to_thread(_open_body, msg, convert)
     try:
         size = _size_of(body)
         if ext.size and size > ext.size:  # Rule 4
@@ -457,7 +494,7 @@ async def _transaction(peer: _Peer, ext: Extensions,
         dsn = ext.dsn
         params = MailParams(size=size if ext.size is not None else None, body=body_type,
                             smtputf8=use_utf8, ret=msg.ret if dsn else None,
-                            envid=msg.envid if dsn else None)
+                            envid=msg.envid if dsn else None, requiretls=msg.requiretls)
         sender = msg.sender if use_utf8 or msg.sender is None else _ascii_address(msg.sender)
         cmds: list[Command] = [MailFrom(sender, params)]
         for r in msg.recipients:

@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
-from pigeon.auth import passwords
+from pigeon.auth import passwords, schemes
 from pigeon.core.address import Address, AddressError, is_valid_domain, parse_address
 from pigeon.directory import resolve
 from pigeon.directory.aliasfile import parse_aliases
@@ -274,6 +274,25 @@ class Directory:
             )
         log.info("directory: user %s added", key)
 
+    def import_user(self, address: str, stored_hash: str) -> bool:
+        """Add a user with a hash brought over as it is (``{SCHEME}data``, ``auth.schemes``);
+        False when the user exists already (nothing changed)."""
+        user = self._local_address(address, "user")
+        key = fold(user)
+        try:
+            kept = schemes.check_importable(stored_hash)
+        except schemes.ForeignHashError as exc:
+            raise DirectoryError(f"{key}: {exc}") from None
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM users WHERE address = ?", (key,)).fetchone():
+                return False
+            conn.execute(
+                "INSERT INTO users (address, domain, password_hash, created) VALUES (?, ?, ?, ?)",
+                (key, user.domain, kept, time.time()),
+            )
+        log.info("directory: user %s imported", key)
+        return True
+
     @staticmethod
     def _hash(password: str) -> str:
         try:
@@ -313,43 +332,69 @@ class Directory:
         return ([str(t) for t in forward.targets], forward.keep) if forward else ([], False)
 
     def verify_password(self, address: str, password: str) -> bool:
-        try:
-            key = fold(parse_address(address.strip(), utf8=True))
-        except AddressError:
-            key = ""
-        row = None
-        if key:
-            with self._lock:
-                try:
-                    query = "SELECT password_hash FROM users WHERE address = ?"
-                    row = self._db().execute(query, (key,)).fetchone()
-                except sqlite3.Error as exc:
-                    raise DirectoryError(f"{self._path}: cannot read: {exc}") from None
+        return self.check_password(address, password) is not None
+
+    def password_stamp(self, address: str) -> str | None:
+        """The stored hash of a user (None: no such user), for the credential cache
+        (``auth.credcache`` Rule 3): one indexed read, no argon2."""
+        key = self._user_key(address)
+        if not key:
+            return None
+        row = self._hash_row(key)
+        return None if row is None else str(row[0])
+
+    def check_password(self, address: str, password: str) -> str | None:
+        """Verify (rule 6); the stored hash the password matched (the upgraded one after a
+        rehash), None when it does not match or there is no such user."""
+        key = self._user_key(address)
+        row = self._hash_row(key) if key else None
         if row is None:
             passwords.verify_password(self._dummy(), password)  # same cost as a real check (rule 6)
-            return False
+            return None
         stored = str(row[0])
         if not passwords.verify_password(stored, password):
-            return False
+            return None
         if passwords.needs_rehash(stored):
-            self._rehash(key, stored, password)
-        return True
+            return self._rehash(key, stored, password)
+        return stored
+
+    @staticmethod
+    def _user_key(address: str) -> str:
+        try:
+            return fold(parse_address(address.strip(), utf8=True))
+        except AddressError:
+            return ""
+
+    def _hash_row(self, key: str) -> tuple[object, ...] | None:
+        with self._lock:
+            try:
+                query = "SELECT password_hash FROM users WHERE address = ?"
+                row: tuple[object, ...] | None = self._db().execute(query, (key,)).fetchone()
+                return row
+            except sqlite3.Error as exc:
+                raise DirectoryError(f"{self._path}: cannot read: {exc}") from None
 
     def _dummy(self) -> str:
         if self._dummy_hash is None:
             self._dummy_hash = passwords.hash_password(passwords.generate_password())
         return self._dummy_hash
 
-    def _rehash(self, key: str, old: str, password: str) -> None:
+    def _rehash(self, key: str, old: str, password: str) -> str:
+        """Upgrade the hash; returns the hash now stored for this password (the old one when
+        the upgrade failed or the password was changed meanwhile)."""
+        new = passwords.hash_password(password)
         try:
             with self._write() as conn:
-                conn.execute(
+                changed = conn.execute(
                     "UPDATE users SET password_hash = ? WHERE address = ? AND password_hash = ?",
-                    (passwords.hash_password(password), key, old),
-                )
-            log.info("directory: password hash of %s upgraded to current parameters", key)
+                    (new, key, old),
+                ).rowcount
+            if changed:
+                log.info("directory: password hash of %s upgraded to current parameters", key)
+                return new
         except DirectoryError as exc:
             log.warning("directory: could not upgrade the password hash of %s: %s", key, exc)
+        return old
 
     def set_forward(self, address: str, targets: list[str], keep: bool) -> None:
         key = fold(_parse(address, "user"))

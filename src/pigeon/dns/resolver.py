@@ -15,8 +15,24 @@ Rules:
    comes from the injected ``Clock``.
 5. Names are passed in A-label form (``pigeon.delivery.relay_idna``); this module never
    converts them.
+6. For mail authentication (``pigeon.mailauth.MailAuthDns``, RFC 7208 §4.4/§5 semantics) the
+   resolver also answers ``txt(name)`` (each record's character-strings joined, as bytes:
+   RFC 7208 §3.3, RFC 6376 §3.6.2.2), ``a(name)``/``aaaa(name)`` (one family each) and
+   ``ptr(address)`` (the reverse names of an IP address, lower-case, no trailing dot). They share
+   the cache and the errors of rule 3: NXDOMAIN → ``NoSuchDomain``, a name without records of
+   the type → ``[]``, SERVFAIL/timeout → ``DnsTempError``. Nothing here decides SPF's "void
+   lookup" or "temperror": the caller does, from these three outcomes.
+7. An answer is bounded by the DNS message size (64 KiB over TCP, RFC 1035 §4.2.2); a TXT answer
+   is additionally capped at ``MAX_TXT_ANSWER`` bytes in total, beyond which it is a
+   ``DnsPermError`` (a "huge answer" must not feed megabytes into the SPF/DKIM parsers).
+8. ``secure(name, "MX" | "TLSA")`` (DANE, RFC 7672 §2.1) asks with the DO bit and reports the AD
+   bit of the answer (``SecureAnswer.authenticated``). The AD bit is trusted as Postfix's
+   ``smtp_dns_support_level = dnssec`` does: only meaningful when ``[dns] nameservers`` are
+   validating resolvers reached over a trusted path (loopback). TLSA data come back as
+   ``"usage selector mtype hexdata"``, MX as ``"preference host"``. Cached like rule 4, under
+   its own key.
 
-What can go wrong: only the three error classes above leave ``mx``/``addresses``; anything
+What can go wrong: only the three error classes above leave the lookups; anything
 unexpected from dnspython is logged and raised as ``DnsTempError`` (never lost mail).
 """
 
@@ -31,10 +47,12 @@ from typing import Protocol
 
 import dns.asyncresolver
 import dns.exception
+import dns.flags
 import dns.name
 import dns.nameserver
 import dns.rdatatype
 import dns.resolver
+import dns.reversename
 
 from pigeon.core.clock import Clock
 
@@ -51,6 +69,12 @@ MAX_CACHE_ENTRIES = 10_000
 DEFAULT_LIFETIME = 10.0
 # One try against one server before the next is asked (dnspython's default is 2 s).
 DEFAULT_TRY_TIMEOUT = 3.0
+# Rule 7: the largest TXT answer accepted, all records together. A DNS message carries at most
+# 65,535 octets (RFC 1035 §4.2.2); real SPF/DKIM/DMARC records are well under 4 KiB (a 4096-bit
+# RSA key is ~800 octets of base64), so 16 KiB leaves room for any honest publisher.
+MAX_TXT_ANSWER = 16_384
+# The EDNS buffer size of DNS Flag Day 2020 (avoids fragmentation); DNSSEC answers need EDNS.
+EDNS_PAYLOAD = 1232
 
 
 class DnsError(Exception):
@@ -75,6 +99,14 @@ class MxRecord:
     host: str  # lower-case, no trailing dot; "" is the null MX "." (RFC 7505)
 
 
+@dataclass(frozen=True, slots=True)
+class SecureAnswer:
+    """Rule 7: the records as text, and whether the resolver said they were validated (AD)."""
+
+    records: tuple[str, ...]
+    authenticated: bool
+
+
 class Resolver(Protocol):
     """What mail routing asks of DNS."""
 
@@ -85,6 +117,13 @@ class Resolver(Protocol):
 
 def _host_text(name: dns.name.Name) -> str:
     return name.to_text(omit_final_dot=True).lower() if name != dns.name.root else ""
+
+
+def _ptr_name(address: str) -> dns.name.Name:
+    try:
+        return dns.reversename.from_address(address)
+    except (ValueError, dns.exception.SyntaxError) as exc:
+        raise DnsPermError(f"{address!r} is not an IP address") from exc
 
 
 class _Cache:
@@ -131,6 +170,17 @@ class DnsResolver:
         self._resolver.lifetime = lifetime
         self._resolver.timeout = try_timeout
         self._cache = _Cache(clock)
+        self._secure = dns.asyncresolver.Resolver(configure=False)  # rule 7: DO set, AD read
+        self._secure.nameservers = self._resolver.nameservers
+        self._secure.lifetime = lifetime
+        self._secure.timeout = try_timeout
+        self._secure.use_edns(0, dns.flags.DO, EDNS_PAYLOAD)
+        self._secure.flags = dns.flags.RD | dns.flags.AD  # RFC 6840 §5.7: ask for the AD bit
+
+    async def secure(self, name: str, rdtype: str) -> SecureAnswer:
+        """Rule 8."""
+        values = await self._lookup(name, rdtype, secure=True)
+        return SecureAnswer(tuple(values[1:]), values[:1] == ["ad"])
 
     async def mx(self, domain: str) -> list[MxRecord]:
         texts = await self._lookup(domain, "MX")
@@ -160,8 +210,25 @@ class DnsResolver:
             log.warning("dns: %s: one address family failed (%s); using %s", host, temp, results)
         return results
 
-    async def _lookup(self, name: str, rdtype: str) -> list[str]:
-        key = (name.lower().rstrip("."), rdtype)
+    async def a(self, name: str) -> list[str]:
+        """IPv4 addresses of ``name`` (rule 6)."""
+        return await self._lookup(name, "A")
+
+    async def aaaa(self, name: str) -> list[str]:
+        """IPv6 addresses of ``name`` (rule 6)."""
+        return await self._lookup(name, "AAAA")
+
+    async def txt(self, name: str) -> list[bytes]:
+        """TXT records of ``name``, each one's strings joined (rule 6)."""
+        # The cache holds text: latin-1 maps every byte to one character and back unchanged.
+        return [value.encode("latin-1") for value in await self._lookup(name, "TXT")]
+
+    async def ptr(self, address: str) -> list[str]:
+        """The reverse names of an IPv4/IPv6 address (rule 6)."""
+        return await self._lookup(_ptr_name(address).to_text(omit_final_dot=True), "PTR")
+
+    async def _lookup(self, name: str, rdtype: str, secure: bool = False) -> list[str]:
+        key = (name.lower().rstrip("."), rdtype + ("+AD" if secure else ""))
         cached = self._cache.get(key)
         if isinstance(cached, DnsPermError):
             raise cached
@@ -169,7 +236,8 @@ class DnsResolver:
             return list(cached)
         try:
             qname = dns.name.from_text(key[0] + ".") if key[0] else dns.name.root
-            answer = await self._resolver.resolve(qname, rdtype, raise_on_no_answer=False, search=False)
+            resolver = self._secure if secure else self._resolver
+            answer = await resolver.resolve(qname, rdtype, raise_on_no_answer=False, search=False)
         except dns.resolver.NXDOMAIN:
             err = NoSuchDomain(f"{key[0]}: no such domain (NXDOMAIN)")
             self._cache.put(key, err, NEGATIVE_TTL)
@@ -186,15 +254,27 @@ class DnsResolver:
             log.exception("dns: unexpected error looking up %s/%s", key[0], rdtype)
             raise DnsTempError(f"{key[0]}/{rdtype}: DNS error: {exc}") from None
         rrset = answer.rrset
+        head = (["ad" if answer.response.flags & dns.flags.AD else "-"]) if secure else []
         if rrset is None:
-            self._cache.put(key, [], NEGATIVE_TTL)
-            return []
+            self._cache.put(key, head, NEGATIVE_TTL)
+            return list(head)
         if answer.canonical_name != answer.qname:
             log.info("dns: %s is a CNAME for %s; following it", key[0], _host_text(answer.canonical_name))
-        values: list[str] = []
+        values: list[str] = list(head)
+        size = 0
         for rdata in rrset:
             if rdtype == "MX":
                 values.append(f"{int(rdata.preference)} {_host_text(rdata.exchange)}")
+            elif rdtype == "TXT":
+                joined = b"".join(rdata.strings)
+                size += len(joined)
+                if size > MAX_TXT_ANSWER:
+                    raise DnsPermError(f"{key[0]}/TXT: answer larger than {MAX_TXT_ANSWER} bytes")
+                values.append(joined.decode("latin-1"))
+            elif rdtype == "PTR":
+                values.append(_host_text(rdata.target))
+            elif rdtype == "TLSA":
+                values.append(f"{int(rdata.usage)} {int(rdata.selector)} {int(rdata.mtype)} {rdata.cert.hex()}")
             else:
                 values.append(str(rdata.address))
         self._cache.put(key, values, float(rrset.ttl))

@@ -17,6 +17,9 @@ Rules:
    answers for one kept in memory (RFC 3501 §9 CHAR8); these checks come before anything is
    appended. A spool that could not be written (disk full) is ``NO``, ``[OVERQUOTA]`` for
    ENOSPC/EDQUOT (RFC 9051 §7.1), and the rest of the literal is read and dropped.
+5. A literal8 (``~{n}``, RFC 3516 §4.4) is stored byte for byte, NUL octets and bare LFs
+   included (``store.mailbox.files`` rule 5), so that ``BINARY[1]`` and ``BINARY.SIZE[1]``
+   give back exactly what was appended.
 """
 
 from __future__ import annotations
@@ -140,10 +143,10 @@ def _undo(account: Account, name: str, uids: list[int]) -> None:
 
 
 def _store(account: Account, name: str, data: bytes | _Segment, flags: frozenset[str],
-           when: float | None) -> tuple[int, int]:
+           when: float | None, binary: bool) -> tuple[int, int]:
     """In a worker thread: append, then close the spool descriptor there (rule 4)."""
     try:
-        return account.append(name, data, flags, when)
+        return account.append(name, data, flags, when, verbatim=binary)  # rule 5
     finally:
         if isinstance(data, _Segment):
             data.close()
@@ -179,7 +182,7 @@ async def append(s: ImapSession, cmd: c.Append) -> Done:
             when = msg.internaldate.timestamp() if msg.internaldate is not None else None
             data = spool.reader(msg.data.index) if isinstance(msg.data, SpooledLiteral) else msg.data
             try:
-                validity, uid = await asyncio.to_thread(_store, account, name, data, flags, when)
+                validity, uid = await asyncio.to_thread(_store, account, name, data, flags, when, msg.binary)
                 uids.append(uid)
                 continue
             except MailboxError as exc:

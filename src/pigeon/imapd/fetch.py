@@ -6,7 +6,8 @@ Rules:
    BODY[section]<partial>, BODY.PEEK, BINARY[...], BINARY.PEEK, BINARY.SIZE, RFC822,
    RFC822.HEADER, RFC822.TEXT. UID FETCH always includes UID (RFC 3501 §6.4.8).
 2. BODY[...] without PEEK, BINARY[...] without PEEK, RFC822 and RFC822.TEXT set \\Seen first
-   (unless read-only), and FLAGS is then part of the response (RFC 3501 §6.4.5).
+   (unless read-only), and FLAGS is then part of the response (RFC 3501 §6.4.5), with MODSEQ
+   once CONDSTORE is enabled (RFC 7162 §3.2: every FETCH reporting a flag change has it).
 3. ENVELOPE and BODYSTRUCTURE/BODY are cached in the store index (``Mailbox.cache_get/put``),
    keyed with the UTF-8 mode (8-bit header text is shown differently, ``store.mime``).
 4. Responses are built in batches in a worker thread: a batch ends after ``BATCH_OCTETS`` of
@@ -310,6 +311,8 @@ async def fetch(s: ImapSession, cmd: c.Fetch) -> Done:
             metas = sel.live(m.uid for m in metas)
             if "FLAGS" not in names:
                 items.append(c.FetchAtt("FLAGS"))
+            if s.modes.condstore and not any(a.name == "MODSEQ" for a in items):
+                items.append(c.FetchAtt("MODSEQ"))  # RFC 7162 §3.2: a flag change carries MODSEQ
     frozen = tuple(items)
     utf8 = s.modes.utf8
     i = 0

@@ -18,15 +18,22 @@ Rules:
    HIGHESTMODSEQ (RFC 7162 §3.1.6, which enables CONDSTORE) included.
 4. DELETE of the selected mailbox first closes it (``* OK [CLOSED]``, RFC 7162 §3.2.11), so the
    session does not end with BYE at the next update.
+5. A name that is not valid modified UTF-7 (``&`` not followed by a valid shift sequence)
+   names no mailbox: every name Pigeon sends is valid. So SELECT, STATUS, DELETE... of one is
+   ``NO [NONEXISTENT]`` and CREATE/RENAME to one ``NO [CANNOT]`` (``session``), never ``BAD``:
+   the command is well formed (RFC 3501 §9: the name is an astring); LIST and LSUB drop such
+   a pattern, which matches nothing, and answer normally (issue 18).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from pigeon.imapd.replies import Done, no, ok
 from pigeon.proto.imap import commands as c
+from pigeon.proto.imap.errors import MUtf7Error
 from pigeon.proto.imap.listmatch import ListMatcher
 from pigeon.store.mailbox import SEPARATOR, Account, MailboxInfo, MailboxStatus
 
@@ -126,13 +133,31 @@ def _list_rows(account: Account, cmd: c.List, patterns: list[str]) -> list[tuple
     return rows
 
 
+def _patterns(s: ImapSession, reference: str, patterns: Sequence[str]) -> list[str]:
+    """Rule 5: the reference + each pattern as store names; a pattern that is not valid
+    modified UTF-7 matches no mailbox (every name is sent in valid modified UTF-7) and is
+    dropped instead of failing the command."""
+    try:
+        ref = s.name_in(reference) if reference else ""
+    except MUtf7Error:
+        return []
+    out = []
+    for p in patterns:
+        try:
+            out.append(ref + s.name_in(p))
+        except MUtf7Error:
+            continue
+    return out
+
+
 async def list_(s: ImapSession, cmd: c.List) -> Done:
     account = s.acct()
     if len(cmd.patterns) == 1 and cmd.patterns[0] == "" and not cmd.selection:
         s.emit(b'* LIST (\\Noselect) "' + _SEP + b'" ""\r\n')  # RFC 3501 §6.3.8
         return ok("LIST completed")
-    ref = s.name_in(cmd.reference) if cmd.reference else ""
-    patterns = [ref + s.name_in(p) for p in cmd.patterns]
+    patterns = _patterns(s, cmd.reference, cmd.patterns)
+    if not patterns:
+        return ok("LIST completed")  # no name can match (rule 5)
     rows = await asyncio.to_thread(_list_rows, account, cmd, patterns)
     for name, attrs, extra, status in rows:
         s.emit(_line(s, b"LIST", attrs, name, extra))
@@ -168,8 +193,10 @@ def _lsub_rows(account: Account, pattern: str) -> list[tuple[str, bool]]:
 
 
 async def lsub(s: ImapSession, cmd: c.Lsub) -> Done:
-    ref = s.name_in(cmd.reference) if cmd.reference else ""
-    rows = await asyncio.to_thread(_lsub_rows, s.acct(), ref + s.name_in(cmd.pattern))
+    patterns = _patterns(s, cmd.reference, (cmd.pattern,))
+    if not patterns:
+        return ok("LSUB completed")  # no name can match (rule 5)
+    rows = await asyncio.to_thread(_lsub_rows, s.acct(), patterns[0])
     for name, noselect in rows:
         s.emit(_line(s, b"LSUB", ["\\Noselect"] if noselect else [], name))
         await s.drain()

@@ -13,7 +13,8 @@ Rules:
 4. Results: ``* SEARCH n...`` (message numbers, or UIDs for UID SEARCH); with RETURN (...) or
    after ENABLE IMAP4rev2 ``* ESEARCH (TAG "t") [UID] MIN/MAX/COUNT/ALL`` (RFC 4731 §3.1);
    ``RETURN ()`` means ALL. SAVE keeps the result (as UIDs) for ``$``; with MIN and/or MAX only
-   those are saved (RFC 5182 §2.4); SAVE alone gives no ESEARCH response.
+   those are saved (RFC 5182 §2.4); SAVE alone gives no ESEARCH response. The ESEARCH MODSEQ
+   is the highest of the messages returned: with only MIN and/or MAX, of those (RFC 4731 §3.2).
 5. The search runs in a worker thread over a snapshot of the map; expunged-meanwhile messages
    never match.
 """
@@ -214,6 +215,11 @@ async def search(s: ImapSession, cmd: c.Search) -> Done:
     if "COUNT" in wanted:
         parts.append(b"COUNT %d" % len(numbers))
     if modseq and found:
+        if not ({"ALL", "COUNT"} & wanted):
+            # RFC 4731 §3.2, RFC 7162 §3.1.5: with only MIN and/or MAX, the MODSEQ is that of
+            # the message(s) returned, not of every message that matched.
+            returned = ([found[0]] if "MIN" in wanted else []) + ([found[-1]] if "MAX" in wanted else [])
+            top = max((m.modseq for m in returned), default=top)
         parts.append(b"MODSEQ %d" % top)
     s.emit(b" ".join(parts) + b"\r\n")
     return ok("SEARCH completed")

@@ -23,16 +23,13 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from pigeon.imapd.replies import READ_ONLY, Done, bad, ok
-from pigeon.imapd.selected import Selected
+from pigeon.imapd.selected import SYSTEM_FLAGS, Selected
 from pigeon.proto.imap import commands as c
 from pigeon.proto.imap.seqset import compact
 from pigeon.store.mailbox import Mailbox
 
 if TYPE_CHECKING:
     from pigeon.imapd.session import ImapSession
-
-SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
-
 
 def _summary(mailbox: Mailbox) -> tuple[list[str], int | None]:
     """In a worker thread: the flags in use and the first unseen sequence number."""
@@ -65,9 +62,8 @@ async def select(s: ImapSession, cmd: c.Select) -> Done:
 
     mailbox, flags, first_unseen, sel = await asyncio.to_thread(open_)
     s.select(sel)
-    s.emit(b"* FLAGS (" + " ".join(flags).encode("utf-8") + b")\r\n")
-    perm = "" if mailbox.readonly else " ".join(flags + ["\\*"])
-    s.emit(f"* OK [PERMANENTFLAGS ({perm})] Flags permitted\r\n".encode())
+    sel.keywords = {f for f in flags if not f.startswith("\\")}  # selected rule 5
+    s.emit(sel.flags_lines())
     s.emit(sel.exists_lines())
     if first_unseen is not None and not s.modes.rev2:
         s.emit(b"* OK [UNSEEN %d] First unseen\r\n" % first_unseen)

@@ -14,6 +14,10 @@ Rules:
    changes by others: ``* n FETCH (FLAGS (...))``, with UID when QRESYNC is on (RFC 7162 §3.2.4)
    and MODSEQ when CONDSTORE is (RFC 7162 §3.1.4.1).
 4. Every store call is blocking and runs in a worker thread (``asyncio.to_thread``).
+5. A keyword the client has not been told of (``keywords``, first set by SELECT) is announced
+   with ``* FLAGS`` and ``* OK [PERMANENTFLAGS]`` before any FETCH or EXISTS that could show
+   it, whether this session stored it or another session, process or APPEND did (RFC 3501
+   §7.2.6: FLAGS lists the flags applicable to the mailbox).
 
 What can go wrong: ``MailboxError("NONEXISTENT")`` from ``sync`` when the folder was deleted or
 renamed away; the session then ends with ``* BYE`` (RFC 3501 §7.1.5).
@@ -33,6 +37,7 @@ from pigeon.store.mailbox import Mailbox, MessageMeta
 
 #: \Recent is a session flag, never stored (RFC 3501 §2.3.2).
 RECENT = "\\Recent"
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
 
 @dataclass
@@ -55,6 +60,7 @@ class Selected:
         self.uids: array[int] = mailbox.uids()  # 4 octets per message (rule 1)
         self.pending: set[int] = set()
         self._flag_bytes: dict[int, bytes] = {}  # flag-set id * 2 + recent → b"(...)"
+        self.keywords: set[str] = set()  # rule 5: the keywords the client has been told of
 
     # -- numbers ----------------------------------------------------------------------------
 
@@ -140,6 +146,21 @@ class Selected:
             items.append(b"MODSEQ (%d)" % meta.modseq)
         return b"* %d FETCH (%s)\r\n" % (seq, b" ".join(items))
 
+    def flags_lines(self) -> bytes:
+        """``* FLAGS`` and ``* OK [PERMANENTFLAGS]`` for the flags known to the client (rule 5)."""
+        flags = list(SYSTEM_FLAGS) + sorted(self.keywords)
+        perm = "" if self.readonly else " ".join(flags + ["\\*"])
+        return (b"* FLAGS (" + " ".join(flags).encode("utf-8") + b")\r\n"
+                + f"* OK [PERMANENTFLAGS ({perm})] Flags permitted\r\n".encode())
+
+    def announce(self, metas: Iterable[MessageMeta]) -> bytes:
+        """Rule 5: the FLAGS lines when ``metas`` carry a keyword the client was not told of."""
+        fresh = {f for m in metas for f in m.flags if not f.startswith("\\")} - self.keywords
+        if not fresh:
+            return b""
+        self.keywords |= fresh
+        return self.flags_lines()
+
     def expunged(self, gone: Iterable[int]) -> bytes:
         """Report ``gone`` (and every pending expunge) and drop them from the map (rule 3)."""
         dead = self.pending | set(gone)
@@ -173,6 +194,7 @@ class Selected:
         out = bytearray()
         if allow_expunge and self.pending:
             out += self.expunged(())
+        out += self.announce([*changes.new, *changes.changed])  # rule 5: before any FETCH
         if changes.new:
             known = set(self.uids)
             fresh = [m.uid for m in changes.new if m.uid not in known]

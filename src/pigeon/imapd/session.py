@@ -247,8 +247,11 @@ class ImapSession:
                 await self.updates(allow_expunge=mode == "full")
         except SessionEnd:
             raise
-        except MUtf7Error as exc:
-            done = bad(f"Bad mailbox name: {exc}")
+        except MUtf7Error as exc:  # mailboxes rule 5: a well-formed command naming no mailbox
+            if isinstance(cmd, (c.Create, c.Rename)):
+                done = no(f"Bad mailbox name (not modified UTF-7): {exc}", "CANNOT")
+            else:
+                done = no(f"No such mailbox (the name is not modified UTF-7: {exc})", "NONEXISTENT")
         except SeqSetError as exc:
             done = bad(f"Invalid sequence set: {exc}")
         except ParseError as exc:

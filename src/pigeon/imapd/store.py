@@ -10,7 +10,8 @@ Rules:
 3. COPY answers ``OK [COPYUID uidvalidity src dst]`` (RFC 4315 §3); MOVE sends it in an untagged
    OK before the expunges of the moved messages (RFC 6851 §4.3). A missing destination is
    ``NO [TRYCREATE]``. Source and destination UID sets are written in corresponding order.
-4. Messages expunged by others meanwhile are skipped; the tagged OK then says EXPUNGEISSUED.
+4. Messages expunged by others meanwhile are skipped, with no FETCH of their old flags; the
+   tagged OK then says EXPUNGEISSUED (RFC 2180 §4.2.1, RFC 5530 §3).
 """
 
 from __future__ import annotations
@@ -50,8 +51,11 @@ async def store(s: ImapSession, cmd: c.Store) -> Done:
         s.enable_condstore()
     flags = frozenset(f for f in cmd.flags if f != RECENT)
     live = [m.uid for m in sel.live(uids)]
-    changed, failed = await asyncio.to_thread(sel.mailbox.store, live, cmd.mode, flags, cmd.unchangedsince)
-    failed_set = set(failed)
+    gone: list[int] = []
+    changed, failed = await asyncio.to_thread(sel.mailbox.store, live, cmd.mode, flags,
+                                              cmd.unchangedsince, gone)
+    failed_set = set(failed) | set(gone)  # rule 4: no FETCH of stale flags for a gone message
+    s.emit(sel.announce(changed))  # selected rule 5: a new keyword before the FETCH showing it
     if not cmd.silent:
         for meta in sel.live(live):
             if meta.uid not in failed_set:
@@ -66,8 +70,8 @@ async def store(s: ImapSession, cmd: c.Store) -> Done:
     if failed:
         nums = failed if cmd.uid else [sel.seq_of(u) or 0 for u in failed]
         return ok("Some messages were modified meanwhile", f"MODIFIED {compact(nums)}")  # RFC 7162 §3.1.3
-    if len(live) < len(uids):
-        return ok("Some messages were expunged meanwhile", "EXPUNGEISSUED")
+    if len(live) < len(uids) or gone:
+        return ok("Some messages were expunged meanwhile", "EXPUNGEISSUED")  # RFC 2180 §4.2.1
     return ok("STORE completed")
 
 

@@ -12,6 +12,10 @@ Rules:
 3. ``start_tls`` upgrades the connection as the client (RFC 3207 §4 after the peer's ``220``);
    a failed or timed-out handshake raises ``OSError`` (``ssl.SSLError`` is one) or
    ``TimeoutError``; the caller then decides (plaintext retry, or defer).
+5. ``peer_chain()`` returns the certificates the server sent after ``start_tls``, leaf first, as
+   DER (for DANE, RFC 7672 §3: matched against TLSA records after the handshake). Python 3.13
+   has ``SSLObject.get_unverified_chain``; before it, the same method of the underlying
+   ``_ssl`` object is used; failing both, the leaf alone.
 4. ``close`` starts closing; ``wait_closed`` waits for it (a TLS close may raise ``OSError``,
    which callers log and ignore).
 """
@@ -21,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import ssl
 from typing import TypeAlias
+
+_ENCODING_DER = 2  # _ssl.ENCODING_DER: Certificate.public_bytes(format) of get_unverified_chain
 
 #: What ``start_tls`` takes: a client context from ``net.tls`` (``client_context``,
 #: ``no_verify_context``).
@@ -45,6 +51,19 @@ class Connection:
 
     async def start_tls(self, context: ClientTlsContext, server_hostname: str | None, timeout: float) -> None:
         await self._writer.start_tls(context, server_hostname=server_hostname, ssl_handshake_timeout=timeout)
+
+    def peer_chain(self) -> list[bytes]:
+        """Rule 5."""
+        obj = self._writer.get_extra_info("ssl_object")
+        if obj is None:
+            return []
+        get = getattr(obj, "get_unverified_chain", None) or getattr(
+            getattr(obj, "_sslobj", None), "get_unverified_chain", None)
+        if get is not None:
+            chain = get() or []
+            return [c if isinstance(c, bytes) else bytes(c.public_bytes(_ENCODING_DER)) for c in chain]
+        leaf = obj.getpeercert(binary_form=True)
+        return [leaf] if leaf else []
 
     def close(self) -> None:
         self._writer.close()

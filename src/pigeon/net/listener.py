@@ -95,6 +95,8 @@ class Stream:
         self.peer_port: int = int(peer[1]) if peer else 0
         self.local_ip: str = str(sock[0]) if sock else "unknown"
         self.local_port: int = int(sock[1]) if sock else 0
+        # Told the TLS version of each handshake that succeeds (the metrics, pigeon.web.metrics).
+        self.on_tls: Callable[[str], None] | None = None
         # Slots _READ and _WRITE: (the waiting task, its deadline), or None; and whether the
         # watchdog cancelled that slot's wait.
         self._waits: list[tuple[asyncio.Task[object] | None, float] | None] = [None, None]
@@ -219,6 +221,9 @@ class Stream:
             dropped = len(buffered)
             buffered.clear()
         await writer.start_tls(context, ssl_handshake_timeout=timeout)
+        if self.on_tls is not None:
+            ssl_object = writer.get_extra_info("ssl_object")
+            self.on_tls(str(ssl_object.version() or "unknown") if ssl_object is not None else "unknown")
         return dropped
 
     @property
@@ -364,6 +369,7 @@ class Listener:
                  gate: ConnectionGate | None = None,
                  handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT) -> None:
         self.tls = tls  # implicit TLS: handshaken in _accept, after the connection is counted
+        self.on_tls: Callable[[str], None] | None = None  # given to each Stream (the metrics)
         self.handshake_timeout = handshake_timeout
         # Listening sockets opened by another process (worker processes get the server's,
         # ``adopt_listening_sockets``): served as they are, instead of binding ``endpoints``.
@@ -411,6 +417,7 @@ class Listener:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         limits = self.limits()
         stream = Stream(reader, writer, limits.session_timeout, limits.line_timeout)
+        stream.on_tls = self.on_tls
         ip = stream.peer_ip
         gate = self.gate
         if not gate.admit(ip, limits):  # rule 2: before any handshake or session state

@@ -1,25 +1,30 @@
 """The fast road: the queue manager's scheduling of mail that is live in the intake journal.
 
-Small local mail is committed to the intake journal (``queue.store`` rule 8) and never written
-to the queue files when it can be delivered at once. ``qmgr.manager.transport`` chooses the
-fast agent for it (``delivery.fastlane.FastLocalDelivery``, a ``DeliveryAgent``), and this lane
-runs the attempts: one ``DeliveryJob`` per message, its body a ``BodySource`` the queue hands out
-(memory, or the journal segment), its results applied to the queue as the queue manager applies
-any agent's. The server's queue manager owns one lane; an SMTP worker process, which has no
-queue manager, owns one too and tells the server what it could not finish (``app.worker``).
+Small local mail, and relay mail none of whose recipients is local, is committed to the intake
+journal (``queue.store`` rule 8) and never written to the queue files when it can be delivered
+at once. ``transport`` (the queue manager's table, ``qmgr.manager`` Rules 2 and 7) chooses the
+agent for it as for any message: local recipients go to the fast agent
+(``delivery.fastlane.FastLocalDelivery``), the others to the relay agent
+(``delivery.relay.RelayDelivery``, the same one the queue manager uses for the queue files).
+This lane runs the attempts: one ``DeliveryJob`` per message, its body a ``BodySource`` the
+queue hands out (memory, or the journal segment), its per-recipient results applied to the
+queue as the queue manager applies any agent's. The server's queue manager owns one lane; an
+SMTP worker process, which has no queue manager, owns one too (with its own relay agent) and
+tells the server what it could not finish (``app.worker``).
 
 Rules:
 1. A message every recipient of which is delivered, none asking for a success DSN, is done:
    ``QueueStore.remove`` (for a journal message: its done entry, nothing else written) and the
    log says ``delivered`` and ``removed`` as for any message.
-2. Any other outcome (a recipient deferred or failed, a success DSN to send, a recipient that
-   is no longer local, an agent that raised) *spills* the message: ``QueueStore.spill`` moves it
+2. Any other outcome (a recipient deferred or failed, a success DSN to send, an agent that
+   raised) *spills* the message: ``QueueStore.spill`` moves it
    into the queue files, and ``finish`` takes the attempt's results (the server's queue
    manager records them exactly as its own attempts': retries, bounces, DSNs; a worker sends
    them to the server), or ``submit`` the message alone when no attempt was made. A spill that
    fails leaves the message live in the journal (Rule 5).
-3. At most ``max_inflight`` messages are in the lane; past that, new ones are spilled at once
-   and wait in the queue like any other (memory stays bounded when the disk is slow).
+3. At most ``max_inflight`` messages per agent are in the lane; past that, new ones are spilled
+   at once and wait in the queue like any other (memory stays bounded when the disk or the
+   next hop is slow, and a slow next hop does not crowd local mail off the fast road).
 4. ``call_agent`` holds every agent, this lane's and the queue manager's, to ``delivery.base``
    Rule 3: an exception, or not one result per recipient, defers them all with ``451 4.3.0``.
 5. A message whose spill fails (the queue's file system is full, or failing) is *held*: it
@@ -35,8 +40,23 @@ Rules:
    delivered right now is refused (``MessageBusy``: try again in a moment, as for a message the
    queue manager is delivering); a held one is deleted (its done entry) or moved into ``hold/``.
 
+7. One agent per message (``route``): the queue journals no mail with both local and remote
+   recipients, so a message whose recipients ask for two agents (a domain added or removed
+   since its commit), or for the relay agent on a lane without one, is spilled untried and the
+   queue manager splits it. Relay mail a recipient of which asks for a success notice
+   (NOTIFY=SUCCESS, RFC 3461 §4.1) is spilled untried too: whether Pigeon or the next hop
+   sends the notice depends on the next hop's DSN support (``delivery.relay`` Rule 7), which
+   the queue manager's own attempt records (an SMTP worker's results reach the server without
+   it); rare mail.
+8. The relay agent's done entry follows the next hop's final ``250`` to the end of data, never
+   precedes it; a crash in between relays the message again after the restart (at least once,
+   as for every message: RFC 5321 §6.1 allows the duplicate, never the loss). It sends a body
+   held in memory from there, on the event loop (``delivery.relay`` Rule 12).
+
 What can go wrong: nothing raises out of the lane's tasks; every failure ends in a spill
-(Rule 2) or, when the spill fails, in a held message (Rule 5).
+(Rule 2) or, when the spill fails, in a held message (Rule 5). A relay that takes long (a slow
+next hop, up to the SMTP timeouts of RFC 5321 §4.5.3.2) keeps the message, and so its journal
+segment, live meanwhile: bounded by Rule 3.
 """
 
 from __future__ import annotations
@@ -46,15 +66,17 @@ import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from pigeon import maillog
 from pigeon.core.clock import Clock
+from pigeon.core.envelope import Recipient
 from pigeon.core.queueid import QueueId
 from pigeon.core.results import RecipientResult
 from pigeon.delivery.base import DeliveryAgent, DeliveryJob
+from pigeon.delivery.relay import RelayJob
 from pigeon.proto.smtp.reply import Reply
-from pigeon.queue.api import QueueStore
+from pigeon.queue.api import BodySource, QueueStore
 from pigeon.queue.record import QueueRecord, RcptState
 
 log = logging.getLogger(__name__)
@@ -69,6 +91,28 @@ HELD_RETRY_FIRST = 2.0  # seconds
 HELD_RETRY_MAX = 60.0  # seconds
 
 Results = list[tuple[RcptState, RecipientResult]]
+Transport = Literal["fastlane", "local", "relay"]
+
+
+def transport(journaled: bool, local: bool) -> Transport:
+    """``qmgr.manager`` Rules 2 and 7: the agent for one recipient of a message. ``journaled``:
+    the queue holds the message in its intake journal (it is on the fast road, its body in
+    memory); ``local``: the recipient's domain is a local one. Journaled local mail goes to the
+    fast agent, other local mail to the local agent, mail for other domains to the relay agent
+    (from memory on the fast road, from the queue files otherwise)."""
+    if local:
+        return "fastlane" if journaled else "local"
+    return "relay"
+
+
+def relay_job(record: QueueRecord, rcpts: Sequence[RcptState], body: BodySource) -> RelayJob:
+    """A job for ``rcpts`` of ``record`` that also carries the DSN parameters (RFC 3461), the
+    envelope's BODY/SMTPUTF8/REQUIRETLS and where expansion started (SRS); the local agents
+    ignore them."""
+    return RelayJob(queue_id=record.id, sender=record.envelope.sender,
+                    recipients=tuple([r.address for r in rcpts]), body=body, envelope=record.envelope,
+                    params=tuple([Recipient(r.address, r.notify, r.orcpt) for r in rcpts]),
+                    originals=tuple([r.original for r in rcpts]))
 
 
 class MessageBusy(ValueError):
@@ -127,15 +171,21 @@ class JournalLane:
 
     def __init__(self, queue: QueueStore, agent: DeliveryAgent, domains: LocalDomains, clock: Clock,
                  finish: Callable[[QueueRecord, Results], Awaitable[None]],
-                 submit: Callable[[QueueRecord], None], *, max_inflight: int = DEFAULT_MAX_INFLIGHT) -> None:
+                 submit: Callable[[QueueRecord], None], *, relay: DeliveryAgent | None = None,
+                 max_inflight: int = DEFAULT_MAX_INFLIGHT) -> None:
         self._queue = queue
-        self.agent = agent
+        # Rule 7: the agents by transport; without a relay agent, journaled relay mail is spilled.
+        self._agents: dict[Transport, DeliveryAgent] = {"fastlane": agent}
+        if relay is not None:
+            self._agents["relay"] = relay
         self._domains = domains
         self._clock = clock
         self._finish = finish
         self._submit = submit
         self.max_inflight = max_inflight
-        self._tasks: dict[asyncio.Task[None], QueueId] = {}  # Rule 6: being delivered or spilled now
+        # Rule 6: being delivered or spilled now, and for which agent (Rule 3: counted per agent)
+        self._tasks: dict[asyncio.Task[None], tuple[QueueId, Transport | None]] = {}
+        self._busy: dict[Transport, int] = dict.fromkeys(self._agents, 0)
         self._running: set[QueueId] = set()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -144,22 +194,44 @@ class JournalLane:
         self._held: dict[QueueId, Held] = {}  # Rule 5
         self._stopping = False
 
-    def take(self, record: QueueRecord) -> None:
-        """A message just committed to the journal: deliver it (or spill it, Rule 3)."""
-        crowded = len(self._tasks) >= self.max_inflight
-        self._start(record.id, self._spill(record, None) if crowded else self._run(record))
+    def route(self, record: QueueRecord) -> Transport | None:
+        """Rule 7: the one agent for every recipient of a journaled message, or None (spill it
+        untried)."""
+        local = self._domains.is_local_domain
+        kinds = {transport(True, local(r.address.domain)) for r in record.rcpts}
+        if len(kinds) != 1:
+            return None
+        kind = kinds.pop()
+        if kind not in self._agents:
+            return None
+        if kind == "relay" and any("SUCCESS" in r.notify for r in record.rcpts):
+            return None
+        return kind
 
-    def _start(self, qid: QueueId, work: Coroutine[object, object, None]) -> None:
+    def take(self, record: QueueRecord) -> None:
+        """A message just committed to the journal: deliver it (or spill it, Rules 3 and 7)."""
+        kind = self.route(record)
+        if kind is None or self._busy[kind] >= self.max_inflight:
+            self._start(record.id, self._spill(record, None), None)
+        else:
+            self._start(record.id, self._run(record, kind), kind)
+
+    def _start(self, qid: QueueId, work: Coroutine[object, object, None], kind: Transport | None) -> None:
         self._running.add(qid)
         task = asyncio.create_task(work)
-        self._tasks[task] = qid
+        self._tasks[task] = (qid, kind)
+        if kind is not None:
+            self._busy[kind] += 1
         self._idle.clear()
         task.add_done_callback(self._task_done)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
-        qid = self._tasks.pop(task, None)
-        if qid is not None:
+        entry = self._tasks.pop(task, None)
+        if entry is not None:
+            qid, kind = entry
             self._running.discard(qid)
+            if kind is not None:
+                self._busy[kind] -= 1
         if not self._tasks:
             self._idle.set()
 
@@ -186,16 +258,14 @@ class JournalLane:
 
     # -- one message -------------------------------------------------------------------------------
 
-    def _all_local(self, record: QueueRecord) -> bool:
-        return all(self._domains.is_local_domain(r.address.domain) for r in record.rcpts)
-
-    async def _run(self, record: QueueRecord) -> None:
-        if not self._all_local(record):  # Rule 2: the domain was removed meanwhile
-            await self._spill(record, None)
-            return
-        job = DeliveryJob(record.id, record.envelope.sender, tuple([r.address for r in record.rcpts]),
-                          self._queue.body(record.id))
-        results = await call_agent(self.agent, job, record.rcpts)
+    async def _run(self, record: QueueRecord, kind: Transport) -> None:
+        body = self._queue.body(record.id)
+        rcpts = record.rcpts
+        if kind == "relay":
+            job: DeliveryJob = relay_job(record, rcpts, body)
+        else:  # the fast agent needs the addresses alone (and this is the hot path)
+            job = DeliveryJob(record.id, record.envelope.sender, tuple([r.address for r in rcpts]), body)
+        results = await call_agent(self._agents[kind], job, rcpts)
         if complete(results):
             try:
                 await self._queue.remove_async(record.id)
@@ -248,12 +318,18 @@ class JournalLane:
         if held.timer is not None:
             held.timer.cancel()
             held.timer = None
-        self._start(qid, self._try_again(held))
+        kind = self.route(held.record) if self._fresh(held) else None
+        self._start(qid, self._try_again(held, kind), kind)
 
-    async def _try_again(self, held: Held) -> None:
-        if held.results is None or all(res.status == "deferred" for _, res in held.results):
-            await self._run(held.record)  # nothing final yet: a fresh attempt delivers nothing twice
-        else:
+    @staticmethod
+    def _fresh(held: Held) -> bool:
+        """Nothing final yet: a fresh attempt delivers nothing twice."""
+        return held.results is None or all(res.status == "deferred" for _, res in held.results)
+
+    async def _try_again(self, held: Held, kind: Transport | None) -> None:
+        if kind is not None:
+            await self._run(held.record, kind)
+        else:  # results to keep, or no agent for it here (Rule 7)
             await self._spill(held.record, held.results)
 
     def retry_now(self) -> int:

@@ -19,14 +19,16 @@ Rules:
 6. An exception from a delivery agent defers its recipients with ``451 4.3.0`` and a log line:
    never lost mail (``qmgr.lane.call_agent``, for every agent).
 7. Every committed message arrives the same way (``submit``, a ``QueueRecord``) and
-   ``transport`` chooses its agent, as Postfix's qmgr chooses a transport: a message the queue
-   holds in its intake journal (``QueueStore.in_journal``) goes to the fast agent
-   (``delivery.fastlane.FastLocalDelivery``), run by the fast road (``qmgr.lane``): its body
-   comes from memory, and a message delivered whole is removed from the journal without ever
-   touching the queue files; what it cannot finish (a recipient deferred or failed, one no
-   longer local) is moved into the queue files and its results recorded here (``complete``)
-   exactly as this manager's own attempts'. Any other message's recipients go to the local
-   agent or the remote one (Rule 2), their body read from the queue files.
+   ``transport`` (``qmgr.lane``) chooses its agent, as Postfix's qmgr chooses a transport. A
+   message the queue holds in its intake journal (``QueueStore.in_journal``) takes the fast
+   road (``qmgr.lane``): its local recipients go to the fast agent
+   (``delivery.fastlane.FastLocalDelivery``), its remote ones to the relay agent (this
+   manager's ``remote``), its body from memory; a message delivered whole is removed from the
+   journal without ever touching the queue files; what the road cannot finish (a recipient
+   deferred or failed, a message it cannot give one agent) is moved into the queue files and
+   its results recorded here (``complete``) exactly as this manager's own attempts'. Any other
+   message's recipients go to the local agent or the remote one (Rule 2), their body read
+   from the queue files.
 8. A full disk: an attempt whose results cannot be written leaves the record as it was, in
    ``active/``, and is tried again after ``queue.retry_schedule[0]`` (``_tracked``);
    ``flush`` (``pigeon queue flush``) tries those at once too, with deferred messages and the
@@ -40,18 +42,17 @@ import heapq
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Literal, Protocol
+from typing import Protocol
 
 from pigeon import maillog
 from pigeon.config import Config
 from pigeon.core.clock import Clock
 from pigeon.core.queueid import QueueId
 from pigeon.core.results import RecipientResult
-from pigeon.core.envelope import Recipient
 from pigeon.delivery.base import DeliveryAgent
-from pigeon.delivery.relay import RelayJob, RelayResult
+from pigeon.delivery.relay import RelayResult
 from pigeon.proto.smtp.reply import Reply
-from pigeon.qmgr.lane import C451_AGENT_CRASHED, JournalLane, LocalDomains, MessageBusy, call_agent
+from pigeon.qmgr.lane import C451_AGENT_CRASHED, JournalLane, LocalDomains, MessageBusy, call_agent, relay_job, transport
 from pigeon.queue.api import QueueStore
 from pigeon.queue.body import QueueWriteError
 from pigeon.queue.record import Attempt, QueueRecord, RcptState
@@ -62,18 +63,6 @@ __all__ = ["C451_AGENT_CRASHED", "MessageBusy", "QueueManager", "transport"]
 C554_EXPIRED = Reply(554, "5.4.7", "Delivery time expired")
 # `pigeon queue bounce`: RFC 3463 X.0.0 (other/undefined), the reason stated in the text.
 C550_ADMIN_BOUNCE = Reply(550, "5.0.0", "Delivery cancelled by the mail administrator")
-
-
-Transport = Literal["fastlane", "local", "relay"]
-
-
-def transport(journaled: bool, local: bool) -> Transport:
-    """Rules 2 and 7: the agent for a recipient of a message. ``journaled``: the queue holds the
-    message in its intake journal (the fast road takes all of it, and moves what it cannot
-    deliver into the queue files); ``local``: the recipient's domain is a local one."""
-    if journaled:
-        return "fastlane"
-    return "local" if local else "relay"
 
 
 class Bouncer(Protocol):
@@ -112,12 +101,13 @@ class QueueManager:
         # Rule 7: messages from the intake journal go to the fast agent, on the fast road.
         self.lane: JournalLane | None = None
         if fast is not None:
-            self.lane = JournalLane(queue, fast, domains, clock, finish=self.complete, submit=self.submit)
+            self.lane = JournalLane(queue, fast, domains, clock, finish=self.complete, submit=self.submit,
+                                    relay=remote)
 
     # -- scheduling ------------------------------------------------------------------------
     def submit(self, record: QueueRecord) -> None:
         """A message just committed by cleanup: deliver it now (Rule 7)."""
-        if transport(self.queue.in_journal(record.id), local=True) == "fastlane":
+        if self.queue.in_journal(record.id):  # the fast road: its agent by transport (qmgr.lane)
             if self.lane is None:
                 raise RuntimeError(f"{record.id} is in the intake journal but there is no fast agent")
             self.lane.take(record)
@@ -219,6 +209,10 @@ class QueueManager:
         self._tasks.append(asyncio.create_task(self._timer_loop(), name="qmgr-timers"))
         for i in range(self.concurrency):
             self._tasks.append(asyncio.create_task(self._worker(), name=f"qmgr-worker-{i}"))
+
+    def running(self) -> bool:
+        """Every scheduling task is alive (the health check, ``pigeon.web``)."""
+        return bool(self._tasks) and not any(t.done() for t in self._tasks)
 
     async def stop(self, grace: float = 10.0) -> None:
         """Let attempts under way finish (up to ``grace`` seconds), then cancel the rest."""
@@ -337,16 +331,7 @@ class QueueManager:
 
     async def _run_agent(self, agent: DeliveryAgent, record: QueueRecord,
                          rcpts: list[RcptState]) -> list[tuple[RcptState, RecipientResult]]:
-        # A RelayJob is a DeliveryJob that also carries the DSN parameters (RFC 3461) and the
-        # envelope's BODY/SMTPUTF8; the local agent ignores them.
-        job = RelayJob(
-            queue_id=record.id,
-            sender=record.envelope.sender,
-            recipients=tuple(r.address for r in rcpts),
-            body=self.queue.body(record.id),
-            envelope=record.envelope,
-            params=tuple(Recipient(r.address, r.notify, r.orcpt) for r in rcpts),
-        )
+        job = relay_job(record, rcpts, self.queue.body(record.id))  # the local agent ignores the rest
         return await call_agent(agent, job, rcpts)  # Rule 6
 
     def _next_try(self, rcpt: RcptState, now: float) -> float:

@@ -61,6 +61,11 @@ class BodySource(Protocol):
         """The whole body (for small mail: the fast road)."""
         ...
 
+    def in_memory(self) -> bytes | None:
+        """The bytes when this source already holds them in memory (reading them costs no IO
+        and no thread hop: journaled mail on the fast road), else None (``queue.source`` Rule 4)."""
+        ...
+
 
 class QueueStore(Protocol):
     """The queue seam (rules above); ``queue.store.FileQueueStore`` implements it."""

@@ -11,9 +11,14 @@ Rules (the recovery half of docs/queue.md):
 4. A file whose name is not a queue id is moved to ``corrupt/`` unopened.
 5. A body in ``msg/`` with no record in any state is the remains of a receive that never
    committed (or of a removal cut short after its record was gone): it is deleted.
-6. The ids in ``active/`` and ``deferred/`` are returned for the queue manager to schedule;
+6. A record found in two states with the same bytes is one message whose move between states
+   (``QueueStore.move``: rename, then both directories fsynced) was cut short by a crash on a
+   file system that wrote one directory and not the other: the name in the later state of the
+   scan (``active``, ``deferred``, ``hold``) is removed and the message kept once. Different
+   bytes under one id in two states go to ``corrupt/`` (rule 3).
+7. The ids in ``active/`` and ``deferred/`` are returned for the queue manager to schedule;
    ``hold/`` ids are reported but not scheduled.
-7. Every directory is fsynced at the end, before anything new is accepted: the clean-up is
+8. Every directory is fsynced at the end, before anything new is accepted: the clean-up is
    durable, so a crash soon after cannot bring back a half-committed message beside new ones.
    Every call goes through the IO seam (``durable.io``) given.
 
@@ -84,7 +89,7 @@ def recover_queue(root: Path, io: FileIO = REAL) -> RecoveryReport:
         report.incoming_removed.append(name)
         log.info("queue recovery: removed uncommitted %s from incoming/", name)
 
-    live: set[str] = set()
+    live: dict[str, Path] = {}  # queue id -> its record
     for state in ("active", "deferred", "hold"):
         _recover_state(root, state, report, live, io)
 
@@ -99,7 +104,7 @@ def recover_queue(root: Path, io: FileIO = REAL) -> RecoveryReport:
                 log.info("queue recovery: removed orphan body %s (never committed)", name)
 
     for sub in ("tmp", "incoming", "msg", "active", "deferred", "hold", "corrupt"):
-        io.fsync_dir(root / sub)  # rule 7
+        io.fsync_dir(root / sub)  # rule 8
     log.info(
         "queue recovery: %d active, %d deferred, %d held, %d corrupt, %d orphan bodies removed",
         len(report.active),
@@ -111,7 +116,7 @@ def recover_queue(root: Path, io: FileIO = REAL) -> RecoveryReport:
     return report
 
 
-def _recover_state(root: Path, state: State, report: RecoveryReport, live: set[str], io: FileIO) -> None:
+def _recover_state(root: Path, state: State, report: RecoveryReport, live: dict[str, Path], io: FileIO) -> None:
     corrupt_dir = root / "corrupt"
     ids = {"active": report.active, "deferred": report.deferred, "hold": report.hold}[state]
     for name in sorted(os.listdir(root / state)):
@@ -125,6 +130,11 @@ def _recover_state(root: Path, state: State, report: RecoveryReport, live: set[s
         body = root / "msg" / name
         problem = ""
         if name in live:
+            if _same_bytes(path, live[name]):  # rule 6: a move cut short
+                log.info("queue recovery: %s is in %s/ and %s/ (a move cut short); kept in %s/",
+                         name, live[name].parent.name, state, live[name].parent.name)
+                unlink_quietly(path, io)
+                continue
             problem = "a record with this id is already in another state"
         else:
             try:
@@ -134,7 +144,7 @@ def _recover_state(root: Path, state: State, report: RecoveryReport, live: set[s
             except (OSError, CorruptRecord) as exc:
                 problem = str(exc)
         if not problem:
-            live.add(name)
+            live[name] = path
             ids.append(qid)
             continue
         log.error("queue recovery: record %s/%s moved to corrupt/: %s", state, name, problem)  # rule 3
@@ -142,3 +152,10 @@ def _recover_state(root: Path, state: State, report: RecoveryReport, live: set[s
             report.corrupt.append(name)
         if body.exists() and name not in live:
             _move_aside(body, corrupt_dir, f"{name}.body", io)
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    try:
+        return a.read_bytes() == b.read_bytes()
+    except OSError:
+        return False

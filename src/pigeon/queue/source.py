@@ -12,6 +12,9 @@ Rules:
    returns the bytes already held, without a thread hop. A ``FileBody`` or ``SegmentBody``
    reads in a worker thread (``read``) or on the caller's thread (``open``).
 3. ``size`` is the body's length in octets, known without reading it.
+4. ``in_memory()`` gives the bytes of a ``MemoryBody`` (None for the others): an agent that must
+   look at the whole body (the relay agent: 8-bit octets, DKIM signing) does it on the event loop
+   for those, and in a worker thread, streaming, for a file or a segment.
 
 What can go wrong: ``OSError`` from ``open``/``read`` of a file or segment that is gone or
 unreadable; the delivery agent turns it into a deferred result (never lost mail).
@@ -49,6 +52,9 @@ class MemoryBody:
     async def read(self) -> bytes:
         return self.data
 
+    def in_memory(self) -> bytes | None:
+        return self.data
+
 
 @dataclass(frozen=True, slots=True)
 class FileBody:
@@ -66,6 +72,9 @@ class FileBody:
 
     async def read(self) -> bytes:
         return await asyncio.to_thread(self.path.read_bytes)
+
+    def in_memory(self) -> bytes | None:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,3 +95,6 @@ class SegmentBody:
 
     async def read(self) -> bytes:
         return await asyncio.to_thread(read_at, self.path, self.offset, self.length, self.io)
+
+    def in_memory(self) -> bytes | None:
+        return None

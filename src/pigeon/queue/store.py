@@ -22,8 +22,11 @@ Rules:
 3. Records are only ever replaced by rename (write tmp, fsync, rename, fsync the directory):
    the new version's bytes are durable before its name replaces the old one, and the rename is
    durable before the caller goes on (a removal or a move that follows can then never be
-   undone by a crash while the update is). A move between states is a rename plus an fsync
-   of both directories, the new name's first.
+   undone by a crash while the update is). A move between states links the record into the
+   new state, fsyncs that directory, then unlinks the old name and fsyncs the old directory:
+   a crash leaves the record in one state or in both (recovery rule 6 keeps one), never in
+   neither, even where a file system writes two directories independently (a rename's two
+   directory changes are not atomic on ext4 without its journal).
 4. Directory fsyncs are group-committed by the engine (``durable.commit``), shared with every
    commit under way; blocking I/O of the async methods runs in the store's thread pool so
    that many commits proceed at once. ``commit``, ``update`` and ``remove_async`` each run as
@@ -45,7 +48,10 @@ Rules:
    ``journal=True`` (the server), a body up to ``MEMORY_BODY`` stays in memory while it is
    received. The queue decides which mail takes the journal (cleanup only commits): a body
    still in memory whose recipients are all pending and local (the ``local_domain`` predicate
-   the app hands the store; without one, none; ``commit(fast=...)`` overrides the test). Its
+   the app hands the store; without one, none; ``commit(fast=...)`` overrides the test). With
+   ``relay_journal=True`` (the server and its SMTP workers, whose fast road, ``qmgr.lane``, hands
+   journaled relay mail to the relay agent, which sends it from memory) a message none of whose recipients is local takes the
+   journal too; a message with both local and remote recipients takes the queue files. Its
    ``commit`` appends record and body to the journal and returns
    after the journal's group flush: that flush is the commit point of such a message. The
    store keeps its body in memory, by queue id (``in_journal``; the record never carries it),
@@ -153,7 +159,7 @@ class FileQueueStore:
     def __init__(self, root: Path, clock: Clock, *, io_threads: int = DEFAULT_IO_THREADS,
                  journal: bool = False, journal_owner: str = MAIN_JOURNAL,
                  flush: str = "file", io: FileIO = REAL,
-                 local_domain: Callable[[str], bool] | None = None) -> None:
+                 local_domain: Callable[[str], bool] | None = None, relay_journal: bool = False) -> None:
         self.root = root
         self.clock = clock
         self.io = io  # rule 4: the IO seam (tests inject faults through it)
@@ -170,6 +176,7 @@ class FileQueueStore:
         # The intake journal (rule 8), for the server; tools and tests use the files alone.
         self.journal: Journal | None = None
         self.local_domain = local_domain  # rule 8: which mail the journal takes (the app's directory)
+        self.relay_journal = relay_journal  # rule 8: mail for other domains takes it too
         self.orphans: Callable[[QueueRecord], None] | None = None  # rule 9
         # Rule 8: the bodies of journal commits, in memory until their delivery takes them.
         self._bodies: dict[QueueId, bytes] = {}
@@ -248,12 +255,13 @@ class FileQueueStore:
         self.io.rename(body.path, self.body_path(body.id))
 
     def _takes_journal(self, rcpts: list[RcptState]) -> bool:
-        """Rule 8: every recipient is pending and in a local domain (``local_domain``), so its
-        delivery can take the message from memory."""
+        """Rule 8: every recipient is pending and in a local domain (``local_domain``), or, with
+        ``relay_journal``, none is: one lane (local or relay) can take the message from memory."""
         local = self.local_domain
-        if local is None or not rcpts:
+        if local is None or not rcpts or any(r.status != "pending" for r in rcpts):
             return False
-        return all(r.status == "pending" and local(r.address.domain) for r in rcpts)
+        where = {local(r.address.domain) for r in rcpts}
+        return where == {True} or (self.relay_journal and where == {False})
 
     async def commit(self, body: BodyWriter, envelope: Envelope, rcpts: list[RcptState], *,
                      fast: bool | None = None) -> QueueRecord:
@@ -571,29 +579,43 @@ class FileQueueStore:
                 unlink_quietly(tmp, self.io)
             raise QueueWriteError(f"updating {record.id}: {exc}") from exc
 
-    def _rename_state(self, qid: QueueId, state: State) -> tuple[QueueRecord, State]:
+    def _link_state(self, qid: QueueId, state: State) -> tuple[QueueRecord, State]:
+        """Rule 3, first half of a move: the record's new name, beside the old one."""
         if state not in MOVABLE_STATES:
             raise ValueError(f"cannot move a record to {state!r}")
         record = self.load(qid)  # CorruptRecord stops the move before anything changes
         old = record.state
         if old != state:
-            self.io.rename(self._record_path(old, qid), self._record_path(state, qid))
+            try:
+                self.io.link(self._record_path(old, qid), self._record_path(state, qid))
+            except FileExistsError:  # a name left there by a crash (recovery rule 6 not run): replace it
+                self.io.rename(self._record_path(old, qid), self._record_path(state, qid))
             record.state = state
         return record, old
 
+    def _unlink_old(self, qid: QueueId, old: State) -> None:
+        """Rule 3, second half of a move, once the new name is durable."""
+        try:
+            self.io.unlink(self._record_path(old, qid))
+        except FileNotFoundError:
+            pass  # replaced by a rename above
+
     def move(self, qid: QueueId, state: State) -> QueueRecord:
         """Move a record between active/, deferred/ and hold/ (hold and release use this)."""
-        record, old = self._rename_state(qid, state)
-        if old != state:  # rule 3: the new name first
+        record, old = self._link_state(qid, state)
+        if old != state:  # rule 3: the new name durable before the old one goes
             self.commits.flush_blocking(self._dir_sync(state))
+            self._unlink_old(qid, old)
             self.commits.flush_blocking(self._dir_sync(old))
         return record
 
     async def move_async(self, qid: QueueId, state: State) -> QueueRecord:
         """``move`` with the directory fsyncs group-committed (for the queue manager)."""
-        record, old = self._rename_state(qid, state)
-        if old != state:  # rule 3; both in one batch of the engine, the new name's first
-            await asyncio.gather(self.commits.flush(self._dir_sync(state)), self.commits.flush(self._dir_sync(old)))
+        record, old = self._link_state(qid, state)
+        if old != state:  # rule 3
+            await self.commits.flush(self._dir_sync(state))
+            self._unlink_old(qid, old)
+            await self.commits.flush(self._dir_sync(old))
         return record
 
     def _unlink_record(self, qid: QueueId) -> State:

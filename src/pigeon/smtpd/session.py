@@ -27,6 +27,9 @@ Rules:
    operator set ``smtp.bare_newline = "normalize"``: with strict ``<CRLF>.<CRLF>`` end
    detection in the core this closes SMTP smuggling (CVE-2023-51764 class), and no message
    taken in by BDAT carries a bare LF that a next hop reached by DATA could take for an end.
+8. An SRS address (``SRS0=``/``SRS1=``) in a local domain is accepted only when it verifies
+   (``mailauth.srs``: hash, age, form); a forged, expired or malformed one is refused with
+   ``550 5.7.1`` and a log line saying why (issue 17). Cleanup expands it to the original sender.
 
 What can go wrong: anything unexpected while committing becomes ``451 4.3.0`` with a log line;
 the session goes on.
@@ -54,6 +57,7 @@ from pigeon.config import Config
 from pigeon.core.address import Address
 from pigeon.core.envelope import ClientInfo, Envelope, Recipient
 from pigeon.core.results import MailError
+from pigeon.mailauth.srs import Srs, SrsError, is_srs
 from pigeon.net.driver import Ending, SessionDriver
 from pigeon.net.listener import READ_SIZE, Stream
 from pigeon.net.tls import TlsManager
@@ -89,9 +93,13 @@ from pigeon.proto.smtp.server import ESMTP_LINE_ALLOWANCE, NEED_DATA, ServerConn
 
 log = logging.getLogger(__name__)
 
+C530_REQUIRETLS_NEEDS_TLS = Reply(530, "5.7.10", "REQUIRETLS needs a TLS session")  # RFC 5248 X.7.10
+
 #: The ESMTP extensions every SMTP service offers; STARTTLS and AUTH are added per service.
 OFFERED = frozenset({"SIZE", "8BITMIME", "CHUNKING", "SMTPUTF8", "DSN", "PIPELINING"})
 C220_READY_FOR_TLS = Reply(220, "2.0.0", "Ready to start TLS")  # RFC 3207 §4
+# RFC 3463 X.7.1: delivery not authorized (postsrsd's answer to a bad SRS address).
+C550_SRS_INVALID = Reply(550, "5.7.1", "Invalid SRS address")
 C454_TLS_UNAVAILABLE = Reply(454, "4.7.0", "TLS not available due to temporary reason")  # RFC 3207 §4
 
 
@@ -122,6 +130,7 @@ class SmtpContext:
     authenticator: Authenticator | None = None  # AUTH offered when set
     senders: SenderPolicy | None = None  # the rules for authenticated users (smtpd.policy)
     submission: bool = False  # submission service: MAIL needs AUTH; fix-ups of submitted mail
+    srs: Srs | None = None  # SRS addresses in local domains are checked at RCPT (rule 8)
 
 
 class SmtpSession:
@@ -137,6 +146,8 @@ class SmtpSession:
             offered.add("STARTTLS")
         if ctx.authenticator is not None:
             offered.add("AUTH")
+        if ctx.submission and (ctx.tls is not None or stream.tls_active):
+            offered.add("REQUIRETLS")  # RFC 8689 §3; shown in EHLO once TLS is on (_extensions)
         self.conn = ServerConnection(
             max_message_size=cfg.limits.max_message_size,
             hard_line_limit=cfg.limits.max_line_length,
@@ -240,7 +251,7 @@ class SmtpSession:
                     return True
             case ev.CommandRejected(reply=reply):
                 self.errors += 1
-                maillog.rejected(self.stream.peer_ip, "COMMAND", reply, helo=self.helo or None)
+                maillog.rejected(self.stream.peer_ip, "COMMAND", reply, helo=self.helo or None, service=self.ctx.service)
             case _:
                 log.error("unhandled SMTP event %r", event)
                 conn.send(C451_LOCAL_ERROR)
@@ -325,6 +336,8 @@ class SmtpSession:
         ]
         if "STARTTLS" in self.conn.offered and not self.stream.tls_active:
             out.append("STARTTLS")
+        if "REQUIRETLS" in self.conn.offered and self.stream.tls_active:
+            out.append("REQUIRETLS")  # RFC 8689 §3: offered only over TLS
         if self.ctx.authenticator is not None:
             mechanisms = self.ctx.authenticator.mechanisms(self._secure())
             if mechanisms:  # RFC 4954 §4: plaintext mechanisms only on a protected channel
@@ -345,9 +358,13 @@ class SmtpSession:
             if refusal is not None:
                 self.errors += 1
                 maillog.rejected(self.stream.peer_ip, "MAIL", refusal, sender=event.sender,
-                                 helo=self.helo or None)
+                                 helo=self.helo or None, service=self.ctx.service)
                 self.conn.send(refusal)
                 return
+        if p.requiretls and not self.stream.tls_active:  # RFC 8689 §3: only within TLS
+            self.errors += 1
+            self.conn.send(C530_REQUIRETLS_NEEDS_TLS)
+            return
         client = ClientInfo(self.stream.peer_ip, self.helo, self._protocol(), self.user, self.stream.tls_info)
         self.envelope = Envelope(
             sender=event.sender,
@@ -356,6 +373,7 @@ class SmtpSession:
             ret=p.ret,
             envid=p.envid,
             client=client,
+            requiretls=p.requiretls,
         )
         self.txn = None
         self.nrcpt = 0
@@ -374,7 +392,7 @@ class SmtpSession:
             self.errors += 1
             maillog.rejected(self.stream.peer_ip, "RCPT", reply,
                              sender=self.envelope.sender if self.envelope else None, rcpt=rcpt,
-                             helo=self.helo or None)
+                             helo=self.helo or None, service=self.ctx.service)
             self.conn.send(reply)
             return
         assert self.envelope is not None  # the core only emits RcptTo inside a transaction
@@ -387,6 +405,13 @@ class SmtpSession:
         if rcpt.local.lower() == "postmaster" and directory.is_local_domain(rcpt.domain):
             return None  # RFC 5321 §4.5.1
         if directory.is_local_domain(rcpt.domain):
+            if self.ctx.srs is not None and is_srs(rcpt.local):  # rule 8
+                try:
+                    self.ctx.srs.reverse(rcpt, self.ctx.intake.clock.now())
+                except SrsError as exc:
+                    log.warning("srs: RCPT <%s> from %s refused: %s", rcpt, self.stream.peer_ip, exc)
+                    return C550_SRS_INVALID.with_text(f"<{rcpt}>: invalid SRS address ({exc})")
+                return None
             if directory.accepts(rcpt):
                 return None
             return C550_MAILBOX_UNAVAILABLE.with_text(f"<{rcpt}>: Recipient address rejected: User unknown")
@@ -422,7 +447,7 @@ class SmtpSession:
                 txn.abort()
             self.errors += 1
             maillog.rejected(self.stream.peer_ip, "DATA", error,
-                             sender=envelope.sender if envelope else None, helo=self.helo or None)
+                             sender=envelope.sender if envelope else None, helo=self.helo or None, service=self.ctx.service)
             conn.send(error)
             return
         if txn is None:
@@ -432,7 +457,7 @@ class SmtpSession:
             record = await txn.commit()
         except MailError as exc:
             maillog.rejected(self.stream.peer_ip, "DATA", exc.reply,
-                             sender=envelope.sender if envelope else None, helo=self.helo or None)
+                             sender=envelope.sender if envelope else None, helo=self.helo or None, service=self.ctx.service)
             conn.send(exc.reply)
             return
         except OSError as exc:
@@ -444,7 +469,7 @@ class SmtpSession:
             conn.send(C451_LOCAL_ERROR)
             return
         maillog.received(record.id, self.stream.peer_ip, record.envelope.sender,
-                         len(record.envelope.recipients), record.size, record.envelope.client.protocol)
+                         len(record.envelope.recipients), record.size, record.envelope.client.protocol, service=self.ctx.service)
         conn.send(Reply(250, "2.0.0", f"Ok: queued as {record.id}"))
         if self.ctx.senders is not None:
             self.ctx.senders.queued(self.user)

@@ -21,6 +21,7 @@ from pigeon.core.address import Address
 from pigeon.core.envelope import Envelope, Recipient
 from pigeon.core.queueid import QueueId
 from pigeon.core.results import RecipientResult
+from pigeon.queue.source import FileBody
 from pigeon.delivery.relay import RelayDelivery, RelayJob, RelaySettings
 from pigeon.dns.resolver import DnsResolver
 from tests.integration.harness import Server, free_port
@@ -67,7 +68,7 @@ def _deliver(tmp_path: Path, dns: ZoneServer, port: int, body: bytes, rcpts: lis
     async def main() -> list[RecipientResult]:
         resolver = DnsResolver([dns.endpoint], SystemClock(), lifetime=3.0)
         agent = RelayDelivery(resolver, RelaySettings("mx.sender.test", remote_port=port))
-        job = RelayJob(QID, SENDER, tuple(r.address for r in rcpts), path,
+        job = RelayJob(QID, SENDER, tuple(r.address for r in rcpts), FileBody(path),
                        envelope=env or Envelope(SENDER, rcpts), params=tuple(rcpts))
         try:
             return await agent.deliver(job)

@@ -27,7 +27,7 @@ if mode == "no-hello":
     say(op="ready", services=["smtp"]); sys.stdin.read(); sys.exit(0)
 say(op="hello", version=version, pid=os.getpid())
 server = json.loads(sys.stdin.readline())
-if server != {"op": "hello", "version": 1, "pid": os.getppid()}:
+if server != {"op": "hello", "version": version, "pid": os.getppid()}:
     sys.exit(5)
 if mode == "ignore-term":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)

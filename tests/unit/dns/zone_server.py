@@ -1,9 +1,11 @@
 """A small authoritative DNS server on loopback for tests (dnslib, UDP, a free port).
 
 ``ZoneServer({"example.org": [("MX", "10 mx1.example.org")], "mx1.example.org": [("A", "127.0.0.1")]})``
-answers from the dict: a name not in it is NXDOMAIN, a name in ``servfail`` is SERVFAIL, a CNAME
+answers from the dict (types A, AAAA, CNAME, MX, TXT, PTR, SRV): a name not in it is NXDOMAIN, a name in ``servfail`` is SERVFAIL, a CNAME
 is followed within the zone (``servfail={"*"}``: every name is SERVFAIL). ``queries`` counts the questions received (to test the cache).
 The zone can be changed while the server runs (``zone[name] = ...``).
+``TXT`` values are split into 255-octet strings; ``TLSA`` values are ``"3 1 1 <hex>"``.
+``secure``: names whose answers carry the AD bit, as a validating resolver sets it (``"*"``: all).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from dnslib import CNAME, MX, QTYPE, RCODE, RR, A, AAAA, DNSRecord, SOA
+from dnslib import CNAME, MX, PTR, QTYPE, RCODE, RR, SRV, TLSA, TXT, A, AAAA, DNSRecord, SOA
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
 Zone = dict[str, list[tuple[str, str] | tuple[str, str, int]]]
@@ -32,9 +34,20 @@ def _rdata(rtype: str, value: str) -> Any:
         return AAAA(value)
     if rtype == "CNAME":
         return CNAME(value + ".")
+    if rtype == "TXT":  # one record; split into 255-octet character-strings (RFC 1035 §3.3.14)
+        raw = value.encode()
+        return TXT([raw[i:i + 255] for i in range(0, len(raw), 255)] or [b""])
+    if rtype == "PTR":
+        return PTR(value + ".")
+    if rtype == "TLSA":
+        usage, selector, mtype, data = value.split()
+        return TLSA(int(usage), int(selector), int(mtype), bytes.fromhex(data))
     if rtype == "MX":
         pref, host = value.split()
         return MX(host if host == "." else host + ".", int(pref))
+    if rtype == "SRV":  # "priority weight port target"
+        prio, weight, port, target = value.split()
+        return SRV(int(prio), int(weight), int(port), target if target == "." else target + ".")
     raise ValueError(rtype)
 
 
@@ -48,6 +61,7 @@ class _ZoneResolver(BaseResolver):  # type: ignore[misc]
         qtype = QTYPE[request.q.qtype]
         with self.server.lock:
             self.server.queries.append((qname, qtype))
+            reply.header.ad = int(qname in self.server.secure or "*" in self.server.secure)
             name = qname
             for _ in range(8):  # CNAME chain bound
                 if name in self.server.servfail or "*" in self.server.servfail:
@@ -75,9 +89,11 @@ class _ZoneResolver(BaseResolver):  # type: ignore[misc]
 
 
 class ZoneServer:
-    def __init__(self, zone: Zone | None = None, servfail: Iterable[str] = ()) -> None:
+    def __init__(self, zone: Zone | None = None, servfail: Iterable[str] = (),
+                 secure: Iterable[str] = ()) -> None:
         self.zone: Zone = dict(zone or {})
         self.servfail = set(servfail)
+        self.secure = set(secure)
         self.queries: list[tuple[str, str]] = []
         self.lock = threading.Lock()
         self.port = free_udp_port()

@@ -8,7 +8,8 @@ state the disk may be left in: per directory and per file, what was flushed or w
 cache held. For each such state, a fresh ``QueueStore.recover()`` must find
 
 * every message whose commit returned, whole (record readable, body byte for byte), or —
-  for the delivery scenarios — delivered whole into its Maildir;
+  for the delivery scenarios — delivered whole into its Maildir, or accepted by the next hop
+  (relay mail, relayed from memory on the fast road);
 * nothing half there: no record in ``corrupt/``, no record without its body, no Maildir file
   that is not a whole message;
 
@@ -39,17 +40,21 @@ from pigeon.delivery.base import DeliveryJob
 from pigeon.delivery.fastlane import FastLocalDelivery
 from pigeon.qmgr.lane import JournalLane
 from pigeon.delivery.local import LocalDelivery
+from pigeon.delivery.relay import RelayJob, RelayResult
 from pigeon.durable.io import syncfs_reports_errors
 from pigeon.durable.journal import Journal
 from pigeon.durable.testing import SPARE_THREAD, Crash, FaultyIO, NoFlushIO
 from pigeon.qmgr.manager import QueueManager
 from pigeon.queue.record import QueueRecord, RcptState
+from pigeon.proto.smtp.reply import Reply
 from pigeon.queue.store import QueueStore
 from pigeon.store.maildir import MaildirStore
 
 ALICE = Address("alice", "example.org")
 BOB = Address("bob", "example.net")
 CAROL = Address("carol", "example.net")
+DAN = Address("dan", "example.com")  # other domains: relay mail
+ERIN = Address("erin", "example.com")
 WAIT = 10.0  # seconds: a generous bound for one scenario; each takes milliseconds
 MUTATING = frozenset({"write", "writev", "pwrite", "pwritev", "ftruncate", "fsync", "fdatasync", "syncfs",
                       "fsync_dir", "rename", "rename_noreplace", "link", "unlink", "mkdir"})
@@ -118,6 +123,7 @@ class Run:
     expected: dict[str, bytes] = field(default_factory=dict)  # every message begun: id -> body
     to: dict[str, Address] = field(default_factory=dict)  # its recipient
     acked: set[str] = field(default_factory=set)  # the commit returned: the client got its 250
+    relayed: set[str] = field(default_factory=set)  # the next hop answered 250 (outside the machine)
     start: int = 0  # the trace index from which steps count
 
     def mark(self) -> None:
@@ -145,7 +151,7 @@ def close_quietly(*stores: QueueStore) -> None:
             pass
 
 
-async def commit(run: Run, queue: QueueStore, i: int, rcpt: Address, *, fast: bool) -> QueueRecord:
+async def commit(run: Run, queue: QueueStore, i: int, rcpt: Address, *, fast: bool | None) -> QueueRecord:
     w = queue.new_body()
     data = body(i)
     run.expected[w.id] = data
@@ -247,6 +253,76 @@ def deliver_fast(flush: str) -> Scenario:
     return scenario
 
 
+class NextHop:
+    """The relay's next hop, outside the machine: what it accepted survives our crash."""
+
+    def __init__(self, got: set[str], defer: bool = False) -> None:
+        self.got = got
+        self.defer = defer
+        self.from_memory: set[str] = set()  # relayed from the journal commit's memory
+
+    async def deliver(self, job: DeliveryJob) -> list[RecipientResult]:
+        if self.defer:
+            return [RelayResult(r, "deferred", Reply(451, "4.4.1", "try later"), "mx.example.com")
+                    for r in job.recipients]
+        assert isinstance(job, RelayJob)
+        with job.body.open() as body:
+            assert body.read(), "an empty body"
+        if job.body.in_memory() is not None:
+            self.from_memory.add(job.queue_id)
+        self.got.add(job.queue_id)
+        return [RelayResult(r, "delivered", Reply(250, "2.0.0", "ok"), "mx.example.com") for r in job.recipients]
+
+
+def relay_manager(queue: QueueStore, mail: MaildirStore, hop: NextHop, later: float = 0.0) -> QueueManager:
+    local = LocalDelivery(mail, Directory(), "mx.example.net")
+    clock = FakeClock(FakeClock().now() + later)
+    return QueueManager(queue, local, hop, Directory(), lambda: CONFIG, clock, NoBounces(), concurrency=1)
+
+
+def deliver_relay(defer: bool) -> Scenario:
+    """Relay mail committed to the journal by the queue's own decision and relayed from memory
+    (the fast road with the relay agent, done entries included); with ``defer``, the next hop defers it and the lane
+    spills it into the queue files, where the queue manager records the attempt."""
+    def scenario(run: Run) -> None:
+        queue = QueueStore(run.data / "queue", FakeClock(), journal=True, io=run.fio,
+                           local_domain=Directory().is_local_domain, relay_journal=True)
+        mail = MaildirStore(run.data / "mail", "mx.example.net", commits=queue.commits)
+        hop = NextHop(run.relayed, defer)
+        qm = relay_manager(queue, mail, hop)
+
+        async def main() -> None:
+            assert queue.journal is not None and queue.journal.spare is not None
+            await asyncio.wrap_future(queue.journal.spare)
+            records = [await commit(run, queue, i, rcpt, fast=None) for i, rcpt in enumerate((DAN, ERIN))]
+            assert all(queue.in_journal(r.id) for r in records), "relay mail did not take the journal"
+            run.mark()
+            async def finish(record: QueueRecord, results: list[tuple[RcptState, RecipientResult]]) -> None:
+                # The done entry is written by the journal's thread with its next flush; waiting
+                # for it fixes one order of the steps (the same on every run: stable test ids).
+                assert queue.journal is not None
+                await queue.journal.sync()
+                await qm.complete(record, results)
+
+            fast = FastLocalDelivery(mail, Directory(), queue.commits, None)
+            lane = JournalLane(queue, fast, Directory(), FakeClock(), finish=finish, submit=qm.submit,
+                               relay=hop)
+            for rec in records:
+                lane.take(rec)
+                await asyncio.wait_for(lane.wait_idle(), WAIT)
+                if run.fio.crashed:
+                    return
+            await queue.journal.sync()  # the done entries
+            if not defer:
+                assert hop.from_memory == {r.id for r in records}, "not relayed from memory"
+
+        try:
+            run_loop(run, main)
+        finally:
+            close_quietly(queue)
+    return scenario
+
+
 def recover_after_stop(run: Run) -> None:
     """Start-up recovery of a queue a server left (``stopped_server``, written before the
     model's baseline): journaled mail, queue files, leftovers."""
@@ -291,6 +367,8 @@ SCENARIOS: dict[str, Scenario] = {
     "deliver-fastlane-file": deliver_fast("file"),
     "deliver-fastlane-syncfs": deliver_fast("filesystem"),
     "recover": recover_after_stop,
+    "deliver-relaylane": deliver_relay(defer=False),
+    "deliver-relaylane-deferred": deliver_relay(defer=True),
 }
 
 
@@ -352,7 +430,7 @@ def _place(where: str, data: str) -> str:
     parts = []
     for p in path.split("/")[-3:]:
         if is_queue_id(p[:16]):
-            p = "ID" + p[16:]
+            p = "ID" + re.sub(r"^\.[0-9a-f]{8}\.upd$", ".RAND.upd", p[16:])  # an update's random name
         elif re.match(r"^\d+\.M", p):
             p = "MSG"
         elif p.startswith("free."):
@@ -448,6 +526,44 @@ def rerun(image: Path, run: Run) -> set[str]:
     return delivered(image, run)
 
 
+# A restart this many seconds later: every retry deferred by the crashed run is due (the first
+# step of the default retry schedule is shorter), no delay warning yet (4 h by default).
+RETRY_DUE = 3600.0
+
+
+def rerun_relay(image: Path, run: Run) -> set[str]:
+    """A restart over the recovered queue an hour later, the next hop accepting now (``pigeon
+    queue flush`` for what waits in deferred/); what the next hop got, before the crash or now."""
+    queue = QueueStore(image / "queue", FakeClock())
+    mail = MaildirStore(image / "mail", "mx.example.net", commits=queue.commits)
+    got = set(run.relayed)
+    try:
+        async def main() -> None:
+            qm = relay_manager(queue, mail, NextHop(got), later=RETRY_DUE)
+            qm.schedule_existing()
+            qm.flush()
+            qm.start()
+            await asyncio.wait_for(qm.wait_idle(), WAIT)
+            await qm.stop(grace=0)
+
+        asyncio.run(main())
+        assert all(os.listdir(queue.root / s) == [] for s in ("active", "deferred")), "left in the queue"
+    finally:
+        queue.close()
+    return got
+
+
+def check_relay(name: str, step: Step, tmp_path: Path) -> None:
+    run, images = crash_at(name, step, tmp_path)
+    assert len(run.acked) == 2 and images
+    for image in images:
+        queued = recovered(image, run).keys()
+        lost = run.acked - queued - run.relayed
+        assert not lost, f"{image.name}: acknowledged, neither queued nor relayed: {sorted(lost)}"
+        missing = run.acked - rerun_relay(image, run)
+        assert not missing, f"{image.name}: not relayed after the restart: {sorted(missing)}"
+
+
 def check_enqueue(name: str, step: Step, tmp_path: Path) -> None:
     run, images = crash_at(name, step, tmp_path)
     assert images
@@ -498,6 +614,14 @@ def test_recover(recover_step: Step, tmp_path: Path) -> None:
         lost = run.acked - found.keys()
         assert not lost, f"{image.name}: acknowledged and lost: {sorted(lost)}"
         assert not list((image / "queue" / "journal").rglob("seg.*")), "the journal was not drained"
+
+
+def test_deliver_relaylane(deliver_relaylane_step: Step, tmp_path: Path) -> None:
+    check_relay("deliver-relaylane", deliver_relaylane_step, tmp_path)
+
+
+def test_deliver_relaylane_deferred(deliver_relaylane_deferred_step: Step, tmp_path: Path) -> None:
+    check_relay("deliver-relaylane-deferred", deliver_relaylane_deferred_step, tmp_path)
 
 
 def test_every_scenario_has_steps() -> None:

@@ -186,7 +186,10 @@ def test_mailbox_names_utf7_and_utf8(server: ServerThread) -> None:
         assert c.cmd(b"b", b'LIST "" "Entw*"')[0] == b'* LIST (\\HasNoChildren) "/" Entw&APw-rfe\r\n'
         assert c.cmd(b"c", b"CREATE &Jjo-!")[-1].startswith(b"c OK")
         assert c.cmd(b"d", b"CREATE foo/../bar")[-1].startswith(b"d NO ")
-        assert c.cmd(b"e", b"CREATE Entw&AFw-")[-1].startswith(b"e BAD ")  # not canonical mUTF-7
+        # not canonical mUTF-7: a well-formed command naming no possible mailbox (issue 18)
+        assert c.cmd(b"e", b"CREATE Entw&AFw-")[-1].startswith(b"e NO [CANNOT] ")
+        assert c.cmd(b"e2", b"SELECT Entw&AFw-")[-1].startswith(b"e2 NO [NONEXISTENT] ")
+        assert c.cmd(b"e3", b'LIST "" Entw&AFw-')[-1] == b"e3 OK LIST completed\r\n"
         c.cmd(b"f", b"ENABLE UTF8=ACCEPT")
         assert c.cmd(b"g", b'LIST "" "Entw*"')[0] == '* LIST (\\HasNoChildren) "/" "Entwürfe"\r\n'.encode()
         resp = c.cmd(b"h", b'LIST (SPECIAL-USE) "" "*" RETURN (SUBSCRIBED STATUS (MESSAGES))')

@@ -22,6 +22,7 @@ from pigeon.core.envelope import ClientInfo, Envelope, Recipient
 from pigeon.core.queueid import QueueId
 from pigeon.core.results import RecipientResult, Status
 from pigeon.delivery.base import DeliveryJob
+from pigeon.delivery.relay import RelayJob
 from pigeon.proto.smtp.reply import Reply
 from pigeon.qmgr.manager import C451_AGENT_CRASHED, MessageBusy, QueueManager, transport
 from pigeon.queue.record import QueueRecord, RcptState
@@ -56,11 +57,13 @@ class Agent:
     script: dict[str, Status] = field(default_factory=dict)
     jobs: list[DeliveryJob] = field(default_factory=list)
     bodies: list[bytes] = field(default_factory=list)
+    memory: list[bool] = field(default_factory=list)  # each job's body was in memory
     crash: bool = False
     short: bool = False
 
     async def deliver(self, job: DeliveryJob) -> list[RecipientResult]:
         self.jobs.append(job)
+        self.memory.append(job.body.in_memory() is not None)
         self.bodies.append(await job.body.read())
         if self.crash:
             raise RuntimeError("agent bug")
@@ -162,8 +165,9 @@ def with_manager(rig: Rig, body: Callable[[QueueManager], Awaitable[T]]) -> T:
 # -- choosing the agent (rules 2 and 7) ----------------------------------------------------------
 
 def test_transport_table() -> None:
-    assert transport(True, True) == transport(True, False) == "fastlane"
-    assert (transport(False, True), transport(False, False)) == ("local", "relay")
+    assert transport(True, True) == "fastlane"  # local mail on the fast road: the fast agent
+    assert transport(True, False) == transport(False, False) == "relay"  # from memory or from a file
+    assert transport(False, True) == "local"
 
 
 def test_local_and_remote_recipients_go_to_their_agent_in_one_job_each(rig: Rig) -> None:
@@ -212,6 +216,102 @@ def test_a_fast_attempt_that_defers_is_applied_like_any_other(rig: Rig) -> None:
     carol = back.rcpts[1]
     assert carol.next_try == rig.clock.now() + SCHEDULE[0] and carol.last_reply == str(R451)
     assert rig.queue.body_path(back.id).read_bytes() == BODY  # spilled into the queue files
+
+
+def test_journaled_relay_mail_goes_to_the_relay_agent_from_memory(rig: Rig) -> None:
+    """Rule 7: the fast road gives relay mail to the relay agent (the manager's own), with the
+    DSN parameters of a RelayJob and its body in memory; delivered, it never touches the files."""
+    async def body(qm: QueueManager) -> QueueRecord:
+        record = await commit(rig, ERIN, fast=True)
+        assert rig.queue.in_journal(record.id)
+        qm.submit(record)
+        await qm.wait_idle()
+        return record
+
+    record = with_manager(rig, body)
+    [job] = rig.relay.jobs
+    assert isinstance(job, RelayJob) and job.recipients == (ERIN,) and job.originals == (ERIN,)
+    assert [p.notify for p in job.params] == [("FAILURE",)] and job.envelope is not None
+    assert rig.relay.memory == [True] and rig.relay.bodies == [BODY]
+    assert rig.fast.jobs == [] and rig.local.jobs == []
+    assert not rig.queue.in_journal(record.id)  # its done entry
+    for sub in ("active", "deferred", "msg"):
+        assert rig.files(sub) == [], sub
+
+
+def test_journaled_relay_mail_the_next_hop_defers_is_spilled_and_retried(rig: Rig) -> None:
+    rig.relay.script = {ERIN.key: "deferred"}
+
+    async def body(qm: QueueManager) -> QueueRecord:
+        record = await commit(rig, ERIN, fast=True)
+        qm.submit(record)
+        await qm.wait_idle()
+        return rig.queue.load(record.id)
+
+    back = with_manager(rig, body)
+    assert back.state == "deferred" and not rig.queue.in_journal(back.id)
+    assert back.rcpts[0].next_try == rig.clock.now() + SCHEDULE[0] and back.rcpts[0].last_reply == str(R451)
+    assert rig.queue.body_path(back.id).read_bytes() == BODY
+
+
+@pytest.mark.parametrize("case", ["notify-success", "mixed"])
+def test_journaled_mail_the_fast_road_cannot_give_one_agent_is_spilled_untried(rig: Rig, case: str) -> None:
+    """Rule 7 (qmgr.lane): NOTIFY=SUCCESS relay mail, and mail with local and remote recipients
+    (the queue never journals it; forced here), go to the queue files untried; the manager's
+    workers deliver them from there, each recipient to its agent."""
+    async def body(qm: QueueManager) -> QueueRecord:
+        if case == "mixed":
+            record = await commit(rig, BOB, ERIN, fast=True)
+        else:
+            record = await commit(rig, ERIN, fast=True, notify=("SUCCESS",))
+        assert rig.queue.in_journal(record.id)
+        qm.submit(record)
+        await qm.wait_idle()
+        return record
+
+    record = with_manager(rig, body)
+    [job] = rig.relay.jobs
+    assert job.recipients == (ERIN,) and rig.relay.memory == [False]  # from the queue files
+    assert rig.fast.jobs == []
+    assert [j.recipients for j in rig.local.jobs] == ([(BOB,)] if case == "mixed" else [])
+    if case == "notify-success":
+        assert rig.bouncer.succeeded == [(record.id, [ERIN], "delivered")]
+    assert not rig.queue.in_journal(record.id) and rig.files("active") == [] and rig.files("msg") == []
+
+
+def test_the_fast_road_counts_messages_in_flight_per_agent(rig: Rig) -> None:
+    """Rule 3 (qmgr.lane): a slow next hop fills the relay agent's share of the road; relay mail
+    past it waits in the queue files, and local mail still takes the fast agent."""
+    gate = asyncio.Event()
+    relay_deliver = rig.relay.deliver
+
+    async def slow(job: DeliveryJob) -> list[RecipientResult]:
+        if job.body.in_memory() is not None:
+            await gate.wait()
+        return await relay_deliver(job)
+
+    rig.relay.deliver = slow  # type: ignore[method-assign]
+
+    async def body(qm: QueueManager) -> list[QueueRecord]:
+        assert qm.lane is not None
+        qm.lane.max_inflight = 1
+        first, second = await commit(rig, ERIN, fast=True), await commit(rig, ERIN, fast=True)
+        local = await commit(rig, BOB, fast=True)
+        for record in (first, second, local):
+            qm.submit(record)
+        async with asyncio.timeout(WAIT):
+            while len(rig.fast.jobs) < 1 or len(rig.relay.jobs) < 1:
+                await asyncio.sleep(0.01)
+        gate.set()
+        await qm.wait_idle()
+        return [first, second, local]
+
+    first, second, local = with_manager(rig, body)
+    assert [j.queue_id for j in rig.fast.jobs] == [local.id]  # not crowded off by the relay
+    assert sorted(rig.relay.memory) == [False, True]  # the second from the queue files
+    assert {j.queue_id for j in rig.relay.jobs} == {first.id, second.id}
+    for sub in ("active", "deferred", "msg"):
+        assert rig.files(sub) == [], sub
 
 
 # -- applying results (rules 3, 5, 6) ------------------------------------------------------------

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pigeon.qmgr.manager import transport
 
 
-def test_a_journaled_message_goes_to_the_fast_lane_whatever_its_recipients() -> None:
+def test_journaled_mail_goes_to_the_fast_agent_or_the_relay_agent_by_domain() -> None:
     assert transport(True, True) == "fastlane"
-    assert transport(True, False) == "fastlane"  # the lane spills it into the queue files
+    assert transport(True, False) == "relay"  # relayed from memory on the fast road (qmgr.lane)
 
 
 def test_a_message_in_the_queue_files_goes_to_local_or_relay_by_domain() -> None:

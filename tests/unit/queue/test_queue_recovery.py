@@ -120,9 +120,21 @@ def test_incoming_records_are_uncommitted(store: QueueStore) -> None:
     assert ls(store, "incoming") == [] and ls(store, "msg") == []
 
 
-def test_same_id_in_two_states_keeps_the_first(store: QueueStore) -> None:
+def test_same_record_in_two_states_is_a_move_cut_short_kept_once(store: QueueStore) -> None:
+    # recovery rule 6: a move (link, fsync, unlink, fsync) cut short leaves the same record twice
     qid = commit(store)
     (store.root / "deferred" / qid).write_bytes((store.root / "active" / qid).read_bytes())
+    report = store.recover()
+    assert report.active == [qid] and report.deferred == [] and report.corrupt == []
+    assert ls(store, "deferred") == [] and ls(store, "active") == [qid]
+    assert ls(store, "msg") == [qid]
+
+
+def test_different_records_under_one_id_keep_the_first(store: QueueStore) -> None:
+    qid = commit(store)
+    other = (store.root / "active" / qid).read_bytes().replace(b"\"delay_warned\":false", b"\"delay_warned\":true")
+    assert other != (store.root / "active" / qid).read_bytes()
+    (store.root / "deferred" / qid).write_bytes(other)
     report = store.recover()
     assert report.active == [qid] and report.corrupt == [qid]
     assert ls(store, "msg") == [qid]  # the live copy keeps its body

@@ -20,7 +20,7 @@ from pigeon.delivery.relay import RelayDelivery, RelayJob, RelayResult, RelaySet
 from pigeon.delivery.relay_session import RelayTimeouts
 from pigeon.dns.fake import FakeResolver
 from pigeon.dns.resolver import MxRecord
-from pigeon.queue.source import FileBody
+from pigeon.queue.source import FileBody, MemoryBody
 from tests.unit.relay.peer import DEFAULT_EXTS, Peer, Script
 
 QID = QueueId("0000000000000001")
@@ -219,6 +219,50 @@ def test_8bit_to_peer_with_8bitmime_is_sent_as_is(tmp_path: Path) -> None:
     assert results[0].status == "delivered"
     assert peer.received[0].data == body
     assert "BODY=8BITMIME" in peer.received[0].mail
+
+
+def _counting_threads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the functions the relay sends to a worker thread."""
+    hops: list[str] = []
+    real = asyncio.to_thread
+
+    async def to_thread(func: object, /, *args: object, **kw: object) -> object:
+        hops.append(getattr(func, "__name__", repr(func)))
+        return await real(func, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(asyncio, "to_thread", to_thread)
+    return hops
+
+
+@pytest.mark.parametrize("chunking", [True, False])
+def test_a_body_in_memory_is_sent_from_memory_without_a_thread_hop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunking: bool) -> None:
+    """Rule 12: journaled relay mail (a MemoryBody) is examined and sent on the event loop; the
+    same job from a file goes through a thread, and the peer gets the same octets."""
+    body = "From: a@example.test\r\nSubject: x\r\n\r\nGrüße\r\n.dot\r\n".encode()
+    exts = DEFAULT_EXTS if chunking else tuple(e for e in DEFAULT_EXTS if e != "CHUNKING")
+    hops = _counting_threads(monkeypatch)
+    job = RelayJob(QID, SENDER, (BOB,), MemoryBody(body), envelope=Envelope(SENDER, [Recipient(BOB)]),
+                   params=(Recipient(BOB),))
+    results, peer = _deliver(tmp_path, Script(extensions=exts), job=job)
+    assert results[0].status == "delivered" and peer.received[0].data == body
+    assert "BODY=8BITMIME" in peer.received[0].mail and f"SIZE={len(body)}" in peer.received[0].mail
+    from_memory = list(hops)
+    results, peer = _deliver(tmp_path, Script(extensions=exts), job=_job(tmp_path, BOB, body=body))
+    assert results[0].status == "delivered" and peer.received[0].data == body
+    assert {"has_8bit", "_open_body"} <= set(hops[len(from_memory):])  # a file: read in a thread
+    assert not {"has_8bit", "header_section_has_8bit", "_open_body"} & set(from_memory)
+
+
+def test_a_body_in_memory_is_converted_to_7bit_for_a_peer_without_8bitmime(tmp_path: Path) -> None:
+    body = ("From: a@example.test\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            "Content-Transfer-Encoding: 8bit\r\n\r\nGrüße\r\n").encode()
+    exts = tuple(e for e in DEFAULT_EXTS if e != "8BITMIME")
+    job = RelayJob(QID, SENDER, (BOB,), MemoryBody(body))
+    results, peer = _deliver(tmp_path, Script(extensions=exts), job=job)
+    assert results[0].status == "delivered"
+    sent = peer.received[0].data
+    assert sent.isascii() and email.message_from_bytes(sent).get_payload(decode=True) == "Grüße\r\n".encode()
 
 
 def test_smtputf8_needed_but_not_offered_fails_567(tmp_path: Path) -> None:

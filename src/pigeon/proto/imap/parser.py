@@ -105,10 +105,14 @@ def _id(r: Reader, tag: str) -> Id:
         return Id(tag, None)
     r.expect(b"(")
     pairs: list[tuple[str, str | None]] = []
+    while r.try_sp():  # liberal: ``ID ( "name" "x" )`` as aioimaplib sends it (issue 18)
+        pass
     if r.peek() != 0x29:
         while True:
             field = r.text_utf8(r.string(), "ID field")
             r.sp()
+            while r.try_sp():
+                pass
             raw = r.nstring()
             value = None if raw is None else r.text_utf8(raw, "ID value")
             if len(field.encode()) > ID_MAX_FIELD or (raw is not None and len(raw) > ID_MAX_VALUE):
@@ -117,6 +121,10 @@ def _id(r: Reader, tag: str) -> Id:
             if len(pairs) > ID_MAX_PAIRS:
                 raise r.error("too many ID pairs")  # RFC 2971 §3.3
             if not r.try_sp():
+                break
+            while r.try_sp():
+                pass
+            if r.peek() == 0x29:  # the space before ")"
                 break
     r.expect(b")")
     r.end()

@@ -110,6 +110,8 @@ def encode_command(cmd: Command) -> bytes:
             words.append(f"ENVID={xtext_encode(p.envid)}")  # RFC 3461 §4.4
         if p.auth is not None:
             words.append(f"AUTH={xtext_encode(p.auth) if p.auth != '<>' else '<>'}")  # RFC 4954 §5
+        if p.requiretls:
+            words.append("REQUIRETLS")  # RFC 8689 §3
         text = " ".join(words)
     elif isinstance(cmd, RcptTo):
         words = [f"RCPT TO:{format_path(cmd.recipient)}"]

@@ -47,6 +47,7 @@ class MailParams:
     ret: RetType | None = None
     envid: str | None = None
     auth: str | None = None
+    requiretls: bool = False  # RFC 8689 §3
 
 
 # --- commands (server: received; client: sent) ---------------------------------------------

@@ -17,6 +17,7 @@ Rules:
 5. ENVID, ORCPT and AUTH= values are xtext (RFC 3461 §4, RFC 4954 §5) and are decoded here.
 6. NOTIFY=NEVER cannot be combined with another value (RFC 3461 §4.1) → ``501 5.5.4``.
 7. SIZE= over the configured maximum → ``552 5.3.4`` at MAIL time (RFC 1870 §6).
+8. ``REQUIRETLS`` (RFC 8689 §3) is a MAIL parameter without a value, accepted when offered.
 
 What can go wrong: every problem raises ``ParamError`` carrying the reply to send; nothing else
 is raised for any input.
@@ -55,6 +56,7 @@ EXTENSION_PARAMS: dict[str, frozenset[str]] = {
     "SMTPUTF8": frozenset({"SMTPUTF8"}),
     "DSN": frozenset({"RET", "ENVID", "NOTIFY", "ORCPT"}),
     "AUTH": frozenset({"AUTH"}),
+    "REQUIRETLS": frozenset({"REQUIRETLS"}),
 }
 
 
@@ -168,7 +170,7 @@ def _allowed(offered: frozenset[str], esmtp: bool, keys: frozenset[str]) -> froz
     return frozenset(got & keys)
 
 
-_MAIL_KEYS = frozenset({"SIZE", "BODY", "SMTPUTF8", "RET", "ENVID", "AUTH"})
+_MAIL_KEYS = frozenset({"SIZE", "BODY", "SMTPUTF8", "RET", "ENVID", "AUTH", "REQUIRETLS"})
 _RCPT_KEYS = frozenset({"NOTIFY", "ORCPT"})
 
 
@@ -243,9 +245,12 @@ def parse_mail_args(
     auth: str | None = None
     if "AUTH" in params:
         auth = xtext_decode(_need_value("AUTH", params["AUTH"]))
+    requiretls = "REQUIRETLS" in params  # rule 8
+    if requiretls and params["REQUIRETLS"] is not None:
+        raise ParamError(C501_SYNTAX_PARAMS.with_text("REQUIRETLS takes no value"))  # RFC 8689 §3
     content = strip_source_route(path)
     sender = None if content == "" else parse_mailbox(content, smtputf8)
-    return MailArgs(sender, MailParams(size, body, smtputf8, ret, envid, auth))
+    return MailArgs(sender, MailParams(size, body, smtputf8, ret, envid, auth, requiretls))
 
 
 _NOTIFY_VALUES = frozenset({"SUCCESS", "FAILURE", "DELAY"})

@@ -42,6 +42,7 @@ import sqlite3
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -51,9 +52,10 @@ from pigeon.durable.io import REAL, FileIO, unlink_quietly
 from pigeon.store.changes import ChangeBus
 from pigeon.store.lineends import ByteSource
 from pigeon.store.maildir import MaildirStore
-from pigeon.store.mailbox import files, folders, ops
+from pigeon.store.mailbox import files, folders, importer, ops
 from pigeon.store.mailbox.context import DEFAULT_FOLDERS, SPECIAL_USES, AccountCore
 from pigeon.store.mailbox.flags import parse_flags
+from pigeon.store.mailbox.importer import ImportedMessage, ImportResult
 from pigeon.store.mailbox.index import disk_full
 from pigeon.store.mailbox.model import MailboxError, MailboxInfo, MailboxStatus
 from pigeon.store.mailbox.snapshot import WarmSnapshots
@@ -323,9 +325,10 @@ class Account:
     # -- messages ----------------------------------------------------------------------------
 
     def append(self, name: str, data: bytes | ByteSource, flags: frozenset[str],
-               internaldate: float | None) -> tuple[int, int]:
+               internaldate: float | None, verbatim: bool = False) -> tuple[int, int]:
         """Rule 5: ``(uidvalidity, uid)`` of the committed message; ``data`` is read from where
-        it stands to its end."""
+        it stands to its end. ``verbatim``: keep the octets exactly (BINARY APPEND, ``files``
+        Rule 5)."""
         core = self._core
         if isinstance(data, bytes):
             if len(data) > core.max_append:
@@ -339,7 +342,7 @@ class Account:
             core.folder(name)  # NONEXISTENT before any write (the session says TRYCREATE)
         path = core.path(name)
         try:
-            return self._append(name, path, data, letters, keywords, when)
+            return self._append(name, path, data, letters, keywords, when, verbatim)
         except (OSError, sqlite3.Error) as exc:
             if not disk_full(exc):
                 raise
@@ -347,9 +350,9 @@ class Account:
             raise MailboxError("OVERQUOTA", "The disk is full; delete some mail and try again") from None
 
     def _append(self, name: str, path: Path, data: bytes | ByteSource, letters: str, keywords: builtins.list[str],
-                when: float) -> tuple[int, int]:
+                when: float, verbatim: bool) -> tuple[int, int]:
         core = self._core
-        msg = files.write_tmp(core.io, path, core.names, data, when)
+        msg = files.write_tmp(core.io, path, core.names, data, when, verbatim)
         try:
             with core.lock:
                 row = core.synced(name)
@@ -376,6 +379,16 @@ class Account:
             unlink_quietly(msg.tmp, core.io)
         core.notify(name)
         return row.uidvalidity, uid
+
+    def import_messages(self, name: str, messages: Iterable[ImportedMessage],
+                        uidvalidity: int | None = None) -> ImportResult:
+        """Bring existing mail into ``name``, made (and subscribed) when missing, keeping
+        UIDs and UIDVALIDITY where ``importer`` Rule 2 allows."""
+        name = folders.normalize(name)
+        if not self._core.exists(name):
+            self.create(name)
+            self.subscribe(name, True)
+        return importer.import_into(self._core, name, messages, uidvalidity)
 
     def select(self, name: str, readonly: bool = False) -> Mailbox:
         core = self._core

@@ -16,6 +16,11 @@ Rules:
    ``cur/``'s (``fsync_cur``), the name is durable before the index row that points at it is
    committed and the client is told (APPEND's UID, COPY/MOVE's COPYUID). Every one goes
    through the account's IO seam (``durable.io``).
+5. A BINARY APPEND (``~{n}``, RFC 3516 §4.4) keeps its octets exactly, NUL and bare LF and
+   CR included, so that ``BINARY[...]`` and ``BINARY.SIZE`` give back what was appended: the
+   file holds the octets unchanged and its name says so with ``S=`` equal to ``W=`` (form
+   "verbatim"). No other file of ours has S = W unless it holds no LF at all, in which case
+   there is nothing to convert either: the marker needs no new field in the name.
 
 What can go wrong: OSError propagates (ENOSPC, EDQUOT, EIO); FileNotFoundError means the file
 was renamed or removed by someone else, and the caller re-resolves it by base name.
@@ -29,7 +34,9 @@ import os
 import re
 import shutil
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 from pigeon.durable.io import FileIO, FileWriter, unlink_quietly
 from pigeon.store.lineends import CHUNK_SIZE, ByteSource, CrlfToLf, copy_crlf_to_lf
@@ -40,6 +47,9 @@ from pigeon.store.names import UniqueNames, final_name, parse_sizes
 log = logging.getLogger(__name__)
 
 MAX_NAME_CLASHES = 8  # as in pigeon.store.maildir: one clash already means a shared counter
+#: How many times an operation follows a file renamed under it by another program before it
+#: takes the message as gone; one flag change is one rename, a race of several is rare.
+MAX_RELOCATE = 8
 HEADER_CHUNK = 8192  # read_header reads this much at a time until the blank line
 _NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.EXDEV})
 _BARE_LF = re.compile(rb"(?<!\r)\n")
@@ -52,8 +62,10 @@ class TmpMessage:
     size: int  # W=: octets with CRLF line ends
 
 
-def write_tmp(io: FileIO, folder: Path, names: UniqueNames, data: bytes | ByteSource, mtime: float) -> TmpMessage:
-    """Rule 1, up to and including the fsync and the mtime; the caller then calls ``publish``."""
+def write_tmp(io: FileIO, folder: Path, names: UniqueNames, data: bytes | ByteSource, mtime: float,
+              verbatim: bool = False) -> TmpMessage:
+    """Rule 1, up to and including the fsync and the mtime; the caller then calls ``publish``.
+    ``verbatim``: keep the octets as they are (Rule 5)."""
     for _ in range(MAX_NAME_CLASHES):
         unique = names.next()
         tmp = folder / "tmp" / unique
@@ -65,11 +77,16 @@ def write_tmp(io: FileIO, folder: Path, names: UniqueNames, data: bytes | ByteSo
         try:
             try:
                 out = FileWriter(io, fd, CHUNK_SIZE)
-                if isinstance(data, bytes):
+                if verbatim:
+                    size = _copy_verbatim(data, out.write)
+                    sizes = (size, size)
+                elif isinstance(data, bytes):
                     conv = CrlfToLf()
                     out.write(conv.feed(data) + conv.finish())
+                    sizes = (conv.size, conv.crlf_size)
                 else:
                     conv = copy_crlf_to_lf(b"", data, out.write)
+                    sizes = (conv.size, conv.crlf_size)
                 out.flush()
                 io.fsync(fd)  # Rule 4
             finally:
@@ -78,8 +95,20 @@ def write_tmp(io: FileIO, folder: Path, names: UniqueNames, data: bytes | ByteSo
         except BaseException:
             unlink_quietly(tmp, io)
             raise
-        return TmpMessage(tmp, final_name(unique, conv.size, conv.crlf_size), conv.crlf_size)
+        return TmpMessage(tmp, final_name(unique, *sizes), sizes[1])
     raise OSError(errno.EEXIST, "could not find a unique tmp name", str(folder / "tmp"))
+
+
+def _copy_verbatim(data: bytes | ByteSource, write: Callable[[bytes], object]) -> int:
+    """Rule 5: the octets unchanged, in ``CHUNK_SIZE`` pieces; returns how many."""
+    if isinstance(data, bytes):
+        write(data)
+        return len(data)
+    total = 0
+    while chunk := data.read(CHUNK_SIZE):
+        write(chunk)
+        total += len(chunk)
+    return total
 
 
 def publish(io: FileIO, msg: TmpMessage, folder: Path, info: str) -> None:
@@ -127,14 +156,28 @@ def new_base(names: UniqueNames, old_base: str, path: Path, size: int) -> str:
     return final_name(names.next(), s_size, w_size if w_size is not None else size)
 
 
-def has_crlf_size(base: str) -> bool:
-    return ",W=" in base and parse_sizes(base)[1] is not None  # the cheap test first
+#: How a file's octets become the message's (Rules 2 and 5): "lf", ours with LF line ends;
+#: "foreign", another tool's; "verbatim", the octets as they were appended (BINARY).
+Form = Literal["lf", "foreign", "verbatim"]
 
 
-def to_crlf(data: bytes, ours: bool) -> bytes:
-    """Rule 2: ``ours`` is True when the file name carries ``W=``."""
-    if ours:
+def form_of(base: str) -> Form:
+    """Rules 2 and 5, from the base name's ``S=``/``W=`` fields."""
+    if ",W=" not in base:  # the cheap test first
+        return "foreign"
+    s_size, w_size = parse_sizes(base)
+    if w_size is None:
+        return "foreign"
+    # S = W: no LF in the file (nothing to convert), or a verbatim file (nothing to convert).
+    return "verbatim" if s_size == w_size else "lf"
+
+
+def to_crlf(data: bytes, form: Form) -> bytes:
+    """Rules 2 and 5."""
+    if form == "lf":
         return data.replace(b"\n", b"\r\n")
+    if form == "verbatim":
+        return data
     return _BARE_LF.sub(b"\r\n", data)
 
 
@@ -147,12 +190,12 @@ def crlf_size_of(path: Path | str) -> int:
     return len(data) + data.count(b"\n") - data.count(b"\r\n")
 
 
-def read_all(path: Path | str, ours: bool) -> bytes:
+def read_all(path: Path | str, form: Form) -> bytes:
     with open(path, "rb") as f:
-        return to_crlf(f.read(), ours)
+        return to_crlf(f.read(), form)
 
 
-def read_header(path: Path | str, ours: bool) -> bytes:
+def read_header(path: Path | str, form: Form) -> bytes:
     """The header block including the empty line (the whole file when there is none)."""
     buf = b""
     with open(path, "rb") as f:
@@ -166,7 +209,7 @@ def read_header(path: Path | str, ours: bool) -> bytes:
             if end >= 0:
                 buf = buf[:end]
                 break
-    return to_crlf(buf, ours)
+    return to_crlf(buf, form)
 
 
 def _header_end(buf: bytes, start: int) -> int:

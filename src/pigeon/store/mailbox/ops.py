@@ -15,6 +15,8 @@ Rules:
    (RFC 6851 §3.3). Destination UIDs follow source UID order (UIDPLUS, RFC 4315 §3). The
    destination ``cur/`` (and, for MOVE, the source ``cur/``) is fsynced before the commit. A
    transfer whose index write fails (a full disk: ``NO [OVERQUOTA]``) puts its files back.
+   The destination may be the source folder itself (RFC 6851 does not forbid it, Dovecot
+   allows it): the messages get new UIDs there, and a MOVE expunges the old ones.
 5. A file not found under its indexed name was renamed by another program: it is re-resolved
    by base name (``files.find_by_base``); when it is gone, the message is skipped here and
    the next scan expunges it.
@@ -88,8 +90,10 @@ def locate(core: AccountCore, row: FolderRow, msg: Row) -> Path | None:
 
 
 def store(core: AccountCore, folder_id: int, uids: Sequence[int], mode: StoreMode,
-          flags: frozenset[str], unchangedsince: int | None) -> tuple[list[Row], list[int]]:
-    """Rules 1, 2, 5. Returns (rows that changed, uids refused by UNCHANGEDSINCE)."""
+          flags: frozenset[str], unchangedsince: int | None,
+          gone: list[int] | None = None) -> tuple[list[Row], list[int]]:
+    """Rules 1, 2, 5. Returns (rows that changed, uids refused by UNCHANGEDSINCE); ``gone``,
+    when given, receives the uids no longer in the index (expunged by others meanwhile)."""
     letters, keywords = parse_flags(sorted(flags))
     changed: list[Row] = []
     failed: list[int] = []
@@ -99,7 +103,11 @@ def store(core: AccountCore, folder_id: int, uids: Sequence[int], mode: StoreMod
         try:
             with core.index.write() as conn:
                 modseq = row.highestmodseq + 1
-                for msg in load_rows(conn, row.id, uids):
+                rows = load_rows(conn, row.id, uids)
+                if gone is not None and len(rows) < len(set(uids)):
+                    present = {r.uid for r in rows}
+                    gone.extend(u for u in uids if u not in present)
+                for msg in rows:
                     if unchangedsince is not None and msg.modseq > unchangedsince:
                         failed.append(msg.uid)
                         continue
@@ -110,6 +118,8 @@ def store(core: AccountCore, folder_id: int, uids: Sequence[int], mode: StoreMod
                         src = locate(core, row, msg)
                         if src is None:
                             log.info("uid %d in %r vanished before STORE", msg.uid, row.name)
+                            if gone is not None:
+                                gone.append(msg.uid)
                             continue
                         os.rename(src, src.parent / cur_name(msg.base, info))
                     before[msg.uid] = msg  # listed before the UPDATE: its file is renamed (Rule 6)
@@ -179,8 +189,6 @@ def transfer(core: AccountCore, src_id: int, uids: Sequence[int] | None, dest_na
     with core.lock:
         src = core.rescan(core.row_by_id(src_id))
         dest = core.synced(dest_name)  # Rule 2 of scan: earlier arrivals get lower UIDs
-        if move and dest.id == src.id:
-            raise MailboxError("CANNOT", "cannot move messages into the mailbox they are in")
         dest_cur = core.path(dest.name) / "cur"
         placed: list[tuple[Path, Path]] = []  # (source, target) of the files linked or moved
         try:
@@ -196,10 +204,10 @@ def transfer(core: AccountCore, src_id: int, uids: Sequence[int] | None, dest_na
                         continue
                     base = files.new_base(core.names, msg.base, path, msg.size)
                     target = dest_cur / cur_name(base, msg.info)
-                    if move:
-                        os.rename(path, target)
-                    else:
-                        files.link_or_copy(core.io, path, target)
+                    path = _place(core, src, msg, path, target, move)
+                    if path is None:
+                        log.info("uid %d in %r vanished during COPY/MOVE", msg.uid, src.name)
+                        continue
                     placed.append((path, target))
                     inserts.append((dest.id, uid, base, msg.info, msg.keywords, modseq,
                                     msg.internaldate, msg.size))
@@ -221,6 +229,25 @@ def transfer(core: AccountCore, src_id: int, uids: Sequence[int] | None, dest_na
             _undo_transfer(placed, move)  # Rule 4: a COPY or MOVE that fails leaves no trace
             raise
     return dest.uidvalidity, mapping
+
+
+def _place(core: AccountCore, src: FolderRow, msg: Row, path: Path, target: Path,
+           move: bool) -> Path | None:
+    """Link (COPY) or rename (MOVE) one file to ``target``; a file renamed meanwhile by another
+    program is looked up again (Rule 5). Returns the source path used, None when it is gone."""
+    for _ in range(files.MAX_RELOCATE):
+        try:
+            if move:
+                os.rename(path, target)
+            else:
+                files.link_or_copy(core.io, path, target)
+            return path
+        except FileNotFoundError:
+            found = locate(core, src, msg)
+            if found is None:
+                return None
+            path = found
+    return None
 
 
 def _undo_transfer(placed: list[tuple[Path, Path]], move: bool) -> None:

@@ -25,6 +25,13 @@ Rules:
    failing: a cache entry is not stored (it is only a cache), and the ``\\Recent`` claim is
    not recorded (another session may see those messages as ``\\Recent`` too).
 
+10. Reading a message (``read``, ``read_header``) never fails because its file was renamed:
+   another session or process may change its flags (a rename in ``cur/``) at any time,
+   whatever this process's lock says. The file is looked up again by its base name (which
+   never changes) in ``cur/`` and ``new/``, then through the rescanned index; only a message
+   that is really gone raises ``EXPUNGEISSUED`` (the IMAP session then serves the others and
+   says so, RFC 2180 §4.1). Once open, a Maildir file's content never changes.
+
 What can go wrong: ``MailboxError("NONEXISTENT")`` when the folder was deleted or renamed
 away under the view (the IMAP session should then end with BYE); ``MailboxError
 ("EXPUNGEISSUED")`` from ``read`` when the message was expunged by someone else.
@@ -37,7 +44,7 @@ import logging
 import os
 import sqlite3
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -237,15 +244,17 @@ class Mailbox:
     # -- changes -----------------------------------------------------------------------------
 
     def store(self, uids: Sequence[int], mode: Literal["set", "add", "remove"], flags: frozenset[str],
-              unchangedsince: int | None = None) -> tuple[list[MessageMeta], list[int]]:
+              unchangedsince: int | None = None,
+              gone: list[int] | None = None) -> tuple[list[MessageMeta], list[int]]:
         """STORE on messages of the view; returns (changed, failed UNCHANGEDSINCE uids).
 
-        Messages not in the view, or expunged by others meanwhile, are skipped silently.
+        Messages not in the view, or expunged by others meanwhile, are skipped; ``gone``,
+        when given, receives the latter (the view drops them at its next ``sync``).
         """
         self._writable()
         with self._core.lock:
             mine = [u for u in uids if self._entry(u) is not None]
-            rows, failed = ops.store(self._core, self._id, mine, mode, flags, unchangedsince)
+            rows, failed = ops.store(self._core, self._id, mine, mode, flags, unchangedsince, gone)
             changed = self._apply_rows(rows)
         if changed:
             self._core.notify(self.name)
@@ -293,20 +302,44 @@ class Mailbox:
     # -- content -----------------------------------------------------------------------------
 
     def read(self, uid: int) -> bytes:
-        path, ours = self._resolve(uid)
-        try:
-            return files.read_all(path, ours)
-        except FileNotFoundError:
-            path, ours = self._resolve(uid, force=True)
-            return files.read_all(path, ours)
+        """The message with CRLF line ends (Rule 10)."""
+        return self._read(uid, files.read_all)
 
     def read_header(self, uid: int) -> bytes:
-        path, ours = self._resolve(uid)
-        try:
-            return files.read_header(path, ours)
-        except FileNotFoundError:
-            path, ours = self._resolve(uid, force=True)
-            return files.read_header(path, ours)
+        """The header block with CRLF line ends (Rule 10)."""
+        return self._read(uid, files.read_header)
+
+    def _read(self, uid: int, reader: Callable[[str | Path, files.Form], bytes]) -> bytes:
+        """Rule 10: open the file the view knows; when it was renamed or removed meanwhile
+        (another session or process changed its flags, or expunged it), find it again by its
+        base name in ``cur/`` and ``new/``, then from the rescanned index; give up only when
+        the message is gone (``EXPUNGEISSUED``, RFC 2180 §4.1)."""
+        path, form = self._resolve(uid)
+        for _ in range(files.MAX_RELOCATE):
+            try:
+                return reader(path, form)
+            except FileNotFoundError:
+                pass
+            again = self._find(uid)
+            if again is None:
+                path, form = self._resolve(uid, force=True)  # raises EXPUNGEISSUED when gone
+            else:
+                path, form = again
+        # Renamed under us MAX_RELOCATE times in a row: another program is racing on this file.
+        raise MailboxError("EXPUNGEISSUED", f"message {uid} kept moving while it was read")
+
+    def _find(self, uid: int) -> tuple[Path, files.Form] | None:
+        """The message's file found by its base name in ``cur/`` or ``new/`` (Rule 10)."""
+        entry = self._entry(uid)
+        if entry is None:
+            return None
+        base = entry[4]
+        folder = self._core.path(self.name)
+        for sub in ("cur", "new"):
+            found = files.find_by_base(folder / sub, base)
+            if found is not None:
+                return found, files.form_of(base)
+        return None
 
     def cache_get(self, uid: int, key: str) -> bytes | None:
         with self._core.lock:
@@ -463,8 +496,8 @@ class Mailbox:
                         raise
                     self._core.index.degraded("the \\Recent claim was not recorded", exc)  # Rule 9
 
-    def _resolve(self, uid: int, force: bool = False) -> tuple[Path | str, bool]:
-        """The file of a message and whether its name carries ``W=`` (``files`` Rule 2).
+    def _resolve(self, uid: int, force: bool = False) -> tuple[Path | str, files.Form]:
+        """The file of a message and how to read it (``files`` Rules 2 and 5).
 
         First from the view itself (no lock, no query): the name it last knew. Callers retry
         with ``force`` on ``FileNotFoundError``: the file was renamed (flags changed by another
@@ -474,7 +507,7 @@ class Mailbox:
             if entry is not None:
                 base = entry[4]
                 name = cur_name(base, self._core.flag_table.infos[entry[0]])
-                return os.path.join(self._snap.cur, name), files.has_crlf_size(base)
+                return os.path.join(self._snap.cur, name), files.form_of(base)
         core = self._core
         with core.lock:
             row = core.row_by_id(self._id)
@@ -486,4 +519,4 @@ class Mailbox:
                 raise MailboxError("EXPUNGEISSUED", f"message {uid} has been expunged")
             base, info = str(r[0]), str(r[1])
             path = core.message_path(row, base, info)
-        return path, files.has_crlf_size(base)
+        return path, files.form_of(base)

@@ -118,6 +118,10 @@ def test_enable_and_id() -> None:
     assert parse(b"a ID NIL") == Id("a", None)
     assert parse(b'a ID ("name" "mutt" "version" NIL)') == Id("a", (("name", "mutt"), ("version", None)))
     assert parse(b"a ID ()") == Id("a", ())
+    # liberal in what we accept (issue 18): spaces inside the parentheses, as aioimaplib sends
+    assert parse(b'a ID ( "name" "x" )') == Id("a", (("name", "x"),))
+    assert parse(b'a ID (  "name"  "x"   "version" NIL )') == Id("a", (("name", "x"), ("version", None)))
+    assert parse(b"a ID ( )") == Id("a", ())
     assert "too long" in bad(b'a ID ("' + b"f" * 31 + b'" "x")')
     many = b" ".join(b'"k%d" "v"' % i for i in range(31))
     assert "too many" in bad(b"a ID (" + many + b")")

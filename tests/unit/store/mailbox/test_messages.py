@@ -210,9 +210,17 @@ def test_move(account: Account, maildir: Path) -> None:
         assert other.sync().expunged == [1, 3]
         st = account.status("Trash")
         assert (st.messages, st.uidvalidity) == (2, uv)
-        with pytest.raises(MailboxError) as err:
-            box.move([2], "INBOX")
-        assert err.value.code == "CANNOT"
+        # into the mailbox it is in (RFC 6851 does not forbid it; Dovecot allows it): a new
+        # UID, the old one expunged, flags and content kept
+        _, mapping = box.move([2], "INBOX")
+        assert mapping == [(2, 4)]
+        assert [m.uid for m in box.messages()] == []  # the view learns of 4 at its next sync
+        assert [m.uid for m in box.sync().new] == [4]
+        assert box.flags_of(4) == frozenset({"\\Flagged"}) and box.read(4) == MSG
+        assert len(_cur(maildir)) == 1
+        _, mapping = box.copy([4], "INBOX")
+        assert mapping == [(4, 5)] and [m.uid for m in box.sync().new] == [5]
+        assert len(_cur(maildir)) == 2
     finally:
         box.close()
         other.close()

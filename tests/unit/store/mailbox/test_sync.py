@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pigeon.store.mailbox import Account, MailboxError
+from pigeon.clocks import FakeClock
+from pigeon.store.mailbox import Account, MailboxError, MailStore
 from pigeon.store.mailbox.flags import split_name
 from pigeon.store.maildir import MaildirStore
 from tests.unit.store.mailbox.conftest import BOB, MSG
@@ -217,3 +218,43 @@ def test_concurrent_threads(account: Account) -> None:
     finally:
         for b in boxes:
             b.close()
+
+
+def test_read_follows_renames_by_another_process(tmp_path: Path, clock: FakeClock, account: Account,
+                                                 maildir: Path) -> None:
+    """view Rule 10: another process (its own MailStore, its own lock) changes the flags, so the
+    file is renamed after this view last looked; FETCH must still read it, never fail."""
+    account.append("INBOX", MSG, frozenset(), None)
+    box = account.select("INBOX")
+    other = MailStore(tmp_path / "mail", "mx.example.com", clock)
+    try:
+        theirs = other.account(BOB).select("INBOX")
+        for flags in ({"\\Seen"}, {"\\Flagged"}, {"\\Answered"}):
+            theirs.store([1], "set", frozenset(flags))
+            assert box.read(1) == MSG and box.read_header(1).endswith(b"\r\n\r\n")
+        # a tool moved it back to new/ without flags (a crash-recovery case): found there too
+        (path,) = (maildir / "cur").iterdir()
+        os.rename(path, maildir / "new" / path.name.split(":")[0])
+        assert box.read(1) == MSG
+        theirs.close()
+    finally:
+        box.close()
+        other.close()
+
+
+def test_read_of_message_expunged_by_another_process(tmp_path: Path, clock: FakeClock,
+                                                     account: Account) -> None:
+    """RFC 2180 §4.1: a message expunged in another process is EXPUNGEISSUED, not an error."""
+    account.append("INBOX", MSG, frozenset({"\\Deleted"}), None)
+    box = account.select("INBOX")
+    other = MailStore(tmp_path / "mail", "mx.example.com", clock)
+    try:
+        theirs = other.account(BOB).select("INBOX")
+        theirs.expunge()
+        theirs.close()
+        with pytest.raises(MailboxError) as err:
+            box.read(1)
+        assert err.value.code == "EXPUNGEISSUED"
+    finally:
+        box.close()
+        other.close()
