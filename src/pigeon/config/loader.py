@@ -40,6 +40,7 @@ from pigeon.config.model import (
     TlsLevel,
 )
 from pigeon.auth.throttle import HARD_MAX_IP_FAILURES, ThrottleSettings
+from pigeon.config.inbound import parse_inbound
 from pigeon.config.reader import ConfigError, Table
 from pigeon.core.address import AddressError, is_valid_domain, parse_address
 
@@ -349,6 +350,7 @@ def parse_config(text: str, source: str, base_dir: Path) -> Config:
         smtp=_smtp(top),
         tls=_tls(top, base_dir),
         submission=_submission(top),
+        inbound=parse_inbound(top),
         source=source,
     )
     top.finish()

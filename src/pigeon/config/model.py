@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from pigeon.auth.throttle import ThrottleSettings
+from pigeon.config.inbound import InboundConfig
 from pigeon.core.address import is_valid_domain
 
 BareNewline = Literal["reject", "normalize"]
@@ -252,6 +253,7 @@ class Config:
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
+    inbound: InboundConfig = field(default_factory=InboundConfig)  # [inbound]: config.inbound
     source: str = "<embedded default>"
 
     @property

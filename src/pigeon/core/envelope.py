@@ -6,6 +6,9 @@ Rules:
    the message keeps RET and ENVID (RFC 3461 §4.3, §4.4) for the bounce stage.
 3. ``body`` is the declared BODY= type (7BIT, 8BITMIME, BINARYMIME); ``smtputf8`` is set when
    the client asked for SMTPUTF8 (RFC 6531 §3.4).
+5. ``folder`` names the mailbox folder local delivery files the message into instead of
+   INBOX: ``"Junk"`` for mail the inbound checks quarantined (DMARC ``p=quarantine``, a
+   milter's verdict); ``None`` (absent from the JSON) for INBOX.
 4. Values are plain data, serialisable to JSON by ``to_json``/``from_json`` (the queue record).
 """
 
@@ -16,6 +19,7 @@ from typing import Literal
 
 from pigeon.core.address import Address, parse_address
 
+JUNK = "Junk"  # rule 5: the only folder the inbound checks choose (RFC 6154 \\Junk)
 BodyType = Literal["7BIT", "8BITMIME", "BINARYMIME"]
 Notify = Literal["NEVER", "SUCCESS", "FAILURE", "DELAY"]
 
@@ -62,9 +66,10 @@ class Envelope:
     ret: Literal["FULL", "HDRS"] | None = None
     envid: str | None = None
     client: ClientInfo = field(default_factory=lambda: ClientInfo("local"))
+    folder: str | None = None  # rule 5
 
     def to_json(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "sender": str(self.sender) if self.sender is not None else "",
             "recipients": [r.to_json() for r in self.recipients],
             "body": self.body,
@@ -79,6 +84,9 @@ class Envelope:
                 "tls": self.client.tls,
             },
         }
+        if self.folder is not None:
+            out["folder"] = self.folder
+        return out
 
     @staticmethod
     def from_json(d: dict[str, object]) -> Envelope:
@@ -103,4 +111,5 @@ class Envelope:
                 authenticated_as=client.get("authenticated_as"),
                 tls=client.get("tls"),
             ),
+            folder=JUNK if d.get("folder") == JUNK else None,
         )

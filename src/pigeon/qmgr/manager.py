@@ -345,6 +345,7 @@ class QueueManager:
             sender=record.envelope.sender,
             recipients=tuple(r.address for r in rcpts),
             body_path=self.queue.body_path(record.id),
+            folder=record.envelope.folder,
             envelope=record.envelope,
             params=tuple(Recipient(r.address, r.notify, r.orcpt) for r in rcpts),
         )
