@@ -15,8 +15,18 @@ Rules:
    comes from the injected ``Clock``.
 5. Names are passed in A-label form (``pigeon.delivery.relay_idna``); this module never
    converts them.
+6. For mail authentication (``pigeon.mailauth.MailAuthDns``, RFC 7208 §4.4/§5 semantics) the
+   resolver also answers ``txt(name)`` (each record's character-strings joined, as bytes:
+   RFC 7208 §3.3, RFC 6376 §3.6.2.2), ``a(name)``/``aaaa(name)`` (one family each) and
+   ``ptr(address)`` (the reverse names of an IP address, lower-case, no trailing dot). They share
+   the cache and the errors of rule 3: NXDOMAIN → ``NoSuchDomain``, a name without records of
+   the type → ``[]``, SERVFAIL/timeout → ``DnsTempError``. Nothing here decides SPF's "void
+   lookup" or "temperror": the caller does, from these three outcomes.
+7. An answer is bounded by the DNS message size (64 KiB over TCP, RFC 1035 §4.2.2); a TXT answer
+   is additionally capped at ``MAX_TXT_ANSWER`` bytes in total, beyond which it is a
+   ``DnsPermError`` (a "huge answer" must not feed megabytes into the SPF/DKIM parsers).
 
-What can go wrong: only the three error classes above leave ``mx``/``addresses``; anything
+What can go wrong: only the three error classes above leave the lookups; anything
 unexpected from dnspython is logged and raised as ``DnsTempError`` (never lost mail).
 """
 
@@ -35,6 +45,7 @@ import dns.name
 import dns.nameserver
 import dns.rdatatype
 import dns.resolver
+import dns.reversename
 
 from pigeon.core.clock import Clock
 
@@ -51,6 +62,10 @@ MAX_CACHE_ENTRIES = 10_000
 DEFAULT_LIFETIME = 10.0
 # One try against one server before the next is asked (dnspython's default is 2 s).
 DEFAULT_TRY_TIMEOUT = 3.0
+# Rule 7: the largest TXT answer accepted, all records together. A DNS message carries at most
+# 65,535 octets (RFC 1035 §4.2.2); real SPF/DKIM/DMARC records are well under 4 KiB (a 4096-bit
+# RSA key is ~800 octets of base64), so 16 KiB leaves room for any honest publisher.
+MAX_TXT_ANSWER = 16_384
 
 
 class DnsError(Exception):
@@ -85,6 +100,13 @@ class Resolver(Protocol):
 
 def _host_text(name: dns.name.Name) -> str:
     return name.to_text(omit_final_dot=True).lower() if name != dns.name.root else ""
+
+
+def _ptr_name(address: str) -> dns.name.Name:
+    try:
+        return dns.reversename.from_address(address)
+    except (ValueError, dns.exception.SyntaxError) as exc:
+        raise DnsPermError(f"{address!r} is not an IP address") from exc
 
 
 class _Cache:
@@ -160,6 +182,23 @@ class DnsResolver:
             log.warning("dns: %s: one address family failed (%s); using %s", host, temp, results)
         return results
 
+    async def a(self, name: str) -> list[str]:
+        """IPv4 addresses of ``name`` (rule 6)."""
+        return await self._lookup(name, "A")
+
+    async def aaaa(self, name: str) -> list[str]:
+        """IPv6 addresses of ``name`` (rule 6)."""
+        return await self._lookup(name, "AAAA")
+
+    async def txt(self, name: str) -> list[bytes]:
+        """TXT records of ``name``, each one's strings joined (rule 6)."""
+        # The cache holds text: latin-1 maps every byte to one character and back unchanged.
+        return [value.encode("latin-1") for value in await self._lookup(name, "TXT")]
+
+    async def ptr(self, address: str) -> list[str]:
+        """The reverse names of an IPv4/IPv6 address (rule 6)."""
+        return await self._lookup(_ptr_name(address).to_text(omit_final_dot=True), "PTR")
+
     async def _lookup(self, name: str, rdtype: str) -> list[str]:
         key = (name.lower().rstrip("."), rdtype)
         cached = self._cache.get(key)
@@ -192,9 +231,18 @@ class DnsResolver:
         if answer.canonical_name != answer.qname:
             log.info("dns: %s is a CNAME for %s; following it", key[0], _host_text(answer.canonical_name))
         values: list[str] = []
+        size = 0
         for rdata in rrset:
             if rdtype == "MX":
                 values.append(f"{int(rdata.preference)} {_host_text(rdata.exchange)}")
+            elif rdtype == "TXT":
+                joined = b"".join(rdata.strings)
+                size += len(joined)
+                if size > MAX_TXT_ANSWER:
+                    raise DnsPermError(f"{key[0]}/TXT: answer larger than {MAX_TXT_ANSWER} bytes")
+                values.append(joined.decode("latin-1"))
+            elif rdtype == "PTR":
+                values.append(_host_text(rdata.target))
             else:
                 values.append(str(rdata.address))
         self._cache.put(key, values, float(rrset.ttl))

@@ -9,7 +9,7 @@ import pytest
 
 from pigeon.clocks import FakeClock
 from pigeon.dns.fake import FakeResolver
-from pigeon.dns.resolver import DnsResolver, DnsTempError, MxRecord, NoSuchDomain
+from pigeon.dns.resolver import DnsPermError, DnsResolver, DnsTempError, MxRecord, NoSuchDomain
 from tests.unit.dns.zone_server import ZoneServer, free_udp_port
 
 ZONE = {
@@ -110,3 +110,64 @@ def test_fake_resolver_semantics() -> None:
     fake.hosts["c.test"] = DnsTempError("SERVFAIL")
     with pytest.raises(DnsTempError):
         asyncio.run(fake.addresses("c.test"))
+
+
+# Rule 6: the lookups of mail authentication (TXT, A, AAAA, PTR) share the cache and the errors.
+AUTH_ZONE = {
+    "example.net": [("TXT", "v=spf1 ip4:192.0.2.0/24 -all"), ("TXT", "other"), ("A", "192.0.2.3")],
+    "k2048._domainkey.example.net": [("TXT", "v=DKIM1; k=rsa; p=" + "A" * 392)],
+    "huge.example.net": [("TXT", f"{i:02d}" + "x" * 1000) for i in range(20)],
+    "v6only.example.net": [("AAAA", "2001:db8::3")],
+    "3.2.0.192.in-addr.arpa": [("PTR", "Host.Example.Net")],
+}
+
+
+@pytest.fixture
+def auth_dns() -> Iterator[ZoneServer]:
+    with ZoneServer(AUTH_ZONE, servfail={"broken.example.net"}) as srv:
+        yield srv
+
+
+def test_txt_records_joined_as_bytes(auth_dns: ZoneServer) -> None:
+    r = _resolver(auth_dns)
+    assert sorted(asyncio.run(r.txt("example.net"))) == [b"other", b"v=spf1 ip4:192.0.2.0/24 -all"]
+    # A record longer than 255 octets travels as several character-strings, joined here.
+    key = asyncio.run(r.txt("k2048._domainkey.example.net"))
+    assert key == [b"v=DKIM1; k=rsa; p=" + b"A" * 392]
+
+
+def test_txt_outcomes(auth_dns: ZoneServer) -> None:
+    r = _resolver(auth_dns)
+    assert asyncio.run(r.txt("v6only.example.net")) == []  # the name exists: no records
+    with pytest.raises(NoSuchDomain):
+        asyncio.run(r.txt("nowhere.example.net"))
+    with pytest.raises(DnsTempError):
+        asyncio.run(r.txt("broken.example.net"))
+
+
+def test_txt_answer_over_the_cap_is_permanent(auth_dns: ZoneServer) -> None:
+    with pytest.raises(DnsPermError):
+        asyncio.run(_resolver(auth_dns).txt("huge.example.net"))
+
+
+def test_a_aaaa_ptr(auth_dns: ZoneServer) -> None:
+    r = _resolver(auth_dns)
+    assert asyncio.run(r.a("example.net")) == ["192.0.2.3"]
+    assert asyncio.run(r.aaaa("example.net")) == []
+    assert asyncio.run(r.aaaa("v6only.example.net")) == ["2001:db8::3"]
+    assert asyncio.run(r.ptr("192.0.2.3")) == ["host.example.net"]
+    with pytest.raises(NoSuchDomain):
+        asyncio.run(r.ptr("192.0.2.4"))
+    with pytest.raises(DnsPermError):
+        asyncio.run(r.ptr("not-an-ip"))
+
+
+def test_txt_cached(auth_dns: ZoneServer) -> None:
+    r = _resolver(auth_dns)
+
+    async def twice() -> None:
+        await r.txt("example.net")
+        await r.txt("example.net")
+
+    asyncio.run(twice())
+    assert auth_dns.queries.count(("example.net", "TXT")) == 1

@@ -1,7 +1,7 @@
 """A small authoritative DNS server on loopback for tests (dnslib, UDP, a free port).
 
 ``ZoneServer({"example.org": [("MX", "10 mx1.example.org")], "mx1.example.org": [("A", "127.0.0.1")]})``
-answers from the dict: a name not in it is NXDOMAIN, a name in ``servfail`` is SERVFAIL, a CNAME
+answers from the dict (types A, AAAA, CNAME, MX, TXT, PTR): a name not in it is NXDOMAIN, a name in ``servfail`` is SERVFAIL, a CNAME
 is followed within the zone (``servfail={"*"}``: every name is SERVFAIL). ``queries`` counts the questions received (to test the cache).
 The zone can be changed while the server runs (``zone[name] = ...``).
 """
@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from dnslib import CNAME, MX, QTYPE, RCODE, RR, A, AAAA, DNSRecord, SOA
+from dnslib import CNAME, MX, PTR, QTYPE, RCODE, RR, TXT, A, AAAA, DNSRecord, SOA
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
 Zone = dict[str, list[tuple[str, str] | tuple[str, str, int]]]
@@ -32,6 +32,11 @@ def _rdata(rtype: str, value: str) -> Any:
         return AAAA(value)
     if rtype == "CNAME":
         return CNAME(value + ".")
+    if rtype == "TXT":  # one record; split into 255-octet character-strings (RFC 1035 §3.3.14)
+        raw = value.encode()
+        return TXT([raw[i:i + 255] for i in range(0, len(raw), 255)] or [b""])
+    if rtype == "PTR":
+        return PTR(value + ".")
     if rtype == "MX":
         pref, host = value.split()
         return MX(host if host == "." else host + ".", int(pref))

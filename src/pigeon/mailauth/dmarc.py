@@ -1,0 +1,214 @@
+"""DMARC (RFC 7489): the header From domain's policy, alignment, and what to do.
+
+Rules:
+1. ``header_from_domain(headers)`` is the domain of the message's author (RFC 7489 §6.6.1):
+   exactly one ``From:`` field holding exactly one address with a domain; otherwise ``None``
+   (the caller decides: a message without a usable From cannot pass DMARC).
+2. Policy discovery (§6.6.3): TXT at ``_dmarc.<From domain>``; when that gives no DMARC
+   record (NXDOMAIN, no records, none starting with ``v=DMARC1``), TXT at ``_dmarc.<org
+   domain>``. Several DMARC records at one name: no policy (``none``). A temporary DNS error
+   at either step: ``temperror``. A record whose ``p=`` (or ``sp=``) is missing or invalid
+   counts as ``p=none`` when it has a valid ``rua``, else it is ``permerror`` (§6.6.3 step 6).
+   Unknown tags are ignored; invalid optional values fall back to their defaults (§6.3).
+3. The policy is ``p``, or ``sp`` (when present) if the record came from the organisational
+   domain for a From domain below it (§6.3 ``sp``).
+4. Alignment (§3.1): SPF is aligned when it passed for a domain (MAIL FROM's, or HELO's for a
+   null sender) that matches the From domain under ``aspf``; DKIM when any passing signature's
+   ``d=`` matches under ``adkim`` (relaxed: the same organisational domain; strict: the same
+   name). Alignment is computed even without a record (relaxed), so that the caller can refuse
+   mail that claims one of *our* domains without passing (issue 16).
+5. ``result`` is ``pass`` when either is aligned, else ``fail`` when a policy exists. The
+   ``disposition`` of a fail is the policy, unless ``pct`` sampling spares it (§6.6.4:
+   ``sample`` in [0,1) is drawn by the caller; when ``sample * 100 >= pct`` the next milder
+   policy applies: reject → quarantine, quarantine → none). Any other result: ``none``.
+
+What can go wrong: DNS errors become ``temperror``; malformed records ``permerror`` or no policy;
+no exception leaves ``check_dmarc``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from pigeon.mailauth.dkim import DkimResult
+from pigeon.mailauth.lookup import DnsError, DnsTempError, MailAuthDns, NoSuchDomain
+from pigeon.mailauth.orgdomain import OrgDomains, bundled
+from pigeon.mailauth.spf import SpfResult
+
+log = logging.getLogger(__name__)
+
+Policy = Literal["none", "quarantine", "reject"]
+DmarcResultKind = Literal["pass", "fail", "none", "temperror", "permerror"]
+_POLICIES: dict[str, Policy] = {"none": "none", "quarantine": "quarantine", "reject": "reject"}
+_MILDER: dict[Policy, Policy] = {"reject": "quarantine", "quarantine": "none", "none": "none"}
+# RFC 7489 §6.3: ri defaults to 86400 seconds (one aggregate report a day).
+DEFAULT_REPORT_INTERVAL = 86400
+# Header block scanned for From fields: RFC 5322 sets no limit; the SMTP intake bounds the
+# message. From fields read at most (a hostile message may repeat the field thousands of times;
+# two are already "not exactly one").
+MAX_FROM_FIELDS = 2
+
+
+@dataclass(frozen=True)
+class DmarcRecord:
+    p: Policy
+    sp: Policy | None = None
+    pct: int = 100
+    adkim: Literal["r", "s"] = "r"
+    aspf: Literal["r", "s"] = "r"
+    rua: tuple[str, ...] = ()  # mailto: URIs, without the "!size" suffix
+    ruf: tuple[str, ...] = ()
+    fo: str = "0"
+    ri: int = DEFAULT_REPORT_INTERVAL
+    domain: str = ""  # where the record was found (the From domain or its org domain)
+
+
+@dataclass(frozen=True)
+class DmarcResult:
+    result: DmarcResultKind
+    from_domain: str
+    org_domain: str
+    policy: Policy | None  # p (or sp for a subdomain) when a record exists
+    disposition: Policy  # after pct sampling
+    spf_aligned: bool
+    dkim_aligned: bool
+    record: DmarcRecord | None
+    reason: str = ""
+
+
+class DmarcSyntaxError(Exception):
+    """A v=DMARC1 record without a usable policy (rule 2)."""
+
+
+def _uris(value: str) -> tuple[str, ...]:
+    out = []
+    for uri in value.split(","):
+        uri = uri.strip()
+        uri = re.sub(r"!\d+[kmgt]?\Z", "", uri, flags=re.IGNORECASE)  # §6.2 size limit
+        if uri.lower().startswith("mailto:") and "@" in uri:
+            out.append(uri)
+    return tuple(out)
+
+
+def parse_dmarc_record(text: str, domain: str = "") -> DmarcRecord:
+    """Rule 2: a record's tags; raises ``DmarcSyntaxError`` when it gives no policy."""
+    tags: dict[str, str] = {}
+    for part in text.split(";"):
+        key, eq, value = part.partition("=")
+        key = key.strip().lower()
+        if eq and key and key not in tags:
+            tags[key] = value.strip()
+    rua = _uris(tags.get("rua", ""))
+    p = _POLICIES.get(tags.get("p", "").lower())
+    sp_text = tags.get("sp")
+    sp = _POLICIES.get(sp_text.lower()) if sp_text is not None else None
+    if p is None or (sp_text is not None and sp is None):
+        if not rua:
+            raise DmarcSyntaxError(f"no valid p= in {text[:80]!r} (RFC 7489 §6.6.3)")
+        p, sp = "none", None  # §6.6.3 step 6: act as p=none when rua is usable
+    pct_text = tags.get("pct", "100")
+    pct = int(pct_text) if pct_text.isdigit() and len(pct_text) <= 3 and int(pct_text) <= 100 else 100
+    adkim: Literal["r", "s"] = "s" if tags.get("adkim", "r").lower() == "s" else "r"
+    aspf: Literal["r", "s"] = "s" if tags.get("aspf", "r").lower() == "s" else "r"
+    ri_text = tags.get("ri", "")
+    ri = int(ri_text) if ri_text.isdigit() and len(ri_text) <= 9 else DEFAULT_REPORT_INTERVAL
+    return DmarcRecord(p, sp, pct, adkim, aspf, rua, _uris(tags.get("ruf", "")), tags.get("fo", "0") or "0",
+                       ri, domain)
+
+
+def _select(txts: Sequence[bytes]) -> list[str]:
+    found = []
+    for t in txts:
+        text = t.decode("utf-8", "replace")
+        if re.match(r"v\s*=\s*DMARC1\s*(;|\Z)", text):  # §6.6.3 step 3: v=DMARC1 first
+            found.append(text)
+    return found
+
+
+async def _records_at(dns: MailAuthDns, domain: str) -> list[str]:
+    """The DMARC records at ``_dmarc.<domain>``; DnsTempError propagates."""
+    try:
+        return _select(await dns.txt(f"_dmarc.{domain}"))
+    except NoSuchDomain:
+        return []
+    except DnsTempError:
+        raise
+    except DnsError as exc:
+        log.info("dmarc: _dmarc.%s: %s (no record)", domain, exc)
+        return []
+
+
+async def check_dmarc(dns: MailAuthDns, header_from_domain: str, spf: SpfResult, dkim: Sequence[DkimResult], *,
+                      sample: float, orgdomains: OrgDomains | None = None) -> DmarcResult:
+    """Rules 2-5: the DMARC verdict for a message whose header From is ``header_from_domain``."""
+    orgs = orgdomains or bundled()
+    from_domain = header_from_domain.strip().lower().rstrip(".")
+    org = orgs.org_domain(from_domain)
+    spf_ok_r = spf.result == "pass" and orgs.aligned(spf.domain, from_domain, "r")
+    dkim_ok_r = any(d.result == "pass" and orgs.aligned(d.domain, from_domain, "r") for d in dkim)
+    base = DmarcResult("none", from_domain, org, None, "none", spf_ok_r, dkim_ok_r, None)
+    if not from_domain or "." not in from_domain:
+        return DmarcResult("permerror", from_domain, org, None, "none", False, False, None,
+                           "no usable header From domain")
+    try:
+        texts = await _records_at(dns, from_domain)
+        found_at = from_domain
+        if not texts and org != from_domain:
+            texts = await _records_at(dns, org)
+            found_at = org
+    except DnsTempError as exc:
+        return _with(base, "temperror", f"_dmarc lookup: {exc}")
+    if len(texts) != 1:
+        return _with(base, "none", "no DMARC record" if not texts else "several DMARC records (RFC 7489 §6.6.3)")
+    try:
+        record = parse_dmarc_record(texts[0], found_at)
+    except DmarcSyntaxError as exc:
+        return _with(base, "permerror", str(exc))
+    policy: Policy = record.sp if (found_at != from_domain and record.sp is not None) else record.p
+    spf_aligned = spf.result == "pass" and orgs.aligned(spf.domain, from_domain, record.aspf)
+    dkim_aligned = any(d.result == "pass" and orgs.aligned(d.domain, from_domain, record.adkim) for d in dkim)
+    if spf_aligned or dkim_aligned:
+        return DmarcResult("pass", from_domain, org, policy, "none", spf_aligned, dkim_aligned, record,
+                           "aligned " + " and ".join(n for n, ok in (("spf", spf_aligned), ("dkim", dkim_aligned)) if ok))
+    disposition = policy if sample * 100 < record.pct else _MILDER[policy]
+    return DmarcResult("fail", from_domain, org, policy, disposition, False, False, record,
+                       "neither SPF nor DKIM aligned with the From domain"
+                       + ("" if disposition == policy else f" (pct={record.pct}: sampled out)"))
+
+
+def _with(base: DmarcResult, result: DmarcResultKind, reason: str) -> DmarcResult:
+    return DmarcResult(result, base.from_domain, base.org_domain, None, "none", base.spf_aligned,
+                       base.dkim_aligned, None, reason)
+
+
+def header_from_domain(message_headers: bytes) -> str | None:
+    """Rule 1: the domain of the single author address, or ``None``."""
+    cut = len(message_headers)
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        pos = message_headers.find(sep)
+        if 0 <= pos < cut:
+            cut = pos
+    text = message_headers[:cut].decode("utf-8", "surrogateescape")
+    unfolded = re.sub(r"\r?\n(?=[ \t])", "", text)  # RFC 5322 §2.2.3
+    froms: list[str] = []
+    for line in re.split(r"\r?\n", unfolded):
+        name, colon, value = line.partition(":")
+        if colon and name.rstrip(" \t").lower() == "from":
+            froms.append(value)
+            if len(froms) >= MAX_FROM_FIELDS:
+                return None  # RFC 7489 §6.6.1: more than one From field
+    if len(froms) != 1:
+        return None
+    addresses = [addr for _, addr in email.utils.getaddresses([froms[0].strip()]) if addr]
+    if len(addresses) != 1:
+        return None
+    local, at, domain = addresses[0].rpartition("@")
+    domain = domain.strip().lower().rstrip(".")
+    if not at or not local or not domain or "." not in domain or domain.startswith("["):
+        return None
+    return domain

@@ -1,0 +1,153 @@
+"""DKIM verification with real keys (dkimpy signs), a fake DNS for the keys, and bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from pigeon.dns.resolver import DnsTempError
+from pigeon.mailauth.dkim import MAX_SIGNATURES, DkimResult, verify_dkim
+from tests.unit.mailauth.fakedns import FakeDns
+from tests.unit.mailauth.keys import MESSAGE, ed25519_key, rsa_key, sign
+
+
+def _zone(extra: dict[str, str] | None = None) -> FakeDns:
+    zone = {
+        "sel._domainkey.example.net": [("TXT", rsa_key()[1])],
+        "ed._domainkey.example.net": [("TXT", ed25519_key()[1])],
+        "sel._domainkey.esp.test": [("TXT", rsa_key()[1])],
+    }
+    for selector, record in (extra or {}).items():
+        zone[f"{selector}._domainkey.example.net"] = [("TXT", record)]
+    return FakeDns(zone)
+
+
+def _verify(message: bytes, dns: FakeDns | None = None, **kw: str | None) -> tuple[DkimResult, ...]:
+    return asyncio.run(verify_dkim(dns or _zone(), message, **kw))
+
+
+def test_rsa_and_ed25519_relaxed_and_simple_pass() -> None:
+    for ed, selector in ((False, "sel"), (True, "ed")):
+        for canon in ((b"relaxed", b"relaxed"), (b"simple", b"simple"), (b"relaxed", b"simple")):
+            (res,) = _verify(sign(MESSAGE, "example.net", selector, ed=ed, canon=canon))
+            assert (res.result, res.domain, res.selector) == ("pass", "example.net", selector), (ed, canon, res)
+            assert res.algorithm == ("ed25519-sha256" if ed else "rsa-sha256")
+
+
+def test_unsigned_message() -> None:
+    assert _verify(MESSAGE) == ()
+
+
+def test_tampered_body_and_header_fail() -> None:
+    signed = sign(MESSAGE, "example.net")
+    (body,) = _verify(signed.replace(b"the body.", b"the b0dy."))
+    (head,) = _verify(signed.replace(b"Subject: hello", b"Subject: hullo"))
+    assert body.result == "fail" and "body hash" in body.reason
+    assert head.result == "fail"
+    # relaxed canonicalisation tolerates whitespace changes in headers
+    (ws,) = _verify(signed.replace(b"Subject: hello", b"Subject:   hello"))
+    assert ws.result == "pass"
+
+
+def test_several_signatures() -> None:
+    twice = sign(sign(MESSAGE, "example.net", "ed", ed=True), "esp.test")
+    results = _verify(twice)
+    assert [(r.result, r.domain) for r in results] == [("pass", "esp.test"), ("pass", "example.net")]
+    # the From domain's signature is evaluated first when asked
+    results = _verify(twice, prefer_domain="example.net")
+    assert [r.domain for r in results] == ["example.net", "esp.test"]
+
+
+def test_key_lookup_outcomes() -> None:
+    signed = sign(MESSAGE, "example.net", "missing")
+    (res,) = _verify(signed)
+    assert res.result == "permerror" and "no key" in res.reason
+    dns = FakeDns({"missing._domainkey.example.net": [("TXT", DnsTempError("SERVFAIL"))]})
+    (res,) = _verify(signed, dns)
+    assert res.result == "temperror"
+
+
+def test_key_record_tags() -> None:
+    rsa_record = rsa_key()[1]
+    cases = {
+        "k1": (rsa_record.replace("k=rsa", "k=ed25519"), "permerror"),  # k= does not match a=
+        "h1": (rsa_record + "; h=sha1", "permerror"),
+        "h2": (rsa_record + "; h=sha1:sha256", "pass"),
+        "s1": (rsa_record + "; s=tlsrpt", "permerror"),
+        "v1": (rsa_record.replace("DKIM1", "DKIM2"), "permerror"),
+        "r1": ("v=DKIM1; k=rsa; p=", "permerror"),  # revoked
+        "y1": (rsa_record + "; t=y", "pass"),
+        "ts": (rsa_record + "; t=s", "permerror"),  # i= is a subdomain
+        "junk": ("this is not a key", "permerror"),
+        "bad64": ("v=DKIM1; p=!!!!", "permerror"),
+    }
+    dns = _zone({sel: rec for sel, (rec, _) in cases.items()})
+    for sel, (_, expected) in cases.items():
+        (res,) = _verify(sign(MESSAGE, "example.net", sel, identity=b"@mail.example.net"), dns)
+        assert res.result == expected, (sel, res)
+        if sel == "y1":
+            assert "testing" in res.reason
+
+
+def test_huge_rsa_exponent_refused() -> None:
+    n = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key().public_numbers().n
+    odd = rsa.RSAPublicNumbers((1 << 200) + 1, n).public_key()
+    der = odd.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    dns = _zone({"big": "v=DKIM1; p=" + base64.b64encode(der).decode()})
+    (res,) = _verify(sign(MESSAGE, "example.net", "big"), dns)
+    assert res.result == "permerror" and "too large" in res.reason
+
+
+def test_length_tag_honoured_only_over_the_whole_body() -> None:
+    signed = sign(MESSAGE, "example.net", length=True)
+    (res,) = _verify(signed)
+    assert res.result == "pass"
+    (res,) = _verify(signed + b"Appended: click here\r\n")
+    assert res.result == "policy" and "part of" in res.reason
+
+
+def _with_tag(signed: bytes, tag: bytes) -> bytes:
+    return signed.replace(b"DKIM-Signature: v=1;", b"DKIM-Signature: v=1; " + tag + b";", 1)
+
+
+def test_absurd_length_and_expiry() -> None:
+    signed = sign(MESSAGE, "example.net")
+    (res,) = _verify(_with_tag(signed, b"l=" + b"9" * 80))
+    assert res.result == "permerror"
+    (res,) = _verify(_with_tag(signed, b"l=" + b"9" * 70))  # valid syntax, larger than the body
+    assert res.result == "fail"
+    (res,) = _verify(_with_tag(signed, b"x=1"))
+    assert res.result == "fail" and "x=" in res.reason
+    (res,) = _verify(_with_tag(signed, b"x=" + b"9" * 5000))
+    assert res.result in ("fail", "permerror")
+
+
+def test_unsupported_algorithm_is_neutral() -> None:
+    signed = sign(MESSAGE, "example.net").replace(b"a=rsa-sha256", b"a=rsa-sha1", 1)
+    (res,) = _verify(signed)
+    assert res.result == "neutral"
+
+
+def test_malformed_signatures() -> None:
+    (res,) = _verify(b"DKIM-Signature: v=1; d=; d=\r\n" + MESSAGE)
+    assert res.result == "permerror"
+    (res,) = _verify(b"DKIM-Signature: v=1; a=rsa-sha256; d=example.net\r\n" + MESSAGE)
+    assert res.result == "permerror" and "missing" in res.reason
+    (res,) = _verify(b"DKIM-Signature: garbage\r\n" + MESSAGE)
+    assert res.result == "permerror"
+
+
+def test_five_hundred_signatures_are_bounded() -> None:
+    junk = b"".join(b"DKIM-Signature: v=1; a=rsa-sha256; d=junk%d.test; s=s; h=from; bh=AAAA; b=AAAA\r\n" % i
+                    for i in range(500))
+    dns = _zone()
+    started = time.process_time()
+    results = _verify(junk + sign(MESSAGE, "example.net"), dns, prefer_domain="example.net")
+    assert len(results) == MAX_SIGNATURES
+    assert results[0].result == "pass" and results[0].domain == "example.net"
+    assert len(dns.queries) <= MAX_SIGNATURES
+    assert time.process_time() - started < 2.0
