@@ -151,6 +151,21 @@ def cmd_queue_bounce(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def cmd_reports_send(args: argparse.Namespace, config: Config) -> int:
+    """DMARC aggregate reports due now (pigeon.inbound.reports), sent by the running server
+    through its queue."""
+    def offline() -> JSONValue:
+        raise ControlError("pigeon reports send needs the running server (it queues the reports); "
+                           "start it with `pigeon serve`")
+
+    ids = _queue_call(config, "reports.send", offline)
+    queued = ids if isinstance(ids, list) else []
+    for qid in queued:
+        print(f"{qid}: DMARC aggregate report queued")
+    print(f"{len(queued)} report(s) queued")
+    return 0
+
+
 def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
     if args.print_default:
         print(DEFAULT_CONFIG_TOML)
@@ -248,6 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_queue_bounce)
     p = qs.add_parser("flush", parents=[common], help="retry every deferred message now")
     p.set_defaults(handler=cmd_queue_flush)
+
+    r = sub.add_parser("reports", parents=[common], help="DMARC aggregate reports (RFC 7489 §7.2)")
+    rs = r.add_subparsers(dest="reports_command", metavar="ACTION")
+    rs.required = True
+    p = rs.add_parser("send", parents=[common], help="send every report due now")
+    p.set_defaults(handler=cmd_reports_send)
 
     p = sub.add_parser("mailq", parents=[common], help="list queued messages (pigeon queue list)")
     p.add_argument("--json", action="store_true")

@@ -8,6 +8,10 @@ Rules:
    ``submissions`` (RFC 8314 §3, implicit TLS) needs TLS: without it, a log line and no listener.
 2. Given ``fds`` (a worker's listening sockets, inherited from the server), the listener serves
    them instead of binding the configured addresses; the descriptors are wrapped in ``net``.
+4. ``inbound_verdicts`` builds a process's port-25 checks (``pigeon.inbound``): the mail
+   authentication of ``pigeon.mailauth`` over the process's own resolver (its own cache), the
+   blocklists, milters, and a DMARC evaluation recorder writing ``reports/dmarc/<owner>.jsonl``
+   (``owner`` as for the journal). Only the ``smtp`` service gets them.
 3. A process that accepts mail has its own intake journal: ``main`` for the server,
    ``w<index>`` for worker ``index`` (``journal_owner``). The services that accept mail are
    ``INTAKE_SERVICES``; only a worker serving one of them has a journal to drain when it ends.
@@ -20,9 +24,16 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import random
+
 from pigeon.auth.sasl import Authenticator
 from pigeon.cleanup.intake import Intake
 from pigeon.config import Config
+from pigeon.core.clock import Clock
+from pigeon.dns.resolver import DnsResolver
+from pigeon.inbound.authchecks import MailAuthChecks
+from pigeon.inbound.reports import Recorder, reports_dir
+from pigeon.inbound.verdict import Verdicts
 from pigeon.directory import Directory
 from pigeon.net.listener import ConnectionGate, Limits, Listener, adopt_listening_sockets
 from pigeon.net.tls import TlsManager
@@ -54,6 +65,16 @@ class SmtpParts:
     authenticator: Authenticator
     senders: SenderPolicy
     gate: ConnectionGate | None = None  # the process's one connection count (net.listener rule 2)
+    verdicts: Verdicts | None = None  # port 25's checks (rule 4)
+
+
+def inbound_verdicts(config: Callable[[], Config], resolver: DnsResolver, directory: Directory,
+                     owner: str, clock: Clock) -> Verdicts:
+    """Rule 4."""
+    cfg = config()
+    checks = MailAuthChecks(resolver, cfg.hostname, clock.now, random.random)
+    recorder = Recorder(reports_dir(cfg.data_dir), owner, clock.now)
+    return Verdicts(config, checks, resolver, directory.is_local_domain, recorder.record, clock.now)
 
 
 def smtp_listener(service: str, parts: SmtpParts, fds: Sequence[int] = ()) -> Listener | None:
@@ -69,7 +90,8 @@ def smtp_listener(service: str, parts: SmtpParts, fds: Sequence[int] = ()) -> Li
         implicit = parts.tls.listener_context()
     auth = parts.authenticator if (not port25 or cfg.auth.smtp_auth) else None
     ctx = SmtpContext(parts.config, parts.directory, parts.intake, parts.on_queued, service=service,
-                      tls=parts.tls, authenticator=auth, senders=parts.senders, submission=not port25)
+                      tls=parts.tls, authenticator=auth, senders=parts.senders, submission=not port25,
+                      verdicts=parts.verdicts if port25 else None)
     too_many = C421_TOO_MANY_CONNECTIONS.with_text(
         f"{cfg.hostname} Too many connections, try again later").to_bytes()
     endpoints = getattr(cfg.listen, service)

@@ -49,7 +49,7 @@ from pigeon import maillog
 from pigeon.app import ipc
 from pigeon.app.master import WORKER_STOP_GRACE, Command, WorkerSpec
 from pigeon.app.runtime import setup_logging, tune_allocator
-from pigeon.app.services import SmtpParts, journal_owner, smtp_listener
+from pigeon.app.services import SmtpParts, inbound_verdicts, journal_owner, smtp_listener
 from pigeon.auth.sasl import Authenticator
 from pigeon.auth.throttle import AuthThrottle
 from pigeon.cleanup.intake import Intake
@@ -58,6 +58,7 @@ from pigeon.config import Config, ConfigError, load_config
 from pigeon.core.results import RecipientResult
 from pigeon.delivery.fastlane import FastLane
 from pigeon.directory import Directory
+from pigeon.dns.resolver import DnsResolver
 from pigeon.directory.errors import DirectoryError
 from pigeon.directory.directory import SERVER_RECHECK
 from pigeon.net.listener import Listener, quiet_accept_errors
@@ -218,7 +219,11 @@ class Worker:
                                lambda: self.config.smtp.recipient_delimiter)
         # The brute-force throttle counts per process (README: [smtp] processes).
         auth = Authenticator(self.directory, AuthThrottle(cfg.auth.throttle, self.clock), self.clock)
-        self._smtp = SmtpParts(self.current_config, self.directory, intake, self.on_queued, self.tls, auth, senders)
+        resolver = DnsResolver([(e.host, e.port) for e in cfg.dns.nameservers], self.clock)
+        verdicts = inbound_verdicts(self.current_config, resolver, self.directory, journal_owner(self.index),
+                                    self.clock)
+        self._smtp = SmtpParts(self.current_config, self.directory, intake, self.on_queued, self.tls, auth, senders,
+                               verdicts=verdicts)
         return self._smtp
 
     def on_queued(self, record: QueueRecord) -> None:

@@ -63,7 +63,7 @@ class DmarcOutcome(Protocol):
     @property
     def org_domain(self) -> str: ...
     @property
-    def policy(self) -> str: ...  # none quarantine reject ("" without a record)
+    def policy(self) -> str | None: ...  # none quarantine reject (None without a record)
     @property
     def disposition(self) -> str: ...  # none quarantine reject (after pct)
     @property
@@ -72,6 +72,8 @@ class DmarcOutcome(Protocol):
     def dkim_aligned(self) -> bool: ...
     @property
     def record(self) -> object: ...  # the parsed record (rua in ``rua``), or None
+    @property
+    def reason(self) -> str: ...
 
 
 class AuthChecks(Protocol):
@@ -91,10 +93,10 @@ class AuthChecks(Protocol):
     def authentication_results(self, authserv_id: str, spf: SpfOutcome | None,
                                dkim: Sequence[DkimOutcome], dmarc: DmarcOutcome | None,
                                arc: ArcOutcome | None) -> bytes: ...
-    """The whole ``Authentication-Results:`` field, CRLF-terminated (RFC 8601)."""
+    # ^ the whole ``Authentication-Results:`` field, CRLF-terminated (RFC 8601)
 
     def received_spf(self, spf: SpfOutcome, receiver: str, client_ip: str, helo: str) -> bytes: ...
-    """The whole ``Received-SPF:`` field, CRLF-terminated (RFC 7208 §9.1)."""
+    # ^ the whole ``Received-SPF:`` field, CRLF-terminated (RFC 7208 §9.1)
 
 
 class DnsblDns(Protocol):
