@@ -65,6 +65,8 @@ def _instance(value: bytes) -> int:
 
 async def verify_arc(dns: MailAuthDns, message: bytes) -> ArcResult:
     """Rule 1."""
+    if not _has_arc_fields(message):
+        return ArcResult("none", ())  # no parse: the common case costs nothing
     try:
         arc = dkim.ARC(message, minkey=1024)
     except dkim.DKIMException as exc:
@@ -104,6 +106,12 @@ async def verify_arc(dns: MailAuthDns, message: bytes) -> ArcResult:
     if temp:
         reason = f"temporary DNS error for {', '.join(temp)}; {reason}"
     return ArcResult("fail", sealers, str(reason)[:200])
+
+
+def _has_arc_fields(message: bytes) -> bool:
+    cut = message.find(b"\r\n\r\n")
+    head = message[:cut if cut >= 0 else len(message)].lower()
+    return b"\narc-" in head or head.startswith(b"arc-")
 
 
 async def _fetch(dns: MailAuthDns, name: str) -> list[bytes] | DnsError:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import logging
 import re
 from collections.abc import Sequence
@@ -227,14 +228,22 @@ def _check_key(record: bytes, sig: _Signature, algorithm: bytes) -> tuple[str, s
         if auid and auid.rpartition("@")[2].lower() != sig.domain:
             return "key t=s: the i= domain must be d= itself", ""
     if ktype == b"rsa":
-        try:
-            pk = dkim.crypto.parse_public_key(base64.b64decode(p))
-        except Exception as exc:  # binascii.Error, UnparsableKeyError, ASN.1 errors
-            return f"unparsable RSA key: {type(exc).__name__}", ""
-        bits = int(pk["modulus"]).bit_length()
-        if bits > MAX_RSA_BITS or int(pk["publicExponent"]).bit_length() > MAX_RSA_EXPONENT_BITS:
-            return f"RSA key too large ({bits} bits)", ""
+        problem = _rsa_key_problem(p)
+        if problem:
+            return problem, ""
     return "", (" (key in testing mode, t=y)" if b"y" in flags else "")
+
+
+@functools.lru_cache(maxsize=256)  # a pure memo of a parse: the same keys come back all day
+def _rsa_key_problem(p: bytes) -> str:
+    try:
+        pk = dkim.crypto.parse_public_key(base64.b64decode(p))
+    except Exception as exc:  # binascii.Error, UnparsableKeyError, ASN.1 errors
+        return f"unparsable RSA key: {type(exc).__name__}"
+    bits = int(pk["modulus"]).bit_length()
+    if bits > MAX_RSA_BITS or int(pk["publicExponent"]).bit_length() > MAX_RSA_EXPONENT_BITS:
+        return f"RSA key too large ({bits} bits)"
+    return ""
 
 
 def _partial_body(verifier: dkim.DKIM, sig: _Signature) -> str:

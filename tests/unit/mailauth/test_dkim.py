@@ -9,7 +9,7 @@ import time
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from pigeon.dns.resolver import DnsTempError
+from pigeon.dns.resolver import DnsPermError, DnsTempError
 from pigeon.mailauth.dkim import MAX_SIGNATURES, DkimResult, verify_dkim
 from tests.unit.mailauth.fakedns import FakeDns
 from tests.unit.mailauth.keys import MESSAGE, ed25519_key, rsa_key, sign
@@ -69,6 +69,9 @@ def test_key_lookup_outcomes() -> None:
     dns = FakeDns({"missing._domainkey.example.net": [("TXT", DnsTempError("SERVFAIL"))]})
     (res,) = _verify(signed, dns)
     assert res.result == "temperror"
+    dns = FakeDns({"missing._domainkey.example.net": [("TXT", DnsPermError("answer larger than 16384 bytes"))]})
+    (res,) = _verify(signed, dns)
+    assert res.result == "permerror"
 
 
 def test_key_record_tags() -> None:

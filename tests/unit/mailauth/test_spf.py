@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from pigeon.clocks import FakeClock
-from pigeon.dns.resolver import DnsResolver, DnsTempError
+from pigeon.dns.resolver import DnsPermError, DnsResolver, DnsTempError
 from pigeon.mailauth import MailAuthDns, check_spf
 from pigeon.mailauth.spf import MAX_DNS_TERMS
 from tests.unit.dns.zone_server import ZoneServer
@@ -96,7 +96,11 @@ def test_malformed_records_and_answers() -> None:
         "badip.test": [("TXT", "v=spf1 a -all"), ("A", "not-an-address"), ("A", "192.0.2.1")],
         "cidr.test": [("TXT", "v=spf1 ip4:192.0.2.1/33 -all")],
         "macro.test": [("TXT", "v=spf1 exists:%{z}.test -all")],
+        "huge.test": [("TXT", DnsPermError("huge.test/TXT: answer larger than 16384 bytes"))],
+        "inc.test": [("TXT", "v=spf1 include:huge.test -all")],
     })
+    assert _spf(dns, "192.0.2.1", "u@huge.test") == "permerror"  # an oversized answer (resolver rule 7)
+    assert _spf(dns, "192.0.2.1", "u@inc.test") == "permerror"
     assert _spf(dns, "192.0.2.1", "u@two.test") == "permerror"
     assert _spf(dns, "192.0.2.1", "u@bin.test") == "permerror"
     assert _spf(dns, "192.0.2.1", "u@long.test") == "fail"  # long but valid: linear work
