@@ -5,8 +5,7 @@ Rules:
 1. A header section is split into whole fields, each with its continuation lines and its line
    ending (RFC 5322 §2.2); anything that is not a field stays where it is, untouched.
 2. An ``Authentication-Results`` field whose authserv-id is ours is a forgery and is removed
-   (RFC 8601 §5: "MUST remove or rename"); the id is the first token of the value, after any
-   comment, compared case-insensitively (RFC 8601 §2.2, §2.5).
+   (RFC 8601 §5); whether it claims our id is ``mailauth.authres.is_ours``'s to say (passed in).
 3. Milter header actions follow libmilter: ``ChangeHeader(index, name, value)`` changes the
    index-th (1-based) field of that name, and an empty value deletes it; ``InsertHeader(index)``
    puts a field at position ``index`` (0 = first); ``AddHeader`` appends at the end of the
@@ -21,14 +20,13 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pigeon.proto.milter.codec import AddHeader, ChangeHeader, InsertHeader
 
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:")
-_COMMENT = re.compile(r"\([^()]*\)")
 MilterEdit = AddHeader | InsertHeader | ChangeHeader
 
 
@@ -54,17 +52,10 @@ def field_value(field: bytes) -> bytes:
     return value.rstrip(b"\r\n")
 
 
-def authserv_id(value: bytes) -> str:
-    text = _COMMENT.sub(" ", value.decode("utf-8", "replace"))
-    token = text.strip().split(";", 1)[0].strip().split()
-    return token[0].lower() if token else ""
-
-
-def remove_forged(fields: list[bytes], our_id: str) -> tuple[list[bytes], int]:
+def remove_forged(fields: list[bytes], claims_ours: Callable[[str], bool]) -> tuple[list[bytes], int]:
     """Rule 2: the fields without the forged ones, and how many were removed."""
-    ours = our_id.lower()
-    kept = [f for f in fields
-            if not (field_name(f) == "authentication-results" and authserv_id(field_value(f)) == ours)]
+    kept = [f for f in fields if not (field_name(f) == "authentication-results"
+                                      and claims_ours(field_value(f).decode("utf-8", "replace")))]
     return kept, len(fields) - len(kept)
 
 

@@ -98,6 +98,9 @@ class AuthChecks(Protocol):
     def received_spf(self, spf: SpfOutcome, receiver: str, client_ip: str, helo: str) -> bytes: ...
     # ^ the whole ``Received-SPF:`` field, CRLF-terminated (RFC 7208 §9.1)
 
+    def is_ours(self, field_value: str, authserv_id: str) -> bool: ...
+    # ^ whether an Authentication-Results value claims ``authserv_id`` (RFC 8601 §5)
+
 
 class DnsblDns(Protocol):
     async def a(self, name: str) -> list[str]: ...

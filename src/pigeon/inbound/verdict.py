@@ -214,7 +214,7 @@ class Verdicts:
             return
         # Rule 5: the forged fields out, ours on top.
         if txn.has_field("authentication-results"):
-            kept, removed = remove_forged(split_fields(header), cfg.hostname)
+            kept, removed = remove_forged(split_fields(header), lambda v: checks.is_ours(v, cfg.hostname))
             if removed:
                 log.info("removed %d forged Authentication-Results (authserv-id %s)", removed, cfg.hostname)
                 txn.replace_header(b"".join(kept))
