@@ -260,3 +260,27 @@ def test_checks_run_in_smtp_worker_processes(tmp_path: Path, net: Net) -> None:
         assert pids
     finally:
         srv.stop()
+
+
+def test_a_large_signed_message_is_checked_from_its_queue_file_and_kept_whole(net: Net) -> None:
+    body = b"".join(b"line %07d of a large message\r\n" % i for i in range(20000))  # 640 KB, past memory
+    msg = (b"From: Alice <alice@pass.test>\r\nTo: bob@example.test\r\nSubject: tok-large\r\n"
+           b"Date: Mon, 07 Dec 2026 10:00:00 +0000\r\nMessage-ID: <tok-large@pass.test>\r\n\r\n" + body)
+    code, _ = send(net.mx, GOOD_IP, "alice@pass.test", sign(msg, "pass.test"))
+    assert code == 250
+    data = find(net.mx, "tok-large")
+    assert data is not None
+    assert "dkim=pass" in fields(data, "Authentication-Results")[0]
+    assert data.endswith(body.replace(b"\r\n", b"\n"))
+
+
+def test_many_signatures_are_bounded_and_never_crash(net: Net) -> None:
+    bogus = b"".join(b"DKIM-Signature: v=1; a=rsa-sha256; d=pass.test; s=nokey%d; h=from; bh=AAAA; b=BBBB\r\n" % i
+                     for i in range(500))
+    msg = bogus + message("pass.test", "tok-many", signed=False)
+    code, _ = send(net.mx, GOOD_IP, "alice@pass.test", msg)
+    assert code == 250  # SPF passes and aligns: DMARC passes without DKIM
+    data = find(net.mx, "tok-many")
+    assert data is not None
+    ar = fields(data, "Authentication-Results")[0]
+    assert "dmarc=pass" in ar and ar.count("dkim=") <= 5
