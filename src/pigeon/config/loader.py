@@ -92,6 +92,11 @@ flush = "filesystem"
 [smtp]
 recipient_delimiter = "+"
 bare_newline = "reject"
+
+[inbound]                            # port 25's checks: SPF, DKIM, DMARC, ARC on by default
+# trusted_networks = ["192.0.2.0/24"]   # not checked (default: none; loopback is not exempt)
+# dnsbl = ["zen.example.org"]           # DNS blocklists, asked at connect, 554 at EHLO
+# milters = ["inet:127.0.0.1:11332"]    # e.g. rspamd's proxy worker in milter mode
 """
 
 # [smtp] processes: more processes than cores only adds context switches; 64 is far above any
