@@ -13,6 +13,7 @@ from __future__ import annotations
 import email
 import email.policy
 import gzip
+import imaplib
 import smtplib
 import time
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ pytestmark = pytest.mark.integration
 GOOD_IP = "127.0.0.5"  # allowed by every sender domain's SPF record
 BAD_IP = "127.0.0.6"  # allowed by none
 LISTED_IP = "127.0.0.7"  # in the blocklist zone
+PASSWORD = "secret-pw-123"
 
 
 def _zone() -> dict[str, list[tuple[str, str] | tuple[str, str, int]]]:
@@ -65,12 +67,14 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
     port = free_port("127.0.0.2")
     dns_toml = f'[dns]\nnameservers = ["127.0.0.1:{dns.port}"]\n'
     inbound = '[inbound]\ndnsbl = ["bl.test"]\n'
+    imap = free_port("127.0.0.2")
     mx = Server(tmp_path_factory.mktemp("mx"), domains=["example.test"], hostname="mx.example.test",
-                host="127.0.0.2", smtp_port=port,
-                extra_toml=f"{dns_toml}{inbound}[delivery]\nremote_port = {port}\n")
+                host="127.0.0.2", smtp_port=port, listen_toml=f'imap = ["127.0.0.2:{imap}"]',
+                extra_toml=f"{dns_toml}{inbound}[delivery]\nremote_port = {port}\n"
+                           "[auth]\nallow_plaintext_on_loopback = true\n")
     rep = Server(tmp_path_factory.mktemp("rep"), domains=["reports.test"], hostname="mx.reports.test",
                  host="127.0.0.3", smtp_port=port, extra_toml=f"{dns_toml}[inbound]\nreports = false\n")
-    mx.add_user("bob@example.test")
+    mx.add_user("bob@example.test", PASSWORD)
     rep.add_user("agg@reports.test")
     for s in (mx, rep):
         s.start()
@@ -165,6 +169,16 @@ def test_dmarc_quarantine_goes_to_junk(net: Net) -> None:
     assert "dmarc=fail (p=quarantine) header.from=quar.test" in fields(data, "Authentication-Results")[0]
     assert find(net.mx, "tok-quar", timeout=0.5) is None  # not in INBOX
     assert (net.mx.maildir("bob@example.test") / ".Junk" / "maildirfolder").exists()
+    imap_port = int(net.mx.listen_toml.rsplit(":", 1)[1].rstrip('"]'))
+    with imaplib.IMAP4("127.0.0.2", imap_port, timeout=30) as c:  # the IMAP side sees it there
+        c.login("bob@example.test", PASSWORD)
+        _, listing = c.list()
+        junk = [line for line in listing if isinstance(line, bytes) and line.endswith(b' Junk')]
+        assert junk and b"\\Junk" in junk[0], listing
+        typ, count = c.select("Junk", readonly=True)
+        assert typ == "OK" and int(count[0] or 0) >= 1
+        typ, found = c.search(None, "SUBJECT", "tok-quar")
+        assert typ == "OK" and found[0].split()
 
 
 def test_dmarc_none_failing_is_delivered_and_says_so(net: Net) -> None:
