@@ -41,8 +41,8 @@ class MailAuthChecks:
     async def check_spf(self, ip: str, mail_from: str, helo: str) -> SpfResult:
         return await check_spf(self.dns, ip, mail_from, helo, receiver=self.receiver, now=self.now())
 
-    async def verify_dkim(self, message: bytes) -> tuple[DkimResult, ...]:
-        return await verify_dkim(self.dns, message)
+    async def verify_dkim(self, message: bytes, prefer_domain: str | None) -> tuple[DkimResult, ...]:
+        return await verify_dkim(self.dns, message, prefer_domain=prefer_domain)
 
     async def verify_arc(self, message: bytes) -> ArcResult:
         return await verify_arc(self.dns, message)

@@ -188,18 +188,18 @@ class Verdicts:
         spf: SpfOutcome | None = None
         if inbound.spf:
             spf = await spf_task if spf_task is not None else await self._spf(client, mail_from)
+        from_domain = checks.header_from_domain(header)
         dkim: Sequence[DkimOutcome] = ()
         arc: ArcOutcome | None = None
         too_big = txn.size > MAX_VERIFIED
         if (inbound.dkim or inbound.arc or inbound.dmarc) and not too_big:
             message = b"".join(txn.spooled())
             if inbound.dkim or inbound.dmarc:
-                dkim = await _guard(checks.verify_dkim(message), dkim, "dkim")
+                dkim = await _guard(checks.verify_dkim(message, from_domain), dkim, "dkim")
             if inbound.arc:
                 arc = await _guard(_optional(checks.verify_arc(message)), None, "arc")
             del message
         dmarc: DmarcOutcome | None = None
-        from_domain = checks.header_from_domain(header)
         if inbound.dmarc and from_domain:
             dmarc = await _guard(_optional(checks.check_dmarc(from_domain, spf or _temp_spf(), dkim)), None, "dmarc")
         out.fields = {"spf": spf.result if spf else "off",

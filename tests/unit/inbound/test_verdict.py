@@ -64,7 +64,7 @@ class Checks:
     async def check_spf(self, ip: str, mail_from: str, helo: str) -> SpfOutcome:
         return Spf()
 
-    async def verify_dkim(self, message: bytes) -> Sequence[DkimOutcome]:
+    async def verify_dkim(self, message: bytes, prefer_domain: str | None) -> Sequence[DkimOutcome]:
         raise RuntimeError("a bug in DKIM")  # rule 8: logged, counted as no result
 
     async def verify_arc(self, message: bytes) -> ArcOutcome:
