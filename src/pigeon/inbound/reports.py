@@ -42,16 +42,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from publicsuffixlist import PublicSuffixList
-
 from pigeon.inbound.evaluation import Evaluation, Published
 from pigeon.inbound.seams import DnsblDns
+from pigeon.mailauth.orgdomain import OrgDomains, bundled
 
 log = logging.getLogger(__name__)
 
 SYNC_EVERY = 5.0  # rule 1: seconds between fdatasyncs of the evaluation file
 MAX_LINE = 64 * 1024  # a recorded line: a few hundred octets; a longer one is not ours
-_PSL = PublicSuffixList()
 
 
 def reports_dir(data_dir: Path) -> Path:
@@ -106,10 +104,6 @@ class Report:
     evaluations: tuple[Evaluation, ...]
 
 
-def _org(domain: str) -> str:
-    return (_PSL.privatesuffix(domain.lower()) or domain).lower()
-
-
 def _mailto(uri: str) -> tuple[str, int] | None:
     """Rule 4: (address, size limit) of a ``mailto:`` URI, else None."""
     uri = uri.strip()
@@ -127,10 +121,11 @@ def _mailto(uri: str) -> tuple[str, int] | None:
     return addr, limit
 
 
-async def verified(dns: DnsblDns, policy_domain: str, rua: str) -> bool:
-    """Rule 3."""
+async def verified(dns: DnsblDns, policy_domain: str, rua: str, orgs: OrgDomains | None = None) -> bool:
+    """Rule 3 (organisational domains as DMARC finds them: ``mailauth.orgdomain``)."""
+    orgs = orgs or bundled()
     rua_domain = rua.rpartition("@")[2].lower()
-    if _org(rua_domain) == _org(policy_domain):
+    if orgs.org_domain(rua_domain) == orgs.org_domain(policy_domain):
         return True
     name = f"{policy_domain}._report._dmarc.{rua_domain}"
     try:
@@ -257,8 +252,9 @@ async def send_due(directory: Path, dns: DnsblDns, submit: Submit, hostname: str
         return []
     sender = f"noreply-dmarc@{hostname}"
     queued: list[str] = []
+    orgs = bundled()
     for report in group(read(paths)):
-        if not await verified(dns, report.policy.domain, report.rua):
+        if not await verified(dns, report.policy.domain, report.rua, orgs):
             log.warning("dmarc reports: %s for %s: external destination not verified (RFC 7489 §7.1); dropped",
                         report.rua, report.policy.domain)
             continue
