@@ -1,7 +1,7 @@
-"""``pigeon reports send``: send the reports that are due now (TLS-RPT today; DMARC joins here).
+"""``pigeon reports send``: send the reports that are due now (TLS-RPT and DMARC aggregate).
 
 Rules:
-1. ``REPORT_SENDERS`` is the registry: a name (``tls``, later ``dmarc``) → a function
+1. ``REPORT_SENDERS`` is the registry: a name (``tls``, ``dmarc``) → a function
    ``(config, stdout) -> exit status`` that sends what is due of that kind. ``pigeon reports
    send`` runs every sender (or only those named with ``--kind``); another kind of report adds
    itself with one entry and nothing else changes.
@@ -10,6 +10,9 @@ Rules:
    when it is stopped) and leave through the relay, where the DKIM signing stage signs mail
    from a local domain.
 3. Exit status 0 when every sender succeeded, 1 otherwise; one line per report (or reason).
+4. DMARC aggregate reports (RFC 7489 §7.2, ``pigeon.inbound.reports``) are built and queued by
+   the running server from the evaluations its processes recorded (control command
+   ``reports.send``); with the server stopped that kind fails with a message saying so.
 
 What can go wrong: DNS failures keep the day's counts for the next run; a refused submission
 prints sendmail's message and exits 1.
@@ -28,6 +31,7 @@ from typing import TextIO
 from pigeon.admin import sendmail
 from pigeon.clocks import SystemClock
 from pigeon.config import Config
+from pigeon.control.client import ControlError, ControlUnavailable, call
 from pigeon.delivery.tlspolicy.reports import ReportBook
 from pigeon.delivery.tlspolicy.send import send_due
 from pigeon.delivery.tlspolicy.tlsrpt import REPORT_POLICY
@@ -66,8 +70,26 @@ def send_tls_reports(config: Config, out: TextIO) -> int:
     return 1 if failures else 0
 
 
+def send_dmarc_reports(config: Config, out: TextIO) -> int:
+    """Rule 4: the DMARC aggregate reports due now, queued by the running server."""
+    try:
+        ids = call(config.data_dir, "reports.send", 120.0)
+    except ControlUnavailable:
+        print("pigeon: dmarc reports need the running server (it queues them); start it with "
+              "`pigeon serve`", file=sys.stderr)
+        return 1
+    except ControlError as exc:
+        print(f"pigeon: dmarc reports: {exc}", file=sys.stderr)
+        return 1
+    queued = ids if isinstance(ids, list) else []
+    for qid in queued:
+        print(f"{qid}: DMARC aggregate report queued", file=out)
+    print(f"dmarc: {len(queued)} report(s) queued", file=out)
+    return 0
+
+
 #: Rule 1: the kinds of report this command sends.
-REPORT_SENDERS: dict[str, ReportSender] = {"tls": send_tls_reports}
+REPORT_SENDERS: dict[str, ReportSender] = {"tls": send_tls_reports, "dmarc": send_dmarc_reports}
 
 
 def cmd_reports_send(args: argparse.Namespace, config: Config) -> int:
@@ -81,7 +103,7 @@ def cmd_reports_send(args: argparse.Namespace, config: Config) -> int:
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
              common: argparse.ArgumentParser) -> None:
     """Add ``pigeon reports send`` to the command line."""
-    p = subparsers.add_parser("reports", parents=[common], help="aggregate reports (TLS-RPT)")
+    p = subparsers.add_parser("reports", parents=[common], help="aggregate reports (TLS-RPT, DMARC)")
     rs = p.add_subparsers(dest="reports_command", metavar="COMMAND")
     rs.required = True
     s = rs.add_parser("send", parents=[common], help="send the reports that are due now")

@@ -41,7 +41,7 @@ from pigeon.app.master import Master, Pool, plan
 from pigeon.app import preflight, sdnotify
 from pigeon.app.privileges import PrivilegeError, bind_all, check_tree, drop, is_root, prepare_data_dir, resolve
 from pigeon.app.runtime import reopen_logs, setup_logging, tune_allocator
-from pigeon.app.services import SMTP_SERVICES, SmtpParts, credential_verifier, expander, smtp_listener, srs_codec
+from pigeon.app.services import SMTP_SERVICES, SmtpParts, credential_verifier, expander, inbound_verdicts, smtp_listener, srs_codec
 from pigeon.app.worker import worker_command
 from pigeon.auth.passwords import generate_password
 from pigeon.bounce.dsn import Bouncer
@@ -52,6 +52,8 @@ from pigeon.control import queueops
 from pigeon.control.protocol import JSONValue
 from pigeon.control.server import ControlServer
 from pigeon.control.client import socket_path
+from pigeon.core.address import parse_address
+from pigeon.core.envelope import ClientInfo, Envelope, Recipient
 from pigeon.delivery.fastlane import FastLane
 from pigeon.delivery.local import LocalDelivery
 from pigeon.delivery.outbound import Outbound
@@ -61,6 +63,7 @@ from pigeon.dns.resolver import DnsResolver
 from pigeon.directory import Directory
 from pigeon.mailauth.keys import KeyStore
 from pigeon.directory.directory import SERVER_RECHECK
+from pigeon.inbound.reports import reports_dir, send_due
 from pigeon.net.fdlimit import check_budget, raise_nofile_limit
 from pigeon.net.listener import ConnectionGate, Limits, Listener, adopt_listening_sockets, quiet_accept_errors
 from pigeon.qmgr.manager import QueueManager
@@ -90,6 +93,10 @@ ALL_SERVICES = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "p
 DELIVERY_IO_THREADS = 32
 # 5 s of 0.1 s tries for the data directory lock: an offline `sendmail` holds it for milliseconds.
 LOCK_ATTEMPTS = 50
+# How often the report timer looks at the clock: an hour keeps a day's schedule within an hour
+# across suspends and clock changes.
+REPORT_CHECK = 3600.0
+LAST_SENT = "last-sent"
 # RFC 1939 §3: a POP3 autologout timer must be at least 10 minutes.
 POP3_MIN_IDLE = 600.0
 
@@ -123,6 +130,8 @@ class App:
         self._bound: dict[str, list[int]] = {}
         self.counters = MailCounters()  # this process's metrics (pigeon.web.metrics)
         self.web: WebEndpoint | None = None
+        self._reports_task: asyncio.Future[None] | None = None
+        self._reports_lock = asyncio.Lock()
 
     def current_config(self) -> Config:
         return self.config
@@ -246,6 +255,7 @@ class App:
         limits = SendingLimits(cfg.submission.messages_per_hour, cfg.submission.recipients_per_message)
         self.senders = SenderPolicy(self.directory, SendingRateLimiter(limits, self.clock),
                                     lambda: self.config.smtp.recipient_delimiter)
+        self.verdicts = inbound_verdicts(self.current_config, self.resolver, self.directory, "main", self.clock)
 
     def _ensure_keys(self, cfg: Config) -> None:
         """Every local domain has its DKIM pair (mailauth.keys rule 1); a failure is logged."""
@@ -310,11 +320,58 @@ class App:
         async def reload(args: dict[str, JSONValue]) -> JSONValue:
             return self.reload()
 
+        async def reports_send(args: dict[str, JSONValue]) -> JSONValue:
+            ids: list[JSONValue] = list(await self.send_reports())
+            return ids
+
         c.register("sendmail.submit", make_submit_handler(self.intake, self.config.data_dir, self.on_queued))
         for name, h in [("ping", ping), ("queue.list", qlist), ("queue.show", qshow),
                         ("queue.delete", qdelete), ("queue.hold", qhold),
-                        ("queue.release", qrelease), ("queue.flush", qflush), ("queue.bounce", qbounce), ("reload", reload)]:
+                        ("queue.release", qrelease), ("queue.flush", qflush), ("queue.bounce", qbounce), ("reload", reload),
+                        ("reports.send", reports_send)]:
             c.register(name, h)
+
+    async def submit_report(self, sender: str, rcpt: str, message: bytes) -> str:
+        """A DMARC aggregate report into our own queue (``inbound.reports`` rule 2)."""
+        envelope = Envelope(sender=parse_address(sender), client=ClientInfo("local", "", "local"))
+        txn = self.intake.begin(envelope, add_missing_headers=True)
+        txn.add_rcpt(Recipient(parse_address(rcpt)))
+        txn.write(message)
+        record = await txn.commit()
+        self.on_queued(record)
+        return record.id
+
+    async def send_reports(self) -> list[str]:
+        """Every DMARC aggregate report due now (``pigeon reports send``, and once a day)."""
+        cfg = self.config
+        async with self._reports_lock:
+            ids = await send_due(reports_dir(cfg.data_dir), self.resolver, self.submit_report, cfg.hostname,
+                                 cfg.inbound.report_org, self.clock.now())
+            stamp = reports_dir(cfg.data_dir) / LAST_SENT
+            stamp.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            stamp.write_text(f"{self.clock.now():.0f}\n")
+        return ids
+
+    async def _report_timer(self) -> None:
+        """Once per ``[inbound] report_interval`` (a day) after the last run, reports go out."""
+        while True:
+            cfg = self.config
+            stamp = reports_dir(cfg.data_dir) / LAST_SENT
+            try:
+                last = float(stamp.read_text().strip())
+            except (OSError, ValueError):
+                last = self.clock.now()
+                stamp.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                stamp.write_text(f"{last:.0f}\n")
+            wait = last + cfg.inbound.report_interval - self.clock.now()
+            if wait > 0:
+                await asyncio.sleep(min(wait, REPORT_CHECK))
+                continue
+            try:
+                await self.send_reports()
+            except Exception:
+                log.exception("sending DMARC aggregate reports failed; trying again later")
+                await asyncio.sleep(REPORT_CHECK)
 
     def reload(self) -> str:
         """SIGHUP: read the configuration again; keep the old one if the new one is invalid."""
@@ -378,6 +435,8 @@ class App:
         if n:
             log.info("queue: %d messages scheduled after recovery", n)
         self.qmgr.start()
+        if self.config.inbound.reports:
+            self._reports_task = asyncio.ensure_future(self._report_timer())
         await self.control.start()
         await self._start_smtp_listeners()
         await self._start_pop3_listeners()
@@ -394,7 +453,7 @@ class App:
     async def _start_smtp_listeners(self) -> None:
         cfg = self.config
         parts = SmtpParts(self.current_config, self.directory, self.intake, self.on_queued, self.tls,
-                          self.authenticator, self.senders, self.gate, srs=self.srs)
+                          self.authenticator, self.senders, self.gate, srs=self.srs, verdicts=self.verdicts)
         for service in SMTP_SERVICES:
             if not getattr(cfg.listen, service):
                 continue
@@ -471,6 +530,8 @@ class App:
             await self.master.stop()
         if self.hub is not None:
             await self.hub.close()
+        if self._reports_task is not None:
+            self._reports_task.cancel()
         await self.qmgr.stop()
         await self.relay.close()  # QUIT the idle cached SMTP client connections
         await self.control.stop()

@@ -8,12 +8,16 @@ Rules:
    ``submissions`` (RFC 8314 §3, implicit TLS) needs TLS: without it, a log line and no listener.
 2. Given ``fds`` (a worker's listening sockets, inherited from the server), the listener serves
    them instead of binding the configured addresses; the descriptors are wrapped in ``net``.
-4. ``srs_codec`` loads (or makes, on first start) the SRS secret of the data directory; the
-   server and its workers share it. Without it (unreadable file) forwarding keeps the original
-   sender and SRS bounces are unknown users, with a log line at start.
 3. A process that accepts mail has its own intake journal: ``main`` for the server,
    ``w<index>`` for worker ``index`` (``journal_owner``). The services that accept mail are
    ``INTAKE_SERVICES``; only a worker serving one of them has a journal to drain when it ends.
+4. ``srs_codec`` loads (or makes, on first start) the SRS secret of the data directory; the
+   server and its workers share it. Without it (unreadable file) forwarding keeps the original
+   sender and SRS bounces are unknown users, with a log line at start.
+5. ``inbound_verdicts`` builds a process's port-25 checks (``pigeon.inbound``): the mail
+   authentication of ``pigeon.mailauth`` over the process's own resolver (its own cache), the
+   blocklists, milters, and a DMARC evaluation recorder writing ``reports/dmarc/<owner>.jsonl``
+   (``owner`` as for the journal). Only the ``smtp`` service gets them.
 """
 
 from __future__ import annotations
@@ -24,14 +28,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import random
+
 from pigeon.auth.credcache import CachedVerifier
 from pigeon.auth.sasl import Authenticator, PasswordVerifier
+from pigeon.cleanup.intake import Intake
+from pigeon.cleanup.srs import SrsExpander
+from pigeon.config import Config
 from pigeon.config.model import AuthConfig
 from pigeon.core.clock import Clock
-from pigeon.cleanup.intake import Intake
-from pigeon.config import Config
-from pigeon.cleanup.srs import SrsExpander
-from pigeon.core.clock import Clock
+from pigeon.dns.resolver import DnsResolver
+from pigeon.inbound.authchecks import MailAuthChecks
+from pigeon.inbound.reports import Recorder, reports_dir
+from pigeon.inbound.verdict import Verdicts
 from pigeon.directory import Directory
 from pigeon.mailauth.srs import Srs, load_secret
 from pigeon.net.listener import ConnectionGate, Limits, Listener, adopt_listening_sockets
@@ -74,6 +83,8 @@ class SmtpParts:
     gate: ConnectionGate | None = None  # the process's one connection count (net.listener rule 2)
     srs: Srs | None = None  # rule 4
 
+    verdicts: Verdicts | None = None  # port 25's checks (rule 5)
+
 
 SRS_SECRET = "srs.secret"
 
@@ -92,6 +103,15 @@ def expander(directory: Directory, srs: Srs | None, clock: Clock) -> Directory |
     return directory if srs is None else SrsExpander(directory, srs, directory.is_local_domain, clock)
 
 
+def inbound_verdicts(config: Callable[[], Config], resolver: DnsResolver, directory: Directory,
+                     owner: str, clock: Clock) -> Verdicts:
+    """Rule 5."""
+    cfg = config()
+    checks = MailAuthChecks(resolver, cfg.hostname, clock.now, random.random)
+    recorder = Recorder(reports_dir(cfg.data_dir), owner, clock.now)
+    return Verdicts(config, checks, resolver, directory.is_local_domain, recorder.record, clock.now)
+
+
 def smtp_listener(service: str, parts: SmtpParts, fds: Sequence[int] = ()) -> Listener | None:
     """Rules 1 and 2; ``None`` when the service cannot run (a log line says why). Raises
     ``OSError`` when ``fds`` are not listening sockets (``net.adopt_listening_sockets``)."""
@@ -106,7 +126,7 @@ def smtp_listener(service: str, parts: SmtpParts, fds: Sequence[int] = ()) -> Li
     auth = parts.authenticator if (not port25 or cfg.auth.smtp_auth) else None
     ctx = SmtpContext(parts.config, parts.directory, parts.intake, parts.on_queued, service=service,
                       tls=parts.tls, authenticator=auth, senders=parts.senders, submission=not port25,
-                      srs=parts.srs)
+                      srs=parts.srs, verdicts=parts.verdicts if port25 else None)
     too_many = C421_TOO_MANY_CONNECTIONS.with_text(
         f"{cfg.hostname} Too many connections, try again later").to_bytes()
     endpoints = getattr(cfg.listen, service)

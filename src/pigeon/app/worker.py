@@ -57,7 +57,7 @@ from pigeon import maillog
 from pigeon.app import ipc
 from pigeon.app.master import WORKER_STOP_GRACE, Command, WorkerSpec
 from pigeon.app.runtime import reopen_logs, setup_logging, tune_allocator
-from pigeon.app.services import SmtpParts, credential_verifier, expander, journal_owner, smtp_listener, srs_codec
+from pigeon.app.services import SmtpParts, credential_verifier, expander, inbound_verdicts, journal_owner, smtp_listener, srs_codec
 from pigeon.auth.sasl import Authenticator
 from pigeon.auth.throttle import AuthThrottle
 from pigeon.cleanup.intake import Intake
@@ -244,8 +244,11 @@ class Worker:
         # The brute-force throttle counts per process (README: [smtp] processes).
         auth = Authenticator(credential_verifier(self.directory, cfg.auth, self.clock), AuthThrottle(cfg.auth.throttle, self.clock), self.clock)
         auth.on_failure = self.counters.auth_failure
+        resolver = DnsResolver([(e.host, e.port) for e in cfg.dns.nameservers], self.clock)
+        verdicts = inbound_verdicts(self.current_config, resolver, self.directory, journal_owner(self.index),
+                                    self.clock)
         self._smtp = SmtpParts(self.current_config, self.directory, intake, self.on_queued, self.tls, auth, senders,
-                               srs=srs)
+                               srs=srs, verdicts=verdicts)
         return self._smtp
 
     def on_queued(self, record: QueueRecord) -> None:

@@ -42,6 +42,7 @@ from pigeon.config.model import (
     TlsLevel,
 )
 from pigeon.auth.throttle import HARD_MAX_IP_FAILURES, ThrottleSettings
+from pigeon.config.inbound import parse_inbound
 from pigeon.config.reader import ConfigError, Table
 from pigeon.config.web import check_web, parse_acme, parse_mta_sts
 from pigeon.core.address import AddressError, is_valid_domain, parse_address
@@ -100,6 +101,11 @@ flush = "filesystem"
 [smtp]
 recipient_delimiter = "+"
 bare_newline = "reject"
+
+[inbound]                            # port 25's checks: SPF, DKIM, DMARC, ARC on by default
+# trusted_networks = ["192.0.2.0/24"]   # not checked (default: none; loopback is not exempt)
+# dnsbl = ["zen.example.org"]           # DNS blocklists, asked at connect, 554 at EHLO
+# milters = ["inet:127.0.0.1:11332"]    # e.g. rspamd's proxy worker in milter mode
 """
 
 # [smtp] processes: more processes than cores only adds context switches; 64 is far above any
@@ -395,6 +401,7 @@ def parse_config(text: str, source: str, base_dir: Path) -> Config:
         submission=_submission(top),
         acme=parse_acme(top, base_dir),
         mta_sts=parse_mta_sts(top, hostname),
+        inbound=parse_inbound(top),
         source=source,
     )
     top.finish()

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from pigeon.auth.throttle import ThrottleSettings
+from pigeon.config.inbound import InboundConfig
 from pigeon.core.address import is_valid_domain
 
 BareNewline = Literal["reject", "normalize"]
@@ -306,6 +307,7 @@ class Config:
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
     acme: AcmeConfig | None = None  # None: no [acme] section, no ACME certificates
     mta_sts: MtaStsConfig = field(default_factory=MtaStsConfig)
+    inbound: InboundConfig = field(default_factory=InboundConfig)  # [inbound]: config.inbound
     source: str = "<embedded default>"
 
     @property

@@ -95,7 +95,7 @@ class LocalDelivery:
     def _write(self, job: DeliveryJob, rcpt: Address) -> Path:
         # Unbuffered: copy_crlf_to_lf reads in large chunks itself (and no isatty() probe).
         with open(job.body_path, "rb", buffering=0) as body:
-            return self._store.deliver_shared(rcpt, delivery_prefix(job.sender, rcpt), body)
+            return self._store.deliver_shared(rcpt, delivery_prefix(job.sender, rcpt), body, job.folder)
 
     async def _deliver_one(self, job: DeliveryJob, rcpt: Address) -> RecipientResult:
         qid = job.queue_id

@@ -349,6 +349,7 @@ class QueueManager:
             sender=record.envelope.sender,
             recipients=tuple(r.address for r in rcpts),
             body_path=self.queue.body_path(record.id),
+            folder=record.envelope.folder,
             envelope=record.envelope,
             params=tuple(Recipient(r.address, r.notify, r.orcpt) for r in rcpts),
             originals=tuple(r.original for r in rcpts),
