@@ -12,7 +12,8 @@ Rules:
 3. Exit status 0 when every sender succeeded, 1 otherwise; one line per report (or reason).
 4. DMARC aggregate reports (RFC 7489 §7.2, ``pigeon.inbound.reports``) are built and queued by
    the running server from the evaluations its processes recorded (control command
-   ``reports.send``); with the server stopped that kind fails with a message saying so.
+   ``reports.send``, under the server's own lock against its daily run); with the server
+   stopped this command builds them itself and queues them like the TLS reports (rule 2).
 
 What can go wrong: DNS failures keep the day's counts for the next run; a refused submission
 prints sendmail's message and exits 1.
@@ -31,11 +32,13 @@ from typing import TextIO
 from pigeon.admin import sendmail
 from pigeon.clocks import SystemClock
 from pigeon.config import Config
-from pigeon.control.client import ControlError, ControlUnavailable, call
+from pigeon.control.client import ControlError, ControlUnavailable, call, server_running
 from pigeon.delivery.tlspolicy.reports import ReportBook
 from pigeon.delivery.tlspolicy.send import send_due
 from pigeon.delivery.tlspolicy.tlsrpt import REPORT_POLICY
 from pigeon.dns.resolver import DnsResolver
+from pigeon.inbound.reports import reports_dir
+from pigeon.inbound.reports import send_due as dmarc_send_due
 
 ReportSender = Callable[[Config, TextIO], int]
 
@@ -75,9 +78,11 @@ def send_dmarc_reports(config: Config, out: TextIO) -> int:
     try:
         ids = call(config.data_dir, "reports.send", 120.0)
     except ControlUnavailable:
-        print("pigeon: dmarc reports need the running server (it queues them); start it with "
-              "`pigeon serve`", file=sys.stderr)
-        return 1
+        if server_running(config.data_dir):
+            print("pigeon: dmarc reports: the server holds the data directory but its control socket "
+                  "does not answer", file=sys.stderr)
+            return 1
+        return _send_dmarc_offline(config, out)
     except ControlError as exc:
         print(f"pigeon: dmarc reports: {exc}", file=sys.stderr)
         return 1
@@ -86,6 +91,28 @@ def send_dmarc_reports(config: Config, out: TextIO) -> int:
         print(f"{qid}: DMARC aggregate report queued", file=out)
     print(f"dmarc: {len(queued)} report(s) queued", file=out)
     return 0
+
+
+def _send_dmarc_offline(config: Config, out: TextIO) -> int:
+    """Rule 4, server stopped: the recorded evaluations → reports → our queue via the maildrop."""
+    clock = SystemClock()
+    resolver = DnsResolver([(e.host, e.port) for e in config.dns.nameservers], clock)
+    failures = 0
+
+    async def submit(sender: str, rua: str, message: bytes) -> str:
+        nonlocal failures
+        options = sendmail.Options(recipients=[rua], sender=sender, ignore_dots=True)
+        err = io.StringIO()
+        status = await asyncio.to_thread(sendmail.run, options, config, io.BytesIO(message), err)
+        if status != 0:
+            failures += 1
+            print(f"pigeon: dmarc reports: {err.getvalue().strip()}", file=sys.stderr)
+        return "maildrop" if status == 0 else "not queued"
+
+    ids = asyncio.run(dmarc_send_due(reports_dir(config.data_dir), resolver, submit, config.hostname,
+                                     config.inbound.report_org, clock.now()))
+    print(f"dmarc: {len(ids) - failures} report(s) queued", file=out)
+    return 1 if failures else 0
 
 
 #: Rule 1: the kinds of report this command sends.
