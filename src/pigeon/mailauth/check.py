@@ -4,7 +4,8 @@ Rules:
 1. ``check_message`` runs ``check_spf``, ``verify_dkim`` (the header From domain's signatures
    first) and ``verify_arc`` concurrently, then ``check_dmarc`` over their results; the caller
    decides what to do with ``MessageAuth`` (refuse, Junk, headers). ``sample`` is DMARC's pct
-   draw in [0, 1) (the caller's randomness, injected for tests).
+   draw in [0, 1) (the caller's randomness, injected for tests); ``now`` is the caller's clock,
+   SPF's ``%{t}`` and DKIM's ``x=``/``t=`` reference (0: unknown, DKIM then reads the system clock).
 2. A message without a usable header From (RFC 7489 §6.6.1: not exactly one From with one
    address) gets ``dmarc=permerror`` with ``from_domain`` empty: it cannot pass DMARC.
 3. Work is bounded by the parts: at most ``spf.MAX_DNS_TERMS`` DNS-querying SPF terms,
@@ -40,7 +41,7 @@ async def check_message(dns: MailAuthDns, ip: str, mail_from: str, helo: str, me
     from_domain = header_from_domain(message)
     spf, dkim, arc = await asyncio.gather(
         check_spf(dns, ip, mail_from, helo, receiver=receiver, now=now),
-        verify_dkim(dns, message, prefer_domain=from_domain),
+        verify_dkim(dns, message, prefer_domain=from_domain, now=now or None),
         verify_arc(dns, message))
     if from_domain is None:
         dmarc = DmarcResult("permerror", "", "", None, "none", False, False, None,
