@@ -77,7 +77,6 @@ MAX_LENGTH_DIGITS = 76
 MAX_TIME_DIGITS = 12
 
 _REQUIRED = (b"v", b"a", b"b", b"bh", b"d", b"h", b"s")
-_WS = re.compile(rb"\s+")
 _DIGITS = re.compile(rb"[0-9]+\Z")
 _DOMAIN_SPECIALS = re.compile(r"[()<>\[\]:;@\\,\s]")
 
@@ -93,21 +92,16 @@ class DkimResult:
     signature_b: str = ""  # the first 8 characters of b= (RFC 6008 header.b), to tell signatures apart
 
 
-@dataclass(frozen=True)
 class _Signature:
-    field: Field
-    tags: dict[bytes, bytes]
+    def __init__(self, field: Field, tags: dict[bytes, bytes]) -> None:
+        self.field, self.tags = field, tags
+        # tag values without their folding whitespace, decoded once (they are read many times)
+        self.clean = {k: b"".join(v.split()).decode("ascii", "replace") for k, v in tags.items()}
+        self.domain = self.clean.get(b"d", "").lower()
+        self.key_name = f"{self.clean.get(b's', '')}._domainkey.{self.domain}"
 
     def tag(self, name: bytes) -> str:
-        return _WS.sub(b"", self.tags.get(name, b"")).decode("ascii", "replace")
-
-    @property
-    def domain(self) -> str:
-        return self.tag(b"d").lower()
-
-    @property
-    def key_name(self) -> str:
-        return f"{self.tag(b's')}._domainkey.{self.domain}"
+        return self.clean.get(name, "")
 
     def result(self, kind: DkimResultKind, reason: str) -> DkimResult:
         return DkimResult(kind, self.domain, self.tag(b"s"), self.tag(b"a").lower(), reason,
@@ -159,7 +153,10 @@ async def verify_dkim(dns: MailAuthDns, message: bytes, *, prefer_domain: str | 
         log.info("dkim: %d signatures; evaluating %d (MAX_SIGNATURES)", len(found), max_signatures)
     sigs = [s for s in (found[i] for i in chosen) if isinstance(s, _Signature)]
     names = sorted({s.key_name for s in sigs if s.domain and s.tag(b"s")})
-    answers = await asyncio.gather(*(_fetch(dns, name) for name in names))
+    if len(names) == 1:  # the common case: no task to schedule (gather would make one)
+        answers = [await _fetch(dns, names[0])]
+    else:
+        answers = list(await asyncio.gather(*(_fetch(dns, name) for name in names)))
     keys: dict[str, _KeyAnswer] = dict(zip(names, answers))
     body = _Body(message, body_start)
     when = time.time() if now is None else now
@@ -241,13 +238,13 @@ def _check_signature(sig: _Signature, now: float) -> _Checked | DkimResult:
         auid_domain = auid.rpartition("@")[2].lower()
         if auid_domain != domain and not auid_domain.endswith("." + domain):
             return sig.result("permerror", "i= domain is not d= or a subdomain of it (RFC 6376 §6.1.1)")
-    signed = [h.lower() for h in _WS.sub(b"", sig.tags[b"h"]).split(b":")]
+    signed = [h.lower() for h in b"".join(sig.tags[b"h"].split()).split(b":")]
     if b"from" not in signed:
         return sig.result("permerror", "h= does not sign From (RFC 6376 §6.1.1)")
     numbers: dict[bytes, int] = {}
     for tag, digits in ((b"l", MAX_LENGTH_DIGITS), (b"t", MAX_TIME_DIGITS), (b"x", MAX_TIME_DIGITS)):
         if tag in sig.tags:
-            value = _WS.sub(b"", sig.tags[tag])
+            value = b"".join(sig.tags[tag].split())
             if not _DIGITS.match(value) or len(value) > digits:
                 return sig.result("permerror", f"{tag.decode()}= is not a decimal of at most {digits} digits")
             numbers[tag] = int(value)
@@ -259,8 +256,8 @@ def _check_signature(sig: _Signature, now: float) -> _Checked | DkimResult:
     if expires is not None and signed_at is not None and expires < signed_at:
         return sig.result("permerror", "x= is before t= (RFC 6376 §3.5)")
     try:
-        bh = base64.b64decode(_WS.sub(b"", sig.tags[b"bh"]), validate=True)
-        b = base64.b64decode(_WS.sub(b"", sig.tags[b"b"]), validate=True)
+        bh = base64.b64decode(b"".join(sig.tags[b"bh"].split()), validate=True)
+        b = base64.b64decode(b"".join(sig.tags[b"b"].split()), validate=True)
     except binascii.Error:
         return sig.result("permerror", "b= or bh= is not base64")
     return _Checked(algorithm, header_c == "relaxed", body_c == "relaxed", signed, numbers.get(b"l"), bh, b)
