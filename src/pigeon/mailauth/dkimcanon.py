@@ -221,7 +221,7 @@ def canonical_body(message: bytes, start: int, relaxed: bool) -> Iterator[bytes]
         text, crlfs = _split_trailing_crlfs(chunk)
         if text:
             while pending:
-                n = min(pending, CHUNK // 2)
+                n = min(pending, max(1, CHUNK // 2))
                 yield b"\r\n" * n
                 pending -= n
             yield text
