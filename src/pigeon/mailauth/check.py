@@ -1,8 +1,8 @@
 """All the checks of one message at once: SPF, DKIM and ARC concurrently, then DMARC.
 
 Rules:
-1. ``check_message`` runs ``check_spf``, ``verify_dkim`` (the header From domain's signatures
-   first) and ``verify_arc`` concurrently, then ``check_dmarc`` over their results; the caller
+1. ``check_message`` runs ``check_spf`` concurrently with ``verify_dkim`` (the header From
+   domain's signatures first) and ``verify_arc``, then ``check_dmarc`` over their results; the caller
    decides what to do with ``MessageAuth`` (refuse, Junk, headers). ``sample`` is DMARC's pct
    draw in [0, 1) (the caller's randomness, injected for tests); ``now`` is the caller's clock,
    SPF's ``%{t}`` and DKIM's ``x=``/``t=`` reference (0: unknown, DKIM then reads the system clock).
@@ -39,10 +39,16 @@ async def check_message(dns: MailAuthDns, ip: str, mail_from: str, helo: str, me
                         orgdomains: OrgDomains | None = None) -> MessageAuth:
     """Rule 1."""
     from_domain = header_from_domain(message)
-    spf, dkim, arc = await asyncio.gather(
-        check_spf(dns, ip, mail_from, helo, receiver=receiver, now=now),
-        verify_dkim(dns, message, prefer_domain=from_domain, now=now or None),
-        verify_arc(dns, message))
+    # SPF's lookups run in a task of their own while DKIM's and ARC's run here: concurrent DNS
+    # with a cold cache, and only one task to schedule with a warm one (three cost ~80 µs).
+    spf_task = asyncio.ensure_future(check_spf(dns, ip, mail_from, helo, receiver=receiver, now=now))
+    try:
+        dkim = await verify_dkim(dns, message, prefer_domain=from_domain, now=now or None)
+        arc = await verify_arc(dns, message)
+    except BaseException:
+        spf_task.cancel()
+        raise
+    spf = await spf_task
     if from_domain is None:
         dmarc = DmarcResult("permerror", "", "", None, "none", False, False, None,
                             "not exactly one From address (RFC 7489 §6.6.1)")
