@@ -162,9 +162,14 @@ def header_hash_input(fields: Sequence[Field], signed_names: Sequence[bytes], si
                 parts.append(canonical_field(fields[i][0], fields[i][1], relaxed))
                 break
         next_below[name] = i
-    emptied = _without_b_value(signature[1])
-    parts.append(canonical_field(signature[0], emptied, relaxed).rstrip())
+    parts.append(signature_field_input(signature, relaxed))
     return b"".join(parts)
+
+
+def signature_field_input(signature: Field, relaxed: bool) -> bytes:
+    """Rule 3: the signature field as its own hash covers it: ``b=`` emptied, canonicalised,
+    without the final CRLF (§3.7; RFC 8617 §5.1.1 for the ARC-Seal, always relaxed)."""
+    return canonical_field(signature[0], _without_b_value(signature[1]), relaxed).rstrip()
 
 
 def _split_trailing_crlfs(chunk: bytes) -> tuple[bytes, int]:
