@@ -5,7 +5,8 @@ Rules:
    domain's signatures first) and ``verify_arc``, then ``check_dmarc`` over their results; the caller
    decides what to do with ``MessageAuth`` (refuse, Junk, headers). ``sample`` is DMARC's pct
    draw in [0, 1) (the caller's randomness, injected for tests); ``now`` is the caller's clock,
-   SPF's ``%{t}`` and DKIM's ``x=``/``t=`` reference (0: unknown, DKIM then reads the system clock).
+   SPF's ``%{t}`` and the ``x=``/``t=`` reference of DKIM and ARC (0: unknown, they then read
+   the system clock).
 2. A message without a usable header From (RFC 7489 §6.6.1: not exactly one From with one
    address) gets ``dmarc=permerror`` with ``from_domain`` empty: it cannot pass DMARC.
 3. Work is bounded by the parts: at most ``spf.MAX_DNS_TERMS`` DNS-querying SPF terms,
@@ -44,7 +45,7 @@ async def check_message(dns: MailAuthDns, ip: str, mail_from: str, helo: str, me
     spf_task = asyncio.ensure_future(check_spf(dns, ip, mail_from, helo, receiver=receiver, now=now))
     try:
         dkim = await verify_dkim(dns, message, prefer_domain=from_domain, now=now or None)
-        arc = await verify_arc(dns, message)
+        arc = await verify_arc(dns, message, now=now or None)
     except BaseException:
         spf_task.cancel()
         raise
