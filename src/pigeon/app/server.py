@@ -28,6 +28,7 @@ import asyncio
 import fcntl
 import logging
 import os
+import random
 import signal
 import socket
 import sys
@@ -39,6 +40,7 @@ from pigeon import maillog
 from pigeon.app.hub import ServerHub
 from pigeon.app.master import Master, Pool, plan
 from pigeon.app import preflight, sdnotify
+from pigeon.app.reports import ServerReports
 from pigeon.app.privileges import PrivilegeError, bind_all, check_tree, drop, is_root, prepare_data_dir, resolve
 from pigeon.app.runtime import reopen_logs, setup_logging, tune_allocator
 from pigeon.app.services import SMTP_SERVICES, SmtpParts, credential_verifier, expander, smtp_listener, srs_codec
@@ -64,6 +66,7 @@ from pigeon.directory.directory import SERVER_RECHECK
 from pigeon.net.fdlimit import check_budget, raise_nofile_limit
 from pigeon.net.listener import ConnectionGate, Limits, Listener, adopt_listening_sockets, quiet_accept_errors
 from pigeon.qmgr.manager import QueueManager
+from pigeon.reports.schedule import ReportTimer
 from pigeon.queue.store import FileQueueStore
 from pigeon.queue.record import QueueRecord
 from pigeon.store.maildir import MaildirStore
@@ -123,6 +126,8 @@ class App:
         self._bound: dict[str, list[int]] = {}
         self.counters = MailCounters()  # this process's metrics (pigeon.web.metrics)
         self.web: WebEndpoint | None = None
+        self.reports: ServerReports | None = None  # the daily TLS-RPT/DMARC reports (app.reports)
+        self._report_task: asyncio.Task[None] | None = None
 
     def current_config(self) -> Config:
         return self.config
@@ -378,6 +383,7 @@ class App:
         if n:
             log.info("queue: %d messages scheduled after recovery", n)
         self.qmgr.start()
+        self._start_reports()
         await self.control.start()
         await self._start_smtp_listeners()
         await self._start_pop3_listeners()
@@ -390,6 +396,15 @@ class App:
         await self.web.start()
         log.info("pigeon started hostname=%s data_dir=%s config=%s", self.config.hostname,
                  self.config.data_dir, self.config.source)
+
+    def _start_reports(self) -> None:
+        """Start-up step 4: the due reports go out once a day (app.reports, reports.schedule)."""
+        self.reports = ServerReports(self.current_config, self.clock, self.resolver, self.intake, self.on_queued,
+                                     self.relay.reports)
+        if self.config.reports.send:
+            timer = ReportTimer(self.clock, self.reports.send_due, random.SystemRandom().random,
+                                self.config.reports.interval)
+            self._report_task = asyncio.get_running_loop().create_task(timer.run())
 
     async def _start_smtp_listeners(self) -> None:
         cfg = self.config
@@ -471,6 +486,9 @@ class App:
             await self.master.stop()
         if self.hub is not None:
             await self.hub.close()
+        if self._report_task is not None:
+            self._report_task.cancel()
+            await asyncio.gather(self._report_task, return_exceptions=True)
         await self.qmgr.stop()
         await self.relay.close()  # QUIT the idle cached SMTP client connections
         await self.control.stop()

@@ -282,6 +282,16 @@ class MtaStsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ReportsConfig:
+    """``[reports]``: the aggregate reports (TLS-RPT, DMARC) the running server sends by itself
+    once a day (pigeon.reports). ``interval`` is for tests: every that many seconds instead of
+    the daily time (documented in docs/tls-policy.md, not in the sample configuration)."""
+
+    send: bool = True
+    interval: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     hostname: str
     data_dir: Path
@@ -306,6 +316,7 @@ class Config:
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
     acme: AcmeConfig | None = None  # None: no [acme] section, no ACME certificates
     mta_sts: MtaStsConfig = field(default_factory=MtaStsConfig)
+    reports: ReportsConfig = field(default_factory=ReportsConfig)
     source: str = "<embedded default>"
 
     @property
