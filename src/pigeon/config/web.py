@@ -6,8 +6,7 @@ Rules:
    ``directory`` must be an https URL (RFC 8555 §6.1: ACME runs over HTTPS only).
 2. ACME needs a way to be validated: ``challenge = "http-01"`` needs ``[listen] http`` (the CA
    fetches ``http://<name>/.well-known/acme-challenge/``, on port 80: RFC 8555 §8.3);
-   ``"tls-alpn-01"`` (RFC 8737) is refused: the ``acme`` library dropped it (acme 5.x), and
-   Python's ``ssl`` cannot pick a certificate by the client's offered ALPN (docs/web.md).
+   ``"tls-alpn-01"`` (RFC 8737 §3: the CA connects to port 443) needs ``[listen] https``.
 4. ``[reports]``: ``send`` (default true) lets the server send the due reports once a day;
    ``interval`` (hidden, for tests) replaces the daily time by a period in seconds.
 3. ``[mta_sts] mode`` is one of RFC 8461 §3.2's three; ``max_age`` at most 31557600 s (the
@@ -90,6 +89,5 @@ def check_web(config: Config, top: Table) -> None:
         return
     if acme.challenge == "http-01" and not config.listen.http:
         raise top.error("acme", 'challenge "http-01" needs [listen] http (port 80)')
-    if acme.challenge == "tls-alpn-01":  # not supported (rule 2): refuse rather than fail every order
-        raise top.error("acme", 'challenge "tls-alpn-01" is not supported (see docs/web.md); '
-                                'use "http-01" with [listen] http on port 80')
+    if acme.challenge == "tls-alpn-01" and not config.listen.https:
+        raise top.error("acme", 'challenge "tls-alpn-01" needs [listen] https (port 443, RFC 8737 §3)')
