@@ -238,7 +238,8 @@ class Worker:
         # keys the server made at its start (data_dir/dkim), the SRS secret above.
         outbound = Outbound(KeyStore(data / "dkim"), srs, self.directory.is_local_domain,
                             lambda: self.config.relay_domains, cfg.hostname, self.clock)
-        self.relay = RelayDelivery(resolver, RelaySettings.from_config(cfg), outbound, self.clock)
+        self.relay = RelayDelivery(resolver, RelaySettings.from_config(cfg), outbound, self.clock,
+                                   report_owner=journal_owner(self.index))  # its own TLS-RPT file
         self.fastlane = JournalLanes(
             FastLane(self.queue, store, self.directory, self.directory, self.clock, self.link,
                      finish=self._complete, submit=self._schedule),
