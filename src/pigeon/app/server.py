@@ -9,7 +9,8 @@ Start-up order (docs/architecture.md):
    on first start and print its password once.
 3. Recover the queue (``QueueStore.recover``) and schedule what it holds — before any listener
    opens, so nothing new is accepted on top of an unrecovered queue.
-4. Start the queue manager, the control socket, then the listeners.
+4. Start the queue manager, the daily report timer (``app.reports``), the control socket,
+   then the listeners.
 5. Start the worker processes the configuration asks for (``worker_pools``, ``app.master``),
    handing them the listeners' sockets; their messages go to ``app.hub``.
 Stop (SIGTERM/SIGINT): close the listeners, stop the workers (they finish their sessions; their
