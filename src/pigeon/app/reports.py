@@ -29,8 +29,8 @@ from pigeon.core.address import AddressError, parse_address
 from pigeon.core.clock import Clock
 from pigeon.core.envelope import ClientInfo, Envelope, Recipient
 from pigeon.core.results import MailError
+from pigeon.dns.resolver import DnsResolver
 from pigeon.delivery.tlspolicy.reports import ReportBook
-from pigeon.delivery.tlspolicy.sts import TxtResolver
 from pigeon.queue.record import QueueRecord
 from pigeon.reports.registry import ReportOutcome, ReportRun, send_reports
 
@@ -38,7 +38,7 @@ log = logging.getLogger("pigeon.reports")
 
 
 class ServerReports:
-    def __init__(self, config: Callable[[], Config], clock: Clock, resolver: TxtResolver, intake: Intake,
+    def __init__(self, config: Callable[[], Config], clock: Clock, resolver: DnsResolver, intake: Intake,
                  on_queued: Callable[[QueueRecord], None], tls_counts: ReportBook) -> None:
         self.config = config
         self.clock = clock

@@ -34,8 +34,8 @@ from pigeon.config import Config
 from pigeon.core.clock import Clock
 from pigeon.delivery.tlspolicy.reports import ReportBook
 from pigeon.delivery.tlspolicy.send import send_due
-from pigeon.delivery.tlspolicy.sts import TxtResolver
 from pigeon.delivery.tlspolicy.tlsrpt import REPORT_POLICY
+from pigeon.dns.resolver import DnsResolver
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class ReportSubmit(Protocol):
 class ReportRun:
     config: Config
     clock: Clock
-    resolver: TxtResolver
+    resolver: DnsResolver  # the process's resolver ([dns] nameservers): every kind's lookups
     submit: ReportSubmit
 
 
