@@ -9,7 +9,8 @@ Start-up order (docs/architecture.md):
    on first start and print its password once.
 3. Recover the queue (``QueueStore.recover``) and schedule what it holds — before any listener
    opens, so nothing new is accepted on top of an unrecovered queue.
-4. Start the queue manager, the control socket, then the listeners.
+4. Start the queue manager, the daily report timer (``app.reports``), the control socket,
+   then the listeners.
 5. Start the worker processes the configuration asks for (``worker_pools``, ``app.master``),
    handing them the listeners' sockets; their messages go to ``app.hub``.
 Stop (SIGTERM/SIGINT): close the listeners, stop the workers (they finish their sessions; their
@@ -28,6 +29,7 @@ import asyncio
 import fcntl
 import logging
 import os
+import random
 import signal
 import socket
 import sys
@@ -39,6 +41,7 @@ from pigeon import maillog
 from pigeon.app.hub import ServerHub
 from pigeon.app.master import Master, Pool, plan
 from pigeon.app import preflight, sdnotify
+from pigeon.app.reports import ServerReports
 from pigeon.app.privileges import PrivilegeError, bind_all, check_tree, drop, is_root, prepare_data_dir, resolve
 from pigeon.app.runtime import reopen_logs, setup_logging, tune_allocator
 from pigeon.app.services import SMTP_SERVICES, SmtpParts, credential_verifier, expander, inbound_verdicts, smtp_listener, srs_codec
@@ -63,10 +66,10 @@ from pigeon.dns.resolver import DnsResolver
 from pigeon.directory import Directory
 from pigeon.mailauth.keys import KeyStore
 from pigeon.directory.directory import SERVER_RECHECK
-from pigeon.inbound.reports import reports_dir, send_due
 from pigeon.net.fdlimit import check_budget, raise_nofile_limit
 from pigeon.net.listener import ConnectionGate, Limits, Listener, adopt_listening_sockets, quiet_accept_errors
 from pigeon.qmgr.manager import QueueManager
+from pigeon.reports.schedule import ReportTimer
 from pigeon.queue.store import FileQueueStore
 from pigeon.queue.record import QueueRecord
 from pigeon.store.maildir import MaildirStore
@@ -95,8 +98,6 @@ DELIVERY_IO_THREADS = 32
 LOCK_ATTEMPTS = 50
 # How often the report timer looks at the clock: an hour keeps a day's schedule within an hour
 # across suspends and clock changes.
-REPORT_CHECK = 3600.0
-LAST_SENT = "last-sent"
 # RFC 1939 §3: a POP3 autologout timer must be at least 10 minutes.
 POP3_MIN_IDLE = 600.0
 
@@ -130,8 +131,8 @@ class App:
         self._bound: dict[str, list[int]] = {}
         self.counters = MailCounters()  # this process's metrics (pigeon.web.metrics)
         self.web: WebEndpoint | None = None
-        self._reports_task: asyncio.Future[None] | None = None
-        self._reports_lock = asyncio.Lock()
+        self.reports: ServerReports | None = None  # the daily TLS-RPT/DMARC reports (app.reports)
+        self._report_task: asyncio.Task[None] | None = None
 
     def current_config(self) -> Config:
         return self.config
@@ -320,58 +321,11 @@ class App:
         async def reload(args: dict[str, JSONValue]) -> JSONValue:
             return self.reload()
 
-        async def reports_send(args: dict[str, JSONValue]) -> JSONValue:
-            ids: list[JSONValue] = list(await self.send_reports())
-            return ids
-
         c.register("sendmail.submit", make_submit_handler(self.intake, self.config.data_dir, self.on_queued))
         for name, h in [("ping", ping), ("queue.list", qlist), ("queue.show", qshow),
                         ("queue.delete", qdelete), ("queue.hold", qhold),
-                        ("queue.release", qrelease), ("queue.flush", qflush), ("queue.bounce", qbounce), ("reload", reload),
-                        ("reports.send", reports_send)]:
+                        ("queue.release", qrelease), ("queue.flush", qflush), ("queue.bounce", qbounce), ("reload", reload)]:
             c.register(name, h)
-
-    async def submit_report(self, sender: str, rcpt: str, message: bytes) -> str:
-        """A DMARC aggregate report into our own queue (``inbound.reports`` rule 2)."""
-        envelope = Envelope(sender=parse_address(sender), client=ClientInfo("local", "", "local"))
-        txn = self.intake.begin(envelope, add_missing_headers=True)
-        txn.add_rcpt(Recipient(parse_address(rcpt)))
-        txn.write(message)
-        record = await txn.commit()
-        self.on_queued(record)
-        return record.id
-
-    async def send_reports(self) -> list[str]:
-        """Every DMARC aggregate report due now (``pigeon reports send``, and once a day)."""
-        cfg = self.config
-        async with self._reports_lock:
-            ids = await send_due(reports_dir(cfg.data_dir), self.resolver, self.submit_report, cfg.hostname,
-                                 cfg.inbound.report_org, self.clock.now())
-            stamp = reports_dir(cfg.data_dir) / LAST_SENT
-            stamp.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            stamp.write_text(f"{self.clock.now():.0f}\n")
-        return ids
-
-    async def _report_timer(self) -> None:
-        """Once per ``[inbound] report_interval`` (a day) after the last run, reports go out."""
-        while True:
-            cfg = self.config
-            stamp = reports_dir(cfg.data_dir) / LAST_SENT
-            try:
-                last = float(stamp.read_text().strip())
-            except (OSError, ValueError):
-                last = self.clock.now()
-                stamp.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                stamp.write_text(f"{last:.0f}\n")
-            wait = last + cfg.inbound.report_interval - self.clock.now()
-            if wait > 0:
-                await asyncio.sleep(min(wait, REPORT_CHECK))
-                continue
-            try:
-                await self.send_reports()
-            except Exception:
-                log.exception("sending DMARC aggregate reports failed; trying again later")
-                await asyncio.sleep(REPORT_CHECK)
 
     def reload(self) -> str:
         """SIGHUP: read the configuration again; keep the old one if the new one is invalid."""
@@ -435,8 +389,7 @@ class App:
         if n:
             log.info("queue: %d messages scheduled after recovery", n)
         self.qmgr.start()
-        if self.config.inbound.reports:
-            self._reports_task = asyncio.ensure_future(self._report_timer())
+        self._start_reports()
         await self.control.start()
         await self._start_smtp_listeners()
         await self._start_pop3_listeners()
@@ -449,6 +402,15 @@ class App:
         await self.web.start()
         log.info("pigeon started hostname=%s data_dir=%s config=%s", self.config.hostname,
                  self.config.data_dir, self.config.source)
+
+    def _start_reports(self) -> None:
+        """Start-up step 4: the due reports go out once a day (app.reports, reports.schedule)."""
+        self.reports = ServerReports(self.current_config, self.clock, self.resolver, self.intake, self.on_queued,
+                                     self.relay.reports)
+        if self.config.reports.send:
+            timer = ReportTimer(self.clock, self.reports.send_due, random.SystemRandom().random,
+                                self.config.reports.interval)
+            self._report_task = asyncio.get_running_loop().create_task(timer.run())
 
     async def _start_smtp_listeners(self) -> None:
         cfg = self.config
@@ -530,8 +492,9 @@ class App:
             await self.master.stop()
         if self.hub is not None:
             await self.hub.close()
-        if self._reports_task is not None:
-            self._reports_task.cancel()
+        if self._report_task is not None:
+            self._report_task.cancel()
+            await asyncio.gather(self._report_task, return_exceptions=True)
         await self.qmgr.stop()
         await self.relay.close()  # QUIT the idle cached SMTP client connections
         await self.control.stop()

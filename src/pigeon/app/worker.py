@@ -37,7 +37,9 @@ Rules:
    ``SNAPSHOT_INTERVAL`` seconds and once more when it stops; the server's ``/metrics`` adds them up.
 9. Relay mail it accepted (every recipient in another domain) it relays itself, from its journal
    (``delivery.relaylane``), with its own relay agent and connection cache; the relay limits
-   (``delivery.relay`` Rule 5) count per process.
+   (``delivery.relay`` Rule 5) count per process. Its relay agent has the server's outbound
+   stage (``delivery.outbound``): DKIM signing, SRS and ARC for forwards, with the same keys and
+   SRS secret from the data directory.
 
 What can go wrong: a bad descriptor, a bind failure or an unusable configuration ends the worker
 with exit status 1 and a log line; the server restarts it after a pause (``app.master`` rule 5).
@@ -65,12 +67,14 @@ from pigeon.clocks import SystemClock
 from pigeon.config import Config, ConfigError, load_config
 from pigeon.core.results import RecipientResult
 from pigeon.delivery.fastlane import FastLane
+from pigeon.delivery.outbound import Outbound
 from pigeon.delivery.relay import RelayDelivery, RelaySettings
 from pigeon.delivery.relaylane import JournalLanes, RelayLane
 from pigeon.directory import Directory
 from pigeon.dns.resolver import DnsResolver
 from pigeon.directory.errors import DirectoryError
 from pigeon.directory.directory import SERVER_RECHECK
+from pigeon.mailauth.keys import KeyStore
 from pigeon.net.listener import Listener, quiet_accept_errors
 from pigeon.net.tls import TlsError, TlsManager
 from pigeon.app.web import tls_files
@@ -230,7 +234,12 @@ class Worker:
         # Relay mail it accepted is relayed from its journal by its own relay agent (rule 8):
         # its concurrency limits count per process.
         resolver = DnsResolver([(e.host, e.port) for e in cfg.dns.nameservers], self.clock)
-        self.relay = RelayDelivery(resolver, RelaySettings.from_config(cfg))
+        # The same outbound stage as the server's (DKIM signing, SRS and ARC for forwards): the
+        # keys the server made at its start (data_dir/dkim), the SRS secret above.
+        outbound = Outbound(KeyStore(data / "dkim"), srs, self.directory.is_local_domain,
+                            lambda: self.config.relay_domains, cfg.hostname, self.clock)
+        self.relay = RelayDelivery(resolver, RelaySettings.from_config(cfg), outbound, self.clock,
+                                   report_owner=journal_owner(self.index))  # its own TLS-RPT file
         self.fastlane = JournalLanes(
             FastLane(self.queue, store, self.directory, self.directory, self.clock, self.link,
                      finish=self._complete, submit=self._schedule),

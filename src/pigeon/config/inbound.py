@@ -86,7 +86,6 @@ class InboundConfig:
     milter_content_timeout: float = DEFAULT_MILTER_CONTENT_TIMEOUT
     # DMARC aggregate reports (RFC 7489 §7.2): record each evaluation, send once a day.
     reports: bool = True
-    report_interval: float = 86400.0  # RFC 7489 §7.2.2: default ri=86400
     report_org: str = ""  # <org_name> in reports; "" = the hostname
 
     def checks_anything(self) -> bool:
@@ -142,7 +141,6 @@ def parse_inbound(top: Table) -> InboundConfig:
         milter_command_timeout=t.duration("milter_command_timeout", d.milter_command_timeout),
         milter_content_timeout=t.duration("milter_content_timeout", d.milter_content_timeout),
         reports=t.boolean("reports", d.reports),
-        report_interval=t.duration("report_interval", d.report_interval, minimum=60.0),
         report_org=report_org,
     )
     t.finish()

@@ -44,7 +44,7 @@ from pigeon.config.model import (
 from pigeon.auth.throttle import HARD_MAX_IP_FAILURES, ThrottleSettings
 from pigeon.config.inbound import parse_inbound
 from pigeon.config.reader import ConfigError, Table
-from pigeon.config.web import check_web, parse_acme, parse_mta_sts
+from pigeon.config.web import check_web, parse_acme, parse_mta_sts, parse_reports
 from pigeon.core.address import AddressError, is_valid_domain, parse_address
 
 SYSTEM_CONFIG_PATH = Path("/etc/pigeon/pigeon.toml")
@@ -402,6 +402,7 @@ def parse_config(text: str, source: str, base_dir: Path) -> Config:
         acme=parse_acme(top, base_dir),
         mta_sts=parse_mta_sts(top, hostname),
         inbound=parse_inbound(top),
+        reports=parse_reports(top),
         source=source,
     )
     top.finish()

@@ -283,6 +283,16 @@ class MtaStsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ReportsConfig:
+    """``[reports]``: the aggregate reports (TLS-RPT, DMARC) the running server sends by itself
+    once a day (pigeon.reports). ``interval`` is for tests: every that many seconds instead of
+    the daily time (documented in docs/tls-policy.md, not in the sample configuration)."""
+
+    send: bool = True
+    interval: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     hostname: str
     data_dir: Path
@@ -308,6 +318,7 @@ class Config:
     acme: AcmeConfig | None = None  # None: no [acme] section, no ACME certificates
     mta_sts: MtaStsConfig = field(default_factory=MtaStsConfig)
     inbound: InboundConfig = field(default_factory=InboundConfig)  # [inbound]: config.inbound
+    reports: ReportsConfig = field(default_factory=ReportsConfig)
     source: str = "<embedded default>"
 
     @property

@@ -76,7 +76,8 @@ class RelayLane(FastLane):
         job = RelayJob(queue_id=record.id, sender=record.envelope.sender,
                        recipients=tuple(r.address for r in rcpts),
                        body_path=self._queue.body_path(record.id), envelope=record.envelope,
-                       params=tuple(Recipient(r.address, r.notify, r.orcpt) for r in rcpts), body=body)
+                       params=tuple(Recipient(r.address, r.notify, r.orcpt) for r in rcpts), body=body,
+                       originals=tuple(r.original for r in rcpts))  # forwards: SRS and ARC (relay rule 9)
         out: list[RecipientResult] = await self._relay.deliver(job)
         if len(out) != len(rcpts):
             log.error("%s: the relay agent returned %d results for %d recipients; moving it to the queue",
