@@ -26,14 +26,18 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pigeon import maillog
-from pigeon.app.hub import ServerHub
-from pigeon.app.master import Master, Pool, plan
+from pigeon.app.hub import ChangeRelay, ServerHub, local_wake
+from pigeon.app import ipc
+from pigeon.app.master import Master, Pool, WorkerSpec, plan
 from pigeon.app.runtime import setup_logging, tune_allocator
-from pigeon.app.services import SMTP_SERVICES, SmtpParts, credential_verifier, smtp_listener
+from pigeon.app.services import (IMAP_SERVICES, POP3_SERVICES, SMTP_SERVICES, MailParts, SmtpParts,
+                                 credential_verifier, imap_listener, pop3_listener, pop3_lock_dir,
+                                 smtp_listener)
 from pigeon.app.worker import worker_command
 from pigeon.auth.passwords import generate_password
 from pigeon.bounce.dsn import Bouncer
@@ -58,8 +62,7 @@ from pigeon.queue.record import QueueRecord
 from pigeon.store.maildir import MaildirStore
 from pigeon.store.changes import ChangeBus
 from pigeon.store.mailbox import MailStore
-from pigeon.pop3d import MaildropLocks, Pop3SessionFactory, Pop3Settings
-from pigeon.imapd import ImapSessionFactory
+from pigeon.pop3d import MaildropLocks
 from pigeon.auth.sasl import Authenticator
 from pigeon.auth.throttle import AuthThrottle
 from pigeon.net.tls import TlsError, TlsManager, resolve_files
@@ -75,15 +78,13 @@ DEMO_USER = "demo@example.test"
 DELIVERY_IO_THREADS = 32
 # 5 s of 0.1 s tries for the data directory lock: an offline `sendmail` holds it for milliseconds.
 LOCK_ATTEMPTS = 50
-# RFC 1939 §3: a POP3 autologout timer must be at least 10 minutes.
-POP3_MIN_IDLE = 600.0
 
 
 def worker_pools(cfg: Config) -> list[Pool]:
     """The services that also run in worker processes, and how many processes (the server
-    included) each pool asks for (``app.master``). IMAP next would add
-    ``Pool("imap", ("imap", "imaps"), cfg.imap.processes)`` (docs/architecture.md)."""
-    return [Pool("smtp", ("smtp",), cfg.smtp.processes)]
+    included) each pool asks for (``app.master``)."""
+    return [Pool("smtp", ("smtp",), cfg.smtp.processes), Pool("imap", IMAP_SERVICES, cfg.imap.processes),
+            Pool("pop3", POP3_SERVICES, cfg.pop3.processes)]
 
 
 class DataDirLocked(Exception):
@@ -280,8 +281,7 @@ class App:
         self.qmgr.start()
         await self.control.start()
         await self._start_smtp_listeners()
-        await self._start_pop3_listeners()
-        await self._start_imap_listeners()
+        await self._start_mail_listeners()
         await self._start_workers()
         log.info("pigeon started hostname=%s data_dir=%s config=%s", self.config.hostname,
                  self.config.data_dir, self.config.source)
@@ -309,45 +309,31 @@ class App:
         if not specs:
             return
         source = None if self.config.source.startswith("<") else self.config.source
-        self.hub = ServerHub(self.queue, self.qmgr.submit, self.qmgr.complete, self.changes)
+        # Change notices between processes (docs/architecture.md): the server's own go to every
+        # IMAP worker, a worker's to the server's sessions and the other IMAP workers.
+        relay = ChangeRelay(asyncio.get_running_loop(), self._send_to_workers)
+        self.hub = ServerHub(self.queue, self.qmgr.submit, self.qmgr.complete, local_wake(self.changes), relay)
         self.master = Master(specs, worker_command(source), self.hub)
+        self.changes.forward = relay
         await self.master.start()
 
-    async def _start_imap_listeners(self) -> None:
-        cfg = self.config
-        too_many = b"* BYE [UNAVAILABLE] Too many connections, try again later\r\n"
-        for service, endpoints, implicit in (("imap", cfg.listen.imap, False), ("imaps", cfg.listen.imaps, True)):
-            if not endpoints:
-                continue
-            if implicit and self.tls is None:
-                log.error("service imaps needs TLS, which is unavailable; not listening")
-                continue
-            factory = ImapSessionFactory(self.mailstore, self.authenticator, self.tls, self.current_config, implicit)
-            front = self.tls.listener_context() if implicit and self.tls is not None else None
-            lst = Listener(service, [(e.host, e.port) for e in endpoints], factory, self._limits, too_many,
-                           tls=front, gate=self.gate)
-            await lst.start()
-            self.listeners.append(lst)
+    def _send_to_workers(self, msg: ipc.MasterMessage, to: Callable[[WorkerSpec], bool]) -> int:
+        return self.master.send(msg, to) if self.master is not None else 0
 
-    async def _start_pop3_listeners(self) -> None:
+    async def _start_mail_listeners(self) -> None:
+        """IMAP and POP3 (``app.services`` rule 4); workers serve them too (``worker_pools``)."""
         cfg = self.config
-        settings = Pop3Settings(cfg.hostname, allow_plaintext_on_loopback=cfg.auth.allow_plaintext_on_loopback,
-                                idle_timeout=max(POP3_MIN_IDLE, cfg.limits.session_timeout))
-        locks = MaildropLocks()  # one registry for pop3 and pop3s: one session per maildrop
-        too_many = b"-ERR [SYS/TEMP] Too many connections, try again later\r\n"
-        for service, endpoints, implicit in (("pop3", cfg.listen.pop3, False), ("pop3s", cfg.listen.pop3s, True)):
-            if not endpoints:
-                continue
-            if implicit and self.tls is None:
-                log.error("service pop3s needs TLS, which is unavailable; not listening")
-                continue
-            factory = Pop3SessionFactory(self.mailstore, self.authenticator, self.tls, implicit, settings, locks)
-            # pop3s is handshaken by the listener, as 465 and 993 are (net.listener rule 3)
-            front = self.tls.listener_context() if implicit and self.tls is not None else None
-            lst = Listener(service, [(e.host, e.port) for e in endpoints], factory, self._limits, too_many,
-                           tls=front, gate=self.gate)
-            await lst.start()
-            self.listeners.append(lst)
+        parts = MailParts(self.current_config, self.mailstore, self.authenticator, self.tls,
+                          MaildropLocks(pop3_lock_dir(cfg)), self.gate)
+        for services, build in ((POP3_SERVICES, pop3_listener), (IMAP_SERVICES, imap_listener)):
+            for service in services:
+                if not getattr(cfg.listen, service):
+                    continue
+                lst = build(service, parts)
+                if lst is None:
+                    continue
+                await lst.start()
+                self.listeners.append(lst)
 
     async def stop(self) -> None:
         log.info("stopping")

@@ -30,6 +30,8 @@ from pigeon.config.model import (
     DeliveryConfig,
     DnsConfig,
     Endpoint,
+    ImapConfig,
+    Pop3Config,
     Limits,
     Listen,
     QueueConfig,
@@ -93,7 +95,7 @@ recipient_delimiter = "+"
 bare_newline = "reject"
 """
 
-# [smtp] processes: more processes than cores only adds context switches; 64 is far above any
+# [smtp] (and [imap], [pop3]) processes: more processes than cores only adds context switches; 64 is far above any
 # machine this is meant for and bounds the children one setting can start.
 MAX_SMTP_PROCESSES = 64
 _LISTEN_SERVICES = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s")
@@ -310,6 +312,14 @@ def _smtp(top: Table) -> SmtpConfig:
                       processes=processes)
 
 
+def _processes(top: Table, section: str) -> int:
+    """``[imap] processes`` / ``[pop3] processes`` (the only key of those sections so far)."""
+    t = top.table(section)
+    processes = t.integer("processes", 1, minimum=1, maximum=MAX_SMTP_PROCESSES)
+    t.finish()
+    return processes
+
+
 def parse_config(text: str, source: str, base_dir: Path) -> Config:
     """Parse and validate TOML ``text``; ``source`` names it in errors; paths resolve on ``base_dir``."""
     try:
@@ -351,6 +361,8 @@ def parse_config(text: str, source: str, base_dir: Path) -> Config:
         queue=_queue(top),
         delivery=_delivery(top, base_dir),
         smtp=_smtp(top),
+        imap=ImapConfig(processes=_processes(top, "imap")),
+        pop3=Pop3Config(processes=_processes(top, "pop3")),
         tls=_tls(top, base_dir),
         submission=_submission(top),
         source=source,
