@@ -32,7 +32,7 @@ from pigeon.store.mailbox import folders
 from pigeon.store.mailbox.flags import cur_name
 from pigeon.store.mailbox.index import INDEX_NAME, FolderRow, Index
 from pigeon.store.mailbox.model import MailboxError
-from pigeon.store.mailbox.scan import scan
+from pigeon.store.mailbox.scan import ScanMemo, scan
 from pigeon.store.mailbox.snapshot import FlagTable, Snapshot, WarmSnapshots
 from pigeon.store.names import UniqueNames
 
@@ -63,6 +63,7 @@ class AccountCore:
         self.clock = clock
         self.max_append = max_append
         self.open_views = 0
+        self.scan_memo: ScanMemo = {}  # scan Rule 1: this process's last listing of each folder
         # Shared by the views (``snapshot`` Rules 2, 4): the latest snapshot of each folder id,
         # kept only while a view holds it.
         self.flag_table = FlagTable()
@@ -103,7 +104,7 @@ class AccountCore:
 
     def rescan(self, row: FolderRow, force: bool = False) -> FolderRow:
         try:
-            return scan(self.index, row, self.path(row.name), force)
+            return scan(self.index, row, self.path(row.name), force, self.scan_memo)
         except FileNotFoundError:
             if not self.exists(row.name):
                 self.folder(row.name)  # drops the row and raises NONEXISTENT (Rule 2)

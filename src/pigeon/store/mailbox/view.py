@@ -377,6 +377,21 @@ class Mailbox:
                 raise
             self._core.index.degraded("a FETCH result was not cached", exc)  # Rule 9
 
+    def cache_put_many(self, items: Sequence[tuple[int, str, bytes]]) -> None:
+        """``cache_put`` for many (uid, key, value) in one transaction."""
+        rows = [(self._id, uid, key, value, self._id, uid) for uid, key, value in items
+                if len(value) <= MAX_CACHE_VALUE]
+        if not rows:
+            return
+        try:
+            with self._core.lock, self._core.index.write(durable=False) as conn:
+                conn.executemany("INSERT OR REPLACE INTO cache(folder, uid, key, value) SELECT ?,?,?,? "
+                                 "WHERE EXISTS (SELECT 1 FROM message WHERE folder=? AND uid=?)", rows)
+        except sqlite3.Error as exc:
+            if not disk_full(exc):
+                raise
+            self._core.index.degraded("search values were not cached", exc)  # Rule 9
+
     def expunged_since(self, modseq: int) -> list[int]:
         """UIDs expunged with a MODSEQ above ``modseq`` (QRESYNC VANISHED (EARLIER), RFC 7162 §3.2.5.1)."""
         with self._core.lock:
