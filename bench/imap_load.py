@@ -44,6 +44,7 @@ import os
 import random
 import re
 import resource
+import signal
 import statistics
 import sys
 import time
@@ -113,6 +114,7 @@ class Conn:
         self.r, self.w = reader, writer
         self.n = 0
         self.plus = False
+        self.last = b""  # the last tagged completion
 
     @classmethod
     async def open(cls, port: int) -> Conn:
@@ -136,6 +138,7 @@ class Conn:
                 await self.r.readexactly(int(m.group(1)))
                 line = await self.r.readline()
             if line.startswith(tag):
+                self.last = line
                 return line, count
             count += 1
 
@@ -228,7 +231,7 @@ async def mixed_client(port: int, n: int, seed: int, stop_at: float, sample: byt
             lat.append(time.perf_counter() - t)
             counts[op] = counts.get(op, 0) + 1
             if not ok and len(bad) < 20:
-                bad.append(f"{line[:60]!r} not OK")
+                bad.append(f"{line[:60]!r} → {c.last[:120]!r}")
         await c.cmd(b"LOGOUT")
     finally:
         await c.close()
@@ -355,6 +358,7 @@ def main() -> int:
     ap.add_argument("--workdir", default="/tmp/pigeon-bench-imap-load")
     ap.add_argument("--out", default=str(HERE / "results"))
     a = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # the servers are stopped in `finally`
     workdir = Path(a.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     os.environ["PYTHONPATH"] = str(REPO / "src")  # this checkout's pigeon, in the server and its workers

@@ -357,6 +357,9 @@ class Account:
                 published = False
                 try:
                     with core.index.write() as conn:
+                        # ops Rule 1: UIDNEXT and HIGHESTMODSEQ as of this transaction: another
+                        # process may have appended since ``synced`` read them.
+                        row = core.row_by_id(row.id)
                         files.publish(core.io, msg, path, letters)
                         published = True
                         files.fsync_cur(core.io, path)
