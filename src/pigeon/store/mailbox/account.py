@@ -136,7 +136,7 @@ class Account:
     def close(self) -> None:
         """Close the index connection (it reopens on the next call)."""
         with self._core.lock:
-            self._core.index.close()
+            self._core.close_index()
 
     def max_append(self) -> int:
         return self._core.max_append
