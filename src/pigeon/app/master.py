@@ -6,8 +6,8 @@ worker processes too, each serving the server's own listening sockets (one accep
 whichever process is free takes the next connection). What a worker does is not this
 module's business: a ``WorkerSpec`` says which services it serves, which command runs it and
 which listening sockets it inherits, and a ``WorkerHandler`` (the server's ``app.hub``) acts on
-what it says (``app.ipc``). Today the ``smtp`` pool; IMAP and POP3 pools are a configuration
-setting and a service builder away (docs/architecture.md "The process model").
+what it says (``app.ipc``), and ``send`` passes the server's notices to them. Pools: ``smtp``,
+``imap`` and ``pop3`` (docs/architecture.md "The process model").
 
 Rules:
 1. A worker is a ``WorkerSpec``: its pool (the configuration section that asks for it, and the
