@@ -32,6 +32,8 @@ from pigeon.config.model import (
     DeliveryConfig,
     DnsConfig,
     Endpoint,
+    ImapConfig,
+    Pop3Config,
     Limits,
     Listen,
     QueueConfig,
@@ -108,7 +110,7 @@ bare_newline = "reject"
 # milters = ["inet:127.0.0.1:11332"]    # e.g. rspamd's proxy worker in milter mode
 """
 
-# [smtp] processes: more processes than cores only adds context switches; 64 is far above any
+# [smtp] (and [imap], [pop3]) processes: more processes than cores only adds context switches; 64 is far above any
 # machine this is meant for and bounds the children one setting can start.
 MAX_SMTP_PROCESSES = 64
 _LISTEN_SERVICES = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s",
@@ -348,6 +350,14 @@ def _smtp(top: Table) -> SmtpConfig:
                       processes=processes)
 
 
+def _processes(top: Table, section: str) -> int:
+    """``[imap] processes`` / ``[pop3] processes`` (the only key of those sections so far)."""
+    t = top.table(section)
+    processes = t.integer("processes", 1, minimum=1, maximum=MAX_SMTP_PROCESSES)
+    t.finish()
+    return processes
+
+
 def parse_config(text: str, source: str, base_dir: Path) -> Config:
     """Parse and validate TOML ``text``; ``source`` names it in errors; paths resolve on ``base_dir``."""
     try:
@@ -397,6 +407,8 @@ def parse_config(text: str, source: str, base_dir: Path) -> Config:
         queue=_queue(top),
         delivery=_delivery(top, base_dir),
         smtp=_smtp(top),
+        imap=ImapConfig(processes=_processes(top, "imap")),
+        pop3=Pop3Config(processes=_processes(top, "pop3")),
         tls=_tls(top, base_dir),
         submission=_submission(top),
         acme=parse_acme(top, base_dir),
