@@ -22,12 +22,14 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import TextIO
 
 from pigeon.core.address import Address, format_path
 
 log = logging.getLogger("pigeon.mail")
+_NONE: Mapping[str, str] = MappingProxyType({})
 
 _NEEDS_QUOTES = re.compile('[ "=\\\\\x00-\x1f\x7f-\x9f\u2028\u2029]')  # rule 2; one C scan, not one per character
 # Control characters and Unicode line breaks (a HELO name with U+0085 or U+2028) would break a
@@ -177,16 +179,21 @@ def disconnect(client: str, service: str, commands: int, errors: int) -> None:
 
 
 def rejected(client: str, stage: str, reply: object, sender: Address | None = None,
-             rcpt: Address | None = None, helo: str | None = None, service: str | None = None) -> None:
+             rcpt: Address | None = None, helo: str | None = None, service: str | None = None,
+             reason: str | None = None, checks: Mapping[str, str] = _NONE) -> None:
+    """``checks``: the inbound checks' results (``spf= dkim= dmarc= arc= milter=``)."""
     _emit("NOQUEUE", "reject", client=client, stage=stage,
           **{"from": format_path(sender) if stage in ("MAIL", "RCPT", "DATA") else None},
-          to=format_path(rcpt) if rcpt is not None else None, helo=helo, status=reply, service=service)
+          to=format_path(rcpt) if rcpt is not None else None, helo=helo, **checks, reason=reason,
+          status=reply, service=service)
 
 
 def received(qid: str, client: str, sender: Address | None, nrcpt: int, size: int,
-             protocol: str, service: str | None = None) -> None:
+             protocol: str, service: str | None = None, folder: str | None = None,
+             reason: str | None = None, checks: Mapping[str, str] = _NONE) -> None:
+    """``checks``: the inbound checks' results (``spf= dkim= dmarc= arc= milter=``)."""
     _emit(qid, "received", client=client, **{"from": format_path(sender)}, nrcpt=nrcpt,
-          size=size, proto=protocol, service=service)
+          size=size, proto=protocol, **checks, folder=folder, reason=reason, service=service)
 
 
 def queued(qid: str, sender: Address | None, size: int, nrcpt: int) -> None:

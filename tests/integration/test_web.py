@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import http.client
+import os
 import plistlib
 import re
 import smtplib
@@ -113,6 +115,10 @@ def test_autoconfig_autodiscover_profile_and_mta_sts(web: Server) -> None:
     assert status == 200 and headers["content-type"].startswith("text/plain")
     assert body == (b"version: STSv1\r\nmode: enforce\r\nmx: mx.example.test\r\nmx: *.backup.example.test\r\n"
                     b"max_age: 86400\r\n")
+    # `pigeon dns` announces the id of exactly this policy (RFC 8461 §3.1: the id changes with it)
+    served_id = hashlib.sha256(body).hexdigest()[:20]
+    zone = web.cli("dns", "example.test").stdout
+    assert f'_mta-sts.example.test. IN TXT "v=STSv1; id={served_id}"' in zone, zone
     assert _get(ports["http"], "/.well-known/mta-sts.txt", host="mta-sts.example.test")[0] == 404
     assert _get(ports["https"], "/.well-known/mta-sts.txt", host="mta-sts.other.example", secure=True)[0] == 404
     assert _get(ports["http"], "/.well-known/acme-challenge/unknown-token")[0] == 404
@@ -148,6 +154,23 @@ def test_metrics_change_after_a_delivery_and_healthz(web: Server) -> None:
     assert _metric(text, "pigeon_tls_handshakes_total", version="TLSv1.3") >= 1
     assert _metric(text, "pigeon_delivery_delay_seconds_count", transport="local") == 1
     assert _metric(text, "pigeon_delivery_delay_seconds_bucket", transport="local", le="+Inf") == 1
+
+
+def test_healthz_is_503_while_the_queue_directory_is_gone_and_200_again_after(web: Server) -> None:
+    """/healthz fails when the queue cannot take mail. The directory is moved away rather than
+    made read-only: the tests run as root, for whom a mode never denies a write."""
+    ports = web.ports  # type: ignore[attr-defined]
+    assert _get(ports["metrics"], "/healthz")[0] == 200
+    queue = web.data_dir / "queue"
+    os.rename(queue, web.data_dir / "queue.away")
+    try:
+        status, _, body = _get(ports["metrics"], "/healthz")
+        assert status == 503
+        assert f"the queue directory {queue} is not writable" in body.decode()
+    finally:
+        os.rename(web.data_dir / "queue.away", queue)
+    status, _, body = _get(ports["metrics"], "/healthz")
+    assert (status, body) == (200, b"ok\n")
 
 
 def _no_verify() -> ssl.SSLContext:

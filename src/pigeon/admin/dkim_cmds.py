@@ -32,6 +32,7 @@ from pigeon.config import Config
 from pigeon.directory import DirectoryError
 from pigeon.mailauth.dnsrecords import WantedRecord, compare, wanted_records, zone_text
 from pigeon.mailauth.keys import KeyStore, check_domain
+from pigeon.web.mtasts import policy_text
 
 CHECK_TIMEOUT = 5.0  # seconds per lookup: an interactive command should not hang on a dead server
 
@@ -113,7 +114,8 @@ def records_for(config: Config, domain: str) -> list[WantedRecord]:
     services = {"submissions": bool(listen.submissions), "submission": bool(listen.submission),
                 "imaps": bool(listen.imaps), "imap": bool(listen.imap),
                 "pop3s": bool(listen.pop3s)}
-    return wanted_records(domain, config.hostname, dkim, config.dns.public_ips, services)
+    return wanted_records(domain, config.hostname, dkim, config.dns.public_ips, services,
+                          mta_sts=policy_text(config.mta_sts))  # the policy the web endpoint serves
 
 
 def _resolver(config: Config) -> dns.asyncresolver.Resolver:

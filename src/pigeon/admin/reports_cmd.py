@@ -1,14 +1,13 @@
-"""``pigeon reports send``: send the reports that are due now (TLS-RPT today; DMARC joins here).
+"""``pigeon reports send``: send the reports that are due now (TLS-RPT and DMARC aggregate).
 
 Rules:
-1. ``REPORT_SENDERS`` is the registry: a name (``tls``, later ``dmarc``) → a function
-   ``(config, stdout) -> exit status`` that sends what is due of that kind. ``pigeon reports
-   send`` runs every sender (or only those named with ``--kind``); another kind of report adds
-   itself with one entry and nothing else changes.
+1. The kinds come from ``pigeon.reports.registry.REPORT_SENDERS``, the registry the running
+   server's daily task uses too (``app.reports``): ``pigeon reports send`` runs every kind (or
+   only those named with ``--kind``).
 2. Reports are mail like any other: they enter our own queue through the sendmail maildrop
    (``admin.sendmail.run``: the control socket of the running server, or the queue directly
    when it is stopped) and leave through the relay, where the DKIM signing stage signs mail
-   from a local domain.
+   from this machine (client ``local``) with the local From domain's keys.
 3. Exit status 0 when every sender succeeded, 1 otherwise; one line per report (or reason).
 
 What can go wrong: DNS failures keep the day's counts for the next run; a refused submission
@@ -21,67 +20,38 @@ import argparse
 import asyncio
 import io
 import sys
-from collections.abc import Callable
-from email.message import EmailMessage
-from typing import TextIO
 
 from pigeon.admin import sendmail
 from pigeon.clocks import SystemClock
 from pigeon.config import Config
-from pigeon.delivery.tlspolicy.reports import ReportBook
-from pigeon.delivery.tlspolicy.send import send_due
-from pigeon.delivery.tlspolicy.tlsrpt import REPORT_POLICY
 from pigeon.dns.resolver import DnsResolver
-
-ReportSender = Callable[[Config, TextIO], int]
-
-
-def report_sender_address(config: Config) -> str:
-    return f"postmaster@{config.domains[0] if config.domains else config.hostname}"
-
-
-def send_tls_reports(config: Config, out: TextIO) -> int:
-    """The TLS-RPT sender (RFC 8460): every finished day's counts in ``<data_dir>/tlspolicy``."""
-    clock = SystemClock()
-    resolver = DnsResolver([(e.host, e.port) for e in config.dns.nameservers], clock)
-    book = ReportBook(config.data_dir / "tlspolicy", clock)
-    failures = 0
-
-    async def submit(msg: EmailMessage, sender: str, rcpts: list[str]) -> bool:
-        nonlocal failures
-        options = sendmail.Options(recipients=list(rcpts), sender=sender, ignore_dots=True)
-        err = io.StringIO()
-        data = msg.as_bytes(policy=REPORT_POLICY)
-        status = await asyncio.to_thread(sendmail.run, options, config, io.BytesIO(data), err)
-        if status != 0:
-            failures += 1
-            print(f"pigeon: reports: {err.getvalue().strip()}", file=sys.stderr)
-        return status == 0
-
-    sent, lines = asyncio.run(send_due(book, resolver, clock, config.hostname, report_sender_address(config),
-                                       submit))
-    for line in lines:
-        print(line, file=out)
-    print(f"tls: {sent} report(s) queued", file=out)
-    return 1 if failures else 0
-
-
-#: Rule 1: the kinds of report this command sends.
-REPORT_SENDERS: dict[str, ReportSender] = {"tls": send_tls_reports}
+from pigeon.reports.registry import REPORT_SENDERS, ReportRun, send_reports
 
 
 def cmd_reports_send(args: argparse.Namespace, config: Config) -> int:
-    kinds = args.kind or list(REPORT_SENDERS)
-    status = 0
-    for kind in kinds:
-        status |= REPORT_SENDERS[kind](config, sys.stdout)
-    return status
+    clock = SystemClock()
+    resolver = DnsResolver([(e.host, e.port) for e in config.dns.nameservers], clock)
+
+    async def submit(sender: str, recipients: list[str], message: bytes) -> bool:
+        options = sendmail.Options(recipients=list(recipients), sender=sender, ignore_dots=True)
+        err = io.StringIO()
+        status = await asyncio.to_thread(sendmail.run, options, config, io.BytesIO(message), err)
+        if status != 0:
+            print(f"pigeon: reports: {err.getvalue().strip()}", file=sys.stderr)
+        return status == 0
+
+    outcomes = asyncio.run(send_reports(ReportRun(config, clock, resolver, submit), args.kind))
+    for outcome in outcomes:
+        for line in outcome.lines:
+            print(line)
+        print(f"{outcome.kind}: {outcome.sent} report(s) queued")
+    return 1 if any(o.failures for o in outcomes) else 0
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
              common: argparse.ArgumentParser) -> None:
     """Add ``pigeon reports send`` to the command line."""
-    p = subparsers.add_parser("reports", parents=[common], help="aggregate reports (TLS-RPT)")
+    p = subparsers.add_parser("reports", parents=[common], help="aggregate reports (TLS-RPT, DMARC)")
     rs = p.add_subparsers(dest="reports_command", metavar="COMMAND")
     rs.required = True
     s = rs.add_parser("send", parents=[common], help="send the reports that are due now")

@@ -9,7 +9,13 @@ Rules:
    (retries, bounces, DSNs). Results are trusted only if there is exactly one for each of the
    message's recipients; otherwise they are logged and dropped, and the message is scheduled:
    the queue manager attempts it itself (at least once, never lost).
-3. ``Changed``: IMAP IDLE sessions on that Maildir are woken (a hint; they sync with the store).
+3. ``Changed``: IMAP IDLE sessions on that Maildir are woken (a hint; they sync with the store):
+   the server's own (``changes``) and, through ``ChangeRelay``, those of every IMAP worker but
+   the one it came from.
+6. ``ChangeRelay`` carries the server's own change notices (its ``ChangeBus``'s ``forward``:
+   local deliveries, its IMAP sessions; from any thread) and the workers' to the IMAP workers
+   (``CHANGE_SERVICES``), one ``Changed`` per folder per turn of the loop, never back to the
+   worker it came from (docs/architecture.md "Change notices between processes").
 4. When a worker that accepts mail (``app.services`` rule 3) ends, whatever its intake journal
    still holds is moved into the queue files and scheduled (queue rule 10). A failure (a full
    disk) is logged: the worker is restarted all the same, and the next start drains it.
@@ -19,18 +25,19 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 
 from pigeon.app import ipc
 from pigeon.app.master import WORKER_STOP_GRACE, WorkerSpec
-from pigeon.app.services import INTAKE_SERVICES, journal_owner
+from pigeon.app.services import CHANGE_SERVICES, INTAKE_SERVICES, journal_owner
 from pigeon.core.results import RecipientResult
 from pigeon.queue.record import QueueRecord, RcptState
 from pigeon.queue.api import QueueStore, RecordNotFound
 from pigeon.queue.body import QueueWriteError
-from pigeon.store.changes import ChangeNotifier
+from pigeon.store.changes import ChangeBus, ChangeNotifier
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +56,63 @@ def match_results(record: QueueRecord, results: tuple[RecipientResult, ...]) -> 
     return out if not by_key and len(out) == len(record.rcpts) else None
 
 
+Send = Callable[[ipc.MasterMessage, Callable[[WorkerSpec], bool]], int]  # app.master.Master.send
+_EVERYONE = -1  # a notice from the server itself, or from several processes in one turn
+
+
+class ChangeRelay:
+    """Rule 6."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, send: Send) -> None:
+        self._loop = loop
+        self._send = send
+        self._pending: dict[str, int] = {}  # folder → index of the one worker it came from
+
+    def notify(self, directory: Path) -> None:
+        """The server's own notice (``ChangeBus.forward``); safe from any thread."""
+        self._loop.call_soon_threadsafe(self._add, str(directory), _EVERYONE)
+
+    def from_worker(self, worker: WorkerSpec, directory: Path) -> None:
+        self._add(str(directory), worker.index)
+
+    def _add(self, directory: str, origin: int) -> None:
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        if self._pending.get(directory, origin) != origin:
+            origin = _EVERYONE
+        self._pending[directory] = origin
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        for directory, origin in pending.items():
+            self._send(ipc.Changed(directory), functools.partial(_listens_for_changes, origin))
+
+
+def _listens_for_changes(origin: int, worker: WorkerSpec) -> bool:
+    """An IMAP worker other than the one the notice came from."""
+    return worker.index != origin and not CHANGE_SERVICES.isdisjoint(worker.services)
+
+
+class _LocalWake:
+    """The server's waiters only (``ChangeBus.wake``): a worker's notice must not be forwarded
+    as the server's own (it would go back to that worker)."""
+
+    def __init__(self, bus: ChangeBus) -> None:
+        self._bus = bus
+
+    def notify(self, directory: Path) -> None:
+        self._bus.wake(directory)
+
+
+def local_wake(bus: ChangeBus) -> ChangeNotifier:
+    return _LocalWake(bus)
+
+
 class ServerHub:
     def __init__(self, queue: QueueStore, schedule: Callable[[QueueRecord], None],
                  complete: Callable[[QueueRecord, Results], Coroutine[object, object, None]],
-                 changes: ChangeNotifier) -> None:
+                 changes: ChangeNotifier, relay: ChangeRelay | None = None) -> None:
+        self._relay = relay
         self._queue = queue
         self._schedule = schedule
         self._complete = complete
@@ -68,6 +128,8 @@ class ServerHub:
             return
         if isinstance(msg, ipc.Changed):  # rule 3
             self._changes.notify(Path(msg.directory))
+            if self._relay is not None:
+                self._relay.from_worker(worker, Path(msg.directory))
             return
         op = "schedule" if isinstance(msg, ipc.Schedule) else "complete"
         try:

@@ -16,7 +16,10 @@ message               direction   meaning
 ``Schedule``          worker →    ``id`` is in the queue files: the queue manager takes it
 ``Complete``          worker →    ``id`` is in the queue files after an attempt; ``results``, one
                                   per recipient, are recorded as the queue manager's own
-``Changed``           worker →    it delivered into the Maildir ``dir`` (wakes IMAP IDLE)
+``Changed``           both        the mail folder ``dir`` changed (a delivery, an IMAP session's
+                                  STORE/APPEND/EXPUNGE…): worker → server, which wakes its own
+                                  sessions and passes it on, server → every other IMAP worker
+                                  (wakes IDLE; a hint, the session syncs with the store)
 ``Counters``          worker →    all its metrics counts so far (``pid``, ``values``: [name,
                                   [labels], value]), every few seconds (``pigeon.web.metrics``)
 ====================  ==========  =================================================================
@@ -58,7 +61,7 @@ from pigeon.core.queueid import QueueId, is_queue_id
 from pigeon.core.results import RecipientResult, Status
 from pigeon.core.reply import Reply
 
-IPC_VERSION = 2  # 2: Counters
+IPC_VERSION = 3  # 2: Counters; 3: Changed also goes server → worker (IMAP workers, issue 18)
 # Rule 3. A result is at most about 360 octets (a 256-octet address, a local delivery's reply),
 # so a ``Complete`` for 1,000 recipients (``[limits] max_recipients``'s default) fits in about
 # 360 KiB, and one for up to ~2,900 in 1 MiB; past that, rule 3's fallback attempts the message
@@ -122,7 +125,7 @@ class Counters:
 
 Notice = Schedule | Complete | Changed | Counters  # what a worker tells about mail, past the handshake
 WorkerMessage = Hello | Ready | Notice
-MasterMessage = Hello
+MasterMessage = Hello | Changed
 Message = WorkerMessage | MasterMessage
 M = TypeVar("M")
 
@@ -302,7 +305,9 @@ _FROM_WORKER: dict[str, Callable[[dict[str, object]], WorkerMessage]] = {
     "hello": _decode_hello, "ready": _decode_ready, "schedule": _decode_schedule,
     "complete": _decode_complete, "changed": _decode_changed, "counters": _decode_counters,
 }
-_FROM_MASTER: dict[str, Callable[[dict[str, object]], MasterMessage]] = {"hello": _decode_hello}
+_FROM_MASTER: dict[str, Callable[[dict[str, object]], MasterMessage]] = {
+    "hello": _decode_hello, "changed": _decode_changed,
+}
 
 
 def _dispatch(line: bytes, table: dict[str, Callable[[dict[str, object]], M]], direction: str) -> M:

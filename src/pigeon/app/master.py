@@ -6,8 +6,8 @@ worker processes too, each serving the server's own listening sockets (one accep
 whichever process is free takes the next connection). What a worker does is not this
 module's business: a ``WorkerSpec`` says which services it serves, which command runs it and
 which listening sockets it inherits, and a ``WorkerHandler`` (the server's ``app.hub``) acts on
-what it says (``app.ipc``). Today the ``smtp`` pool; IMAP and POP3 pools are a configuration
-setting and a service builder away (docs/architecture.md "The process model").
+what it says (``app.ipc``), and ``send`` passes the server's notices to them. Pools: ``smtp``,
+``imap`` and ``pop3`` (docs/architecture.md "The process model").
 
 Rules:
 1. A worker is a ``WorkerSpec``: its pool (the configuration section that asks for it, and the
@@ -31,7 +31,10 @@ Rules:
    with the pause of a crash loop. A command that cannot be run at all is retried the same way.
 6. ``reload`` sends SIGHUP, ``flush`` SIGUSR1, to every ready worker (rule 4: a worker not yet
    ready reads the configuration as it starts, and has nothing held yet).
-7. ``stop`` sends SIGTERM to every worker, waits ``stop_grace`` plus ``STOP_SLACK`` for them to
+7. ``send`` writes a message to ready workers' standard input (``ipc.Changed`` to IMAP workers,
+   ``app.hub``); a worker whose pipe holds more than ``MAX_SEND_BUFFER`` octets unread is
+   skipped (the messages are hints: its sessions still poll), never waited for.
+8. ``stop`` sends SIGTERM to every worker, waits ``stop_grace`` plus ``STOP_SLACK`` for them to
    finish their sessions, SIGKILLs what is left, and waits for every ``ended`` (rule 5).
 
 What can go wrong: nothing raises out of the master once started; a worker that cannot start,
@@ -57,8 +60,10 @@ FIRST_RESTART_PAUSE = 1.0  # rule 5
 MAX_RESTART_PAUSE = 60.0
 STABLE_AFTER = 60.0  # seconds ready after which a worker's next restart pauses FIRST_RESTART_PAUSE again
 WORKER_STOP_GRACE = 10.0  # a worker's sessions and deliveries under way at stop, as the server's own
-STOP_SLACK = 5.0  # rule 7: on top of the grace, for the worker's own closing
+STOP_SLACK = 5.0  # rule 8: on top of the grace, for the worker's own closing
 READ_SIZE = 65536
+# Rule 7: ~16,000 change notices of ~60 octets; a worker that far behind is stuck, not busy.
+MAX_SEND_BUFFER = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,8 +273,26 @@ class Master:
         """Rule 6: SIGUSR1 to every ready worker (``pigeon queue flush``); returns how many."""
         return self._signal_ready(signal.SIGUSR1)
 
+    def send(self, msg: ipc.MasterMessage, to: Callable[[WorkerSpec], bool]) -> int:
+        """Rule 7: ``msg`` to every ready worker ``to`` accepts; returns how many got it."""
+        line = ipc.encode(msg)
+        n = 0
+        for w in self._workers:
+            proc = w.running()
+            if proc is None or w.ready_since is None or proc.stdin is None or not to(w.spec):
+                continue
+            transport = proc.stdin.transport
+            if transport.is_closing():
+                continue
+            if transport.get_write_buffer_size() > MAX_SEND_BUFFER:
+                log.warning("%s reads nothing from its pipe; %s not sent", w.spec.name, type(msg).__name__)
+                continue
+            proc.stdin.write(line)
+            n += 1
+        return n
+
     async def stop(self) -> None:
-        """Rule 7."""
+        """Rule 8."""
         self._stopping.set()
         for w in self._workers:
             proc = w.running()

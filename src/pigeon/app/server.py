@@ -9,7 +9,8 @@ Start-up order (docs/architecture.md):
    on first start and print its password once.
 3. Recover the queue (``QueueStore.recover``) and schedule what it holds — before any listener
    opens, so nothing new is accepted on top of an unrecovered queue.
-4. Start the queue manager, the control socket, then the listeners.
+4. Start the queue manager, the daily report timer (``app.reports``), the control socket,
+   then the listeners.
 5. Start the worker processes the configuration asks for (``worker_pools``, ``app.master``),
    handing them the listeners' sockets; their messages go to ``app.hub``.
 Stop (SIGTERM/SIGINT): close the listeners, stop the workers (they finish their sessions; their
@@ -28,20 +29,25 @@ import asyncio
 import fcntl
 import logging
 import os
+import random
 import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pigeon import maillog
-from pigeon.app.hub import ServerHub
-from pigeon.app.master import Master, Pool, plan
-from pigeon.app import preflight, sdnotify
+from pigeon.app import ipc, preflight, sdnotify
+from pigeon.app.hub import ChangeRelay, ServerHub, local_wake
+from pigeon.app.master import Master, Pool, WorkerSpec, plan
+from pigeon.app.reports import ServerReports
 from pigeon.app.privileges import PrivilegeError, bind_all, check_tree, drop, is_root, prepare_data_dir, resolve
 from pigeon.app.runtime import reopen_logs, setup_logging, tune_allocator
-from pigeon.app.services import SMTP_SERVICES, SmtpParts, credential_verifier, expander, smtp_listener, srs_codec
+from pigeon.app.services import (IMAP_SERVICES, POP3_SERVICES, SMTP_SERVICES, MailParts, SmtpParts,
+                                 credential_verifier, expander, imap_listener, inbound_verdicts,
+                                 pop3_listener, pop3_lock_dir, smtp_listener, srs_codec)
 from pigeon.app.worker import worker_command
 from pigeon.auth.passwords import generate_password
 from pigeon.bounce.dsn import Bouncer
@@ -52,6 +58,8 @@ from pigeon.control import queueops
 from pigeon.control.protocol import JSONValue
 from pigeon.control.server import ControlServer
 from pigeon.control.client import socket_path
+from pigeon.core.address import parse_address
+from pigeon.core.envelope import ClientInfo, Envelope, Recipient
 from pigeon.delivery.fastlane import FastLocalDelivery
 from pigeon.delivery.local import LocalDelivery
 from pigeon.delivery.outbound import Outbound
@@ -63,13 +71,13 @@ from pigeon.directory.directory import SERVER_RECHECK
 from pigeon.net.fdlimit import check_budget, raise_nofile_limit
 from pigeon.net.listener import ConnectionGate, Limits, Listener, adopt_listening_sockets, quiet_accept_errors
 from pigeon.qmgr.manager import QueueManager
+from pigeon.reports.schedule import ReportTimer
 from pigeon.queue.store import FileQueueStore
 from pigeon.queue.record import QueueRecord
 from pigeon.store.maildir import MaildirStore
 from pigeon.store.changes import ChangeBus
 from pigeon.store.mailbox import MailStore
-from pigeon.pop3d import MaildropLocks, Pop3SessionFactory, Pop3Settings
-from pigeon.imapd import ImapSessionFactory
+from pigeon.pop3d import MaildropLocks
 from pigeon.auth.sasl import Authenticator
 from pigeon.auth.throttle import AuthThrottle
 from pigeon.net.tls import TlsError, TlsManager
@@ -89,15 +97,13 @@ ALL_SERVICES = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "p
 DELIVERY_IO_THREADS = 32
 # 5 s of 0.1 s tries for the data directory lock: an offline `sendmail` holds it for milliseconds.
 LOCK_ATTEMPTS = 50
-# RFC 1939 §3: a POP3 autologout timer must be at least 10 minutes.
-POP3_MIN_IDLE = 600.0
 
 
 def worker_pools(cfg: Config) -> list[Pool]:
     """The services that also run in worker processes, and how many processes (the server
-    included) each pool asks for (``app.master``). IMAP next would add
-    ``Pool("imap", ("imap", "imaps"), cfg.imap.processes)`` (docs/architecture.md)."""
-    return [Pool("smtp", ("smtp",), cfg.smtp.processes)]
+    included) each pool asks for (``app.master``)."""
+    return [Pool("smtp", ("smtp",), cfg.smtp.processes), Pool("imap", IMAP_SERVICES, cfg.imap.processes),
+            Pool("pop3", POP3_SERVICES, cfg.pop3.processes)]
 
 
 class DataDirLocked(Exception):
@@ -122,6 +128,8 @@ class App:
         self._bound: dict[str, list[int]] = {}
         self.counters = MailCounters()  # this process's metrics (pigeon.web.metrics)
         self.web: WebEndpoint | None = None
+        self.reports: ServerReports | None = None  # the daily TLS-RPT/DMARC reports (app.reports)
+        self._report_task: asyncio.Task[None] | None = None
 
     def current_config(self) -> Config:
         return self.config
@@ -239,6 +247,7 @@ class App:
         limits = SendingLimits(cfg.submission.messages_per_hour, cfg.submission.recipients_per_message)
         self.senders = SenderPolicy(self.directory, SendingRateLimiter(limits, self.clock),
                                     lambda: self.config.smtp.recipient_delimiter)
+        self.verdicts = inbound_verdicts(self.current_config, self.resolver, self.directory, "main", self.clock)
 
     def _ensure_keys(self, cfg: Config) -> None:
         """Every local domain has its DKIM pair (mailauth.keys rule 1); a failure is logged."""
@@ -375,10 +384,10 @@ class App:
         if n:
             log.info("queue: %d messages scheduled after recovery", n)
         self.qmgr.start()
+        self._start_reports()
         await self.control.start()
         await self._start_smtp_listeners()
-        await self._start_pop3_listeners()
-        await self._start_imap_listeners()
+        await self._start_mail_listeners()
         self._close_unused_bound()  # a service that did not start (no TLS): its sockets
         await self._start_workers()
         for lst in self.listeners:
@@ -388,10 +397,19 @@ class App:
         log.info("pigeon started hostname=%s data_dir=%s config=%s", self.config.hostname,
                  self.config.data_dir, self.config.source)
 
+    def _start_reports(self) -> None:
+        """Start-up step 4: the due reports go out once a day (app.reports, reports.schedule)."""
+        self.reports = ServerReports(self.current_config, self.clock, self.resolver, self.intake, self.on_queued,
+                                     self.relay.reports)
+        if self.config.reports.send:
+            timer = ReportTimer(self.clock, self.reports.send_due, random.SystemRandom().random,
+                                self.config.reports.interval)
+            self._report_task = asyncio.get_running_loop().create_task(timer.run())
+
     async def _start_smtp_listeners(self) -> None:
         cfg = self.config
         parts = SmtpParts(self.current_config, self.directory, self.intake, self.on_queued, self.tls,
-                          self.authenticator, self.senders, self.gate, srs=self.srs)
+                          self.authenticator, self.senders, self.gate, srs=self.srs, verdicts=self.verdicts)
         for service in SMTP_SERVICES:
             if not getattr(cfg.listen, service):
                 continue
@@ -411,51 +429,33 @@ class App:
         if not specs:
             return
         source = None if self.config.source.startswith("<") else self.config.source
-        self.hub = ServerHub(self.queue, self.qmgr.submit, self.qmgr.complete, self.changes)
+        # Change notices between processes (docs/architecture.md): the server's own go to every
+        # IMAP worker, a worker's to the server's sessions and the other IMAP workers.
+        relay = ChangeRelay(asyncio.get_running_loop(), self._send_to_workers)
+        self.hub = ServerHub(self.queue, self.qmgr.submit, self.qmgr.complete, local_wake(self.changes), relay)
         self.hub.counters = lambda name, pid, values: (
             self.web.exporter.worker_snapshot(name, pid, values) if self.web is not None else None)
         self.master = Master(specs, worker_command(source), self.hub)
+        self.changes.forward = relay
         await self.master.start()
 
-    async def _start_imap_listeners(self) -> None:
-        cfg = self.config
-        too_many = b"* BYE [UNAVAILABLE] Too many connections, try again later\r\n"
-        for service, endpoints, implicit in (("imap", cfg.listen.imap, False), ("imaps", cfg.listen.imaps, True)):
-            if not endpoints:
-                continue
-            if implicit and self.tls is None:
-                log.error("service imaps needs TLS, which is unavailable; not listening")
-                continue
-            factory = ImapSessionFactory(self.mailstore, self.authenticator, self.tls, self.current_config, implicit)
-            front = self.tls.listener_context() if implicit and self.tls is not None else None
-            lst = Listener(service, [(e.host, e.port) for e in endpoints], factory, self._limits, too_many,
-                           tls=front, gate=self.gate, sockets=self._adopt(service))
-            await lst.start()
-            self.listeners.append(lst)
+    def _send_to_workers(self, msg: ipc.MasterMessage, to: Callable[[WorkerSpec], bool]) -> int:
+        return self.master.send(msg, to) if self.master is not None else 0
 
-    def _adopt(self, service: str) -> list[socket.socket] | None:
-        fds = self._take_bound(service)
-        return adopt_listening_sockets(fds) if fds else None
-
-    async def _start_pop3_listeners(self) -> None:
+    async def _start_mail_listeners(self) -> None:
+        """IMAP and POP3 (``app.services`` rule 6); workers serve them too (``worker_pools``)."""
         cfg = self.config
-        settings = Pop3Settings(cfg.hostname, allow_plaintext_on_loopback=cfg.auth.allow_plaintext_on_loopback,
-                                idle_timeout=max(POP3_MIN_IDLE, cfg.limits.session_timeout))
-        locks = MaildropLocks()  # one registry for pop3 and pop3s: one session per maildrop
-        too_many = b"-ERR [SYS/TEMP] Too many connections, try again later\r\n"
-        for service, endpoints, implicit in (("pop3", cfg.listen.pop3, False), ("pop3s", cfg.listen.pop3s, True)):
-            if not endpoints:
-                continue
-            if implicit and self.tls is None:
-                log.error("service pop3s needs TLS, which is unavailable; not listening")
-                continue
-            factory = Pop3SessionFactory(self.mailstore, self.authenticator, self.tls, implicit, settings, locks)
-            # pop3s is handshaken by the listener, as 465 and 993 are (net.listener rule 3)
-            front = self.tls.listener_context() if implicit and self.tls is not None else None
-            lst = Listener(service, [(e.host, e.port) for e in endpoints], factory, self._limits, too_many,
-                           tls=front, gate=self.gate, sockets=self._adopt(service))
-            await lst.start()
-            self.listeners.append(lst)
+        parts = MailParts(self.current_config, self.mailstore, self.authenticator, self.tls,
+                          MaildropLocks(pop3_lock_dir(cfg)), self.gate)
+        for services, build in ((POP3_SERVICES, pop3_listener), (IMAP_SERVICES, imap_listener)):
+            for service in services:
+                if not getattr(cfg.listen, service):
+                    continue
+                lst = build(service, parts, self._take_bound(service))
+                if lst is None:
+                    continue
+                await lst.start()
+                self.listeners.append(lst)
 
     async def stop(self) -> None:
         sdnotify.stopping()
@@ -468,6 +468,9 @@ class App:
             await self.master.stop()
         if self.hub is not None:
             await self.hub.close()
+        if self._report_task is not None:
+            self._report_task.cancel()
+            await asyncio.gather(self._report_task, return_exceptions=True)
         await self.qmgr.stop()
         await self.relay.close()  # QUIT the idle cached SMTP client connections
         await self.control.stop()

@@ -11,6 +11,9 @@ Rules:
    SIGHUP to its ready workers, which reload theirs from the same files (``app.worker`` rule 7).
 4. The health check (``/healthz``) fails when a listener stopped serving, a queue manager task
    ended, the queue directory is not writable, or a worker process is not running.
+5. With ``[acme] challenge = "tls-alpn-01"`` the https listener answers the validations
+   (``net.tls`` rule 8): its context switches a handshake for a pending name to that name's
+   challenge certificate; the mail listeners never do.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from pigeon.config import Config
-from pigeon.net.tls import TlsFiles, TlsManager, resolve_files
+from pigeon.net.tls import AlpnChallenges, TlsFiles, TlsManager, resolve_files
 from pigeon.queue.api import QueueStore
 from pigeon.queue.record import State
 from pigeon.web.acme import AcmeIssuer, CertStore, Challenges, Renewer, certificate_names
@@ -70,7 +73,10 @@ class WebEndpoint:
 
     def __init__(self, app: App) -> None:
         self.app = app
-        self.challenges = Challenges()
+        acme = app.config.acme
+        self.alpn = (AlpnChallenges(app.config.data_dir / "acme" / "alpn")
+                     if acme is not None and acme.challenge == "tls-alpn-01" else None)
+        self.challenges = Challenges(self.alpn)
         self.registry = CollectorRegistry(auto_describe=False)
         self.exporter = Exporter(app.counters, lambda: queue_snapshot(app.queue, time.time))
         self.registry.register(self.exporter)
@@ -102,7 +108,10 @@ class WebEndpoint:
                 runners[id(application)] = runner
                 self._runners.append(runner)
             for host, port in endpoints:
-                ssl_context = self.app.tls.listener_context() if secure and self.app.tls is not None else None
+                ssl_context = None
+                if secure and self.app.tls is not None:  # rule 5: only https answers tls-alpn-01
+                    ssl_context = (self.app.tls.https_context(self.alpn) if self.alpn is not None
+                                   else self.app.tls.listener_context())
                 await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
                 log.info("listening service=%s on %s:%d", service, host, port)
         if cfg.acme is not None and cfg.tls.cert is None:  # acme rule 7

@@ -4,12 +4,12 @@ hand): more cores for a service.
 A worker serves some of the server's services on the server's own listening sockets (handed
 over at start, ``--service smtp=5,6``), so every process accepts from one queue of new
 connections and whichever is free takes the next one. It builds what those services need
-(``SERVICES``) and tells the server the rest through ``app.ipc``. Today the ``smtp`` service:
-the SMTP sessions, an intake with its own journal (``queue/journal/w<index>/``) and the fast
-road (``qmgr.lane``) for the mail it accepted into that journal: local mail to the fast agent
-(``delivery.fastlane``), relay mail to its own relay agent (``delivery.relay``); the queue
-manager, recovery, the control socket, submission,
-IMAP and POP3 stay in the server.
+(``SERVICES``) and tells the server the rest through ``app.ipc``. The ``smtp`` service: the
+SMTP sessions, an intake with its own journal (``queue/journal/w<index>/``) and the fast road
+(``qmgr.lane``) for the mail it accepted into that journal: local mail to the fast agent
+(``delivery.fastlane``), relay mail to its own relay agent (``delivery.relay``);
+``imap``/``imaps`` and ``pop3``/``pop3s``: sessions on the same mail store (rule 10). The queue
+manager, recovery, the control socket and submission stay in the server.
 
 Rules:
 1. Its standard output is its pipe to the server; at start it is moved to a descriptor of its
@@ -38,9 +38,16 @@ Rules:
    are counted in its own ``MailCounters`` and sent whole to the server as ``Counters`` every
    ``SNAPSHOT_INTERVAL`` seconds and once more when it stops; the server's ``/metrics`` adds them up.
 9. Relay mail it accepted (every recipient in another domain) it relays itself, from its journal
-   on its fast road, with its own relay agent and connection cache, signing (DKIM, ARC) and
-   rewriting (SRS) as the server's does (``delivery.outbound``, the same keys and secret); the
-   relay limits (``delivery.relay`` Rule 5) count per process.
+   on its fast road (``qmgr.lane``), with its own relay agent and connection cache; the relay
+   limits (``delivery.relay`` Rule 5) count per process. Its relay agent has the server's
+   outbound stage (``delivery.outbound``): DKIM signing, SRS and ARC for forwards, with the same
+   keys and SRS secret from the data directory.
+
+10. IMAP and POP3 (``imap``, ``imaps``, ``pop3``, ``pop3s``): a mail store with its own
+   ``ChangeBus`` whose notices go to the server (``Changed``, rule 5), which passes them on to
+   the other processes; the server's ``Changed`` wake this process's IDLE sessions only
+   (``ChangeBus.wake``: never sent back). Its own AUTH throttle and credential cache, as the
+   SMTP side's; POP3's maildrop locks are file locks shared with every process.
 
 What can go wrong: a bad descriptor, a bind failure or an unusable configuration ends the worker
 with exit status 1 and a log line; the server restarts it after a pause (``app.master`` rule 5).
@@ -60,7 +67,9 @@ from pigeon import maillog
 from pigeon.app import ipc
 from pigeon.app.master import WORKER_STOP_GRACE, Command, WorkerSpec
 from pigeon.app.runtime import reopen_logs, setup_logging, tune_allocator
-from pigeon.app.services import SmtpParts, credential_verifier, expander, journal_owner, smtp_listener, srs_codec
+from pigeon.app.services import (MailParts, SmtpParts, credential_verifier, expander, imap_listener,
+                                 inbound_verdicts, journal_owner, pop3_listener, pop3_lock_dir,
+                                 smtp_listener, srs_codec)
 from pigeon.auth.sasl import Authenticator
 from pigeon.auth.throttle import AuthThrottle
 from pigeon.cleanup.intake import Intake
@@ -74,15 +83,18 @@ from pigeon.directory import Directory
 from pigeon.dns.resolver import DnsResolver
 from pigeon.directory.errors import DirectoryError
 from pigeon.directory.directory import SERVER_RECHECK
+from pigeon.mailauth.keys import KeyStore
 from pigeon.net.listener import Listener, quiet_accept_errors
 from pigeon.net.tls import TlsError, TlsManager
 from pigeon.app.web import tls_files
-from pigeon.mailauth.keys import KeyStore
 from pigeon.qmgr.lane import JournalLane
 from pigeon.web.metrics import SNAPSHOT_INTERVAL, MailCounters
 from pigeon.queue.record import QueueRecord, RcptState
 from pigeon.queue.store import FileQueueStore
 from pigeon.smtpd.policy import SenderPolicy
+from pigeon.pop3d import MaildropLocks
+from pigeon.store.changes import ChangeBus
+from pigeon.store.mailbox import MailStore
 from pigeon.store.maildir import MaildirStore
 from pigeon.submission.ratelimit import SendingLimits, SendingRateLimiter
 
@@ -114,7 +126,8 @@ class WorkerLink:
     def __init__(self, transport: asyncio.WriteTransport, name: str) -> None:
         self._transport = transport
         self._name = name
-        self._changed: set[str] = set()  # Maildirs changed in this turn of the loop
+        self._loop = asyncio.get_running_loop()
+        self._changed: set[str] = set()  # folders changed in this turn of the loop
 
     def send(self, msg: ipc.WorkerMessage) -> None:
         if self._transport.is_closing():
@@ -131,10 +144,14 @@ class WorkerLink:
         self._transport.write(line)
 
     def notify(self, directory: Path) -> None:  # store.changes.ChangeNotifier
-        """One ``Changed`` per Maildir per turn of the loop, however many deliveries."""
+        """One ``Changed`` per folder per turn of the loop, however many changes; safe from any
+        thread (the store's operations run in threads)."""
+        self._loop.call_soon_threadsafe(self._add_changed, str(directory))
+
+    def _add_changed(self, directory: str) -> None:
         if not self._changed:
-            asyncio.get_running_loop().call_soon(self._send_changed)
-        self._changed.add(str(directory))
+            self._loop.call_soon(self._send_changed)
+        self._changed.add(directory)
 
     def _send_changed(self) -> None:
         changed, self._changed = self._changed, set()
@@ -146,9 +163,11 @@ class WorkerLink:
 
 
 class _Inbox(asyncio.Protocol):
-    """The worker's standard input: the server's ``Hello``, then end of file when it is gone."""
+    """The worker's standard input: the server's ``Hello``, its ``Changed`` notices (rule 10),
+    then end of file when it is gone."""
 
     def __init__(self, name: str, gone: asyncio.Event) -> None:
+        self.changed: Callable[[Path], None] | None = None  # set once the services are built
         self._name = name
         self._gone = gone
         self._reader = ipc.master_reader()
@@ -174,6 +193,9 @@ class _Inbox(asyncio.Protocol):
                     log.error("%s: refused a line from the server: %s", self._name, item)
             elif not self.first.done():
                 self.first.set_result(item)
+            elif isinstance(item, ipc.Changed):
+                if self.changed is not None:
+                    self.changed(Path(item.directory))
             else:
                 log.error("%s: a second hello from the server, ignored", self._name)
 
@@ -201,6 +223,8 @@ class Worker:
         self.queue: FileQueueStore | None = None
         self._smtp: SmtpParts | None = None
         self.counters = MailCounters()  # sent to the server every SNAPSHOT_INTERVAL (rule 8)
+        self._mail: MailParts | None = None
+        self.changes = ChangeBus()
 
     def current_config(self) -> Config:
         return self.config
@@ -210,6 +234,7 @@ class Worker:
     def _build_common(self, link: WorkerLink) -> None:
         cfg = self.config
         self.link = link
+        self.changes.forward = link  # rule 10
         self.directory = Directory(cfg.data_dir / "directory.sqlite3", cfg.domains, cfg.postmaster,
                                    cfg.smtp.recipient_delimiter, recheck_after=SERVER_RECHECK)
         self.tls: TlsManager | None = None
@@ -236,9 +261,12 @@ class Worker:
         # Relay mail it accepted is relayed from its journal by its own relay agent (rule 9):
         # its concurrency limits count per process.
         resolver = DnsResolver([(e.host, e.port) for e in cfg.dns.nameservers], self.clock)
+        # The same outbound stage as the server's (DKIM signing, SRS and ARC for forwards): the
+        # keys the server made at its start (data_dir/dkim), the SRS secret above.
         outbound = Outbound(KeyStore(data / "dkim"), srs, self.directory.is_local_domain,
                             lambda: self.config.relay_domains, cfg.hostname, self.clock)
-        self.relay = RelayDelivery(resolver, RelaySettings.from_config(cfg), outbound, self.clock)
+        self.relay = RelayDelivery(resolver, RelaySettings.from_config(cfg), outbound, self.clock,
+                                   report_owner=journal_owner(self.index))  # its own TLS-RPT file
         self.lane = JournalLane(self.queue, fast, self.directory, self.clock,
                                 finish=self._complete, submit=self._schedule, relay=self.relay)
         self.queue.orphans = self.on_queued
@@ -248,9 +276,24 @@ class Worker:
         # The brute-force throttle counts per process (README: [smtp] processes).
         auth = Authenticator(credential_verifier(self.directory, cfg.auth, self.clock), AuthThrottle(cfg.auth.throttle, self.clock), self.clock)
         auth.on_failure = self.counters.auth_failure
+        resolver = DnsResolver([(e.host, e.port) for e in cfg.dns.nameservers], self.clock)
+        verdicts = inbound_verdicts(self.current_config, resolver, self.directory, journal_owner(self.index),
+                                    self.clock)
         self._smtp = SmtpParts(self.current_config, self.directory, intake, self.on_queued, self.tls, auth, senders,
-                               srs=srs)
+                               srs=srs, verdicts=verdicts)
         return self._smtp
+
+    def mail_parts(self) -> MailParts:
+        """Rule 10: the IMAP and POP3 side."""
+        if self._mail is not None:
+            return self._mail
+        cfg = self.config
+        store = MailStore(cfg.data_dir / "mail", cfg.hostname, self.clock,
+                          max_append=cfg.limits.max_message_size, changes=self.changes)
+        auth = Authenticator(credential_verifier(self.directory, cfg.auth, self.clock),
+                             AuthThrottle(cfg.auth.throttle, self.clock), self.clock)
+        self._mail = MailParts(self.current_config, store, auth, self.tls, MaildropLocks(pop3_lock_dir(cfg)))
+        return self._mail
 
     def on_queued(self, record: QueueRecord) -> None:
         maillog.queued(record.id, record.envelope.sender, record.size, len(record.envelope.recipients))
@@ -326,6 +369,7 @@ class Worker:
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)  # from here on, a stop is graceful
         loop.add_signal_handler(signal.SIGINT, self.stopping.set)
         self._build_common(link)
+        inbox.changed = self.changes.wake  # rule 8
         try:
             for service, fds in self.listen:  # rule 3
                 build = SERVICES[service]
@@ -355,6 +399,8 @@ class Worker:
             await self.relay.close()
         if self.queue is not None:
             self.queue.close()
+        if self._mail is not None:
+            self._mail.mailstore.close()
         self.directory.close()
         self.link.close()
 
@@ -363,9 +409,17 @@ def _smtp(worker: Worker, service: str, fds: list[int]) -> Listener | None:
     return smtp_listener(service, worker.smtp_parts(), fds)
 
 
-# The services a worker can serve, and how each is built (rule 3). An IMAP worker adds
-# "imap"/"imaps" here (docs/architecture.md "The process model").
-SERVICES: dict[str, Callable[[Worker, str, list[int]], Listener | None]] = {"smtp": _smtp}
+def _imap(worker: Worker, service: str, fds: list[int]) -> Listener | None:
+    return imap_listener(service, worker.mail_parts(), fds)
+
+
+def _pop3(worker: Worker, service: str, fds: list[int]) -> Listener | None:
+    return pop3_listener(service, worker.mail_parts(), fds)
+
+
+# The services a worker can serve, and how each is built (rule 3).
+SERVICES: dict[str, Callable[[Worker, str, list[int]], Listener | None]] = {
+    "smtp": _smtp, "imap": _imap, "imaps": _imap, "pop3": _pop3, "pop3s": _pop3}
 
 
 def run_worker(config: Config, pool: str, index: int, listen: Sequence[tuple[str, Sequence[int]]]) -> int:

@@ -21,6 +21,13 @@ Rules:
 5. The body is streamed to the queue's file; nothing holds the whole message. A write error
    while streaming is remembered and raised by ``commit`` as ``452 4.3.1``.
 6. A transaction is used once: after ``commit`` or ``abort``, it refuses further calls.
+8. Between the end of the message and ``commit`` (``complete``), the checks of port 25
+   (``pigeon.inbound``) may read the spooled message back (``spooled``), put header fields at
+   the top (``prepend``: Authentication-Results, Received-SPF go above our Received:, RFC 8601
+   §5, RFC 7208 §9.1), replace the whole header section (``replace_header``: a forged
+   Authentication-Results removed, a milter's edits) or the whole message (``replace_message``:
+   a milter's new body), and file the message into Junk (``quarantine``). The message is not
+   held in memory for this: a large one is read back from and rewritten in its queue file.
 7. Cleanup only says "commit": whether a message takes the queue's intake journal or its
    files is the queue's decision (``queue.store`` rule 8), not cleanup's.
 
@@ -32,12 +39,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from collections.abc import Iterator
 from typing import Protocol
 
 from pigeon.cleanup.received import missing_headers, received_header
 from pigeon.core.address import Address
 from pigeon.core.clock import Clock
-from pigeon.core.envelope import Envelope, Recipient
+from pigeon.core.envelope import JUNK, Envelope, Recipient
 from pigeon.core.results import MailError, PermanentError, TemporaryError
 from pigeon.proto.message.headers import HeaderScanner
 from pigeon.proto.smtp.reply import (
@@ -105,6 +113,9 @@ class Transaction:
         self._body: BodyWriter | None = None
         self._error: MailError | None = None
         self._finished = False
+        self._complete = False  # rule 8: the scanner has seen the end of the message
+        self._received_len = 0  # our Received: field, the first octets of the body
+        self._edited = 0  # octets the edits of rule 8 added to the header section
 
     @property
     def queue_id(self) -> str | None:
@@ -156,6 +167,7 @@ class Transaction:
                     self.envelope.smtputf8,
                 )
                 self._body.write(head)
+                self._received_len = len(head)
             except QueueWriteError as exc:
                 self._fail(exc)
         return self._body if self._error is None else None
@@ -240,15 +252,71 @@ class Transaction:
         if self._body is not None:
             self._body.abort()
 
-    def _finish(self) -> BodyWriter:
-        """End of message: flush the scanner, check the limits; the body to commit."""
+    # -- rule 8: between the end of the message and commit ------------------------------------
+
+    def complete(self) -> bool:
+        """The message has ended: flush the scanner. False when it is already refused (the
+        refusal is raised by ``commit``), True when it may be checked and edited."""
         self._check_open()
         body = self._start()
-        if body is not None:
+        if body is not None and not self._complete:
+            self._complete = True
             scanned = self._scanner.finish()
             self._pass(body, scanned.header, scanned.tail)
             if self._scanner.in_headers and self._error is None:
                 self._end_headers(body)  # the message ended inside its header section
+        return self._error is None and self._body is not None
+
+    def _edit(self) -> BodyWriter:
+        if not self._complete or self._error is not None or self._body is None:
+            raise ValueError("the message is not complete, or already refused")
+        return self._body
+
+    @property
+    def header_length(self) -> int:
+        """Octets of the spooled header section (our Received: included, the empty line not)."""
+        return self._received_len + self._scanner.header_bytes + self._edited
+
+    @property
+    def size(self) -> int:
+        return self._body.size if self._body is not None else 0
+
+    def has_field(self, name: str) -> bool:
+        """Whether the header section has a field ``name`` (one the scanner watches)."""
+        return name.lower() in self._scanner.seen
+
+    def spooled(self, start: int = 0) -> Iterator[bytes]:
+        """The spooled message (our Received: first) from ``start``, in pieces."""
+        return self._edit().chunks(start)
+
+    def prepend(self, fields: bytes) -> None:
+        self._edit().splice(fields, 0)
+        self._edited += len(fields)
+
+    def replace_header(self, header: bytes) -> None:
+        """Replace the header section (``header_length`` octets) with ``header``."""
+        body = self._edit()
+        old = self.header_length
+        body.splice(header, old)
+        self._edited += len(header) - old
+
+    def replace_message(self, message: bytes) -> None:
+        """Replace the whole spooled message (a milter's new body, with its header section)."""
+        body = self._edit()
+        old = body.size
+        body.splice(message, old)
+        end = message.find(b"\r\n\r\n")
+        self._edited = (end + 2 if end >= 0 else len(message)) - self._received_len - self._scanner.header_bytes
+
+    def quarantine(self, folder: str = JUNK) -> None:
+        """Deliver into the recipients' ``folder`` (Junk) instead of INBOX (core.envelope rule 5)."""
+        self.envelope.folder = folder
+
+    def _finish(self) -> BodyWriter:
+        """End of message: flush the scanner, check the limits; the body to commit."""
+        self._check_open()
+        self.complete()
+        body = self._body if self._error is None else None
         if self._error is None and not self.envelope.recipients:
             self._fail(PermanentError(C554_NO_VALID_RECIPIENTS))
         if self._error is not None or body is None:

@@ -32,6 +32,8 @@ from pigeon.config.model import (
     DeliveryConfig,
     DnsConfig,
     Endpoint,
+    ImapConfig,
+    Pop3Config,
     Limits,
     Listen,
     QueueConfig,
@@ -42,8 +44,9 @@ from pigeon.config.model import (
     TlsLevel,
 )
 from pigeon.auth.throttle import HARD_MAX_IP_FAILURES, ThrottleSettings
+from pigeon.config.inbound import parse_inbound
 from pigeon.config.reader import ConfigError, Table
-from pigeon.config.web import check_web, parse_acme, parse_mta_sts
+from pigeon.config.web import check_web, parse_acme, parse_mta_sts, parse_reports
 from pigeon.core.address import AddressError, is_valid_domain, parse_address
 
 SYSTEM_CONFIG_PATH = Path("/etc/pigeon/pigeon.toml")
@@ -100,9 +103,14 @@ flush = "filesystem"
 [smtp]
 recipient_delimiter = "+"
 bare_newline = "reject"
+
+[inbound]                            # port 25's checks: SPF, DKIM, DMARC, ARC on by default
+# trusted_networks = ["192.0.2.0/24"]   # not checked (default: none; loopback is not exempt)
+# dnsbl = ["zen.example.org"]           # DNS blocklists, asked at connect, 554 at EHLO
+# milters = ["inet:127.0.0.1:11332"]    # e.g. rspamd's proxy worker in milter mode
 """
 
-# [smtp] processes: more processes than cores only adds context switches; 64 is far above any
+# [smtp] (and [imap], [pop3]) processes: more processes than cores only adds context switches; 64 is far above any
 # machine this is meant for and bounds the children one setting can start.
 MAX_SMTP_PROCESSES = 64
 _LISTEN_SERVICES = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s",
@@ -342,6 +350,14 @@ def _smtp(top: Table) -> SmtpConfig:
                       processes=processes)
 
 
+def _processes(top: Table, section: str) -> int:
+    """``[imap] processes`` / ``[pop3] processes`` (the only key of those sections so far)."""
+    t = top.table(section)
+    processes = t.integer("processes", 1, minimum=1, maximum=MAX_SMTP_PROCESSES)
+    t.finish()
+    return processes
+
+
 def parse_config(text: str, source: str, base_dir: Path) -> Config:
     """Parse and validate TOML ``text``; ``source`` names it in errors; paths resolve on ``base_dir``."""
     try:
@@ -391,10 +407,14 @@ def parse_config(text: str, source: str, base_dir: Path) -> Config:
         queue=_queue(top),
         delivery=_delivery(top, base_dir),
         smtp=_smtp(top),
+        imap=ImapConfig(processes=_processes(top, "imap")),
+        pop3=Pop3Config(processes=_processes(top, "pop3")),
         tls=_tls(top, base_dir),
         submission=_submission(top),
         acme=parse_acme(top, base_dir),
         mta_sts=parse_mta_sts(top, hostname),
+        inbound=parse_inbound(top),
+        reports=parse_reports(top),
         source=source,
     )
     top.finish()

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from pigeon.auth.throttle import ThrottleSettings
+from pigeon.config.inbound import InboundConfig
 from pigeon.core.address import is_valid_domain
 
 BareNewline = Literal["reject", "normalize"]
@@ -282,6 +283,32 @@ class MtaStsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ReportsConfig:
+    """``[reports]``: the aggregate reports (TLS-RPT, DMARC) the running server sends by itself
+    once a day (pigeon.reports). ``interval`` is for tests: every that many seconds instead of
+    the daily time (documented in docs/tls-policy.md, not in the sample configuration)."""
+
+    send: bool = True
+    interval: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ImapConfig:
+    # Processes serving the IMAP and IMAPS listeners (one shared accept queue), as [smtp] processes: the
+    # server plus processes - 1 IMAP worker processes (app.worker). Sessions of one account in
+    # different processes see each other's changes (docs/architecture.md "Change notices between
+    # processes"). 1 keeps IMAP in the server process.
+    processes: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Pop3Config:
+    # Processes serving the POP3 and POP3S listeners, as [imap] processes; the maildrop lock is a
+    # file lock, so one session per maildrop holds across them (RFC 1939 §8).
+    processes: int = 1
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     hostname: str
     data_dir: Path
@@ -302,10 +329,14 @@ class Config:
     queue: QueueConfig = field(default_factory=QueueConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    imap: ImapConfig = field(default_factory=ImapConfig)
+    pop3: Pop3Config = field(default_factory=Pop3Config)
     tls: TlsConfig = field(default_factory=TlsConfig)
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
     acme: AcmeConfig | None = None  # None: no [acme] section, no ACME certificates
     mta_sts: MtaStsConfig = field(default_factory=MtaStsConfig)
+    inbound: InboundConfig = field(default_factory=InboundConfig)  # [inbound]: config.inbound
+    reports: ReportsConfig = field(default_factory=ReportsConfig)
     source: str = "<embedded default>"
 
     @property

@@ -6,7 +6,9 @@ Rules:
    ``directory`` must be an https URL (RFC 8555 §6.1: ACME runs over HTTPS only).
 2. ACME needs a way to be validated: ``challenge = "http-01"`` needs ``[listen] http`` (the CA
    fetches ``http://<name>/.well-known/acme-challenge/``, on port 80: RFC 8555 §8.3);
-   ``"tls-alpn-01"`` (RFC 8737) is not implemented yet and is refused.
+   ``"tls-alpn-01"`` (RFC 8737 §3: the CA connects to port 443) needs ``[listen] https``.
+4. ``[reports]``: ``send`` (default true) lets the server send the due reports once a day;
+   ``interval`` (hidden, for tests) replaces the daily time by a period in seconds.
 3. ``[mta_sts] mode`` is one of RFC 8461 §3.2's three; ``max_age`` at most 31557600 s (the
    same section); ``mx`` patterns are host names, optionally with a leading ``*.`` (§4.1).
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pigeon.config.model import AcmeChallenge, AcmeConfig, Config, MtaStsConfig, MtaStsMode
+from pigeon.config.model import AcmeChallenge, AcmeConfig, Config, MtaStsConfig, MtaStsMode, ReportsConfig
 from pigeon.config.reader import Table
 from pigeon.core.address import AddressError, is_valid_domain, parse_address
 
@@ -71,6 +73,15 @@ def parse_mta_sts(top: Table, hostname: str) -> MtaStsConfig:
     return MtaStsConfig(mode=_MODES[mode], max_age=max_age, mx=tuple(mx) or (hostname,))
 
 
+def parse_reports(top: Table) -> ReportsConfig:
+    """Rule 4."""
+    t = top.table("reports")
+    send = t.boolean("send", True)
+    interval = t.duration("interval", 0.0, minimum=0.0) if t.has("interval") else None
+    t.finish()
+    return ReportsConfig(send=send, interval=interval or None)
+
+
 def check_web(config: Config, top: Table) -> None:
     """Rule 2: an ACME challenge needs its listener."""
     acme = config.acme
@@ -78,5 +89,5 @@ def check_web(config: Config, top: Table) -> None:
         return
     if acme.challenge == "http-01" and not config.listen.http:
         raise top.error("acme", 'challenge "http-01" needs [listen] http (port 80)')
-    if acme.challenge == "tls-alpn-01":  # not implemented: refuse rather than fail every order
-        raise top.error("acme", 'challenge "tls-alpn-01" is not implemented yet; use "http-01"')
+    if acme.challenge == "tls-alpn-01" and not config.listen.https:
+        raise top.error("acme", 'challenge "tls-alpn-01" needs [listen] https (port 443, RFC 8737 §3)')

@@ -10,6 +10,9 @@ Rules:
 5. ``requiretls`` is set when the client gave ``REQUIRETLS`` on MAIL FROM (RFC 8689 §3): the
    message may only leave over TLS to an authenticated host. It is written to the queue
    record only when set, so older records read as False.
+6. ``folder`` names the mailbox folder local delivery files the message into instead of
+   INBOX: ``"Junk"`` for mail the inbound checks quarantined (DMARC ``p=quarantine``, a
+   milter's verdict); ``None`` (absent from the JSON) for INBOX.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Literal
 
 from pigeon.core.address import Address, parse_address
 
+JUNK = "Junk"  # rule 6: the only folder the inbound checks choose (RFC 6154 \\Junk)
 BodyType = Literal["7BIT", "8BITMIME", "BINARYMIME"]
 Notify = Literal["NEVER", "SUCCESS", "FAILURE", "DELAY"]
 
@@ -66,15 +70,10 @@ class Envelope:
     envid: str | None = None
     client: ClientInfo = field(default_factory=lambda: ClientInfo("local"))
     requiretls: bool = False  # rule 5
+    folder: str | None = None  # rule 6
 
     def to_json(self) -> dict[str, object]:
-        doc = self._to_json()
-        if self.requiretls:
-            doc["requiretls"] = True
-        return doc
-
-    def _to_json(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "sender": str(self.sender) if self.sender is not None else "",
             "recipients": [r.to_json() for r in self.recipients],
             "body": self.body,
@@ -89,6 +88,11 @@ class Envelope:
                 "tls": self.client.tls,
             },
         }
+        if self.requiretls:
+            out["requiretls"] = True
+        if self.folder is not None:
+            out["folder"] = self.folder
+        return out
 
     @staticmethod
     def from_json(d: dict[str, object]) -> Envelope:
@@ -114,4 +118,5 @@ class Envelope:
                 tls=client.get("tls"),
             ),
             requiretls=d.get("requiretls") is True,
+            folder=JUNK if d.get("folder") == JUNK else None,
         )

@@ -37,6 +37,7 @@ class DeliveryJob:
     sender: Address | None  # None is the null reverse path <>
     recipients: tuple[Address, ...]
     body: BodySource
+    folder: str | None = None  # "Junk" for quarantined mail (core.envelope rule 5); None = INBOX
 
 
 class DeliveryAgent(Protocol):

@@ -86,7 +86,8 @@ class FastLocalDelivery:
         files: Files = {}
         for key, addr in todo.items():
             try:
-                files[key] = (addr, self._store.write_tmp(addr, delivery_prefix(sender, addr), body))
+                files[key] = (addr, self._store.write_tmp(addr, delivery_prefix(sender, addr), body,
+                                                          job.folder))
             except Exception as exc:
                 outcome[key] = failure(qid, addr, exc)
         return outcome, files

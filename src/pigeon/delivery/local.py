@@ -94,7 +94,7 @@ class LocalDelivery:
 
     def _write(self, job: DeliveryJob, rcpt: Address) -> Path:
         with job.body.open() as body:  # a file, memory or a journal segment (delivery.base Rule 1)
-            return self._store.deliver_shared(rcpt, delivery_prefix(job.sender, rcpt), body)
+            return self._store.deliver_shared(rcpt, delivery_prefix(job.sender, rcpt), body, job.folder)
 
     async def _deliver_one(self, job: DeliveryJob, rcpt: Address) -> RecipientResult:
         qid = job.queue_id

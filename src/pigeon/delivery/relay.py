@@ -197,12 +197,13 @@ class RelayDelivery:
     """The ``DeliveryAgent`` for recipients in other domains."""
 
     def __init__(self, resolver: PolicyResolver, settings: RelaySettings, outbound: Outbound | None = None,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, report_owner: str = "") -> None:
         self.resolver = resolver
         self.settings = settings
         self.outbound = outbound  # Rule 9
         self.clock: Clock = clock or SystemClock()
-        self.reports = ReportBook(settings.state_dir, self.clock)
+        # TLS-RPT counts: one file per process (tlspolicy.reports rule 5); "" is the server's
+        self.reports = ReportBook(settings.state_dir, self.clock, report_owner)
         self.transport = self._transport(settings)
         self.router = Router(resolver, settings.route_settings())
         self._global = asyncio.Semaphore(settings.concurrency)

@@ -33,7 +33,12 @@ Rules:
    turn, so requests made in the same turn share it; at most one batch runs at a time, and
    what arrives meanwhile forms the next, started as soon as the first ends. Within a batch,
    kinds run in the order their keys were first requested (a ``Close`` of a descriptor
-   requested after its flush runs after it). One wake-up of the loop per batch.
+   requested after its flush runs after it), except that the keys someone waits for now run
+   before those only asked for ``within`` a delay (Rule 4), and their waiters are woken as
+   soon as they ran: a commit whose ``250`` waits for its ``fdatasync`` does not also wait
+   for a Maildir ``syncfs`` that shares its batch. One wake-up of the loop per batch, two
+   when a batch holds both. A ``within`` request is thus ordered only against other
+   ``within`` requests (nobody needs more: they are flushes of files already safe elsewhere).
 4. ``flush(f, within=s)`` is for a flush that may wait a little (the fast lane's Maildir
    files, whose message is safe in the journal meanwhile): it completes with the next batch
    that runs the same key anyway, and starts a batch of its own only if none did within ``s``
@@ -75,6 +80,7 @@ from pigeon.durable.io import REAL, FileIO
 log = logging.getLogger(__name__)
 
 Batch = dict[Hashable, tuple[Flush, list["asyncio.Future[None]"]]]
+Work = tuple[Batch, Batch]  # Rule 3: what someone waits for now, then what may wait
 Outcome = list[tuple[list["asyncio.Future[None]"], BaseException | None]]
 
 SYNC_THREAD_NICE = 5  # Rule 7
@@ -108,12 +114,13 @@ class GroupCommit:
         self._gates: dict[Hashable, _Gate] = {}
         self._pending: Batch = {}
         self._soon: Batch = {}  # Rule 4: waiting for the next batch that runs their key
+        self._lazy: set[Hashable] = set()  # keys in _pending that only ``within`` requests asked for
         self._soon_timer: asyncio.TimerHandle | None = None
         self._running = False
         self._kick_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop of the running batch
         self._closed = False
-        self._queue: queue.SimpleQueue[tuple[asyncio.AbstractEventLoop, Batch] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[asyncio.AbstractEventLoop, Work] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self.batches = 0  # loop batches run (tests, benchmarks)
         self.calls = 0  # kinds run by loop batches (one per distinct key per batch)
@@ -194,6 +201,7 @@ class GroupCommit:
             # its wake-up can never arrive, and its waiters are gone with their loop.
             self._running = False
             self._pending = {}
+            self._lazy = set()
             self._soon = {}
             self._soon_timer = None
         key = flush.key
@@ -211,6 +219,7 @@ class GroupCommit:
             self._pending[key] = (flush, [fut])
         else:
             entry[1].append(fut)
+            self._lazy.discard(key)  # Rule 3: someone waits for it now
         if not self._running and not self._kick_scheduled:
             # Rule 3: start at the end of this turn of the loop, so that every request made in
             # it (sessions whose data ended in the same read) shares the batch.
@@ -239,6 +248,7 @@ class GroupCommit:
             entry = self._pending.get(key)
             if entry is None:
                 self._pending[key] = (fn, futs)
+                self._lazy.add(key)
             else:
                 entry[1].extend(futs)
         if soon and not self._running and not self._kick_scheduled:
@@ -252,6 +262,7 @@ class GroupCommit:
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         batch, self._pending = self._pending, {}
+        lazy_keys, self._lazy = self._lazy, set()
         if self._soon:  # Rule 4: waiters for a key this batch runs anyway ride along
             for key in self._soon.keys() & batch.keys():
                 batch[key][1].extend(self._soon.pop(key)[1])
@@ -263,7 +274,11 @@ class GroupCommit:
         if self._thread is None:
             self._thread = threading.Thread(target=self._serve, name=self._name, daemon=True)
             self._thread.start()
-        self._queue.put((loop, batch))
+        now: Batch = {}
+        lazy: Batch = {}
+        for key, entry in batch.items():  # Rule 3: what someone waits for first, order kept
+            (lazy if key in lazy_keys else now)[key] = entry
+        self._queue.put((loop, (now, lazy)))
         self.batches += 1
         self.calls += len(batch)
 
@@ -274,8 +289,15 @@ class GroupCommit:
             item = self._queue.get()
             if item is None:
                 return
-            loop, batch = item
-            outcome = self._run(batch)
+            loop, (now, lazy) = item
+            outcome = self._run(now)
+            if lazy:
+                if outcome:  # Rule 3: the waiters of ``now`` need not wait for ``lazy``
+                    try:
+                        loop.call_soon_threadsafe(_settle_all, outcome)
+                    except RuntimeError:
+                        pass
+                outcome = self._run(lazy)
             try:
                 loop.call_soon_threadsafe(self._finished, loop, outcome)
             except RuntimeError:  # the loop is closed: nobody waits any more
@@ -286,9 +308,7 @@ class GroupCommit:
 
     def _finished(self, loop: asyncio.AbstractEventLoop, outcome: Outcome) -> None:
         self._running = False
-        for futs, exc in outcome:
-            for fut in futs:
-                _settle(fut, exc)
+        _settle_all(outcome)
         if self._pending and not self._closed:
             self._start(loop)  # what arrived while this batch ran
 
@@ -303,6 +323,7 @@ class GroupCommit:
             self._soon_timer.cancel()
             self._soon_timer = None
         batch, self._pending = self._pending, {}
+        self._lazy = set()
         for key, (fl, futs) in self._soon.items():  # Rule 4: nobody else will run them now
             entry = batch.get(key)
             if entry is None:
@@ -322,6 +343,12 @@ def _lower_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), SYNC_THREAD_NICE)
     except (OSError, AttributeError) as exc:  # not Linux (no per-thread nice), or not allowed
         log.debug("sync thread priority unchanged: %s", exc)
+
+
+def _settle_all(outcome: Outcome) -> None:
+    for futs, exc in outcome:
+        for fut in futs:
+            _settle(fut, exc)
 
 
 def _settle(fut: asyncio.Future[None], exc: BaseException | None) -> None:

@@ -17,12 +17,18 @@ Rules:
    is the highest of the messages returned: with only MIN and/or MAX, of those (RFC 4731 §3.2).
 5. The search runs in a worker thread over a snapshot of the map; expunged-meanwhile messages
    never match.
+6. Header keys (FROM, TO, SUBJECT, HEADER ...) match the decoded values of the field, which are
+   cached per message in the index (``HEADER_CACHE`` + field name, JSON; a message's content
+   never changes, so neither does the entry): read for the whole search in one query, the
+   missing ones computed from the header block and stored in one transaction at the end. A
+   repeated header search reads no message file (Dovecot answers it from its index cache too).
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -35,16 +41,19 @@ from pigeon.store.mailbox import MailboxError, MessageMeta
 from pigeon.store.mime import (
     Message,
     body_contains,
-    header_contains,
+    header_values,
     parse_message,
     sent_date,
     text_contains,
+    values_contain,
 )
 
 if TYPE_CHECKING:
     from pigeon.imapd.session import ImapSession
 
 _META, _HEADER, _CONTENT = 0, 1, 2
+HEADER_CACHE = "search-header:"  # rule 6: cache key prefix, then the field name in lower case
+Cached = dict[tuple[int, str], "bytes | None"]
 
 
 def cost(key: c.SearchKey) -> int:
@@ -69,8 +78,23 @@ class _Candidate:
     sel: Selected
     meta: MessageMeta
     seq: int
+    cached: Cached
+    puts: list[tuple[int, str, bytes]]
     _header: bytes | None = None
     _message: Message | None = None
+
+    def values(self, field: str) -> list[str]:
+        """Rule 6: the decoded values of ``field``, from the cache when there."""
+        key = (self.meta.uid, HEADER_CACHE + field.lower())
+        raw = self.cached.get(key)
+        if raw is not None:
+            got = json.loads(raw)
+            if isinstance(got, list) and all(isinstance(v, str) for v in got):
+                return got
+        values = header_values(self.header(), field)
+        if key not in self.cached:  # absent (a value too large for the bulk read is there)
+            self.puts.append((key[0], key[1], json.dumps(values).encode()))
+        return values
 
     def header(self) -> bytes:
         if self._message is not None:
@@ -131,7 +155,7 @@ class Matcher:
                 return day == key.date
             return day >= key.date
         if isinstance(key, c.SearchHeader):
-            return header_contains(m.header(), key.field, key.value)
+            return values_contain(m.values(key.field), key.value)
         if isinstance(key, c.SearchText):
             check: Callable[[Message, str], bool] = body_contains if key.where == "BODY" else text_contains
             return check(m.message(), key.value)
@@ -146,18 +170,36 @@ class Matcher:
 def _run(sel: Selected, uids: list[int], criteria: c.SearchAnd, saved: list[int] | None) -> list[MessageMeta]:
     """In a worker thread (rule 5)."""
     matcher = Matcher(sel, saved, len(uids), uids[-1] if uids else 0)
+    fields = _header_fields(criteria)
+    cached: Cached = sel.mailbox.cache_many(uids, [HEADER_CACHE + f for f in sorted(fields)]) if fields else {}
+    puts: list[tuple[int, str, bytes]] = []
     found = []
     for seq, uid in enumerate(uids, start=1):
         meta = sel.meta(uid)
         if meta is None:
             continue
         try:
-            if matcher.match(criteria, _Candidate(sel, meta, seq)):
+            if matcher.match(criteria, _Candidate(sel, meta, seq, cached, puts)):
                 found.append(meta)
         except MailboxError as exc:
             if exc.code not in ("EXPUNGEISSUED", "NONEXISTENT"):
                 raise
+    if puts:
+        sel.mailbox.cache_put_many(puts)
     return found
+
+
+def _header_fields(key: c.SearchKey) -> set[str]:
+    """Rule 6: the header fields the key tree searches, in lower case."""
+    if isinstance(key, c.SearchHeader):
+        return {key.field.lower()}
+    if isinstance(key, c.SearchNot):
+        return _header_fields(key.key)
+    if isinstance(key, c.SearchOr):
+        return _header_fields(key.left) | _header_fields(key.right)
+    if isinstance(key, c.SearchAnd):
+        return set().union(*(_header_fields(k) for k in key.keys))
+    return set()
 
 
 def _uses_modseq(key: c.SearchKey) -> bool:

@@ -1,10 +1,12 @@
 """All the checks of one message at once: SPF, DKIM and ARC concurrently, then DMARC.
 
 Rules:
-1. ``check_message`` runs ``check_spf``, ``verify_dkim`` (the header From domain's signatures
-   first) and ``verify_arc`` concurrently, then ``check_dmarc`` over their results; the caller
+1. ``check_message`` runs ``check_spf`` concurrently with ``verify_dkim`` (the header From
+   domain's signatures first) and ``verify_arc``, then ``check_dmarc`` over their results; the caller
    decides what to do with ``MessageAuth`` (refuse, Junk, headers). ``sample`` is DMARC's pct
-   draw in [0, 1) (the caller's randomness, injected for tests).
+   draw in [0, 1) (the caller's randomness, injected for tests); ``now`` is the caller's clock,
+   SPF's ``%{t}`` and the ``x=``/``t=`` reference of DKIM and ARC (0: unknown, they then read
+   the system clock).
 2. A message without a usable header From (RFC 7489 §6.6.1: not exactly one From with one
    address) gets ``dmarc=permerror`` with ``from_domain`` empty: it cannot pass DMARC.
 3. Work is bounded by the parts: at most ``spf.MAX_DNS_TERMS`` DNS-querying SPF terms,
@@ -38,10 +40,16 @@ async def check_message(dns: MailAuthDns, ip: str, mail_from: str, helo: str, me
                         orgdomains: OrgDomains | None = None) -> MessageAuth:
     """Rule 1."""
     from_domain = header_from_domain(message)
-    spf, dkim, arc = await asyncio.gather(
-        check_spf(dns, ip, mail_from, helo, receiver=receiver, now=now),
-        verify_dkim(dns, message, prefer_domain=from_domain),
-        verify_arc(dns, message))
+    # SPF's lookups run in a task of their own while DKIM's and ARC's run here: concurrent DNS
+    # with a cold cache, and only one task to schedule with a warm one (three cost ~80 µs).
+    spf_task = asyncio.ensure_future(check_spf(dns, ip, mail_from, helo, receiver=receiver, now=now))
+    try:
+        dkim = await verify_dkim(dns, message, prefer_domain=from_domain, now=now or None)
+        arc = await verify_arc(dns, message, now=now or None)
+    except BaseException:
+        spf_task.cancel()
+        raise
+    spf = await spf_task
     if from_domain is None:
         dmarc = DmarcResult("permerror", "", "", None, "none", False, False, None,
                             "not exactly one From address (RFC 7489 §6.6.1)")

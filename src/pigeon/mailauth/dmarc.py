@@ -188,15 +188,20 @@ def _with(base: DmarcResult, result: DmarcResultKind, reason: str) -> DmarcResul
 
 def header_from_domain(message_headers: bytes) -> str | None:
     """Rule 1: the domain of the single author address, or ``None``."""
-    cut = len(message_headers)
-    for sep in (b"\r\n\r\n", b"\n\n"):
-        pos = message_headers.find(sep)
-        if 0 <= pos < cut:
-            cut = pos
+    cut = message_headers.find(b"\r\n\r\n")
+    cut = len(message_headers) if cut < 0 else cut
+    lf = message_headers.find(b"\n\n", 0, cut)  # only within the headers: never scans the body
+    cut = lf if lf >= 0 else cut
     text = message_headers[:cut].decode("utf-8", "surrogateescape")
-    unfolded = re.sub(r"\r?\n(?=[ \t])", "", text)  # RFC 5322 §2.2.3
+    lines: list[str] = []
+    for line in text.split("\n"):  # lines ended by CRLF or LF, then unfolded (RFC 5322 §2.2.3)
+        line = line[:-1] if line.endswith("\r") else line
+        if line[:1] in (" ", "\t") and lines:
+            lines[-1] += line
+        else:
+            lines.append(line)
     froms: list[str] = []
-    for line in re.split(r"\r?\n", unfolded):
+    for line in lines:
         name, colon, value = line.partition(":")
         if colon and name.rstrip(" \t").lower() == "from":
             froms.append(value)

@@ -79,14 +79,27 @@ def txt_strings(text: str) -> str:
     return " ".join(out)
 
 
-def mta_sts_policy(hostname: str, mode: str = "testing") -> str:
-    """The policy file served at ``https://mta-sts.<domain>/.well-known/mta-sts.txt`` (RFC 8461 §3.2)."""
-    return f"version: STSv1\r\nmode: {mode}\r\nmx: {hostname}\r\nmax_age: {MTA_STS_MAX_AGE}\r\n"
+def mta_sts_policy(mode: str, mx: Sequence[str], max_age: int = MTA_STS_MAX_AGE) -> str:
+    """The policy file served at ``https://mta-sts.<domain>/.well-known/mta-sts.txt``: the one
+    text both the web endpoint serves (``web.mtasts``) and ``pigeon dns`` announces the id of.
+    RFC 8461 §3.2: ``version: STSv1``, ``mode``, one ``mx`` line per pattern, ``max_age``, each
+    line ended by CRLF (the ABNF's ``sts-policy-term-sep``)."""
+    lines = ["version: STSv1", f"mode: {mode}", *(f"mx: {m}" for m in mx), f"max_age: {max_age}"]
+    return "".join(f"{line}\r\n" for line in lines)
 
 
 def policy_id(policy: str) -> str:
-    """RFC 8461 §3.1 ``id``: 1-32 alphanumerics that change when the policy does."""
+    """RFC 8461 §3.1 ``id``: 1-32 alphanumerics that change when the policy text does."""
     return hashlib.sha256(policy.encode("utf-8")).hexdigest()[:20]
+
+
+def policy_mode(policy: str) -> str:
+    """The ``mode`` value of a policy text (for the record's comment)."""
+    for line in policy.split("\r\n"):
+        key, _, value = line.partition(":")
+        if key.strip() == "mode":
+            return value.strip()
+    return "?"
 
 
 def spf_value(public_ips: Sequence[str]) -> str:
@@ -101,9 +114,10 @@ def spf_value(public_ips: Sequence[str]) -> str:
 
 def wanted_records(domain: str, hostname: str, dkim: Sequence[tuple[str, str, bool]],
                    public_ips: Sequence[str] = (), services: Mapping[str, bool] | None = None,
-                   mta_sts_mode: str = "testing") -> list[WantedRecord]:
+                   mta_sts: str | None = None) -> list[WantedRecord]:
     """Rule 2. ``dkim``: (selector, TXT data, signing) per published key; ``services``: which of
-    the SRV services listen (absent: all)."""
+    the SRV services listen (absent: all); ``mta_sts``: the policy text the web endpoint serves
+    (absent: testing mode, the hostname as the MX, a week)."""
     d = domain.lower().rstrip(".")
     h = hostname.lower().rstrip(".")
     fq = d + "."
@@ -121,9 +135,10 @@ def wanted_records(domain: str, hostname: str, dkim: Sequence[tuple[str, str, bo
         f"_dmarc.{fq}", "TXT", f"v=DMARC1; p=quarantine; rua=mailto:{postmaster}", True,
         "DMARC (RFC 7489): start with p=quarantine and reports to the postmaster; "
         "read the reports, then move to p=reject"))
-    policy = mta_sts_policy(h, mta_sts_mode)
+    policy = mta_sts if mta_sts is not None else mta_sts_policy("testing", [h])
     out.append(WantedRecord(f"_mta-sts.{fq}", "TXT", f"v=STSv1; id={policy_id(policy)}", False,
-                            f"MTA-STS (RFC 8461), mode {mta_sts_mode}; the policy is served by the mta-sts host"))
+                            f"MTA-STS (RFC 8461), mode {policy_mode(policy)}; the policy is served by the "
+                            "mta-sts host"))
     out.append(WantedRecord(f"mta-sts.{fq}", "CNAME", h, False, "serves https://mta-sts.<domain>/.well-known/mta-sts.txt"))
     out.append(WantedRecord(f"_smtp._tls.{fq}", "TXT", f"v=TLSRPTv1; rua=mailto:{postmaster}", False,
                             "TLS-RPT (RFC 8460): senders' TLS reports"))

@@ -26,6 +26,7 @@ caps (``pigeon.dns.resolver.MAX_TXT_ANSWER``).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Sequence
@@ -92,6 +93,7 @@ def select_record(txts: Sequence[bytes]) -> str | None:
         raise SpfSyntaxError("the SPF record is not 7-bit ASCII (RFC 7208 §3)") from None
 
 
+@functools.lru_cache(maxsize=256)  # a pure parse into frozen values; the same records come back all day
 def parse_record(text: str) -> SpfRecord:
     """Rule 2: the whole record, checked before any evaluation."""
     mechanisms: list[Mechanism] = []

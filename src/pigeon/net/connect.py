@@ -76,3 +76,9 @@ async def connect(host: str, port: int) -> Connection:
     """Rule 1."""
     reader, writer = await asyncio.open_connection(host, port)
     return Connection(reader, writer)
+
+
+async def connect_unix(path: str) -> Connection:
+    """Rule 1 for a local stream socket (a milter's ``unix:/path``)."""
+    reader, writer = await asyncio.open_unix_connection(path)
+    return Connection(reader, writer)

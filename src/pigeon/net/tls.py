@@ -37,6 +37,14 @@ Rules:
 7. A start (or reload) that finds a self-signed pair that does not load (empty, truncated, a
    key that does not match, one of the two missing) makes a new one; one that cannot be made
    leaves the old files as they were and is a ``TlsError``.
+8. ACME tls-alpn-01 (RFC 8737): ``AlpnChallenges`` holds, per DNS name, a context serving
+   that name's challenge certificate with ALPN ``acme-tls/1`` only (§3, §4: the validation
+   handshake negotiates that protocol). ``https_context(challenges)`` is the https listener's
+   stable context: a handshake whose SNI names a pending challenge is switched to it, every
+   other one to the current context. Python's ``ssl`` runs the SNI callback before ALPN and
+   does not show the client's offer, so an ordinary client asking for that name in the seconds
+   a validation is pending gets the challenge certificate too; only the https listener does
+   this, never the mail listeners.
 
 What can go wrong: ``TlsError`` (a ``ValueError``) names the file and the reason when a
 certificate or key cannot be read or do not match, or when ``openssl`` is missing or fails.
@@ -294,6 +302,56 @@ class TlsManager:
 
     def _switch(self, conn: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: ssl.SSLContext) -> None:
         conn.context = self.context()
+
+    def https_context(self, challenges: AlpnChallenges) -> ssl.SSLContext:
+        """Rule 8: the https listener's stable context, answering tls-alpn-01 validations."""
+        front = server_context(self.files)
+
+        def switch(conn: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: ssl.SSLContext) -> None:
+            conn.context = challenges.get(server_name) or self.context()
+
+        front.sni_callback = switch
+        return front
+
+
+ACME_TLS_ALPN = "acme-tls/1"  # RFC 8737 §6.2: the ALPN protocol ID of the validation
+
+
+class AlpnChallenges:
+    """Rule 8: DNS name → the context of its pending tls-alpn-01 certificate. ``put`` and
+    ``remove`` run in the ACME thread, ``get`` in the SNI callback: a lock between them."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory  # where the PEM files are written for a moment (ssl loads files only)
+        self._lock = threading.Lock()
+        self._contexts: dict[str, ssl.SSLContext] = {}
+
+    def put(self, name: str, cert_pem: bytes, key_pem: bytes) -> None:
+        ctx = _harden(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+        ctx.set_alpn_protocols([ACME_TLS_ALPN])
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        stem = self.directory / f"{name}.{os.getpid()}.{threading.get_ident()}"
+        cert, key = stem.with_suffix(".crt"), stem.with_suffix(".key")
+        try:
+            for path, data in ((cert, cert_pem), (key, key_pem)):
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+            ctx.load_cert_chain(str(cert), str(key))
+        finally:
+            _remove(cert, key)
+        with self._lock:
+            self._contexts[name.lower()] = ctx
+
+    def remove(self, name: str) -> None:
+        with self._lock:
+            self._contexts.pop(name.lower(), None)
+
+    def get(self, name: str | None) -> ssl.SSLContext | None:
+        if not name:
+            return None
+        with self._lock:
+            return self._contexts.get(name.lower().rstrip("."))
 
 
 def resolve_files(cert: Path | None, key: Path | None, hostname: str, data_dir: Path) -> TlsFiles:

@@ -110,7 +110,8 @@ def relay_job(record: QueueRecord, rcpts: Sequence[RcptState], body: BodySource)
     envelope's BODY/SMTPUTF8/REQUIRETLS and where expansion started (SRS); the local agents
     ignore them."""
     return RelayJob(queue_id=record.id, sender=record.envelope.sender,
-                    recipients=tuple([r.address for r in rcpts]), body=body, envelope=record.envelope,
+                    recipients=tuple([r.address for r in rcpts]), body=body, folder=record.envelope.folder,
+                    envelope=record.envelope,
                     params=tuple([Recipient(r.address, r.notify, r.orcpt) for r in rcpts]),
                     originals=tuple([r.original for r in rcpts]))
 
@@ -264,7 +265,8 @@ class JournalLane:
         if kind == "relay":
             job: DeliveryJob = relay_job(record, rcpts, body)
         else:  # the fast agent needs the addresses alone (and this is the hot path)
-            job = DeliveryJob(record.id, record.envelope.sender, tuple([r.address for r in rcpts]), body)
+            job = DeliveryJob(record.id, record.envelope.sender, tuple([r.address for r in rcpts]), body,
+                              record.envelope.folder)
         results = await call_agent(self._agents[kind], job, rcpts)
         if complete(results):
             try:

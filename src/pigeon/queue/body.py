@@ -13,6 +13,11 @@ Rules:
 3. ``seal``'s fsync: the body's bytes are on disk before a name in ``msg/`` points at them.
    Every call goes through the IO seam given (``durable.io``).
 4. ``abort`` closes and removes the file; it is safe to call more than once.
+5. What was written can be read back before ``seal`` (``chunks``: the checks at the end of
+   DATA, DKIM and milters) and its first octets replaced (``splice``: header fields known only
+   at the end, such as Authentication-Results). In memory that is a slice; in a file it is a
+   new file (head, then the rest copied in ``BODY_BUFFER`` pieces) renamed over the old one, so
+   memory stays bounded for any size, at the price of one copy of a large message.
 
 What can go wrong: ``write`` raises ``QueueWriteError`` (a full disk: 452 4.3.1); ``seal``
 raises ``OSError``, which the store turns into ``QueueWriteError`` after undoing its commit.
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from pigeon.core.queueid import QueueId
@@ -119,6 +125,70 @@ class BodyWriter:
         except OSError as exc:
             raise QueueWriteError(f"writing body {self.id}: {exc}") from exc
         self.size += len(data)
+
+    def chunks(self, start: int = 0, size: int = BODY_BUFFER) -> Iterator[bytes]:
+        """Rule 5: the octets written so far from ``start``, in pieces of at most ``size``."""
+        if self._finished:
+            raise ValueError("the body is finished")
+        mem = self._mem
+        if mem is not None:
+            for pos in range(start, len(mem), size):
+                yield bytes(mem[pos : pos + size])
+            return
+        try:
+            self._flush_buffer()
+            fd = self._io.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise QueueWriteError(f"reading back body {self.id}: {exc}") from exc
+        try:
+            pos, end = start, self.size
+            while pos < end:
+                data = self._io.pread(fd, min(size, end - pos), pos)
+                if not data:
+                    break
+                pos += len(data)
+                yield data
+        finally:
+            self._io.close(fd)
+
+    def splice(self, head: bytes, drop: int) -> None:
+        """Rule 5: replace the first ``drop`` octets written with ``head``."""
+        if self._finished:
+            raise ValueError("the body is finished")
+        if not 0 <= drop <= self.size:
+            raise ValueError(f"cannot drop {drop} of {self.size} octets")
+        mem = self._mem
+        if mem is not None and len(mem) - drop + len(head) <= self._memory:
+            mem[0:drop] = head
+            self.size = len(mem)
+            return
+        if mem is not None:
+            if drop:
+                del mem[0:drop]
+            mem[0:0] = head
+            self.size = len(mem)
+            try:
+                self._spill()
+            except OSError as exc:
+                raise QueueWriteError(f"writing body {self.id}: {exc}") from exc
+            return
+        new = self.path.with_name(self.path.name + ".splice")
+        nfd = -1
+        try:
+            nfd = self._io.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            write_all(self._io, nfd, head)
+            for piece in self.chunks(drop):
+                write_all(self._io, nfd, piece)
+            self._io.rename(new, self.path)
+        except OSError as exc:
+            if nfd >= 0:
+                self._io.close(nfd)
+            unlink_quietly(new, self._io)
+            raise QueueWriteError(f"rewriting body {self.id}: {exc}") from exc
+        self._io.close(self._fd)
+        self._fd = nfd
+        self._reused = False  # a new file: nothing of an older content follows
+        self.size = self.size - drop + len(head)
 
     def take(self) -> bytes:
         """The whole body, for a body still in memory; the writer is finished after this."""

@@ -31,12 +31,20 @@ Rules:
    (``mailauth.srs``: hash, age, form); a forged, expired or malformed one is refused with
    ``550 5.7.1`` and a log line saying why (issue 17). Cleanup expands it to the original sender.
 
+7. Port 25 (``SmtpContext.verdicts`` set, ``pigeon.inbound.verdict``): the DNS blocklists are
+   asked when the client connects, in parallel with the greeting, and a listed client gets
+   ``554 5.7.1`` to EHLO/HELO (the core then refuses MAIL: no transaction can start); SPF
+   starts at MAIL FROM; at the end of DATA/BDAT the verdict may refuse the message (DMARC
+   reject, our own domain spoofed, a milter), discard it or file it into Junk, and writes
+   Authentication-Results before the commit. The log line gains ``spf= dkim= dmarc=``.
+
 What can go wrong: anything unexpected while committing becomes ``451 4.3.0`` with a log line;
 the session goes on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,6 +66,8 @@ from pigeon.core.address import Address
 from pigeon.core.envelope import ClientInfo, Envelope, Recipient
 from pigeon.core.results import MailError
 from pigeon.mailauth.srs import Srs, SrsError, is_srs
+from pigeon.inbound.seams import SpfOutcome
+from pigeon.inbound.verdict import C250_DISCARDED, Client, Outcome, Verdicts
 from pigeon.net.driver import Ending, SessionDriver
 from pigeon.net.listener import READ_SIZE, Stream
 from pigeon.net.tls import TlsManager
@@ -131,6 +141,7 @@ class SmtpContext:
     senders: SenderPolicy | None = None  # the rules for authenticated users (smtpd.policy)
     submission: bool = False  # submission service: MAIL needs AUTH; fix-ups of submitted mail
     srs: Srs | None = None  # SRS addresses in local domains are checked at RCPT (rule 8)
+    verdicts: Verdicts | None = None  # port 25's checks (rule 7); None elsewhere
 
 
 class SmtpSession:
@@ -170,6 +181,8 @@ class SmtpSession:
         self.nrcpt = 0
         self.errors = 0
         self.commands = 0
+        self.blocklist: asyncio.Future[Reply | None] | None = None  # rule 7
+        self.spf_task: asyncio.Task[SpfOutcome] | None = None
 
     # -- lifecycle (net.listener.Session) ------------------------------------------------------
     async def run(self) -> None:
@@ -181,6 +194,9 @@ class SmtpSession:
     # -- the driver's handler (net.driver.Handler) ------------------------------------------------
     async def start(self) -> None:
         maillog.connect(self.stream.peer_ip, self.ctx.service)
+        verdicts = self.ctx.verdicts
+        if verdicts is not None and self.cfg.inbound.dnsbl:
+            self.blocklist = asyncio.ensure_future(verdicts.dnsbl(self.stream.peer_ip))
         text = self.cfg.smtp.greeting or f"ESMTP {self.ctx.software}"
         self.conn.send(Reply(220, "", f"{self.cfg.hostname} {text}"))
 
@@ -199,12 +215,14 @@ class SmtpSession:
         match event:
             case ev.Ehlo(domain=domain):
                 self._reset()
-                self.helo, self.esmtp = domain, True
-                conn.send(ehlo_reply(self.cfg.hostname, domain, self._extensions()))
+                if not await self._listed(domain):
+                    self.helo, self.esmtp = domain, True
+                    conn.send(ehlo_reply(self.cfg.hostname, domain, self._extensions()))
             case ev.Helo(domain=domain):
                 self._reset()
-                self.helo, self.esmtp = domain, False
-                conn.send(Reply(250, "", f"{self.cfg.hostname}"))
+                if not await self._listed(domain):
+                    self.helo, self.esmtp = domain, False
+                    conn.send(Reply(250, "", f"{self.cfg.hostname}"))
             case ev.MailFrom():
                 self._mail_from(event)
             case ev.RcptTo():
@@ -269,10 +287,28 @@ class SmtpSession:
 
     async def finish(self) -> None:
         self._abort_txn()
+        if self.blocklist is not None:
+            self.blocklist.cancel()
         maillog.disconnect(self.stream.peer_ip, self.ctx.service, self.commands, self.errors)
 
     def _reply_bytes(self, reply: Reply) -> bytes:
         return reply.with_text(f"{self.cfg.hostname} {reply.lines[0]}").to_bytes()
+
+    async def _listed(self, helo: str) -> bool:
+        """Rule 7: a client in a DNS blocklist is answered 554 at EHLO/HELO."""
+        if self.blocklist is None:
+            return False
+        try:
+            reply = await self.blocklist
+        except Exception:
+            log.exception("dnsbl lookup failed client=%s", self.stream.peer_ip)
+            reply = None
+        if reply is None:
+            return False
+        self.errors += 1
+        maillog.rejected(self.stream.peer_ip, "CONNECT", reply, helo=helo or None)
+        self.conn.send(reply)
+        return True
 
     # -- STARTTLS and AUTH ----------------------------------------------------------------------
     async def _starttls(self) -> None:
@@ -377,6 +413,9 @@ class SmtpSession:
         )
         self.txn = None
         self.nrcpt = 0
+        if self.ctx.verdicts is not None and self.user is None:  # rule 7: SPF while RCPT and DATA come
+            self._cancel_spf()
+            self.spf_task = self.ctx.verdicts.spf(self._client(), self._mail_from_text())
         self.conn.send(C250_SENDER_OK)
 
     def _rcpt_to(self, event: ev.RcptTo) -> None:
@@ -453,6 +492,17 @@ class SmtpSession:
         if txn is None:
             conn.send(C451_LOCAL_ERROR)
             return
+        outcome = await self._verdict(txn)
+        if outcome.refuse is not None or outcome.discard:
+            txn.abort()
+            reply = outcome.refuse or C250_DISCARDED
+            if outcome.refuse is not None:
+                self.errors += 1
+            maillog.rejected(self.stream.peer_ip, "DATA", reply,
+                             sender=envelope.sender if envelope else None, helo=self.helo or None,
+                             reason=outcome.reason or None, checks=outcome.fields)
+            conn.send(reply)
+            return
         try:
             record = await txn.commit()
         except MailError as exc:
@@ -469,14 +519,49 @@ class SmtpSession:
             conn.send(C451_LOCAL_ERROR)
             return
         maillog.received(record.id, self.stream.peer_ip, record.envelope.sender,
-                         len(record.envelope.recipients), record.size, record.envelope.client.protocol, service=self.ctx.service)
+                         len(record.envelope.recipients), record.size, record.envelope.client.protocol,
+                         service=self.ctx.service, folder=record.envelope.folder,
+                         reason=outcome.reason or None, checks=outcome.fields)
         conn.send(Reply(250, "2.0.0", f"Ok: queued as {record.id}"))
         if self.ctx.senders is not None:
             self.ctx.senders.queued(self.user)
         self.ctx.on_queued(record)
 
+    def _client(self) -> Client:
+        return Client(self.stream.peer_ip, self.stream.peer_port, self.helo)
+
+    def _mail_from_text(self) -> str:
+        sender = self.envelope.sender if self.envelope is not None else None
+        return str(sender) if sender is not None else ""
+
+    def _cancel_spf(self) -> None:
+        if self.spf_task is not None:
+            self.spf_task.cancel()
+            self.spf_task = None
+
+    async def _verdict(self, txn: Transaction) -> Outcome:
+        """Rule 7 at the end of the message; a failure of the checks themselves is 451."""
+        verdicts = self.ctx.verdicts
+        spf_task, self.spf_task = self.spf_task, None
+        if verdicts is None or self.user is not None:
+            if spf_task is not None:
+                spf_task.cancel()
+            return Outcome()
+        mail_from = str(txn.envelope.sender) if txn.envelope.sender is not None else ""
+        try:
+            return await verdicts.end_of_message(txn, self._client(), mail_from, spf_task)
+        except MailError as exc:
+            return Outcome(refuse=exc.reply, reason=str(exc))
+        except OSError as exc:
+            log.error("queue write failed during checks client=%s: %s", self.stream.peer_ip, exc)
+            return Outcome(refuse=C452_INSUFFICIENT_STORAGE, reason="spool rewrite failed")
+        except Exception:
+            log.exception("inbound checks failed client=%s", self.stream.peer_ip)
+            return Outcome(refuse=C451_LOCAL_ERROR, reason="inbound checks failed")
+
     def _reset(self) -> None:
         self._abort_txn()
+        self._cancel_spf()
         self.from_check = None
         self.envelope = None
         self.nrcpt = 0

@@ -9,6 +9,11 @@ Rules:
    with ``unwatch``; a waiter holds one ``asyncio.Event`` and nothing else.
 3. Notices are hints: a waiter still syncs with the store to learn what changed, and still
    polls slowly for changes made outside this process (mutt renaming files, another tool).
+4. Other processes (``app``: IMAP worker processes, docs/architecture.md "Change notices
+   between processes"): ``notify`` also tells ``forward`` (set by the composition root; it must
+   be safe from any thread), which carries the notice to the other processes; a notice that
+   came from another process is given to ``wake``, which wakes this process's waiters only, so
+   a notice never travels back.
 
 What can go wrong: a waiter whose loop is closed is skipped (its session is gone).
 """
@@ -37,7 +42,8 @@ class ChangeNotifier(Protocol):
 
 
 class ChangeBus:
-    def __init__(self) -> None:
+    def __init__(self, forward: ChangeNotifier | None = None) -> None:
+        self.forward = forward  # Rule 4
         self._lock = threading.Lock()
         self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
 
@@ -61,7 +67,14 @@ class ChangeBus:
                 del self._waiters[key]
 
     def notify(self, directory: Path) -> None:
-        """Rule 1: wake every waiter on ``directory``; safe from any thread."""
+        """Rule 1: wake every waiter on ``directory``, and tell other processes (Rule 4); safe
+        from any thread."""
+        self.wake(directory)
+        if self.forward is not None:
+            self.forward.notify(directory)
+
+    def wake(self, directory: Path) -> None:
+        """Rule 4: wake this process's waiters on ``directory`` only."""
         with self._lock:
             waiters = list(self._waiters.get(_key(directory), ()))
         for loop, event in waiters:

@@ -26,6 +26,9 @@ Rules:
 6. A failed delivery leaves nothing in ``new/`` and removes its tmp file.
 7. ``ensure`` remembers the Maildirs it has seen complete, so a delivery does not stat three
    directories each time; a delivery that fails because a directory vanished forgets it.
+9. ``folder`` (``"Junk"``, core.envelope rule 5) delivers into that Maildir++ folder
+   (``.Junk/``, with its ``maildirfolder`` marker) instead of INBOX, creating it when missing;
+   the IMAP side lists ``Junk`` with its RFC 6154 ``\\Junk`` attribute (store.mailbox rule 1).
 8. ``write_tmp`` / ``link_new`` split Rule 2 into the steps around its two flushes, for the
    fast path (``delivery.fastlane``): the writes run on the caller's thread and the flushes are
    group-committed by the caller; the order (file fsync, link, ``new/`` fsync) is the same.
@@ -95,14 +98,22 @@ class MaildirStore:
         domain_dir, local_dir = mailbox_components(address)
         return self.root / domain_dir / local_dir
 
-    def ensure(self, address: Address) -> Path:
-        """Create ``cur/ new/ tmp/`` (0700) if missing; returns the Maildir path."""
+    def ensure(self, address: Address, folder: str | None = None) -> Path:
+        """Create ``cur/ new/ tmp/`` (0700) if missing; returns the Maildir path (of
+        ``folder``, a plain Maildir++ name such as ``Junk``, when given: Rule 9)."""
         maildir = self.user_root(address)
+        if folder is not None:
+            if not folder.isalnum():
+                raise ValueError(f"not a plain folder name: {folder!r}")
+            maildir = maildir / ("." + folder)
         if maildir in self._complete:
             return maildir
         if not all(os.path.isdir(maildir / sub) for sub in SUBDIRS):
             for sub in SUBDIRS:
                 makedirs_durable(maildir / sub, DIR_MODE, self.io)  # Rule 4
+            if folder is not None:
+                marker = maildir / "maildirfolder"  # Maildir++: this directory is a folder
+                self.io.close(self.io.open(marker, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, FILE_MODE))
         self._complete.add(maildir)
         return maildir
 
@@ -127,12 +138,12 @@ class MaildirStore:
             raise
         return final
 
-    def deliver_shared(self, address: Address, prefix: bytes, body: BinaryIO) -> Path:
+    def deliver_shared(self, address: Address, prefix: bytes, body: BinaryIO, folder: str | None = None) -> Path:
         """Like ``deliver``, with the ``new/`` fsync shared among concurrent threads (Rule 5).
 
         Blocking: call it from a worker thread. Creates the Maildir if needed (``ensure``).
         """
-        maildir = self.ensure(address)
+        maildir = self.ensure(address, folder)
         try:
             final = self._write_and_link(maildir, prefix, body)
         except FileNotFoundError:
@@ -152,11 +163,11 @@ class MaildirStore:
 
     # -- delivery in steps, for the fast path (Rule 8) ------------------------------------------
 
-    def write_tmp(self, address: Address, prefix: bytes, body: bytes) -> PendingFile:
+    def write_tmp(self, address: Address, prefix: bytes, body: bytes, folder: str | None = None) -> PendingFile:
         """Step 1 of a delivery from memory: ``tmp/<unique>`` written, not yet flushed. The
         caller has it flushed and closed (``release`` hands over the descriptor), then calls
         ``link_new``."""
-        maildir = self.ensure(address)
+        maildir = self.ensure(address, folder)
         try:
             base, tmp, fd = self._create_tmp(maildir / "tmp")
         except FileNotFoundError:

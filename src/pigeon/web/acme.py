@@ -1,4 +1,4 @@
-"""Certificates from an ACME server (RFC 8555): order, answer http-01, store, renew.
+"""Certificates from an ACME server (RFC 8555): order, answer http-01 or tls-alpn-01, store, renew.
 
 What lives here: ``AcmeIssuer`` (one order, blocking: the ``acme`` library speaks HTTPS through
 ``requests``; the caller runs it in a thread), ``Challenges`` (the http-01 answers the web
@@ -13,6 +13,14 @@ Rules:
    §7.4: one order may carry several identifiers). A changed list (a domain added) orders anew.
 3. http-01 (RFC 8555 §8.3): the key authorization is served at
    ``/.well-known/acme-challenge/<token>`` as ``application/octet-stream`` until the order ends.
+3a. tls-alpn-01 (RFC 8737): the ``acme`` library no longer knows this challenge (acme 5
+   removed it; it arrives as ``UnrecognizedChallenge``), so the pieces that are not JWS are
+   made here: the key authorization (RFC 8555 §8.1: token "." base64url(SHA-256 JWK
+   thumbprint)), and a self-signed certificate whose only subjectAltName is the name validated
+   (§3) with the critical ``id-pe-acmeIdentifier`` extension holding the DER OCTET STRING of
+   SHA-256(key authorization) (§3, §6.1). It is handed to ``AlpnStore.put`` (``net.tls``
+   serves it on the https listener for ALPN ``acme-tls/1``) until the order ends. The answer
+   is posted through the library (an empty JSON object, RFC 8555 §7.5.1).
 4. Files: ``account.key`` (the account's JWK, RFC 8555 §7.3), ``cert.pem`` (the full chain)
    and ``key.pem``, each mode 0600, written to a temporary name, fsynced, renamed, and the
    directory fsynced (``durable.io``).
@@ -35,14 +43,15 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Protocol, cast
 from pathlib import Path
 
+from josepy.b64 import b64encode
 from josepy.jwk import JWKRSA
 from acme import challenges, client, crypto_util, errors, messages
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from pigeon.config.model import AcmeConfig
 from pigeon.core.clock import Clock
@@ -65,6 +74,53 @@ RETRY_MAX = 6 * 3600.0
 # Rule 6: renew when this fraction of the lifetime has passed.
 RENEW_AT = 2 / 3
 USER_AGENT = "pigeon-acme"
+TLS_ALPN_01 = "tls-alpn-01"
+# RFC 8737 §6.1: id-pe-acmeIdentifier (the PKIX certificate extension arc, 1.3.6.1.5.5.7.1, 31).
+ACME_IDENTIFIER = x509.ObjectIdentifier("1.3.6.1.5.5.7.1.31")
+# The challenge certificate is thrown away within minutes; a week covers any clock skew.
+ALPN_CERT_DAYS = 7
+
+
+class AlpnStore(Protocol):
+    """Where a tls-alpn-01 certificate is served from (``net.tls.AlpnChallenges``)."""
+
+    def put(self, name: str, cert_pem: bytes, key_pem: bytes) -> None: ...
+
+    def remove(self, name: str) -> None: ...
+
+
+class _TlsAlpn01Response(challenges.KeyAuthorizationChallengeResponse):
+    """Rule 3a: the answer; serialised as ``{}`` like every response (not registered in the
+    library's type table: nothing global changes)."""
+
+    typ = TLS_ALPN_01
+
+
+def key_authorization(token: str, account_key: JWKRSA) -> str:
+    """RFC 8555 §8.1."""
+    thumbprint = account_key.public_key().thumbprint(hash_function=hashes.SHA256)
+    return f"{token}.{b64encode(thumbprint).decode()}"
+
+
+def tls_alpn_certificate(name: str, key_auth: str) -> tuple[bytes, bytes]:
+    """Rule 3a: the self-signed validation certificate for ``name`` (PEM cert, PEM key)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(key_auth.encode("ascii"))
+    subject = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=ALPN_CERT_DAYS))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            # the extnValue is the DER of Authorization ::= OCTET STRING (SIZE (32)): tag 4, length 32
+            .add_extension(x509.UnrecognizedExtension(ACME_IDENTIFIER, b"\x04\x20" + digest.finalize()),
+                           critical=True)
+            .sign(key, hashes.SHA256()))
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
 
 
 class AcmeFailed(Exception):
@@ -84,8 +140,9 @@ def certificate_names(hostname: str, domains: Sequence[str]) -> list[str]:
 class Challenges:
     """Rule 3: token → key authorization, for the web endpoint."""
 
-    def __init__(self) -> None:
+    def __init__(self, alpn: AlpnStore | None = None) -> None:
         self._answers: dict[str, str] = {}
+        self.alpn = alpn  # rule 3a: where tls-alpn-01 certificates go
 
     def put(self, token: str, validation: str) -> None:
         self._answers[token] = validation
@@ -209,13 +266,19 @@ class AcmeIssuer:
                                         serialization.NoEncryption())
         order = acme.new_order(crypto_util.make_csr(key_pem, names))
         tokens: list[str] = []
+        alpn_names: list[str] = []
         try:
             for authz in order.authorizations:
                 if authz.body.status == messages.STATUS_VALID:
                     continue  # RFC 8555 §7.1.4: a valid authorization may be reused
+                name = str(authz.body.identifier.value)
+                if self.settings.challenge == TLS_ALPN_01:
+                    alpn_names.append(name)
+                    self._answer_tls_alpn(acme, account_key, name, authz.body.challenges)
+                    continue
                 body = next((c for c in authz.body.challenges if isinstance(c.chall, challenges.HTTP01)), None)
                 if body is None:
-                    raise AcmeFailed(f"{authz.body.identifier.value}: the server offers no http-01 challenge")
+                    raise AcmeFailed(f"{name}: the server offers no http-01 challenge")
                 response, validation = body.response_and_validation(account_key)
                 token = body.chall.encode("token")
                 self.challenges.put(token, validation)
@@ -226,11 +289,30 @@ class AcmeIssuer:
         finally:
             for token in tokens:
                 self.challenges.remove(token)
+            for name in alpn_names:
+                if self.challenges.alpn is not None:
+                    self.challenges.alpn.remove(name)
         chain = done.fullchain_pem
         if not chain:
             raise AcmeFailed("the order ended without a certificate")
         self.store.save(key_pem, chain.encode())
         log.info("acme: certificate issued for %s", ", ".join(names))
+
+
+    def _answer_tls_alpn(self, acme: client.ClientV2, account_key: JWKRSA, name: str,
+                         offered: Sequence[messages.ChallengeBody]) -> None:
+        """Rule 3a."""
+        store = self.challenges.alpn
+        if store is None:
+            raise AcmeFailed("tls-alpn-01 needs the https listener ([listen] https)")
+        body = next((c for c in offered if isinstance(c.chall, challenges.UnrecognizedChallenge)
+                     and c.chall.jobj.get("type") == TLS_ALPN_01), None)
+        token = body.chall.jobj.get("token") if body is not None else None
+        if body is None or not isinstance(token, str):
+            raise AcmeFailed(f"{name}: the server offers no tls-alpn-01 challenge")
+        key_auth = key_authorization(token, account_key)
+        store.put(name, *tls_alpn_certificate(name, key_auth))
+        acme.answer_challenge(body, _TlsAlpn01Response(key_authorization=key_auth))
 
 
 class Renewer:

@@ -8,25 +8,21 @@ Rules:
    mode refuse to deliver (§4.1).
 3. The policy is also announced by a TXT record ``_mta-sts.<domain>`` (``v=STSv1; id=...``,
    §3.1) that the operator publishes; ``policy_id`` gives an id that changes with the policy.
+   ``pigeon dns`` prints that record from the same text (``mailauth.dnsrecords``), so the id
+   it prints is always the id of the policy served here.
 """
 
 from __future__ import annotations
 
-import hashlib
-
 from pigeon.config.model import MtaStsConfig
-
-# RFC 8461 §3.1: the id is 1-32 alphanumeric characters.
-POLICY_ID_LENGTH = 20
+from pigeon.mailauth import dnsrecords
 
 
 def policy_text(settings: MtaStsConfig) -> str:
-    lines = ["version: STSv1", f"mode: {settings.mode}"]
-    lines.extend(f"mx: {mx}" for mx in settings.mx)
-    lines.append(f"max_age: {settings.max_age}")
-    return "".join(f"{line}\r\n" for line in lines)
+    """Rule 1: the text served, built by the one function ``pigeon dns`` uses too."""
+    return dnsrecords.mta_sts_policy(settings.mode, settings.mx, settings.max_age)
 
 
 def policy_id(settings: MtaStsConfig) -> str:
-    """Rule 3: changes whenever the policy text does."""
-    return hashlib.sha256(policy_text(settings).encode()).hexdigest()[:POLICY_ID_LENGTH]
+    """Rule 3: changes whenever the policy text does (``dnsrecords.policy_id`` of that text)."""
+    return dnsrecords.policy_id(policy_text(settings))

@@ -214,3 +214,25 @@ def test_pigeon_dns_check_passes_on_the_published_zone_and_fails_on_a_broken_rec
     assert bad.returncode == 1
     assert re.search(rf"^differs\s+{re.escape(owner)}\. TXT \(required\)", bad.stdout, re.MULTILINE), bad.stdout
     assert re.search(r"^missing\s+_dmarc\.a\.test\. TXT \(required\): found nothing", bad.stdout, re.MULTILINE)
+
+
+def test_forwards_accepted_by_worker_processes_get_srs_and_arc_too(published: Net) -> None:
+    """With ``[smtp] processes``, a worker relays the mail it accepted from its own journal:
+    with the server's outbound stage (SRS, ARC), whichever process took the connection."""
+    net = published
+    net.sender.extra_toml += "[smtp]\nprocesses = 3\n"
+    net.sender.write_config()
+    net.sender.start()
+    net.primary.start()
+    count = 9
+    for i in range(count):
+        body = (f"From: carol@dest.test\r\nTo: fwd@a.test\r\nSubject: forward {i}\r\n\r\nvia the alias\r\n").encode()
+        _forward(net, "carol@dest.test", "fwd@a.test", body)
+    received = net.primary.wait_messages("bob@dest.test", count)
+    for raw in received:
+        return_path = re.search(rb"^Return-Path: <(SRS0=[^>]*)>", raw, re.MULTILINE)
+        assert return_path is not None, raw[:300]
+        result, _, reason = dkim.arc_verify(_strip_delivery_headers(raw), dnsfunc=dnsfunc(net.dns))
+        assert result == b"pass", reason
+    pids = set(re.findall(r"pigeon\[(\d+)\] INFO pigeon\.mail: \S+ received", net.sender.log))
+    assert len(pids) >= 2, pids  # the server and at least one worker accepted some of them

@@ -4,7 +4,7 @@ acknowledged is lost (issue 15, "Crash safety stays proven ... for local mail an
 The relaying server (127.0.0.5) takes mail for ``relay.test`` (``relay_domains``) from anyone
 and relays it, by the MX a real DNS server on loopback gives (``mx.relay.test`` = 127.0.0.2),
 to a second ``pigeon serve`` there, the next hop, which is never killed. The relay mail is
-committed to the intake journal and relayed from memory (``delivery.relaylane``); with two
+committed to the intake journal and relayed from memory (the relay agent on the fast road, ``qmgr.lane``); with two
 processes the SMTP worker relays its share itself, and the kill hits the server only (the
 orphaned worker stops and the next start drains its journal). Every message
 that got ``250`` (its token recorded) must reach the next hop's Maildir once the relaying

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pigeon.app import ipc
-from pigeon.app.hub import ServerHub, match_results
+from pigeon.app.hub import ChangeRelay, ServerHub, local_wake, match_results
 from pigeon.app.master import WorkerSpec
 from pigeon.clocks import FakeClock
 from pigeon.core.address import Address
@@ -22,6 +22,7 @@ from pigeon.core.results import RecipientResult
 from pigeon.proto.smtp.reply import Reply
 from pigeon.queue.record import QueueRecord, RcptState
 from pigeon.queue.store import QueueStore
+from pigeon.store.changes import ChangeBus
 
 ALICE = Address("alice", "example.org")
 BOB = Address("bob", "example.net")
@@ -166,3 +167,42 @@ def test_a_journal_that_cannot_be_drained_is_logged(caplog: pytest.LogCaptureFix
     asyncio.run(hub.ended(SMTP_WORKER))  # never raises: the worker is restarted all the same
     assert rec.scheduled == []
     assert "smtp worker 1: draining its journal failed" in caplog.text
+
+
+IMAP_2 = WorkerSpec("imap", 2, (("imap", (6,)), ("imaps", (7,))))
+IMAP_3 = WorkerSpec("imap", 3, (("imap", (6,)), ("imaps", (7,))))
+WORKERS = (SMTP_WORKER, IMAP_2, IMAP_3)
+
+
+def test_change_notices_go_to_imap_workers_never_back_to_their_origin(tmp_path: Path) -> None:
+    """hub rules 3 and 6: one Changed per folder per turn, to the IMAP workers but the sender."""
+    sent: list[tuple[str, list[int]]] = []
+
+    def send(msg: ipc.MasterMessage, to: object) -> int:
+        assert isinstance(msg, ipc.Changed) and callable(to)
+        sent.append((msg.directory, [w.index for w in WORKERS if to(w)]))
+        return 1
+
+    async def go() -> list[str]:
+        bus = ChangeBus()
+        relay = ChangeRelay(asyncio.get_running_loop(), send)
+        bus.forward = relay
+        hub = ServerHub(QueueStore(tmp_path / "q", FakeClock()), lambda r: None, Recorder().complete,
+                        local_wake(bus), relay)
+        woken = bus.watch(Path("/mail/a"))
+        hub.message(IMAP_2, ipc.Changed("/mail/a"))  # from worker 2: the server's sessions wake
+        hub.message(IMAP_2, ipc.Changed("/mail/a"))  # the same turn: one notice
+        await asyncio.sleep(0.01)
+        assert woken.is_set()
+        hub.message(SMTP_WORKER, ipc.Changed("/mail/b"))  # a delivery by an SMTP worker
+        await asyncio.sleep(0.01)
+        bus.notify(Path("/mail/c"))  # the server's own (a local delivery, its sessions)
+        await asyncio.sleep(0.01)
+        hub.message(IMAP_3, ipc.Changed("/mail/d"))
+        hub.message(IMAP_2, ipc.Changed("/mail/d"))  # the same folder from two origins in one turn: both
+        await asyncio.sleep(0.01)
+        bus.unwatch(Path("/mail/a"), woken)
+        return []
+
+    asyncio.run(go())
+    assert sent == [("/mail/a", [3]), ("/mail/b", [2, 3]), ("/mail/c", [2, 3]), ("/mail/d", [2, 3])]

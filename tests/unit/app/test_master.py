@@ -27,7 +27,7 @@ if mode == "no-hello":
     say(op="ready", services=["smtp"]); sys.stdin.read(); sys.exit(0)
 say(op="hello", version=version, pid=os.getpid())
 server = json.loads(sys.stdin.readline())
-if server != {"op": "hello", "version": version, "pid": os.getppid()}:
+if server != {"op": "hello", "version": __IPC__, "pid": os.getppid()}:
     sys.exit(5)
 if mode == "ignore-term":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -44,8 +44,9 @@ say(op="ready", services=["smtp"])
 say(op="changed", dir="/ready")
 if mode == "short":
     time.sleep(0.3); sys.exit(0)
-sys.stdin.read()
-"""
+for line in sys.stdin:  # what the server sends past the hello comes back, under /echo
+    say(op="changed", dir="/echo" + json.loads(line)["dir"])
+""".replace("__IPC__", str(ipc.IPC_VERSION))
 
 QID = "0123456789ABCDEF"
 
@@ -272,6 +273,22 @@ def test_a_command_that_cannot_run_is_retried(caplog: pytest.LogCaptureFixture) 
     run(body)
     assert "cannot start smtp worker 1" in caplog.text
     assert len(rec.ends) >= 3
+
+
+def test_send_reaches_the_ready_workers_it_selects() -> None:
+    rec = Recorder()
+    m = master("normal", rec, spec(1), spec(2), spec(3))
+
+    async def body() -> None:
+        await m.start()
+        assert m.send(ipc.Changed("/mail/a"), lambda w: w.index != 2) == 2
+        await until(lambda: rec.dirs().count("/echo/mail/a") == 2, "the selected workers got it")
+        got = sorted(name for name, msg in rec.messages if isinstance(msg, ipc.Changed) and msg.directory == "/echo/mail/a")
+        assert got == ["smtp worker 1", "smtp worker 3"]
+        await m.stop()
+        assert m.send(ipc.Changed("/mail/b"), lambda w: True) == 0  # none running
+
+    run(body)
 
 
 def test_indexes_must_be_unique() -> None:

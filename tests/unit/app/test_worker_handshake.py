@@ -108,4 +108,4 @@ def test_an_unknown_service_ends_it(tmp_path: Path) -> None:
     proc = start(tmp_path, (), service="gopher")
     rc, err = finish(proc)
     assert rc == 1
-    assert "no such worker service gopher (known: smtp)" in err
+    assert "no such worker service gopher (known: imap, imaps, pop3, pop3s, smtp)" in err

@@ -157,6 +157,9 @@ def test_full_file() -> None:
         ("[smtp]\nprocesses = 0\n", "smtp.processes", "1"),
         ("[smtp]\nprocesses = 65\n", "smtp.processes", "64"),
         ("[smtp]\nprocesses = 'two'\n", "smtp.processes", "integer"),
+        ("[imap]\nprocesses = 0\n", "imap.processes", "1"),
+        ("[pop3]\nprocesses = 65\n", "pop3.processes", "64"),
+        ("[imap]\nthreads = 2\n", "imap.threads", "unknown"),
         ("[auth]\nallow_plaintext_on_loopback = 'yes'\n", "auth.allow_plaintext_on_loopback",
          "expected true or false"),
         ("[auth]\nip_max_failures = 31\n", "auth.ip_max_failures", "30"),
@@ -287,3 +290,9 @@ def test_queue_flush_defaults_to_the_file_system_and_can_be_per_file() -> None:
     assert parse(MINIMAL).queue.flush == "filesystem"
     assert parse(MINIMAL + "[queue]\nflush = 'file'\n").queue.flush == "file"
     assert parse(MINIMAL + "[queue]\nflush = 'filesystem'\n").queue.flush == "filesystem"
+
+
+def test_imap_and_pop3_processes() -> None:
+    assert parse(MINIMAL).imap.processes == 1 and parse(MINIMAL).pop3.processes == 1
+    cfg = parse(MINIMAL + "[imap]\nprocesses = 3\n[pop3]\nprocesses = 2\n")
+    assert (cfg.imap.processes, cfg.pop3.processes) == (3, 2)

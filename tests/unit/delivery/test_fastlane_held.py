@@ -45,10 +45,10 @@ class Disk:
         self.spills = 0
         real_write, real_spill = rig.mail.write_tmp, rig.queue.spill
 
-        def write_tmp(address: Address, prefix: bytes, body: bytes) -> PendingFile:
+        def write_tmp(address: Address, prefix: bytes, body: bytes, folder: str | None = None) -> PendingFile:
             if address.key in self.full_for:
                 raise OSError(errno.ENOSPC, "No space left on device")
-            return real_write(address, prefix, body)
+            return real_write(address, prefix, body, folder)
 
         async def spill(record: QueueRecord, state: State = "active") -> None:
             self.spills += 1

@@ -128,7 +128,7 @@ def test_os_error_defers_with_a_log_line(
     store: MaildirStore, body_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
     err: int, code: int, enhanced: str,
 ) -> None:
-    def failing(address: Address, prefix: bytes, body: BinaryIO) -> Path:
+    def failing(address: Address, prefix: bytes, body: BinaryIO, folder: str | None = None) -> Path:
         raise OSError(err, "simulated")
 
     monkeypatch.setattr(store, "deliver_shared", failing)

@@ -211,6 +211,69 @@ def test_order_within_a_batch_is_first_request_order(gs: GroupCommit) -> None:
     assert ran == ["flush3", "dir", "close3", "unlink"]
 
 
+def test_what_someone_waits_for_runs_first_and_is_not_held_by_a_within_flush(gs: GroupCommit) -> None:
+    """Rule 3: in a batch holding both, the flushes requested without ``within`` (a journal
+    commit) run first, and their waiters are woken before the ``within`` ones (a Maildir
+    syncfs) run; each class keeps its own request order."""
+    started = threading.Event()
+    release = threading.Event()
+    lazy_running = threading.Event()
+    lazy_release = threading.Event()
+    ran: list[str] = []
+
+    def blocker() -> None:
+        started.set()
+        release.wait(WAIT)
+
+    def slow_lazy() -> None:
+        ran.append("lazy1")
+        lazy_running.set()
+        if not lazy_release.wait(WAIT):
+            raise RuntimeError("never released")
+
+    async def go() -> None:
+        first = req(gs, "block", blocker)
+        await until(started.is_set)  # batch 1 runs; what follows forms batch 2
+        lazy = [gs.flush(Fn("lazy1", slow_lazy), within=0.001),
+                gs.flush(Fn("lazy2", recorder(ran, "lazy2")), within=0.001)]
+        await asyncio.sleep(0.02)  # their wait is over: they join the next batch, first in it
+        now = [req(gs, "now1", recorder(ran, "now1")), req(gs, "now2", recorder(ran, "now2"))]
+        release.set()
+        await asyncio.wait_for(asyncio.gather(first, *now), WAIT)  # while lazy1 still runs
+        assert lazy_running.wait(WAIT)
+        assert not any(f.done() for f in lazy)
+        lazy_release.set()
+        await asyncio.wait_for(asyncio.gather(*lazy), WAIT)
+
+    asyncio.run(go())
+    assert ran == ["now1", "now2", "lazy1", "lazy2"]
+    assert gs.batches == 2
+
+
+def test_a_within_request_joined_by_a_waiting_one_runs_first(gs: GroupCommit) -> None:
+    """Rule 3: once someone waits for a key now, it is no longer a ``within`` flush."""
+    started = threading.Event()
+    release = threading.Event()
+    ran: list[str] = []
+
+    def blocker() -> None:
+        started.set()
+        release.wait(WAIT)
+
+    async def go() -> None:
+        first = req(gs, "block", blocker)
+        await until(started.is_set)
+        lazy = gs.flush(Fn("lazy", recorder(ran, "lazy")), within=0.001)
+        shared = gs.flush(Fn("shared", recorder(ran, "shared")), within=0.001)
+        await asyncio.sleep(0.02)
+        now = req(gs, "shared", recorder(ran, "shared-now"))  # joins the pending ``shared``
+        release.set()
+        await asyncio.wait_for(asyncio.gather(first, lazy, shared, now), WAIT)
+
+    asyncio.run(go())
+    assert ran == ["shared", "lazy"]
+
+
 def test_a_batch_is_one_thread_hop_for_many_callers(gs: GroupCommit) -> None:
     """Without a blocker: requests made in one loop iteration while nothing runs share one
     batch (rule 2); never one batch per caller."""

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pigeon.core.address import parse_address
 from pigeon.store.mailbox import MailStore
 from tests.unit.imapd.helpers import ALICE, PASSWORD, RawClient, ServerThread, deliver, message
 
@@ -198,3 +199,23 @@ def test_mailbox_names_utf7_and_utf8(server: ServerThread) -> None:
         assert not any(b"INBOX" in ln for ln in resp)
         assert c.cmd(b"i", b'LIST "" ""')[0] == b'* LIST (\\Noselect) "/" ""\r\n'
         assert c.cmd(b"j", b"NAMESPACE")[0] == b'* NAMESPACE (("" "/")) NIL NIL\r\n'
+
+
+def test_header_search_answers_from_the_index_cache(server: ServerThread, store: MailStore) -> None:
+    """imapd.search rule 6: the second header search reads no message file (the test rewrites
+    the files behind the store's back, which Maildir never does, to see which one answers)."""
+    for n in range(1, 4):
+        deliver(store, message(n, subject="apple pie" if n != 2 else "pear"))
+    with RawClient(server.port) as c:
+        c.login()
+        c.cmd(b"s", b"SELECT INBOX")
+        assert c.cmd(b"a", b'SEARCH SUBJECT "APPLE"')[0] == b"* SEARCH 1 3\r\n"
+        assert c.cmd(b"b", b'SEARCH OR FROM "nobody" SUBJECT pear')[0] == b"* SEARCH 2\r\n"
+        view = store.account(parse_address(ALICE)).select("INBOX", readonly=True)
+        cur = view.directory / "cur"
+        view.close()
+        for f in cur.iterdir():
+            f.write_bytes(f.read_bytes().replace(b"Subject: apple pie", b"Subject: plum tart"))
+        assert c.cmd(b"c", b'SEARCH SUBJECT "apple"')[0] == b"* SEARCH 1 3\r\n"  # the cache answered
+        assert c.cmd(b"d", b'SEARCH SUBJECT "plum"')[0] == b"* SEARCH\r\n"
+        assert c.cmd(b"e", b"SEARCH HEADER Message-ID m2@")[0] == b"* SEARCH 2\r\n"  # a field not cached yet: read

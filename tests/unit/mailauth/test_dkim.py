@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -26,7 +27,7 @@ def _zone(extra: dict[str, str] | None = None) -> FakeDns:
     return FakeDns(zone)
 
 
-def _verify(message: bytes, dns: FakeDns | None = None, **kw: str | None) -> tuple[DkimResult, ...]:
+def _verify(message: bytes, dns: FakeDns | None = None, **kw: Any) -> tuple[DkimResult, ...]:
     return asyncio.run(verify_dkim(dns or _zone(), message, **kw))
 
 
@@ -154,3 +155,54 @@ def test_five_hundred_signatures_are_bounded() -> None:
     assert results[0].result == "pass" and results[0].domain == "example.net"
     assert len(dns.queries) <= MAX_SIGNATURES
     assert time.process_time() - started < 2.0
+
+
+def test_times_are_judged_against_the_injected_clock() -> None:
+    signed = sign(MESSAGE, "example.net")  # dkimpy writes t= (now)
+    signed_at = int(signed.split(b"t=", 1)[1].split(b";", 1)[0])
+    (res,) = _verify(signed, now=signed_at + 86400 * 365)  # no x=: an old signature is fine
+    assert res.result == "pass"
+    (res,) = _verify(signed, now=signed_at - 86400 * 2)  # t= two days in our future
+    assert res.result == "permerror" and "future" in res.reason
+    expiring = _with_tag(signed, b"x=%d" % (signed_at + 3600))
+    (res,) = _verify(expiring, now=signed_at + 86400 * 7)
+    assert res.result == "fail" and "expired" in res.reason
+    (res,) = _verify(_with_tag(signed, b"x=%d" % (signed_at - 3600)))  # x= before t=
+    assert res.result == "permerror"
+
+
+def test_signature_tag_rules() -> None:
+    signed = sign(MESSAGE, "example.net")
+    for old, new, words in ((b" q=dns/txt;", b" q=dns/foo;", "dns/txt"),
+                            (b" c=relaxed/relaxed;", b" c=relaxed/fancy;", "canonicalisation")):
+        assert old in signed
+        (res,) = _verify(signed.replace(old, new, 1))
+        assert res.result == "permerror" and words in res.reason, (new, res)
+    assert b"h=from : " in signed
+    (res,) = _verify(signed.replace(b"h=from : ", b"h=", 1))
+    assert res.result == "permerror" and "From" in res.reason
+    assert b"i=@example.net;" in signed
+    (res,) = _verify(signed.replace(b"i=@example.net;", b"i=@elsewhere.test;", 1))
+    assert res.result == "permerror" and "i=" in res.reason
+    dns = _zone()
+    (res,) = _verify(signed.replace(b" b=", b" b=!", 1), dns)
+    assert res.result == "permerror" and "base64" in res.reason
+    assert dns.queries == []  # a malformed signature costs no key lookup
+
+
+def test_lf_line_ends_and_unparsable_headers() -> None:
+    signed = sign(MESSAGE, "example.net")
+    (res,) = _verify(signed.replace(b"\r\n", b"\n"))  # stored with bare LF: same canonical form
+    assert res.result == "pass"
+    (res,) = _verify(b" starts with a continuation\r\n" + signed)
+    assert res.result == "permerror" and "unparsable" in res.reason
+
+
+def test_pkcs1_key_record() -> None:
+    """Some signers publish the bare PKCS#1 RSAPublicKey instead of SubjectPublicKeyInfo."""
+    pem = rsa_key()[0]
+    pub = serialization.load_pem_private_key(pem, None).public_key()
+    der = pub.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.PKCS1)
+    dns = _zone({"pk1": "v=DKIM1; k=rsa; p=" + base64.b64encode(der).decode()})
+    (res,) = _verify(sign(MESSAGE, "example.net", "pk1"), dns)
+    assert res.result == "pass", res

@@ -11,6 +11,10 @@ Rules:
    flushes that day's last counts afterwards does not make it due again (they are dropped, with
    a log line). Days older than ``KEEP_DAYS`` are dropped unsent.
 4. At most ``MAX_DOMAINS`` domains per day are counted (bounded memory and file size).
+5. Each process writes its own file: the server ``tlsrpt-<day>.json``, an SMTP worker (which
+   relays the mail it accepted) ``tlsrpt-<day>.<owner>.json`` (``owner`` as for its journal,
+   ``w1``...), so no process overwrites another's counts. ``due`` merges every file of a day
+   (``Tally.merge``); ``done`` removes them all.
 
 What can go wrong: a write failure is logged and retried at the next flush; an unreadable file
 is logged and ignored (state.load_json).
@@ -40,9 +44,10 @@ def utc_day(t: float) -> str:
 
 
 class ReportBook:
-    def __init__(self, directory: Path | None, clock: Clock) -> None:
+    def __init__(self, directory: Path | None, clock: Clock, owner: str = "") -> None:
         self.dir = directory
         self.clock = clock
+        self.owner = owner  # rule 5: "" for the server, the journal owner for a worker
         self._days: dict[str, dict[str, Tally]] = {}
         self._dirty: set[str] = set()
         self._last_flush = clock.now()
@@ -52,7 +57,7 @@ class ReportBook:
         tallies = self._days.get(day)
         if tallies is None:
             tallies = {}
-            doc = load_json(self.dir / f"tlsrpt-{day}.json") if self.dir is not None else None
+            doc = load_json(self._file(self.dir, day)) if self.dir is not None else None
             for domain, raw in (doc or {}).items():
                 try:
                     tallies[domain] = Tally.from_json(raw)
@@ -60,6 +65,10 @@ class ReportBook:
                     log.warning("tlsrpt: %s %s: unreadable counts (%s); dropped", day, domain, exc)
             self._days[day] = tallies
         return tallies
+
+    def _file(self, directory: Path, day: str) -> Path:
+        """Rule 5."""
+        return directory / (f"tlsrpt-{day}.{self.owner}.json" if self.owner else f"tlsrpt-{day}.json")
 
     def record(self, domain: str, policy_type: PolicyType, policy_strings: list[str], mx_hosts: list[str],
                ok: bool, result: ResultType | None = None, ip: str = "", mx: str = "") -> None:
@@ -97,7 +106,7 @@ class ReportBook:
                 continue
             doc = {d: t.to_json() for d, t in self._days.get(day, {}).items()}
             try:
-                save_json(self.dir / f"tlsrpt-{day}.json", doc)
+                save_json(self._file(self.dir, day), doc)
             except OSError as exc:
                 self._dirty.add(day)
                 log.error("tlsrpt: cannot save the counts of %s: %s", day, exc)
@@ -106,24 +115,41 @@ class ReportBook:
                 self._days.pop(day, None)  # a finished day is on disk now: the sender reads it there
 
     def due(self, today: str) -> list[tuple[str, str, Tally]]:
-        """Rule 3."""
+        """Rules 3 and 5."""
         if self.dir is None:
             return []
-        out = []
+        out: list[tuple[str, str, Tally]] = []
         oldest = (datetime.date.fromisoformat(today) - datetime.timedelta(days=KEEP_DAYS)).isoformat()
         for marker in self.dir.glob("tlsrpt-*.sent"):
             if marker.name[len("tlsrpt-"):-len(".sent")] < oldest:
                 unlink_quietly(marker)
+        days: dict[str, list[Path]] = {}
         for path in sorted(self.dir.glob("tlsrpt-*.json")):
-            day = path.name[len("tlsrpt-"):-len(".json")]
+            days.setdefault(path.name[len("tlsrpt-"):len("tlsrpt-YYYY-MM-DD")], []).append(path)
+        for day, paths in sorted(days.items()):
             if day >= today:
                 continue
             if day < oldest:
                 log.info("tlsrpt: counts of %s are older than %d days; dropped unsent", day, KEEP_DAYS)
                 self.done(day)
                 continue
+            merged: dict[str, Tally] = {}
             for domain, tally in self._day(day).items():
-                out.append((day, domain, tally))
+                merged[domain] = Tally.from_json(tally.to_json())  # a copy: the book's own stays as it is
+            for path in paths:
+                if path == self._file(self.dir, day):
+                    continue
+                for domain, raw in (load_json(path) or {}).items():
+                    try:
+                        other = Tally.from_json(raw)
+                    except (ValueError, TypeError) as exc:
+                        log.warning("tlsrpt: %s %s: unreadable counts in %s (%s); dropped", day, domain, path.name, exc)
+                        continue
+                    if domain in merged:
+                        merged[domain].merge(other)
+                    elif len(merged) < MAX_DOMAINS:
+                        merged[domain] = other
+            out.extend((day, domain, tally) for domain, tally in merged.items())
         return out
 
     def done(self, day: str) -> None:
@@ -131,4 +157,5 @@ class ReportBook:
         self._dirty.discard(day)
         if self.dir is not None:
             (self.dir / f"tlsrpt-{day}.sent").touch()
-            unlink_quietly(self.dir / f"tlsrpt-{day}.json")
+            for path in self.dir.glob(f"tlsrpt-{day}*.json"):  # rule 5: every process's file
+                unlink_quietly(path)

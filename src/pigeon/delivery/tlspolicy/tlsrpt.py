@@ -78,6 +78,14 @@ class Tally:
         if key in self.failures or len(self.failures) < MAX_FAILURE_KINDS:
             self.failures[key] = self.failures.get(key, 0) + 1
 
+    def merge(self, other: Tally) -> None:
+        """Another process's counts of the same domain and day (``reports`` rule 5)."""
+        self.success += other.success
+        self.failure += other.failure
+        for key, count in other.failures.items():
+            if key in self.failures or len(self.failures) < MAX_FAILURE_KINDS:
+                self.failures[key] = self.failures.get(key, 0) + count
+
     def to_json(self) -> dict[str, object]:
         return {"policy_type": self.policy_type, "policy_strings": self.policy_strings,
                 "mx_hosts": self.mx_hosts, "success": self.success, "failure": self.failure,

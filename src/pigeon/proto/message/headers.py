@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 # RFC 5322 §3.6.1: ftext is printable US-ASCII except ":"; WSP may precede the colon (obs-).
 _FIELD = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:")
-INTERESTING = frozenset({"received", "message-id", "date"})
+INTERESTING = frozenset({"received", "message-id", "date", "authentication-results"})
 
 
 @dataclass(slots=True)

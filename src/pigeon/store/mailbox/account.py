@@ -138,7 +138,7 @@ class Account:
     def close(self) -> None:
         """Close the index connection (it reopens on the next call)."""
         with self._core.lock:
-            self._core.index.close()
+            self._core.close_index()
 
     def max_append(self) -> int:
         return self._core.max_append
@@ -359,6 +359,9 @@ class Account:
                 published = False
                 try:
                     with core.index.write() as conn:
+                        # ops Rule 1: UIDNEXT and HIGHESTMODSEQ as of this transaction: another
+                        # process may have appended since ``synced`` read them.
+                        row = core.row_by_id(row.id)
                         files.publish(core.io, msg, path, letters)
                         published = True
                         files.fsync_cur(core.io, path)

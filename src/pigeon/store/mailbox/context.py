@@ -13,14 +13,24 @@ Rules:
    through ``io``, the store's IO seam (``durable.io``).
 4. The views of one folder share its latest message list (``snapshot``), kept weakly here
    and strongly, for a while, by the store-wide ``warm`` cache (``snapshot`` Rule 6).
+5. Reads that need no consistency with a write of this process go through ``reading()``: a
+   second connection to the same index (WAL: readers never wait for the writer) under its own
+   small lock, never the account lock, which a writer holds through its fsyncs. ``unchanged``
+   (the check every session makes after every command: "did this folder change since?") and
+   the FETCH cache reads use it, so a session with nothing new waits for nobody's commit.
+   While the index is open exclusively (index Rule 5) they take the account's path instead.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import threading
+import time
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pigeon.core.address import Address
@@ -32,7 +42,7 @@ from pigeon.store.mailbox import folders
 from pigeon.store.mailbox.flags import cur_name
 from pigeon.store.mailbox.index import INDEX_NAME, FolderRow, Index
 from pigeon.store.mailbox.model import MailboxError
-from pigeon.store.mailbox.scan import scan
+from pigeon.store.mailbox.scan import DIRTY_RELIST, ScanMemo, scan
 from pigeon.store.mailbox.snapshot import FlagTable, Snapshot, WarmSnapshots
 from pigeon.store.names import UniqueNames
 
@@ -59,10 +69,13 @@ class AccountCore:
         self.maildir = maildir
         self.index = Index(maildir / INDEX_NAME)
         self.lock = threading.RLock()
+        self.reader = Index(maildir / INDEX_NAME)  # Rule 5
+        self.reader_lock = threading.Lock()
         self.names = UniqueNames(hostname)
         self.clock = clock
         self.max_append = max_append
         self.open_views = 0
+        self.scan_memo: ScanMemo = {}  # scan Rule 1: this process's last listing of each folder
         # Shared by the views (``snapshot`` Rules 2, 4): the latest snapshot of each folder id,
         # kept only while a view holds it.
         self.flag_table = FlagTable()
@@ -77,6 +90,45 @@ class AccountCore:
     def notify(self, name: str) -> None:
         """Tell waiting sessions (IMAP IDLE) that the folder changed."""
         self.changes.notify(self.path(name))
+
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """Rule 5: the read connection, under its own lock (the caller checks ``can_read``)."""
+        with self.reader_lock:
+            yield self.reader.conn
+
+    @property
+    def can_read(self) -> bool:
+        """Rule 5: the read connection may be used (the index is not open exclusively)."""
+        return not self.index.exclusive
+
+    def close_index(self) -> None:
+        """Both connections (they reopen on the next call); the caller holds ``lock``."""
+        self.index.close()
+        with self.reader_lock:
+            self.reader.close()
+
+    def unchanged(self, folder_id: int, highestmodseq: int, uidnext: int) -> bool:
+        """Rule 5: True when a view at (``highestmodseq``, ``uidnext``) has nothing to sync:
+        the index row says so and the folder needs no scan (``scan`` Rule 1, the same test).
+        False means "look properly" (also on any error: the locked path reports it)."""
+        if not self.can_read:
+            return False
+        try:
+            with self.reading():
+                row = self.reader.folder_by_id(folder_id)
+            if row is None or row.highestmodseq != highestmodseq or row.uidnext != uidnext:
+                return False
+            path = self.path(row.name)
+            st_new = os.stat(path / "new").st_mtime_ns
+            st_cur = os.stat(path / "cur").st_mtime_ns
+        except (OSError, sqlite3.Error):
+            return False
+        if st_new == row.new_mtime and st_cur == row.cur_mtime:
+            return True
+        last = self.scan_memo.get(folder_id)
+        return (last is not None and last[0] == st_new and last[1] == st_cur
+                and time.monotonic() - last[2] < DIRTY_RELIST)
 
     def exists(self, name: str) -> bool:
         return os.path.isdir(self.path(name) / "cur")
@@ -103,7 +155,7 @@ class AccountCore:
 
     def rescan(self, row: FolderRow, force: bool = False) -> FolderRow:
         try:
-            return scan(self.index, row, self.path(row.name), force)
+            return scan(self.index, row, self.path(row.name), force, self.scan_memo)
         except FileNotFoundError:
             if not self.exists(row.name):
                 self.folder(row.name)  # drops the row and raises NONEXISTENT (Rule 2)

@@ -137,6 +137,11 @@ class Index:
             self._conn = self._open_or_exclusive()
         return self._conn
 
+    @property
+    def exclusive(self) -> bool:
+        """Rule 5: opened with ``locking_mode=EXCLUSIVE`` (other connections would wait)."""
+        return bool(self._exclusive_until)
+
     def _open_or_exclusive(self) -> sqlite3.Connection:
         self._exclusive_until = 0.0
         try:

@@ -2,7 +2,10 @@
 
 Rules:
 1. Each operation is one index transaction holding the account lock; all its changes share
-   one new MODSEQ per folder (RFC 7162 §3.1.1: MODSEQ grows with every change).
+   one new MODSEQ per folder (RFC 7162 §3.1.1: MODSEQ grows with every change). The folder
+   row (UIDNEXT, HIGHESTMODSEQ) is read again inside the transaction: the account lock covers
+   this process only, and another process (``[imap] processes``) may have written since, so a
+   row read before ``BEGIN IMMEDIATE`` would hand out its UID or MODSEQ a second time.
 2. STORE renames the file when the Maildir letters change and only updates the index for
    keyword changes. ``unchangedsince`` refuses messages whose MODSEQ is higher (RFC 7162
    §3.1.3); they are returned as failed and left untouched.
@@ -102,6 +105,7 @@ def store(core: AccountCore, folder_id: int, uids: Sequence[int], mode: StoreMod
         row = core.rescan(core.row_by_id(folder_id))
         try:
             with core.index.write() as conn:
+                row = core.row_by_id(row.id)  # Rule 1: as of this transaction (other processes)
                 modseq = row.highestmodseq + 1
                 rows = load_rows(conn, row.id, uids)
                 if gone is not None and len(rows) < len(set(uids)):
@@ -153,6 +157,7 @@ def remove(core: AccountCore, folder_id: int, uids: Sequence[int] | None,
         row = core.rescan(core.row_by_id(folder_id))
         try:
             with core.index.write() as conn:
+                row = core.row_by_id(row.id)  # Rule 1: as of this transaction (other processes)
                 for msg in load_rows(conn, row.id, uids):
                     path = locate(core, row, msg)
                     # Rule 6: the name's letters, when the index lags behind them.
@@ -193,6 +198,7 @@ def transfer(core: AccountCore, src_id: int, uids: Sequence[int] | None, dest_na
         placed: list[tuple[Path, Path]] = []  # (source, target) of the files linked or moved
         try:
             with core.index.write() as conn:
+                src, dest = core.row_by_id(src.id), core.row_by_id(dest.id)  # Rule 1
                 rows = load_rows(conn, src.id, uids)
                 uid = dest.uidnext
                 modseq = dest.highestmodseq + 1

@@ -6,6 +6,12 @@ Rules:
    of now is recorded as "unknown" (-1), because a change in the same timestamp tick would not
    move the mtime (Linux file times are jiffy-granular; FAT's are 2 s). It is rescanned until
    it has been quiet for that long.
+   While a directory is "unknown" and its mtime has not moved since this process last listed
+   it, it is listed again at most every ``DIRTY_RELIST`` seconds (``ScanMemo``, one per account
+   per process): the sessions of a busy mailbox (every STORE renames a file, so ``cur/`` is
+   always unknown) do not each list ``cur/`` after every command. Changes by Pigeon sessions,
+   in any process, are in the index already; only another program's change made within the
+   same timestamp tick as the last listing waits, up to ``DIRTY_RELIST``.
 2. Files in ``new/`` move to ``cur/<base>:2,<info>`` (maildir spec) and get UIDs in arrival
    order: file mtime, then name. A file that reappears in ``new/`` under a base the index
    knows (a rename lost in a crash) goes back to ``cur/`` with its indexed flags, same UID.
@@ -44,6 +50,9 @@ from pigeon.store.names import parse_sizes
 log = logging.getLogger(__name__)
 
 DIRTY_WINDOW_NS = 2_000_000_000  # Rule 1: covers coarse (jiffy) and FAT (2 s) timestamps
+# Rule 1: another program's change in the same timestamp tick as our last listing is seen this
+# late at most; 10 listings a second per busy folder and process instead of one per command.
+DIRTY_RELIST = 0.1
 BULK_LOOKUP = 64  # files in new/ above which the index's known bases are read in one query
 
 
@@ -55,15 +64,26 @@ class _Arrival:
     name: str  # the file name in cur/
 
 
-def scan(index: Index, row: FolderRow, folder: Path, force: bool = False) -> FolderRow:
+ScanMemo = dict[int, tuple[int, int, float]]  # Rule 1: folder id → (new/ mtime, cur/ mtime, monotonic time) listed
+
+
+def scan(index: Index, row: FolderRow, folder: Path, force: bool = False, memo: ScanMemo | None = None) -> FolderRow:
     """Bring the index up to date with ``folder``; returns the refreshed row (Rules 1-6)."""
     new_dir, cur_dir = folder / "new", folder / "cur"
     st_new = os.stat(new_dir).st_mtime_ns
     st_cur = os.stat(cur_dir).st_mtime_ns
     if not force and st_new == row.new_mtime and st_cur == row.cur_mtime:
         return row
+    now = time.monotonic()
+    if not force and memo is not None:
+        last = memo.get(row.id)
+        if last is not None and last[0] == st_new and last[1] == st_cur and now - last[2] < DIRTY_RELIST:
+            return row  # Rule 1: unknown only by the clock, and listed just now
     try:
-        return _scan(index, row, new_dir, cur_dir, st_new, st_cur, force)
+        fresh = _scan(index, row, new_dir, cur_dir, st_new, st_cur, force)
+        if memo is not None:
+            memo[row.id] = (st_new, st_cur, now)
+        return fresh
     except (OSError, sqlite3.Error) as exc:
         if not disk_full(exc):
             raise

@@ -195,6 +195,8 @@ class Mailbox:
     def sync(self) -> Changes:
         """Rule 2."""
         core = self._core
+        if core.unchanged(self._id, self.highestmodseq, self.uidnext):  # context Rule 5
+            return Changes([], [], [])
         with core.lock:
             row = core.rescan(core.row_by_id(self._id))
             if row.highestmodseq == self.highestmodseq and row.uidnext == self.uidnext:
@@ -342,8 +344,10 @@ class Mailbox:
         return None
 
     def cache_get(self, uid: int, key: str) -> bytes | None:
-        with self._core.lock:
-            r = self._core.index.conn.execute(
+        core = self._core
+        shared = core.can_read
+        with core.reading() if shared else core.lock:  # context Rule 5
+            r = (core.reader if shared else core.index).conn.execute(
                 "SELECT value FROM cache WHERE folder=? AND uid=? AND key=?", (self._id, uid, key)).fetchone()
         return bytes(r[0]) if r else None
 
@@ -356,8 +360,10 @@ class Mailbox:
             return {}
         wanted = set(uids)
         marks = ",".join("?" * len(keys))
-        with self._core.lock:
-            rows = self._core.index.conn.execute(
+        core = self._core
+        shared = core.can_read
+        with core.reading() if shared else core.lock:  # context Rule 5
+            rows = (core.reader if shared else core.index).conn.execute(
                 "SELECT uid, key, CASE WHEN length(value) <= ? THEN value END FROM cache "
                 f"WHERE folder=? AND uid BETWEEN ? AND ? AND key IN ({marks})",
                 (PREFETCH_VALUE, self._id, uids[0], uids[-1], *keys)).fetchall()
@@ -376,6 +382,21 @@ class Mailbox:
             if not disk_full(exc):
                 raise
             self._core.index.degraded("a FETCH result was not cached", exc)  # Rule 9
+
+    def cache_put_many(self, items: Sequence[tuple[int, str, bytes]]) -> None:
+        """``cache_put`` for many (uid, key, value) in one transaction."""
+        rows = [(self._id, uid, key, value, self._id, uid) for uid, key, value in items
+                if len(value) <= MAX_CACHE_VALUE]
+        if not rows:
+            return
+        try:
+            with self._core.lock, self._core.index.write(durable=False) as conn:
+                conn.executemany("INSERT OR REPLACE INTO cache(folder, uid, key, value) SELECT ?,?,?,? "
+                                 "WHERE EXISTS (SELECT 1 FROM message WHERE folder=? AND uid=?)", rows)
+        except sqlite3.Error as exc:
+            if not disk_full(exc):
+                raise
+            self._core.index.degraded("search values were not cached", exc)  # Rule 9
 
     def expunged_since(self, modseq: int) -> list[int]:
         """UIDs expunged with a MODSEQ above ``modseq`` (QRESYNC VANISHED (EARLIER), RFC 7162 §3.2.5.1)."""

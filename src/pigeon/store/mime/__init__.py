@@ -24,8 +24,10 @@ from pigeon.store.mime.search import (
     body_contains,
     body_texts,
     header_contains,
+    header_values,
     sent_date,
     text_contains,
+    values_contain,
 )
 
 __all__ = [
@@ -48,10 +50,12 @@ __all__ = [
     "envelope",
     "find_part",
     "header_contains",
+    "header_values",
     "parse_address_list",
     "parse_message",
     "partial",
     "section",
     "sent_date",
     "text_contains",
+    "values_contain",
 ]

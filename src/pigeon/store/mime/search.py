@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime
 import email.utils
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from pigeon.store.mime.decode import decode_charset, decode_cte
 from pigeon.store.mime.headers import Headers, decode_words
@@ -41,16 +41,23 @@ def _message_of(msg: Message | bytes) -> Message:
     return msg if isinstance(msg, Message) else parse_message(msg)
 
 
-def header_contains(msg: Message | Headers | bytes, field: str, needle: str) -> bool:
-    """Some ``field`` header's decoded value contains ``needle`` (rule 2)."""
-    h = _headers_of(msg)
-    values = h.get_all(field)
+def header_values(msg: Message | Headers | bytes, field: str) -> list[str]:
+    """The decoded values of every ``field`` header (what ``header_contains`` searches; the
+    IMAP session caches them per message, ``imapd.search``)."""
+    return [decode_words(v) for v in _headers_of(msg).get_all(field)]
+
+
+def values_contain(values: Sequence[str], needle: str) -> bool:
+    """Rule 2 over ``header_values``: some value contains ``needle``, case-insensitively."""
     if not values:
         return False
     folded = needle.casefold()
-    if not folded:
-        return True
-    return any(folded in decode_words(v).casefold() for v in values)
+    return not folded or any(folded in v.casefold() for v in values)
+
+
+def header_contains(msg: Message | Headers | bytes, field: str, needle: str) -> bool:
+    """Some ``field`` header's decoded value contains ``needle`` (rule 2)."""
+    return values_contain(header_values(msg, field), needle)
 
 
 def _header_text(h: Headers) -> str:

@@ -1,0 +1,1 @@
+"""Port 25 checks: DNS blocklists, the mail-authentication verdict, milters, DMARC reports."""

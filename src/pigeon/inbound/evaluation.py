@@ -1,0 +1,96 @@
+"""One DMARC evaluation, as recorded for the aggregate reports (RFC 7489 §7.2), and the
+published policy it was made under.
+
+Rules:
+1. An ``Evaluation`` holds what RFC 7489 Appendix C's ``<record>`` needs: the source IP, the
+   header From domain, the envelope domain (MAIL FROM's, or HELO's for ``<>``), the DKIM
+   domains with their results, the SPF domain and result, the disposition, the aligned
+   results, and the published policy (``Published``) with its ``rua`` addresses.
+2. It is plain data with ``to_json``/``from_json`` (one JSON line per evaluation in the
+   recorder's file, ``inbound.reports``); ``from_json`` refuses anything malformed with
+   ``ValueError``.
+3. ``published`` reads the policy from the DMARC record object that ``pigeon.mailauth`` gives
+   (attributes ``p``, ``sp``, ``pct``, ``adkim``, ``aspf``, ``rua``), with RFC 7489 §6.3's
+   defaults for what it lacks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    domain: str  # the domain whose record applied (the organisational domain for sp=)
+    p: str = "none"
+    sp: str = ""
+    pct: int = 100
+    adkim: str = "r"
+    aspf: str = "r"
+    rua: tuple[str, ...] = ()  # mailto: URIs as published (RFC 7489 §6.4)
+
+
+def _text(obj: object, name: str, default: str) -> str:
+    value = getattr(obj, name, None)
+    return str(value) if isinstance(value, str) and value else default
+
+
+def published(record: object, domain: str) -> Published:
+    """Rule 3."""
+    if record is None:
+        return Published(domain)
+    pct = getattr(record, "pct", 100)
+    rua = getattr(record, "rua", ())
+    if isinstance(rua, str):
+        rua = tuple(u.strip() for u in rua.split(",") if u.strip())
+    return Published(domain, _text(record, "p", "none"), _text(record, "sp", ""),
+                     pct if isinstance(pct, int) and not isinstance(pct, bool) else 100,
+                     _text(record, "adkim", "r")[:1], _text(record, "aspf", "r")[:1],
+                     tuple(str(u) for u in rua) if isinstance(rua, (tuple, list)) else ())
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    when: float  # seconds since the epoch
+    source_ip: str
+    header_from: str
+    envelope_from: str
+    dkim: tuple[tuple[str, str, str], ...]  # (domain, selector, result) per signature
+    spf_domain: str
+    spf_scope: str  # mfrom | helo
+    spf_result: str
+    disposition: str  # none | quarantine | reject (RFC 7489 Appendix C DispositionType)
+    dkim_aligned: bool
+    spf_aligned: bool
+    policy: Published
+    override: str = ""  # "trusted_forwarder" when an ARC chain let a failure through
+
+    def to_json(self) -> dict[str, object]:
+        p = self.policy
+        return {"when": self.when, "ip": self.source_ip, "from": self.header_from,
+                "env": self.envelope_from, "dkim": [list(d) for d in self.dkim],
+                "spf": [self.spf_domain, self.spf_scope, self.spf_result],
+                "disp": self.disposition, "da": self.dkim_aligned, "sa": self.spf_aligned,
+                "pol": {"d": p.domain, "p": p.p, "sp": p.sp, "pct": p.pct, "adkim": p.adkim,
+                        "aspf": p.aspf, "rua": list(p.rua)},
+                "ovr": self.override}
+
+    @staticmethod
+    def from_json(d: object) -> Evaluation:
+        """Rule 2."""
+        if not isinstance(d, dict):
+            raise ValueError("malformed evaluation: not an object")
+        try:
+            pol = d["pol"]
+            spf = d["spf"]
+            if not isinstance(pol, dict) or not isinstance(spf, list) or len(spf) != 3:
+                raise ValueError("pol must be an object and spf a list of 3")
+            dkim = tuple((str(x[0]), str(x[1]), str(x[2])) for x in d["dkim"])
+            return Evaluation(
+                float(d["when"]), str(d["ip"]), str(d["from"]), str(d["env"]), dkim,
+                str(spf[0]), str(spf[1]), str(spf[2]), str(d["disp"]), bool(d["da"]), bool(d["sa"]),
+                Published(str(pol["d"]), str(pol["p"]), str(pol["sp"]), int(pol["pct"]),
+                          str(pol["adkim"]), str(pol["aspf"]), tuple(str(u) for u in pol["rua"])),
+                str(d.get("ovr", "")))
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise ValueError(f"malformed evaluation: {exc}") from None
