@@ -4,8 +4,9 @@ Several imaplib sessions on one INBOX for a bounded time, each changing flags, e
 appending and fetching at once. Each checks its own view after every command:
 - its sequence-number → UID map follows exactly the EXISTS / EXPUNGE responses it received,
   and matches a ``UID FETCH 1:* (UID)`` of the server;
-- flags it stored on a message are reported as stored (unless another session changed them
-  in the same instant, reported to it as an untagged FETCH);
+- flags it stored on a message are reported as stored by the STORE's own FETCH (the only one
+  with the UID), even when another session set them an instant before; a later change by
+  another session is reported to it as an untagged FETCH;
 - no BAD and no NO for valid commands (``OK [EXPUNGEISSUED]`` is fine: RFC 2180 §4.1);
 - and at the end, no error line (ERROR, Traceback, SERVERBUG) in the server log.
 Then the credential cache on the real server: a password changed with the CLI is in force at
@@ -67,6 +68,18 @@ class View:
         self.exists = int(data[0] or 0)
         self.uids: list[int | None] = [None] * self.exists  # None: UID not learnt yet
         self.stored: dict[int, set[str]] = {}  # uid → flags this session last set
+        # For the problem reports: every line of the current command's response (tagged line
+        # too), and of the few commands before it.
+        self.raw: list[bytes] = []
+        self.history: list[list[bytes]] = []
+        original_get_line = self.c._get_line  # type: ignore[attr-defined]
+
+        def get_line() -> bytes:
+            line: bytes = original_get_line()
+            self.raw.append(line)
+            return line
+
+        self.c._get_line = get_line  # type: ignore[attr-defined]
         self.problems: list[str] = []
         self.commands = 0
         self.learn_uids()
@@ -115,6 +128,9 @@ class View:
 
     def run(self, name: str, fn: str, *args: str) -> list[bytes]:
         self.commands += 1
+        self.history.append(self.raw)
+        del self.history[:-4]
+        self.raw = []
         self.c._untagged_lines = []  # type: ignore[attr-defined]
         try:
             typ, data = getattr(self.c, fn)(*args)
@@ -165,16 +181,18 @@ class View:
             flags = set(self.rng.sample(["\\Flagged", "\\Answered", "$Label1", "\\Seen"], 2))
             lines = self.run("UID STORE", "uid", "STORE", str(uid), "FLAGS", "(" + " ".join(sorted(flags)) + ")")
             self.stored[uid] = flags
+            seen: list[set[str]] = []
             for ln in lines:
-                m = re.match(rb"\d+ \(.*UID (\d+).*FLAGS \(([^)]*)\)", ln) or re.match(
-                    rb"\d+ \(FLAGS \(([^)]*)\) UID (\d+)", ln)
-                if m and b"UID " + str(uid).encode() in ln:
-                    # the STORE's own FETCH comes first; a later one in the same response is
-                    # another session's change, reported after the command (RFC 3501 §7.4.1)
-                    got = set(_FLAGS.search(ln).group(1).decode().split()) - {"\\Recent"}  # type: ignore[union-attr]
-                    if got != flags:
-                        self.problems.append(f"STORE {uid} {flags}: FETCH says {got}")
-                    break
+                u, f = _UID.search(ln), _FLAGS.search(ln)
+                if u is not None and f is not None and int(u.group(1)) == uid:
+                    seen.append(set(f.group(1).decode().split()) - {"\\Recent"})
+            # Only the STORE's own FETCH carries the UID (others' changes, reported after it,
+            # do not without QRESYNC: RFC 7162 §3.2.4); it shows the flags after the STORE
+            # (RFC 3501 §6.4.6), also when another session set them first (imapd.store rule 5).
+            # None at all when the message was expunged meanwhile (imapd.store rule 4).
+            if seen and seen != [flags]:
+                self.problems.append(f"STORE {uid} {flags}: FETCH says {seen}; "
+                                     f"response {self.raw!r}; before {self.history!r}")
         elif op == "fetch" and known:
             uid = self.rng.choice(known)
             self.run("UID FETCH", "uid", "FETCH", f"{uid}:{uid + 3}", "(UID FLAGS ENVELOPE BODY.PEEK[] BODYSTRUCTURE)")
@@ -223,6 +241,8 @@ def test_sessions_racing_on_one_mailbox(server: tuple[Server, int]) -> None:
     assert not errors, errors
     assert len(views) == SESSIONS
     for v in views:
+        for problem in v.problems[:10]:
+            print(problem)  # shown in full by pytest when the test fails (the assertion is cut)
         assert not v.problems, v.problems[:10]
         assert v.commands > 20  # each session really worked
     final = imaplib.IMAP4("127.0.0.1", port, timeout=30)

@@ -307,7 +307,9 @@ async def fetch(s: ImapSession, cmd: c.Fetch) -> Done:
     if any(a.sets_seen for a in items) and not sel.readonly:  # rule 2
         unseen = [m.uid for m in metas if "\\Seen" not in m.flags]
         if unseen:
-            await asyncio.to_thread(sel.mailbox.store, unseen, "add", _SEEN)
+            refreshed: list[MessageMeta] = []  # others' changes taken in (view Rule 11)
+            await asyncio.to_thread(sel.mailbox.store, unseen, "add", _SEEN, None, None, refreshed)
+            s.emit(sel.announce(refreshed))  # selected rule 5: a keyword before a FETCH shows it
             metas = sel.live(m.uid for m in metas)
             if "FLAGS" not in names:
                 items.append(c.FetchAtt("FLAGS"))

@@ -12,6 +12,12 @@ Rules:
    ``NO [TRYCREATE]``. Source and destination UID sets are written in corresponding order.
 4. Messages expunged by others meanwhile are skipped, with no FETCH of their old flags; the
    tagged OK then says EXPUNGEISSUED (RFC 2180 §4.2.1, RFC 5530 §3).
+5. The FETCH of a STORE shows the flags the message has after it (RFC 3501 §6.4.6), also
+   when another session changed it since this one last looked, even to the very flags
+   stored (the STORE then writes nothing). The view takes such a change in during the STORE
+   (``view`` Rule 11) and it is reported here, not by the next sync; with ``.SILENT`` too,
+   since the client does not know of it (RFC 3501 §7.4.1: a server may send unsolicited
+   FETCH responses of flag changes during STORE).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from pigeon.imapd.replies import READ_ONLY, Done, bad, mailbox_error, ok
 from pigeon.imapd.selected import RECENT, Selected
 from pigeon.proto.imap import commands as c
 from pigeon.proto.imap.seqset import compact
-from pigeon.store.mailbox import MailboxError
+from pigeon.store.mailbox import MailboxError, MessageMeta
 
 if TYPE_CHECKING:
     from pigeon.imapd.session import ImapSession
@@ -52,19 +58,24 @@ async def store(s: ImapSession, cmd: c.Store) -> Done:
     flags = frozenset(f for f in cmd.flags if f != RECENT)
     live = [m.uid for m in sel.live(uids)]
     gone: list[int] = []
+    refreshed: list[MessageMeta] = []  # rule 5
     changed, failed = await asyncio.to_thread(sel.mailbox.store, live, cmd.mode, flags,
-                                              cmd.unchangedsince, gone)
+                                              cmd.unchangedsince, gone, refreshed)
     failed_set = set(failed) | set(gone)  # rule 4: no FETCH of stale flags for a gone message
-    s.emit(sel.announce(changed))  # selected rule 5: a new keyword before the FETCH showing it
+    s.emit(sel.announce([*changed, *refreshed]))  # selected rule 5: before the FETCH showing it
     if not cmd.silent:
-        for meta in sel.live(live):
+        for meta in sel.live(live):  # rule 5: the flags after the STORE, whoever set them
             if meta.uid not in failed_set:
                 s.emit(sel.flag_fetch(meta, with_uid=cmd.uid))
         await s.drain()
-    elif s.modes.condstore:
-        for meta in changed:
+    else:
+        told = {m.uid for m in refreshed}
+        for meta in refreshed:  # rule 5: another session's change, taken in by this STORE
+            if sel.seq_of(meta.uid) is not None:
+                s.emit(sel.flag_fetch(meta, with_uid=cmd.uid))
+        for meta in changed if s.modes.condstore else ():
             seq = sel.seq_of(meta.uid)
-            if seq is not None:
+            if seq is not None and meta.uid not in told:
                 uid = b"UID %d " % meta.uid if cmd.uid or s.modes.qresync else b""
                 s.emit(b"* %d FETCH (%sMODSEQ (%d))\r\n" % (seq, uid, meta.modseq))
     if failed:

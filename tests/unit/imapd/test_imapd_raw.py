@@ -64,6 +64,29 @@ def test_idle_reports_a_delivery_within_a_second(server: ServerThread, store: Ma
         assert c.line() == b"i OK IDLE terminated\r\n"
 
 
+def test_store_reports_the_flags_after_it_when_another_session_set_them(
+        server: ServerThread, store: MailStore) -> None:
+    """imapd.store rule 5: session b's view is older than a's STORE; b's STORE of the same
+    flags writes nothing, yet its FETCH shows them (RFC 3501 §6.4.6), once, not the old ones;
+    a .SILENT STORE still tells b of a's change (RFC 3501 §7.4.1)."""
+    for n in range(1, 3):
+        deliver(store, message(n))
+    with RawClient(server.port) as a, RawClient(server.port) as b:
+        a.login()
+        b.login()
+        a.cmd(b"s", b"SELECT INBOX")
+        b.cmd(b"s", b"SELECT INBOX")
+        a.cmd(b"a1", b"STORE 1:2 FLAGS.SILENT (\\Answered \\Seen)")
+        assert b.cmd(b"b1", b"UID STORE 1 FLAGS (\\Answered \\Seen)") == [
+            b"* 1 FETCH (UID 1 FLAGS (\\Answered \\Seen))\r\n",
+            b"* 2 FETCH (FLAGS (\\Answered \\Seen))\r\n",  # the sync after it: a's change to 2
+            b"b1 OK STORE completed\r\n"]
+        a.cmd(b"a2", b"STORE 1 +FLAGS.SILENT (\\Flagged)")
+        assert b.cmd(b"b2", b"STORE 1 +FLAGS.SILENT (\\Seen)") == [
+            b"* 1 FETCH (FLAGS (\\Answered \\Flagged \\Seen))\r\n", b"b2 OK STORE completed\r\n"]
+        assert b.cmd(b"b3", b"NOOP") == [b"b3 OK NOOP completed\r\n"]
+
+
 def test_no_expunge_during_fetch_but_after_noop(server: ServerThread, store: MailStore) -> None:
     for n in range(1, 4):
         deliver(store, message(n))

@@ -32,6 +32,11 @@ Rules:
    when the index lags behind it, unlinks first (which frees the space), and when the
    tombstones still cannot be written the messages are expunged all the same: their files
    are gone, and the next scan removes their rows.
+7. A STORE acts on the index as it is, not as the caller last saw it: another session or
+   process may have changed the message since (even to the very flags being stored, when
+   nothing is written). ``store`` hands back, on request, each row as it found it, so that
+   the caller's view can take in that change and report the flags the message has after the
+   STORE (RFC 3501 §6.4.6), not the ones it had at the view's last sync.
 """
 
 from __future__ import annotations
@@ -94,9 +99,11 @@ def locate(core: AccountCore, row: FolderRow, msg: Row) -> Path | None:
 
 def store(core: AccountCore, folder_id: int, uids: Sequence[int], mode: StoreMode,
           flags: frozenset[str], unchangedsince: int | None,
-          gone: list[int] | None = None) -> tuple[list[Row], list[int]]:
+          gone: list[int] | None = None,
+          current: dict[int, Row] | None = None) -> tuple[list[Row], list[int]]:
     """Rules 1, 2, 5. Returns (rows that changed, uids refused by UNCHANGEDSINCE); ``gone``,
-    when given, receives the uids no longer in the index (expunged by others meanwhile)."""
+    when given, receives the uids no longer in the index (expunged by others meanwhile), and
+    ``current`` every row found, as it was before this STORE (Rule 7)."""
     letters, keywords = parse_flags(sorted(flags))
     changed: list[Row] = []
     failed: list[int] = []
@@ -112,6 +119,8 @@ def store(core: AccountCore, folder_id: int, uids: Sequence[int], mode: StoreMod
                     present = {r.uid for r in rows}
                     gone.extend(u for u in uids if u not in present)
                 for msg in rows:
+                    if current is not None:
+                        current[msg.uid] = msg  # Rule 7
                     if unchangedsince is not None and msg.modseq > unchangedsince:
                         failed.append(msg.uid)
                         continue

@@ -31,6 +31,12 @@ Rules:
    never changes) in ``cur/`` and ``new/``, then through the rescanned index; only a message
    that is really gone raises ``EXPUNGEISSUED`` (the IMAP session then serves the others and
    says so, RFC 2180 §4.1). Once open, a Maildir file's content never changes.
+11. After a STORE, each message it named is in the view as in the index (``ops`` Rule 7),
+   even when the STORE wrote nothing because another session had already set those flags:
+   the untagged FETCH of a STORE shows the flags after it (RFC 3501 §6.4.6), never the view's
+   older ones. Such a change by someone else, taken in by the STORE, carries its own MODSEQ,
+   so ``sync`` (Rule 2) does not report it a second time; the caller reports it instead
+   (``refreshed``), also for ``.SILENT`` (RFC 3501 §7.4.1).
 
 What can go wrong: ``MailboxError("NONEXISTENT")`` when the folder was deleted or renamed
 away under the view (the IMAP session should then end with BYE); ``MailboxError
@@ -246,18 +252,27 @@ class Mailbox:
     # -- changes -----------------------------------------------------------------------------
 
     def store(self, uids: Sequence[int], mode: Literal["set", "add", "remove"], flags: frozenset[str],
-              unchangedsince: int | None = None,
-              gone: list[int] | None = None) -> tuple[list[MessageMeta], list[int]]:
+              unchangedsince: int | None = None, gone: list[int] | None = None,
+              refreshed: list[MessageMeta] | None = None) -> tuple[list[MessageMeta], list[int]]:
         """STORE on messages of the view; returns (changed, failed UNCHANGEDSINCE uids).
 
         Messages not in the view, or expunged by others meanwhile, are skipped; ``gone``,
         when given, receives the latter (the view drops them at its next ``sync``).
+        Rule 11: afterwards every stored message of the view is as the index has it;
+        ``refreshed``, when given, receives those that had been changed by someone else
+        since the view last saw them (their change is taken in here, not by ``sync``).
         """
         self._writable()
         with self._core.lock:
             mine = [u for u in uids if self._entry(u) is not None]
-            rows, failed = ops.store(self._core, self._id, mine, mode, flags, unchangedsince, gone)
+            found: dict[int, ops.Row] = {}
+            rows, failed = ops.store(self._core, self._id, mine, mode, flags, unchangedsince, gone, found)
+            stale = self._stale(found, failed)
+            for msg in stale:  # Rule 11: before our own rows, which are newer
+                self._set(msg.uid, self._entry_of(msg))
             changed = self._apply_rows(rows)
+            if refreshed is not None:
+                refreshed.extend(m for m in map(self.get, [r.uid for r in stale]) if m is not None)
         if changed:
             self._core.notify(self.name)
         return changed, failed
@@ -485,6 +500,17 @@ class Mailbox:
         table = self._core.flag_table
         return make_meta(uid, table.flags[fid], size, date, modseq, self._snap.cur,
                          f"{base}:2,{table.infos[fid]}")
+
+    def _stale(self, found: dict[int, ops.Row], failed: list[int]) -> list[ops.Row]:
+        """Rule 11: the rows (as a STORE found them) the view had an older state of; those
+        refused by UNCHANGEDSINCE are left for ``sync`` to report."""
+        refused = set(failed)
+        out = []
+        for uid, msg in sorted(found.items()):
+            have = self._entry(uid)
+            if have is not None and have[3] != msg.modseq and uid not in refused:
+                out.append(msg)
+        return out
 
     def _apply_rows(self, rows: list[ops.Row]) -> list[MessageMeta]:
         out = []

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pigeon.clocks import FakeClock
-from pigeon.store.mailbox import Account, MailboxError, MailStore
+from pigeon.store.mailbox import Account, MailboxError, MailStore, MessageMeta
 from pigeon.store.mailbox.flags import split_name
 from pigeon.store.maildir import MaildirStore
 from tests.unit.store.mailbox.conftest import BOB, MSG
@@ -73,6 +73,51 @@ def test_two_views_see_each_others_changes(account: Account) -> None:
         assert b.highestmodseq == account.status("INBOX").highestmodseq
         assert [m.uid for m in a.sync().new] == [4]
         assert a.messages() == b.messages()
+    finally:
+        a.close()
+        b.close()
+
+
+def test_store_of_flags_another_view_already_set(account: Account) -> None:
+    """view Rule 11: the STORE writes nothing, yet the view shows the flags after it (RFC 3501
+    §6.4.6), says the change was someone else's, and sync does not report it again."""
+    account.append("INBOX", MSG, frozenset(), None)
+    a = account.select("INBOX")
+    b = account.select("INBOX")
+    try:
+        a.store([1], "set", frozenset({"\\Seen", "\\Answered"}))
+        refreshed: list[MessageMeta] = []
+        changed, failed = b.store([1], "set", frozenset({"\\Seen", "\\Answered"}), None, None, refreshed)
+        assert changed == [] and failed == []  # nothing written: a had set them
+        assert [(m.uid, m.flags) for m in refreshed] == [(1, frozenset({"\\Seen", "\\Answered"}))]
+        assert b.flags_of(1) == frozenset({"\\Seen", "\\Answered"})
+        assert b.sync().empty  # reported by the STORE's caller, not twice
+        assert b.messages() == a.messages()
+    finally:
+        a.close()
+        b.close()
+
+
+def test_store_over_another_views_change(account: Account) -> None:
+    """view Rule 11: +FLAGS on a message another view changed meanwhile: the result has both
+    changes and is reported as taken in; sync stays quiet; a refused UNCHANGEDSINCE is left
+    for sync to report."""
+    for _ in range(2):
+        account.append("INBOX", MSG, frozenset(), None)
+    a = account.select("INBOX")
+    b = account.select("INBOX")
+    try:
+        a.store([1, 2], "add", frozenset({"\\Answered"}))
+        refreshed: list[MessageMeta] = []
+        changed, _ = b.store([1], "add", frozenset({"\\Seen"}), None, None, refreshed)
+        assert [m.flags for m in changed] == [frozenset({"\\Seen", "\\Answered"})]
+        assert [m.uid for m in refreshed] == [1]
+        refreshed.clear()
+        changed, failed = b.store([2], "add", frozenset({"\\Seen"}), b.highestmodseq, None, refreshed)
+        assert changed == [] and failed == [2] and refreshed == []
+        assert b.flags_of(2) == frozenset()  # still as b last synced; sync tells it
+        ch = b.sync()
+        assert [(m.uid, m.flags) for m in ch.changed] == [(2, frozenset({"\\Answered"}))]
     finally:
         a.close()
         b.close()
