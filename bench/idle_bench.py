@@ -461,6 +461,22 @@ async def _client(conn: Connection, port: int, accounts: list[str], concurrency:
     conn.send(("closed",))
 
 
+async def _warm(port: int, accounts: list[str]) -> None:
+    """One LOGIN per account before the sessions: each server's first login of an account
+    verifies the hash (Pigeon then rehashes it to its argon2id and caches the success; Dovecot
+    fills its auth cache), which is not what this bench measures."""
+    sem = asyncio.Semaphore(4)
+
+    async def one(a: str) -> None:
+        async with sem:
+            s = await _open(port, a)
+            s.writer.write(b"DONE\r\nd LOGOUT\r\n")
+            await s.writer.drain()
+            s.writer.close()
+
+    await asyncio.gather(*(one(a) for a in accounts))
+
+
 def client_main(conn: Connection, port: int, accounts: list[str], concurrency: int) -> None:
     asyncio.run(_client(conn, port, accounts, concurrency))
 
@@ -479,6 +495,9 @@ def one_run(srv: Server, accounts: list[str], hashed: str, a: argparse.Namespace
     conns: list[Connection] = []
     procs: list[Any] = []
     try:
+        t = time.monotonic()
+        asyncio.run(_warm(srv.imap_port, accounts))
+        out["warm_s"] = time.monotonic() - t
         time.sleep(2)
         out["before"] = srv.memory()
         # Session s goes to account s % users; client k takes every clients-th session.
@@ -508,6 +527,8 @@ def one_run(srv: Server, accounts: list[str], hashed: str, a: argparse.Namespace
         log(f"{srv.name}: PSS {out['with']['pss_kib'] / 1024:,.1f} MiB in {out['with']['procs']} processes")
         c0 = cpu_seconds(srv.pids())
         t0 = srv.deliver(accounts, run)
+        out["t0_wall"] = time.time() - (time.monotonic() - t0)
+        log(f"{srv.name}: delivery started at {dt.datetime.fromtimestamp(out['t0_wall']).strftime('%H:%M:%S.%f')[:-3]}")
         out["deliver_call_s"] = time.monotonic() - t0
         for c in conns:
             c.send(("collect", t0, a.wait))
@@ -519,10 +540,10 @@ def one_run(srv: Server, accounts: list[str], hashed: str, a: argparse.Namespace
         out["missed_1s"] = sum(1 for x in lat if x is None or x > 1.0)
         out["missed_wait"] = sum(1 for x in lat if x is None)
         if got:
-            out["p50_s"], out["p99_s"], out["max_s"] = pct(got, 0.5), pct(got, 0.99), max(got)
+            out["min_s"], out["p50_s"], out["p99_s"], out["max_s"] = min(got), pct(got, 0.5), pct(got, 0.99), max(got)
         out["client_cpu_wake_s"] = sum(r[2] for r in results)
         out["client_cpu_total_s"] = sum(r[3] for r in results)
-        log(f"{srv.name}: woken {len(got)}/{len(lat)}, p50 {out.get('p50_s', 0):.3f} s p99 "
+        log(f"{srv.name}: woken {len(got)}/{len(lat)}, min {out.get('min_s', 0):.3f} s, p50 {out.get('p50_s', 0):.3f} s p99 "
             f"{out.get('p99_s', 0):.3f} s max {out.get('max_s', 0):.3f} s, >1 s: {out['missed_1s']}")
         for c in conns:
             c.send(("close",))
@@ -544,7 +565,7 @@ ROWS = [("sessions", "sessions in IDLE", "{:,.0f}"), ("open_errors", "sessions t
         ("pss_before_mib", "PSS empty, MiB", "{:,.1f}"), ("pss_mib", "PSS with the sessions, MiB", "{:,.1f}"),
         ("pss_per_session_kib", "PSS per session, KiB", "{:,.1f}"), ("rss_mib", "RSS with the sessions, MiB (shared pages counted per process)", "{:,.0f}"),
         ("idle_cpu_pct", "server CPU while they idle, % of one core", "{:,.1f}"),
-        ("p50_ms", "wake-up p50, ms", "{:,.0f}"), ("p99_ms", "wake-up p99, ms", "{:,.0f}"),
+        ("min_ms", "wake-up min (the delivery itself), ms", "{:,.0f}"), ("p50_ms", "wake-up p50, ms", "{:,.0f}"), ("p99_ms", "wake-up p99, ms", "{:,.0f}"),
         ("max_ms", "wake-up max, ms", "{:,.0f}"), ("missed_1s", "sessions not woken within 1 s", "{:,.0f}"),
         ("missed_wait", "sessions not woken at all (within --wait)", "{:,.0f}"),
         ("wake_cpu_s", "server CPU for the wake-up, s", "{:,.2f}"),
@@ -563,7 +584,7 @@ def flat(r: dict[str, Any], settle: float) -> dict[str, float]:
         if r.get("sessions"):
             f["pss_per_session_kib"] = (r["with"]["pss_kib"] - r["before"]["pss_kib"]) / r["sessions"]
         f["idle_cpu_pct"] = 100 * r["idle_cpu_s"] / settle
-    for k in ("p50", "p99", "max"):
+    for k in ("min", "p50", "p99", "max"):
         if f"{k}_s" in r:
             f[f"{k}_ms"] = 1000 * r[f"{k}_s"]
     return f

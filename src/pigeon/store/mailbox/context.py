@@ -13,6 +13,11 @@ Rules:
    through ``io``, the store's IO seam (``durable.io``).
 4. The views of one folder share its latest message list (``snapshot``), kept weakly here
    and strongly, for a while, by the store-wide ``warm`` cache (``snapshot`` Rule 6).
+5. Views share scans: ``rescan(row, since=t)`` skips the scan when one of the same folder
+   started at or after ``t`` (``monotonic``, taken when the caller decided to sync), because
+   that scan saw every change made before ``t``. So the N IDLE sessions of a folder woken by
+   one delivery cost one scan, not N (within ``scan``'s dirty window each would otherwise
+   list ``new/`` and ``cur/`` again, in a write transaction, under the account lock).
 """
 
 from __future__ import annotations
@@ -20,8 +25,11 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import weakref
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pigeon.core.address import Address
 from pigeon.core.clock import Clock
@@ -52,8 +60,14 @@ class AccountCore:
 
     def __init__(self, address: Address, maildir: Path, hostname: str, clock: Clock,
                  max_append: int, changes: ChangeBus | None = None,
-                 warm: WarmSnapshots | None = None, io: FileIO = REAL) -> None:
+                 warm: WarmSnapshots | None = None, io: FileIO = REAL,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.io = io  # Rule 3
+        self.monotonic = monotonic  # Rule 5
+        # Rule 5: (folder id, name) → when its last scan started
+        self.scanned: dict[tuple[int, str], float] = {}
+        # view Rule 11: folder id → (state key, index rows, tombstone UIDs) of the last sync
+        self.deltas: dict[int, tuple[tuple[int, int, int, int], list[Any], list[int]]] = {}
         self.changes = changes or ChangeBus()  # wakes IDLE sessions (store.changes)
         self.address = address
         self.maildir = maildir
@@ -101,9 +115,16 @@ class AccountCore:
         """``folder`` plus a scan of its directories (``scan`` Rule 1: cheap when unchanged)."""
         return self.rescan(self.folder(name), force)
 
-    def rescan(self, row: FolderRow, force: bool = False) -> FolderRow:
+    def rescan(self, row: FolderRow, force: bool = False, since: float | None = None) -> FolderRow:
+        """``scan`` of the folder, unless one that started at or after ``since`` stands for it
+        (Rule 5; ``row`` must then be fresh from the index). Under ``lock``."""
+        if since is not None and not force and self.scanned.get((row.id, row.name), -1.0) >= since:
+            return row
+        started = self.monotonic()
         try:
-            return scan(self.index, row, self.path(row.name), force)
+            fresh = scan(self.index, row, self.path(row.name), force)
+            self.scanned[(row.id, row.name)] = started
+            return fresh
         except FileNotFoundError:
             if not self.exists(row.name):
                 self.folder(row.name)  # drops the row and raises NONEXISTENT (Rule 2)
