@@ -242,7 +242,8 @@ class Pigeon(Server):
         self.dir = workdir / "pigeon"
         self.data = self.dir / "data"
         self.cmd = [python, "-m", "pigeon.admin.cli"]
-        self.env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+        self.env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")])))
 
     def version(self) -> str:
         rev = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
@@ -526,6 +527,8 @@ def one_run(srv: Server, accounts: list[str], hashed: str, a: argparse.Namespace
         out["with"] = srv.memory()
         log(f"{srv.name}: PSS {out['with']['pss_kib'] / 1024:,.1f} MiB in {out['with']['procs']} processes")
         c0 = cpu_seconds(srv.pids())
+        if os.environ.get("WAKE_PROFILE") and srv.proc is not None:  # a sitecustomize's cProfile toggle
+            srv.proc.send_signal(signal.SIGUSR2)
         t0 = srv.deliver(accounts, run)
         out["t0_wall"] = time.time() - (time.monotonic() - t0)
         log(f"{srv.name}: delivery started at {dt.datetime.fromtimestamp(out['t0_wall']).strftime('%H:%M:%S.%f')[:-3]}")
@@ -534,6 +537,8 @@ def one_run(srv: Server, accounts: list[str], hashed: str, a: argparse.Namespace
             c.send(("collect", t0, a.wait))
         results = [c.recv() for c in conns]
         out["wake_cpu_s"] = cpu_seconds(srv.pids()) - c0
+        if os.environ.get("WAKE_PROFILE") and srv.proc is not None:
+            srv.proc.send_signal(signal.SIGUSR2)
         lat = [x for r in results for x in r[1]]
         got = [x for x in lat if x is not None]
         out["woken"] = len(got)

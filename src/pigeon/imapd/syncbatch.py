@@ -1,7 +1,7 @@
 """The sessions of one folder woken together sync in one worker-thread hop.
 
 Rules:
-1. ``sync(mailbox)`` takes the view's ``tick()`` at once, on the loop (store context Rule 5:
+1. ``sync(mailbox)`` takes the view's ``tick()`` at once, on the loop (store context Rule 6:
    a scan that starts after it stands for this session's own), and joins the open batch of
    the folder (keyed by its directory, as change notices are, ``store.changes``). The first
    session to join schedules the batch for the next turn of the loop (``call_soon``), so the
@@ -11,7 +11,7 @@ Rules:
    own exception (a deleted folder is ``MailboxError("NONEXISTENT")`` for each).
 3. Why: 10,000 IDLE sessions of 100 accounts woken by a delivery to each were 10,000 thread
    hops, each queued behind the others in the loop's executor; now they are 100, and with
-   store context Rule 5 and view Rule 11 each folder is scanned and read once
+   store context Rule 6 and view Rule 11 each folder is scanned and read once
    (docs/benchmarks.md, "IDLE sessions").
 4. A session that stops waiting (its connection closed, the server stopping) is skipped when
    the batch ends; nothing else refers to it.

@@ -9,6 +9,10 @@ Rules:
    with ``unwatch``; a waiter holds one ``asyncio.Event`` and nothing else.
 3. Notices are hints: a waiter still syncs with the store to learn what changed, and still
    polls slowly for changes made outside this process (mutt renaming files, another tool).
+4. A notice enters each event loop once, whatever the number of its waiters: a delivery to
+   an account whose 100 sessions IDLE is one ``call_soon_threadsafe`` (one wake-up write of
+   the loop's self-pipe, one handover of the GIL), not 100 (docs/benchmarks.md, "IDLE
+   sessions").
 
 What can go wrong: a waiter whose loop is closed is skipped (its session is gone).
 """
@@ -27,6 +31,11 @@ log = logging.getLogger(__name__)
 
 def _key(directory: Path) -> str:
     return os.path.abspath(directory)
+
+
+def _set_all(events: list[asyncio.Event]) -> None:
+    for event in events:
+        event.set()
 
 
 class ChangeNotifier(Protocol):
@@ -61,13 +70,16 @@ class ChangeBus:
                 del self._waiters[key]
 
     def notify(self, directory: Path) -> None:
-        """Rule 1: wake every waiter on ``directory``; safe from any thread."""
+        """Rule 1: wake every waiter on ``directory``; safe from any thread. One call into
+        each loop for all its waiters (rule 4)."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Event]] = {}
         with self._lock:
-            waiters = list(self._waiters.get(_key(directory), ()))
-        for loop, event in waiters:
+            for loop, event in self._waiters.get(_key(directory), ()):
+                by_loop.setdefault(loop, []).append(event)
+        for loop, events in by_loop.items():
             try:
-                loop.call_soon_threadsafe(event.set)
-            except RuntimeError:  # the loop is closed: that session is over
+                loop.call_soon_threadsafe(_set_all, events)
+            except RuntimeError:  # the loop is closed: those sessions are over
                 log.debug("change notice for a closed loop skipped")
 
     def watched(self) -> int:

@@ -13,7 +13,7 @@ Rules:
    through ``io``, the store's IO seam (``durable.io``).
 4. The views of one folder share its latest message list (``snapshot``), kept weakly here
    and strongly, for a while, by the store-wide ``warm`` cache (``snapshot`` Rule 6).
-5. Views share scans: ``rescan(row, since=t)`` skips the scan when one of the same folder
+6. Views share scans: ``rescan(row, since=t)`` skips the scan when one of the same folder
    started at or after ``t`` (``monotonic``, taken when the caller decided to sync), because
    that scan saw every change made before ``t``. So the N IDLE sessions of a folder woken by
    one delivery cost one scan, not N (within ``scan``'s dirty window each would otherwise
@@ -63,8 +63,8 @@ class AccountCore:
                  warm: WarmSnapshots | None = None, io: FileIO = REAL,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.io = io  # Rule 3
-        self.monotonic = monotonic  # Rule 5
-        # Rule 5: (folder id, name) → when its last scan started
+        self.monotonic = monotonic  # Rule 6
+        # Rule 6: (folder id, name) → when its last scan started
         self.scanned: dict[tuple[int, str], float] = {}
         # view Rule 11: folder id → (state key, index rows, tombstone UIDs) of the last sync
         self.deltas: dict[int, tuple[tuple[int, int, int, int], list[Any], list[int]]] = {}
@@ -117,7 +117,7 @@ class AccountCore:
 
     def rescan(self, row: FolderRow, force: bool = False, since: float | None = None) -> FolderRow:
         """``scan`` of the folder, unless one that started at or after ``since`` stands for it
-        (Rule 5; ``row`` must then be fresh from the index). Under ``lock``."""
+        (Rule 6; ``row`` must then be fresh from the index). Under ``lock``."""
         if since is not None and not force and self.scanned.get((row.id, row.name), -1.0) >= since:
             return row
         started = self.monotonic()

@@ -8,7 +8,7 @@ Rules:
    has with the same MODSEQ is the view's own change and is not reported again. With
    ``since`` (from ``tick()``, taken when the caller decided to sync, before its thread hop),
    a scan another view of the account started after that time stands for this one's
-   (context Rule 5).
+   (context Rule 6).
 3. ``highestmodseq`` and ``uidnext`` move only in ``sync()``: the view never claims to have
    seen changes by others that it has not yet reported (RFC 7162 §3.1.2.1).
 4. ``\\Recent`` (RFC 3501 §2.3.2): the first read-write view to see a message gets it; the
@@ -205,7 +205,7 @@ class Mailbox:
         return uid in self._recent
 
     def tick(self) -> float:
-        """The account's monotonic clock, for ``sync(since=...)`` (Rule 2, context Rule 5)."""
+        """The account's monotonic clock, for ``sync(since=...)`` (Rule 2, context Rule 6)."""
         return self._core.monotonic()
 
     def sync(self, since: float | None = None) -> Changes:
