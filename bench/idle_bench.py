@@ -49,7 +49,7 @@ PID; the bench process raises its open-file limit to ``NOFILE`` and the servers 
 
 Reproduce (as root, from the repository, with the project's venv):
 ``PYTHONPATH=src .venv/bin/python bench/idle_bench.py`` (10,000 sessions, 3 runs, ~15 min);
-``--quick`` (1,000 sessions, 10 accounts, 1 run). Results: stdout and bench/results/idle-<date>.md/.json.
+``--quick`` (1,000 sessions over 10 accounts; add ``--runs 1`` for one run). Results: stdout and bench/results/idle-<date>.md/.json.
 
 What can go wrong: a session that fails to open is counted and reported (the first errors
 shown); a server that dies is reported as failed for that run; the servers are always stopped
@@ -640,11 +640,11 @@ def main() -> int:
     ap.add_argument("--scheme", default="SSHA512",
                     help="doveadm pw scheme of the accounts' one hash (ARGON2ID: Dovecot verifies it at "
                          "every login, even from its auth cache: ~0.1-0.5 s each here)")
-    ap.add_argument("--quick", action="store_true", help="1,000 sessions over 10 accounts, 1 run")
+    ap.add_argument("--quick", action="store_true", help="1,000 sessions over 10 accounts")
     ap.add_argument("--out", default=str(HERE / "results"))
     a = ap.parse_args()
     if a.quick:
-        a.sessions, a.users, a.runs = 1_000, 10, 1
+        a.sessions, a.users = 1_000, 10
     raise_nofile(NOFILE)
     workdir = Path(a.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
