@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pigeon.auth.sasl import Authenticator
 from pigeon.config import Config
 from pigeon.imapd.session import ImapSession
+from pigeon.imapd.syncbatch import SyncBatches
 from pigeon.net.listener import Stream
 from pigeon.net.tls import TlsManager
 from pigeon.store.mailbox import MailStore
@@ -46,6 +47,7 @@ class ImapSessionFactory:
         self.tls = tls
         self.config = config
         self.implicit_tls = implicit_tls
+        self.syncs = SyncBatches()  # the sessions' syncs batched per folder (``syncbatch``)
 
     @property
     def service(self) -> str:

@@ -31,6 +31,7 @@ from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from pigeon.imapd.syncbatch import SyncBatches
 from pigeon.proto.imap.errors import SeqSetError
 from pigeon.proto.imap.seqset import SeqSet, compact
 from pigeon.store.mailbox import Mailbox, MessageMeta
@@ -187,9 +188,13 @@ class Selected:
             out += b"* %d RECENT\r\n" % self.mailbox.recent
         return out
 
-    async def updates(self, allow_expunge: bool) -> bytes:
-        """Pick up deliveries and others' changes; the untagged responses allowed now."""
-        changes = await asyncio.to_thread(self.mailbox.sync)
+    async def updates(self, allow_expunge: bool, syncs: SyncBatches | None = None) -> bytes:
+        """Pick up deliveries and others' changes; the untagged responses allowed now. With
+        ``syncs``, in one thread hop with the other sessions of the folder (``syncbatch``)."""
+        if syncs is not None:
+            changes = await syncs.sync(self.mailbox)
+        else:
+            changes = await asyncio.to_thread(self.mailbox.sync, self.mailbox.tick())
         self.pending.update(u for u in changes.expunged if self.seq_of(u) is not None)
         out = bytearray()
         if allow_expunge and self.pending:

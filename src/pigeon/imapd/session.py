@@ -75,8 +75,11 @@ log = logging.getLogger(__name__)
 #: RFC 3501 §5.4: an inactivity autologout timer MUST last at least 30 minutes.
 AUTOLOGOUT: Final = 30 * 60.0
 #: IDLE syncs this often without a change notice, for changes by programs outside this process
-#: (deliveries and sessions of this server notify at once; rule 3).
-IDLE_POLL: Final = 5.0
+#: (deliveries and sessions of this server notify at once; rule 3). Dovecot's
+#: mailbox_idle_check_interval, in the same role, is 30 s by default. Every idle session pays
+#: one sync per period: 10,000 sessions at 5 s were 2,000 syncs a second of a busy server's
+#: time, at 30 s they are 333 (docs/benchmarks.md, "IDLE sessions").
+IDLE_POLL: Final = 30.0
 #: Pending output is written once it reaches this size (rule 4).
 FLUSH_AT: Final = 256 * 1024
 
@@ -278,7 +281,7 @@ class ImapSession:
         if self.sel is None:
             return
         try:
-            self.emit(await self.sel.updates(allow_expunge))
+            self.emit(await self.sel.updates(allow_expunge, self.ctx.syncs))
         except MailboxError as exc:
             if exc.code == "NONEXISTENT":
                 raise SessionEnd("The selected mailbox has been deleted or renamed") from None

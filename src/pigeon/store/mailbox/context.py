@@ -19,6 +19,11 @@ Rules:
    (the check every session makes after every command: "did this folder change since?") and
    the FETCH cache reads use it, so a session with nothing new waits for nobody's commit.
    While the index is open exclusively (index Rule 5) they take the account's path instead.
+6. Views share scans: ``rescan(row, since=t)`` skips the scan when one of the same folder
+   started at or after ``t`` (``monotonic``, taken when the caller decided to sync), because
+   that scan saw every change made before ``t``. So the N IDLE sessions of a folder woken by
+   one delivery cost one scan, not N (within ``scan``'s dirty window each would otherwise
+   list ``new/`` and ``cur/`` again, in a write transaction, under the account lock).
 """
 
 from __future__ import annotations
@@ -29,9 +34,10 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from pigeon.core.address import Address
 from pigeon.core.clock import Clock
@@ -62,8 +68,14 @@ class AccountCore:
 
     def __init__(self, address: Address, maildir: Path, hostname: str, clock: Clock,
                  max_append: int, changes: ChangeBus | None = None,
-                 warm: WarmSnapshots | None = None, io: FileIO = REAL) -> None:
+                 warm: WarmSnapshots | None = None, io: FileIO = REAL,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.io = io  # Rule 3
+        self.monotonic = monotonic  # Rule 6
+        # Rule 6: (folder id, name) → when its last scan started
+        self.scanned: dict[tuple[int, str], float] = {}
+        # view Rule 11: folder id → (state key, index rows, tombstone UIDs) of the last sync
+        self.deltas: dict[int, tuple[tuple[int, int, int, int], list[Any], list[int]]] = {}
         self.changes = changes or ChangeBus()  # wakes IDLE sessions (store.changes)
         self.address = address
         self.maildir = maildir
@@ -153,9 +165,16 @@ class AccountCore:
         """``folder`` plus a scan of its directories (``scan`` Rule 1: cheap when unchanged)."""
         return self.rescan(self.folder(name), force)
 
-    def rescan(self, row: FolderRow, force: bool = False) -> FolderRow:
+    def rescan(self, row: FolderRow, force: bool = False, since: float | None = None) -> FolderRow:
+        """``scan`` of the folder, unless one that started at or after ``since`` stands for it
+        (Rule 6; ``row`` must then be fresh from the index). Under ``lock``."""
+        if since is not None and not force and self.scanned.get((row.id, row.name), -1.0) >= since:
+            return row
+        started = self.monotonic()
         try:
-            return scan(self.index, row, self.path(row.name), force, self.scan_memo)
+            fresh = scan(self.index, row, self.path(row.name), force, self.scan_memo)
+            self.scanned[(row.id, row.name)] = started
+            return fresh
         except FileNotFoundError:
             if not self.exists(row.name):
                 self.folder(row.name)  # drops the row and raises NONEXISTENT (Rule 2)

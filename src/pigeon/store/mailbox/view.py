@@ -5,7 +5,10 @@ Rules:
    or when ``sync()`` is called; sequence number = index + 1 in UID order (RFC 3501 §2.3.1.2).
 2. ``sync()`` scans the folder (cheap when nothing changed), then reads only the index rows
    with a MODSEQ above the view's last one, and tombstones likewise. A row the view already
-   has with the same MODSEQ is the view's own change and is not reported again.
+   has with the same MODSEQ is the view's own change and is not reported again. With
+   ``since`` (from ``tick()``, taken when the caller decided to sync, before its thread hop),
+   a scan another view of the account started after that time stands for this one's
+   (context Rule 6).
 3. ``highestmodseq`` and ``uidnext`` move only in ``sync()``: the view never claims to have
    seen changes by others that it has not yet reported (RFC 7162 §3.1.2.1).
 4. ``\\Recent`` (RFC 3501 §2.3.2): the first read-write view to see a message gets it; the
@@ -38,6 +41,12 @@ Rules:
    so ``sync`` (Rule 2) does not report it a second time; the caller reports it instead
    (``refreshed``), also for ``.SILENT`` (RFC 3501 §7.4.1).
 
+11. Views at the same state share what ``sync`` reads (``_delta``): the rows with a MODSEQ
+   above the view's and the tombstones, keyed by (UIDVALIDITY, the view's MODSEQ, the
+   folder's HIGHESTMODSEQ and UIDNEXT, fresh from the index). Every change raises
+   HIGHESTMODSEQ (RFC 7162 §3.1.1), so while it stands the same query gives the same rows: the
+   100 sessions of one account woken by one delivery read the index once.
+
 What can go wrong: ``MailboxError("NONEXISTENT")`` when the folder was deleted or renamed
 away under the view (the IMAP session should then end with BYE); ``MailboxError
 ("EXPUNGEISSUED")`` from ``read`` when the message was expunged by someone else.
@@ -52,7 +61,7 @@ import sqlite3
 from array import array
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pigeon.store.mailbox import files, ops
 from pigeon.store.mailbox.context import AccountCore
@@ -68,6 +77,9 @@ MAX_CACHE_VALUE = 1024 * 1024  # octets; an ENVELOPE/BODYSTRUCTURE of a sane mes
 #: Rule 8: a view rebases when its overlay outgrows this share of its snapshot.
 REBASE_FRACTION = 8
 REBASE_SLACK = 64
+#: Rule 11: a change of up to this many rows is kept for the other views (a few hundred KB at
+#: most); a bigger one (a STORE over a whole large folder) each view reads for itself.
+DELTA_SHARED_MAX = 1000
 PREFETCH_VALUE = 4096  # octets: larger cached values are not read in bulk by ``cache_many``
 
 #: One message in a view's overlay: (flag-set id, size, internaldate, modseq, Maildir base).
@@ -198,21 +210,24 @@ class Mailbox:
     def is_recent(self, uid: int) -> bool:
         return uid in self._recent
 
-    def sync(self) -> Changes:
+    def tick(self) -> float:
+        """The account's monotonic clock, for ``sync(since=...)`` (Rule 2, context Rule 6)."""
+        return self._core.monotonic()
+
+    def sync(self, since: float | None = None) -> Changes:
         """Rule 2."""
         core = self._core
         if core.unchanged(self._id, self.highestmodseq, self.uidnext):  # context Rule 5
             return Changes([], [], [])
         with core.lock:
-            row = core.rescan(core.row_by_id(self._id))
+            row = core.rescan(core.row_by_id(self._id), since=since)
             if row.highestmodseq == self.highestmodseq and row.uidnext == self.uidnext:
                 return Changes([], [], [])
-            conn = core.index.conn
             flags = core.flag_table.flags
             new: list[MessageMeta] = []
             changed: list[MessageMeta] = []
-            for r in conn.execute(f"SELECT {ops.ROW_COLS} FROM message WHERE folder=? AND modseq>? "
-                                  "ORDER BY uid", (self._id, self.highestmodseq)):
+            rows, gone = self._delta(row)
+            for r in rows:
                 msg = ops.Row(*r)
                 have = self._entry(msg.uid)
                 if have is not None:
@@ -226,13 +241,11 @@ class Mailbox:
                     entry = self._entry_of(msg)
                     self._set(msg.uid, entry)
                     new.append(self._meta(msg.uid, entry))
-            expunged = [u for (u,) in conn.execute(
-                "SELECT uid FROM expunged WHERE folder=? AND modseq>? ORDER BY uid",
-                (self._id, self.highestmodseq)) if self._entry(u) is not None]
+            expunged = [u for u in gone if self._entry(u) is not None]
             for uid in expunged:
                 self._unset(uid)
                 self._recent.discard(uid)
-            self._claim_recent([m.uid for m in new])
+            self._claim_recent([m.uid for m in new], row)
             self.highestmodseq = row.highestmodseq
             self.uidnext = row.uidnext
             if len(self._over) > REBASE_SLACK + len(self._snap.uids) // REBASE_FRACTION:
@@ -526,11 +539,29 @@ class Mailbox:
             self._recent.discard(uid)
         return sorted(uids)
 
-    def _claim_recent(self, uids: list[int]) -> None:
+    def _delta(self, row: FolderRow) -> tuple[list[Any], list[int]]:
+        """The index rows and tombstones above the view's MODSEQ, up to ``row`` (fresh from the
+        index), shared by the views at the same state (Rule 11). Under the account lock."""
+        core = self._core
+        key = (row.uidvalidity, self.highestmodseq, row.highestmodseq, row.uidnext)
+        got = core.deltas.get(self._id)
+        if got is not None and got[0] == key:
+            return got[1], got[2]
+        conn = core.index.conn
+        rows = conn.execute(f"SELECT {ops.ROW_COLS} FROM message WHERE folder=? AND modseq>? "
+                            "ORDER BY uid", (self._id, self.highestmodseq)).fetchall()
+        gone = [int(u) for (u,) in conn.execute(
+            "SELECT uid FROM expunged WHERE folder=? AND modseq>? ORDER BY uid", (self._id, self.highestmodseq))]
+        if len(rows) + len(gone) <= DELTA_SHARED_MAX:
+            core.deltas[self._id] = (key, rows, gone)
+        return rows, gone
+
+    def _claim_recent(self, uids: list[int], row: FolderRow | None = None) -> None:
+        """Rule 4; ``row``: the folder's row, read under the lock held since (else read now)."""
         if not uids:
             return
         with self._core.lock:
-            row = self._core.row_by_id(self._id)
+            row = row or self._core.row_by_id(self._id)
             fresh = [u for u in uids if u >= row.recent_uid]
             self._recent.update(fresh)
             if fresh and not self.readonly:
