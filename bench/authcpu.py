@@ -24,13 +24,18 @@ Rules:
      drift on a shared machine weighs on both alike. A run's CPU is utime+stime of the server
      and its workers (``/proc``, as ``bench/run.py``), from before the load until all N messages
      are in Maildir ``new/``, divided by N (all accepted, or the run fails).
-  4. After each run one newly delivered file is read: for ``on`` its Authentication-Results must
-     say ``spf=pass``, ``dkim=pass`` (with the key's ``header.a``) and ``dmarc=pass``; for
-     ``off`` it must carry no Authentication-Results. Otherwise the run fails: the numbers are of
+  4. After each run one newly delivered file is read: for ``on`` (and ``base``) its
+     Authentication-Results must say ``spf=pass``, ``dkim=pass`` (with the key's ``header.a``)
+     and ``dmarc=pass``; for ``off`` it must carry no Authentication-Results. Otherwise the run fails: the numbers are of
      real passing checks.
+  5. ``--compare-src DIR`` adds a third server, ``base``: checks on, run from another source tree
+     (``PYTHONPATH=DIR``), in the same rotation, to measure a change against its parent.
 
 Usage (from the worktree; ~3-5 min):
     PYTHONPATH=$PWD/src:$PWD /work/main/.venv/bin/python bench/authcpu.py --messages 2000 --runs 3
+    # against an older commit, a third server in the same rotation:
+    git archive <commit> src | tar -x -C /tmp/base
+    PYTHONPATH=$PWD/src:$PWD /work/main/.venv/bin/python bench/authcpu.py --compare-src /tmp/base/src
 """
 
 from __future__ import annotations
@@ -155,7 +160,7 @@ def one_run(srv: harness.Pigeon, mode: str, key: str, msgfile: Path, sessions: i
     problem = check_delivered(mode, key, nd / fresh[len(fresh) // 2])
     out = {"ok": not problem, "detail": problem, "cpu_ms": 1000 * cpu / n, "accept_rate": res["rate"],
            "e2e_rate": n / (t1 - t0)}
-    if mode == "on" and not problem:
+    if mode != "off" and not problem:
         out["auth_results"] = auth_results(nd / fresh[len(fresh) // 2])
     return out
 
@@ -166,11 +171,15 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3, help="rounds (default 3)")
     ap.add_argument("--sessions", type=int, default=10)
     ap.add_argument("--size", type=int, default=10240, help="message size before the signature")
-    ap.add_argument("--warmup", type=int, default=200, help="untimed messages per key per server")
+    ap.add_argument("--warmup", type=int, default=500,
+                    help="untimed messages per key per server (enough that both SMTP processes get some)")
     ap.add_argument("--keys", default=",".join(KEYS), help="comma list of rsa, ed25519")
     ap.add_argument("--processes", type=int, default=os.cpu_count() or 1, help="Pigeon's [smtp] processes")
     ap.add_argument("--pigeon-cmd", default=f"{sys.executable} -m pigeon")
-    ap.add_argument("--ports", default="2635,2636", help="on,off SMTP ports")
+    ap.add_argument("--ports", default="2635,2636,2637", help="on,off[,base] SMTP ports")
+    ap.add_argument("--compare-src", metavar="DIR",
+                    help="also run the checks-on server from this src/ (e.g. a git archive of an "
+                         "older commit), interleaved with the others (rule 5)")
     ap.add_argument("--max-run-seconds", type=float, default=180.0)
     ap.add_argument("--workdir", default="/tmp/pigeon-authcpu")
     ap.add_argument("--out", help="write the results as JSON here too")
@@ -193,8 +202,13 @@ def main() -> int:
     load0 = os.getloadavg()
     with ZoneServer(zone()) as dns:  # type: ignore[arg-type]
         ns = f'[dns]\nnameservers = ["127.0.0.1:{dns.port}"]\n'
-        servers = {mode: harness.Pigeon(workdir / mode, port, shlex.split(args.pigeon_cmd), ns + extra, tail)
-                   for mode, port, extra in (("on", ports[0], ON), ("off", ports[1], OFF))}
+        cmd = shlex.split(args.pigeon_cmd)
+        plan = [("on", ports[0], ON, cmd), ("off", ports[1], OFF, cmd)]
+        if args.compare_src:  # rule 5: the same checks, from another tree
+            base_cmd = ["env", f"PYTHONPATH={Path(args.compare_src).resolve()}", *cmd]
+            plan.append(("base", ports[2] if len(ports) > 2 else ports[1] + 1, ON, base_cmd))
+        servers = {mode: harness.Pigeon(workdir / mode, port, c, ns + extra, tail) for mode, port, extra, c in plan}
+        modes = list(servers)
         try:
             for mode, srv in servers.items():
                 srv.setup()
@@ -209,7 +223,7 @@ def main() -> int:
             q0 = len(dns.queries)
             for i in range(args.runs):
                 for k in keys:
-                    for mode in (("on", "off") if i % 2 == 0 else ("off", "on")):
+                    for mode in (modes if i % 2 == 0 else modes[::-1]):
                         r = one_run(servers[mode], mode, k, msgfiles[k], args.sessions, args.messages,
                                     args.max_run_seconds)
                         r.update(round=i + 1, mode=mode, key=k)
@@ -244,6 +258,14 @@ def main() -> int:
                      f"**{statistics.median(pairs):.3f}** ({', '.join(f'{d:.3f}' for d in pairs)}) | "
                      f"{statistics.median(r['accept_rate'] for r in on):.0f} / "
                      f"{statistics.median(r['accept_rate'] for r in off):.0f} |")
+        base = [r for r in runs if r["key"] == k and r["mode"] == "base"]
+        if base:
+            m_base = statistics.median(r["cpu_ms"] for r in base)
+            bpairs = [a["cpu_ms"] - b["cpu_ms"] for a, b in zip(base, off)]
+            lines.append(f"| {k}, --compare-src | {m_base:.3f} ({fmt(base)}) | (the same) | "
+                         f"**{m_base - m_off:.3f}** | **{statistics.median(bpairs):.3f}** "
+                         f"({', '.join(f'{d:.3f}' for d in bpairs)}) | "
+                         f"{statistics.median(r['accept_rate'] for r in base):.0f} |")
         sample = next((r["auth_results"] for r in on if "auth_results" in r), "")
         lines.append(f"<!-- {k}: Authentication-Results: {sample} -->")
     text = "\n".join(lines)
