@@ -23,6 +23,7 @@ Output (``--json``): {"sent": ok, "failed": n, "elapsed": s, "rate": ok/s, "late
 Usage:
   python3 bench/smtpload.py send --port 2526 -s 10 -m 1000 --size 1024
   python3 bench/smtpload.py send --port 2526 -s 10 -m 1000 --file msg.eml --json
+  python3 bench/smtpload.py send --port 2526 -s 10 -m 1000 --file signed.eml --source 127.0.0.5
   python3 bench/smtpload.py idle --port 2526 -n 1000 --hold 5
 """
 
@@ -148,7 +149,8 @@ class Stats:
 
 
 async def session(host: str, port: int, wire: bytes, sender: str, rcpts: list[str],
-                  budget: list[int], stats: Stats, reuse: bool, helo: str) -> None:
+                  budget: list[int], stats: Stats, reuse: bool, helo: str,
+                  source: str | None = None) -> None:
     """One client: take messages from the shared budget until it is empty."""
     writer: asyncio.StreamWriter | None = None
     reader: asyncio.StreamReader | None = None
@@ -159,7 +161,8 @@ async def session(host: str, port: int, wire: bytes, sender: str, rcpts: list[st
             t0 = time.perf_counter()
             try:
                 if writer is None:
-                    reader, writer = await asyncio.open_connection(host, port)
+                    reader, writer = await asyncio.open_connection(
+                        host, port, local_addr=(source, 0) if source else None)
                     await expect(reader, is2, "greeting")
                     writer.write(f"EHLO {helo}\r\n".encode())
                     await expect(reader, is2, "EHLO")
@@ -200,15 +203,19 @@ async def session(host: str, port: int, wire: bytes, sender: str, rcpts: list[st
 
 async def send_load(host: str, port: int, message: bytes, sessions: int, messages: int,
                     sender: str, rcpts: list[str], timeout: float, reuse: bool = False,
-                    helo: str = "smtpload.bench.test") -> dict[str, object]:
-    """Send ``messages`` copies of ``message`` over ``sessions`` concurrent clients."""
+                    helo: str = "smtpload.bench.test", source: str | None = None) -> dict[str, object]:
+    """Send ``messages`` copies of ``message`` over ``sessions`` concurrent clients
+    (from the loopback address ``source`` when given, e.g. 127.0.0.5 for an SPF record)."""
     check_loopback(host)
+    if source is not None:
+        check_loopback(source)
     wire = to_wire(message)
     stats = Stats()
     budget = [messages]
     m0 = time.monotonic()  # CLOCK_MONOTONIC is system-wide: the harness compares it across processes
     t0 = time.perf_counter()
-    tasks = [asyncio.create_task(session(host, port, wire, sender, rcpts, budget, stats, reuse, helo))
+    tasks = [asyncio.create_task(session(host, port, wire, sender, rcpts, budget, stats, reuse, helo,
+                                         source))
              for _ in range(min(sessions, messages))]
     done, pending = await asyncio.wait(tasks, timeout=timeout)
     budget[0] = 0
@@ -315,6 +322,8 @@ def main() -> None:
     s.add_argument("-f", "--sender", default="from@bench.test")
     s.add_argument("-t", "--to", action="append", help="recipient (repeat to rotate)")
     s.add_argument("--reuse", action="store_true", help="several messages per connection")
+    s.add_argument("--source", help="bind the clients to this loopback address (e.g. 127.0.0.5)")
+    s.add_argument("--helo", default="smtpload.bench.test", help="the EHLO name")
     s.add_argument("--timeout", type=float, default=120.0, help="time limit in seconds")
     s.add_argument("--json", action="store_true")
     i = sub.add_parser("idle", help="hold N idle sessions open")
@@ -333,7 +342,8 @@ def main() -> None:
             message = make_message(args.size, args.sender, rcpts[0])
         raise_nofile(args.sessions + 256)
         res = asyncio.run(send_load(args.host, args.port, message, args.sessions, args.messages,
-                                    args.sender, rcpts, args.timeout, args.reuse))
+                                    args.sender, rcpts, args.timeout, args.reuse, args.helo,
+                                    args.source))
         if args.json:
             print(json.dumps(res))
         else:

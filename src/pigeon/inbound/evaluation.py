@@ -16,6 +16,7 @@ Rules:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 
@@ -35,8 +36,20 @@ def _text(obj: object, name: str, default: str) -> str:
     return str(value) if isinstance(value, str) and value else default
 
 
+# Rule 3's answer for a record seen before: a busy sender domain's record is the same object for
+# every message (pigeon.mailauth memoises its parse). Bounded like that memo.
+MAX_MEMO = 1024
+
+
 def published(record: object, domain: str) -> Published:
-    """Rule 3."""
+    """Rule 3 (memoised when the record is hashable, as pigeon.mailauth's DmarcRecord is)."""
+    try:
+        return _published_memo(record, domain)
+    except TypeError:  # an unhashable record object
+        return _published(record, domain)
+
+
+def _published(record: object, domain: str) -> Published:
     if record is None:
         return Published(domain)
     pct = getattr(record, "pct", 100)
@@ -47,6 +60,9 @@ def published(record: object, domain: str) -> Published:
                      pct if isinstance(pct, int) and not isinstance(pct, bool) else 100,
                      _text(record, "adkim", "r")[:1], _text(record, "aspf", "r")[:1],
                      tuple(str(u) for u in rua) if isinstance(rua, (tuple, list)) else ())
+
+
+_published_memo = functools.lru_cache(maxsize=MAX_MEMO)(_published)
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,6 +49,9 @@ from pigeon.mailauth.orgdomain import OrgDomains, bundled
 log = logging.getLogger(__name__)
 
 SYNC_EVERY = 5.0  # rule 1: seconds between fdatasyncs of the evaluation file
+# One encoder for every line (json.dumps with options builds a new one per call); it keeps no
+# state between calls, like json's own default encoder.
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
 MAX_LINE = 64 * 1024  # a recorded line: a few hundred octets; a longer one is not ours
 
 
@@ -74,7 +77,7 @@ class Recorder:
         return self._fd
 
     def record(self, evaluation: Evaluation) -> None:
-        line = json.dumps(evaluation.to_json(), separators=(",", ":")).encode() + b"\n"
+        line = _COMPACT.encode(evaluation.to_json()).encode() + b"\n"
         try:
             fd = self._open()
             os.write(fd, line)

@@ -106,6 +106,16 @@ def test_record_parsing_defaults() -> None:
     (b"From: alice\r\n\r\n", None),
     (b"From: a@[192.0.2.1]\r\n\r\n", None),
     (b"From: \xff\xfe <a@example.net>\n\n", "example.net"),
+    # the simple forms read without email.utils, and their near misses that go to it
+    (b"From: a.b+c@Mail.Example.NET\r\n\r\n", "mail.example.net"),
+    (b"From:<a@example.net>\r\n\r\n", "example.net"),
+    (b"From: Bench Sender\r\n <a@example.net>\r\n\r\n", "example.net"),
+    (b"From : Alice <a@example.net>\r\n\r\n", "example.net"),
+    (b"From: a@example.net (Alice)\r\n\r\n", "example.net"),
+    (b"From: J. Doe <a@example.net>\r\n\r\n", "example.net"),
+    (b"From: a@example.net.\r\n\r\n", "example.net"),
+    (b"From: <a@example>\r\n\r\n", None),
+    (b"Resent-From: a@example.net\r\nX-From: b@example.org\r\n\r\n", None),
 ])
 def test_header_from_domain(headers: bytes, domain: str | None) -> None:
     assert header_from_domain(headers) == domain
