@@ -192,6 +192,26 @@ class Server:
 
     # -- extensions used by the integration suite ------------------------------------------------
 
+    def find_message(self, address: str, token: str, folder: str = "", timeout: float = 20.0) -> bytes | None:
+        """The first message of ``address``'s ``folder`` (INBOX when empty) holding ``token``,
+        waited for up to ``timeout`` seconds; None when it never arrives."""
+        base = self.maildir(address) / (f".{folder}" if folder else "")
+        deadline = time.monotonic() + timeout
+        while True:
+            for sub in ("new", "cur"):
+                d = base / sub
+                if d.is_dir():
+                    for f in d.iterdir():
+                        try:
+                            data = f.read_bytes()
+                        except FileNotFoundError:  # renamed by a flag change meanwhile
+                            continue
+                        if token.encode() in data:
+                            return data
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.05)
+
     @property
     def pid(self) -> int:
         if self.proc is None:

@@ -15,7 +15,6 @@ import email.policy
 import gzip
 import imaplib
 import smtplib
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,18 +104,7 @@ def send(srv: Server, source: str, mail_from: str, msg: bytes) -> tuple[int, byt
 
 
 def find(srv: Server, token: str, folder: str = "", timeout: float = 20.0) -> bytes | None:
-    base = srv.maildir("bob@example.test") / (f".{folder}" if folder else "")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for sub in ("new", "cur"):
-            d = base / sub
-            if d.is_dir():
-                for f in d.iterdir():
-                    data = f.read_bytes()
-                    if token.encode() in data:
-                        return data
-        time.sleep(0.05)
-    return None
+    return srv.find_message("bob@example.test", token, folder, timeout)
 
 
 def fields(data: bytes, name: str) -> list[str]:

@@ -13,7 +13,6 @@ import smtplib
 import socket
 import struct
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -121,18 +120,7 @@ def send(srv: Server, subject: str) -> tuple[int, bytes]:
 
 
 def find(srv: Server, token: str, folder: str = "", timeout: float = 15.0) -> bytes | None:
-    base = srv.maildir("bob@example.test") / (f".{folder}" if folder else "")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for sub in ("new", "cur"):
-            d = base / sub
-            if d.is_dir():
-                for f in d.iterdir():
-                    data = f.read_bytes()
-                    if token.encode() in data:
-                        return data
-        time.sleep(0.05)
-    return None
+    return srv.find_message("bob@example.test", token, folder, timeout)
 
 
 def test_x_spam_flag_added_by_the_milter_files_into_junk(srv: Server) -> None:

@@ -9,7 +9,6 @@ headers; a milter that is not there gets ``milter_default_action``.
 from __future__ import annotations
 
 import smtplib
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,18 +68,7 @@ def msg(token: str, body: bytes = b"Hello Bob,\r\n\r\nsee you at noon.\r\n") -> 
 
 
 def find(srv: Server, token: str, folder: str = "", timeout: float = 20.0) -> bytes | None:
-    base = srv.maildir("bob@example.test") / (f".{folder}" if folder else "")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for sub in ("new", "cur"):
-            d = base / sub
-            if d.is_dir():
-                for f in d.iterdir():
-                    data = f.read_bytes()
-                    if token.encode() in data:
-                        return data
-        time.sleep(0.05)
-    return None
+    return srv.find_message("bob@example.test", token, folder, timeout)
 
 
 def test_gtube_is_rejected_with_rspamds_reply(rig: Rig) -> None:
