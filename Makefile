@@ -45,7 +45,7 @@ lint-imports: install-test
 test: install-test test-deps
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 2 --dist worksteal -q
 
 clean:
 	rm -rf $(VENV) pigeon-data
