@@ -280,3 +280,24 @@ def test_user_import_of_dovecot_passwd_file_logs_in_and_rehashes(tmp_path: Path)
     stored = dict(db.execute("SELECT address, password_hash FROM users").fetchall())
     db.close()
     assert all(h.startswith("$argon2id$") for h in stored.values()), stored
+
+
+def test_malformed_sources_are_refused_or_skipped_with_a_clear_line(tmp_path: Path) -> None:
+    srv, _ = _server(tmp_path)
+    srv.add_user(USER)
+    junk = tmp_path / "not.mbox"
+    junk.write_bytes(b"\x00\xffthis is no mbox\n" * 100)
+    res = srv.cli("import", "mbox", str(junk), USER, check=False)
+    assert res.returncode == 1 and "not an mbox file" in res.stderr and "Traceback" not in res.stderr
+    res = srv.cli("import", "maildir", str(tmp_path / "nowhere"), USER, check=False)
+    assert res.returncode == 1 and "is not a Maildir" in res.stderr
+    src = tmp_path / "md"
+    for sub in ("cur", "new", "tmp"):
+        (src / sub).mkdir(parents=True)
+    (src / "cur" / "1.M1P1.x:2,S").write_text("Subject: a\n\nbody\n")
+    (src / "dovecot-uidlist").write_bytes(b"3 Vnot-a-number\n\xff\xfe garbage :1.M1P1.x\nx y\n")
+    (src / "dovecot-keywords").write_bytes(b"99 too-big\nnonsense\n")
+    res = srv.cli("import", "maildir", str(src), USER)
+    assert "imported 1 messages in 1 folders" in res.stdout  # bad lines skipped, mail kept
+    res = srv.cli("restore", str(tmp_path / "no-backup"), check=False)
+    assert res.returncode == 1 and "not a complete Pigeon backup" in res.stderr
