@@ -3,7 +3,8 @@
 Rules:
 1. After a transaction that ended cleanly, the relay puts the connection here instead of
    sending QUIT. The next transaction to the same (host, address, port, settings) takes it,
-   checks it with ``RSET`` (RFC 5321 §4.1.1.5) and, if that fails, opens a new one.
+   checks it with ``RSET`` (RFC 5321 §4.1.1.5; in the same pipelined group as MAIL when the peer
+   offers PIPELINING, ``relay_session`` Rule 16) and, if that fails, opens a new one.
 2. A connection stays idle at most ``idle_time`` seconds (Postfix
    ``smtp_connection_cache_time_limit`` = 2 s), then it is closed with QUIT. It carries at most
    ``max_uses`` transactions (Postfix ``smtp_connection_reuse_count_limit`` is unlimited; 100

@@ -47,6 +47,13 @@ Rules:
     of a TLS failure, for TLS-RPT.
 15. A REQUIRETLS message (RFC 8689 §4.1) goes only to a peer that offers REQUIRETLS after TLS,
     with ``REQUIRETLS`` on MAIL FROM; otherwise the host is skipped with ``550 5.7.30``.
+16. A cached connection (``delivery.conncache`` Rule 1) is checked with ``RSET``
+    (RFC 5321 §4.1.1.5). To a peer with PIPELINING the ``RSET`` leads the transaction's
+    group (RSET, MAIL, RCPT…, DATA in one write; RFC 2920 §3.1 lets RSET stand anywhere in a
+    group), which saves a round trip per relayed message (docs/benchmarks.md, "relay: RSET in
+    the group"). If it fails (connection lost, not 2xx), the connection is closed before any
+    data was sent, so nothing can have been accepted on it, and the transaction runs on the
+    next cached connection or a new one. Without PIPELINING, ``RSET`` is a round trip of its own.
 
 What can go wrong: every network or protocol error becomes ``HostFailure`` or ``TlsFailed``;
 nothing else escapes except programming errors.
@@ -391,19 +398,17 @@ class _Session:
 SessionCache = ConnectionCache[_Session]
 
 
-async def _reuse(cache: SessionCache, key: Hashable) -> tuple[_Session, int, float] | None:
-    """A cached session that still answers RSET (conncache Rule 1), or None."""
-    while (entry := cache.take(key)) is not None:
-        session = entry.conn
-        session.peer.final_sent = False
-        try:
-            reply = await session.peer.command(Rset(), session.peer.t.helo)
-        except HostFailure:
-            reply = None
-        if reply is not None and reply.is_positive:
-            return session, entry.uses, entry.born
-        await session.peer.aclose()
-    return None
+class _Stale(Exception):
+    """Rule 16: a cached connection failed its pipelined ``RSET``; nothing was accepted on it."""
+
+
+async def _probe(session: _Session) -> bool:
+    """Rule 16 without PIPELINING: the cached session answers ``RSET`` (conncache Rule 1)."""
+    try:
+        reply = await session.peer.command(Rset(), session.peer.t.helo)
+    except HostFailure:
+        return False
+    return reply.is_positive
 
 
 async def _open(host: MxHost, address: str, settings: SessionSettings, use_tls: bool) -> _Session:
@@ -437,17 +442,31 @@ async def _open(host: MxHost, address: str, settings: SessionSettings, use_tls: 
 
 async def send_to_host(host: MxHost, address: str, msg: OutboundMessage, settings: SessionSettings,
                        use_tls: bool = True, cache: SessionCache | None = None) -> HostResult:
-    """One transaction (Rules 1-12), on a cached connection when there is one. Raises
-    HostFailure or TlsFailed."""
+    """One transaction (Rules 1-12), on a cached connection when there is one (Rule 16).
+    Raises HostFailure or TlsFailed."""
     key = (host.name, address, host.port, use_tls, settings)
-    reused = await _reuse(cache, key) if cache is not None else None
-    if reused is not None:
-        session, uses, born = reused
-    else:
-        session, uses, born = await _open(host, address, settings, use_tls), 0, time.monotonic()
+    while cache is not None and (entry := cache.take(key)) is not None:
+        session = entry.conn
+        session.peer.final_sent = False
+        if session.ext.pipelining:
+            try:
+                return await _run(session, entry.uses, entry.born, msg, cache, key, probe=True)
+            except _Stale:
+                continue  # closed by _run; the next cached one, or a new connection
+        if await _probe(session):
+            return await _run(session, entry.uses, entry.born, msg, cache, key, probe=False)
+        await session.peer.aclose()
+    session = await _open(host, address, settings, use_tls)
+    return await _run(session, 0, time.monotonic(), msg, cache, key, probe=False)
+
+
+async def _run(session: _Session, uses: int, born: float, msg: OutboundMessage, cache: SessionCache | None,
+               key: Hashable, *, probe: bool) -> HostResult:
+    """The transaction on ``session``, which goes back to the cache after a clean end, else is
+    closed (conncache Rules 1, 2)."""
     keep = False
     try:
-        result = await _transaction(session.peer, session.ext, msg)
+        result = await _transaction(session.peer, session.ext, msg, probe=probe)
         if cache is not None and cache.reusable(uses + 1, born) and not session.peer.conn.closed:
             cache.put(key, Cached(session, uses + 1, born, session.close))
             keep = True
@@ -463,8 +482,8 @@ def _all(msg: OutboundMessage, status: Status, reply: Reply) -> tuple[tuple[Stat
     return tuple((status, reply) for _ in msg.recipients)
 
 
-async def _transaction(peer: _Peer, ext: Extensions,
-                       msg: OutboundMessage) -> tuple[tuple[tuple[Status, Reply], ...], bool]:
+async def _transaction(peer: _Peer, ext: Extensions, msg: OutboundMessage,
+                       probe: bool = False) -> tuple[tuple[tuple[Status, Reply], ...], bool]:
     label = peer.host.label(peer.address)
     use_utf8 = msg.smtputf8 and ext.smtputf8
     if msg.needs_smtputf8 and not ext.smtputf8:  # Rule 3
@@ -507,9 +526,19 @@ async def _transaction(peer: _Peer, ext: Extensions,
         t = peer.t
         replies: list[Reply] = []
         if pipelining:  # Rule 7
+            if probe:  # Rule 16: RSET first in the group (RFC 2920 §3.1 allows it anywhere)
+                peer.send(Rset())
             for c in cmds:
                 peer.send(c)
-            await peer.flush(t.mail)
+            try:
+                await peer.flush(t.mail)
+                rset = await peer.reply(t.helo) if probe else None
+            except HostFailure:
+                if not probe:
+                    raise
+                raise _Stale() from None
+            if rset is not None and not rset.is_positive:
+                raise _Stale()
             for i in range(len(cmds)):
                 timeout = t.mail if i == 0 else (t.rcpt if i <= len(msg.recipients) else t.data_init)
                 replies.append(await peer.reply(timeout))

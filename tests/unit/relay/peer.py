@@ -28,6 +28,10 @@ class Script:
     close_after_reply: bool = False  # answer the end of the data, then close (an idle timeout)
     delay: float = 0.0  # before every reply
     tls: ssl.SSLContext | None = None  # offer STARTTLS with this context
+    rset_reply: str = "250 2.0.0 OK"
+    # Before answering RSET, wait up to this long for the next command line: a client that
+    # pipelines RSET with MAIL has sent it already (``Peer.rset_grouped`` records which).
+    rset_waits: float = 0.0
 
 
 @dataclass
@@ -47,6 +51,7 @@ class Peer:
         self.port = 0
         self.received: list[Transaction] = []
         self.connections = 0
+        self.rset_grouped: list[bool] = []  # per RSET with ``rset_waits``: the next line came with it
         self._server: asyncio.base_events.Server | None = None
 
     async def start(self) -> Peer:
@@ -92,8 +97,9 @@ class Peer:
             return
         tx = Transaction()
         tls = False
+        pending: list[bytes] = []  # a line read ahead (``rset_waits``), handled next
         while True:
-            raw = await reader.readline()
+            raw = pending.pop(0) if pending else await reader.readline()
             if not raw:
                 return
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
@@ -159,7 +165,17 @@ class Peer:
                     await say(f"250 2.0.0 {size} octets received")
             elif verb == "RSET":
                 tx = Transaction(tls=tls, helo=tx.helo)
-                await say("250 2.0.0 OK")
+                if s.rset_waits:
+                    try:
+                        ahead = await asyncio.wait_for(reader.readline(), s.rset_waits)
+                    except TimeoutError:
+                        ahead = b""
+                    self.rset_grouped.append(bool(ahead))
+                    await say(s.rset_reply)
+                    if ahead:
+                        pending.append(ahead)
+                    continue
+                await say(s.rset_reply)
             elif verb == "QUIT":
                 await say("221 2.0.0 bye")
                 return

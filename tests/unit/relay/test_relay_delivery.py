@@ -448,6 +448,42 @@ def test_a_cached_connection_the_peer_closed_is_replaced(tmp_path: Path) -> None
     assert peer.connections == 2 and len(peer.received) == 2  # RSET failed: a new connection
 
 
+def _two_messages(tmp_path: Path, peer: Peer) -> tuple[list[RecipientResult], list[RecipientResult]]:
+    async def main() -> tuple[list[RecipientResult], list[RecipientResult]]:
+        async with peer:
+            agent = _agent(_one_mx(), peer.port)
+            first = await agent.deliver(_job(tmp_path, BOB))
+            return first, await deliver_closed(agent, _job(tmp_path, CAROL))
+
+    return asyncio.run(main())
+
+
+def test_a_cached_connection_is_checked_with_rset_in_the_pipelined_group(tmp_path: Path) -> None:
+    # relay_session Rule 16: RSET, MAIL, RCPT and DATA in one write, no round trip of its own.
+    peer = Peer(Script(rset_waits=1.0))
+    first, second = _two_messages(tmp_path, peer)
+    assert [r.status for r in first + second] == ["delivered", "delivered"]
+    assert peer.connections == 1 and peer.rset_grouped == [True]
+    assert [t.rcpts for t in peer.received] == [["RCPT TO:<bob@a.test>"], ["RCPT TO:<carol@a.test>"]]
+
+
+def test_without_pipelining_rset_is_a_round_trip_of_its_own(tmp_path: Path) -> None:
+    exts = tuple(e for e in DEFAULT_EXTS if e != "PIPELINING")
+    peer = Peer(Script(extensions=exts, rset_waits=0.2))
+    first, second = _two_messages(tmp_path, peer)
+    assert [r.status for r in first + second] == ["delivered", "delivered"]
+    assert peer.connections == 1 and peer.rset_grouped == [False]  # it waited for the 250 first
+
+
+def test_a_cached_connection_refusing_rset_is_replaced_and_gets_no_data(tmp_path: Path) -> None:
+    peer = Peer(Script(rset_reply="554 5.3.0 confused"))
+    first, second = _two_messages(tmp_path, peer)
+    assert [r.status for r in first + second] == ["delivered", "delivered"]
+    assert peer.connections == 2  # the refused one was closed, the message sent on a new one
+    assert [t.rcpts for t in peer.received] == [["RCPT TO:<bob@a.test>"], ["RCPT TO:<carol@a.test>"]]
+    assert all(t.data for t in peer.received)  # no transaction half-sent on the old connection
+
+
 def test_smarthost_connection_is_reused(tmp_path: Path, tls_context: ssl.SSLContext) -> None:
     peer = Peer(Script(tls=tls_context))
 
