@@ -47,6 +47,8 @@ max_connections = 1100
 max_connections_per_ip = 1100
 [smtp]
 processes = 2
+[inbound]  # smtp-source sends from bench.test, a local domain: trusted, as run.py does
+trusted_networks = ["127.0.0.1/32"]
 T
   echo pw | PYTHONPATH=$2/src "$PY" -m pigeon --config "$d/pigeon.toml" user add bench@bench.test --password-stdin >/dev/null 2>&1
   PYTHONPATH=$2/src "$PY" -m pigeon --config "$d/pigeon.toml" serve > "$d/serve.log" 2>&1 &
