@@ -10,7 +10,9 @@ Rules:
 1. ``pending`` reads the segments in order and returns the messages without a done entry;
    reading a segment stops at the first entry that is incomplete or fails its CRC (journal
    Rule 4). ``quiet`` is for readers that run while the owner appends (``pigeon queue list``):
-   the entry being written is not worth a warning there.
+   the entry being written is not worth a warning there. A segment listed but gone when it is
+   read was drained and deleted (or recycled) by the owner meanwhile: every message in it was
+   done, so it is skipped (a reader racing the owner's flush thread, as ``pigeon queue list``).
 2. ``lock_journal`` takes a journal directory's exclusive lock (``flock``), waiting at most
    ``wait`` seconds (``JournalBusy``); ``remove_segments`` deletes every segment after a drain,
    and the spare only when asked (its owner no longer runs).
@@ -116,7 +118,10 @@ def pending(root: Path, *, quiet: bool = False) -> list[PendingEntry]:
         return []
     found: dict[QueueId, PendingEntry] = {}
     for _, name in _list_segments(root):
-        data = (root / name).read_bytes()
+        try:
+            data = (root / name).read_bytes()
+        except FileNotFoundError:  # Rule 1: drained and deleted since the listing
+            continue
         for kind, header, body in _entries(data, name, quiet):
             if kind == DONE:
                 found.pop(QueueId(header.decode("ascii", "replace")), None)

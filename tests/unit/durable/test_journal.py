@@ -155,6 +155,27 @@ def test_pending_of_a_missing_or_empty_journal(root: Path) -> None:
     assert pending(root) == []
 
 
+def test_pending_skips_a_segment_deleted_between_listing_and_reading(
+        root: Path, gs: GroupCommit, monkeypatch: pytest.MonkeyPatch) -> None:
+    """journal_read Rule 1: the owner's flush thread may delete a drained segment while a
+    reader (``pigeon queue list``, a test) walks the directory."""
+    from pigeon.durable import journal_read
+
+    a = qid()
+
+    async def go() -> None:
+        j = Journal(root, gs)
+        j.append(a, record(a), b"A")
+        await j.sync()
+        j.close()
+
+    run(go)
+    listed = journal_read._list_segments(root)
+    monkeypatch.setattr(journal_read, "_list_segments",
+                        lambda r: [(0, "seg.0000000000000000")] + listed)  # listed, then gone
+    assert by_id(pending(root)) == {a: (record(a), b"A")}
+
+
 def test_a_new_journal_continues_after_the_existing_segments(root: Path, gs: GroupCommit) -> None:
     a, b = qid(), qid()
 
