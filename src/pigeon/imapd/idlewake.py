@@ -1,0 +1,210 @@
+"""IDLE sessions of a folder woken together: one callback syncs their views and writes their updates.
+
+Rules:
+1. A session waiting in IDLE on a selected folder holds an ``IdleTicket`` in that folder's
+   group (keyed by the folder's directory, as change notices are, ``store.changes``). The group,
+   not each session, watches the folder: one ``ChangeBus.watch_with`` per folder and loop.
+2. A notice schedules one batch for the folder (``call_soon``, so notices of the same turn of
+   the loop share it; a notice while a batch runs makes one more batch after it). The batch
+   takes each waiting view's ``tick()`` on the loop (store context Rule 6), syncs every view in
+   one worker-thread hop (``syncbatch.run_syncs``), then, back on the loop and in one callback,
+   turns each session's ``Changes`` into its untagged responses (``Selected.apply``: EXISTS,
+   RECENT, EXPUNGE or VANISHED, FETCH FLAGS, FLAGS for a new keyword — the same bytes and
+   the same map updates as the session's own sync, RFC 3501 §7.3.1-7.4.2, RFC 9051 §7.4-7.5)
+   and writes them straight to its connection. The session's task is not woken: a delivery to
+   100 sessions costs 100 ``apply`` calls and 100 socket writes, not 100 task wake-ups, syncs
+   through the session's own path and re-armed waits (docs/benchmarks.md, "IDLE sessions").
+3. A ticket is *held* while its session runs (its own sync before waiting, the command after
+   DONE): a batch skips a held ticket and marks it ``missed``, and ``ready`` then tells the
+   session to sync itself again before it waits, so no notice is lost between the session's
+   sync and its wait. Only a session waiting in ``driver.fill`` is ever touched by a batch.
+4. The session takes the normal path (its ``wake`` event is set; it writes what the batch
+   left in ``late`` through the driver, with back-pressure, or raises the error as its own
+   sync would) when: its view's sync failed (a deleted folder: ``NONEXISTENT`` ends the
+   session with ``* BYE``), or its connection already holds more than ``MAX_UNSENT`` octets
+   unsent (a client that does not read gets no more until it does).
+5. A session that stops waiting while a batch with its ticket runs (``DONE`` arrived, the
+   poll timer fired) waits for that batch (``hold`` returns it) and takes its ``late`` bytes:
+   the batch has already moved its view, so those changes are reported by no other sync.
+
+What can go wrong: the thread hop failing as a whole (the executor shut down at exit) gives
+every ticket of the batch that error (rule 4). A session whose connection is closing gets
+nothing written (``Stream.write_nowait``); it ends on its read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Final
+
+from pigeon.imapd.selected import Selected
+from pigeon.imapd.syncbatch import run_syncs
+from pigeon.net.listener import Stream
+from pigeon.store.changes import ChangeBus
+from pigeon.store.mailbox import Changes
+
+log = logging.getLogger(__name__)
+
+#: Rule 4: above this many octets waiting in the transport's buffer the session writes its own
+#: updates with back-pressure. An IDLE update is tens of octets; 64 KiB is asyncio's own high
+#: water mark for a transport's write buffer.
+MAX_UNSENT: Final = 64 * 1024
+
+
+class IdleTicket:
+    """One session's place in its folder's group (rules 1, 3-5)."""
+
+    __slots__ = ("sel", "stream", "wake", "held", "missed", "batch", "late", "group")
+
+    def __init__(self, sel: Selected, stream: Stream, group: _Folder) -> None:
+        self.sel = sel
+        self.stream = stream
+        self.wake = asyncio.Event()  # rule 4: set when the session must take the normal path
+        self.held = True  # rule 3
+        self.missed = False
+        self.batch: _Batch | None = None  # rule 5: the batch that has this ticket in flight
+        self.late: bytes | Exception | None = None  # rule 4: for the session to write or raise
+        self.group = group
+
+    def take_late(self) -> bytes | Exception | None:
+        late, self.late = self.late, None
+        return late
+
+
+class _Batch:
+    __slots__ = ("done", "tickets")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, tickets: list[IdleTicket]) -> None:
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.tickets = tickets
+
+
+class _Folder:
+    """The IDLE sessions of one folder on one loop; the bus's waker for it (rule 1)."""
+
+    __slots__ = ("directory", "members", "scheduled", "running", "again", "loop", "owner")
+
+    def __init__(self, directory: Path, loop: asyncio.AbstractEventLoop, owner: IdleGroups) -> None:
+        self.directory = directory
+        self.owner = owner
+        self.members: dict[IdleTicket, None] = {}  # insertion-ordered set
+        self.scheduled = False
+        self.running = False
+        self.again = False
+        self.loop = loop
+
+    def set(self) -> None:
+        """A change notice (``store.changes`` Waker), on the loop: schedule a batch (rule 2)."""
+        if self.running:
+            self.again = True
+        elif not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self._start)
+
+    def _start(self) -> None:
+        self.scheduled = False
+        tickets = []
+        for t in self.members:
+            if t.held:
+                t.missed = True  # rule 3
+            else:
+                tickets.append(t)
+        if not tickets:
+            self.owner.drop(self)
+            return
+        batch = _Batch(self.loop, tickets)
+        items = []
+        for t in tickets:
+            t.batch = batch
+            mailbox = t.sel.mailbox
+            items.append((mailbox, mailbox.tick()))
+        self.running = True
+        task = asyncio.ensure_future(asyncio.to_thread(run_syncs, items))
+        task.add_done_callback(lambda done: self._finish(done, batch))
+
+    def _finish(self, task: asyncio.Future[list[Changes | Exception]], batch: _Batch) -> None:
+        """Rule 2, back on the loop: every session's updates, written from this one callback."""
+        self.running = False
+        if task.cancelled():
+            results: list[Changes | Exception] = [RuntimeError("the sync was cancelled")] * len(batch.tickets)
+        elif (failed := task.exception()) is not None:
+            results = [RuntimeError(f"the sync failed: {failed!r}")] * len(batch.tickets)
+        else:
+            results = task.result()
+        for t, got in zip(batch.tickets, results):
+            t.batch = None
+            waiting = t in self.members and not t.held
+            if isinstance(got, Exception):
+                t.late = got
+            else:
+                out = t.sel.apply(got, allow_expunge=True)
+                if not out:
+                    continue
+                transport = t.stream.writer.transport
+                if waiting and transport.get_write_buffer_size() <= MAX_UNSENT:
+                    t.stream.write_nowait(out)
+                    continue
+                t.late = out  # rule 4 (or rule 5: the session left and awaits this batch)
+            if waiting:
+                t.wake.set()
+        batch.done.set_result(None)
+        if self.again:
+            self.again = False
+            self.set()
+        else:
+            self.owner.drop(self)
+
+
+class IdleGroups:
+    """Rules 1-5: the IDLE groups of one session factory, used from its event loop only."""
+
+    def __init__(self, bus: ChangeBus) -> None:
+        self.bus = bus
+        self._folders: dict[Path, _Folder] = {}
+
+    def enter(self, sel: Selected, stream: Stream) -> IdleTicket:
+        """A session starts IDLE on ``sel``: its ticket, held (rule 3) until ``ready``."""
+        directory = sel.mailbox.directory
+        group = self._folders.get(directory)
+        if group is None:
+            group = self._folders[directory] = _Folder(directory, asyncio.get_running_loop(), self)
+            self.bus.watch_with(directory, group)
+        ticket = IdleTicket(sel, stream, group)
+        group.members[ticket] = None
+        return ticket
+
+    @staticmethod
+    def ready(ticket: IdleTicket) -> bool:
+        """Rule 3: release the ticket before the session waits; False (still held) when a
+        notice came while it was held: the session syncs again first."""
+        if ticket.missed:
+            ticket.missed = False
+            return False
+        ticket.held = False
+        return True
+
+    @staticmethod
+    def hold(ticket: IdleTicket) -> _Batch | None:
+        """Rule 3 (the session stopped waiting); the batch it must wait for (rule 5)."""
+        ticket.held = True
+        return ticket.batch
+
+    def leave(self, ticket: IdleTicket) -> None:
+        """The session's IDLE is over (DONE, the session ending)."""
+        ticket.held = True
+        group = ticket.group
+        group.members.pop(ticket, None)
+        self.drop(group)
+
+    def drop(self, group: _Folder) -> None:
+        """Forget a group with no session left and nothing under way (rule 1)."""
+        if not group.members and not group.running and not group.scheduled:
+            self.bus.unwatch(group.directory, group)
+            if self._folders.get(group.directory) is group:
+                del self._folders[group.directory]
+
+    def waiting(self) -> int:
+        """Sessions with a ticket (for tests)."""
+        return sum(len(f.members) for f in self._folders.values())
