@@ -6,8 +6,9 @@ Rules:
    not each session, watches the folder: one ``ChangeBus.watch_with`` per folder and loop.
 2. A notice schedules one batch for the folder (``call_soon``, so notices of the same turn of
    the loop share it; a notice while a batch runs makes one more batch after it). The batch
-   takes each waiting view's ``tick()`` on the loop (store context Rule 6), syncs every view in
-   one worker-thread hop (``syncbatch.run_syncs``), then, back on the loop and in one callback,
+   takes the account's ``tick()`` on the loop (store context Rule 6), syncs every view in one
+   worker-thread hop, under one lock, one read of the folder's row and one scan
+   (``store.mailbox.sync_views``, view Rule 12), then, back on the loop and in one callback,
    turns each session's ``Changes`` into its untagged responses (``Selected.apply``: EXISTS,
    RECENT, EXPUNGE or VANISHED, FETCH FLAGS, FLAGS for a new keyword — the same bytes and
    the same map updates as the session's own sync, RFC 3501 §7.3.1-7.4.2, RFC 9051 §7.4-7.5)
@@ -40,10 +41,9 @@ from pathlib import Path
 from typing import Final
 
 from pigeon.imapd.selected import Selected
-from pigeon.imapd.syncbatch import run_syncs
 from pigeon.net.listener import Stream
 from pigeon.store.changes import ChangeBus
-from pigeon.store.mailbox import Changes
+from pigeon.store.mailbox import Changes, sync_views
 
 log = logging.getLogger(__name__)
 
@@ -115,13 +115,12 @@ class _Folder:
             self.owner.drop(self)
             return
         batch = _Batch(self.loop, tickets)
-        items = []
         for t in tickets:
             t.batch = batch
-            mailbox = t.sel.mailbox
-            items.append((mailbox, mailbox.tick()))
+        views = [t.sel.mailbox for t in tickets]
+        since = views[0].tick()
         self.running = True
-        task = asyncio.ensure_future(asyncio.to_thread(run_syncs, items))
+        task = asyncio.ensure_future(asyncio.to_thread(sync_views, views, since))
         task.add_done_callback(lambda done: self._finish(done, batch))
 
     def _finish(self, task: asyncio.Future[list[Changes | Exception]], batch: _Batch) -> None:
