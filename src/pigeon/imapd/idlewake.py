@@ -4,17 +4,19 @@ Rules:
 1. A session waiting in IDLE on a selected folder holds an ``IdleTicket`` in that folder's
    group (keyed by the folder's directory, as change notices are, ``store.changes``). The group,
    not each session, watches the folder: one ``ChangeBus.watch_with`` per folder and loop.
-2. A notice schedules one batch for the folder (``call_soon``, so notices of the same turn of
-   the loop share it; a notice while a batch runs makes one more batch after it). The batch
-   takes the account's ``tick()`` on the loop (store context Rule 6), syncs every view in one
-   worker-thread hop, under one lock, one read of the folder's row and one scan
-   (``store.mailbox.sync_views``, view Rule 12), then, back on the loop and in one callback,
+2. A notice puts the folder in the next *round* (``call_soon``; one round runs at a time, and
+   the folders notified while it runs make the next one). A round takes the ``tick()`` on the
+   loop (store context Rule 6), syncs the views of all its folders in one worker-thread hop,
+   each folder under one lock, one read of its row and one scan (``store.mailbox.sync_views``,
+   view Rule 12), then, back on the loop and in one callback,
    turns each session's ``Changes`` into its untagged responses (``Selected.apply``: EXISTS,
    RECENT, EXPUNGE or VANISHED, FETCH FLAGS, FLAGS for a new keyword — the same bytes and
    the same map updates as the session's own sync, RFC 3501 §7.3.1-7.4.2, RFC 9051 §7.4-7.5)
    and writes them straight to its connection. The session's task is not woken: a delivery to
    100 sessions costs 100 ``apply`` calls and 100 socket writes, not 100 task wake-ups, syncs
-   through the session's own path and re-armed waits (docs/benchmarks.md, "IDLE sessions").
+   through the session's own path and re-armed waits; and a delivery to 100 accounts is a few
+   rounds, each one thread hop, not 100 threads fighting the event loop for the GIL
+   (docs/benchmarks.md, "IDLE sessions").
 3. A ticket is *held* while its session runs (its own sync before waiting, the command after
    DONE): a batch skips a held ticket and marks it ``missed``, and ``ready`` then tells the
    session to sync itself again before it waits, so no notice is lost between the session's
@@ -37,13 +39,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 from typing import Final
 
 from pigeon.imapd.selected import Selected
 from pigeon.net.listener import Stream
 from pigeon.store.changes import ChangeBus
-from pigeon.store.mailbox import Changes, sync_views
+from pigeon.store.mailbox import Changes, Mailbox, sync_views
 
 log = logging.getLogger(__name__)
 
@@ -73,68 +76,90 @@ class IdleTicket:
         return late
 
 
+def _timed_sync(views: list[Mailbox], since: float) -> tuple[list[Changes | Exception], float]:
+    """``sync_views`` in the worker thread, and the CPU time it took there (the debug log)."""
+    t = time.thread_time()
+    out = sync_views(views, since)
+    return out, time.thread_time() - t
+
+
 class _Batch:
-    __slots__ = ("done", "tickets")
+    __slots__ = ("done", "tickets", "started")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, tickets: list[IdleTicket]) -> None:
         self.done: asyncio.Future[None] = loop.create_future()
         self.tickets = tickets
+        self.started = time.monotonic()
 
 
 class _Folder:
     """The IDLE sessions of one folder on one loop; the bus's waker for it (rule 1)."""
 
-    __slots__ = ("directory", "members", "scheduled", "running", "again", "loop", "owner")
+    __slots__ = ("directory", "members", "owner")
 
-    def __init__(self, directory: Path, loop: asyncio.AbstractEventLoop, owner: IdleGroups) -> None:
+    def __init__(self, directory: Path, owner: IdleGroups) -> None:
         self.directory = directory
         self.owner = owner
         self.members: dict[IdleTicket, None] = {}  # insertion-ordered set
-        self.scheduled = False
-        self.running = False
-        self.again = False
-        self.loop = loop
 
     def set(self) -> None:
-        """A change notice (``store.changes`` Waker), on the loop: schedule a batch (rule 2)."""
-        if self.running:
-            self.again = True
-        elif not self.scheduled:
-            self.scheduled = True
-            self.loop.call_soon(self._start)
+        """A change notice (``store.changes`` Waker), on the loop (rule 2)."""
+        self.owner.notice(self)
+
+
+class IdleGroups:
+    """Rules 1-5: the IDLE groups of one session factory, used from its event loop only."""
+
+    def __init__(self, bus: ChangeBus) -> None:
+        self.bus = bus
+        self._folders: dict[Path, _Folder] = {}
+        self._due: dict[_Folder, None] = {}  # rule 2: folders notified since the last round began
+        self._scheduled = False
+        self._running = False
+
+    def notice(self, folder: _Folder) -> None:
+        """Rule 2: the folder joins the next round; one round runs at a time."""
+        self._due[folder] = None
+        if not self._running and not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._start)
 
     def _start(self) -> None:
-        self.scheduled = False
+        self._scheduled = False
+        due, self._due = list(self._due), {}
         tickets = []
-        for t in self.members:
-            if t.held:
-                t.missed = True  # rule 3
-            else:
-                tickets.append(t)
+        for folder in due:
+            for t in folder.members:
+                if t.held:
+                    t.missed = True  # rule 3
+                else:
+                    tickets.append(t)
+            self.drop(folder)
         if not tickets:
-            self.owner.drop(self)
             return
-        batch = _Batch(self.loop, tickets)
+        batch = _Batch(asyncio.get_running_loop(), tickets)
         for t in tickets:
             t.batch = batch
         views = [t.sel.mailbox for t in tickets]
         since = views[0].tick()
-        self.running = True
-        task = asyncio.ensure_future(asyncio.to_thread(sync_views, views, since))
+        self._running = True
+        task = asyncio.ensure_future(asyncio.to_thread(_timed_sync, views, since))
         task.add_done_callback(lambda done: self._finish(done, batch))
 
-    def _finish(self, task: asyncio.Future[list[Changes | Exception]], batch: _Batch) -> None:
+    def _finish(self, task: asyncio.Future[tuple[list[Changes | Exception], float]], batch: _Batch) -> None:
         """Rule 2, back on the loop: every session's updates, written from this one callback."""
-        self.running = False
+        self._running = False
         if task.cancelled():
             results: list[Changes | Exception] = [RuntimeError("the sync was cancelled")] * len(batch.tickets)
         elif (failed := task.exception()) is not None:
             results = [RuntimeError(f"the sync failed: {failed!r}")] * len(batch.tickets)
         else:
-            results = task.result()
+            results, cpu = task.result()
+            log.debug("imap idle: a round synced %d views in %.3f s (%.3f s of CPU in its thread)",
+                      len(results), time.monotonic() - batch.started, cpu)
         for t, got in zip(batch.tickets, results):
             t.batch = None
-            waiting = t in self.members and not t.held
+            waiting = not t.held and t in t.group.members
             if isinstance(got, Exception):
                 t.late = got
             else:
@@ -149,26 +174,15 @@ class _Folder:
             if waiting:
                 t.wake.set()
         batch.done.set_result(None)
-        if self.again:
-            self.again = False
-            self.set()
-        else:
-            self.owner.drop(self)
-
-
-class IdleGroups:
-    """Rules 1-5: the IDLE groups of one session factory, used from its event loop only."""
-
-    def __init__(self, bus: ChangeBus) -> None:
-        self.bus = bus
-        self._folders: dict[Path, _Folder] = {}
+        if self._due:
+            self._start()
 
     def enter(self, sel: Selected, stream: Stream) -> IdleTicket:
         """A session starts IDLE on ``sel``: its ticket, held (rule 3) until ``ready``."""
         directory = sel.mailbox.directory
         group = self._folders.get(directory)
         if group is None:
-            group = self._folders[directory] = _Folder(directory, asyncio.get_running_loop(), self)
+            group = self._folders[directory] = _Folder(directory, self)
             self.bus.watch_with(directory, group)
         ticket = IdleTicket(sel, stream, group)
         group.members[ticket] = None
@@ -198,8 +212,8 @@ class IdleGroups:
         self.drop(group)
 
     def drop(self, group: _Folder) -> None:
-        """Forget a group with no session left and nothing under way (rule 1)."""
-        if not group.members and not group.running and not group.scheduled:
+        """Forget a group with no session left and no notice due (rule 1)."""
+        if not group.members and group not in self._due:
             self.bus.unwatch(group.directory, group)
             if self._folders.get(group.directory) is group:
                 del self._folders[group.directory]

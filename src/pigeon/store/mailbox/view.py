@@ -589,7 +589,7 @@ class Mailbox:
     def _claim_recent(self, uids: list[int], row: FolderRow | None = None) -> bool:
         """Rule 4; ``row``: the folder's row, read under the lock held since (else read now).
         True when this view claimed some (the folder's ``recent_uid`` moved)."""
-        if not uids:
+        if not uids or (row is not None and max(uids) < row.recent_uid):  # none is fresh: no lock
             return False
         with self._core.lock:
             row = row or self._core.row_by_id(self._id)
