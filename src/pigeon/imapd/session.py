@@ -37,7 +37,6 @@ log); a deleted selected mailbox ends it with ``* BYE``.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import logging
 from collections.abc import Awaitable, Callable
