@@ -66,7 +66,7 @@ from pathlib import Path
 from pigeon import maillog
 from pigeon.app import ipc
 from pigeon.app.master import WORKER_STOP_GRACE, Command, WorkerSpec
-from pigeon.app.runtime import reopen_logs, setup_logging, tune_allocator
+from pigeon.app.runtime import freeze_startup, reopen_logs, setup_logging, tune_allocator, tune_gc
 from pigeon.app.services import (MailParts, SmtpParts, credential_verifier, expander, imap_listener,
                                  inbound_verdicts, journal_owner, pop3_listener, pop3_lock_dir,
                                  smtp_listener, srs_codec)
@@ -381,6 +381,7 @@ class Worker:
             loop.add_signal_handler(signal.SIGUSR1, self.flush)  # rule 4: before Ready
             loop.add_signal_handler(signal.SIGHUP, self.reload)
             link.send(ipc.Ready(tuple(service for service, _ in self.listen)))
+            freeze_startup()  # runtime rule 5
             metrics = asyncio.create_task(self._send_counters(), name="worker-metrics")
             await self.stopping.wait()
             metrics.cancel()
@@ -429,6 +430,7 @@ def run_worker(config: Config, pool: str, index: int, listen: Sequence[tuple[str
     os.dup2(2, 1)  # rule 1: anything printed goes to standard error, not into the pipe
     setup_logging(config)
     tune_allocator()
+    tune_gc()
     unknown = [service for service, _ in listen if service not in SERVICES]
     if unknown or not listen:
         log.error("%s cannot run: no such worker service %s (known: %s)", name,

@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 from pigeon.auth.sasl import Authenticator
 from pigeon.config import Config
+from pigeon.imapd.idlewake import IdleGroups
 from pigeon.imapd.session import ImapSession
 from pigeon.imapd.syncbatch import SyncBatches
 from pigeon.net.listener import Stream
@@ -48,6 +49,7 @@ class ImapSessionFactory:
         self.config = config
         self.implicit_tls = implicit_tls
         self.syncs = SyncBatches()  # the sessions' syncs batched per folder (``syncbatch``)
+        self.idlers = IdleGroups(store.changes)  # IDLE sessions woken per folder (``idlewake``)
 
     @property
     def service(self) -> str:

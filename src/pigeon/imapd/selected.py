@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pigeon.imapd.syncbatch import SyncBatches
 from pigeon.proto.imap.errors import SeqSetError
 from pigeon.proto.imap.seqset import SeqSet, compact
-from pigeon.store.mailbox import Mailbox, MessageMeta
+from pigeon.store.mailbox import Changes, Mailbox, MessageMeta
 
 #: \Recent is a session flag, never stored (RFC 3501 §2.3.2).
 RECENT = "\\Recent"
@@ -195,6 +195,12 @@ class Selected:
             changes = await syncs.sync(self.mailbox)
         else:
             changes = await asyncio.to_thread(self.mailbox.sync, self.mailbox.tick())
+        return self.apply(changes, allow_expunge)
+
+    def apply(self, changes: Changes, allow_expunge: bool) -> bytes:
+        """The untagged responses for ``changes`` (what ``mailbox.sync`` returned), with the
+        client's map moved along (rules 1-3, 5); on the loop, never while a command of this
+        session runs (``idlewake`` calls it for a session waiting in IDLE)."""
         self.pending.update(u for u in changes.expunged if self.seq_of(u) is not None)
         out = bytearray()
         if allow_expunge and self.pending:

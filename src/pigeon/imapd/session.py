@@ -14,7 +14,8 @@ Rules:
 3. IDLE (RFC 2177) waits for a change notice on the selected folder (``store.changes``: local
    deliveries and other sessions' changes in this process send one at once), and otherwise
    syncs every ``IDLE_POLL`` seconds for changes made by other programs (mutt); it ends at
-   ``DONE``, at the autologout, or at shutdown.
+   ``DONE``, at the autologout, or at shutdown. While it waits, the folder's IDLE group
+   (``idlewake``) syncs its view and writes its updates without waking its task.
 4. Limits: framing limits are the core's (``limits.max_line_length`` per line,
    ``limits.max_message_size`` per APPEND literal; a literal over them is ``NO [TOOBIG]``).
    Before login a literal over ``PREAUTH_MAX_LITERAL`` (8 KiB) is ``BAD`` with no ``+``, and
@@ -36,7 +37,6 @@ log); a deleted selected mailbox ends it with ``* BYE``.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import logging
 from collections.abc import Awaitable, Callable
@@ -46,6 +46,7 @@ from pigeon import maillog
 from pigeon.auth.sasl import plaintext_allowed
 from pigeon.imapd import append, auth, fetch, mailboxes, search, select, store
 from pigeon.imapd.append import LiteralSpool
+from pigeon.imapd.idlewake import IdleTicket
 from pigeon.imapd.replies import SERVERBUG, Done, SessionEnd, bad, no, ok
 from pigeon.imapd.selected import Modes, Selected
 from pigeon.net.driver import Ending, SessionDriver
@@ -399,29 +400,41 @@ class ImapSession:
     async def _idle(self, cmd: c.Idle) -> Done:
         """Rule 3."""
         self.emit(serialize.continuation("idling"))
-        if self.sel is not None:
-            await self.updates(allow_expunge=True)
         self.conn.expect_line()
-        bus = self.ctx.store.changes
-        directory = self.sel.mailbox.directory if self.sel is not None else None
-        wake = bus.watch(directory) if directory is not None else None
+        if self.sel is None:  # IDLE in the authenticated state: nothing to report, wait for DONE
+            return await self._idle_loop(None)
+        ticket = self.ctx.idlers.enter(self.sel, self.stream)
         try:
-            return await self._idle_loop(wake)
+            return await self._idle_loop(ticket)
         finally:
-            if directory is not None and wake is not None:
-                bus.unwatch(directory, wake)
+            self.ctx.idlers.leave(ticket)
 
-    async def _idle_loop(self, wake: asyncio.Event | None) -> Done:
+    async def _idle_loop(self, ticket: IdleTicket | None) -> Done:
+        sync = ticket is not None
         while True:
+            if sync:
+                await self.updates(allow_expunge=True)
+                sync = False
             ev = self.conn.next_event()
             if ev is None:
-                # net.driver rule 8: input, a change notice, or the poll interval; at shutdown
-                # the driver ends the session with "* BYE [UNAVAILABLE]" (rule 5)
-                got = await self.driver.fill(timeout=IDLE_POLL if self.sel is not None else None, wake=wake)
-                if not got:
-                    if wake is not None:
-                        wake.clear()
-                    await self.updates(allow_expunge=True)
+                if ticket is None:
+                    await self.driver.fill()
+                    continue
+                if not self.ctx.idlers.ready(ticket):  # idlewake rule 3: a notice came meanwhile
+                    sync = True
+                    continue
+                # net.driver rule 8: input, the poll interval, or the group handing this session
+                # its updates (idlewake rule 4); the group writes the usual ones itself (rule 2).
+                # At shutdown the driver ends the session with "* BYE [UNAVAILABLE]" (rule 5).
+                try:
+                    got = await self.driver.fill(timeout=IDLE_POLL, wake=ticket.wake)
+                finally:
+                    batch = self.ctx.idlers.hold(ticket)
+                if batch is not None:
+                    await batch.done  # idlewake rule 5
+                ticket.wake.clear()
+                self._late(ticket.take_late())
+                sync = not got  # the poll interval: changes by other programs (rule 3)
                 continue
             if isinstance(ev, RawLine):
                 if ev.line.strip().upper() == b"DONE":
@@ -430,6 +443,18 @@ class ImapSession:
             if isinstance(ev, ConnectionClosed):
                 raise ConnectionResetError("closed during IDLE")
             return bad("Expected DONE")
+
+    def _late(self, late: bytes | Exception | None) -> None:
+        """What the IDLE group left for this session (idlewake rule 4): written through the
+        driver, or raised as the session's own sync would (``updates``)."""
+        if late is None:
+            return
+        if isinstance(late, bytes):
+            self.emit(late)
+            return
+        if isinstance(late, MailboxError) and late.code == "NONEXISTENT":
+            raise SessionEnd("The selected mailbox has been deleted or renamed")
+        raise late
 
 
 async def _select_check(s: ImapSession, cmd: c.Check) -> Done:

@@ -31,7 +31,7 @@ from pigeon.store.mailbox import Changes, Mailbox
 _Waiter = tuple[Mailbox, float, "asyncio.Future[Changes]"]
 
 
-def _run(items: list[tuple[Mailbox, float]]) -> list[Changes | Exception]:
+def run_syncs(items: list[tuple[Mailbox, float]]) -> list[Changes | Exception]:
     """Rule 2, in a worker thread."""
     out: list[Changes | Exception] = []
     for mailbox, since in items:
@@ -62,7 +62,7 @@ class SyncBatches:
 
     def _start(self, key: Path) -> None:
         batch = self._open.pop(key)
-        task = asyncio.ensure_future(asyncio.to_thread(_run, [(m, since) for m, since, _ in batch]))
+        task = asyncio.ensure_future(asyncio.to_thread(run_syncs, [(m, since) for m, since, _ in batch]))
         self._running.add(task)
         task.add_done_callback(lambda t: self._finish(t, batch))
 

@@ -6,7 +6,9 @@ Rules:
    operations run in worker threads); each waiter's event is set on its own event loop
    (``call_soon_threadsafe``).
 2. A waiter is registered with ``watch(dir)`` (on the loop that will wait) and must be released
-   with ``unwatch``; a waiter holds one ``asyncio.Event`` and nothing else.
+   with ``unwatch``; a waiter holds one ``asyncio.Event`` and nothing else. ``watch_with(dir,
+   waker)`` registers any object with a ``set()`` instead (``imapd.idlewake``: one per folder for all
+   its IDLE sessions), called on its loop like ``Event.set``.
 3. Notices are hints: a waiter still syncs with the store to learn what changed, and still
    polls slowly for changes made outside this process (mutt renaming files, another tool).
 4. Other processes (``app``: IMAP worker processes, docs/architecture.md "Change notices
@@ -38,7 +40,13 @@ def _key(directory: Path) -> str:
     return os.path.abspath(directory)
 
 
-def _set_all(events: list[asyncio.Event]) -> None:
+class Waker(Protocol):
+    """What a notice sets (Rule 2): an ``asyncio.Event``, or a folder's IDLE group."""
+
+    def set(self) -> None: ...
+
+
+def _set_all(events: list[Waker]) -> None:
     for event in events:
         event.set()
 
@@ -54,17 +62,21 @@ class ChangeBus:
     def __init__(self, forward: ChangeNotifier | None = None) -> None:
         self.forward = forward  # Rule 4
         self._lock = threading.Lock()
-        self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
+        self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, Waker]]] = {}
 
     def watch(self, directory: Path) -> asyncio.Event:
         """Rule 2: an event set whenever the folder changes; call from the waiting loop."""
         event = asyncio.Event()
-        entry = (asyncio.get_running_loop(), event)
-        with self._lock:
-            self._waiters.setdefault(_key(directory), set()).add(entry)
+        self.watch_with(directory, event)
         return event
 
-    def unwatch(self, directory: Path, event: asyncio.Event) -> None:
+    def watch_with(self, directory: Path, waker: Waker) -> None:
+        """Rule 2: ``waker.set()`` is called on this loop whenever the folder changes."""
+        entry = (asyncio.get_running_loop(), waker)
+        with self._lock:
+            self._waiters.setdefault(_key(directory), set()).add(entry)
+
+    def unwatch(self, directory: Path, event: Waker) -> None:
         key = _key(directory)
         with self._lock:
             waiters = self._waiters.get(key)
@@ -85,7 +97,7 @@ class ChangeBus:
     def wake(self, directory: Path) -> None:
         """Rule 4: wake this process's waiters on ``directory`` only; one call into each loop for
         all its waiters (rule 5)."""
-        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Event]] = {}
+        by_loop: dict[asyncio.AbstractEventLoop, list[Waker]] = {}
         with self._lock:
             for loop, event in self._waiters.get(_key(directory), ()):
                 by_loop.setdefault(loop, []).append(event)

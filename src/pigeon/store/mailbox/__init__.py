@@ -24,10 +24,10 @@ from pigeon.store.mailbox.model import (
     MailboxStatus,
     MessageMeta,
 )
-from pigeon.store.mailbox.view import Mailbox
+from pigeon.store.mailbox.view import Mailbox, sync_views
 
 __all__ = [
     "DEFAULT_MAX_APPEND", "INBOX", "MAX_FOLDERS", "MAX_SUBSCRIPTIONS", "NAME_MAX", "SEPARATOR", "Account", "Changes",
     "ErrorCode", "MailStore", "Mailbox", "MailboxError", "MailboxInfo", "MailboxStatus",
-    "MessageMeta", "disk_full",
+    "MessageMeta", "disk_full", "sync_views",
 ]

@@ -46,6 +46,11 @@ Rules:
    folder's HIGHESTMODSEQ and UIDNEXT, fresh from the index). Every change raises
    HIGHESTMODSEQ (RFC 7162 §3.1.1), so while it stands the same query gives the same rows: the
    100 sessions of one account woken by one delivery read the index once.
+12. ``sync_views`` syncs many views of one folder (the IDLE sessions woken by one notice,
+   ``imapd.idlewake``) under one lock, one read of the folder's row and one scan: each view
+   then costs only its own bookkeeping. The ``\\Recent`` claim still goes to the first of them
+   (Rule 4: the row is read again after a claim). An error of one view is that view's; an
+   error of the folder (``NONEXISTENT``) is every view's.
 
 What can go wrong: ``MailboxError("NONEXISTENT")`` when the folder was deleted or renamed
 away under the view (the IMAP session should then end with BYE); ``MailboxError
@@ -220,37 +225,62 @@ class Mailbox:
         if core.unchanged(self._id, self.highestmodseq, self.uidnext):  # context Rule 5
             return Changes([], [], [])
         with core.lock:
-            row = core.rescan(core.row_by_id(self._id), since=since)
-            if row.highestmodseq == self.highestmodseq and row.uidnext == self.uidnext:
-                return Changes([], [], [])
-            flags = core.flag_table.flags
-            new: list[MessageMeta] = []
-            changed: list[MessageMeta] = []
-            rows, gone = self._delta(row)
-            for r in rows:
-                msg = ops.Row(*r)
-                have = self._entry(msg.uid)
-                if have is not None:
-                    if have[3] == msg.modseq:
-                        continue  # Rule 2: our own change
-                    entry = self._entry_of(msg)
-                    self._set(msg.uid, entry)
-                    if flags[entry[0]] != flags[have[0]]:
-                        changed.append(self._meta(msg.uid, entry))
-                elif msg.uid >= self.uidnext:
-                    entry = self._entry_of(msg)
-                    self._set(msg.uid, entry)
-                    new.append(self._meta(msg.uid, entry))
-            expunged = [u for u in gone if self._entry(u) is not None]
-            for uid in expunged:
-                self._unset(uid)
-                self._recent.discard(uid)
-            self._claim_recent([m.uid for m in new], row)
-            self.highestmodseq = row.highestmodseq
-            self.uidnext = row.uidnext
-            if len(self._over) > REBASE_SLACK + len(self._snap.uids) // REBASE_FRACTION:
-                self._rebase(row)
-            return Changes(new, expunged, changed)
+            return self._sync_at(core.rescan(core.row_by_id(self._id), since=since))[0]
+
+    def _sync_at(self, row: FolderRow) -> tuple[Changes, bool]:
+        """Rule 2 once the folder is scanned: the view brought to ``row`` (fresh from the index);
+        and whether it claimed ``\\Recent`` (``row.recent_uid`` is then stale). Under the lock."""
+        if row.highestmodseq == self.highestmodseq and row.uidnext == self.uidnext:
+            return Changes([], [], []), False
+        flags = self._core.flag_table.flags
+        new: list[MessageMeta] = []
+        changed: list[MessageMeta] = []
+        rows, gone = self._delta(row)
+        for r in rows:
+            msg = ops.Row(*r)
+            have = self._entry(msg.uid)
+            if have is not None:
+                if have[3] == msg.modseq:
+                    continue  # Rule 2: our own change
+                entry = self._entry_of(msg)
+                self._set(msg.uid, entry)
+                if flags[entry[0]] != flags[have[0]]:
+                    changed.append(self._meta(msg.uid, entry))
+            elif msg.uid >= self.uidnext:
+                entry = self._entry_of(msg)
+                self._set(msg.uid, entry)
+                new.append(self._meta(msg.uid, entry))
+        expunged = [u for u in gone if self._entry(u) is not None]
+        for uid in expunged:
+            self._unset(uid)
+            self._recent.discard(uid)
+        claimed = self._claim_recent([m.uid for m in new], row)
+        self.highestmodseq = row.highestmodseq
+        self.uidnext = row.uidnext
+        if len(self._over) > REBASE_SLACK + len(self._snap.uids) // REBASE_FRACTION:
+            self._rebase(row)
+        return Changes(new, expunged, changed), claimed
+
+    def _sync_with(self, views: Sequence[Mailbox], since: float) -> list[Changes | Exception]:
+        """Rule 12: ``sync(since)`` of this view and ``views`` (views of the same folder of the
+        same account core), with the lock taken, the folder's row read and scanned once for all."""
+        core = self._core
+        try:
+            with core.lock:
+                row = core.rescan(core.row_by_id(self._id), since=since)
+                out: list[Changes | Exception] = []
+                for view in (self, *views):
+                    try:
+                        changes, claimed = view._sync_at(row)
+                    except Exception as exc:  # noqa: BLE001 — that view's own (Rule 12)
+                        out.append(exc)
+                        continue
+                    out.append(changes)
+                    if claimed:
+                        row = core.row_by_id(self._id)  # the new recent_uid (Rule 4)
+                return out
+        except Exception as exc:  # noqa: BLE001 — the folder's (NONEXISTENT), for every view
+            return [exc] * (1 + len(views))
 
     def _rebase(self, row: FolderRow) -> None:
         """Rule 8: after ``sync`` the view is the index at ``row``'s state; take the shared
@@ -556,10 +586,11 @@ class Mailbox:
             core.deltas[self._id] = (key, rows, gone)
         return rows, gone
 
-    def _claim_recent(self, uids: list[int], row: FolderRow | None = None) -> None:
-        """Rule 4; ``row``: the folder's row, read under the lock held since (else read now)."""
-        if not uids:
-            return
+    def _claim_recent(self, uids: list[int], row: FolderRow | None = None) -> bool:
+        """Rule 4; ``row``: the folder's row, read under the lock held since (else read now).
+        True when this view claimed some (the folder's ``recent_uid`` moved)."""
+        if not uids or (row is not None and max(uids) < row.recent_uid):  # none is fresh: no lock
+            return False
         with self._core.lock:
             row = row or self._core.row_by_id(self._id)
             fresh = [u for u in uids if u >= row.recent_uid]
@@ -573,6 +604,7 @@ class Mailbox:
                     if not disk_full(exc):
                         raise
                     self._core.index.degraded("the \\Recent claim was not recorded", exc)  # Rule 9
+            return bool(fresh) and not self.readonly
 
     def _resolve(self, uid: int, force: bool = False) -> tuple[Path | str, files.Form]:
         """The file of a message and how to read it (``files`` Rules 2 and 5).
@@ -598,3 +630,18 @@ class Mailbox:
             base, info = str(r[0]), str(r[1])
             path = core.message_path(row, base, info)
         return path, files.form_of(base)
+
+
+def sync_views(views: Sequence[Mailbox], since: float) -> list[Changes | Exception]:
+    """Rule 12: ``sync(since)`` of each view, in order; the views of one folder (runs of
+    ``views`` with the same account core and folder) share the lock, the row and the scan."""
+    out: list[Changes | Exception] = []
+    i = 0
+    while i < len(views):
+        first = views[i]
+        j = i + 1
+        while j < len(views) and views[j]._core is first._core and views[j]._id == first._id:
+            j += 1
+        out.extend(first._sync_with(views[i + 1:j], since))
+        i = j
+    return out

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from pigeon.imapd.syncbatch import SyncBatches
 from pigeon.store.changes import ChangeBus
-from pigeon.store.mailbox import Account, MailboxError
+from pigeon.core.address import Address
+from pigeon.store.mailbox import Account, Changes, MailboxError, MailStore, sync_views
 from tests.unit.store.mailbox.conftest import MSG
 
 
@@ -110,3 +111,33 @@ def test_one_notice_enters_a_loop_once_and_wakes_all_its_waiters(tmp_path: Path)
         return [e.is_set() for e in events]
 
     assert asyncio.run(main()) == [True] * 50
+
+
+def test_sync_views_gives_each_view_what_its_own_sync_would(store: MailStore, account: Account,
+                                                            maildir: Path) -> None:
+    """View Rule 12: views of two folders of one account and of another account, synced in one
+    call, report what separate ``sync`` calls report; \\Recent goes to one view per folder;
+    an error of a folder is given to that folder's views only."""
+    other = store.account(Address("carol", "example.com"))
+    account.create("Work")
+    group = [account.select("INBOX") for _ in range(3)] + [account.select("Work") for _ in range(2)]
+    group += [other.select("INBOX") for _ in range(2)]
+    alone = [account.select("INBOX"), account.select("Work"), other.select("INBOX")]
+    _drop(maildir, "1.b.host")
+    account.append("Work", MSG, frozenset({"$Work"}), None)
+    other.append("INBOX", MSG, frozenset(), None)
+    got = sync_views(group, group[0].tick())
+    assert all(isinstance(c, Changes) for c in got)
+    changes = [c for c in got if isinstance(c, Changes)]
+    new_uids = [[m.uid for m in c.new] for c in changes]
+    assert new_uids == [[1]] * len(group)
+    assert [m.flags for m in changes[3].new] == [frozenset({"$Work"})]
+    recent = [v.recent for v in group]
+    assert sum(recent[:3]) == 1 and sum(recent[3:5]) == 1 and sum(recent[5:]) == 1
+    for view in alone:  # the views synced alone: the same messages, none \Recent any more
+        c = view.sync(view.tick())
+        assert [m.uid for m in c.new] == [1] and view.recent == 0
+    account.delete("Work")
+    again = sync_views(group, group[0].tick())
+    assert all(isinstance(x, MailboxError) and x.code == "NONEXISTENT" for x in again[3:5])
+    assert all(isinstance(x, Changes) and not x.new for x in again[:3] + again[5:])
