@@ -24,6 +24,11 @@ Rules:
    that scan saw every change made before ``t``. So the N IDLE sessions of a folder woken by
    one delivery cost one scan, not N (within ``scan``'s dirty window each would otherwise
    list ``new/`` and ``cur/`` again, in a write transaction, under the account lock).
+7. The writes answered only once durable (APPEND, COPY/MOVE, EXPUNGE) commit without a flush
+   under the lock, then call ``make_durable`` after releasing it: the folders' ``cur/`` and the
+   index's WAL flushed through the store's group-commit engine (``durable.commit``,
+   ``flush_blocking``), so the concurrent writers of an account share each flush, and neither
+   readers nor the next writer wait for it (index Rule 2).
 """
 
 from __future__ import annotations
@@ -42,11 +47,13 @@ from typing import Any
 from pigeon.core.address import Address
 from pigeon.core.clock import Clock
 from pigeon.store.changes import ChangeBus
+from pigeon.durable.commit import GroupCommit
+from pigeon.durable.flushes import DirSync
 from pigeon.durable.io import REAL, FileIO
 from pigeon.store.maildir import DIR_MODE, FILE_MODE
 from pigeon.store.mailbox import folders
 from pigeon.store.mailbox.flags import cur_name
-from pigeon.store.mailbox.index import INDEX_NAME, FolderRow, Index
+from pigeon.store.mailbox.index import INDEX_NAME, FolderRow, Index, read_boot_id
 from pigeon.store.mailbox.model import MailboxError
 from pigeon.store.mailbox.scan import DIRTY_RELIST, ScanMemo, scan
 from pigeon.store.mailbox.snapshot import FlagTable, Snapshot, WarmSnapshots
@@ -69,8 +76,12 @@ class AccountCore:
     def __init__(self, address: Address, maildir: Path, hostname: str, clock: Clock,
                  max_append: int, changes: ChangeBus | None = None,
                  warm: WarmSnapshots | None = None, io: FileIO = REAL,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 group: GroupCommit | None = None,
+                 boot: Callable[[], int | None] = read_boot_id) -> None:
         self.io = io  # Rule 3
+        # Rule 7: the store's group-commit engine (the Maildir store's, ``durable.commit``)
+        self.group = group if group is not None else GroupCommit(io, name="pigeon-mailbox-sync")
         self.monotonic = monotonic  # Rule 6
         # Rule 6: (folder id, name) → when its last scan started
         self.scanned: dict[tuple[int, str], float] = {}
@@ -79,9 +90,9 @@ class AccountCore:
         self.changes = changes or ChangeBus()  # wakes IDLE sessions (store.changes)
         self.address = address
         self.maildir = maildir
-        self.index = Index(maildir / INDEX_NAME)
+        self.index = Index(maildir / INDEX_NAME, boot)
         self.lock = threading.RLock()
-        self.reader = Index(maildir / INDEX_NAME)  # Rule 5
+        self.reader = Index(maildir / INDEX_NAME, boot)  # Rule 5
         self.reader_lock = threading.Lock()
         self.names = UniqueNames(hostname)
         self.clock = clock
@@ -102,6 +113,13 @@ class AccountCore:
     def notify(self, name: str) -> None:
         """Tell waiting sessions (IMAP IDLE) that the folder changed."""
         self.changes.notify(self.path(name))
+
+    def make_durable(self, *names: str) -> None:
+        """Rule 7: flush the ``cur/`` of each folder named and the index's WAL; call it after
+        releasing the account lock, so that nobody waits for the flush but the caller."""
+        for name in names:
+            self.group.flush_blocking(DirSync(self.path(name) / "cur"))
+        self.index.sync(self.group)
 
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
