@@ -366,9 +366,9 @@ class Account:
                 row = core.synced(name)
                 published = False
                 try:
-                    with core.index.write(durable=False) as conn:  # flushed below (Rule 5)
-                        # ops Rule 1: UIDNEXT and HIGHESTMODSEQ as of this transaction: another
-                        # process may have appended since ``synced`` read them.
+                    with core.own_changes(row.id, name), core.index.write(durable=False) as conn:
+                        # Flushed below (Rule 5). ops Rule 1: UIDNEXT and HIGHESTMODSEQ as of this
+                        # transaction: another process may have appended since ``synced`` read them.
                         row = core.row_by_id(row.id)
                         files.publish(core.io, msg, path, letters)
                         published = True

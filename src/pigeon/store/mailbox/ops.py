@@ -51,6 +51,7 @@ import logging
 import os
 import sqlite3
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,7 +124,7 @@ def store(core: AccountCore, folder_id: int, uids: Sequence[int], mode: StoreMod
     with core.lock:
         row = core.rescan(core.row_by_id(folder_id))
         try:
-            with core.index.write(durable=False) as conn:
+            with core.own_changes(row.id, row.name), core.index.write(durable=False) as conn:
                 row = core.row_by_id(row.id)  # Rule 1: as of this transaction (other processes)
                 modseq = row.highestmodseq + 1
                 rows = load_rows(conn, row.id, uids)
@@ -177,7 +178,7 @@ def remove(core: AccountCore, folder_id: int, uids: Sequence[int] | None,
     with core.lock:
         row = core.rescan(core.row_by_id(folder_id))
         try:
-            with core.index.write(durable=False) as conn:
+            with core.own_changes(row.id, row.name), core.index.write(durable=False) as conn:
                 row = core.row_by_id(row.id)  # Rule 1: as of this transaction (other processes)
                 if only_deleted and not core.index.lagging:
                     rows = _deleted_rows(conn, row.id, uids)  # Rule 3
@@ -234,7 +235,9 @@ def transfer(core: AccountCore, src_id: int, uids: Sequence[int] | None, dest_na
         dest_cur = core.path(dest.name) / "cur"
         placed: list[tuple[Path, Path]] = []  # (source, target) of the files linked or moved
         try:
-            with core.index.write(durable=False) as conn:
+            with (core.own_changes(dest.id, dest.name),
+                  core.own_changes(src.id, src.name) if move else nullcontext(),
+                  core.index.write(durable=False) as conn):
                 src, dest = core.row_by_id(src.id), core.row_by_id(dest.id)  # Rule 1
                 rows = load_rows(conn, src.id, uids)
                 uid = dest.uidnext
