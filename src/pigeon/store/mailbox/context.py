@@ -106,7 +106,7 @@ class AccountCore:
         self.changes = changes or ChangeBus()  # wakes IDLE sessions (store.changes)
         self.address = address
         self.maildir = maildir
-        self.index = Index(maildir / INDEX_NAME, boot)
+        self.index = Index(maildir / INDEX_NAME, boot, self.group)
         self.lock = threading.RLock()
         self._boot = boot
         self._readers: list[Index] = []  # Rule 5: the free read connections
@@ -138,7 +138,7 @@ class AccountCore:
         releasing the account lock, so that nobody waits for the flush but the caller."""
         for name in names:
             self.group.flush_blocking(DirSync(self.path(name) / "cur"))
-        self.index.sync(self.group)
+        self.index.sync()
 
     @contextmanager
     def own_changes(self, folder_id: int, name: str) -> Iterator[None]:

@@ -190,9 +190,11 @@ _FOLDER_COLS = ("id, name, uidvalidity, uidnext, highestmodseq, recent_uid, spec
 class Index:
     """One account's index connection (Rules 1-4)."""
 
-    def __init__(self, path: Path, boot: Callable[[], int | None] = read_boot_id) -> None:
+    def __init__(self, path: Path, boot: Callable[[], int | None] = read_boot_id,
+                 group: GroupCommit | None = None) -> None:
         self.path = path
         self._boot = boot  # Rule 3, injected by tests
+        self._group = group if group is not None else GroupCommit()  # Rule 2: the WAL's flushes
         self._conn: sqlite3.Connection | None = None
         self._durable = True
         self._volatile_ok = False  # Rule 3: a boot id is known, NORMAL commits are allowed
@@ -392,20 +394,19 @@ class Index:
 
     def _flush_now(self) -> None:
         """Rule 3: the WAL flushed here, under the caller's locks (a rare overrun)."""
-        fd = os.open(self.path.with_name(self.path.name + "-wal"), os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            os.fdatasync(fd)
-        finally:
-            os.close(fd)
+        self._group.flush_blocking(self._wal_flush())
         self.full_commits += 1
 
-    def sync(self, group: GroupCommit) -> None:
+    def _wal_flush(self) -> PathDataSync:
+        return PathDataSync(self.path.with_name(self.path.name + "-wal"))
+
+    def sync(self) -> None:
         """Rule 2: make every commit of this index so far durable (one ``fdatasync`` of the WAL,
         shared with the account's other writers). Call it without holding the account lock."""
         if not self._volatile_ok:
             return  # every commit was FULL
         try:
-            group.flush_blocking(PathDataSync(self.path.with_name(self.path.name + "-wal")))
+            self._group.flush_blocking(self._wal_flush())
         except FileNotFoundError:
             # No WAL: the last connection checkpointed it into the database file (SQLite
             # flushes the database after a checkpoint) and removed it.

@@ -198,3 +198,24 @@ def test_an_index_of_schema_1_is_upgraded_in_place(tmp_path: Path) -> None:
     conn.close()
     assert reserved > changed[0].modseq
     assert os.path.exists(machine.maildir / "pigeon-index.lock")
+
+
+def test_a_copy_past_its_reservation_raises_it_and_is_flushed_before_the_locks_go(tmp_path: Path) -> None:
+    machine = Machine(tmp_path / "mail")
+    store = machine.store()
+    account = store.account(BOB)
+    core = account._core
+    many = UID_RESERVE + 20
+    for _ in range(many):
+        account.append("INBOX", MSG, frozenset(), None)
+    view = account.select("INBOX")
+    full = core.index.full_commits
+    _, mapping = view.copy(list(view.uids()), "Archive")
+    assert [d for _, d in mapping] == list(range(1, many + 1))
+    assert core.index.full_commits == full + 1  # the overrun's own flush (index Rule 3)
+    conn = sqlite3.connect(core.index.path)
+    uidnext, reserved = conn.execute("SELECT uidnext, uid_reserved FROM folder WHERE name='Archive'").fetchone()
+    conn.close()
+    assert uidnext == many + 1 and reserved >= uidnext
+    view.close()
+    store.close()
