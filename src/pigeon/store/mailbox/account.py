@@ -192,8 +192,8 @@ class Account:
     def list(self) -> list[MailboxInfo]:
         """Every mailbox plus \\Noselect hierarchy nodes, INBOX first, then by name."""
         core = self._core
+        existing = self._existing()  # the file system only: no need to hold the lock for it
         with core.lock:
-            existing = self._existing()
             rows = core.index.folders()
             subs = core.index.subscriptions()
         nodes = set(existing)
