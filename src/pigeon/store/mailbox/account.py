@@ -23,7 +23,7 @@ Rules:
    commit, one flush for every APPEND, COPY and EXPUNGE of the account that asks meanwhile)
    before the UID is returned (UIDPLUS APPENDUID, RFC 4315 §3). A crash before those flushes
    may leave a row whose file is not there (the next scan expunges it) or a file without its
-   row (the next scan gives it a UID above any handed out, index Rule 3); the client was told
+   row (the next scan gives it a UID above any handed out, index Rule 6); the client was told
    neither. A flush that fails (EIO) is ``NO``, although the message may stay. The message is octets or a stream (read in
    pieces, never whole: a big IMAP APPEND arrives in a ``temporary_file``); either way more
    than ``max_append`` octets is ``LIMIT`` and nothing is left behind.
@@ -84,7 +84,7 @@ class MailStore:
                  max_append: int = DEFAULT_MAX_APPEND,
                  max_open_accounts: int = MAX_OPEN_ACCOUNTS, changes: ChangeBus | None = None,
                  io: FileIO = REAL, boot: Callable[[], int | None] = read_boot_id) -> None:
-        self._boot = boot  # index Rule 3: which boot of the machine this is (tests inject it)
+        self._boot = boot  # index Rule 6: which boot of the machine this is (tests inject it)
         self._maildirs = MaildirStore(mail_root, hostname, io=io)
         self.changes = changes or ChangeBus()  # shared with local delivery by the app
         self._hostname = hostname

@@ -10,7 +10,7 @@ Rules:
 1. WAL mode and a busy timeout: readers never block the writer, and a second process (the
    admin command line) waits instead of failing. Every write runs in ``BEGIN IMMEDIATE``, so
    two writers (threads holding different ``Index`` objects, or processes) serialise. Before
-   ``BEGIN IMMEDIATE`` a writer takes an ``fcntl`` lock on ``pigeon-index.lock`` (Rule 7).
+   ``BEGIN IMMEDIATE`` a writer takes an ``fcntl`` lock on ``pigeon-index.lock`` (Rule 8).
 2. Durability (docs/architecture.md, "Mailbox index durability"). A write commits with
    ``synchronous=NORMAL``: in WAL mode a process crash (``kill -9``) loses nothing; only an
    OS crash or a power loss can drop the WAL's tail, the commits made since its last flush.
@@ -21,8 +21,25 @@ Rules:
    of the account that asks meanwhile (``durable.commit`` group commit), so readers and the
    next writer never wait for it. Flag changes (STORE, the implicit ``\\Seen``, scans) and
    cache entries are never flushed on their own: like their Maildir rename, a power loss may
-   undo them (Dovecot's ``mail_fsync = optimized`` does not flush them either).
-3. What a lost tail must never cause is a MODSEQ (RFC 7162 §3.1.1: strictly increasing) or
+   undo them (the trade Dovecot's default ``mail_fsync = optimized`` is described as making).
+3. Folder ids come from AUTOINCREMENT and UIDVALIDITY from ``_new_uidvalidity`` (time-based,
+   strictly increasing per account, remembered in ``meta`` and in ``pigeon-uidvalidity`` next
+   to the index): neither is ever reused, even after a folder is deleted and created again,
+   and a rebuilt index (file deleted) continues above the last value handed out.
+4. One ``Index`` (one connection) is used by one thread at a time: the owner (``Account``)
+   holds its lock around every call. The connection is opened lazily and may be closed
+   and reopened (``close``), so an idle account costs no file descriptors.
+5. A full disk (``disk_full``: ``ENOSPC``/``EDQUOT``, ``SQLITE_FULL``) must not lock a user
+   out of the mail that would free it: reading always works, and the callers make the writes
+   that only follow the Maildir degrade (``scan``, ``ops``, ``view``: the file names stay the
+   truth and the index catches up at the next scan). Opening needs the WAL's shared-memory
+   file, which SQLite cannot size on a full disk (``SQLITE_IOERR_SHMSIZE``): the index is then
+   opened with ``locking_mode=EXCLUSIVE``, which keeps the WAL index in this process's memory
+   (other processes wait, Rule 1), and opened normally again after ``EXCLUSIVE_RETRY``.
+   A ``COMMIT`` that fails is rolled back, so the connection is never left inside a
+   transaction. ``degraded`` logs a skipped write at most once a minute per account and
+   sets ``lagging`` (the Maildir names may now say more than the index, ``ops`` Rule 6).
+6. What a lost tail must never cause is a MODSEQ (RFC 7162 §3.1.1: strictly increasing) or
    a UID (RFC 3501 §2.3.1.1) handed out twice. Each folder row carries reservations:
    ``modseq_reserved`` (HIGHESTMODSEQ may grow up to it) and ``uid_reserved`` (UIDNEXT may
    grow up to it). Before a non-durable write begins, a folder with less than
@@ -40,28 +57,21 @@ Rules:
    UIDNEXT to its reservation: a reboot costs at most ``UID_RESERVE`` UIDs per folder and a
    full flag resynchronisation for CONDSTORE clients. Without a boot id (not Linux) every
    write commits with ``FULL``, as before.
-3. Folder ids come from AUTOINCREMENT and UIDVALIDITY from ``_new_uidvalidity`` (time-based,
-   strictly increasing per account, remembered in ``meta`` and in ``pigeon-uidvalidity`` next
-   to the index): neither is ever reused, even after a folder is deleted and created again,
-   and a rebuilt index (file deleted) continues above the last value handed out.
-4. One ``Index`` (one connection) is used by one thread at a time: the owner (``Account``)
-   holds its lock around every call. The connection is opened lazily and may be closed
-   and reopened (``close``), so an idle account costs no file descriptors.
-5. A full disk (``disk_full``: ``ENOSPC``/``EDQUOT``, ``SQLITE_FULL``) must not lock a user
-   out of the mail that would free it: reading always works, and the callers make the writes
-   that only follow the Maildir degrade (``scan``, ``ops``, ``view``: the file names stay the
-   truth and the index catches up at the next scan). Opening needs the WAL's shared-memory
-   file, which SQLite cannot size on a full disk (``SQLITE_IOERR_SHMSIZE``): the index is then
-   opened with ``locking_mode=EXCLUSIVE``, which keeps the WAL index in this process's memory
-   (other processes wait, Rule 1), and opened normally again after ``EXCLUSIVE_RETRY``.
-   A ``COMMIT`` that fails is rolled back, so the connection is never left inside a
-   transaction. ``degraded`` logs a skipped write at most once a minute per account.
+7. Schema 2 added the reservation columns (Rule 6); an index of schema 1 is upgraded in place
+   when opened (its commits were all ``FULL``: nothing to recover).
+8. Writers of several processes (``[imap] processes``) queue on an ``fcntl`` lock of
+   ``pigeon-index.lock`` taken before ``BEGIN IMMEDIATE`` and released after the commit: the
+   kernel wakes the next waiter when it is released, where SQLite's busy handler sleeps and
+   polls (1, 2, 5 ... 100 ms). POSIX locks belong to the process, so within one process the
+   account lock (the caller's) does the queueing; only ``write`` takes it, and its descriptor
+   is closed only with the connection. A second ``Index`` of the same file in one process
+   (two stores) would release the first's lock when closed: SQLite's own lock still holds.
 
 What can go wrong: ``sqlite3.Error`` (disk full, a corrupt file) propagates; the session
 answers ``NO``. A deleted index is rebuilt from the Maildir with new UIDVALIDITY values.
 ``sync`` raises the ``OSError`` of the flush (EIO): the change is committed but may not
 survive a power loss, and the caller answers ``NO``. A clock of boots that lies (the same
-boot id after a reboot: a container sharing a stale ``/proc``) defeats Rule 3.
+boot id after a reboot: a container sharing a stale ``/proc``) defeats Rule 6.
 """
 
 from __future__ import annotations
@@ -85,18 +95,18 @@ log = logging.getLogger(__name__)
 
 INDEX_NAME = "pigeon-index.sqlite3"
 UIDVALIDITY_FLOOR_NAME = "pigeon-uidvalidity"
-LOCK_NAME = "pigeon-index.lock"  # Rule 7
-SCHEMA_VERSION = 2  # Rule 6
-BOOT_ID = Path("/proc/sys/kernel/random/boot_id")  # Rule 3 (Linux)
-# Rule 3: values handed out per durable reservation. A FULL commit every 10,000 flag changes
+LOCK_NAME = "pigeon-index.lock"  # Rule 8
+SCHEMA_VERSION = 2  # Rule 7
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")  # Rule 6 (Linux)
+# Rule 6: values handed out per durable reservation. A FULL commit every 10,000 flag changes
 # of a folder; a reboot skips at most that many MODSEQs (63-bit: room for 10^14 reboots).
 MODSEQ_RESERVE = 10_000
-# Rule 3: UIDs are 32-bit (RFC 3501 nz-number) and a reboot skips up to this many per folder;
+# Rule 6: UIDs are 32-bit (RFC 3501 nz-number) and a reboot skips up to this many per folder;
 # the UID-assigning writes are flushed anyway (Rule 2), so the reservation only covers the
 # moment between their commit and their flush: a FULL commit every 100 new messages.
 UID_RESERVE = 100
 UID_MAX = 0xFFFFFFFF
-# Rule 3: new reservations are made, before a transaction begins, once fewer values than this
+# Rule 6: new reservations are made, before a transaction begins, once fewer values than this
 # are left: one transaction raises a folder's MODSEQ by one (ops Rule 1, scan Rule 3) and
 # hands out a UID per message it adds (an APPEND one, a COPY usually a few).
 MODSEQ_HEADROOM = 16
@@ -168,14 +178,14 @@ class FolderRow:
     cur_mtime: int
 
 
-_UPGRADES = {  # Rule 6: from schema N to N + 1
+_UPGRADES = {  # Rule 7: from schema N to N + 1
     1: ("ALTER TABLE folder ADD COLUMN modseq_reserved INTEGER NOT NULL DEFAULT 0;"
         "ALTER TABLE folder ADD COLUMN uid_reserved INTEGER NOT NULL DEFAULT 0;"),
 }
 
 
 def read_boot_id() -> int | None:
-    """Rule 3: this boot of the kernel, as a 60-bit number (None where there is no boot id)."""
+    """Rule 6: this boot of the kernel, as a 60-bit number (None where there is no boot id)."""
     try:
         text = BOOT_ID.read_text().strip()
     except OSError:
@@ -193,12 +203,12 @@ class Index:
     def __init__(self, path: Path, boot: Callable[[], int | None] = read_boot_id,
                  group: GroupCommit | None = None) -> None:
         self.path = path
-        self._boot = boot  # Rule 3, injected by tests
+        self._boot = boot  # Rule 6, injected by tests
         self._group = group if group is not None else GroupCommit()  # Rule 2: the WAL's flushes
         self._conn: sqlite3.Connection | None = None
         self._durable = True
-        self._volatile_ok = False  # Rule 3: a boot id is known, NORMAL commits are allowed
-        self._lock_fd: int | None = None  # Rule 7
+        self._volatile_ok = False  # Rule 6: a boot id is known, NORMAL commits are allowed
+        self._lock_fd: int | None = None  # Rule 8
         self._exclusive_until = 0.0  # Rule 5: time.monotonic() of the next normal open
         self._degraded_at = -DEGRADED_LOG_EVERY
         self.lagging = False  # Rule 5: a write was skipped on a full disk
@@ -264,7 +274,7 @@ class Index:
         return conn
 
     def _create_or_upgrade(self, conn: sqlite3.Connection) -> None:
-        """Rule 6, in one transaction: the version is read again under the write lock, so two
+        """Rule 7, in one transaction: the version is read again under the write lock, so two
         processes opening a new or old index at once create or upgrade it once."""
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -287,7 +297,7 @@ class Index:
             raise
 
     def _check_boot(self, conn: sqlite3.Connection) -> None:
-        """Rule 3: the first open after another boot recovers from a possibly lost WAL tail."""
+        """Rule 6: the first open after another boot recovers from a possibly lost WAL tail."""
         boot = self._boot()
         self._volatile_ok = boot is not None
         if boot is None or self.meta_of(conn, "boot") == boot:
@@ -306,7 +316,7 @@ class Index:
             raise
 
     def _after_reboot(self, conn: sqlite3.Connection) -> None:
-        """Rule 3: nothing handed out before the reboot is handed out again."""
+        """Rule 6: nothing handed out before the reboot is handed out again."""
         folders = conn.execute("SELECT id, highestmodseq, modseq_reserved, uidnext, uid_reserved "
                                "FROM folder").fetchall()
         for folder_id, highest, modseq_reserved, uidnext, uid_reserved in folders:
@@ -340,7 +350,7 @@ class Index:
         try:
             full = durable or not self._volatile_ok
             if not full:
-                self._ensure_reserve(conn)  # Rule 3, before any value is handed out
+                self._ensure_reserve(conn)  # Rule 6, before any value is handed out
             self._synchronous(conn, full)
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -354,7 +364,7 @@ class Index:
             if full:
                 self.full_commits += 1
             elif overrun:
-                self._flush_now()  # Rule 3: went past its reservation; flushed before unlocking
+                self._flush_now()  # Rule 6: went past its reservation; flushed before unlocking
         finally:
             if locked:
                 self._unlock()
@@ -365,7 +375,7 @@ class Index:
             self._durable = full
 
     def _ensure_reserve(self, conn: sqlite3.Connection) -> None:
-        """Rule 3: a folder with little room left below its reservations gets new ones, in a
+        """Rule 6: a folder with little room left below its reservations gets new ones, in a
         transaction of their own committed with ``FULL`` before the caller's begins."""
         if not conn.execute(_NEAR_RESERVE, (MODSEQ_HEADROOM, UID_HEADROOM)).fetchone():
             return
@@ -381,7 +391,7 @@ class Index:
         self.full_commits += 1
 
     def _reserve(self, conn: sqlite3.Connection, modseq_room: int, uid_room: int) -> bool:
-        """Rule 3: raise the reservations of the folders with less than the given room left;
+        """Rule 6: raise the reservations of the folders with less than the given room left;
         True when one was raised."""
         over = conn.execute("SELECT id, highestmodseq, uidnext FROM folder WHERE "
                             "highestmodseq + ? > modseq_reserved OR uidnext + ? > uid_reserved",
@@ -393,7 +403,7 @@ class Index:
         return bool(over)
 
     def _flush_now(self) -> None:
-        """Rule 3: the WAL flushed here, under the caller's locks (a rare overrun)."""
+        """Rule 6: the WAL flushed here, under the caller's locks (a rare overrun)."""
         self._group.flush_blocking(self._wal_flush())
         self.full_commits += 1
 
@@ -413,7 +423,7 @@ class Index:
             pass
 
     def _lock(self) -> bool:
-        """Rule 7: queue for the write lock of the index among processes."""
+        """Rule 8: queue for the write lock of the index among processes."""
         if self._lock_fd is None:
             try:
                 self._lock_fd = os.open(self.path.with_name(LOCK_NAME),

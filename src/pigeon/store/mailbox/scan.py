@@ -30,7 +30,7 @@ Rules:
    that can write — Rule 5 covers the files it had moved.
 7. A scan's commit is not flushed (index Rule 2): a power loss may undo it, and the next scan
    finds the same files again; the UIDs and MODSEQs it gave are never given again (index
-   Rule 3).
+   Rule 6).
 
 What can go wrong: FileNotFoundError when the folder's directories are gone (the caller treats
 the folder as deleted); other OSError and sqlite3.Error propagate.

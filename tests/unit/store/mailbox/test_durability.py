@@ -1,4 +1,4 @@
-"""Mailbox index durability (index Rules 2, 3, 6; issue 18): flag changes are not flushed,
+"""Mailbox index durability (index Rules 2, 6, 7; issue 18): flag changes are not flushed,
 APPEND/EXPUNGE/COPY are (through the group-commit engine), and a WAL tail lost in a power
 loss never makes a MODSEQ or a UID repeat after the reboot.
 
@@ -212,7 +212,7 @@ def test_a_copy_past_its_reservation_raises_it_and_is_flushed_before_the_locks_g
     full = core.index.full_commits
     _, mapping = view.copy(list(view.uids()), "Archive")
     assert [d for _, d in mapping] == list(range(1, many + 1))
-    assert core.index.full_commits == full + 1  # the overrun's own flush (index Rule 3)
+    assert core.index.full_commits == full + 1  # the overrun's own flush (index Rule 6)
     conn = sqlite3.connect(core.index.path)
     uidnext, reserved = conn.execute("SELECT uidnext, uid_reserved FROM folder WHERE name='Archive'").fetchone()
     conn.close()

@@ -82,7 +82,7 @@ store.close()
 
 
 def test_writers_of_other_processes_queue_on_the_index_lock_file(tmp_path: Path) -> None:
-    """index Rule 7: a writer waits on ``pigeon-index.lock`` (held here, by another process)
+    """index Rule 8: a writer waits on ``pigeon-index.lock`` (held here, by another process)
     and goes on as soon as it is released."""
     src = str(Path(__file__).resolve().parents[4] / "src")
     root = tmp_path / "mail"
