@@ -28,5 +28,7 @@ Rules:
 4. The journal's ``fdatasync`` is the commit point of fast-path mail; ``syncfs`` stands for the
    flushes of rules 2 and 3 where it reports errors (``flushes`` Rule 1).
 
-SQLite (the directory, the mailbox index) flushes its own files; it is outside this seam.
+SQLite (the directory, the mailbox index) flushes its own files; it is outside this seam,
+except the mailbox index's commits made without a flush, whose WAL is flushed here
+(``flushes.PathDataSync``, ``store.mailbox.index`` Rule 2).
 """

@@ -10,6 +10,8 @@ The kinds, and where the project uses each (the call sites carry their own rule)
 * ``FileSync(fd)`` — ``fsync`` of one file, data and inode. With ``close`` the descriptor is
   closed after it (the fast lane's Maildir files with ``[queue] flush = "file"``).
 * ``DataSync(fd)`` — ``fdatasync``: the data and what is needed to read it back, not times.
+* ``PathDataSync(path)`` — ``fdatasync`` of a file opened by path for the flush (the WAL of a
+  mailbox index, ``store.mailbox.index`` Rule 2).
 * ``DirSync(path)`` — ``fsync`` of a directory: the names created, renamed or removed in it.
   A rename is durable only once the directory holding the new name is flushed.
 * ``FsSync`` — ``syncfs(2)`` of a whole file system, then an ``fsync`` of the directory it
@@ -98,6 +100,24 @@ class DataSync:
 
     def run(self, io: FileIO) -> None:
         io.fdatasync(self.fd)
+
+
+class PathDataSync:
+    """``fdatasync`` of the file at ``path``, opened for the flush (the caller holds no
+    descriptor that could be closed under the engine: the mailbox index's WAL)."""
+
+    __slots__ = ("path", "key")
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.key: Hashable = ("fdatasync-path", str(path))
+
+    def run(self, io: FileIO) -> None:
+        fd = io.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            io.fdatasync(fd)
+        finally:
+            io.close(fd)
 
 
 class DirSync:

@@ -17,9 +17,14 @@ Rules:
    and the name stays as a \\Noselect node (RFC 3501 §6.3.4). RENAME moves the inferiors
    with it (RFC 3501 §6.3.5) and keeps UIDVALIDITY; RENAME INBOX moves its messages into the
    new folder and leaves INBOX empty.
-5. APPEND writes and fsyncs the file before it takes the account lock; the message is
-   committed (file linked into ``cur/``, ``cur/`` fsynced, index row committed) before the
-   UID is returned (UIDPLUS APPENDUID, RFC 4315 §3). The message is octets or a stream (read in
+5. APPEND writes and fsyncs the file before it takes the account lock; under the lock it
+   links the file into ``cur/`` and commits the index row (not flushed, index Rule 2); after
+   the lock, ``cur/`` and the index's WAL are flushed (``AccountCore.make_durable``: group
+   commit, one flush for every APPEND, COPY and EXPUNGE of the account that asks meanwhile)
+   before the UID is returned (UIDPLUS APPENDUID, RFC 4315 §3). A crash before those flushes
+   may leave a row whose file is not there (the next scan expunges it) or a file without its
+   row (the next scan gives it a UID above any handed out, index Rule 6); the client was told
+   neither. A flush that fails (EIO) is ``NO``, although the message may stay. The message is octets or a stream (read in
    pieces, never whole: a big IMAP APPEND arrives in a ``temporary_file``); either way more
    than ``max_append`` octets is ``LIMIT`` and nothing is left behind.
    On a full disk (``index.disk_full``) APPEND is ``MailboxError("OVERQUOTA")``, which IMAP
@@ -42,7 +47,7 @@ import sqlite3
 import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -56,7 +61,7 @@ from pigeon.store.mailbox import files, folders, importer, ops
 from pigeon.store.mailbox.context import DEFAULT_FOLDERS, SPECIAL_USES, AccountCore
 from pigeon.store.mailbox.flags import parse_flags
 from pigeon.store.mailbox.importer import ImportedMessage, ImportResult
-from pigeon.store.mailbox.index import disk_full
+from pigeon.store.mailbox.index import disk_full, read_boot_id
 from pigeon.store.mailbox.model import MailboxError, MailboxInfo, MailboxStatus
 from pigeon.store.mailbox.snapshot import WarmSnapshots
 from pigeon.store.mailbox.view import Mailbox
@@ -78,7 +83,8 @@ class MailStore:
     def __init__(self, mail_root: Path, hostname: str, clock: Clock,
                  max_append: int = DEFAULT_MAX_APPEND,
                  max_open_accounts: int = MAX_OPEN_ACCOUNTS, changes: ChangeBus | None = None,
-                 io: FileIO = REAL) -> None:
+                 io: FileIO = REAL, boot: Callable[[], int | None] = read_boot_id) -> None:
+        self._boot = boot  # index Rule 6: which boot of the machine this is (tests inject it)
         self._maildirs = MaildirStore(mail_root, hostname, io=io)
         self.changes = changes or ChangeBus()  # shared with local delivery by the app
         self._hostname = hostname
@@ -100,7 +106,8 @@ class MailStore:
             except MailboxNameError as exc:
                 raise MailboxError("CANNOT", str(exc)) from None
             acc = Account(AccountCore(address, maildir, self._hostname, self._clock, self._max_append,
-                                      self.changes, self._warm, self._maildirs.io))
+                                      self.changes, self._warm, self._maildirs.io,
+                                      group=self._maildirs.commits, boot=self._boot))
             acc._open()
             self._accounts[address.key] = acc
             self._evict()
@@ -185,8 +192,8 @@ class Account:
     def list(self) -> list[MailboxInfo]:
         """Every mailbox plus \\Noselect hierarchy nodes, INBOX first, then by name."""
         core = self._core
+        existing = self._existing()  # the file system only: no need to hold the lock for it
         with core.lock:
-            existing = self._existing()
             rows = core.index.folders()
             subs = core.index.subscriptions()
         nodes = set(existing)
@@ -273,6 +280,7 @@ class Account:
                 self.create(new)
                 inbox = core.synced(folders.INBOX)
                 ops.transfer(core, inbox.id, None, new, move=True)
+                core.make_durable(new, folders.INBOX)  # rare: flushed under the lock
                 return
             moves = [(old, new)] + [
                 (child, folders.normalize(new + child[len(old):]))
@@ -358,13 +366,12 @@ class Account:
                 row = core.synced(name)
                 published = False
                 try:
-                    with core.index.write() as conn:
-                        # ops Rule 1: UIDNEXT and HIGHESTMODSEQ as of this transaction: another
-                        # process may have appended since ``synced`` read them.
+                    with core.own_changes(row.id, name), core.index.write(durable=False) as conn:
+                        # Flushed below (Rule 5). ops Rule 1: UIDNEXT and HIGHESTMODSEQ as of this
+                        # transaction: another process may have appended since ``synced`` read them.
                         row = core.row_by_id(row.id)
                         files.publish(core.io, msg, path, letters)
                         published = True
-                        files.fsync_cur(core.io, path)
                         uid = row.uidnext
                         conn.execute("INSERT INTO message(folder, uid, base, info, keywords, modseq, "
                                      "internaldate, size) VALUES (?,?,?,?,?,?,?,?)",
@@ -380,6 +387,7 @@ class Account:
                     raise
         finally:
             unlink_quietly(msg.tmp, core.io)
+        core.make_durable(name)  # Rule 5: cur/ and the index, shared with concurrent writers
         core.notify(name)
         return row.uidvalidity, uid
 

@@ -13,8 +13,10 @@ Rules:
 3. A copy is a hard link under a new unique name (the content of a Maildir file never changes);
    file systems without hard links get a byte copy, fsynced.
 4. Why each fsync: the file's, its bytes are on disk before its name appears in ``cur/``;
-   ``cur/``'s (``fsync_cur``), the name is durable before the index row that points at it is
-   committed and the client is told (APPEND's UID, COPY/MOVE's COPYUID). Every one goes
+   ``cur/``'s (``fsync_cur``, or ``AccountCore.make_durable`` through the group-commit engine),
+   the name is durable before the client is told (APPEND's UID, COPY/MOVE's COPYUID); the
+   index row may be committed before (index Rule 2: a crash in between leaves a row without
+   its file, which the next scan expunges, and the UID is never given again). Every one goes
    through the account's IO seam (``durable.io``).
 5. A BINARY APPEND (``~{n}``, RFC 3516 §4.4) keeps its octets exactly, NUL and bare LF and
    CR included, so that ``BINARY[...]`` and ``BINARY.SIZE`` give back what was appended: the

@@ -1,7 +1,9 @@
 """Operations that change messages: STORE, EXPUNGE/remove, COPY/MOVE (and RENAME INBOX).
 
 Rules:
-1. Each operation is one index transaction holding the account lock; all its changes share
+1. Each operation is one index transaction holding the account lock, committed without a
+   flush (index Rule 2): a STORE is never flushed on its own (nor is its rename), while the
+   callers of ``remove`` and ``transfer`` flush before they answer (``make_durable``); all its changes share
    one new MODSEQ per folder (RFC 7162 §3.1.1: MODSEQ grows with every change). The folder
    row (UIDNEXT, HIGHESTMODSEQ) is read again inside the transaction: the account lock covers
    this process only, and another process (``[imap] processes``) may have written since, so a
@@ -11,12 +13,14 @@ Rules:
    §3.1.3); they are returned as failed and left untouched.
 3. EXPUNGE unlinks the file first, then deletes the row and writes a tombstone; a crash in
    between leaves a row whose file is gone, which the next scan expunges. Only messages
-   carrying ``\\Deleted`` in the index are expunged (RFC 3501 §6.4.3); ``remove`` ignores
-   the flag (POP3 DELE, RFC 1939 §6).
+   carrying ``\\Deleted`` are expunged (RFC 3501 §6.4.3): they are found by one query on
+   the index's letters, and each one's file name must still say ``\\Deleted`` (another
+   program may have taken it off); ``remove`` ignores the flag (POP3 DELE, RFC 1939 §6).
 4. COPY hard-links each file under a new unique base in the destination, keeping flags,
    keywords, INTERNALDATE and cached values; MOVE renames instead and expunges the source
    (RFC 6851 §3.3). Destination UIDs follow source UID order (UIDPLUS, RFC 4315 §3). The
-   destination ``cur/`` (and, for MOVE, the source ``cur/``) is fsynced before the commit. A
+   caller flushes the destination ``cur/`` (and, for MOVE, the source ``cur/``) and the index
+   after releasing the account lock, before it answers (``AccountCore.make_durable``). A
    transfer whose index write fails (a full disk: ``NO [OVERQUOTA]``) puts its files back.
    The destination may be the source folder itself (RFC 6851 does not forbid it, Dovecot
    allows it): the messages get new UIDs there, and a MOVE expunges the old ones.
@@ -29,7 +33,8 @@ Rules:
    its renames and returns the changed rows with their old MODSEQ (none is promised that the
    index has not given; the next scan records the change under a new one); a STORE of
    keywords (index only) is ``NO [OVERQUOTA]``. EXPUNGE takes ``\\Deleted`` from the file name
-   when the index lags behind it, unlinks first (which frees the space), and when the
+   when the index may lag behind it (``Index.lagging``: a write was skipped on a full disk;
+   then every file of the folder is looked at, not only those the index marks), unlinks first (which frees the space), and when the
    tombstones still cannot be written the messages are expunged all the same: their files
    are gone, and the next scan removes their rows.
 7. A STORE acts on the index as it is, not as the caller last saw it: another session or
@@ -46,6 +51,7 @@ import logging
 import os
 import sqlite3
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,13 +79,20 @@ class Row:
 
 
 ROW_COLS = "uid, base, info, keywords, modseq, internaldate, size"
+#: ``load_rows`` reads the whole folder in one query instead of one query per UID above this
+#: many UIDs (one indexed lookup costs about as much as reading a few dozen rows in one pass).
+BULK_ROWS = 64
 
 
 def load_rows(conn: sqlite3.Connection, folder_id: int, uids: Sequence[int] | None) -> list[Row]:
     """The rows of ``uids`` in UID order; ``None`` means every message of the folder."""
-    if uids is None:
-        return [Row(*r) for r in conn.execute(
+    if uids is None or len(uids) > BULK_ROWS:
+        rows = [Row(*r) for r in conn.execute(
             f"SELECT {ROW_COLS} FROM message WHERE folder=? ORDER BY uid", (folder_id,))]
+        if uids is None:
+            return rows
+        wanted = set(uids)
+        return [r for r in rows if r.uid in wanted]
     out: list[Row] = []
     for uid in sorted(set(uids)):
         r = conn.execute(f"SELECT {ROW_COLS} FROM message WHERE folder=? AND uid=?",
@@ -111,7 +124,7 @@ def store(core: AccountCore, folder_id: int, uids: Sequence[int], mode: StoreMod
     with core.lock:
         row = core.rescan(core.row_by_id(folder_id))
         try:
-            with core.index.write() as conn:
+            with core.own_changes(row.id, row.name), core.index.write(durable=False) as conn:
                 row = core.row_by_id(row.id)  # Rule 1: as of this transaction (other processes)
                 modseq = row.highestmodseq + 1
                 rows = load_rows(conn, row.id, uids)
@@ -165,9 +178,13 @@ def remove(core: AccountCore, folder_id: int, uids: Sequence[int] | None,
     with core.lock:
         row = core.rescan(core.row_by_id(folder_id))
         try:
-            with core.index.write() as conn:
+            with core.own_changes(row.id, row.name), core.index.write(durable=False) as conn:
                 row = core.row_by_id(row.id)  # Rule 1: as of this transaction (other processes)
-                for msg in load_rows(conn, row.id, uids):
+                if only_deleted and not core.index.lagging:
+                    rows = _deleted_rows(conn, row.id, uids)  # Rule 3
+                else:
+                    rows = load_rows(conn, row.id, uids)  # Rule 6: the names may say more
+                for msg in rows:
                     path = locate(core, row, msg)
                     # Rule 6: the name's letters, when the index lags behind them.
                     info = msg.info if path is None else split_name(path.name)[1]
@@ -183,6 +200,18 @@ def remove(core: AccountCore, folder_id: int, uids: Sequence[int] | None,
                 raise
             core.index.degraded(f"{len(removed)} expunged message(s) left for the next scan to drop", exc)
     return removed
+
+
+def _deleted_rows(conn: sqlite3.Connection, folder_id: int, uids: Sequence[int] | None) -> list[Row]:
+    """Rule 3: the rows of ``uids`` (None: all) whose index letters hold ``\\Deleted`` (T),
+    in one query: an EXPUNGE of a big folder looks at the few it removes, not at every file."""
+    rows = [Row(*r) for r in conn.execute(
+        f"SELECT {ROW_COLS} FROM message WHERE folder=? AND instr(info, 'T') > 0 ORDER BY uid",
+        (folder_id,))]
+    if uids is None:
+        return rows
+    wanted = set(uids)
+    return [r for r in rows if r.uid in wanted]
 
 
 def tombstone(conn: sqlite3.Connection, row: FolderRow, uids: list[int]) -> int:
@@ -206,7 +235,9 @@ def transfer(core: AccountCore, src_id: int, uids: Sequence[int] | None, dest_na
         dest_cur = core.path(dest.name) / "cur"
         placed: list[tuple[Path, Path]] = []  # (source, target) of the files linked or moved
         try:
-            with core.index.write() as conn:
+            with (core.own_changes(dest.id, dest.name),
+                  core.own_changes(src.id, src.name) if move else nullcontext(),
+                  core.index.write(durable=False) as conn):
                 src, dest = core.row_by_id(src.id), core.row_by_id(dest.id)  # Rule 1
                 rows = load_rows(conn, src.id, uids)
                 uid = dest.uidnext
@@ -236,9 +267,7 @@ def transfer(core: AccountCore, src_id: int, uids: Sequence[int] | None, dest_na
                                      "internaldate, size) VALUES (?,?,?,?,?,?,?,?)", inserts)
                     conn.execute("UPDATE folder SET uidnext=?, highestmodseq=? WHERE id=?",
                                  (uid, modseq, dest.id))
-                    files.fsync_cur(core.io, core.path(dest.name))
                     if move:
-                        files.fsync_cur(core.io, core.path(src.name))
                         tombstone(conn, src, [s for s, _ in mapping])
         except BaseException:
             _undo_transfer(placed, move)  # Rule 4: a COPY or MOVE that fails leaves no trace

@@ -28,6 +28,9 @@ Rules:
    row returned (index Rule 5): the view goes on with what the index knew, and whatever the
    scan found (new messages, changes by other programs) is found again by the next scan
    that can write — Rule 5 covers the files it had moved.
+7. A scan's commit is not flushed (index Rule 2): a power loss may undo it, and the next scan
+   finds the same files again; the UIDs and MODSEQs it gave are never given again (index
+   Rule 6).
 
 What can go wrong: FileNotFoundError when the folder's directories are gone (the caller treats
 the folder as deleted); other OSError and sqlite3.Error propagate.
@@ -93,7 +96,7 @@ def scan(index: Index, row: FolderRow, folder: Path, force: bool = False, memo: 
 
 def _scan(index: Index, row: FolderRow, new_dir: Path, cur_dir: Path, st_new: int, st_cur: int,
           force: bool) -> FolderRow:
-    with index.write() as conn:
+    with index.write(durable=False) as conn:  # Rule 7
         fresh = index.folder_by_id(row.id)
         if fresh is None:
             raise FileNotFoundError(f"folder {row.name!r} was deleted")

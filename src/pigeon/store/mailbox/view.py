@@ -52,6 +52,11 @@ Rules:
    (Rule 4: the row is read again after a claim). An error of one view is that view's; an
    error of the folder (``NONEXISTENT``) is every view's.
 
+12. Durability (index Rule 2): EXPUNGE, POP3's removal, COPY and MOVE return only once their
+   change is flushed (``make_durable``, after the account lock is released, shared with the
+   account's other writers); the ``\\Recent`` claim and cache entries are never flushed on
+   their own (a power loss may undo them: a message may be ``\\Recent`` again).
+
 What can go wrong: ``MailboxError("NONEXISTENT")`` when the folder was deleted or renamed
 away under the view (the IMAP session should then end with BYE); ``MailboxError
 ("EXPUNGEISSUED")`` from ``read`` when the message was expunged by someone else.
@@ -328,6 +333,7 @@ class Mailbox:
                     else [u for u in uids if self._entry(u) is not None])
             gone = self._drop(ops.remove(self._core, self._id, mine, only_deleted=True))
         if gone:
+            self._core.make_durable()  # Rule 12
             self._core.notify(self.name)
         return gone
 
@@ -338,6 +344,7 @@ class Mailbox:
             mine = [u for u in uids if self._entry(u) is not None]
             gone = self._drop(ops.remove(self._core, self._id, mine, only_deleted=False))
         if gone:
+            self._core.make_durable()  # Rule 12
             self._core.notify(self.name)
         return gone
 
@@ -345,6 +352,8 @@ class Mailbox:
         with self._core.lock:
             mine = [u for u in uids if self._entry(u) is not None]
             result = ops.transfer(self._core, self._id, mine, normalize(dest), move=False)
+        if result[1]:
+            self._core.make_durable(normalize(dest))  # Rule 12
         self._core.notify(normalize(dest))
         return result
 
@@ -355,6 +364,8 @@ class Mailbox:
             mine = [u for u in uids if self._entry(u) is not None]
             result = ops.transfer(self._core, self._id, mine, normalize(dest), move=True)
             self._drop([s for s, _ in result[1]])
+        if result[1]:
+            self._core.make_durable(normalize(dest), self.name)  # Rule 12
         self._core.notify(self.name)
         self._core.notify(normalize(dest))
         return result
@@ -597,7 +608,7 @@ class Mailbox:
             self._recent.update(fresh)
             if fresh and not self.readonly:
                 try:
-                    with self._core.index.write() as conn:
+                    with self._core.index.write(durable=False) as conn:  # Rule 12
                         conn.execute("UPDATE folder SET recent_uid=max(recent_uid, ?) WHERE id=?",
                                      (max(fresh) + 1, self._id))
                 except sqlite3.Error as exc:

@@ -3,6 +3,9 @@ and MODSEQs are handed out once, whichever process writes (ops Rule 1, index Rul
 
 from __future__ import annotations
 
+import fcntl
+import os
+import select
 import sqlite3
 import subprocess
 import sys
@@ -61,3 +64,44 @@ def test_appends_and_stores_from_several_processes_never_share_a_uid_or_modseq(t
     assert highest == max(modseqs) >= max(stored)
     files = list((index.parent / "cur").iterdir())
     assert len(files) == total
+
+
+APPENDER = r"""
+import sys
+sys.path.insert(0, sys.argv[2])
+from pathlib import Path
+from pigeon.clocks import SystemClock
+from pigeon.core.address import Address
+from pigeon.store.mailbox import MailStore
+store = MailStore(Path(sys.argv[1]), "mx.example.com", SystemClock())
+account = store.account(Address("bob", "example.com"))
+print("opened", flush=True)
+print(account.append("INBOX", b"Subject: queued\r\n\r\nbody\r\n", frozenset(), None)[1], flush=True)
+store.close()
+"""
+
+
+def test_writers_of_other_processes_queue_on_the_index_lock_file(tmp_path: Path) -> None:
+    """index Rule 8: a writer waits on ``pigeon-index.lock`` (held here, by another process)
+    and goes on as soon as it is released."""
+    src = str(Path(__file__).resolve().parents[4] / "src")
+    root = tmp_path / "mail"
+    store = MailStore(root, "mx.example.com", SystemClock())
+    store.account(BOB).append("INBOX", MSG, frozenset(), None)
+    store.close()
+    lock = next(root.rglob("pigeon-index.lock"))
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX)
+        proc = subprocess.Popen([sys.executable, "-c", APPENDER, str(root), src],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "opened"
+        ready, _, _ = select.select([proc.stdout], [], [], 1.0)
+        assert not ready and proc.poll() is None  # its APPEND waits for the lock
+        fcntl.lockf(fd, fcntl.LOCK_UN)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        os.close(fd)
+    assert proc.returncode == 0, err
+    assert out.strip() == "2"
