@@ -4,7 +4,9 @@ verdict", between smtpd and cleanup's commit).
 
 Where it runs (docs/architecture.md "Inbound checks"): ``smtpd.session`` asks ``dnsbl`` when a
 client connects (answered at EHLO/HELO), starts ``spf`` at MAIL FROM (a task: the lookups run
-while the client sends RCPT and DATA), and calls ``end_of_message`` once DATA/BDAT ended and
+while the client sends RCPT and DATA; but when the SPF record is in the DNS cache already, the
+check runs inline at the end of the message: no lookup to overlap, and no task to pay for,
+docs/benchmarks.md issue 16 "Measure"), and calls ``end_of_message`` once DATA/BDAT ended and
 the message is spooled in its cleanup transaction, before ``commit``. Worker processes build
 their own ``Verdicts`` (``app.services``): nothing here is shared between processes but the
 recorder's directory.
@@ -104,6 +106,8 @@ class _Spf:
 
 
 def in_networks(ip: str, networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    if not networks:
+        return False
     try:
         addr = ipaddress.ip_address(ip)
     except ValueError:
@@ -118,13 +122,20 @@ class Verdicts:
 
     def __init__(self, config: Callable[[], Config], checks: AuthChecks | None, dns: DnsblDns | None,
                  is_local_domain: Callable[[str], bool],
-                 record: Callable[[Evaluation], None] | None, now: Callable[[], float]) -> None:
+                 record: Callable[[Evaluation], None] | None, now: Callable[[], float], *,
+                 close: Callable[[], None] | None = None) -> None:
         self._config = config
         self._checks = checks
         self._dns = dns
         self._is_local = is_local_domain
         self._record = record
         self._now = now
+        self._close = close
+
+    def close(self) -> None:
+        """The process stops: the recorder writes what it gathered (``inbound.reports`` rule 1)."""
+        if self._close is not None:
+            self._close()
 
     def trusted(self, ip: str) -> bool:
         return in_networks(ip, self._config().inbound.trusted_networks)
@@ -141,8 +152,12 @@ class Verdicts:
     # -- at MAIL FROM -------------------------------------------------------------------------
 
     def spf(self, client: Client, mail_from: str) -> asyncio.Task[SpfOutcome] | None:
-        """Rule 2: the SPF check as a task, or None when it is not to be done."""
-        if self._checks is None or not self._config().inbound.spf or self.trusted(client.ip):
+        """Rule 2: the SPF check as a task; None when it is not to be done, or when it is done
+        inline at the end of the message (its record is cached: no lookup to wait for)."""
+        checks = self._checks
+        if checks is None or not self._config().inbound.spf or self.trusted(client.ip):
+            return None
+        if checks.spf_cached(mail_from, client.helo):
             return None
         return asyncio.ensure_future(self._spf(client, mail_from))
 

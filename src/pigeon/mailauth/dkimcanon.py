@@ -192,6 +192,8 @@ def _relaxed_lines(chunk: bytes) -> bytes:
     a regular expression would cost far more per octet, even where there is nothing to do."""
     if b"\t" in chunk:
         chunk = chunk.replace(b"\t", b" ")
+    elif b" " not in chunk:
+        return chunk  # no WSP at all (base64 parts): one memchr instead of two substring scans
     while b"  " in chunk:
         chunk = chunk.replace(b"  ", b" ")
     if b" \r\n" in chunk:

@@ -321,6 +321,11 @@ def _client_ip(ip: str) -> IpAddress | None:
     return addr
 
 
+def spf_domain(mail_from: str, helo: str) -> str:
+    """The domain whose SPF record rule 1 reads first (MAIL FROM's, or the HELO name)."""
+    return _identity(mail_from, helo)[1]
+
+
 def _identity(mail_from: str, helo: str) -> tuple[Literal["mailfrom", "helo"], str, str]:
     """(identity, domain, sender) of rule 1."""
     mail_from = mail_from.strip().removeprefix("<").removesuffix(">")
