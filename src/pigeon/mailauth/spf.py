@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 from pigeon.mailauth.lookup import DnsPermError, DnsTempError, MailAuthDns, NoSuchDomain
@@ -347,20 +347,19 @@ async def check_spf(dns: MailAuthDns, ip: str, mail_from: str, helo: str, *,
     """
     identity, domain, sender = _identity(mail_from, helo)
     addr = _client_ip(ip)
-    base = SpfResult("none", identity, domain, sender, client_ip=ip, helo=helo)
     if addr is None:
-        return replace(base, result="permerror", explanation=f"{ip!r} is not an IP address")
-    base = replace(base, client_ip=str(addr))
+        return SpfResult("permerror", identity, domain, sender, f"{ip!r} is not an IP address", ip, helo)
+    client_ip = str(addr)
     evaluation = _Evaluation(dns, addr, sender, helo, receiver, now)
     try:
         outcome = await evaluation.check_host(domain)
     except _Abort as exc:
-        return replace(base, result=exc.result, explanation=exc.reason)
+        return SpfResult(exc.result, identity, domain, sender, exc.reason, client_ip, helo)
     text = outcome.reason
     if outcome.result == "fail":
         text = outcome.explanation if outcome.explanation is not None else _default(
             evaluation, default_explanation, domain)
-    return replace(base, result=outcome.result, explanation=text, mechanism=outcome.mechanism)
+    return SpfResult(outcome.result, identity, domain, sender, text, client_ip, helo, outcome.mechanism)
 
 
 def _default(evaluation: _Evaluation, template: str, domain: str) -> str:
