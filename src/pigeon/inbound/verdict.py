@@ -63,6 +63,7 @@ from pigeon.inbound.seams import ArcOutcome, AuthChecks, DkimOutcome, DmarcOutco
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+D = TypeVar("D")
 
 # Rule 2: a message up to this size is read into memory for DKIM and ARC at the end of DATA
 # (one per session at that moment). Gmail and Outlook cap messages at 25-35 MB; most signed
@@ -199,24 +200,25 @@ class Verdicts:
                             spf_task: asyncio.Task[SpfOutcome] | None, out: Outcome) -> None:
         cfg = self._config()
         inbound = cfg.inbound
-        header = _head(txn)
+        too_big = txn.size > MAX_VERIFIED
+        verify = (inbound.dkim or inbound.arc or inbound.dmarc) and not too_big
+        message = b"".join(txn.spooled()) if verify else b""
+        header = message[:txn.header_length] if verify else _head(txn)
         spf: SpfOutcome | None = None
         if inbound.spf:
             spf = await spf_task if spf_task is not None else await self._spf(client, mail_from)
         from_domain = checks.header_from_domain(header)
         dkim: Sequence[DkimOutcome] = ()
         arc: ArcOutcome | None = None
-        too_big = txn.size > MAX_VERIFIED
-        if (inbound.dkim or inbound.arc or inbound.dmarc) and not too_big:
-            message = b"".join(txn.spooled())
+        if verify:
             if inbound.dkim or inbound.dmarc:
                 dkim = await _guard(checks.verify_dkim(message, from_domain), dkim, "dkim")
             if inbound.arc:
-                arc = await _guard(_optional(checks.verify_arc(message)), None, "arc")
-            del message
+                arc = await _guard(checks.verify_arc(message), None, "arc")
+        del message
         dmarc: DmarcOutcome | None = None
         if inbound.dmarc and from_domain:
-            dmarc = await _guard(_optional(checks.check_dmarc(from_domain, spf or _temp_spf(), dkim)), None, "dmarc")
+            dmarc = await _guard(checks.check_dmarc(from_domain, spf or _temp_spf(), dkim), None, "dmarc")
         out.fields = {"spf": spf.result if spf else "off",
                       "dkim": ",".join(d.result for d in dkim) or "none",
                       "dmarc": dmarc.result if dmarc else ("none" if inbound.dmarc else "off")}
@@ -319,17 +321,13 @@ class Verdicts:
                 return  # rule 4 of inbound.milter: no later filter is asked
 
 
-async def _guard(coro: Awaitable[T], default: T, what: str) -> T:
+async def _guard(coro: Awaitable[T], default: D, what: str) -> T | D:
     """Rule 8."""
     try:
         return await coro
     except Exception:
         log.exception("%s check failed", what)
         return default
-
-
-async def _optional(coro: Awaitable[T]) -> T | None:
-    return await coro
 
 
 def _head(txn: Transaction) -> bytes:
