@@ -47,8 +47,8 @@ class MailAuthChecks:
     def spf_cached(self, mail_from: str, helo: str) -> bool:
         return self.cache is not None and self.cache.cached(spf_domain(mail_from, helo), "TXT")
 
-    async def verify_dkim(self, message: bytes, prefer_domain: str | None) -> tuple[DkimResult, ...]:
-        return await verify_dkim(self.dns, message, prefer_domain=prefer_domain)
+    async def verify_dkim(self, message: bytes, prefer_domain: str | None, crlf: bool = False) -> tuple[DkimResult, ...]:
+        return await verify_dkim(self.dns, message, prefer_domain=prefer_domain, crlf=crlf)
 
     async def verify_arc(self, message: bytes) -> ArcResult:
         return await verify_arc(self.dns, message)

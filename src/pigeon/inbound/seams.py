@@ -85,8 +85,9 @@ class AuthChecks(Protocol):
     # ^ the SPF record of the identity is in the DNS cache now (the check would most likely not
     #   wait for the network), so it may run inline at the end of the message
 
-    async def verify_dkim(self, message: bytes, prefer_domain: str | None) -> Sequence[DkimOutcome]: ...
-    # ^ ``prefer_domain`` (the header From's) is verified first when there are many signatures
+    async def verify_dkim(self, message: bytes, prefer_domain: str | None, crlf: bool = False) -> Sequence[DkimOutcome]: ...
+    # ^ ``prefer_domain`` (the header From's) is verified first when there are many signatures;
+    #   ``crlf``: the caller vouches that every line ends in CRLF (no bare CR or LF)
 
     async def verify_arc(self, message: bytes) -> ArcOutcome: ...
 

@@ -174,7 +174,9 @@ class Verdicts:
     # -- at the end of the message ------------------------------------------------------------
 
     async def end_of_message(self, txn: Transaction, client: Client, mail_from: str,
-                             spf_task: asyncio.Task[SpfOutcome] | None) -> Outcome:
+                             spf_task: asyncio.Task[SpfOutcome] | None, *, crlf: bool = False) -> Outcome:
+        """``crlf``: the session vouches that every line of the message ends in CRLF (no bare
+        CR or LF came in), which DKIM then need not check again."""
         cfg = self._config()
         inbound = cfg.inbound
         out = Outcome()
@@ -185,7 +187,7 @@ class Verdicts:
         checks = self._checks
         if checks is not None and not self.trusted(client.ip) and (inbound.spf or inbound.dkim or inbound.dmarc
                                                                     or inbound.arc):
-            await self._authenticate(checks, txn, client, mail_from, spf_task, out)
+            await self._authenticate(checks, txn, client, mail_from, spf_task, out, crlf)
             if out.refuse is not None:
                 return out
         elif spf_task is not None:
@@ -197,7 +199,7 @@ class Verdicts:
         return out
 
     async def _authenticate(self, checks: AuthChecks, txn: Transaction, client: Client, mail_from: str,
-                            spf_task: asyncio.Task[SpfOutcome] | None, out: Outcome) -> None:
+                            spf_task: asyncio.Task[SpfOutcome] | None, out: Outcome, crlf: bool) -> None:
         cfg = self._config()
         inbound = cfg.inbound
         too_big = txn.size > MAX_VERIFIED
@@ -212,7 +214,7 @@ class Verdicts:
         arc: ArcOutcome | None = None
         if verify:
             if inbound.dkim or inbound.dmarc:
-                dkim = await _guard(checks.verify_dkim(message, from_domain), dkim, "dkim")
+                dkim = await _guard(checks.verify_dkim(message, from_domain, crlf), dkim, "dkim")
             if inbound.arc:
                 arc = await _guard(checks.verify_arc(message), None, "arc")
         del message

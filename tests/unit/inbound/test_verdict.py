@@ -68,7 +68,7 @@ class Checks:
     def spf_cached(self, mail_from: str, helo: str) -> bool:
         return self.cached
 
-    async def verify_dkim(self, message: bytes, prefer_domain: str | None) -> Sequence[DkimOutcome]:
+    async def verify_dkim(self, message: bytes, prefer_domain: str | None, crlf: bool = False) -> Sequence[DkimOutcome]:
         raise RuntimeError("a bug in DKIM")  # rule 8: logged, counted as no result
 
     async def verify_arc(self, message: bytes) -> ArcOutcome:

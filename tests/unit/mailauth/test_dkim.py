@@ -231,3 +231,15 @@ def test_ed25519_signatures_are_checked_by_libsodium_strictly() -> None:
     weak = parse_key_record(b"v=DKIM1; k=ed25519; p=" + base64.b64encode(b"\x01" + b"\0" * 31))
     assert not isinstance(weak, str)
     assert not signature_valid(weak, data, b"\x01" + b"\0" * 63)
+
+
+def test_a_caller_vouching_for_crlf_gets_the_same_verdicts() -> None:
+    body = b"Hello  Bob,\t \r\n\r\nspaces   and\ttabs \r\nbase64QUJDRA==\r\n\r\n\r\n"
+    for message in (sign(MESSAGE, "example.net"), sign(MESSAGE, "example.net", "ed", ed=True),
+                    sign(MESSAGE.split(b"\r\n\r\n")[0] + b"\r\n\r\n" + body, "example.net"),
+                    sign(MESSAGE, "example.net", canon=(b"simple", b"simple"))):
+        plain = _verify(message)
+        assert plain and plain[0].result == "pass"
+        assert _verify(message, crlf=True) == plain
+        tampered = message.replace(b"\r\n\r\n", b"\r\n\r\nX", 1)  # one more octet in the body
+        assert _verify(tampered, crlf=True) == _verify(tampered) != plain
