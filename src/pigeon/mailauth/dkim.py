@@ -156,7 +156,7 @@ async def verify_dkim(dns: MailAuthDns, message: bytes, *, prefer_domain: str | 
         sig = found[i]
         return isinstance(sig, _Signature) and _related(sig.domain, prefer_domain)
 
-    ordered = sorted(range(len(found)), key=lambda i: (not preferred(i), i))
+    ordered = [0] if len(found) == 1 else sorted(range(len(found)), key=lambda i: (not preferred(i), i))
     chosen = ordered[:max_signatures]
     if len(found) > max_signatures:
         log.info("dkim: %d signatures; evaluating %d (MAX_SIGNATURES)", len(found), max_signatures)
