@@ -249,6 +249,8 @@ class MacroContext:
 
 
 def uses_p_macro(spec: str) -> bool:
+    if "%" not in spec:  # no macro at all (most domain-specs): no scan
+        return False
     return any(m.group("letter").lower() == "p" for m in _MACRO_EXPAND.finditer(spec))
 
 
