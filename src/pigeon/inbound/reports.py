@@ -12,8 +12,8 @@ Rules:
    of its last ``FLUSH_DELAY`` seconds at most, a power loss those since the last
    ``fdatasync`` (at most every ``SYNC_EVERY`` seconds). They are statistics for the reports,
    not mail: the message itself is committed by the queue as always. One write per batch
-   instead of one per message: on a busy disk each small ``write`` to ext4 costs tens of
-   microseconds of CPU (docs/benchmarks.md, issue 16 "Measure").
+   instead of one per message: inside the busy server a small ``write`` to ext4 costs many
+   times what it costs in a quiet loop (docs/benchmarks.md, issue 16 "Measure").
 2. ``send_due`` takes every file (renamed to ``sending-…`` first: new evaluations go to a new
    file meanwhile), groups the evaluations by policy domain and ``rua`` address, builds one
    report per pair (Appendix C's XML: rows grouped by source IP, identifiers and results, with
@@ -80,6 +80,7 @@ class Recorder:
         self._synced = 0.0
         self._pending = bytearray()
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
 
     def _open(self) -> int:
         if self._fd < 0:
@@ -92,13 +93,14 @@ class Recorder:
         self._pending += evaluation.to_line()
         if len(self._pending) >= MAX_PENDING:
             self.flush()
-        elif self._timer is None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # no event loop: write through
-                self.flush()
-                return
-            self._timer = loop.call_later(FLUSH_DELAY, self.flush)
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop: write through
+            self.flush()
+            return
+        if self._timer is None or self._timer_loop is not loop:  # (a timer of a finished loop never runs)
+            self._timer, self._timer_loop = loop.call_later(FLUSH_DELAY, self.flush), loop
 
     def flush(self) -> None:
         """Rule 1: the gathered lines to the file, in one write."""

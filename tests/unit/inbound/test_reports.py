@@ -143,3 +143,21 @@ def test_a_full_buffer_is_written_at_once_and_a_taken_file_is_not_written_into(t
 
     asyncio.run(go())
     rec.close()
+
+
+def test_a_recorder_outliving_its_event_loop_still_writes_in_the_next_one(tmp_path: Path) -> None:
+    rec = r.Recorder(tmp_path, "w4", lambda: 0.0)
+    path = tmp_path / "w4.jsonl"
+
+    async def record_and_leave(ip: str) -> None:
+        rec.record(ev(ip))  # the loop ends before its timer fires
+
+    async def record_and_wait(ip: str) -> None:
+        rec.record(ev(ip))  # a timer in this loop, not the dead one's
+        await asyncio.sleep(r.FLUSH_DELAY + 0.2)
+
+    asyncio.run(record_and_leave("192.0.2.1"))
+    assert not path.exists()
+    asyncio.run(record_and_wait("192.0.2.2"))
+    assert [e.source_ip for e in r.read([path])] == ["192.0.2.1", "192.0.2.2"]
+    rec.close()
