@@ -15,6 +15,7 @@ import email.policy
 import gzip
 import imaplib
 import smtplib
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,6 +213,12 @@ def test_aggregate_report_is_sent_by_reports_send_and_received_by_the_other_serv
     code, _ = send(net.mx, GOOD_IP, "alice@pass.test", message("pass.test", "tok-report"))
     assert code == 250
     assert find(net.mx, "tok-report") is not None
+    # The evaluation reaches its file within inbound.reports.FLUSH_DELAY (rule 1): wait for it.
+    dmarc_dir = net.mx.data_dir / "reports" / "dmarc"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not any(
+            GOOD_IP.encode() in p.read_bytes() for p in dmarc_dir.glob("*.jsonl")):
+        time.sleep(0.05)
     out = net.mx.cli("reports", "send").stdout
     assert "report(s) queued" in out and not out.startswith("0 ")
     msgs = net.rep.wait_messages("agg@reports.test", 1, timeout=30)

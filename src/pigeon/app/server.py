@@ -465,6 +465,7 @@ class App:
             await self.web.stop()
         for lst in self.listeners:
             await lst.stop()
+        self.verdicts.close()  # the DMARC evaluations gathered (inbound.reports rule 1)
         if self.master is not None:
             await self.master.stop()
         if self.hub is not None:

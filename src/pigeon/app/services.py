@@ -127,9 +127,10 @@ def inbound_verdicts(config: Callable[[], Config], resolver: DnsResolver, direct
                      owner: str, clock: Clock) -> Verdicts:
     """Rule 5."""
     cfg = config()
-    checks = MailAuthChecks(resolver, cfg.hostname, clock.now, random.random)
+    checks = MailAuthChecks(resolver, cfg.hostname, clock.now, random.random, cache=resolver)
     recorder = Recorder(reports_dir(cfg.data_dir), owner, clock.now)
-    return Verdicts(config, checks, resolver, directory.is_local_domain, recorder.record, clock.now)
+    return Verdicts(config, checks, resolver, directory.is_local_domain, recorder.record, clock.now,
+                    close=recorder.close)
 
 
 def smtp_listener(service: str, parts: SmtpParts, fds: Sequence[int] = ()) -> Listener | None:

@@ -396,6 +396,8 @@ class Worker:
             await lst.stop(WORKER_STOP_GRACE)
         if self.lane is not None:
             await self.lane.stop(WORKER_STOP_GRACE)
+        if self._smtp is not None and self._smtp.verdicts is not None:
+            self._smtp.verdicts.close()  # the DMARC evaluations gathered (inbound.reports rule 1)
         if self.relay is not None:
             await self.relay.close()
         if self.queue is not None:

@@ -12,7 +12,8 @@ Rules:
 4. ``DnsResolver`` asks ``[dns] nameservers`` (``address:port``) when given, else the system
    resolver (``/etc/resolv.conf``). Positive answers are cached for their TTL (capped), negative
    answers (NXDOMAIN, no records) for ``NEGATIVE_TTL``; temporary errors are never cached. Time
-   comes from the injected ``Clock``.
+   comes from the injected ``Clock``. ``cached(name, rdtype)`` tells whether an answer (or a
+   cached NXDOMAIN) is there now, without asking anyone.
 5. Names are passed in A-label form (``pigeon.delivery.relay_idna``); this module never
    converts them.
 6. For mail authentication (``pigeon.mailauth.MailAuthDns``, RFC 7208 §4.4/§5 semantics) the
@@ -176,6 +177,10 @@ class DnsResolver:
         self._secure.timeout = try_timeout
         self._secure.use_edns(0, dns.flags.DO, EDNS_PAYLOAD)
         self._secure.flags = dns.flags.RD | dns.flags.AD  # RFC 6840 §5.7: ask for the AD bit
+
+    def cached(self, name: str, rdtype: str) -> bool:
+        """Rule 4: the cache holds an unexpired answer for (name, rdtype)."""
+        return self._cache.get((name.lower().rstrip("."), rdtype)) is not None
 
     async def secure(self, name: str, rdtype: str) -> SecureAnswer:
         """Rule 8."""

@@ -2,7 +2,8 @@
 and random draw bound, and its renderers of the two header fields (``mailauth.authres``).
 
 Rules:
-1. ``check_dmarc``'s ``sample`` (the ``pct`` draw, RFC 7489 §6.6.4) comes from the injected
+1. ``spf_cached`` asks the resolver's cache (``cache``; without one: never cached) for the
+   SPF identity's TXT record. ``check_dmarc``'s ``sample`` (the ``pct`` draw, RFC 7489 §6.6.4) comes from the injected
    ``random`` function; the receiver name in SPF explanations is our host name.
 2. The results given back to it are the ones it produced (``check_spf``, ``verify_dkim``...);
    anything else is a ``TypeError`` (a bug of the caller, never of the message).
@@ -13,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from pigeon.inbound.seams import ArcOutcome, DkimOutcome, DmarcOutcome, SpfOutcome
+from pigeon.inbound.seams import ArcOutcome, DkimOutcome, DmarcOutcome, DnsCache, SpfOutcome
 from pigeon.mailauth import (
     ArcResult,
     DkimResult,
@@ -27,6 +28,7 @@ from pigeon.mailauth import (
 )
 from pigeon.mailauth import authres
 from pigeon.mailauth.dmarc import DmarcResult
+from pigeon.mailauth.spf import spf_domain
 
 
 @dataclass
@@ -37,12 +39,16 @@ class MailAuthChecks:
     receiver: str
     now: Callable[[], float]
     random: Callable[[], float]
+    cache: DnsCache | None = None
 
     async def check_spf(self, ip: str, mail_from: str, helo: str) -> SpfResult:
         return await check_spf(self.dns, ip, mail_from, helo, receiver=self.receiver, now=self.now())
 
-    async def verify_dkim(self, message: bytes, prefer_domain: str | None) -> tuple[DkimResult, ...]:
-        return await verify_dkim(self.dns, message, prefer_domain=prefer_domain)
+    def spf_cached(self, mail_from: str, helo: str) -> bool:
+        return self.cache is not None and self.cache.cached(spf_domain(mail_from, helo), "TXT")
+
+    async def verify_dkim(self, message: bytes, prefer_domain: str | None, crlf: bool = False) -> tuple[DkimResult, ...]:
+        return await verify_dkim(self.dns, message, prefer_domain=prefer_domain, crlf=crlf)
 
     async def verify_arc(self, message: bytes) -> ArcResult:
         return await verify_arc(self.dns, message)

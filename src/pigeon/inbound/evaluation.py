@@ -8,7 +8,9 @@ Rules:
    results, and the published policy (``Published``) with its ``rua`` addresses.
 2. It is plain data with ``to_json``/``from_json`` (one JSON line per evaluation in the
    recorder's file, ``inbound.reports``); ``from_json`` refuses anything malformed with
-   ``ValueError``.
+   ``ValueError``. ``to_line`` is ``to_json`` written as that line without building the dict
+   (the policy's part made once per policy): the same JSON, at a fraction of the cost, since it
+   runs for every message (tests hold the two equal).
 3. ``published`` reads the policy from the DMARC record object that ``pigeon.mailauth`` gives
    (attributes ``p``, ``sp``, ``pct``, ``adkim``, ``aspf``, ``rua``), with RFC 7489 §6.3's
    defaults for what it lacks.
@@ -17,7 +19,11 @@ Rules:
 from __future__ import annotations
 
 import functools
+import json
 from dataclasses import dataclass
+
+# json's own C string encoder: a JSON string literal, quotes and escapes included, ASCII only.
+_q = json.encoder.encode_basestring_ascii
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +97,15 @@ class Evaluation:
                         "aspf": p.aspf, "rua": list(p.rua)},
                 "ovr": self.override}
 
+    def to_line(self) -> bytes:
+        """Rule 2: ``to_json`` as one compact JSON line, with its newline."""
+        dkim = ",".join(f"[{_q(d)},{_q(s)},{_q(r)}]" for d, s, r in self.dkim)
+        return (f'{{"when":{float(self.when)!r},"ip":{_q(self.source_ip)},"from":{_q(self.header_from)},'
+                f'"env":{_q(self.envelope_from)},"dkim":[{dkim}],'
+                f'"spf":[{_q(self.spf_domain)},{_q(self.spf_scope)},{_q(self.spf_result)}],'
+                f'"disp":{_q(self.disposition)},"da":{_bool(self.dkim_aligned)},"sa":{_bool(self.spf_aligned)},'
+                f'"pol":{_policy_json(self.policy)},"ovr":{_q(self.override)}}}\n').encode()
+
     @staticmethod
     def from_json(d: object) -> Evaluation:
         """Rule 2."""
@@ -110,3 +125,15 @@ class Evaluation:
                 str(d.get("ovr", "")))
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ValueError(f"malformed evaluation: {exc}") from None
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+@functools.lru_cache(maxsize=MAX_MEMO)
+def _policy_json(p: Published) -> str:
+    """Rule 2: the ``pol`` object of a line (the same few policies all day: memoised)."""
+    rua = ",".join(_q(u) for u in p.rua)
+    return (f'{{"d":{_q(p.domain)},"p":{_q(p.p)},"sp":{_q(p.sp)},"pct":{int(p.pct)},"adkim":{_q(p.adkim)},'
+            f'"aspf":{_q(p.aspf)},"rua":[{rua}]}}')

@@ -81,8 +81,13 @@ class AuthChecks(Protocol):
 
     async def check_spf(self, ip: str, mail_from: str, helo: str) -> SpfOutcome: ...
 
-    async def verify_dkim(self, message: bytes, prefer_domain: str | None) -> Sequence[DkimOutcome]: ...
-    # ^ ``prefer_domain`` (the header From's) is verified first when there are many signatures
+    def spf_cached(self, mail_from: str, helo: str) -> bool: ...
+    # ^ the SPF record of the identity is in the DNS cache now (the check would most likely not
+    #   wait for the network), so it may run inline at the end of the message
+
+    async def verify_dkim(self, message: bytes, prefer_domain: str | None, crlf: bool = False) -> Sequence[DkimOutcome]: ...
+    # ^ ``prefer_domain`` (the header From's) is verified first when there are many signatures;
+    #   ``crlf``: the caller vouches that every line ends in CRLF (no bare CR or LF)
 
     async def verify_arc(self, message: bytes) -> ArcOutcome: ...
 
@@ -101,6 +106,12 @@ class AuthChecks(Protocol):
 
     def is_ours(self, field_value: str, authserv_id: str) -> bool: ...
     # ^ whether an Authentication-Results value claims ``authserv_id`` (RFC 8601 §5)
+
+
+class DnsCache(Protocol):
+    """Whether the resolver's cache answers a lookup now (``DnsResolver.cached``)."""
+
+    def cached(self, name: str, rdtype: str) -> bool: ...
 
 
 class DnsblDns(Protocol):

@@ -4,7 +4,9 @@ verdict", between smtpd and cleanup's commit).
 
 Where it runs (docs/architecture.md "Inbound checks"): ``smtpd.session`` asks ``dnsbl`` when a
 client connects (answered at EHLO/HELO), starts ``spf`` at MAIL FROM (a task: the lookups run
-while the client sends RCPT and DATA), and calls ``end_of_message`` once DATA/BDAT ended and
+while the client sends RCPT and DATA; but when the SPF record is in the DNS cache already, the
+check runs inline at the end of the message: no lookup to overlap, and no task to pay for,
+docs/benchmarks.md issue 16 "Measure"), and calls ``end_of_message`` once DATA/BDAT ended and
 the message is spooled in its cleanup transaction, before ``commit``. Worker processes build
 their own ``Verdicts`` (``app.services``): nothing here is shared between processes but the
 recorder's directory.
@@ -61,6 +63,7 @@ from pigeon.inbound.seams import ArcOutcome, AuthChecks, DkimOutcome, DmarcOutco
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+D = TypeVar("D")
 
 # Rule 2: a message up to this size is read into memory for DKIM and ARC at the end of DATA
 # (one per session at that moment). Gmail and Outlook cap messages at 25-35 MB; most signed
@@ -104,6 +107,8 @@ class _Spf:
 
 
 def in_networks(ip: str, networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    if not networks:
+        return False
     try:
         addr = ipaddress.ip_address(ip)
     except ValueError:
@@ -118,13 +123,20 @@ class Verdicts:
 
     def __init__(self, config: Callable[[], Config], checks: AuthChecks | None, dns: DnsblDns | None,
                  is_local_domain: Callable[[str], bool],
-                 record: Callable[[Evaluation], None] | None, now: Callable[[], float]) -> None:
+                 record: Callable[[Evaluation], None] | None, now: Callable[[], float], *,
+                 close: Callable[[], None] | None = None) -> None:
         self._config = config
         self._checks = checks
         self._dns = dns
         self._is_local = is_local_domain
         self._record = record
         self._now = now
+        self._close = close
+
+    def close(self) -> None:
+        """The process stops: the recorder writes what it gathered (``inbound.reports`` rule 1)."""
+        if self._close is not None:
+            self._close()
 
     def trusted(self, ip: str) -> bool:
         return in_networks(ip, self._config().inbound.trusted_networks)
@@ -141,8 +153,12 @@ class Verdicts:
     # -- at MAIL FROM -------------------------------------------------------------------------
 
     def spf(self, client: Client, mail_from: str) -> asyncio.Task[SpfOutcome] | None:
-        """Rule 2: the SPF check as a task, or None when it is not to be done."""
-        if self._checks is None or not self._config().inbound.spf or self.trusted(client.ip):
+        """Rule 2: the SPF check as a task; None when it is not to be done, or when it is done
+        inline at the end of the message (its record is cached: no lookup to wait for)."""
+        checks = self._checks
+        if checks is None or not self._config().inbound.spf or self.trusted(client.ip):
+            return None
+        if checks.spf_cached(mail_from, client.helo):
             return None
         return asyncio.ensure_future(self._spf(client, mail_from))
 
@@ -158,7 +174,9 @@ class Verdicts:
     # -- at the end of the message ------------------------------------------------------------
 
     async def end_of_message(self, txn: Transaction, client: Client, mail_from: str,
-                             spf_task: asyncio.Task[SpfOutcome] | None) -> Outcome:
+                             spf_task: asyncio.Task[SpfOutcome] | None, *, crlf: bool = False) -> Outcome:
+        """``crlf``: the session vouches that every line of the message ends in CRLF (no bare
+        CR or LF came in), which DKIM then need not check again."""
         cfg = self._config()
         inbound = cfg.inbound
         out = Outcome()
@@ -169,7 +187,7 @@ class Verdicts:
         checks = self._checks
         if checks is not None and not self.trusted(client.ip) and (inbound.spf or inbound.dkim or inbound.dmarc
                                                                     or inbound.arc):
-            await self._authenticate(checks, txn, client, mail_from, spf_task, out)
+            await self._authenticate(checks, txn, client, mail_from, spf_task, out, crlf)
             if out.refuse is not None:
                 return out
         elif spf_task is not None:
@@ -181,27 +199,28 @@ class Verdicts:
         return out
 
     async def _authenticate(self, checks: AuthChecks, txn: Transaction, client: Client, mail_from: str,
-                            spf_task: asyncio.Task[SpfOutcome] | None, out: Outcome) -> None:
+                            spf_task: asyncio.Task[SpfOutcome] | None, out: Outcome, crlf: bool) -> None:
         cfg = self._config()
         inbound = cfg.inbound
-        header = _head(txn)
+        too_big = txn.size > MAX_VERIFIED
+        verify = (inbound.dkim or inbound.arc or inbound.dmarc) and not too_big
+        message = b"".join(txn.spooled()) if verify else b""
+        header = message[:txn.header_length] if verify else _head(txn)
         spf: SpfOutcome | None = None
         if inbound.spf:
             spf = await spf_task if spf_task is not None else await self._spf(client, mail_from)
         from_domain = checks.header_from_domain(header)
         dkim: Sequence[DkimOutcome] = ()
         arc: ArcOutcome | None = None
-        too_big = txn.size > MAX_VERIFIED
-        if (inbound.dkim or inbound.arc or inbound.dmarc) and not too_big:
-            message = b"".join(txn.spooled())
+        if verify:
             if inbound.dkim or inbound.dmarc:
-                dkim = await _guard(checks.verify_dkim(message, from_domain), dkim, "dkim")
+                dkim = await _guard(checks.verify_dkim(message, from_domain, crlf), dkim, "dkim")
             if inbound.arc:
-                arc = await _guard(_optional(checks.verify_arc(message)), None, "arc")
-            del message
+                arc = await _guard(checks.verify_arc(message), None, "arc")
+        del message
         dmarc: DmarcOutcome | None = None
         if inbound.dmarc and from_domain:
-            dmarc = await _guard(_optional(checks.check_dmarc(from_domain, spf or _temp_spf(), dkim)), None, "dmarc")
+            dmarc = await _guard(checks.check_dmarc(from_domain, spf or _temp_spf(), dkim), None, "dmarc")
         out.fields = {"spf": spf.result if spf else "off",
                       "dkim": ",".join(d.result for d in dkim) or "none",
                       "dmarc": dmarc.result if dmarc else ("none" if inbound.dmarc else "off")}
@@ -304,17 +323,13 @@ class Verdicts:
                 return  # rule 4 of inbound.milter: no later filter is asked
 
 
-async def _guard(coro: Awaitable[T], default: T, what: str) -> T:
+async def _guard(coro: Awaitable[T], default: D, what: str) -> T | D:
     """Rule 8."""
     try:
         return await coro
     except Exception:
         log.exception("%s check failed", what)
         return default
-
-
-async def _optional(coro: Awaitable[T]) -> T | None:
-    return await coro
 
 
 def _head(txn: Transaction) -> bytes:

@@ -39,8 +39,11 @@ _AUTHSERV = re.compile(r"\s*(?:\([^)]*\)\s*)*([^\s;()]+)")
 
 
 def _clean(text: str) -> str:
-    # One regular-expression pass, not a Python loop per character: this runs for every value
-    # of the two fields of every message (issue 16's CPU budget).
+    # This runs for every value of the two fields of every message (issue 16's CPU budget):
+    # C0, DEL and C1 are all non-printable, so a printable text (the usual case) has nothing
+    # to drop; otherwise one regular-expression pass, not a Python loop per character.
+    if text.isprintable():
+        return text if len(text) <= MAX_VALUE else text[:MAX_VALUE]
     return _CONTROL.sub("", text)[:MAX_VALUE]
 
 

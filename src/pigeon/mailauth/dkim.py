@@ -137,8 +137,11 @@ def _signatures(fields: Sequence[Field]) -> list[_Signature | str]:
 
 
 async def verify_dkim(dns: MailAuthDns, message: bytes, *, prefer_domain: str | None = None,
-                      max_signatures: int = MAX_SIGNATURES, now: float | None = None) -> tuple[DkimResult, ...]:
-    """Rule 1: the results of the message's DKIM signatures (at most ``max_signatures``)."""
+                      max_signatures: int = MAX_SIGNATURES, now: float | None = None,
+                      crlf: bool = False) -> tuple[DkimResult, ...]:
+    """Rule 1: the results of the message's DKIM signatures (at most ``max_signatures``).
+    ``crlf``: the caller vouches that every line ends in CRLF (an SMTP session that saw no bare
+    CR or LF): the body's line ends are then not checked (``dkimcanon`` rule 4)."""
     try:
         fields, body_start = split_message(message)
     except MessageError as exc:
@@ -153,7 +156,7 @@ async def verify_dkim(dns: MailAuthDns, message: bytes, *, prefer_domain: str | 
         sig = found[i]
         return isinstance(sig, _Signature) and _related(sig.domain, prefer_domain)
 
-    ordered = sorted(range(len(found)), key=lambda i: (not preferred(i), i))
+    ordered = [0] if len(found) == 1 else sorted(range(len(found)), key=lambda i: (not preferred(i), i))
     chosen = ordered[:max_signatures]
     if len(found) > max_signatures:
         log.info("dkim: %d signatures; evaluating %d (MAX_SIGNATURES)", len(found), max_signatures)
@@ -167,7 +170,7 @@ async def verify_dkim(dns: MailAuthDns, message: bytes, *, prefer_domain: str | 
     else:
         answers = list(await asyncio.gather(*(_fetch(dns, name) for name in names)))
     keys: dict[str, _KeyAnswer] = dict(zip(names, answers))
-    body = _Body(message, body_start)
+    body = _Body(message, body_start, crlf)
     for c in checked.values():
         if isinstance(c, _Checked):  # rule 6: every l= known before the body is hashed
             body.want(c.relaxed_body, c.length)
@@ -195,8 +198,8 @@ async def _fetch(dns: MailAuthDns, name: str) -> _KeyAnswer:
 class _Body:
     """Rule 6: body hashes by (relaxed, l=), each canonicalisation done once per message."""
 
-    def __init__(self, message: bytes, start: int) -> None:
-        self.message, self.start = message, start
+    def __init__(self, message: bytes, start: int, crlf: bool) -> None:
+        self.message, self.start, self.crlf = message, start, crlf
         self.digests: dict[tuple[bool, int | None], bytes] = {}
         self.lengths: dict[bool, int] = {}
         self.wanted: dict[bool, set[int | None]] = {False: set(), True: set()}
@@ -208,7 +211,7 @@ class _Body:
         """(digest of the first ``limit`` canonical octets, canonical body length)."""
         if (relaxed, limit) not in self.digests:
             limits = sorted(self.wanted[relaxed] | {limit}, key=lambda v: -1 if v is None else v)
-            digests, self.lengths[relaxed] = body_hashes(self.message, self.start, relaxed, limits)
+            digests, self.lengths[relaxed] = body_hashes(self.message, self.start, relaxed, limits, crlf=self.crlf)
             self.digests.update({(relaxed, lim): d for lim, d in digests.items()})
         return self.digests[(relaxed, limit)], self.lengths[relaxed]
 

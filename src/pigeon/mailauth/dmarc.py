@@ -158,9 +158,13 @@ async def check_dmarc(dns: MailAuthDns, header_from_domain: str, spf: SpfResult,
     orgs = orgdomains or bundled()
     from_domain = header_from_domain.strip().lower().rstrip(".")
     org = orgs.org_domain(from_domain)
-    spf_ok_r = spf.result == "pass" and orgs.aligned(spf.domain, from_domain, "r")
-    dkim_ok_r = any(d.result == "pass" and orgs.aligned(d.domain, from_domain, "r") for d in dkim)
-    base = DmarcResult("none", from_domain, org, None, "none", spf_ok_r, dkim_ok_r, None)
+
+    def without_record(result: DmarcResultKind, reason: str) -> DmarcResult:
+        # relaxed alignment, for the log and the header, when no record says otherwise
+        spf_ok_r = spf.result == "pass" and orgs.aligned(spf.domain, from_domain, "r")
+        dkim_ok_r = any(d.result == "pass" and orgs.aligned(d.domain, from_domain, "r") for d in dkim)
+        return DmarcResult(result, from_domain, org, None, "none", spf_ok_r, dkim_ok_r, None, reason)
+
     if not from_domain or "." not in from_domain:
         return DmarcResult("permerror", from_domain, org, None, "none", False, False, None,
                            "no usable header From domain")
@@ -171,13 +175,13 @@ async def check_dmarc(dns: MailAuthDns, header_from_domain: str, spf: SpfResult,
             texts = await _records_at(dns, org)
             found_at = org
     except DnsTempError as exc:
-        return _with(base, "temperror", f"_dmarc lookup: {exc}")
+        return without_record("temperror", f"_dmarc lookup: {exc}")
     if len(texts) != 1:
-        return _with(base, "none", "no DMARC record" if not texts else "several DMARC records (RFC 7489 §6.6.3)")
+        return without_record("none", "no DMARC record" if not texts else "several DMARC records (RFC 7489 §6.6.3)")
     try:
         record = _parse_memo(texts[0], found_at)
     except DmarcSyntaxError as exc:
-        return _with(base, "permerror", str(exc))
+        return without_record("permerror", str(exc))
     policy: Policy = record.sp if (found_at != from_domain and record.sp is not None) else record.p
     spf_aligned = spf.result == "pass" and orgs.aligned(spf.domain, from_domain, record.aspf)
     dkim_aligned = any(d.result == "pass" and orgs.aligned(d.domain, from_domain, record.adkim) for d in dkim)
@@ -188,11 +192,6 @@ async def check_dmarc(dns: MailAuthDns, header_from_domain: str, spf: SpfResult,
     return DmarcResult("fail", from_domain, org, policy, disposition, False, False, record,
                        "neither SPF nor DKIM aligned with the From domain"
                        + ("" if disposition == policy else f" (pct={record.pct}: sampled out)"))
-
-
-def _with(base: DmarcResult, result: DmarcResultKind, reason: str) -> DmarcResult:
-    return DmarcResult(result, base.from_domain, base.org_domain, None, "none", base.spf_aligned,
-                       base.dkim_aligned, None, reason)
 
 
 # A From field (a line that starts with "From", optional white space, folded or not, a colon)
@@ -208,16 +207,45 @@ _SIMPLE_MAILBOX = re.compile(
     rf"|(?:{_ATEXT}(?:[ \t]+{_ATEXT})*[ \t]*)?<({_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>)[ \t]*")
 
 
+def _single_from_value(head: bytes) -> str | None:
+    """The value of the header's only ``From:`` field (what ``_FROM_FIELD`` would capture), found
+    with bytes searches, when exactly one line starts with "from" and a colon follows at once
+    (the usual header); None otherwise, and the regular expression decides."""
+    lower = head.lower()
+    starts = lower.count(b"\nfrom") + lower.startswith(b"from")
+    if starts != 1:
+        return None
+    pos = 4 if lower.startswith(b"from") else lower.find(b"\nfrom") + 5
+    if lower[pos:pos + 1] != b":":
+        return None
+    end = pos + 1
+    while True:
+        nl = head.find(b"\n", end)
+        if nl < 0:
+            end = len(head)
+            break
+        if head[nl + 1:nl + 2] not in (b" ", b"\t"):
+            end = nl
+            break
+        end = nl + 1  # a continuation line (RFC 5322 §2.2.3)
+    return head[pos + 1:end].decode("utf-8", "surrogateescape")
+
+
 def header_from_domain(message_headers: bytes) -> str | None:
     """Rule 1: the domain of the single author address, or ``None``."""
     cut = message_headers.find(b"\r\n\r\n")
     cut = len(message_headers) if cut < 0 else cut
     lf = message_headers.find(b"\n\n", 0, cut)  # only within the headers: never scans the body
     cut = lf if lf >= 0 else cut
-    text = message_headers[:cut].decode("utf-8", "surrogateescape")
-    # The From fields with their continuation lines (RFC 5322 §2.2.3), unfolded; one
-    # regular-expression scan instead of a Python loop over every header line.
-    froms = [m.group(1) for _, m in zip(range(MAX_FROM_FIELDS), _FROM_FIELD.finditer(text))]
+    head = message_headers[:cut]
+    single = _single_from_value(head)
+    if single is not None:
+        froms = [single]
+    else:
+        text = head.decode("utf-8", "surrogateescape")
+        # The From fields with their continuation lines (RFC 5322 §2.2.3), unfolded; one
+        # regular-expression scan instead of a Python loop over every header line.
+        froms = [m.group(1) for _, m in zip(range(MAX_FROM_FIELDS), _FROM_FIELD.finditer(text))]
     if len(froms) != 1:
         return None  # RFC 7489 §6.6.1: none, or more than one From field
     value = _FOLD.sub("", froms[0])

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 from pigeon.mailauth.lookup import DnsPermError, DnsTempError, MailAuthDns, NoSuchDomain
@@ -321,6 +321,11 @@ def _client_ip(ip: str) -> IpAddress | None:
     return addr
 
 
+def spf_domain(mail_from: str, helo: str) -> str:
+    """The domain whose SPF record rule 1 reads first (MAIL FROM's, or the HELO name)."""
+    return _identity(mail_from, helo)[1]
+
+
 def _identity(mail_from: str, helo: str) -> tuple[Literal["mailfrom", "helo"], str, str]:
     """(identity, domain, sender) of rule 1."""
     mail_from = mail_from.strip().removeprefix("<").removesuffix(">")
@@ -342,20 +347,19 @@ async def check_spf(dns: MailAuthDns, ip: str, mail_from: str, helo: str, *,
     """
     identity, domain, sender = _identity(mail_from, helo)
     addr = _client_ip(ip)
-    base = SpfResult("none", identity, domain, sender, client_ip=ip, helo=helo)
     if addr is None:
-        return replace(base, result="permerror", explanation=f"{ip!r} is not an IP address")
-    base = replace(base, client_ip=str(addr))
+        return SpfResult("permerror", identity, domain, sender, f"{ip!r} is not an IP address", ip, helo)
+    client_ip = str(addr)
     evaluation = _Evaluation(dns, addr, sender, helo, receiver, now)
     try:
         outcome = await evaluation.check_host(domain)
     except _Abort as exc:
-        return replace(base, result=exc.result, explanation=exc.reason)
+        return SpfResult(exc.result, identity, domain, sender, exc.reason, client_ip, helo)
     text = outcome.reason
     if outcome.result == "fail":
         text = outcome.explanation if outcome.explanation is not None else _default(
             evaluation, default_explanation, domain)
-    return replace(base, result=outcome.result, explanation=text, mechanism=outcome.mechanism)
+    return SpfResult(outcome.result, identity, domain, sender, text, client_ip, helo, outcome.mechanism)
 
 
 def _default(evaluation: _Evaluation, template: str, domain: str) -> str:

@@ -249,6 +249,8 @@ class MacroContext:
 
 
 def uses_p_macro(spec: str) -> bool:
+    if "%" not in spec:  # no macro at all (most domain-specs): no scan
+        return False
     return any(m.group("letter").lower() == "p" for m in _MACRO_EXPAND.finditer(spec))
 
 
@@ -282,6 +284,10 @@ def _letter_value(letter: str, ctx: MacroContext) -> str:
 
 def expand(spec: str, ctx: MacroContext, *, exp: bool = False) -> str:
     """Rule 3: the macro-string with every macro replaced."""
+    if "%" not in spec and spec.isascii() and spec.isprintable() and (exp or " " not in spec):
+        # No macro (most domain-specs: ``include:_spf.example.net``), and only the characters
+        # _check_macro_string allows (%x21-7E, SP in an explain-string): the text itself.
+        return spec if exp else _truncate(spec)
     _check_macro_string(spec, exp=exp)
     out: list[str] = []
     i = 0

@@ -235,12 +235,12 @@ class SmtpSession:
             case ev.EndOfData(error=error, bare_newline=bare):
                 if error is None and bare and self.cfg.smtp.bare_newline == "reject":
                     error = C550_BARE_NEWLINE
-                await self._end_of_message(error)
+                await self._end_of_message(error, crlf=not bare)
             case ev.BdatChunkEnd(last=last, error=error, bare_newline=bare):
                 if error is None and bare and self.cfg.smtp.bare_newline == "reject":
                     error = C550_BARE_NEWLINE  # rule 5, as for DATA
                 if error is not None or last:
-                    await self._end_of_message(error)
+                    await self._end_of_message(error, crlf=not bare)
                 else:
                     conn.send(Reply(250, "2.0.0", "Chunk received"))
             case ev.Rset():
@@ -467,7 +467,9 @@ class SmtpSession:
                 self.txn.add_rcpt(r)
         return self.txn
 
-    async def _end_of_message(self, error: Reply | None) -> None:
+    async def _end_of_message(self, error: Reply | None, *, crlf: bool = False) -> None:
+        """``crlf``: the core saw no bare CR or LF in the data (rule 5), so every line of the
+        spooled message ends in CRLF (what the DKIM check may then skip verifying)."""
         conn = self.conn
         txn = self.txn
         envelope = self.envelope
@@ -492,7 +494,7 @@ class SmtpSession:
         if txn is None:
             conn.send(C451_LOCAL_ERROR)
             return
-        outcome = await self._verdict(txn)
+        outcome = await self._verdict(txn, crlf)
         if outcome.refuse is not None or outcome.discard:
             txn.abort()
             reply = outcome.refuse or C250_DISCARDED
@@ -539,7 +541,7 @@ class SmtpSession:
             self.spf_task.cancel()
             self.spf_task = None
 
-    async def _verdict(self, txn: Transaction) -> Outcome:
+    async def _verdict(self, txn: Transaction, crlf: bool) -> Outcome:
         """Rule 7 at the end of the message; a failure of the checks themselves is 451."""
         verdicts = self.ctx.verdicts
         spf_task, self.spf_task = self.spf_task, None
@@ -549,7 +551,7 @@ class SmtpSession:
             return Outcome()
         mail_from = str(txn.envelope.sender) if txn.envelope.sender is not None else ""
         try:
-            return await verdicts.end_of_message(txn, self._client(), mail_from, spf_task)
+            return await verdicts.end_of_message(txn, self._client(), mail_from, spf_task, crlf=crlf)
         except MailError as exc:
             return Outcome(refuse=exc.reply, reason=str(exc))
         except OSError as exc:

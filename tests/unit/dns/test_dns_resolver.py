@@ -171,3 +171,16 @@ def test_txt_cached(auth_dns: ZoneServer) -> None:
 
     asyncio.run(twice())
     assert auth_dns.queries.count(("example.net", "TXT")) == 1
+
+
+def test_cached_tells_whether_an_answer_is_there_without_asking(dns: ZoneServer) -> None:
+    clock = FakeClock()
+    r = _resolver(dns, clock)
+    assert not r.cached("mx2.example.org", "A")
+    asked = len(dns.queries)
+    assert asyncio.run(r.a("mx2.example.org")) == ["192.0.2.2"]
+    assert len(dns.queries) == asked + 1
+    assert r.cached("MX2.example.org.", "A") and not r.cached("mx2.example.org", "AAAA")
+    assert len(dns.queries) == asked + 1  # cached() itself asks nobody
+    clock.advance(6)  # past the 5 s TTL
+    assert not r.cached("mx2.example.org", "A")

@@ -6,6 +6,7 @@ import asyncio
 import email
 import email.policy
 import gzip
+import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -86,3 +87,77 @@ def test_send_due_queues_a_gzipped_report_and_forgets_what_it_sent(tmp_path: Pat
     assert b"<source_ip>192.0.2.1</source_ip>" in gzip.decompress(att.get_content())
     assert list(tmp_path.iterdir()) == []
     assert asyncio.run(r.send_due(tmp_path, dns, submit, "mx.test", "", 0.0)) == []
+
+
+def test_a_line_is_the_json_of_the_evaluation_whatever_its_strings() -> None:
+    odd = Evaluation(1_800_000_000.25, "2001:db8::1", 'q"uote\\.test', "\u00e9t\u00e9.test\x01",
+                     (("a.test", "s\n1", "pass"), ("b.test", "", "fail")), "env.test", "helo", "softfail",
+                     "quarantine", False, True,
+                     Published("pol.test", "quarantine", "reject", 50, "s", "r", ("mailto:a@x.test", 'mailto:"b"@y')),
+                     "trusted_forwarder")
+    for e in (ev(), ev(when=1_800_000_000), odd, Evaluation(1.0, "", "", "", (), "", "", "", "", True, False,
+                                                            Published("d"))):
+        line = e.to_line()
+        assert line.endswith(b"\n") and line.count(b"\n") == 1
+        assert json.loads(line) == e.to_json()
+        assert Evaluation.from_json(json.loads(line)) == e
+
+
+def test_inside_the_event_loop_lines_wait_until_the_flush_delay_or_close(tmp_path: Path) -> None:
+    rec = r.Recorder(tmp_path, "w2", lambda: 0.0)
+    path = tmp_path / "w2.jsonl"
+
+    async def go() -> None:
+        rec.record(ev("192.0.2.1"))
+        rec.record(ev("192.0.2.2"))
+        assert not path.exists()  # gathered, not written yet
+        await asyncio.sleep(r.FLUSH_DELAY + 0.2)
+        assert path.read_bytes().count(b"\n") == 2  # one timer wrote both
+        rec.record(ev("192.0.2.3"))
+        rec.close()  # an orderly stop writes what waits
+        assert path.read_bytes().count(b"\n") == 3
+
+    asyncio.run(go())
+    assert [e.source_ip for e in r.read([path])] == ["192.0.2.1", "192.0.2.2", "192.0.2.3"]
+
+
+def test_a_full_buffer_is_written_at_once_and_a_taken_file_is_not_written_into(tmp_path: Path) -> None:
+    rec = r.Recorder(tmp_path, "w3", lambda: 0.0)
+    path = tmp_path / "w3.jsonl"
+
+    async def go() -> None:
+        n = size = 0
+        while size < r.MAX_PENDING:
+            assert not path.exists()
+            e = ev(f"192.0.2.{n % 250}")
+            rec.record(e)
+            n, size = n + 1, size + len(e.to_line())
+        assert path.read_bytes().count(b"\n") == n  # MAX_PENDING reached: written without waiting
+        taken = r.take(tmp_path)
+        assert len(r.read(taken)) == n
+        for p in taken:
+            p.unlink()  # sent
+        rec.record(ev("198.51.100.1"))
+        rec.flush()
+        assert [e.source_ip for e in r.read([path])] == ["198.51.100.1"]  # a new file, not the unlinked one
+
+    asyncio.run(go())
+    rec.close()
+
+
+def test_a_recorder_outliving_its_event_loop_still_writes_in_the_next_one(tmp_path: Path) -> None:
+    rec = r.Recorder(tmp_path, "w4", lambda: 0.0)
+    path = tmp_path / "w4.jsonl"
+
+    async def record_and_leave(ip: str) -> None:
+        rec.record(ev(ip))  # the loop ends before its timer fires
+
+    async def record_and_wait(ip: str) -> None:
+        rec.record(ev(ip))  # a timer in this loop, not the dead one's
+        await asyncio.sleep(r.FLUSH_DELAY + 0.2)
+
+    asyncio.run(record_and_leave("192.0.2.1"))
+    assert not path.exists()
+    asyncio.run(record_and_wait("192.0.2.2"))
+    assert [e.source_ip for e in r.read([path])] == ["192.0.2.1", "192.0.2.2"]
+    rec.close()

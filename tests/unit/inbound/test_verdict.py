@@ -58,13 +58,17 @@ class Dmarc:
 
 
 class Checks:
-    def __init__(self, dmarc: Dmarc | Exception, arc: Arc | None = None) -> None:
+    def __init__(self, dmarc: Dmarc | Exception, arc: Arc | None = None, spf_cached: bool = False) -> None:
         self.dmarc, self.arc = dmarc, arc or Arc("none", ())
+        self.cached = spf_cached
 
     async def check_spf(self, ip: str, mail_from: str, helo: str) -> SpfOutcome:
         return Spf()
 
-    async def verify_dkim(self, message: bytes, prefer_domain: str | None) -> Sequence[DkimOutcome]:
+    def spf_cached(self, mail_from: str, helo: str) -> bool:
+        return self.cached
+
+    async def verify_dkim(self, message: bytes, prefer_domain: str | None, crlf: bool = False) -> Sequence[DkimOutcome]:
         raise RuntimeError("a bug in DKIM")  # rule 8: logged, counted as no result
 
     async def verify_arc(self, message: bytes) -> ArcOutcome:
@@ -179,3 +183,20 @@ def test_trusted_networks_skip_everything(tmp_path: Path) -> None:
     out, txn, recorded = _run(tmp_path, Checks(Dmarc()), extra='trusted_networks = ["192.0.2.0/24"]')
     assert out.refuse is None and out.fields == {} and not recorded
     assert b"".join(txn.spooled()).startswith(b"Received:")
+
+
+def test_spf_with_its_record_cached_runs_inline_at_the_end_of_the_message(tmp_path: Path) -> None:
+    cfg = _config()
+    verdicts = v.Verdicts(lambda: cfg, Checks(Dmarc(), spf_cached=True), None, lambda d: False, None, lambda: 1.0)
+    cold = v.Verdicts(lambda: cfg, Checks(Dmarc()), None, lambda d: False, None, lambda: 1.0)
+    client = v.Client("192.0.2.1", 4000, "c.test")
+
+    async def go() -> v.Outcome:
+        cold_task = cold.spf(client, "a@out.test")
+        assert cold_task is not None  # not cached: a task from MAIL FROM on
+        cold_task.cancel()
+        assert verdicts.spf(client, "a@out.test") is None  # cached: no task
+        return await verdicts.end_of_message(_txn(tmp_path, "out.test"), client, "a@out.test", None)
+
+    out = asyncio.run(go())
+    assert out.fields["spf"] == "fail"  # the check ran, inline

@@ -206,3 +206,40 @@ def test_pkcs1_key_record() -> None:
     dns = _zone({"pk1": "v=DKIM1; k=rsa; p=" + base64.b64encode(der).decode()})
     (res,) = _verify(sign(MESSAGE, "example.net", "pk1"), dns)
     assert res.result == "pass", res
+
+
+def test_ed25519_signatures_are_checked_by_libsodium_strictly() -> None:
+    import base64
+    import hashlib
+
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from pigeon.mailauth.dkimkey import parse_key_record, signature_valid
+
+    private = ed25519.Ed25519PrivateKey.generate()
+    raw = private.public_key().public_bytes_raw()
+    key = parse_key_record(b"v=DKIM1; k=ed25519; p=" + base64.b64encode(raw))
+    assert not isinstance(key, str)
+    data = b"from:a@b.test\r\ndkim-signature:v=1; b="
+    good = private.sign(hashlib.sha256(data).digest())  # RFC 8463 §3: over the SHA-256 digest
+    assert signature_valid(key, data, good)
+    assert not signature_valid(key, data + b"x", good)
+    assert not signature_valid(key, data, good[:-1])  # not 64 octets
+    assert not signature_valid(key, data, good + b"\0")
+    # A small-order public key (the identity point) verifies "anything" in lenient
+    # implementations; libsodium refuses it (RFC 8032 §5.1.7 leaves that check to the verifier).
+    weak = parse_key_record(b"v=DKIM1; k=ed25519; p=" + base64.b64encode(b"\x01" + b"\0" * 31))
+    assert not isinstance(weak, str)
+    assert not signature_valid(weak, data, b"\x01" + b"\0" * 63)
+
+
+def test_a_caller_vouching_for_crlf_gets_the_same_verdicts() -> None:
+    body = b"Hello  Bob,\t \r\n\r\nspaces   and\ttabs \r\nbase64QUJDRA==\r\n\r\n\r\n"
+    for message in (sign(MESSAGE, "example.net"), sign(MESSAGE, "example.net", "ed", ed=True),
+                    sign(MESSAGE.split(b"\r\n\r\n")[0] + b"\r\n\r\n" + body, "example.net"),
+                    sign(MESSAGE, "example.net", canon=(b"simple", b"simple"))):
+        plain = _verify(message)
+        assert plain and plain[0].result == "pass"
+        assert _verify(message, crlf=True) == plain
+        tampered = message.replace(b"\r\n\r\n", b"\r\n\r\nX", 1)  # one more octet in the body
+        assert _verify(tampered, crlf=True) == _verify(tampered) != plain

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import hypothesis
+import hypothesis.strategies
 import pytest
 
 from pigeon.dns.resolver import DnsTempError
@@ -123,3 +125,19 @@ def test_header_from_domain(headers: bytes, domain: str | None) -> None:
 
 def test_many_from_fields_stop_early() -> None:
     assert header_from_domain(b"From: a@example.net\r\n" * 100_000 + b"\r\n") is None
+
+
+_PIECES = ["From", "from", "FROM", "From-X", "Fromage", "Sender", "To", ":", " ", "\t", "\r\n", "\n", "\r\n ",
+           "\r\n\t", "a@b.test", "<c@d.test>", "Name", ",", "\"q\"", "(c)", "\u00e9", "\r"]
+
+
+@hypothesis.settings(max_examples=3000, deadline=None)
+@hypothesis.given(hypothesis.strategies.lists(hypothesis.strategies.sampled_from(_PIECES), max_size=30))
+def test_the_fast_single_from_path_agrees_with_the_regular_expression(parts: list[str]) -> None:
+    from pigeon.mailauth.dmarc import _FROM_FIELD, _single_from_value
+
+    head = "".join(parts).encode("utf-8")
+    fast = _single_from_value(head)
+    slow = [m.group(1) for m in _FROM_FIELD.finditer(head.decode("utf-8", "surrogateescape"))]
+    if fast is not None:
+        assert slow == [fast]
