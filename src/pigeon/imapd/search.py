@@ -247,9 +247,8 @@ class Matcher:
                 return [i for i in idx if contains(rows[i][0], self.max_uid)]
             return [i for i in idx if contains(seqs[i], self.count)]
         if isinstance(key, c.SearchFlag):
-            has = self._has_flag
-            flag, present = key.flag, key.present
-            return [i for i in idx if has(flag, rows[i][1]) == present]
+            good = {f for f in {rows[i][1] for i in idx} if self._has_flag(key.flag, f) == key.present}
+            return [i for i in idx if rows[i][1] in good]
         if isinstance(key, c.SearchDate) and not key.sent:
             bounds = self._day_bounds(key.date)
             if bounds is not None:

@@ -80,6 +80,8 @@ REBASE_SLACK = 64
 #: Rule 11: a change of up to this many rows is kept for the other views (a few hundred KB at
 #: most); a bigger one (a STORE over a whole large folder) each view reads for itself.
 DELTA_SHARED_MAX = 1000
+#: ``rows`` of more than 1/4 of the view's messages reads the whole view in one pass.
+BULK_ROWS_FRACTION = 4
 PREFETCH_VALUE = 4096  # octets: larger cached values are not read in bulk by ``cache_many``
 
 #: One message in a view's overlay: (flag-set id, size, internaldate, modseq, Maildir base).
@@ -157,6 +159,16 @@ class Mailbox:
             j = i + len(uids)
             if j <= n and suids[i] == uids[0] and suids[j - 1] == uids[-1]:
                 return list(zip(suids[i:j], fids[i:j], sizes[i:j], dates[i:j], modseqs[i:j], strict=True))
+        if over and isinstance(uids, Sequence) and len(uids) > n // BULK_ROWS_FRACTION:
+            # Many UIDs (a SEARCH, FETCH 1:*) of a view with an overlay: the whole view at C
+            # speed, the overlay patched in, then only the UIDs asked for.
+            rows = [r for r in zip(suids, fids, sizes, dates, modseqs, strict=True) if r[0] not in over]
+            rows += [(u, e[0], e[1], e[2], e[3]) for u, e in over.items() if e is not None]
+            rows.sort()
+            wanted = set(uids)
+            if len(rows) != len(wanted) or not wanted.issuperset([r[0] for r in rows]):
+                rows = [r for r in rows if r[0] in wanted]
+            return rows
         out: list[MetaRow] = []
         for uid in uids:
             if over and uid in over:
