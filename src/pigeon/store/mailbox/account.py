@@ -58,6 +58,7 @@ from pigeon.store.mailbox.flags import parse_flags
 from pigeon.store.mailbox.importer import ImportedMessage, ImportResult
 from pigeon.store.mailbox.index import disk_full
 from pigeon.store.mailbox.model import MailboxError, MailboxInfo, MailboxStatus
+from pigeon.store.mailbox.scan import cur_mtime, own_change
 from pigeon.store.mailbox.snapshot import WarmSnapshots
 from pigeon.store.mailbox.view import Mailbox
 from pigeon.store.names import MailboxNameError
@@ -362,6 +363,7 @@ class Account:
                         # ops Rule 1: UIDNEXT and HIGHESTMODSEQ as of this transaction: another
                         # process may have appended since ``synced`` read them.
                         row = core.row_by_id(row.id)
+                        mark = cur_mtime(path)  # scan Rule 7
                         files.publish(core.io, msg, path, letters)
                         published = True
                         files.fsync_cur(core.io, path)
@@ -372,6 +374,7 @@ class Account:
                                       row.highestmodseq + 1, when, msg.size))
                         conn.execute("UPDATE folder SET uidnext=?, highestmodseq=? WHERE id=?",
                                      (uid + 1, row.highestmodseq + 1, row.id))
+                    own_change(core.scan_memo, row.id, path, mark)  # committed
                 except BaseException:
                     # Also when the COMMIT itself failed: a file without its row would be
                     # taken for a new message by the next scan.

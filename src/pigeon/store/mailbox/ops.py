@@ -55,6 +55,7 @@ from pigeon.store.mailbox import files
 from pigeon.store.mailbox.context import AccountCore
 from pigeon.store.mailbox.flags import StoreMode, apply, cur_name, parse_flags, split_name
 from pigeon.store.mailbox.index import FolderRow, disk_full
+from pigeon.store.mailbox.scan import cur_mtime, own_change
 from pigeon.store.mailbox.model import MailboxError
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,7 @@ def store(core: AccountCore, folder_id: int, uids: Sequence[int], mode: StoreMod
                 row = core.row_by_id(row.id)  # Rule 1: as of this transaction (other processes)
                 modseq = row.highestmodseq + 1
                 rows = load_rows(conn, row.id, uids)
+                mark = cur_mtime(core.path(row.name))  # scan Rule 7
                 if gone is not None and len(rows) < len(set(uids)):
                     present = {r.uid for r in rows}
                     gone.extend(u for u in uids if u not in present)
@@ -150,6 +152,8 @@ def store(core: AccountCore, folder_id: int, uids: Sequence[int], mode: StoreMod
                                  (info, kw, modseq, row.id, msg.uid))
                 if changed:
                     conn.execute("UPDATE folder SET highestmodseq=? WHERE id=?", (modseq, row.id))
+            if changed:  # committed
+                own_change(core.scan_memo, row.id, core.path(row.name), mark)
         except (OSError, sqlite3.Error) as exc:
             if not disk_full(exc):
                 raise
@@ -177,6 +181,7 @@ def remove(core: AccountCore, folder_id: int, uids: Sequence[int] | None,
             with core.index.write() as conn:
                 row = core.row_by_id(row.id)  # Rule 1: as of this transaction (other processes)
                 rows = load_rows(conn, row.id, uids)
+                mark = cur_mtime(core.path(row.name))  # scan Rule 7
                 listing = _listing(core, row) if len(rows) > BULK_ROWS else None
                 cur = core.path(row.name) / "cur"
                 for msg in rows:
@@ -196,6 +201,8 @@ def remove(core: AccountCore, folder_id: int, uids: Sequence[int] | None,
                     removed.append(msg.uid)
                 if removed:
                     tombstone(conn, row, removed)
+            if removed:  # committed
+                own_change(core.scan_memo, row.id, core.path(row.name), mark)
         except (OSError, sqlite3.Error) as exc:
             if not (disk_full(exc) and removed):
                 raise
