@@ -19,6 +19,7 @@ Rules:
    (the check every session makes after every command: "did this folder change since?") and
    the FETCH cache reads use it, so a session with nothing new waits for nobody's commit.
    While the index is open exclusively (index Rule 5) they take the account's path instead.
+   A third connection, ``loop_reader``, is the event loop's own (view Rule 12).
 6. Views share scans: ``rescan(row, since=t)`` skips the scan when one of the same folder
    started at or after ``t`` (``monotonic``, taken when the caller decided to sync), because
    that scan saw every change made before ``t``. So the N IDLE sessions of a folder woken by
@@ -83,6 +84,10 @@ class AccountCore:
         self.lock = threading.RLock()
         self.reader = Index(maildir / INDEX_NAME)  # Rule 5
         self.reader_lock = threading.Lock()
+        # view Rule 12: a third connection for the event loop's syncs, so that they never find
+        # the reader's lock held by a worker thread (one loop per process: never contended)
+        self.loop_reader = Index(maildir / INDEX_NAME)
+        self.loop_reader_lock = threading.Lock()
         self.names = UniqueNames(hostname)
         self.clock = clock
         self.max_append = max_append
@@ -119,6 +124,8 @@ class AccountCore:
         self.index.close()
         with self.reader_lock:
             self.reader.close()
+        with self.loop_reader_lock:
+            self.loop_reader.close()
 
     def unchanged(self, folder_id: int, highestmodseq: int, uidnext: int) -> bool:
         """Rule 5: True when a view at (``highestmodseq``, ``uidnext``) has nothing to sync:
@@ -141,6 +148,23 @@ class AccountCore:
         last = self.scan_memo.get(folder_id)
         return (last is not None and last[0] == st_new and last[1] == st_cur
                 and time.monotonic() - last[2] < DIRTY_RELIST)
+
+    def needs_scan(self, row: FolderRow, since: float | None = None) -> bool:
+        """Would ``rescan(row, since=since)`` scan? The same tests (Rule 6, ``scan`` Rule 1),
+        without writing anything: True also when the directories cannot be read."""
+        if since is not None and self.scanned.get((row.id, row.name), -1.0) >= since:
+            return False
+        path = self.path(row.name)
+        try:
+            st_new = os.stat(path / "new").st_mtime_ns
+            st_cur = os.stat(path / "cur").st_mtime_ns
+        except OSError:
+            return True
+        if st_new == row.new_mtime and st_cur == row.cur_mtime:
+            return False
+        last = self.scan_memo.get(row.id)
+        return not (last is not None and last[0] == st_new and last[1] == st_cur
+                    and time.monotonic() - last[2] < DIRTY_RELIST)
 
     def exists(self, name: str) -> bool:
         return os.path.isdir(self.path(name) / "cur")

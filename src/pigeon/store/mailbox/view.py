@@ -47,6 +47,17 @@ Rules:
    HIGHESTMODSEQ (RFC 7162 §3.1.1), so while it stands the same query gives the same rows: the
    100 sessions of one account woken by one delivery read the index once.
 
+12. ``sync_nowait`` is ``sync`` for the event loop, done only when it waits for nothing: it
+   never takes the account lock (a writer holds it through its fsyncs: it was held ~90 % of
+   the time under the mixed load) but reads the folder row and the delta through a
+   connection of its own (``AccountCore.loop_reader``: WAL readers never wait for the writer),
+   whose lock it takes only when free at once (it is, with one event loop); no scan due (``AccountCore.needs_scan``), no ``\\Recent`` claim
+   to write, no rebase (Rule 8: left to the next ``sync``). Otherwise it answers None and the
+   caller syncs in a worker thread. The view itself is its session's alone; what views share
+   (the flag table, the delta cache) is safe without the account lock. Why: a thread hop per command (the sync after each one)
+   cost more CPU in the hand-over of the GIL between the loop and the worker threads than the
+   sync itself (docs/benchmarks.md, issue 18, "CPU per command").
+
 What can go wrong: ``MailboxError("NONEXISTENT")`` when the folder was deleted or renamed
 away under the view (the IMAP session should then end with BYE); ``MailboxError
 ("EXPUNGEISSUED")`` from ``read`` when the message was expunged by someone else.
@@ -235,34 +246,59 @@ class Mailbox:
             row = core.rescan(core.row_by_id(self._id), since=since)
             if row.highestmodseq == self.highestmodseq and row.uidnext == self.uidnext:
                 return Changes([], [], [])
-            flags = core.flag_table.flags
-            new: list[MessageMeta] = []
-            changed: list[MessageMeta] = []
-            rows, gone = self._delta(row)
-            for r in rows:
-                msg = ops.Row(*r)
-                have = self._entry(msg.uid)
-                if have is not None:
-                    if have[3] == msg.modseq:
-                        continue  # Rule 2: our own change
-                    entry = self._entry_of(msg)
-                    self._set(msg.uid, entry)
-                    if flags[entry[0]] != flags[have[0]]:
-                        changed.append(self._meta(msg.uid, entry))
-                elif msg.uid >= self.uidnext:
-                    entry = self._entry_of(msg)
-                    self._set(msg.uid, entry)
-                    new.append(self._meta(msg.uid, entry))
-            expunged = [u for u in gone if self._entry(u) is not None]
-            for uid in expunged:
-                self._unset(uid)
-                self._recent.discard(uid)
-            self._claim_recent([m.uid for m in new], row)
-            self.highestmodseq = row.highestmodseq
-            self.uidnext = row.uidnext
-            if len(self._over) > REBASE_SLACK + len(self._snap.uids) // REBASE_FRACTION:
-                self._rebase(row)
-            return Changes(new, expunged, changed)
+            return self._apply_delta(row, self._delta(row, core.index.conn))
+
+    def sync_nowait(self, since: float) -> Changes | None:
+        """Rule 12: ``sync(since)`` when it can be done without waiting for anything (no lock
+        held by another thread, no scan, no write to the index); None when it cannot (the
+        caller then calls ``sync`` in a worker thread). For the event loop."""
+        core = self._core
+        if not core.can_read or not core.loop_reader_lock.acquire(blocking=False):
+            return None
+        try:
+            row = core.loop_reader.folder_by_id(self._id)
+            if row is None or core.needs_scan(row, since):
+                return None  # gone (the worker thread's sync says so), or a scan is due
+            if row.highestmodseq == self.highestmodseq and row.uidnext == self.uidnext:
+                return Changes([], [], [])
+            delta = self._delta(row, core.loop_reader.conn)
+        finally:
+            core.loop_reader_lock.release()
+        if not self.readonly and any(r[0] >= self.uidnext and r[0] >= row.recent_uid for r in delta[0]):
+            return None  # a \Recent claim to write (Rule 4)
+        return self._apply_delta(row, delta, rebase=False)
+
+    def _apply_delta(self, row: FolderRow, delta: tuple[list[Any], list[int]], rebase: bool = True) -> Changes:
+        """Rule 2, the rows ``_delta`` read; ``rebase`` (Rule 8) under the account lock only."""
+        core = self._core
+        flags = core.flag_table.flags
+        new: list[MessageMeta] = []
+        changed: list[MessageMeta] = []
+        rows, gone = delta
+        for r in rows:
+            msg = ops.Row(*r)
+            have = self._entry(msg.uid)
+            if have is not None:
+                if have[3] == msg.modseq:
+                    continue  # Rule 2: our own change
+                entry = self._entry_of(msg)
+                self._set(msg.uid, entry)
+                if flags[entry[0]] != flags[have[0]]:
+                    changed.append(self._meta(msg.uid, entry))
+            elif msg.uid >= self.uidnext:
+                entry = self._entry_of(msg)
+                self._set(msg.uid, entry)
+                new.append(self._meta(msg.uid, entry))
+        expunged = [u for u in gone if self._entry(u) is not None]
+        for uid in expunged:
+            self._unset(uid)
+            self._recent.discard(uid)
+        self._claim_recent([m.uid for m in new], row)
+        self.highestmodseq = row.highestmodseq
+        self.uidnext = row.uidnext
+        if rebase and len(self._over) > REBASE_SLACK + len(self._snap.uids) // REBASE_FRACTION:
+            self._rebase(row)
+        return Changes(new, expunged, changed)
 
     def _rebase(self, row: FolderRow) -> None:
         """Rule 8: after ``sync`` the view is the index at ``row``'s state; take the shared
@@ -551,15 +587,15 @@ class Mailbox:
             self._recent.discard(uid)
         return sorted(uids)
 
-    def _delta(self, row: FolderRow) -> tuple[list[Any], list[int]]:
+    def _delta(self, row: FolderRow, conn: sqlite3.Connection) -> tuple[list[Any], list[int]]:
         """The index rows and tombstones above the view's MODSEQ, up to ``row`` (fresh from the
-        index), shared by the views at the same state (Rule 11). Under the account lock."""
+        index), shared by the views at the same state (Rule 11). Under the account lock with
+        the index's connection, or under the reader's lock with its own (Rule 12)."""
         core = self._core
         key = (row.uidvalidity, self.highestmodseq, row.highestmodseq, row.uidnext)
         got = core.deltas.get(self._id)
         if got is not None and got[0] == key:
             return got[1], got[2]
-        conn = core.index.conn
         rows = conn.execute(f"SELECT {ops.ROW_COLS} FROM message WHERE folder=? AND modseq>? "
                             "ORDER BY uid", (self._id, self.highestmodseq)).fetchall()
         gone = [int(u) for (u,) in conn.execute(
@@ -571,6 +607,9 @@ class Mailbox:
     def _claim_recent(self, uids: list[int], row: FolderRow | None = None) -> None:
         """Rule 4; ``row``: the folder's row, read under the lock held since (else read now)."""
         if not uids:
+            return
+        if row is not None and (self.readonly or all(u < row.recent_uid for u in uids)):
+            self._recent.update(u for u in uids if u >= row.recent_uid)  # nothing to write
             return
         with self._core.lock:
             row = row or self._core.row_by_id(self._id)
