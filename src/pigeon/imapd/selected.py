@@ -13,7 +13,9 @@ Rules:
    (RFC 7162 §3.2.10). New messages: ``* n EXISTS`` (+ ``* n RECENT`` for IMAP4rev1). Flag
    changes by others: ``* n FETCH (FLAGS (...))``, with UID when QRESYNC is on (RFC 7162 §3.2.4)
    and MODSEQ when CONDSTORE is (RFC 7162 §3.1.4.1).
-4. Every store call is blocking and runs in a worker thread (``asyncio.to_thread``).
+4. Every store call that may block runs in a worker thread (``asyncio.to_thread``); the sync
+   after a command runs in the event loop when it cannot block (``Mailbox.sync_nowait``, view
+   Rule 13), else in a worker thread with the other sessions of the folder (``syncbatch``).
 5. A keyword the client has not been told of (``keywords``, first set by SELECT) is announced
    with ``* FLAGS`` and ``* OK [PERMANENTFLAGS]`` before any FETCH or EXISTS that could show
    it, whether this session stored it or another session, process or APPEND did (RFC 3501
@@ -191,7 +193,10 @@ class Selected:
     async def updates(self, allow_expunge: bool, syncs: SyncBatches | None = None) -> bytes:
         """Pick up deliveries and others' changes; the untagged responses allowed now. With
         ``syncs``, in one thread hop with the other sessions of the folder (``syncbatch``)."""
-        if syncs is not None:
+        got = self.mailbox.sync_nowait(self.mailbox.tick()) if syncs is not None else None
+        if got is not None:  # rule 4: on the loop when nothing can block (view Rule 13)
+            changes = got
+        elif syncs is not None:
             changes = await syncs.sync(self.mailbox)
         else:
             changes = await asyncio.to_thread(self.mailbox.sync, self.mailbox.tick())

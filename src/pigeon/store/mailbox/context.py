@@ -23,6 +23,7 @@ Rules:
    (the check every session makes after every command: "did this folder change since?") and
    the FETCH cache reads use it, so a session with nothing new waits for nobody's commit.
    While the index is open exclusively (index Rule 5) they take the account's path instead.
+   A third connection, ``loop_reader``, is the event loop's own (view Rule 13).
 6. Views share scans: ``rescan(row, since=t)`` skips the scan when one of the same folder
    started at or after ``t`` (``monotonic``, taken when the caller decided to sync), because
    that scan saw every change made before ``t``. So the N IDLE sessions of a folder woken by
@@ -113,6 +114,10 @@ class AccountCore:
         self._readers_made = 0
         self._readers_cond = threading.Condition()
         self._held = threading.local()  # Rule 5: the read connection this thread holds
+        # view Rule 13: a connection for the event loop's syncs, outside the pool, so that the
+        # loop never waits for a worker thread to give one back (one loop per process)
+        self.loop_reader = Index(maildir / INDEX_NAME, boot)
+        self.loop_reader_lock = threading.Lock()
         self.names = UniqueNames(hostname)
         self.clock = clock
         self.max_append = max_append
@@ -199,6 +204,8 @@ class AccountCore:
         with self._readers_cond:
             for index in self._readers:  # one in use is closed when the account is next closed
                 index.close()
+        with self.loop_reader_lock:
+            self.loop_reader.close()
 
     def unchanged(self, folder_id: int, highestmodseq: int, uidnext: int) -> bool:
         """Rule 5: True when a view at (``highestmodseq``, ``uidnext``) has nothing to sync:
@@ -221,6 +228,23 @@ class AccountCore:
         last = self.scan_memo.get(folder_id)
         return (last is not None and last[0] == st_new and last[1] == st_cur
                 and time.monotonic() - last[2] < DIRTY_RELIST)
+
+    def needs_scan(self, row: FolderRow, since: float | None = None) -> bool:
+        """Would ``rescan(row, since=since)`` scan? The same tests (Rule 6, ``scan`` Rule 1),
+        without writing anything: True also when the directories cannot be read."""
+        if since is not None and self.scanned.get((row.id, row.name), -1.0) >= since:
+            return False
+        path = self.path(row.name)
+        try:
+            st_new = os.stat(path / "new").st_mtime_ns
+            st_cur = os.stat(path / "cur").st_mtime_ns
+        except OSError:
+            return True
+        if st_new == row.new_mtime and st_cur == row.cur_mtime:
+            return False
+        last = self.scan_memo.get(row.id)
+        return not (last is not None and last[0] == st_new and last[1] == st_cur
+                    and time.monotonic() - last[2] < DIRTY_RELIST)
 
     def exists(self, name: str) -> bool:
         return os.path.isdir(self.path(name) / "cur")

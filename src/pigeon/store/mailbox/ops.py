@@ -26,7 +26,9 @@ Rules:
    allows it): the messages get new UIDs there, and a MOVE expunges the old ones.
 5. A file not found under its indexed name was renamed by another program: it is re-resolved
    by base name (``files.find_by_base``); when it is gone, the message is skipped here and
-   the next scan expunges it.
+   the next scan expunges it. An EXPUNGE over more than ``BULK_ROWS`` messages lists ``cur/``
+   once and finds every file by its base name there (the same answer, without a ``stat`` and
+   a path per message).
 6. A full disk (index Rule 5) must not stop a user from deleting mail to free it. The Maildir
    file name is the truth for flags and the file for existence (scan Rule 3), so: a STORE of
    flags that live in the name (``\\Seen``, ``\\Deleted``...) whose index write fails keeps
@@ -46,14 +48,13 @@ Rules:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import sqlite3
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from pigeon.durable.io import unlink_quietly
 from pigeon.store.mailbox import files
@@ -65,9 +66,8 @@ from pigeon.store.mailbox.model import MailboxError
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Row:
-    """One message row of the index."""
+class Row(NamedTuple):
+    """One message row of the index (a named tuple: an EXPUNGE or a sync builds thousands)."""
 
     uid: int
     base: str
@@ -79,22 +79,24 @@ class Row:
 
 
 ROW_COLS = "uid, base, info, keywords, modseq, internaldate, size"
-#: ``load_rows`` reads the whole folder in one query instead of one query per UID above this
-#: many UIDs (one indexed lookup costs about as much as reading a few dozen rows in one pass).
-BULK_ROWS = 64
+#: Messages above which ``load_rows`` reads a UID range in one query and ``remove`` lists
+#: ``cur/`` once instead of a ``stat`` per message (an EXPUNGE looks at every message).
+BULK_ROWS = 32
 
 
 def load_rows(conn: sqlite3.Connection, folder_id: int, uids: Sequence[int] | None) -> list[Row]:
     """The rows of ``uids`` in UID order; ``None`` means every message of the folder."""
-    if uids is None or len(uids) > BULK_ROWS:
-        rows = [Row(*r) for r in conn.execute(
+    if uids is None:
+        return [Row(*r) for r in conn.execute(
             f"SELECT {ROW_COLS} FROM message WHERE folder=? ORDER BY uid", (folder_id,))]
-        if uids is None:
-            return rows
-        wanted = set(uids)
-        return [r for r in rows if r.uid in wanted]
+    wanted = sorted(set(uids))
+    if len(wanted) > BULK_ROWS:  # one query over the UID range, not one per message
+        keep = set(wanted)
+        return [Row(*r) for r in conn.execute(
+            f"SELECT {ROW_COLS} FROM message WHERE folder=? AND uid BETWEEN ? AND ? ORDER BY uid",
+            (folder_id, wanted[0], wanted[-1])) if r[0] in keep]
     out: list[Row] = []
-    for uid in sorted(set(uids)):
+    for uid in wanted:
         r = conn.execute(f"SELECT {ROW_COLS} FROM message WHERE folder=? AND uid=?",
                          (folder_id, uid)).fetchone()
         if r is not None:
@@ -168,7 +170,7 @@ def _stored_in_names(core: AccountCore, changed: list[Row], before: dict[int, Ro
         raise MailboxError("OVERQUOTA", "The disk is full: only flags kept in the message's "
                                         "file name (such as \\Deleted) can be stored now") from exc
     core.index.degraded(f"flags of {len(changed)} message(s) kept in their file names only", exc)
-    return [dataclasses.replace(r, modseq=before[r.uid].modseq) for r in changed]
+    return [r._replace(modseq=before[r.uid].modseq) for r in changed]
 
 
 def remove(core: AccountCore, folder_id: int, uids: Sequence[int] | None,
@@ -184,8 +186,16 @@ def remove(core: AccountCore, folder_id: int, uids: Sequence[int] | None,
                     rows = _deleted_rows(conn, row.id, uids)  # Rule 3
                 else:
                     rows = load_rows(conn, row.id, uids)  # Rule 6: the names may say more
+                listing = _listing(core, row) if len(rows) > BULK_ROWS else None
+                cur = core.path(row.name) / "cur"
                 for msg in rows:
-                    path = locate(core, row, msg)
+                    if listing is None:
+                        path = locate(core, row, msg)
+                    else:
+                        name = listing.get(msg.base)
+                        if only_deleted and "T" not in (msg.info if name is None else split_name(name)[1]):
+                            continue  # the common case, without building a path (Rule 6 as below)
+                        path = None if name is None else cur / name
                     # Rule 6: the name's letters, when the index lags behind them.
                     info = msg.info if path is None else split_name(path.name)[1]
                     if only_deleted and "T" not in info:
@@ -212,6 +222,16 @@ def _deleted_rows(conn: sqlite3.Connection, folder_id: int, uids: Sequence[int] 
         return rows
     wanted = set(uids)
     return [r for r in rows if r.uid in wanted]
+
+
+def _listing(core: AccountCore, row: FolderRow) -> dict[str, str]:
+    """Base name → the name of its file now in ``cur/`` (what ``locate`` finds, for every
+    message at once)."""
+    try:
+        names = os.listdir(core.path(row.name) / "cur")
+    except FileNotFoundError:
+        return {}
+    return {name.partition(":")[0]: name for name in names}
 
 
 def tombstone(conn: sqlite3.Connection, row: FolderRow, uids: list[int]) -> int:

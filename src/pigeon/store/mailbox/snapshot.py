@@ -18,7 +18,9 @@ Rules:
    id with its IMAP flag set and its FETCH spelling; all views and snapshots of the account
    share it. It grows with the number of distinct flag combinations only (a handful in real
    mailboxes, at most one per message ever stored).
-5. Callers hold the account lock around ``build`` and ``FlagTable.intern``.
+5. Callers hold the account lock around ``build``. ``FlagTable.intern`` takes its own lock
+   for a new pair (the lists grow together), so a view may intern without the account lock
+   (view Rule 13); an id, once given, never changes.
 6. ``WarmSnapshots`` keeps the most recently used snapshots alive after their last view closed,
    store-wide, up to ``MAX_WARM_MESSAGES`` messages in all (least recently used dropped first),
    so that the next SELECT of a folder that did not change reads nothing from the index: what
@@ -58,6 +60,7 @@ class FlagTable:
     """Rule 4: (info, keywords) ⇄ small id, with the flag set and its FETCH text."""
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()  # Rule 5: a new pair, also from the event loop (view Rule 13)
         self._ids: dict[tuple[str, str], int] = {}
         self.infos: list[str] = []
         self.flags: list[frozenset[str]] = []
@@ -67,7 +70,12 @@ class FlagTable:
     def intern(self, info: str, keywords: str) -> int:
         key = (info, keywords)
         fid = self._ids.get(key)
-        if fid is None:
+        if fid is not None:
+            return fid
+        with self._lock:
+            fid = self._ids.get(key)
+            if fid is not None:
+                return fid
             flags = imap_flags(info, keywords)
             fid = len(self.infos)
             self.infos.append(info)

@@ -52,10 +52,21 @@ Rules:
    (Rule 4: the row is read again after a claim). An error of one view is that view's; an
    error of the folder (``NONEXISTENT``) is every view's.
 
-12. Durability (index Rule 2): EXPUNGE, POP3's removal, COPY and MOVE return only once their
+14. Durability (index Rule 2): EXPUNGE, POP3's removal, COPY and MOVE return only once their
    change is flushed (``make_durable``, after the account lock is released, shared with the
    account's other writers); the ``\\Recent`` claim and cache entries are never flushed on
    their own (a power loss may undo them: a message may be ``\\Recent`` again).
+
+13. ``sync_nowait`` is ``sync`` for the event loop, done only when it waits for nothing: it
+   never takes the account lock (a writer holds it through its fsyncs: it was held ~90 % of
+   the time under the mixed load) but reads the folder row and the delta through a
+   connection of its own (``AccountCore.loop_reader``: WAL readers never wait for the writer),
+   whose lock it takes only when free at once (it is, with one event loop); no scan due (``AccountCore.needs_scan``), no ``\\Recent`` claim
+   to write, no rebase (Rule 8: left to the next ``sync``). Otherwise it answers None and the
+   caller syncs in a worker thread. The view itself is its session's alone; what views share
+   (the flag table, the delta cache) is safe without the account lock. Why: a thread hop per command (the sync after each one)
+   cost more CPU in the hand-over of the GIL between the loop and the worker threads than the
+   sync itself (docs/benchmarks.md, issue 18, "CPU per command").
 
 What can go wrong: ``MailboxError("NONEXISTENT")`` when the folder was deleted or renamed
 away under the view (the IMAP session should then end with BYE); ``MailboxError
@@ -90,6 +101,8 @@ REBASE_SLACK = 64
 #: Rule 11: a change of up to this many rows is kept for the other views (a few hundred KB at
 #: most); a bigger one (a STORE over a whole large folder) each view reads for itself.
 DELTA_SHARED_MAX = 1000
+#: ``rows`` of more than 1/4 of the view's messages reads the whole view in one pass.
+BULK_ROWS_FRACTION = 4
 PREFETCH_VALUE = 4096  # octets: larger cached values are not read in bulk by ``cache_many``
 
 #: One message in a view's overlay: (flag-set id, size, internaldate, modseq, Maildir base).
@@ -167,6 +180,16 @@ class Mailbox:
             j = i + len(uids)
             if j <= n and suids[i] == uids[0] and suids[j - 1] == uids[-1]:
                 return list(zip(suids[i:j], fids[i:j], sizes[i:j], dates[i:j], modseqs[i:j], strict=True))
+        if over and isinstance(uids, Sequence) and len(uids) > n // BULK_ROWS_FRACTION:
+            # Many UIDs (a SEARCH, FETCH 1:*) of a view with an overlay: the whole view at C
+            # speed, the overlay patched in, then only the UIDs asked for.
+            rows = [r for r in zip(suids, fids, sizes, dates, modseqs, strict=True) if r[0] not in over]
+            rows += [(u, e[0], e[1], e[2], e[3]) for u, e in over.items() if e is not None]
+            rows.sort()
+            wanted = set(uids)
+            if len(rows) != len(wanted) or not wanted.issuperset([r[0] for r in rows]):
+                rows = [r for r in rows if r[0] in wanted]
+            return rows
         out: list[MetaRow] = []
         for uid in uids:
             if over and uid in over:
@@ -232,15 +255,42 @@ class Mailbox:
         with core.lock:
             return self._sync_at(core.rescan(core.row_by_id(self._id), since=since))[0]
 
+    def sync_nowait(self, since: float) -> Changes | None:
+        """Rule 13: ``sync(since)`` when it can be done without waiting for anything (no lock
+        held by another thread, no scan, no write to the index); None when it cannot (the
+        caller then calls ``sync`` in a worker thread). For the event loop."""
+        core = self._core
+        if not core.can_read or not core.loop_reader_lock.acquire(blocking=False):
+            return None
+        try:
+            row = core.loop_reader.folder_by_id(self._id)
+            if row is None or core.needs_scan(row, since):
+                return None  # gone (the worker thread's sync says so), or a scan is due
+            if row.highestmodseq == self.highestmodseq and row.uidnext == self.uidnext:
+                return Changes([], [], [])
+            delta = self._delta(row, core.loop_reader.conn)
+        finally:
+            core.loop_reader_lock.release()
+        if not self.readonly and any(r[0] >= self.uidnext and r[0] >= row.recent_uid for r in delta[0]):
+            return None  # a \Recent claim to write (Rule 4)
+        return self._apply_delta(row, delta, rebase=False)[0]
+
     def _sync_at(self, row: FolderRow) -> tuple[Changes, bool]:
         """Rule 2 once the folder is scanned: the view brought to ``row`` (fresh from the index);
         and whether it claimed ``\\Recent`` (``row.recent_uid`` is then stale). Under the lock."""
         if row.highestmodseq == self.highestmodseq and row.uidnext == self.uidnext:
             return Changes([], [], []), False
-        flags = self._core.flag_table.flags
+        return self._apply_delta(row, self._delta(row, self._core.index.conn))
+
+    def _apply_delta(self, row: FolderRow, delta: tuple[list[Any], list[int]],
+                     rebase: bool = True) -> tuple[Changes, bool]:
+        """Rule 2, the rows ``_delta`` read; ``rebase`` (Rule 8) under the account lock only;
+        and whether the view claimed ``\\Recent``."""
+        core = self._core
+        flags = core.flag_table.flags
         new: list[MessageMeta] = []
         changed: list[MessageMeta] = []
-        rows, gone = self._delta(row)
+        rows, gone = delta
         for r in rows:
             msg = ops.Row(*r)
             have = self._entry(msg.uid)
@@ -262,7 +312,7 @@ class Mailbox:
         claimed = self._claim_recent([m.uid for m in new], row)
         self.highestmodseq = row.highestmodseq
         self.uidnext = row.uidnext
-        if len(self._over) > REBASE_SLACK + len(self._snap.uids) // REBASE_FRACTION:
+        if rebase and len(self._over) > REBASE_SLACK + len(self._snap.uids) // REBASE_FRACTION:
             self._rebase(row)
         return Changes(new, expunged, changed), claimed
 
@@ -333,7 +383,7 @@ class Mailbox:
                     else [u for u in uids if self._entry(u) is not None])
             gone = self._drop(ops.remove(self._core, self._id, mine, only_deleted=True))
         if gone:
-            self._core.make_durable()  # Rule 12
+            self._core.make_durable()  # Rule 14
             self._core.notify(self.name)
         return gone
 
@@ -344,7 +394,7 @@ class Mailbox:
             mine = [u for u in uids if self._entry(u) is not None]
             gone = self._drop(ops.remove(self._core, self._id, mine, only_deleted=False))
         if gone:
-            self._core.make_durable()  # Rule 12
+            self._core.make_durable()  # Rule 14
             self._core.notify(self.name)
         return gone
 
@@ -353,7 +403,7 @@ class Mailbox:
             mine = [u for u in uids if self._entry(u) is not None]
             result = ops.transfer(self._core, self._id, mine, normalize(dest), move=False)
         if result[1]:
-            self._core.make_durable(normalize(dest))  # Rule 12
+            self._core.make_durable(normalize(dest))  # Rule 14
         self._core.notify(normalize(dest))
         return result
 
@@ -365,7 +415,7 @@ class Mailbox:
             result = ops.transfer(self._core, self._id, mine, normalize(dest), move=True)
             self._drop([s for s, _ in result[1]])
         if result[1]:
-            self._core.make_durable(normalize(dest), self.name)  # Rule 12
+            self._core.make_durable(normalize(dest), self.name)  # Rule 14
         self._core.notify(self.name)
         self._core.notify(normalize(dest))
         return result
@@ -580,15 +630,15 @@ class Mailbox:
             self._recent.discard(uid)
         return sorted(uids)
 
-    def _delta(self, row: FolderRow) -> tuple[list[Any], list[int]]:
+    def _delta(self, row: FolderRow, conn: sqlite3.Connection) -> tuple[list[Any], list[int]]:
         """The index rows and tombstones above the view's MODSEQ, up to ``row`` (fresh from the
-        index), shared by the views at the same state (Rule 11). Under the account lock."""
+        index), shared by the views at the same state (Rule 11). Under the account lock with
+        the index's connection, or under the reader's lock with its own (Rule 13)."""
         core = self._core
         key = (row.uidvalidity, self.highestmodseq, row.highestmodseq, row.uidnext)
         got = core.deltas.get(self._id)
         if got is not None and got[0] == key:
             return got[1], got[2]
-        conn = core.index.conn
         rows = conn.execute(f"SELECT {ops.ROW_COLS} FROM message WHERE folder=? AND modseq>? "
                             "ORDER BY uid", (self._id, self.highestmodseq)).fetchall()
         gone = [int(u) for (u,) in conn.execute(
@@ -600,7 +650,10 @@ class Mailbox:
     def _claim_recent(self, uids: list[int], row: FolderRow | None = None) -> bool:
         """Rule 4; ``row``: the folder's row, read under the lock held since (else read now).
         True when this view claimed some (the folder's ``recent_uid`` moved)."""
-        if not uids or (row is not None and max(uids) < row.recent_uid):  # none is fresh: no lock
+        if not uids:
+            return False
+        if row is not None and (self.readonly or max(uids) < row.recent_uid):  # nothing to write: no lock
+            self._recent.update(u for u in uids if u >= row.recent_uid)
             return False
         with self._core.lock:
             row = row or self._core.row_by_id(self._id)
@@ -608,7 +661,7 @@ class Mailbox:
             self._recent.update(fresh)
             if fresh and not self.readonly:
                 try:
-                    with self._core.index.write(durable=False) as conn:  # Rule 12
+                    with self._core.index.write(durable=False) as conn:  # Rule 14
                         conn.execute("UPDATE folder SET recent_uid=max(recent_uid, ?) WHERE id=?",
                                      (max(fresh) + 1, self._id))
                 except sqlite3.Error as exc:

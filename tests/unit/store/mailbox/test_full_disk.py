@@ -21,7 +21,7 @@ from tests.fulldisk import fill, free_bytes, small_fs
 
 BOB = Address("bob", "example.com")
 HOST = "mx.example.com"
-COUNT = 30
+COUNT = 40  # above ops.BULK_ROWS: EXPUNGE takes its one-listing path
 BODY = b"x" * 40_000  # each message frees about 40 KB when expunged
 
 

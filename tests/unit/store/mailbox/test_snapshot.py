@@ -253,3 +253,33 @@ def test_concurrent_sessions_stay_consistent_with_the_index(account: Account) ->
     finally:
         for box in views:
             box.close()
+
+
+def test_rows_of_many_uids_with_an_overlay_equal_the_one_by_one_answer(account: Account) -> None:
+    """``Mailbox.rows`` reads the whole view in one pass for many UIDs (view Rule 7): with an
+    overlay of changed, expunged and new messages it gives what looking up each UID gives."""
+    import random
+
+    from pigeon.store.mailbox import view as V
+
+    _fill(account, 60)
+    box, other = account.select("INBOX"), account.select("INBOX")
+    try:
+        box.store([3, 9, 10, 40], "add", SEEN)
+        other.store([5, 6, 7], "add", frozenset({"\\Deleted"}))
+        other.expunge()
+        for i in range(4):
+            account.append("INBOX", MSG + b"new %d\r\n" % i, frozenset(), None)
+        box.sync()
+        assert box._over  # changed, gone and new messages all in the overlay
+        uids = list(box.uids())
+        rnd = random.Random(3)
+        for wanted in (uids, uids[10:], uids[:-2] + [999], sorted(rnd.sample(uids, 40)), [5, 6, 7, *uids]):
+            wanted = sorted(set(wanted))
+            bulk = box.rows(wanted)
+            one_by_one = [r for u in wanted for r in box.rows([u])]
+            assert bulk == one_by_one
+            assert len(wanted) > len(uids) // V.BULK_ROWS_FRACTION  # the bulk path was taken
+    finally:
+        box.close()
+        other.close()

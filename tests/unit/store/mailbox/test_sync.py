@@ -303,3 +303,46 @@ def test_read_of_message_expunged_by_another_process(tmp_path: Path, clock: Fake
     finally:
         box.close()
         other.close()
+
+
+def test_own_changes_do_not_relist_cur_but_a_program_is_seen_within_dirty_relist(
+        account: Account, maildir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """context Rule 8: STOREs, EXPUNGEs and APPENDs of this process do not make the next scan list
+    ``cur/`` again; another program's rename hidden in the same mtime tick is seen once the
+    last listing is ``DIRTY_RELIST`` old (Rule 1's bound)."""
+    import time
+
+    from pigeon.store.mailbox import scan
+
+    for _ in range(5):
+        account.append("INBOX", MSG, frozenset(), None)
+    box, other = account.select("INBOX"), account.select("INBOX")
+    listings: list[Path] = []
+    real = scan._list_cur
+    monkeypatch.setattr(scan, "_list_cur", lambda d: listings.append(d) or real(d))
+    try:
+        time.sleep(scan.DIRTY_RELIST)
+        other.sync()  # one listing: the memo is fresh
+        assert len(listings) == 1
+        for uid in (1, 2, 3):
+            other.store([uid], "add", frozenset({"\\Seen"}))
+            assert [m.uid for m in box.sync().changed] == [uid]  # the index says it: no listing
+        other.store([4], "add", frozenset({"\\Deleted"}))
+        assert other.expunge() == [4]
+        account.append("INBOX", MSG, frozenset(), None)
+        ch = box.sync()
+        assert ch.expunged == [4] and [m.uid for m in ch.new] == [6]
+        assert len(listings) == 1
+        # A program renames a file in the same mtime tick as our last change: hidden at first...
+        cur = maildir / "cur"
+        mtime = os.stat(cur).st_mtime_ns
+        name = next(n for n in os.listdir(cur) if box.get(5) is not None and n.startswith(box.get(5).path.name.split(":")[0]))
+        os.rename(cur / name, cur / (name + "F"))
+        os.utime(cur, ns=(mtime, mtime))
+        assert box.sync().changed == []
+        time.sleep(scan.DIRTY_RELIST)  # ...and seen once the last listing is DIRTY_RELIST old
+        assert [(m.uid, m.flags) for m in box.sync().changed] == [(5, frozenset({"\\Flagged"}))]
+        assert len(listings) == 2
+    finally:
+        box.close()
+        other.close()
