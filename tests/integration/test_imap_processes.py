@@ -204,3 +204,52 @@ def test_a_delivery_wakes_idle_in_every_imap_process(multi: tuple[Server, int, d
     received = {int(p) for p in re.findall(r"pigeon\[(\d+)\] INFO pigeon\.mail: \S+ received\b", srv.log)}
     assert received == {pids["server"], pids["smtp worker 1"]}, received  # both delivering paths ran
     assert max(waits) < WAKE, waits
+
+
+def _sessions_per_process(port: int, pids: dict[str, int]) -> dict[str, int]:
+    """Established connections on ``port`` held by each of the server's processes (by the
+    socket inodes of /proc/net/tcp and each process's descriptors)."""
+    inodes = set()
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            parts = line.split()
+            local, state, inode = parts[1], parts[3], parts[9]
+            if state == "01" and int(local.split(":")[1], 16) == port:
+                inodes.add(f"socket:[{inode}]")
+    out = {}
+    for name, pid in pids.items():
+        fds = f"/proc/{pid}/fd"
+        out[name] = sum(1 for fd in os.listdir(fds) if os.readlink(f"{fds}/{fd}") in inodes)
+    return out
+
+
+def test_a_burst_of_connections_is_spread_over_the_imap_processes(
+        multi: tuple[Server, int, dict[str, int]]) -> None:
+    """net.listener rule 7: clients that connect at once (a desktop client's five connections,
+    the benchmark's ten) are not all taken by the process that wakes first."""
+    import threading
+
+    srv, port, pids = multi
+    imap = {k: v for k, v in pids.items() if k != "smtp worker 1"}
+    clients: list[Imap] = []
+    start = threading.Barrier(24)
+
+    def connect() -> None:
+        start.wait()
+        clients.append(Imap(port))
+
+    threads = [threading.Thread(target=connect) for _ in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert len(clients) == 24
+        counts = _sessions_per_process(port, imap)
+        assert sum(counts.values()) == 24, counts
+        assert sum(1 for n in counts.values() if n) >= 2, counts  # a busy one may take none
+        assert max(counts.values()) <= 16, counts  # not two thirds of them in one process
+    finally:
+        for c in clients:
+            c.close()

@@ -69,6 +69,9 @@ INTAKE_SERVICES = frozenset(SMTP_SERVICES)  # rule 3
 IMAP_SERVICES = ("imap", "imaps")
 POP3_SERVICES = ("pop3", "pop3s")
 CHANGE_SERVICES = frozenset(IMAP_SERVICES)  # rule 4: a worker whose sessions wait for change notices
+# net.listener rule 7: connections one process accepts per wake-up of a listening socket shared
+# with other processes; 2 keeps a burst of logins spread without an epoll round per connection.
+SHARED_ACCEPT_BURST = 2
 
 
 def credential_verifier(directory: Directory, auth: AuthConfig, clock: Clock) -> PasswordVerifier:
@@ -195,8 +198,10 @@ def imap_listener(service: str, parts: MailParts, fds: Sequence[int] = ()) -> Li
         return config().limits
 
     endpoints = getattr(config().listen, service)
+    shared = config().imap.processes > 1  # net.listener rule 7
     return Listener(service, [(e.host, e.port) for e in endpoints], factory, limits, IMAP_TOO_MANY,
-                    tls=front, gate=parts.gate, sockets=adopt_listening_sockets(fds) if fds else None)
+                    tls=front, gate=parts.gate, sockets=adopt_listening_sockets(fds) if fds else None,
+                    accept_burst=SHARED_ACCEPT_BURST if shared else None)
 
 
 def pop3_listener(service: str, parts: MailParts, fds: Sequence[int] = ()) -> Listener | None:
@@ -215,5 +220,7 @@ def pop3_listener(service: str, parts: MailParts, fds: Sequence[int] = ()) -> Li
         return config().limits
 
     endpoints = getattr(cfg.listen, service)
+    shared = cfg.pop3.processes > 1  # net.listener rule 7
     return Listener(service, [(e.host, e.port) for e in endpoints], factory, limits, POP3_TOO_MANY,
-                    tls=front, gate=parts.gate, sockets=adopt_listening_sockets(fds) if fds else None)
+                    tls=front, gate=parts.gate, sockets=adopt_listening_sockets(fds) if fds else None,
+                    accept_burst=SHARED_ACCEPT_BURST if shared else None)

@@ -17,6 +17,15 @@ Rules:
    ``TimeoutError``, so sessions end it as they end an idle one.
 5. ``EMFILE``/``ENFILE`` at accept: asyncio already stops accepting on that socket for a second;
    ``quiet_accept_errors`` makes its log line one per interval instead of one per attempt.
+7. ``accept_burst``: how many connections one wake-up of the listening socket accepts. asyncio
+   accepts up to its ``backlog`` (1024) in one go, so when the listening socket is shared by
+   several processes (``[imap]``/``[pop3] processes``) and clients connect at once, the process
+   that wakes first takes them all (the mixed IMAP benchmark had every session in one of two
+   processes). With a small burst each process takes a few, and a busy process, whose loop
+   comes back to the socket later, takes fewer (nginx's accept balancing, without a mutex).
+   asyncio uses one number for the kernel's queue and for the burst, so the socket is
+   listened on again with ``BACKLOG`` right after the server starts. SMTP keeps the default:
+   its sessions are short and its accept rate is measured against Postfix.
 6. ``stop`` closes the listening sockets first (no new sessions), then asks every session to
    finish (``Session.shutdown``), waits a grace period, and cancels what is left. A session that
    is cancelled has not acknowledged anything it has not committed, so nothing accepted is lost.
@@ -45,6 +54,7 @@ T = TypeVar("T")
 _READ, _WRITE = 0, 1  # the watchdog's slots (Stream)
 
 READ_SIZE = 65536  # one read at most; the protocol cores bound what they buffer
+BACKLOG = 1024  # the kernel's queue of connections not yet accepted (Postfix's default is 100+)
 # A TLS handshake is a few round trips: well under a second on a fast link, a few seconds on a
 # slow mobile one. 10 s bounds how long a silent client holds a connection slot (and the memory
 # of a TLS object) before saying anything; asyncio's default is 60.
@@ -367,7 +377,9 @@ class Listener:
                  tls: ssl.SSLContext | None = None,
                  sockets: list[socket.socket] | None = None,
                  gate: ConnectionGate | None = None,
-                 handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT) -> None:
+                 handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT,
+                 accept_burst: int | None = None) -> None:
+        self.accept_burst = accept_burst  # rule 7; None: asyncio's (the whole backlog)
         self.tls = tls  # implicit TLS: handshaken in _accept, after the connection is counted
         self.on_tls: Callable[[str], None] | None = None  # given to each Stream (the metrics)
         self.handshake_timeout = handshake_timeout
@@ -387,8 +399,10 @@ class Listener:
         self._failed_handshakes = QuietLog(level=logging.INFO)
 
     async def start(self) -> None:
+        burst = self.accept_burst or BACKLOG
         for sock in self.inherited:
-            server = await asyncio.start_server(self._accept, sock=sock, backlog=1024, limit=READ_SIZE * 2)
+            server = await asyncio.start_server(self._accept, sock=sock, backlog=burst, limit=READ_SIZE * 2)
+            self._relisten(server)
             self.servers.append(server)
             log.info("listening service=%s address=%s (shared)", self.service, _format(sock.getsockname()))
         if self.inherited:
@@ -396,10 +410,18 @@ class Listener:
         for host, port in self.endpoints:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             server = await asyncio.start_server(
-                self._accept, host, port, family=family, reuse_address=True, backlog=1024,
+                self._accept, host, port, family=family, reuse_address=True, backlog=burst,
                 limit=READ_SIZE * 2)
+            self._relisten(server)
             self.servers.append(server)
             log.info("listening service=%s address=%s", self.service, f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+
+    def _relisten(self, server: asyncio.Server) -> None:
+        """Rule 7: the kernel's queue back to ``BACKLOG`` when asyncio was given a small burst."""
+        if self.accept_burst is not None:
+            for wrapped in server.sockets:  # asyncio's wrappers have no listen(): a duplicate has
+                with socket.fromfd(wrapped.fileno(), wrapped.family, wrapped.type) as sock:
+                    sock.listen(BACKLOG)
 
     def listening_fds(self) -> list[int]:
         """The listening sockets' descriptors, to hand to another process (``sockets=``)."""
