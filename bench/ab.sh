@@ -12,6 +12,10 @@
 # message (user+sys of the server and its workers, from /proc), and end-to-end messages/s
 # (until every message is in Maildir new/).
 #
+# AB_EXTRA_A / AB_EXTRA_B: TOML appended to that build's configuration (printf %b: "\n" is a
+# newline), e.g. AB_EXTRA_B='[inbound]\ntrusted_networks = ["127.0.0.1/32"]\n' to trust the
+# load as bench/run.py does, for a tree that knows the key (an older tree refuses it).
+#
 # Needs smtp-source (Debian's postfix; bench/setup-postfix.sh installs it) and the project's
 # .venv (make install). Loopback only; it stops only the servers it started, by PID, and
 # deletes its data directories at the end. Run nothing else meanwhile: it measures the machine.
@@ -50,6 +54,7 @@ processes = 2
 [inbound]  # smtp-source sends from bench.test, a local domain: trusted, as run.py does
 trusted_networks = ["127.0.0.1/32"]
 T
+  if [ "$1" = A ]; then printf '%b' "${AB_EXTRA_A:-}"; else printf '%b' "${AB_EXTRA_B:-}"; fi >> "$d/pigeon.toml"
   echo pw | PYTHONPATH=$2/src "$PY" -m pigeon --config "$d/pigeon.toml" user add bench@bench.test --password-stdin >/dev/null 2>&1
   PYTHONPATH=$2/src "$PY" -m pigeon --config "$d/pigeon.toml" serve > "$d/serve.log" 2>&1 &
   pid=$!; SERVER=$pid

@@ -91,12 +91,15 @@ _MAX_COUNTED = 10_000  # ``runs`` forgets everything past this many keys (statis
 
 
 class _Gate:
-    """Rule 1 for one key: generations of runs, and who waits for them."""
+    """Rule 1 for one key: generations of runs, and who waits for them. The condition is made
+    only when a thread has to wait for a run under way (rare: a gate lives for one run or a few,
+    and making one per run cost about 1 % of the CPU per message, docs/benchmarks.md
+    "2026-12-07: the CPU regression since 11-27"); it shares the engine's lock."""
 
     __slots__ = ("cond", "started", "done", "running", "waiters", "failed")
 
-    def __init__(self, lock: threading.Lock) -> None:
-        self.cond = threading.Condition(lock)
+    def __init__(self) -> None:
+        self.cond: threading.Condition | None = None
         self.started = 0  # runs started
         self.done = 0  # the last run finished
         self.running = False
@@ -143,10 +146,12 @@ class GroupCommit:
         with self._lock:
             gate = self._gates.get(key)
             if gate is None:
-                gate = self._gates[key] = _Gate(self._lock)
+                gate = self._gates[key] = _Gate()
             gate.waiters += 1
             target = gate.started + 1
             while gate.done < target and gate.running:
+                if gate.cond is None:
+                    gate.cond = threading.Condition(self._lock)
                 gate.cond.wait()
             if gate.done >= target:
                 self._leave(key, gate)
@@ -175,7 +180,8 @@ class GroupCommit:
                     gate.failed.pop(min(gate.failed))
                 gate.failed[gen] = error
             self._leave(key, gate)
-            gate.cond.notify_all()
+            if gate.cond is not None:
+                gate.cond.notify_all()
         return error, True
 
     def _leave(self, key: Hashable, gate: _Gate) -> None:

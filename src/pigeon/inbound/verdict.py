@@ -73,6 +73,12 @@ C550_DMARC_REJECT = Reply(550, "5.7.1", "Message rejected per the sender domain'
 C550_LOCAL_SPOOF = Reply(550, "5.7.1", "Sender address domain is ours and the message is not authenticated")
 C451_LOCAL_TEMP = Reply(451, "4.7.5", "Cannot authenticate the sender domain now, try again later")
 C250_DISCARDED = Reply(250, "2.0.0", "Ok: discarded")
+# Rule 1: the answer of ``trusted`` is remembered per client address (asked twice per message:
+# parsing the address and testing every network cost about 1 % of the CPU per message of a
+# trusted client, docs/benchmarks.md "2026-12-07: the CPU regression since 11-27"). Forgotten
+# whole when this many addresses are held (bounded memory under a botnet), and whenever the
+# configured networks change (a reload).
+MAX_TRUSTED_MEMO = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +138,8 @@ class Verdicts:
         self._record = record
         self._now = now
         self._close = close
+        self._memo: dict[str, bool] = {}
+        self._memo_networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network] = ()
 
     def close(self) -> None:
         """The process stops: the recorder writes what it gathered (``inbound.reports`` rule 1)."""
@@ -139,7 +147,16 @@ class Verdicts:
             self._close()
 
     def trusted(self, ip: str) -> bool:
-        return in_networks(ip, self._config().inbound.trusted_networks)
+        networks = self._config().inbound.trusted_networks
+        if networks is not self._memo_networks:  # a reload: what was trusted may be no longer
+            self._memo = {}
+            self._memo_networks = networks
+        known = self._memo.get(ip)
+        if known is None:
+            if len(self._memo) >= MAX_TRUSTED_MEMO:
+                self._memo.clear()
+            known = self._memo[ip] = in_networks(ip, networks)
+        return known
 
     # -- at connect ---------------------------------------------------------------------------
 

@@ -200,3 +200,25 @@ def test_spf_with_its_record_cached_runs_inline_at_the_end_of_the_message(tmp_pa
 
     out = asyncio.run(go())
     assert out.fields["spf"] == "fail"  # the check ran, inline
+
+
+def test_trusted_is_remembered_per_address_and_forgotten_on_a_reload() -> None:
+    current = [_config('trusted_networks = ["192.0.2.0/24"]')]
+    verdicts = v.Verdicts(lambda: current[0], None, None, lambda d: False, None, lambda: 1.0)
+    assert verdicts.trusted("192.0.2.1") and verdicts.trusted("192.0.2.1")
+    assert not verdicts.trusted("198.51.100.1")
+    assert verdicts.trusted("::ffff:192.0.2.7")  # an IPv4-mapped address is its IPv4 one
+    current[0] = _config('trusted_networks = ["198.51.100.0/24"]')  # a reload
+    assert not verdicts.trusted("192.0.2.1")
+    assert verdicts.trusted("198.51.100.1")
+    current[0] = _config()
+    assert not verdicts.trusted("198.51.100.1")
+
+
+def test_the_trusted_memory_is_bounded() -> None:
+    cfg = _config('trusted_networks = ["10.0.0.0/8"]')
+    verdicts = v.Verdicts(lambda: cfg, None, None, lambda d: False, None, lambda: 1.0)
+    for i in range(v.MAX_TRUSTED_MEMO + 10):
+        assert verdicts.trusted(f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}")
+    assert len(verdicts._memo) <= v.MAX_TRUSTED_MEMO
+    assert not verdicts.trusted("192.0.2.1")
