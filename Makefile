@@ -27,7 +27,7 @@ run: install
 
 # Debian packages the integration tests drive (real clients); installed only when missing.
 # Each entry is command:package (the command that must exist, the package that provides it).
-DEB_TEST_PKGS := swaks:swaks msmtp:msmtp fetchmail:fetchmail mutt:mutt mbsync:isync openssl:openssl systemd-analyze:systemd pebble:pebble rspamd:rspamd
+DEB_TEST_PKGS := ss:iproute2 swaks:swaks msmtp:msmtp fetchmail:fetchmail mutt:mutt mbsync:isync openssl:openssl systemd-analyze:systemd pebble:pebble rspamd:rspamd
 test-deps:
 	@missing=""; for e in $(DEB_TEST_PKGS); do c=$${e%%:*}; p=$${e#*:}; command -v $$c >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

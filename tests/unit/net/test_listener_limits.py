@@ -224,3 +224,46 @@ def test_a_connection_limit_that_does_not_fit_is_refused_with_the_key_named() ->
     text = str(err.value)
     assert "limits.max_connections = 1000" in text
     assert f"{(1024 - FD_RESERVE) // FDS_PER_CONNECTION} at most" in text
+
+
+def _listen_backlog(port: int) -> int:
+    """The kernel's accept-queue size of the socket listening on ``port`` (``ss``'s Send-Q)."""
+    out = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True,
+                         check=True).stdout.split()
+    return int(out[2])
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_a_small_accept_burst_keeps_the_kernel_queue_and_serves(shared: bool) -> None:
+    """net.listener rule 7: asyncio's one number is the burst and the queue; the queue goes
+    back to BACKLOG (a queue of 2 would drop the SYNs of a burst of clients), bound here or
+    handed over by another process, and every client of a burst is still served."""
+    import socket as socket_mod
+
+    from pigeon.net.listener import BACKLOG
+
+    async def go() -> None:
+        gate = ConnectionGate()
+        if shared:
+            sock = socket_mod.socket()
+            sock.bind(("127.0.0.1", 0))
+            sock.listen(16)
+            lst = Listener("imap", [], _Echo, lambda: _limits(100, 100), b"busy\r\n", gate=gate,
+                           sockets=[sock], accept_burst=2)
+            await lst.start()
+            port = sock.getsockname()[1]
+        else:
+            lst = Listener("imap", [("127.0.0.1", 0)], _Echo, lambda: _limits(100, 100), b"busy\r\n",
+                           gate=gate, accept_burst=2)
+            await lst.start()
+            port = lst.bound[0][1]
+        try:
+            assert _listen_backlog(port) == BACKLOG
+            clients = await asyncio.gather(*(_greeting(port) for _ in range(12)))
+            assert [g for g, _ in clients] == [b"hello\r\n"] * 12
+            for _, w in clients:
+                w.close()
+        finally:
+            await lst.stop(grace=1)
+
+    asyncio.run(go())
