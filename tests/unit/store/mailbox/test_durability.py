@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from pigeon.clocks import FakeClock
 from pigeon.durable.flushes import PathDataSync
@@ -116,34 +119,36 @@ def test_the_simulated_power_loss_does_lose_the_tail(tmp_path: Path) -> None:
     store.close()
 
 
+@contextmanager
+def _inbox(machine: Machine) -> Iterator[Any]:
+    """Bob's INBOX in a store opened now (a process start), closed at the end of the block."""
+    store = machine.store()
+    view = store.account(BOB).select("INBOX")
+    try:
+        yield view
+    finally:
+        view.close()
+        store.close()
+
+
 def test_a_reboot_without_a_loss_only_moves_the_values_up(tmp_path: Path) -> None:
     machine = Machine(tmp_path / "mail")
     store = machine.store()
     account = store.account(BOB)
     for _ in range(3):
         account.append("INBOX", MSG, frozenset({"\\Seen"}), None)
-    view = account.select("INBOX")
-    before = (view.highestmodseq, view.uidnext, list(view.uids()))
-    view.close()
     store.close()
+    with _inbox(machine) as view:
+        before = (view.highestmodseq, view.uidnext, list(view.uids()))
     machine.boot = 2
-    store = machine.store()
-    view = store.account(BOB).select("INBOX")
-    assert list(view.uids()) == before[2]  # the messages keep their UIDs
-    assert view.highestmodseq > before[0] and view.uidnext >= before[1]
-    assert all("\\Seen" in m.flags for m in view.messages())
-    view.close()
-    store.close()
-    store = machine.store()  # the same boot again: nothing moves
-    view = store.account(BOB).select("INBOX")
-    again = (view.highestmodseq, view.uidnext)
-    view.close()
-    store.close()
-    store = machine.store()
-    view = store.account(BOB).select("INBOX")
-    assert (view.highestmodseq, view.uidnext) == again
-    view.close()
-    store.close()
+    with _inbox(machine) as view:
+        assert list(view.uids()) == before[2]  # the messages keep their UIDs
+        assert view.highestmodseq > before[0] and view.uidnext >= before[1]
+        assert all("\\Seen" in m.flags for m in view.messages())
+    with _inbox(machine) as view:  # the same boot again: nothing moves
+        again = (view.highestmodseq, view.uidnext)
+    with _inbox(machine) as view:
+        assert (view.highestmodseq, view.uidnext) == again
 
 
 def test_flag_changes_are_not_flushed_and_appends_expunges_copies_are(tmp_path: Path) -> None:
