@@ -14,8 +14,8 @@ Rules:
    tag ``pigeon[pid]``). The mail lines then go through ``logging`` too (``maillog`` rule 4's
    shortcut writes to streams only).
 5. ``tune_gc`` (at start, before anything is built) makes the cyclic garbage collector's young
-   collections rarer (``GC_THRESHOLDS``); ``freeze_startup`` (in worker processes, once they have
-   built their services and opened their listeners; not in the server, see ``app.server``) moves every object alive then into the permanent
+   collections rarer (``GC_THRESHOLDS``); ``freeze_startup`` (once the process has built its
+   services and opened its listeners) moves every object alive then into the permanent
    generation (``gc.freeze``), so a full collection never walks the modules, tables and
    configuration again. Reference counting still frees everything at once; only cycles wait
    longer. Why: with 10,000 IMAP sessions (~100 tracked objects each) a process holds about a
@@ -73,8 +73,7 @@ def tune_gc() -> None:
 
 
 def freeze_startup() -> None:
-    """Rule 5: what start-up built stays out of every later collection (worker processes only:
-    see ``app.server``)."""
+    """Rule 5: what start-up built stays out of every later collection."""
     gc.collect()
     gc.freeze()
     log.debug("gc: %d start-up objects frozen", gc.get_freeze_count())

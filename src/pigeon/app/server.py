@@ -44,7 +44,7 @@ from pigeon.app.hub import ChangeRelay, ServerHub, local_wake
 from pigeon.app.master import Master, Pool, WorkerSpec, plan
 from pigeon.app.reports import ServerReports
 from pigeon.app.privileges import PrivilegeError, bind_all, check_tree, drop, is_root, prepare_data_dir, resolve
-from pigeon.app.runtime import reopen_logs, setup_logging, tune_allocator, tune_gc
+from pigeon.app.runtime import freeze_startup, reopen_logs, setup_logging, tune_allocator, tune_gc
 from pigeon.app.services import (IMAP_SERVICES, POP3_SERVICES, SMTP_SERVICES, MailParts, SmtpParts,
                                  credential_verifier, expander, imap_listener, inbound_verdicts,
                                  pop3_listener, pop3_lock_dir, smtp_listener, srs_codec)
@@ -396,9 +396,7 @@ class App:
         await self.web.start()
         log.info("pigeon started hostname=%s data_dir=%s config=%s", self.config.hostname,
                  self.config.data_dir, self.config.source)
-        # runtime rule 5: no gc.freeze() here (workers only): in the server it made the process
-        # end right after start in about one test run of four (the worker then saw "the server
-        # is gone"); cause not found yet. The thresholds (tune_gc) apply here too.
+        freeze_startup()  # runtime rule 5
 
     def _start_reports(self) -> None:
         """Start-up step 4: the due reports go out once a day (app.reports, reports.schedule)."""
@@ -486,13 +484,19 @@ class App:
             self._lock_fd = None
         log.info("stopped")
 
-    async def run(self) -> None:
-        await self.start()
+    def _handle_signals(self) -> None:
+        """Before anything says the server is up (workers' "ready", "pigeon started"): a signal
+        sent on seeing those lines (logrotate, a test, systemd) must find its handler, not the
+        default action, which ends the process."""
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         loop.add_signal_handler(signal.SIGINT, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         loop.add_signal_handler(signal.SIGUSR1, self.reopen)
+
+    async def run(self) -> None:
+        self._handle_signals()
+        await self.start()
         sdnotify.ready(f"serving {self.config.hostname}: {len(self.listeners)} listener(s)")
         try:
             await self.stopping.wait()
