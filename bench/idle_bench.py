@@ -84,7 +84,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from imap_bench import free_port, log, wait_port  # noqa: E402
+from imap_bench import free_port, log, wait_port, write_results  # noqa: E402
 from run import cpu_seconds, machine_info, mem_kib, proc_tree  # noqa: E402
 
 DOMAIN = "idle.test"
@@ -733,16 +733,7 @@ def main() -> int:
             "machine": ", ".join(f"{k}: {v}" for k, v in machine_info(workdir).items())}
     text = report(meta, res)
     print(text)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"idle-{meta['date']}"
-    k = 2
-    while stem.with_suffix(".md").exists():
-        stem = out / f"idle-{meta['date']}-{k}"
-        k += 1
-    stem.with_suffix(".md").write_text(text)
-    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": res}, indent=1))
-    log(f"wrote {stem}.md and .json")
+    write_results(Path(a.out), f"idle-{meta['date']}", text, {"meta": meta, "results": res})
     return 0
 
 

@@ -76,6 +76,17 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def write_results(out: Path, name: str, text: str, data: dict[str, Any]) -> None:
+    """The report as ``out/name.md`` and the data as ``.json``; ``name-2``, ``-3``… when taken."""
+    out.mkdir(parents=True, exist_ok=True)
+    stem, k = out / name, 2
+    while stem.with_suffix(".md").exists():
+        stem, k = out / f"{name}-{k}", k + 1
+    stem.with_suffix(".md").write_text(text)
+    stem.with_suffix(".json").write_text(json.dumps(data, indent=1))
+    log(f"wrote {stem}.md and .json")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -715,16 +726,7 @@ def main() -> int:
             "machine": ", ".join(f"{k}: {v}" for k, v in machine_info(workdir).items())}
     text = report(meta, res)
     print(text)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"imap-{meta['date']}"
-    k = 2
-    while stem.with_suffix(".md").exists():
-        stem = out / f"imap-{meta['date']}-{k}"
-        k += 1
-    stem.with_suffix(".md").write_text(text)
-    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": res}, indent=1))
-    log(f"wrote {stem}.md and .json")
+    write_results(Path(a.out), f"imap-{meta['date']}", text, {"meta": meta, "results": res})
     return 0
 
 

@@ -55,7 +55,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from imap_bench import (PASSWORD, USER, BenchServer, Dovecot, Pigeon, log,  # noqa: E402
+from imap_bench import (PASSWORD, USER, BenchServer, Dovecot, Pigeon, log, write_results,  # noqa: E402
                         login_select, make_messages)
 from run import machine_info, proc_tree  # noqa: E402
 
@@ -419,16 +419,7 @@ def main() -> int:
             "machine": ", ".join(f"{k}: {v}" for k, v in machine_info(workdir).items())}
     text = report(meta, res, [s.name for s in servers])
     print(text)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"imap-load-{meta['date'][:10]}"
-    k = 2
-    while stem.with_suffix(".md").exists():
-        stem = out / f"imap-load-{meta['date'][:10]}-{k}"
-        k += 1
-    stem.with_suffix(".md").write_text(text)
-    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": res}, indent=1))
-    log(f"wrote {stem}.md and .json")
+    write_results(Path(a.out), f"imap-load-{meta['date'][:10]}", text, {"meta": meta, "results": res})
     return 0
 
 
