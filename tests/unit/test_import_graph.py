@@ -10,6 +10,8 @@ and the forbidden imports. This module holds the rest:
 3. ``proto`` and ``core`` read no clock and touch no file: no ``datetime.now()``/``today()``,
    no ``open()``, no ``print()`` (``datetime`` itself is allowed, for date arithmetic and
    formatting of instants passed in).
+4. Every flush to disk goes through the file-IO seam (``pigeon.durable.io``, issue 15): outside
+   ``durable`` no code calls ``os.fsync``, ``os.fdatasync``, ``os.sync`` or ``syncfs`` itself.
 """
 
 from __future__ import annotations
@@ -119,9 +121,24 @@ def test_proto_and_core_read_no_clock_and_touch_no_file() -> None:  # rule 3
     assert not offenders
 
 
+FLUSHES = frozenset({"fsync", "fdatasync", "sync", "syncfs"})
+
+
+def _os_flush_calls(*packages: str) -> list[str]:
+    return [f"{rel}:{n.lineno} os.{n.func.attr}" for rel, t in _modules(*packages) for n in ast.walk(t)
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr in FLUSHES
+            and isinstance(n.func.value, ast.Name) and n.func.value.id == "os"]
+
+
+def test_flushes_only_through_the_durable_seam() -> None:  # rule 4
+    packages = sorted({p.relative_to(SRC).parts[0].removesuffix(".py") for p in SRC.rglob("*.py")} - {"durable"})
+    assert not _os_flush_calls(*packages)
+
+
 def test_the_checks_see_what_they_look_for() -> None:
     """The walkers are not vacuous: they find the calls where they are allowed."""
     net_calls = [n.func.attr for _, t in _modules("net") for n in ast.walk(t)
                  if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr in CONNECTING]
     assert "open_connection" in net_calls and "start_unix_server" in net_calls
     assert len(_modules("proto", "core")) > 40
+    assert any(c.endswith("os.fdatasync") for c in _os_flush_calls("durable"))

@@ -39,6 +39,8 @@ from typing import Literal
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+from pigeon.durable.io import REAL, unlink_quietly, write_file_synced
+
 log = logging.getLogger(__name__)
 
 Algorithm = Literal["ed25519", "rsa"]
@@ -103,18 +105,10 @@ def _make(algorithm: Algorithm) -> bytes:
 def _write_private(path: Path, data: bytes) -> None:
     """Rule 4."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    unlink_quietly(tmp)  # a left-over of a crash in this very step
+    write_file_synced(tmp, data)  # the key's bytes on disk before its name
+    REAL.rename(tmp, path)
+    REAL.fsync_dir(path.parent)  # the name on disk before the key is published in DNS
 
 
 class KeyStore:

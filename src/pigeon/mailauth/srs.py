@@ -35,12 +35,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import re
 import secrets
 from pathlib import Path
 
 from pigeon.core.address import Address, AddressError, parse_address
+from pigeon.durable.io import write_file_synced
 
 MAX_AGE_DAYS = 21  # postsrsd SRS_MAXAGE default
 HASH_LENGTH = 4  # libsrs2 / postsrsd default hashlength
@@ -65,12 +65,7 @@ def load_secret(path: Path) -> bytes:
         data = path.read_bytes().strip()
     except FileNotFoundError:
         data = secrets.token_hex(SECRET_BYTES).encode("ascii")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, data + b"\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_file_synced(path, data + b"\n")  # durable before any address is signed with it
     if len(data) < 16:
         raise ValueError(f"{path}: SRS secret shorter than 16 octets")
     return data
