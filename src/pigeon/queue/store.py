@@ -44,41 +44,30 @@ Rules:
    would, and no inode is allocated or freed per message. The next body or record overwrites
    the file in place and cuts it to its own length before its fsync (recycle rule 3).
    Recovery clears them with the rest of ``tmp/``.
-8. The intake journal (``durable.journal``, docs/queue.md "The intake journal"): with
-   ``journal=True`` (the server), a body up to ``MEMORY_BODY`` stays in memory while it is
-   received. The queue decides which mail takes the journal (cleanup only commits): a body
-   still in memory whose recipients are all pending and local (the ``local_domain`` predicate
-   the app hands the store; without one, none; ``commit(fast=...)`` overrides the test). With
-   ``relay_journal=True`` (the server and its SMTP workers, whose fast road, ``qmgr.lane``, hands
-   journaled relay mail to the relay agent, which sends it from memory) a message none of whose recipients is local takes the
-   journal too; a message with both local and remote recipients takes the queue files. Its
-   ``commit`` appends record and body to the journal and returns
-   after the journal's group flush: that flush is the commit point of such a message. The
-   store keeps its body in memory, by queue id (``in_journal``; the record never carries it),
-   and hands it to delivery as a ``queue.source.MemoryBody`` (``body``) until the message
-   leaves the journal: ``remove`` (delivered: its done entry, nothing else is written) or
-   ``spill`` (moved into ``active/`` or ``hold/``, then its done entry). ``recover`` moves
-   whatever the journal still holds into ``active/`` and deletes the journal.
+8. The intake journal (``queue.intake_journal``, docs/queue.md "The intake journal"): with
+   ``journal=True`` (the server and its worker processes) a body up to ``MEMORY_BODY`` stays in
+   memory while it is received, and the queue decides which mail takes the journal (cleanup
+   only commits): a body still in memory whose recipients are all pending and local
+   (``local_domain``, the app's directory), or with ``relay_journal`` all remote; mixed mail
+   takes the queue files; ``commit(fast=...)`` overrides the test. Its commit point is the
+   journal's group flush; its body is kept in memory by queue id (``in_journal``) and handed
+   to delivery as a ``MemoryBody`` (``body``) until it leaves the journal: ``remove``
+   (delivered: its done entry) or ``spill`` (into ``active/`` or ``hold/``, then its done
+   entry). ``recover`` moves whatever the journals hold into ``active/`` and deletes them.
 9. A commit whose caller was cancelled still completes (rule 2) and is handed to ``orphans``
    (the app submits it for delivery), so it is not left undelivered until the next start.
-10. Each process that accepts mail has its own journal, ``journal/<owner>/`` (``main`` for the
-   server, ``w1``… for SMTP worker processes). A worker holds an exclusive lock on its journal
-   directory while it runs; draining a journal (``recover``, or the server after a worker
-   ended) takes that lock first, so a journal is never drained while its owner still appends.
-11. A full disk (docs/queue.md "A full disk"): ``commit(fast=True)`` asks the journal first
-   (``Journal.admit``, journal Rule 8); when the journal has no room, the message takes the
-   queue files as any other, and is answered 452 if they cannot be written. The 250 always
-   rests on a completed write and flush: a journal entry written into blocks a made-ahead
-   segment already holds, or the queue files.
+10. Each process that accepts mail has its own journal, ``journal/<owner>/``, locked by its
+   owner while it runs; ``drain_journal`` (start-up, or the server after a worker ended) takes
+   the lock first (``intake_journal`` rule 5).
+11. A full disk (docs/queue.md "A full disk"): a journal without room (``Journal.admit``)
+   sends the message to the queue files, answered 452 if they cannot be written either. The
+   250 always rests on a completed write and flush.
 12. A message whose fast delivery and spill both failed stays live in the journal, retried in
-   place by the fast road (``qmgr.lane``); its memory copy is let go and ``body`` reads it
-   back from its segment (``SegmentBody``). ``journal_messages`` lists what every journal
-   holds, and ``load``/``open_body`` find a message there (state ``journal``), for ``pigeon
-   queue list/show`` (running or stopped server).
-   A start whose recovery cannot move a journal into the queue files (still no room) logs it,
-   leaves that journal's segments as they are and goes on: the server must run so that users
-   can free space; the messages stay listed and the next start moves them (the messages moved
-   before the failure are in ``active/`` already and scheduled as any other).
+   place by the fast road (``qmgr.lane``), its body read back from its segment. ``load``,
+   ``open_body`` and ``journal_messages`` see every journal's messages (state ``journal``),
+   for ``pigeon queue list/show`` whether the server runs or not. A start whose recovery
+   cannot move a journal (still no room) logs it and goes on, the journal kept as it is: the
+   server must run so that users can free space; the next start moves it.
 
 What can go wrong: ``QueueWriteError`` (disk full, I/O error) from commit/update;
 ``RecordNotFound`` when an id is not queued; ``CorruptRecord`` from ``load``/``move``.
@@ -101,11 +90,12 @@ from pigeon.core.queueid import ENTROPY_BITS, QueueId, is_queue_id, new_queue_id
 from pigeon.durable.commit import GroupCommit
 from pigeon.durable.flushes import DirSync, wants_syncfs
 from pigeon.durable.io import REAL, FileIO, makedirs_durable, unlink_quietly, write_all, write_file_synced
-from pigeon.durable.journal import Journal, JournalBusy, lock_journal, read_at, remove_segments
-from pigeon.durable.journal import pending as journal_pending
+from pigeon.durable.journal import Journal, JournalBusy
 from pigeon.queue import api
 from pigeon.queue.api import MOVABLE_STATES, BodySource, RecordNotFound
+from pigeon.queue import intake_journal
 from pigeon.queue.body import MEMORY_BODY, BodyWriter, QueueWriteError
+from pigeon.queue.intake_journal import JOURNAL_DIR, JOURNAL_LOCK_WAIT, MAIN_JOURNAL, IntakeJournal
 from pigeon.queue.record import (
     STATES,
     Attempt,
@@ -119,7 +109,7 @@ from pigeon.queue.record import (
 )
 from pigeon.queue.recovery import RecoveryReport, recover_queue
 from pigeon.queue.recycle import FilePool
-from pigeon.queue.source import FileBody, MemoryBody, SegmentBody
+from pigeon.queue.source import FileBody, MemoryBody
 
 __all__ = [  # the record types are re-exported: callers import the queue's API from here
     "Attempt",
@@ -132,6 +122,8 @@ __all__ = [  # the record types are re-exported: callers import the queue's API 
     "QueueWriteError",
     "RcptState",
     "JournalBusy",
+    "JOURNAL_DIR",
+    "MAIN_JOURNAL",
     "RecordNotFound",
     "RecoveryReport",
     "State",
@@ -145,12 +137,6 @@ log = logging.getLogger(__name__)
 # more threads the GIL hand-offs between them cost more than the extra batching gains: 16 and
 # 64 measured alike at 50 SMTP sessions on 2 cores (docs/benchmarks.md), 32 leaves room.
 DEFAULT_IO_THREADS = 32
-
-JOURNAL_DIR = "journal"
-MAIN_JOURNAL = "main"  # the serving process's journal; SMTP worker processes have "w1", "w2"…
-# Rule 10: how long start-up waits for a worker of a previous server to let go of its journal
-# (it stops within its session grace period once its parent is gone).
-JOURNAL_LOCK_WAIT = 30.0
 
 
 class FileQueueStore:
@@ -173,20 +159,17 @@ class FileQueueStore:
         # are for the fast lane, whose Maildir files only the journal's messages have.
         self.commits = GroupCommit(io, whole_fs=journal and wants_syncfs(flush))
         self._dir_syncs = {name: DirSync(root / name) for name in ("msg", *STATES)}
-        # The intake journal (rule 8), for the server; tools and tests use the files alone.
-        self.journal: Journal | None = None
         self.local_domain = local_domain  # rule 8: which mail the journal takes (the app's directory)
         self.relay_journal = relay_journal  # rule 8: mail for other domains takes it too
         self.orphans: Callable[[QueueRecord], None] | None = None  # rule 9
-        # Rule 8: the bodies of journal commits, in memory until their delivery takes them.
-        self._bodies: dict[QueueId, bytes] = {}
-        self._journal_lock: int | None = None
-        if journal:
-            jdir = root / JOURNAL_DIR / _owner(journal_owner)
-            makedirs_durable(jdir, io=io)
-            if journal_owner != MAIN_JOURNAL:  # rule 10: a worker's journal is locked while in use
-                self._journal_lock = lock_journal(jdir, wait=0.0)
-            self.journal = Journal(jdir, self.commits, made_ahead=True)
+        # The intake journal (rules 8, 10), for the server and its workers; tools and tests use
+        # the files alone.
+        self.intake = IntakeJournal(root, journal_owner, self.commits, io, self._hand_orphan) if journal else None
+
+    @property
+    def journal(self) -> Journal | None:
+        """This process's ``durable.journal.Journal`` (rule 8), None without one."""
+        return self.intake.journal if self.intake is not None else None
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -226,19 +209,15 @@ class FileQueueStore:
             self._pool.shutdown(wait=True)
             self._pool = None
         self.commits.close()  # runs every pending flush first
-        self._bodies.clear()  # rule 8: bodies no lane took stay in the journal, for recovery
-        if self.journal is not None:
-            self.journal.close()
-        if self._journal_lock is not None:
-            os.close(self._journal_lock)
-            self._journal_lock = None
+        if self.intake is not None:
+            self.intake.close()  # rule 8: bodies no lane took stay in the journal, for recovery
 
     # -- receiving ---------------------------------------------------------------------------
 
     def new_body(self) -> BodyWriter:
         qid = new_queue_id(self.clock.now(), secrets.randbits(ENTROPY_BITS))
         path = self._dir("tmp") / qid
-        memory = MEMORY_BODY if self.journal is not None else 0  # rule 8
+        memory = MEMORY_BODY if self.intake is not None else 0  # rule 8
         try:
             return BodyWriter(qid, path, pool=self._pool_files, memory=memory, io=self.io)
         except OSError as exc:
@@ -254,27 +233,19 @@ class FileQueueStore:
         body.seal()
         self.io.rename(body.path, self.body_path(body.id))
 
-    def _takes_journal(self, rcpts: list[RcptState]) -> bool:
-        """Rule 8: every recipient is pending and in a local domain (``local_domain``), or, with
-        ``relay_journal``, none is: one lane (local or relay) can take the message from memory."""
-        local = self.local_domain
-        if local is None or not rcpts or any(r.status != "pending" for r in rcpts):
-            return False
-        where = {local(r.address.domain) for r in rcpts}
-        return where == {True} or (self.relay_journal and where == {False})
-
     async def commit(self, body: BodyWriter, envelope: Envelope, rcpts: list[RcptState], *,
                      fast: bool | None = None) -> QueueRecord:
         """Make the message durable (rule 1): in ``active/``, or in the intake journal (rule 8)
-        when the body is still in memory and the message is local (``_takes_journal``; ``fast``
+        when the body is still in memory and the message is local (``IntakeJournal.takes``; ``fast``
         overrides that test, for tests and tools). Raises QueueWriteError (rule 2)."""
+        intake = self.intake
         if fast is None:
-            fast = self.journal is not None and body.in_memory and self._takes_journal(rcpts)
-        if fast and self.journal is not None and body.in_memory:
+            fast = intake is not None and body.in_memory and intake.takes(rcpts, self.local_domain, self.relay_journal)
+        if fast and intake is not None and body.in_memory:
             record = self._new_record(body, envelope, rcpts)
             data = encode_record(record)
-            if self.journal.admit(len(data) + body.size):  # rule 11
-                return await self._commit_journal(body, record, data)
+            if intake.admit(len(data) + body.size):  # rule 11
+                return await intake.commit(body, record, data)
             log.debug("queue: the journal has no room for %s; it takes the queue files", record.id)
         task = asyncio.ensure_future(self._commit(body, envelope, rcpts))
         self._background.add(task)
@@ -296,101 +267,34 @@ class FileQueueStore:
             return
         record = task.result()
         log.info("queue: %s committed after its client went away (no 250 was sent)", record.id)
-        if self.orphans is not None:
-            self.orphans(record)
+        self._hand_orphan(record)
 
-    async def _commit_journal(self, body: BodyWriter, record: QueueRecord, encoded: bytes) -> QueueRecord:
-        """Rule 8, without a task of its own: the append is immediate, and a caller cancelled
-        while the flush runs leaves a callback that hands the record on (rule 9)."""
-        journal = self.journal
-        assert journal is not None
-        data = body.take()
-        try:
-            journal.append(record.id, encoded, data)
-        except OSError as exc:
-            log.error("queue: journal append of %s failed: %s", record.id, exc)
-            raise QueueWriteError(f"queue write failed for {record.id}: {exc}") from exc
-        flushed = journal.sync()
-        try:
-            await asyncio.shield(flushed)
-        except asyncio.CancelledError:
-            flushed.add_done_callback(lambda f: self._journal_orphan(f, record, data))
-            raise
-        except OSError as exc:
-            self._journal_failed(record, exc)
-            raise QueueWriteError(f"queue write failed for {record.id}: {exc}") from exc
-        self._bodies[record.id] = data
-        return record
-
-    def _journal_failed(self, record: QueueRecord, exc: BaseException) -> None:
-        log.error("queue: journal flush for %s failed: %s", record.id, exc)
-        assert self.journal is not None
-        self.journal.failed([record.id])
-
-    def _journal_orphan(self, flushed: asyncio.Future[None], record: QueueRecord, data: bytes) -> None:
-        if flushed.cancelled():
-            return
-        exc = flushed.exception()
-        if exc is not None:
-            self._journal_failed(record, exc)
-            return
-        self._bodies[record.id] = data
-        log.info("queue: %s committed after its client went away (no 250 was sent)", record.id)
+    def _hand_orphan(self, record: QueueRecord) -> None:
         if self.orphans is not None:
             self.orphans(record)
 
     def in_journal(self, qid: QueueId) -> bool:
         """Rule 8: ``qid`` is live in this process's intake journal (committed there, not yet
         delivered, removed or moved into a state)."""
-        if qid in self._bodies:
-            return True
-        if self.journal is None:
-            return False
-        try:
-            self.journal.body_location(qid)
-        except KeyError:
-            return False
-        return True
+        return self.intake is not None and self.intake.live(qid)
 
     def body(self, qid: QueueId) -> BodySource:
         """The body for a delivery agent (``queue.source``): the bytes still in memory for a
         journal commit, its journal segment for one whose memory copy was let go (rule 12),
         else the ``msg/`` file."""
-        data = self._bodies.get(qid)
-        if data is not None:
-            return MemoryBody(data)
-        if self.journal is not None:
-            try:
-                path, offset, length = self.journal.body_location(qid)
-            except KeyError:
-                pass
-            else:
-                return SegmentBody(path, offset, length, self.io)
-        return FileBody(self.body_path(qid))
+        source = self.intake.source(qid) if self.intake is not None else None
+        return source if source is not None else FileBody(self.body_path(qid))
 
     def _journal_done(self, qid: QueueId) -> None:
         """The message leaves this process's journal (rule 8): its done entry, its memory."""
-        self._bodies.pop(qid, None)
-        assert self.journal is not None
-        self.journal.done(qid)
+        assert self.intake is not None
+        self.intake.done(qid)
 
     def journal_messages(self) -> list[QueueRecord]:
         """Rule 12: every message an intake journal (any process's) still holds that is not in
         a state directory, oldest first, as read from the disk (``pigeon queue list``).
         Blocking; records that do not parse are left out (recovery keeps them in corrupt/)."""
-        base = self.root / JOURNAL_DIR
-        if not base.is_dir():
-            return []
-        out: list[QueueRecord] = []
-        for owner in sorted(p for p in base.iterdir() if p.is_dir()):
-            for entry in journal_pending(owner, quiet=True):
-                if self._known(entry.id):
-                    continue  # spilled; its done entry is not written yet
-                try:
-                    out.append(decode_record(entry.record, entry.id, "journal"))
-                except CorruptRecord:
-                    continue
-        return sorted(out, key=lambda r: r.created)
+        return intake_journal.pending_messages(self.root, self._known)
 
     async def spill(self, record: QueueRecord, state: State = "active") -> None:
         """Move a message live in this process's journal into the queue files (``active/``, or
@@ -404,13 +308,17 @@ class FileQueueStore:
             if state != "active":
                 await loop.run_in_executor(self._executor(), self.move, record.id, state)
         except QueueWriteError:
-            self._bodies.pop(record.id, None)
+            self._forget(record.id)
             raise
         except OSError as exc:
-            self._bodies.pop(record.id, None)
+            self._forget(record.id)
             raise QueueWriteError(f"moving {record.id} into the queue failed: {exc}") from exc
         self._journal_done(record.id)
         record.state = state
+
+    def _forget(self, qid: QueueId) -> None:
+        if self.intake is not None:
+            self.intake.forget(qid)  # rule 12: read back from the segment from now on
 
     def _spill_blocking(self, record: QueueRecord, body: bytes) -> None:
         writer = BodyWriter(record.id, self._dir("tmp") / record.id, pool=self._pool_files, io=self.io)
@@ -516,18 +424,7 @@ class FileQueueStore:
     def _journal_entry(self, qid: QueueId) -> tuple[QueueRecord, bytes] | None:
         """Rule 12: the record (state ``journal``) and body of a message some intake journal
         holds and no state directory does, read from the disk; None when there is none."""
-        base = self.root / JOURNAL_DIR
-        if not is_queue_id(qid) or not base.is_dir():
-            return None
-        for owner in sorted(p for p in base.iterdir() if p.is_dir()):
-            for entry in journal_pending(owner, quiet=True):
-                if entry.id != qid or self._known(qid):
-                    continue
-                try:
-                    return decode_record(entry.record, qid, "journal"), entry.body
-                except CorruptRecord:
-                    return None
-        return None
+        return intake_journal.pending_entry(self.root, qid, self._known)
 
     def scan(self, states: Iterable[State] = MOVABLE_STATES) -> Iterator[QueueRecord]:
         """Every readable record in the given states, oldest first within a state. Unreadable
@@ -656,9 +553,7 @@ class FileQueueStore:
         Then every message an intake journal still holds is moved into ``active/`` and the
         journals' segments are deleted (rules 8 and 10)."""
         report = recover_queue(self.root, self.io)
-        base = self.root / JOURNAL_DIR
-        owners = sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
-        for owner in owners:
+        for owner in intake_journal.owners(self.root):
             try:
                 moved = self.drain_journal(owner, report=report, wait=JOURNAL_LOCK_WAIT)
             except JournalBusy:
@@ -678,43 +573,11 @@ class FileQueueStore:
         """Move what ``owner``'s journal still holds into ``active/`` and delete its segments
         (start-up, or after an SMTP worker process ended). Returns the ids moved. Blocking.
         Raises JournalBusy when the owner still runs (rule 10)."""
-        root = self.root / JOURNAL_DIR / _owner(owner)
-        if not root.is_dir():
-            return []
-        lock = lock_journal(root, wait=wait) if owner != MAIN_JOURNAL else None
-        try:
-            moved: list[QueueId] = []
-            for entry in journal_pending(root):
-                if self._known(entry.id):
-                    continue  # spilled before the crash; its done entry did not reach the disk
-                try:
-                    record = decode_record(entry.record, entry.id, "active")
-                except CorruptRecord as exc:
-                    self._keep_corrupt(entry.id, entry.record, entry.body, str(exc))
-                    if report is not None:
-                        report.corrupt.append(f"journal:{entry.id}")
-                    continue
-                self._spill_blocking(record, entry.body)
-                moved.append(entry.id)
-            remove_segments(root, spare=lock is not None, io=self.io)  # the main journal's is in use here
-            return moved
-        finally:
-            if lock is not None:
-                os.close(lock)
+        return intake_journal.drain(self.root, owner, known=self._known, spill=self._spill_blocking,
+                                    io=self.io, report=report, wait=wait)
 
     def _known(self, qid: QueueId) -> bool:
         return any(self._record_path(state, qid).exists() for state in STATES)
-
-    def _keep_corrupt(self, qid: QueueId, record: bytes, body: bytes, why: str) -> None:
-        log.error("queue: journal entry %s is unreadable (%s); kept in corrupt/", qid, why)
-        corrupt = self._dir("corrupt")
-        corrupt.mkdir(mode=0o700, exist_ok=True)
-        for suffix, data in ((".journal", record), (".body", body)):
-            # Written aside and renamed: a recovery cut short and run again replaces its copy.
-            tmp = self._dir("tmp") / f"{qid}{suffix}.{secrets.token_hex(4)}"
-            write_file_synced(tmp, data, self.io)
-            self.io.rename(tmp, corrupt / f"{qid}{suffix}")
-        self.io.fsync_dir(corrupt)  # kept before the journal that held it is deleted
 
 
 # The name the tools and tests construct; callers type against ``queue.api.QueueStore``.
@@ -723,12 +586,6 @@ QueueStore = FileQueueStore
 
 def _conforms(store: FileQueueStore) -> api.QueueStore:
     return store  # mypy: the file-system store implements the seam
-
-
-def _owner(name: str) -> str:
-    if not name or not all(c.isalnum() for c in name) or not name.isascii():
-        raise ValueError(f"not a journal owner name: {name!r}")
-    return name
 
 
 def _checked(qid: str) -> str:
