@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 
@@ -64,13 +65,20 @@ class ChangeRelay:
     """Rule 6."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, send: Send) -> None:
+        """Made on ``loop``'s own thread."""
         self._loop = loop
+        self._thread = threading.get_ident()  # the loop's
         self._send = send
         self._pending: dict[str, int] = {}  # folder → index of the one worker it came from
 
     def notify(self, directory: Path) -> None:
-        """The server's own notice (``ChangeBus.forward``); safe from any thread."""
-        self._loop.call_soon_threadsafe(self._add, str(directory), _EVERYONE)
+        """The server's own notice (``ChangeBus.forward``); safe from any thread. From the
+        loop's own thread (the fast lane) without ``call_soon_threadsafe``, whose wake-up of the
+        loop is a system call each."""
+        if threading.get_ident() == self._thread:
+            self._add(str(directory), _EVERYONE)
+        else:
+            self._loop.call_soon_threadsafe(self._add, str(directory), _EVERYONE)
 
     def from_worker(self, worker: WorkerSpec, directory: Path) -> None:
         self._add(str(directory), worker.index)

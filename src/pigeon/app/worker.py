@@ -60,6 +60,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -127,6 +128,7 @@ class WorkerLink:
         self._transport = transport
         self._name = name
         self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()  # the loop's
         self._changed: set[str] = set()  # folders changed in this turn of the loop
 
     def send(self, msg: ipc.WorkerMessage) -> None:
@@ -145,8 +147,12 @@ class WorkerLink:
 
     def notify(self, directory: Path) -> None:  # store.changes.ChangeNotifier
         """One ``Changed`` per folder per turn of the loop, however many changes; safe from any
-        thread (the store's operations run in threads)."""
-        self._loop.call_soon_threadsafe(self._add_changed, str(directory))
+        thread (the store's operations run in threads). From the loop's own thread (the fast
+        lane) without ``call_soon_threadsafe``, whose wake-up of the loop is a system call each."""
+        if threading.get_ident() == self._thread:
+            self._add_changed(str(directory))
+        else:
+            self._loop.call_soon_threadsafe(self._add_changed, str(directory))
 
     def _add_changed(self, directory: str) -> None:
         if not self._changed:

@@ -113,7 +113,7 @@ class FastLocalDelivery:
             flushes = [self._sync.flush_fs(p.maildir, within=NEW_FLUSH_WITHIN) for _, p in files.values()]
         else:  # the engine closes each file after its fsync
             flushes = [self._sync.flush(FileSync(p.release(), close=True)) for _, p in files.values()]
-        done = await asyncio.gather(*flushes, return_exceptions=True)
+        done = await _settled(flushes)
         for (key, (addr, pending)), err in zip(list(files.items()), done, strict=True):
             if isinstance(err, BaseException):
                 pending.discard()
@@ -121,31 +121,46 @@ class FastLocalDelivery:
                 outcome[key] = failure(qid, addr, _as_exception(err))
 
     async def _link(self, qid: str, files: Files, outcome: Outcome) -> None:
-        """Link into ``new/``, then each ``new/`` fsynced once for the whole batch."""
-        linked: dict[str, tuple[Address, Path]] = {}
+        """Link into ``new/``, then each ``new/`` fsynced once for the whole batch. The Maildirs
+        are the store's own path objects (``MaildirStore.ensure``): no path made per file."""
+        linked: dict[str, tuple[Address, Path, Path]] = {}  # key: (addr, file in new/, its Maildir)
         for key, (addr, pending) in files.items():
             try:
-                linked[key] = (addr, self._store.link_new(pending))
+                linked[key] = (addr, self._store.link_new(pending), pending.maildir)
             except Exception as exc:
                 outcome[key] = failure(qid, addr, exc)
-        dirs = {path.parent for _, path in linked.values()}
-        if self._sync.whole_fs:  # Rule 3: shared with the other deliveries under way
-            syncs = {d: self._sync.flush_fs(d, within=NEW_FLUSH_WITHIN) for d in dirs}
-        else:
-            syncs = {d: self._sync.flush(DirSync(d)) for d in dirs}
+        syncs: dict[Path, asyncio.Future[None]] = {}
+        for _, path, maildir in linked.values():
+            if maildir not in syncs:
+                if self._sync.whole_fs:  # Rule 3: shared with the other deliveries under way
+                    syncs[maildir] = self._sync.flush_fs(maildir, within=NEW_FLUSH_WITHIN)
+                else:
+                    syncs[maildir] = self._sync.flush(DirSync(path.parent))
         errors: dict[Path, Exception] = {}
         for d, fut in syncs.items():
             try:
                 await fut
             except Exception as exc:
                 errors[d] = exc
-        for key, (addr, path) in linked.items():
-            err = errors.get(path.parent)
+        for key, (addr, path, maildir) in linked.items():
+            err = errors.get(maildir)
             if err is not None:
                 unlink_quietly(path, self._store.io)  # not durable, so not delivered (store.maildir Rule 6)
                 outcome[key] = failure(qid, addr, err)
                 continue
-            outcome[key] = delivered(qid, addr, path, self._changes)
+            outcome[key] = delivered(qid, addr, path, self._changes, maildir)
+
+
+async def _settled(futures: list[asyncio.Future[None]]) -> list[BaseException | None]:
+    """``gather(..., return_exceptions=True)``; one recipient (the usual case) without a
+    gathering future of its own."""
+    if len(futures) == 1:
+        try:
+            await futures[0]
+        except Exception as exc:
+            return [exc]
+        return [None]
+    return await asyncio.gather(*futures, return_exceptions=True)
 
 
 def _as_exception(err: BaseException) -> Exception:

@@ -168,11 +168,13 @@ def failure(qid: str, rcpt: Address, exc: Exception) -> RecipientResult:
     return RecipientResult(rcpt, "deferred", reply, HOST)
 
 
-def delivered(qid: str, rcpt: Address, path: Path, changes: ChangeNotifier | None) -> RecipientResult:
-    """After a durable delivery: the debug line, IMAP IDLE sessions woken, and its result."""
+def delivered(qid: str, rcpt: Address, path: Path, changes: ChangeNotifier | None,
+              maildir: Path | None = None) -> RecipientResult:
+    """After a durable delivery: the debug line, IMAP IDLE sessions woken, and its result.
+    ``maildir``: the folder of ``path`` when the caller has it (no new path object made)."""
     if log.isEnabledFor(logging.DEBUG):  # the arguments cost more than the check
         log.debug("%s: to=%s relay=local status=sent (%s) path=%s",
                   qid, format_path(rcpt), R250_DELIVERED, path.name)
     if changes is not None:
-        changes.notify(path.parent.parent)  # new/<file> → the Maildir (INBOX)
+        changes.notify(path.parent.parent if maildir is None else maildir)  # new/<file> → the Maildir (INBOX)
     return RecipientResult(rcpt, "delivered", R250_DELIVERED, HOST)

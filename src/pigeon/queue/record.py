@@ -89,6 +89,10 @@ class QueueRecord:
         return not self.pending()
 
 
+# One encoder for every record: ``json.dumps`` with options builds a new one per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def encode_record(record: QueueRecord) -> bytes:
     """The record as JSON bytes (UTF-8, one line, newline-terminated)."""
     doc: dict[str, object] = {
@@ -112,7 +116,7 @@ def encode_record(record: QueueRecord) -> bytes:
             for r in record.rcpts
         ],
     }
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+    return _ENCODER.encode(doc).encode("utf-8") + b"\n"
 
 
 def _number(d: dict[str, object], key: str) -> float:

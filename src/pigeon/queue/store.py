@@ -154,7 +154,8 @@ class FileQueueStore:
         self._background: set[asyncio.Task[QueueRecord]] = set()
         for sub in ("tmp", "msg", *STATES):
             makedirs_durable(root / sub, io=io)
-        self._pool_files = FilePool(root / "tmp", io=io)  # rule 7
+        self._tmp_dir = root / "tmp"
+        self._pool_files = FilePool(self._tmp_dir, io=io)  # rule 7
         # Group commit (rule 4), shared with the Maildir store by the app; its syncfs flushes
         # are for the fast lane, whose Maildir files only the journal's messages have.
         self.commits = GroupCommit(io, whole_fs=journal and wants_syncfs(flush))
@@ -216,7 +217,7 @@ class FileQueueStore:
 
     def new_body(self) -> BodyWriter:
         qid = new_queue_id(self.clock.now(), secrets.randbits(ENTROPY_BITS))
-        path = self._dir("tmp") / qid
+        path = self._tmp_dir / qid
         memory = MEMORY_BODY if self.intake is not None else 0  # rule 8
         try:
             return BodyWriter(qid, path, pool=self._pool_files, memory=memory, io=self.io)

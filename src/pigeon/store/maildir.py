@@ -67,6 +67,9 @@ MAX_NAME_CLASHES = 8  # link() EEXIST retries; one clash already means two write
 _NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.EXDEV})
 
 SUBDIRS = ("tmp", "new", "cur")
+# Rule 7: Maildirs remembered by address, a few per user delivered to lately (INBOX, Junk); past
+# this many the memory is cleared and each is looked up again (one user_root and three stats).
+MAX_READY = 4096
 
 
 class MaildirStore:
@@ -82,6 +85,7 @@ class MaildirStore:
         self.commits = commits if commits is not None else GroupCommit(io, name="pigeon-maildir-sync")
         self.io = self.commits.io
         self._complete: set[Path] = set()  # Rule 7: Maildirs known to have cur/ new/ tmp/
+        self._ready: dict[tuple[str, str | None], Path] = {}  # Rule 7: (address key, folder) -> one of them
 
     @property
     def dir_fsyncs(self) -> int:
@@ -101,12 +105,16 @@ class MaildirStore:
     def ensure(self, address: Address, folder: str | None = None) -> Path:
         """Create ``cur/ new/ tmp/`` (0700) if missing; returns the Maildir path (of
         ``folder``, a plain Maildir++ name such as ``Junk``, when given: Rule 9)."""
+        ready = self._ready.get((address.key, folder))
+        if ready is not None:
+            return ready  # Rule 7: no path built, no stat
         maildir = self.user_root(address)
         if folder is not None:
             if not folder.isalnum():
                 raise ValueError(f"not a plain folder name: {folder!r}")
             maildir = maildir / ("." + folder)
         if maildir in self._complete:
+            self._remember(address, folder, maildir)
             return maildir
         if not all(os.path.isdir(maildir / sub) for sub in SUBDIRS):
             for sub in SUBDIRS:
@@ -115,7 +123,18 @@ class MaildirStore:
                 marker = maildir / "maildirfolder"  # Maildir++: this directory is a folder
                 self.io.close(self.io.open(marker, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, FILE_MODE))
         self._complete.add(maildir)
+        self._remember(address, folder, maildir)
         return maildir
+
+    def _remember(self, address: Address, folder: str | None, maildir: Path) -> None:
+        if len(self._ready) >= MAX_READY:
+            self._ready = {}  # Rule 7: bounded; the next delivery to each looks it up again
+        self._ready[(address.key, folder)] = maildir
+
+    def _forget(self, maildir: Path) -> None:
+        """Rule 7: ``maildir`` was removed behind our back; the next delivery recreates it."""
+        self._complete.discard(maildir)
+        self._ready = {k: v for k, v in self._ready.items() if v != maildir}
 
     def list_new(self, address: Address) -> list[Path]:
         return _list_files(self.user_root(address) / "new")
@@ -147,7 +166,7 @@ class MaildirStore:
         try:
             final = self._write_and_link(maildir, prefix, body)
         except FileNotFoundError:
-            self._complete.discard(maildir)  # Rule 7: removed behind our back; the retry recreates it
+            self._forget(maildir)  # Rule 7: removed behind our back; the retry recreates it
             raise
         try:
             self.commits.flush_blocking(DirSync(final.parent))  # Rules 2 and 5
@@ -171,7 +190,7 @@ class MaildirStore:
         try:
             base, tmp, fd = self._create_tmp(maildir / "tmp")
         except FileNotFoundError:
-            self._complete.discard(maildir)  # Rule 7
+            self._forget(maildir)  # Rule 7
             raise
         try:
             conv = CrlfToLf()
