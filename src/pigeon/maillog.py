@@ -38,7 +38,12 @@ _CONTROLS = re.compile('[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]')
 
 
 def _quote(value: object) -> str:
-    text = value if type(value) is str else str(value)
+    if isinstance(value, str):
+        text = value
+    elif type(value) is int:
+        return str(value)  # a count or a size: nothing to quote
+    else:
+        text = str(value)
     if text and _NEEDS_QUOTES.search(text) is None:
         return text  # the common case: an id, an address, a number
     text = _CONTROLS.sub("?", text.replace("\r", " ").replace("\n", " "))
@@ -53,9 +58,7 @@ def _emit(qid: str, event: str, **fields: object) -> None:
         observer(event, fields)  # rule 5: counted even when the line is not written
     if not log.isEnabledFor(logging.INFO):
         return  # nothing is formatted for a line nobody reads
-    parts = [qid or "NOQUEUE", event]
-    parts.extend(f"{k}={_quote(v)}" for k, v in fields.items() if v is not None)
-    text = " ".join(parts)
+    text = " ".join([qid or "NOQUEUE", event, *[f"{k}={_quote(v)}" for k, v in fields.items() if v is not None]])
     direct = _direct
     if direct is not None:
         direct.write(text)

@@ -38,7 +38,6 @@ recipients), ``TemporaryError``/``QueueWriteError`` (disk full, I/O error, direc
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -99,7 +98,9 @@ class Intake:
         """Open a transaction. Recipients already in ``envelope`` are ignored: add them with
         ``add_rcpt``. ``add_missing_headers`` overrides the intake's default (rule 4)."""
         fix = self.add_missing_headers if add_missing_headers is None else add_missing_headers
-        return Transaction(self, replace(envelope, recipients=[]), fix)
+        fresh = envelope.copy()
+        fresh.recipients = []
+        return Transaction(self, fresh, fix)
 
 
 class Transaction:

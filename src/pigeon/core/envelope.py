@@ -72,6 +72,13 @@ class Envelope:
     requiretls: bool = False  # rule 5
     folder: str | None = None  # rule 6
 
+    def copy(self) -> Envelope:
+        """A shallow copy (the same recipients list): ``dataclasses.replace`` without its
+        per-field work, for a copy made on every message's path (``cleanup.intake``). Every
+        field is named here (tests/unit/core/test_envelope.py checks that none is missed)."""
+        return Envelope(self.sender, self.recipients, self.body, self.smtputf8, self.ret, self.envid,
+                        self.client, self.requiretls, self.folder)
+
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {
             "sender": str(self.sender) if self.sender is not None else "",

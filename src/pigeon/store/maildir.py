@@ -86,6 +86,7 @@ class MaildirStore:
         self.io = self.commits.io
         self._complete: set[Path] = set()  # Rule 7: Maildirs known to have cur/ new/ tmp/
         self._ready: dict[tuple[str, str | None], Path] = {}  # Rule 7: (address key, folder) -> one of them
+        self._dirs: dict[Path, tuple[Path, Path]] = {}  # Rule 7: a Maildir's tmp/ and new/
 
     @property
     def dir_fsyncs(self) -> int:
@@ -130,6 +131,15 @@ class MaildirStore:
         if len(self._ready) >= MAX_READY:
             self._ready = {}  # Rule 7: bounded; the next delivery to each looks it up again
         self._ready[(address.key, folder)] = maildir
+
+    def _subdirs(self, maildir: Path) -> tuple[Path, Path]:
+        """``tmp/`` and ``new/`` of ``maildir``, made once (Rule 7's memory, as bounded)."""
+        dirs = self._dirs.get(maildir)
+        if dirs is None:
+            if len(self._dirs) >= MAX_READY:
+                self._dirs = {}
+            dirs = self._dirs[maildir] = (maildir / "tmp", maildir / "new")
+        return dirs
 
     def _forget(self, maildir: Path) -> None:
         """Rule 7: ``maildir`` was removed behind our back; the next delivery recreates it."""
@@ -188,7 +198,7 @@ class MaildirStore:
         ``link_new``."""
         maildir = self.ensure(address, folder)
         try:
-            base, tmp, fd = self._create_tmp(maildir / "tmp")
+            base, tmp, fd = self._create_tmp(self._subdirs(maildir)[0])
         except FileNotFoundError:
             self._forget(maildir)  # Rule 7
             raise
@@ -206,7 +216,7 @@ class MaildirStore:
         """Step 2, after the file's fsync: link it into ``new/`` (Rule 2). The caller then
         fsyncs ``new/`` before the message counts as delivered."""
         try:
-            return self._link_into_new(pending.maildir / "new", pending.tmp, pending.base,
+            return self._link_into_new(self._subdirs(pending.maildir)[1], pending.tmp, pending.base,
                                        pending.size, pending.crlf_size)
         except BaseException:
             unlink_quietly(pending.tmp, self.io)

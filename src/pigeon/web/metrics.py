@@ -26,6 +26,7 @@ a queue scan that fails is logged and the gauges are left out of that scrape.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -81,6 +82,7 @@ class MailCounters:
 
     def __init__(self) -> None:
         self.values: dict[Key, float] = {}
+        self._delay_keys: dict[str, tuple[list[Key], Key]] = {}
 
     def add(self, name: str, labels: tuple[str, ...], amount: float = 1.0) -> None:
         key = (name, labels)
@@ -105,11 +107,17 @@ class MailCounters:
             seconds = max(0.0, float(str(value)))
         except ValueError:
             return
-        for bound in DELAY_BUCKETS:
-            if seconds <= bound:
-                self.add(DELAY, (transport, repr(bound)))
-        self.add(DELAY, (transport, "+Inf"))
-        self.add(DELAY + "_sum", (transport,), seconds)
+        keys = self._delay_keys.get(transport)
+        if keys is None:  # the histogram's keys, made once per transport
+            labels: list[tuple[str, ...]] = [(transport, repr(bound)) for bound in DELAY_BUCKETS]
+            labels.append((transport, "+Inf"))
+            keys = ([(DELAY, label) for label in labels], (DELAY + "_sum", (transport,)))
+            self._delay_keys[transport] = keys
+        buckets, total = keys
+        values = self.values
+        for key in buckets[bisect.bisect_left(DELAY_BUCKETS, seconds):]:  # every bound >= seconds
+            values[key] = values.get(key, 0.0) + 1.0
+        values[total] = values.get(total, 0.0) + seconds
 
     def auth_failure(self) -> None:
         self.add(AUTH_FAILURES, ())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 
 import pytest
 
@@ -89,3 +90,15 @@ def test_utf8_addresses_load_from_the_record() -> None:
     env = Envelope.from_json(d)
     assert env.sender == Address("jürgen", "exämple.org")
     assert env.recipients[0].address == Address("ü", "exämple.org")
+
+
+def test_copy_keeps_every_field() -> None:
+    """``Envelope.copy`` names each field: a field added later and not copied fails here."""
+    env = Envelope(Address("a", "example.org"), [Recipient(Address("b", "example.net"))], "8BITMIME", True,
+                   "HDRS", "envid", ClientInfo("192.0.2.1", "helo"), True, "Junk")
+    copy = env.copy()
+    assert copy is not env
+    default = Envelope(None)
+    for f in fields(Envelope):
+        assert getattr(env, f.name) != getattr(default, f.name), f"give {f.name} a value in this test"
+        assert getattr(copy, f.name) is getattr(env, f.name), f.name
