@@ -144,7 +144,7 @@ class MaildirStore:
     def _forget(self, maildir: Path) -> None:
         """Rule 7: ``maildir`` was removed behind our back; the next delivery recreates it."""
         self._complete.discard(maildir)
-        self._ready = {k: v for k, v in self._ready.items() if v != maildir}
+        self._ready = {k: v for k, v in list(self._ready.items()) if v != maildir}  # a copy: threads add
 
     def list_new(self, address: Address) -> list[Path]:
         return _list_files(self.user_root(address) / "new")
