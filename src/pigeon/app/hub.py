@@ -135,9 +135,10 @@ class ServerHub:
                 self.counters(worker.name, msg.pid, msg.values)
             return
         if isinstance(msg, ipc.Changed):  # rule 3
-            self._changes.notify(Path(msg.directory))
+            directory = Path(msg.directory)  # one path object for both (a notice per turn of a worker's loop)
+            self._changes.notify(directory)
             if self._relay is not None:
-                self._relay.from_worker(worker, Path(msg.directory))
+                self._relay.from_worker(worker, directory)
             return
         op = "schedule" if isinstance(msg, ipc.Schedule) else "complete"
         try:
