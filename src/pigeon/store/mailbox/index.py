@@ -1,7 +1,8 @@
 """The per-account SQLite index: ``<maildir>/pigeon-index.sqlite3``.
 
 What it holds: per folder its UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ, the first UID no session
-has seen yet (``\\Recent``), special-use and the ``new/`` and ``cur/`` mtimes of the last scan;
+has seen yet (``\\Recent``), special-use, the ``new/`` and ``cur/`` mtimes of the last scan and
+the record of the last listing (``scan`` Rule 1);
 per message its UID, Maildir base name, info letters (flags as in the file name), keywords,
 MODSEQ, INTERNALDATE and size; tombstones ``(uid, modseq)`` of expunged messages (QRESYNC,
 RFC 7162 §3.2.10); subscriptions; a cache ``(folder, uid, key) → blob``.
@@ -57,8 +58,9 @@ Rules:
    UIDNEXT to its reservation: a reboot costs at most ``UID_RESERVE`` UIDs per folder and a
    full flag resynchronisation for CONDSTORE clients. Without a boot id (not Linux) every
    write commits with ``FULL``, as before.
-7. Schema 2 added the reservation columns (Rule 6); an index of schema 1 is upgraded in place
-   when opened (its commits were all ``FULL``: nothing to recover).
+7. Schema 2 added the reservation columns (Rule 6), schema 3 the listing record (``listed_*``,
+   ``scan`` Rule 1); an older index is upgraded in place when opened (schema 1's commits were
+   all ``FULL``: nothing to recover; an empty listing record only means one more listing).
 8. Writers of several processes (``[imap] processes``) queue on an ``fcntl`` lock of
    ``pigeon-index.lock`` taken before ``BEGIN IMMEDIATE`` and released after the commit: the
    kernel wakes the next waiter when it is released, where SQLite's busy handler sleeps and
@@ -96,7 +98,7 @@ log = logging.getLogger(__name__)
 INDEX_NAME = "pigeon-index.sqlite3"
 UIDVALIDITY_FLOOR_NAME = "pigeon-uidvalidity"
 LOCK_NAME = "pigeon-index.lock"  # Rule 8
-SCHEMA_VERSION = 2  # Rule 7
+SCHEMA_VERSION = 3  # Rule 7
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")  # Rule 6 (Linux)
 # Rule 6: values handed out per durable reservation. A FULL commit every 10,000 flag changes
 # of a folder; a reboot skips at most that many MODSEQs (63-bit: room for 10^14 reboots).
@@ -141,7 +143,10 @@ CREATE TABLE IF NOT EXISTS folder(
     new_mtime INTEGER NOT NULL DEFAULT -1,
     cur_mtime INTEGER NOT NULL DEFAULT -1,
     modseq_reserved INTEGER NOT NULL DEFAULT 0,
-    uid_reserved INTEGER NOT NULL DEFAULT 0);
+    uid_reserved INTEGER NOT NULL DEFAULT 0,
+    listed_new INTEGER NOT NULL DEFAULT -1,
+    listed_cur INTEGER NOT NULL DEFAULT -1,
+    listed_at INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS message(
     folder INTEGER NOT NULL,
     uid INTEGER NOT NULL,
@@ -176,11 +181,19 @@ class FolderRow:
     special_use: str | None
     new_mtime: int
     cur_mtime: int
+    # scan Rule 1: the mtimes of new/ and cur/ the last listing saw (cur/ moved on by Pigeon's own
+    # changes since), and when it ran (time.time_ns()); shared by every process
+    listed_new: int = -1
+    listed_cur: int = -1
+    listed_at: int = 0
 
 
 _UPGRADES = {  # Rule 7: from schema N to N + 1
     1: ("ALTER TABLE folder ADD COLUMN modseq_reserved INTEGER NOT NULL DEFAULT 0;"
         "ALTER TABLE folder ADD COLUMN uid_reserved INTEGER NOT NULL DEFAULT 0;"),
+    2: ("ALTER TABLE folder ADD COLUMN listed_new INTEGER NOT NULL DEFAULT -1;"
+        "ALTER TABLE folder ADD COLUMN listed_cur INTEGER NOT NULL DEFAULT -1;"
+        "ALTER TABLE folder ADD COLUMN listed_at INTEGER NOT NULL DEFAULT 0;"),
 }
 
 
@@ -194,7 +207,7 @@ def read_boot_id() -> int | None:
 
 
 _FOLDER_COLS = ("id, name, uidvalidity, uidnext, highestmodseq, recent_uid, special_use, "
-                "new_mtime, cur_mtime")
+                "new_mtime, cur_mtime, listed_new, listed_cur, listed_at")
 
 
 class Index:
