@@ -17,15 +17,15 @@ Rules:
    ``TimeoutError``, so sessions end it as they end an idle one.
 5. ``EMFILE``/``ENFILE`` at accept: asyncio already stops accepting on that socket for a second;
    ``quiet_accept_errors`` makes its log line one per interval instead of one per attempt.
-7. ``accept_burst``: how many connections one wake-up of the listening socket accepts. asyncio
-   accepts up to its ``backlog`` (1024) in one go, so when the listening socket is shared by
-   several processes (``[imap]``/``[pop3] processes``) and clients connect at once, the process
-   that wakes first takes them all (the mixed IMAP benchmark had every session in one of two
-   processes). With a small burst each process takes a few, and a busy process, whose loop
-   comes back to the socket later, takes fewer (nginx's accept balancing, without a mutex).
-   asyncio uses one number for the kernel's queue and for the burst, so the socket is
-   listened on again with ``BACKLOG`` right after the server starts. SMTP keeps the default:
-   its sessions are short and its accept rate is measured against Postfix.
+7. A listening socket shared by several processes (``[imap]``/``[pop3] processes``) is served
+   with a ``board`` (``net.loadboard``: each process's session count, in shared memory) and
+   this module's own accept loop instead of asyncio's: one connection per wake-up, and a
+   process with more sessions than another (``LoadBoard.busier``) declines the connection
+   for ``DECLINE_PAUSE``, so that the other takes it; one that is still waiting after the
+   pause is taken (the other process is busy or stuck). Without it, the process that wakes
+   first took every connection of a burst (asyncio accepts up to its backlog per wake-up;
+   even one per wake-up left 43 of 50 benchmark sessions in one process): one account's
+   sessions then ran on one core. SMTP keeps asyncio's loop: its sessions are short.
 6. ``stop`` closes the listening sockets first (no new sessions), then asks every session to
    finish (``Session.shutdown``), waits a grace period, and cancels what is left. A session that
    is cancelled has not acknowledged anything it has not committed, so nothing accepted is lost.
@@ -46,6 +46,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from pigeon.net.loadboard import LoadBoard
 from pigeon.net.tls import tls_info
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,12 @@ BACKLOG = 1024  # the kernel's queue of connections not yet accepted (Postfix's 
 TLS_HANDSHAKE_TIMEOUT = 10.0
 # Accept errors (EMFILE and the like) are logged at most once per this many seconds.
 ACCEPT_ERROR_LOG_INTERVAL = 10.0
+# Rule 7: how long a busier process leaves a new connection to the others before taking it
+# itself: a few turns of an idle event loop, well under a client's connect timeout; a stuck
+# process costs the others one accept per pause (200 a second).
+DECLINE_PAUSE = 0.005
+ACCEPT_PAUSE = 1.0  # rule 5, as asyncio: after EMFILE and the like, accepting waits a second
+_ACCEPT_EXHAUSTED = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
 def _format(name: object) -> str:
@@ -378,8 +385,11 @@ class Listener:
                  sockets: list[socket.socket] | None = None,
                  gate: ConnectionGate | None = None,
                  handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT,
-                 accept_burst: int | None = None) -> None:
-        self.accept_burst = accept_burst  # rule 7; None: asyncio's (the whole backlog)
+                 board: LoadBoard | None = None) -> None:
+        self.board = board  # rule 7: a socket shared by several processes, accepted by load
+        self._accepting: list[socket.socket] = []  # rule 7: duplicates of the sockets, ours to accept on
+        self._paused: set[int] = set()  # rule 7: descriptors whose reader is off for a pause
+        self._accept_errors = QuietLog()
         self.tls = tls  # implicit TLS: handshaken in _accept, after the connection is counted
         self.on_tls: Callable[[str], None] | None = None  # given to each Stream (the metrics)
         self.handshake_timeout = handshake_timeout
@@ -399,29 +409,95 @@ class Listener:
         self._failed_handshakes = QuietLog(level=logging.INFO)
 
     async def start(self) -> None:
-        burst = self.accept_burst or BACKLOG
+        serve = self.board is None  # rule 7: else this module's accept loop, started below
         for sock in self.inherited:
-            server = await asyncio.start_server(self._accept, sock=sock, backlog=burst, limit=READ_SIZE * 2)
-            self._relisten(server)
+            server = await asyncio.start_server(self._accept, sock=sock, backlog=BACKLOG, limit=READ_SIZE * 2,
+                                                start_serving=serve)
             self.servers.append(server)
             log.info("listening service=%s address=%s (shared)", self.service, _format(sock.getsockname()))
-        if self.inherited:
-            return
-        for host, port in self.endpoints:
+        for host, port in [] if self.inherited else self.endpoints:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             server = await asyncio.start_server(
-                self._accept, host, port, family=family, reuse_address=True, backlog=burst,
-                limit=READ_SIZE * 2)
-            self._relisten(server)
+                self._accept, host, port, family=family, reuse_address=True, backlog=BACKLOG,
+                limit=READ_SIZE * 2, start_serving=serve)
             self.servers.append(server)
             log.info("listening service=%s address=%s", self.service, f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        if not serve:
+            self._start_accepting()
 
-    def _relisten(self, server: asyncio.Server) -> None:
-        """Rule 7: the kernel's queue back to ``BACKLOG`` when asyncio was given a small burst."""
-        if self.accept_burst is not None:
-            for wrapped in server.sockets:  # asyncio's wrappers have no listen(): a duplicate has
-                with socket.fromfd(wrapped.fileno(), wrapped.family, wrapped.type) as sock:
-                    sock.listen(BACKLOG)
+    # -- rule 7: accepting by load ---------------------------------------------------------
+
+    def _start_accepting(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.board is not None:
+            self.board.claim()
+        for server in self.servers:
+            for wrapped in server.sockets:  # asyncio's wrappers have no accept(): a duplicate has
+                sock = socket.fromfd(wrapped.fileno(), wrapped.family, wrapped.type)
+                sock.setblocking(False)
+                sock.listen(BACKLOG)  # a socket bound here is not listening yet (start_serving=False)
+                self._accepting.append(sock)
+                loop.add_reader(sock.fileno(), self._readable, sock)
+
+    def _readable(self, sock: socket.socket) -> None:
+        """A connection waits: take it, or leave it to a process with fewer sessions."""
+        board = self.board
+        if board is not None and board.busier():
+            loop = asyncio.get_running_loop()
+            loop.remove_reader(sock.fileno())
+            self._paused.add(sock.fileno())
+            loop.call_later(DECLINE_PAUSE, self._resume, sock)
+            return
+        self._take(sock)
+
+    def _resume(self, sock: socket.socket) -> None:
+        """After a pause: listen again, and take a connection the others left waiting."""
+        if sock.fileno() not in self._paused:
+            return  # stopped meanwhile
+        self._paused.discard(sock.fileno())
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._readable, sock)
+        self._take(sock)
+
+    def _take(self, sock: socket.socket) -> None:
+        try:
+            conn, _ = sock.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return  # another process took it, or the client gave up
+        except OSError as exc:
+            if exc.errno not in _ACCEPT_EXHAUSTED:
+                raise
+            self._accept_errors.log("accept failed: %s; accepting paused for a second (raise the "
+                                    "open-file limit or lower limits.max_connections)", exc.strerror or exc)
+            loop = asyncio.get_running_loop()
+            loop.remove_reader(sock.fileno())
+            self._paused.add(sock.fileno())
+            loop.call_later(ACCEPT_PAUSE, self._resume, sock)
+            return
+        conn.setblocking(False)
+        if self.board is not None:
+            self.board.add(1)
+        asyncio.get_running_loop().create_task(self._serve_accepted(conn))
+
+    async def _serve_accepted(self, conn: socket.socket) -> None:
+        try:
+            try:
+                reader, writer = await asyncio.open_connection(sock=conn, limit=READ_SIZE * 2)
+            except OSError:
+                conn.close()
+                return
+            await self._accept(reader, writer)
+        finally:
+            if self.board is not None:
+                self.board.add(-1)
+
+    def _stop_accepting(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sock in self._accepting:
+            if sock.fileno() not in self._paused:
+                loop.remove_reader(sock.fileno())
+            self._paused.discard(sock.fileno())
+            sock.close()
+        self._accepting = []
 
     def listening_fds(self) -> list[int]:
         """The listening sockets' descriptors, to hand to another process (``sockets=``)."""
@@ -483,6 +559,7 @@ class Listener:
         return True
 
     async def stop(self, grace: float = 10.0) -> None:
+        self._stop_accepting()
         for s in self.servers:
             s.close()
         for session in list(self.sessions.values()):
