@@ -89,6 +89,16 @@ class LoadPigeon(Pigeon):
         if self.processes > 1:
             self.config.write_text(self.config.read_text() + f"[imap]\nprocesses = {self.processes}\n")
 
+    def start(self, services: set[str]) -> None:
+        """Started once its workers are ready too (the port opens before they are)."""
+        super().start(services)
+        log_file = self.dir / "serve.log"
+        deadline = time.monotonic() + 60
+        while b"pigeon started" not in log_file.read_bytes():
+            if time.monotonic() > deadline or (self.proc is not None and self.proc.poll() is not None):
+                raise RuntimeError(f"{self.name} did not start: see {log_file}")
+            time.sleep(0.05)
+
 
 def tree_cpu(pid: int) -> float:
     """CPU seconds of ``pid``'s tree, ended children included (their parent's cutime)."""

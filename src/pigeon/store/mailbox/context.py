@@ -208,7 +208,7 @@ class AccountCore:
             st_cur = os.stat(path / "cur").st_mtime_ns
         except (OSError, sqlite3.Error):
             return False
-        return up_to_date(row, st_new, st_cur)
+        return up_to_date(row, st_new, st_cur) or self.index.writer_active()  # scan Rule 9
 
     def needs_scan(self, row: FolderRow, since: float | None = None) -> bool:
         """Would ``rescan(row, since=since)`` scan? The same tests (Rule 6, ``scan`` Rule 1),
@@ -221,7 +221,7 @@ class AccountCore:
             st_cur = os.stat(path / "cur").st_mtime_ns
         except OSError:
             return True
-        return not up_to_date(row, st_new, st_cur)
+        return not (up_to_date(row, st_new, st_cur) or self.index.writer_active())  # scan Rule 9
 
     def exists(self, name: str) -> bool:
         return os.path.isdir(self.path(name) / "cur")

@@ -68,6 +68,9 @@ Rules:
    account lock (the caller's) does the queueing; only ``write`` takes it, and its descriptor
    is closed only with the connection. A second ``Index`` of the same file in one process
    (two stores) would release the first's lock when closed: SQLite's own lock still holds.
+   ``writer_active`` tells a reader that a write is under way (this connection's transaction,
+   or the lock held by another process: ``F_GETLK``), so that it can wait for its commit
+   instead of taking a half-done change for another program's (``scan`` Rule 9).
 
 What can go wrong: ``sqlite3.Error`` (disk full, a corrupt file) propagates; the session
 answers ``NO``. A deleted index is rebuilt from the Maildir with new UIDVALIDITY values.
@@ -84,6 +87,7 @@ import hashlib
 import logging
 import os
 import sqlite3
+import struct
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -119,6 +123,7 @@ BUSY_TIMEOUT_MS = 10_000  # a second process's write transaction (a big COPY) ca
 EXCLUSIVE_RETRY = 60.0  # Rule 5: seconds before an index opened exclusively tries a normal open
 DEGRADED_LOG_EVERY = 60.0  # Rule 5: seconds between two log lines about skipped index writes
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_FLOCK = struct.Struct("@hhqqi4x")  # Rule 8: Linux's struct flock (F_GETLK), with its padding
 
 
 def disk_full(exc: BaseException) -> bool:
@@ -435,17 +440,37 @@ class Index:
             # flushes the database after a checkpoint) and removed it.
             pass
 
-    def _lock(self) -> bool:
-        """Rule 8: queue for the write lock of the index among processes."""
+    def _lock_file(self) -> int | None:
         if self._lock_fd is None:
             try:
                 self._lock_fd = os.open(self.path.with_name(LOCK_NAME),
                                         os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             except OSError as exc:  # a full disk cannot create it: SQLite's own lock still holds
                 log.debug("index %s: no lock file (%s); SQLite's busy handler queues", self.path, exc)
-                return False
-        fcntl.lockf(self._lock_fd, fcntl.LOCK_EX)
+        return self._lock_fd
+
+    def _lock(self) -> bool:
+        """Rule 8: queue for the write lock of the index among processes."""
+        fd = self._lock_file()
+        if fd is None:
+            return False
+        fcntl.lockf(fd, fcntl.LOCK_EX)
         return True
+
+    def writer_active(self) -> bool:
+        """Rule 8: a write transaction of this connection, or of another process, is under way
+        (False when that cannot be told)."""
+        conn = self._conn
+        if conn is not None and conn.in_transaction:
+            return True
+        fd = self._lock_fd  # not opened here: the writers' thread may be opening it
+        if fd is None:
+            return False
+        try:  # struct flock: l_type, l_whence, l_start, l_len, l_pid; F_WRLCK over the whole file
+            got = fcntl.fcntl(fd, fcntl.F_GETLK, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
+        except OSError:
+            return False
+        return bool(_FLOCK.unpack(got[:_FLOCK.size])[0] != fcntl.F_UNLCK)
 
     def _unlock(self) -> None:
         if self._lock_fd is not None:

@@ -129,3 +129,64 @@ def test_a_rolled_back_write_does_not_move_the_listing_record(account: Account, 
         assert [m.uid for m in box.sync().new] == [2]  # listed again: the file is found
     finally:
         box.close()
+
+
+HOLD_LOCK = r"""
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.lockf(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_reader_waits_for_a_writer_under_way_then_lists(
+        account: Account, maildir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """scan Rule 9: while another process holds the index's write lock, a ``cur/`` that moved
+    ahead of the record is taken for that writer's change not yet committed (no listing, on
+    the event loop's path too); once the lock is free, a change nobody committed is found."""
+    import subprocess
+    import sys
+
+    for _ in range(3):
+        account.append("INBOX", MSG, frozenset(), None)
+    box = account.select("INBOX")
+    core = account._core
+    listings: list[Path] = []
+    real = scan._list_cur
+    monkeypatch.setattr(scan, "_list_cur", lambda d: listings.append(d) or real(d))
+    time.sleep(DIRTY_RELIST)
+    box.sync()
+    assert len(listings) == 1 and not core.index.writer_active()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(maildir / "pigeon-index.lock")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        assert core.index.writer_active()
+        meta = box.get(2)
+        assert meta is not None
+        os.rename(meta.path, maildir / "cur" / (meta.filename + "F"))  # a rename, no commit yet
+        assert core.unchanged(meta_folder(account), box.highestmodseq, box.uidnext)
+        assert box.sync_nowait(box.tick()) is not None and len(listings) == 1
+    finally:
+        holder.communicate("go\n", timeout=30)
+    assert not core.index.writer_active()
+    changes = box.sync()  # nobody committed it: another program's change, found now
+    assert [(m.uid, m.flags) for m in changes.changed] == [(2, frozenset({"\\Flagged"}))]
+    assert len(listings) == 2
+    box.close()
+
+
+def meta_folder(account: Account) -> int:
+    row = account._core.index.folder_by_name("INBOX")
+    assert row is not None
+    return row.id
+
+
+def test_a_write_transaction_of_this_process_is_a_writer_under_way(account: Account) -> None:
+    account.append("INBOX", MSG, frozenset(), None)
+    index = account._core.index
+    assert not index.writer_active()
+    with index.write(durable=False):
+        assert index.writer_active()
+    assert not index.writer_active()
