@@ -21,8 +21,8 @@ Rules:
    with a ``board`` (``net.loadboard``: each process's session count, in shared memory) and
    this module's own accept loop instead of asyncio's: one connection per wake-up, and a
    process with more sessions than another (``LoadBoard.busier``) declines the connection
-   for ``DECLINE_PAUSE``, so that the other takes it; one that is still waiting after the
-   pause is taken (the other process is busy or stuck). Without it, the process that wakes
+   for ``loadboard.DECLINE_PAUSE``, so that the other takes it (``loadboard.SharedAccept``);
+   one still waiting after the pause is taken (the other process is busy or stuck). Without it, the process that wakes
    first took every connection of a burst (asyncio accepts up to its backlog per wake-up;
    even one per wake-up left 43 of 50 benchmark sessions in one process): one account's
    sessions then ran on one core. SMTP keeps asyncio's loop: its sessions are short.
@@ -46,7 +46,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from pigeon.net.loadboard import LoadBoard
+from pigeon.net.loadboard import LoadBoard, SharedAccept
 from pigeon.net.tls import tls_info
 
 log = logging.getLogger(__name__)
@@ -62,12 +62,7 @@ BACKLOG = 1024  # the kernel's queue of connections not yet accepted (Postfix's 
 TLS_HANDSHAKE_TIMEOUT = 10.0
 # Accept errors (EMFILE and the like) are logged at most once per this many seconds.
 ACCEPT_ERROR_LOG_INTERVAL = 10.0
-# Rule 7: how long a busier process leaves a new connection to the others before taking it
-# itself: a few turns of an idle event loop, well under a client's connect timeout; a stuck
-# process costs the others one accept per pause (200 a second).
-DECLINE_PAUSE = 0.005
-ACCEPT_PAUSE = 1.0  # rule 5, as asyncio: after EMFILE and the like, accepting waits a second
-_ACCEPT_EXHAUSTED = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
 
 
 def _format(name: object) -> str:
@@ -387,8 +382,7 @@ class Listener:
                  handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT,
                  board: LoadBoard | None = None) -> None:
         self.board = board  # rule 7: a socket shared by several processes, accepted by load
-        self._accepting: list[socket.socket] = []  # rule 7: duplicates of the sockets, ours to accept on
-        self._paused: set[int] = set()  # rule 7: descriptors whose reader is off for a pause
+        self._shared: SharedAccept | None = None  # rule 7: the accept loop with the board
         self._accept_errors = QuietLog()
         self.tls = tls  # implicit TLS: handshaken in _accept, after the connection is counted
         self.on_tls: Callable[[str], None] | None = None  # given to each Stream (the metrics)
@@ -428,54 +422,12 @@ class Listener:
     # -- rule 7: accepting by load ---------------------------------------------------------
 
     def _start_accepting(self) -> None:
-        loop = asyncio.get_running_loop()
         if self.board is not None:
             self.board.claim()
-        for server in self.servers:
-            for wrapped in server.sockets:  # asyncio's wrappers have no accept(): a duplicate has
-                sock = socket.fromfd(wrapped.fileno(), wrapped.family, wrapped.type)
-                sock.setblocking(False)
-                sock.listen(BACKLOG)  # a socket bound here is not listening yet (start_serving=False)
-                self._accepting.append(sock)
-                loop.add_reader(sock.fileno(), self._readable, sock)
+            self._shared = SharedAccept(self.board, self._accepted, self._accept_errors.log)
+            self._shared.start([w for server in self.servers for w in server.sockets], BACKLOG)
 
-    def _readable(self, sock: socket.socket) -> None:
-        """A connection waits: take it, or leave it to a process with fewer sessions."""
-        board = self.board
-        if board is not None and board.busier():
-            loop = asyncio.get_running_loop()
-            loop.remove_reader(sock.fileno())
-            self._paused.add(sock.fileno())
-            loop.call_later(DECLINE_PAUSE, self._resume, sock)
-            return
-        self._take(sock)
-
-    def _resume(self, sock: socket.socket) -> None:
-        """After a pause: listen again, and take a connection the others left waiting."""
-        if sock.fileno() not in self._paused:
-            return  # stopped meanwhile
-        self._paused.discard(sock.fileno())
-        asyncio.get_running_loop().add_reader(sock.fileno(), self._readable, sock)
-        self._take(sock)
-
-    def _take(self, sock: socket.socket) -> None:
-        try:
-            conn, _ = sock.accept()
-        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-            return  # another process took it, or the client gave up
-        except OSError as exc:
-            if exc.errno not in _ACCEPT_EXHAUSTED:
-                raise
-            self._accept_errors.log("accept failed: %s; accepting paused for a second (raise the "
-                                    "open-file limit or lower limits.max_connections)", exc.strerror or exc)
-            loop = asyncio.get_running_loop()
-            loop.remove_reader(sock.fileno())
-            self._paused.add(sock.fileno())
-            loop.call_later(ACCEPT_PAUSE, self._resume, sock)
-            return
-        conn.setblocking(False)
-        if self.board is not None:
-            self.board.add(1)
+    def _accepted(self, conn: socket.socket) -> None:
         asyncio.get_running_loop().create_task(self._serve_accepted(conn))
 
     async def _serve_accepted(self, conn: socket.socket) -> None:
@@ -489,15 +441,6 @@ class Listener:
         finally:
             if self.board is not None:
                 self.board.add(-1)
-
-    def _stop_accepting(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sock in self._accepting:
-            if sock.fileno() not in self._paused:
-                loop.remove_reader(sock.fileno())
-            self._paused.discard(sock.fileno())
-            sock.close()
-        self._accepting = []
 
     def listening_fds(self) -> list[int]:
         """The listening sockets' descriptors, to hand to another process (``sockets=``)."""
@@ -559,7 +502,8 @@ class Listener:
         return True
 
     async def stop(self, grace: float = 10.0) -> None:
-        self._stop_accepting()
+        if self._shared is not None:
+            self._shared.stop()
         for s in self.servers:
             s.close()
         for session in list(self.sessions.values()):

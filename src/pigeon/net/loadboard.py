@@ -15,6 +15,11 @@ Rules:
    end (``app.hub``), so that a dead process's count never makes the others decline.
 4. ``attach`` maps an inherited descriptor; a descriptor that is not a board of the expected
    size raises ``OSError`` (a wrong number on the command line), before anything is served.
+5. ``SharedAccept`` is the accept loop of listening sockets shared with other processes
+   (``listener`` rule 7): one connection per wake-up, counted on the board at once; a process
+   that is ``busier`` stops reading the socket for ``DECLINE_PAUSE`` and then takes what the
+   others left waiting. ``EMFILE`` and the like pause accepting for ``ACCEPT_PAUSE``, logged
+   through the caller's (quiet) log, as asyncio's own loop does (``listener`` rule 5).
 
 What can go wrong: ``os.memfd_create`` is Linux-only (elsewhere the server makes no board and
 the listeners accept as they come); a process killed without ``release`` keeps its slot until
@@ -23,11 +28,21 @@ the server releases it (rule 3).
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import mmap
 import os
+import socket
 import struct
+from collections.abc import Callable, Iterable
 
 _SLOT = struct.Struct("=iI")  # process id (0: free), sessions; 8 octets, aligned
+# Rule 5: how long a busier process leaves a new connection to the others before taking it
+# itself: a few turns of an idle event loop, well under a client's connect timeout; a stuck
+# process costs the others one accept per pause (200 a second).
+DECLINE_PAUSE = 0.005
+ACCEPT_PAUSE = 1.0  # rule 5, as asyncio: after EMFILE and the like, accepting waits a second
+_EXHAUSTED = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
 class LoadBoard:
@@ -102,3 +117,69 @@ class LoadBoard:
     def close(self) -> None:
         """Unmap; the descriptor stays the caller's."""
         self._map.close()
+
+
+class SharedAccept:
+    """Rule 5 on the running loop: ``take`` gets each accepted connection (non-blocking)."""
+
+    def __init__(self, board: LoadBoard, take: Callable[[socket.socket], None],
+                 log_error: Callable[..., None]) -> None:
+        self.board = board
+        self._take_conn = take
+        self._log_error = log_error
+        self._socks: list[socket.socket] = []  # duplicates of the listening sockets: ours to close
+        self._paused: set[int] = set()  # descriptors whose reader is off for a pause
+
+    def start(self, listening: Iterable[socket.socket], backlog: int) -> None:
+        loop = asyncio.get_running_loop()
+        for wrapped in listening:  # asyncio's wrappers have no accept(): a duplicate has
+            sock = socket.fromfd(wrapped.fileno(), wrapped.family, wrapped.type)
+            sock.setblocking(False)
+            sock.listen(backlog)  # one bound by asyncio without serving is not listening yet
+            self._socks.append(sock)
+            loop.add_reader(sock.fileno(), self._readable, sock)
+
+    def _readable(self, sock: socket.socket) -> None:
+        if self.board.busier():
+            self._pause(sock, DECLINE_PAUSE)
+            return
+        self._take(sock)
+
+    def _pause(self, sock: socket.socket, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(sock.fileno())
+        self._paused.add(sock.fileno())
+        loop.call_later(seconds, self._resume, sock)
+
+    def _resume(self, sock: socket.socket) -> None:
+        """After a pause: read the socket again, and take a connection the others left."""
+        if sock.fileno() not in self._paused:
+            return  # stopped meanwhile
+        self._paused.discard(sock.fileno())
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._readable, sock)
+        self._take(sock)
+
+    def _take(self, sock: socket.socket) -> None:
+        try:
+            conn, _ = sock.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return  # another process took it, or the client gave up
+        except OSError as exc:
+            if exc.errno not in _EXHAUSTED:
+                raise
+            self._log_error("accept failed: %s; accepting paused for a second (raise the open-file "
+                            "limit or lower limits.max_connections)", exc.strerror or exc)
+            self._pause(sock, ACCEPT_PAUSE)
+            return
+        conn.setblocking(False)
+        self.board.add(1)
+        self._take_conn(conn)
+
+    def stop(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sock in self._socks:
+            if sock.fileno() not in self._paused:
+                loop.remove_reader(sock.fileno())
+            self._paused.discard(sock.fileno())
+            sock.close()
+        self._socks = []

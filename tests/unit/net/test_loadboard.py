@@ -12,8 +12,8 @@ import subprocess
 
 import pytest
 
-from pigeon.net.listener import BACKLOG, DECLINE_PAUSE, ConnectionGate, ConnectionLimits, Listener, Stream
-from pigeon.net.loadboard import LoadBoard
+from pigeon.net.listener import BACKLOG, ConnectionGate, ConnectionLimits, Listener, Stream
+from pigeon.net.loadboard import DECLINE_PAUSE, LoadBoard
 
 
 class _Hold:
