@@ -77,6 +77,8 @@ answers ``NO``. A deleted index is rebuilt from the Maildir with new UIDVALIDITY
 ``sync`` raises the ``OSError`` of the flush (EIO): the change is committed but may not
 survive a power loss, and the caller answers ``NO``. A clock of boots that lies (the same
 boot id after a reboot: a container sharing a stale ``/proc``) defeats Rule 6.
+``writer_active`` packs Linux's 64-bit ``struct flock``; where ``F_GETLK`` refuses it, it says
+False, and readers list ``cur/`` as they did before (Rule 8).
 """
 
 from __future__ import annotations
@@ -470,7 +472,7 @@ class Index:
             got = fcntl.fcntl(fd, fcntl.F_GETLK, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
         except OSError:
             return False
-        return bool(_FLOCK.unpack(got[:_FLOCK.size])[0] != fcntl.F_UNLCK)
+        return _FLOCK.unpack(got[:_FLOCK.size])[0] in (fcntl.F_WRLCK, fcntl.F_RDLCK)
 
     def _unlock(self) -> None:
         if self._lock_fd is not None:
