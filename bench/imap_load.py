@@ -89,6 +89,16 @@ class LoadPigeon(Pigeon):
         if self.processes > 1:
             self.config.write_text(self.config.read_text() + f"[imap]\nprocesses = {self.processes}\n")
 
+    def start(self, services: set[str]) -> None:
+        """Started once its workers are ready too (the port opens before they are)."""
+        super().start(services)
+        log_file = self.dir / "serve.log"
+        deadline = time.monotonic() + 60
+        while b"pigeon started" not in log_file.read_bytes():
+            if time.monotonic() > deadline or (self.proc is not None and self.proc.poll() is not None):
+                raise RuntimeError(f"{self.name} did not start: see {log_file}")
+            time.sleep(0.05)
+
 
 def tree_cpu(pid: int) -> float:
     """CPU seconds of ``pid``'s tree, ended children included (their parent's cutime)."""
@@ -100,6 +110,48 @@ def tree_cpu(pid: int) -> float:
             continue
         total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
     return total / CLK
+
+
+def pid_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` itself (utime + stime), 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK
+
+
+def sessions_per_pid(root: int, port: int) -> dict[int, int]:
+    """Established connections on local ``port`` held by each process of ``root``'s tree: how
+    the sessions landed over a server's processes (a socket's inode in /proc/net/tcp*, matched
+    to the processes' descriptors)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if f[3] == "01" and int(f[1].rsplit(":", 1)[1], 16) == port:  # 01: ESTABLISHED
+                inodes.add(f[9])
+    out: dict[int, int] = {}
+    for p in proc_tree(root):
+        try:
+            fds = os.listdir(f"/proc/{p}/fd")
+        except OSError:
+            continue
+        n = 0
+        for fd in fds:
+            try:
+                link = os.readlink(f"/proc/{p}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:[") and link[8:-1] in inodes:
+                n += 1
+        if n:
+            out[p] = n
+    return out
 
 
 def own_cpu() -> float:
@@ -241,19 +293,33 @@ async def mixed(srv: BenchServer, clients: int, duration: float, n: int, sample:
     lat: list[float] = []
     counts: dict[str, int] = {}
     bad: list[str] = []
-    cpu0, own0 = tree_cpu(srv.proc.pid), own_cpu()  # type: ignore[union-attr]
+    root = srv.proc.pid  # type: ignore[union-attr]
+    pids = proc_tree(root)
+    per0 = {p: pid_cpu(p) for p in pids}
+    cpu0, own0 = tree_cpu(root), own_cpu()
     t0 = time.monotonic()
     stop_at = t0 + duration
+    landed: dict[int, int] = {}
+
+    async def look() -> None:  # how the sessions landed, half way through
+        await asyncio.sleep(duration / 2)
+        landed.update(sessions_per_pid(root, srv.imap_port))
+    looker = asyncio.ensure_future(look())
     results = await asyncio.gather(*(mixed_client(srv.imap_port, n, seed * 1000 + i, stop_at, sample, lat, counts, bad)
                                      for i in range(clients)), return_exceptions=True)
     wall = time.monotonic() - t0
-    cpu1, own1 = tree_cpu(srv.proc.pid), own_cpu()  # type: ignore[union-attr]
+    cpu1, own1 = tree_cpu(root), own_cpu()
+    await looker
+    # CPU % of each process that served sessions (Dovecot's per-session processes: their sum)
+    per_pid = {p: 100 * (pid_cpu(p) - per0.get(p, 0.0)) / wall for p in pids}
+    busy = sorted((round(v) for p, v in per_pid.items() if v >= 5), reverse=True)
     errors = [repr(r) for r in results if isinstance(r, BaseException)]
     lat.sort()
     return {"cmds_per_s": len(lat) / duration, "p50_ms": 1000 * lat[len(lat) // 2] if lat else 0,
             "p99_ms": 1000 * lat[int(len(lat) * 0.99)] if lat else 0, "commands": len(lat), "by_op": counts,
             "server_cpu_pct": 100 * (cpu1 - cpu0) / wall, "client_cpu_pct": 100 * (own1 - own0) / wall,
-            "not_ok": bad, "errors": errors[:5]}
+            "not_ok": bad, "errors": errors[:5],
+            "sessions_per_process": sorted(landed.values(), reverse=True), "cpu_per_process_pct": busy}
 
 
 # --------------------------------------------------------------------------- login-heavy
@@ -405,6 +471,9 @@ def main() -> int:
                         got = asyncio.run(mixed(s, int(wl.split()[1]), a.duration, a.messages, sample, run))
                         log(f"  {got['cmds_per_s']:.0f} cmd/s p99 {got['p99_ms']:.1f} ms server CPU "
                             f"{got['server_cpu_pct']:.0f}% generator {got['client_cpu_pct']:.0f}% {got['not_ok'][:2]} {got['errors'][:2]}")
+                        if s.name.startswith("pigeon"):
+                            log(f"  sessions per process {got['sessions_per_process']}, CPU % per process "
+                                f"{got['cpu_per_process_pct']}")
                     else:
                         got = asyncio.run(login_heavy(s, a.login_clients, a.login_duration))
                         log(f"  {got['logins_per_s']:.1f} logins/s LOGIN p99 {got['login_p99_ms']:.1f} ms server CPU "

@@ -263,7 +263,15 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
 def cmd_worker(args: argparse.Namespace, config: Config) -> int:
     from pigeon.app.worker import run_worker
 
-    return run_worker(config, args.pool, args.index, args.services)
+    return run_worker(config, args.pool, args.index, args.services, args.board)
+
+
+def _board(text: str) -> tuple[int, int]:
+    """``--board 7:3``: an inherited load board's descriptor and its number of slots."""
+    fd, _, slots = text.partition(":")
+    if not (fd.isdigit() and slots.isdigit() and int(slots) > 0):
+        raise argparse.ArgumentTypeError(f"not a load board (FD:SLOTS): {text!r}")
+    return int(fd), int(slots)
 
 
 def _service_fds(text: str) -> tuple[str, list[int]]:
@@ -316,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", parents=[common], help=argparse.SUPPRESS)
     p.add_argument("--pool", type=_pool, required=True, help="the configuration section that asked for it (smtp)")
     p.add_argument("--index", type=_positive, required=True)
+    p.add_argument("--board", type=_board, default=None, metavar="FD:SLOTS",
+                   help="the pool's load board, inherited (net.loadboard)")
     p.add_argument("--service", dest="services", action="append", type=_service_fds, required=True,
                    metavar="NAME[=FD,...]", help="a service to serve, with its inherited listening sockets")
     p.set_defaults(handler=cmd_worker)

@@ -20,6 +20,8 @@ Rules:
    still holds is moved into the queue files and scheduled (queue rule 10). A failure (a full
    disk) is logged: the worker is restarted all the same, and the next start drains it.
 5. ``close`` waits (up to the grace) for the results being recorded.
+7. When any worker ends, ``on_ended`` is told first (the server frees its slot of the pool's
+   load board, ``net.loadboard`` rule 3).
 """
 
 from __future__ import annotations
@@ -128,6 +130,7 @@ class ServerHub:
         self._background: set[asyncio.Task[None]] = set()
         # Workers' metrics snapshots (worker name, pid, values) go here (``app.web``).
         self.counters: Callable[[str, int, tuple[tuple[str, tuple[str, ...], float], ...]], None] | None = None
+        self.on_ended: Callable[[WorkerSpec], None] | None = None  # rule 7
 
     def message(self, worker: WorkerSpec, msg: ipc.Notice) -> None:
         if isinstance(msg, ipc.Counters):  # the worker's metrics (pigeon.web.metrics rule 2)
@@ -160,7 +163,9 @@ class ServerHub:
         task.add_done_callback(self._background.discard)
 
     async def ended(self, worker: WorkerSpec) -> None:
-        """Rule 4."""
+        """Rules 4 and 7."""
+        if self.on_ended is not None:
+            self.on_ended(worker)
         if not INTAKE_SERVICES.intersection(worker.services):
             return
         try:

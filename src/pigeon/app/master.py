@@ -12,8 +12,11 @@ what it says (``app.ipc``), and ``send`` passes the server's notices to them. Po
 Rules:
 1. A worker is a ``WorkerSpec``: its pool (the configuration section that asks for it, and the
    first word of its name, ``smtp worker 1``), its index (unique over every pool of the server:
-   it names the worker's journal, ``w<index>``), its services, its command, and the listening
-   sockets it inherits (``pass_fds``; every other descriptor of the server is closed in it).
+   it names the worker's journal, ``w<index>``, and its slot of its pool's load board), its
+   services, its command, and the listening sockets it inherits (``pass_fds``; every other
+   descriptor of the server is closed in it), with its pool's load board (``net.loadboard``:
+   the sessions of each process, by which the IMAP and POP3 processes share out connections)
+   when the pool has one.
 2. Each worker runs with two pipes (``app.ipc``): its standard input, whose server end stays
    open while the server lives (end of file tells the worker the server is gone, even killed)
    and carries the server's ``Hello``; and its standard output, the worker's messages.
@@ -74,6 +77,7 @@ class WorkerSpec:
     pool: str
     index: int
     listen: tuple[tuple[str, tuple[int, ...]], ...]
+    board: tuple[int, int] | None = None  # rule 1: (descriptor, slots) of the pool's load board
 
     @property
     def name(self) -> str:
@@ -85,7 +89,8 @@ class WorkerSpec:
 
     @property
     def pass_fds(self) -> tuple[int, ...]:
-        return tuple(fd for _, fds in self.listen for fd in fds)
+        board = () if self.board is None else (self.board[0],)
+        return tuple(fd for _, fds in self.listen for fd in fds) + board
 
 
 Command = Callable[[WorkerSpec], Sequence[str]]  # the command line that runs a worker
@@ -329,10 +334,12 @@ class Master:
         return next((list(w.starts) for w in self._workers if w.spec.index == index), [])
 
 
-def plan(pools: Sequence[Pool], sockets: Mapping[str, Sequence[int]]) -> list[WorkerSpec]:
+def plan(pools: Sequence[Pool], sockets: Mapping[str, Sequence[int]],
+         boards: Mapping[str, tuple[int, int]] | None = None) -> list[WorkerSpec]:
     """The workers for ``pools``: ``processes - 1`` each, indexes counted over every pool (rule
     1), each handed the server's listening sockets of its pool's services (``sockets``, by
-    service). A pool none of whose services has sockets gets no workers."""
+    service) and its pool's load board (``boards``, by pool: descriptor and slots). A pool
+    none of whose services has sockets gets no workers."""
     specs: list[WorkerSpec] = []
     index = 0
     for pool in pools:
@@ -341,5 +348,5 @@ def plan(pools: Sequence[Pool], sockets: Mapping[str, Sequence[int]]) -> list[Wo
             continue
         for _ in range(pool.processes - 1):
             index += 1
-            specs.append(WorkerSpec(pool.name, index, listen))
+            specs.append(WorkerSpec(pool.name, index, listen, (boards or {}).get(pool.name)))
     return specs

@@ -46,7 +46,7 @@ from pigeon.app.reports import ServerReports
 from pigeon.app.privileges import PrivilegeError, bind_all, check_tree, drop, is_root, prepare_data_dir, resolve
 from pigeon.app.runtime import freeze_startup, reopen_logs, setup_logging, tune_allocator, tune_gc
 from pigeon.app.services import (IMAP_SERVICES, POP3_SERVICES, SMTP_SERVICES, MailParts, SmtpParts,
-                                 credential_verifier, expander, imap_listener, inbound_verdicts,
+                                 credential_verifier, expander, imap_listener, inbound_verdicts, load_boards,
                                  pop3_listener, pop3_lock_dir, smtp_listener, srs_codec)
 from pigeon.app.worker import worker_command
 from pigeon.auth.passwords import generate_password
@@ -70,6 +70,7 @@ from pigeon.mailauth.keys import KeyStore
 from pigeon.directory.directory import SERVER_RECHECK
 from pigeon.net.fdlimit import check_budget, raise_nofile_limit
 from pigeon.net.listener import ConnectionGate, Limits, Listener, adopt_listening_sockets, quiet_accept_errors
+from pigeon.net.loadboard import LoadBoard
 from pigeon.qmgr.manager import QueueManager
 from pigeon.reports.schedule import ReportTimer
 from pigeon.queue.store import FileQueueStore
@@ -123,6 +124,7 @@ class App:
         self.hub: ServerHub | None = None
         self.listeners: list[Listener] = []
         self.gate = ConnectionGate()  # one count over every service of this process
+        self.boards: dict[str, LoadBoard] = {}  # IMAP/POP3 pools' load boards (services rule 6)
         self._lock_fd: int | None = None
         # Listening sockets bound before the privilege drop, by service (taken by the listeners).
         self._bound: dict[str, list[int]] = {}
@@ -426,7 +428,8 @@ class App:
         sockets: dict[str, list[int]] = {}
         for lst in self.listeners:
             sockets.setdefault(lst.service, []).extend(lst.listening_fds())
-        specs = plan(worker_pools(self.config), sockets)
+        boards = {name: (b.fd, b.slots) for name, b in self.boards.items()}
+        specs = plan(worker_pools(self.config), sockets, boards)
         if not specs:
             return
         source = None if self.config.source.startswith("<") else self.config.source
@@ -436,6 +439,8 @@ class App:
         self.hub = ServerHub(self.queue, self.qmgr.submit, self.qmgr.complete, local_wake(self.changes), relay)
         self.hub.counters = lambda name, pid, values: (
             self.web.exporter.worker_snapshot(name, pid, values) if self.web is not None else None)
+        self.hub.on_ended = lambda spec: (  # net.loadboard rule 3
+            self.boards[spec.pool].release(spec.index) if spec.pool in self.boards else None)
         self.master = Master(specs, worker_command(source), self.hub)
         self.changes.forward = relay
         await self.master.start()
@@ -446,8 +451,9 @@ class App:
     async def _start_mail_listeners(self) -> None:
         """IMAP and POP3 (``app.services`` rule 6); workers serve them too (``worker_pools``)."""
         cfg = self.config
+        self.boards = load_boards([(p.name, p.processes) for p in worker_pools(cfg)])
         parts = MailParts(self.current_config, self.mailstore, self.authenticator, self.tls,
-                          MaildropLocks(pop3_lock_dir(cfg)), self.gate)
+                          MaildropLocks(pop3_lock_dir(cfg)), self.gate, boards=self.boards)
         for services, build in ((POP3_SERVICES, pop3_listener), (IMAP_SERVICES, imap_listener)):
             for service in services:
                 if not getattr(cfg.listen, service):

@@ -22,13 +22,17 @@ Rules:
    ``MailParts`` (implicit TLS for imaps/pop3s, handshaken by the listener; without TLS, a log
    line and no listener), with ``fds`` as in rule 2. IMAP sessions wait for change notices
    (``CHANGE_SERVICES``): a worker serving them is sent the other processes' (``app.hub``).
+   With more than one process, the listeners share out connections by load through the
+   pool's board (``MailParts.board``, ``net.listener`` rule 7; one board per process serves
+   the IMAP or the POP3 pool: a worker serves one pool, the server both).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +52,7 @@ from pigeon.inbound.verdict import Verdicts
 from pigeon.directory import Directory
 from pigeon.mailauth.srs import Srs, load_secret
 from pigeon.net.listener import ConnectionGate, Limits, Listener, adopt_listening_sockets
+from pigeon.net.loadboard import LoadBoard
 from pigeon.net.tls import TlsManager
 from pigeon.imapd import ImapSessionFactory
 from pigeon.pop3d import MaildropLocks, Pop3SessionFactory, Pop3Settings
@@ -69,9 +74,6 @@ INTAKE_SERVICES = frozenset(SMTP_SERVICES)  # rule 3
 IMAP_SERVICES = ("imap", "imaps")
 POP3_SERVICES = ("pop3", "pop3s")
 CHANGE_SERVICES = frozenset(IMAP_SERVICES)  # rule 4: a worker whose sessions wait for change notices
-# net.listener rule 7: connections one process accepts per wake-up of a listening socket shared
-# with other processes; 2 keeps a burst of logins spread without an epoll round per connection.
-SHARED_ACCEPT_BURST = 2
 
 
 def credential_verifier(directory: Directory, auth: AuthConfig, clock: Clock) -> PasswordVerifier:
@@ -174,6 +176,29 @@ class MailParts:
     tls: TlsManager | None
     pop3_locks: MaildropLocks  # one registry for pop3 and pop3s (file locks: across processes too)
     gate: ConnectionGate | None = None
+    board: LoadBoard | None = None  # rule 6: a worker's pool's load board
+    boards: Mapping[str, LoadBoard] | None = None  # rule 6: the server's, by pool (imap, pop3)
+
+
+BOARD_POOLS = frozenset({"imap", "pop3"})  # rule 6: the pools that share out connections by load
+
+
+def load_boards(pools: Sequence[tuple[str, int]]) -> dict[str, LoadBoard]:
+    """Rule 6: a load board for each pool of ``BOARD_POOLS`` with more than one process
+    (``pools``: name and processes, in ``app.master.plan``'s order), with a slot for the
+    server (0) and one for every worker index of every pool; none where the system has no
+    ``memfd_create`` (the listeners then accept as they come)."""
+    slots = 1 + sum(max(n - 1, 0) for _, n in pools)
+    if not hasattr(os, "memfd_create"):
+        return {}
+    return {name: LoadBoard.create(slots, f"pigeon-{name}-load") for name, n in pools
+            if name in BOARD_POOLS and n > 1}
+
+
+def _board(parts: MailParts, pool: str) -> LoadBoard | None:
+    if parts.boards is not None:
+        return parts.boards.get(pool)
+    return parts.board
 
 
 def _implicit(service: str, parts: MailParts) -> tuple[bool, bool]:
@@ -198,10 +223,9 @@ def imap_listener(service: str, parts: MailParts, fds: Sequence[int] = ()) -> Li
         return config().limits
 
     endpoints = getattr(config().listen, service)
-    shared = config().imap.processes > 1  # net.listener rule 7
     return Listener(service, [(e.host, e.port) for e in endpoints], factory, limits, IMAP_TOO_MANY,
                     tls=front, gate=parts.gate, sockets=adopt_listening_sockets(fds) if fds else None,
-                    accept_burst=SHARED_ACCEPT_BURST if shared else None)
+                    board=_board(parts, "imap"))
 
 
 def pop3_listener(service: str, parts: MailParts, fds: Sequence[int] = ()) -> Listener | None:
@@ -220,7 +244,6 @@ def pop3_listener(service: str, parts: MailParts, fds: Sequence[int] = ()) -> Li
         return config().limits
 
     endpoints = getattr(cfg.listen, service)
-    shared = cfg.pop3.processes > 1  # net.listener rule 7
     return Listener(service, [(e.host, e.port) for e in endpoints], factory, limits, POP3_TOO_MANY,
                     tls=front, gate=parts.gate, sockets=adopt_listening_sockets(fds) if fds else None,
-                    accept_burst=SHARED_ACCEPT_BURST if shared else None)
+                    board=_board(parts, "pop3"))

@@ -47,7 +47,9 @@ Rules:
    ``ChangeBus`` whose notices go to the server (``Changed``, rule 5), which passes them on to
    the other processes; the server's ``Changed`` wake this process's IDLE sessions only
    (``ChangeBus.wake``: never sent back). Its own AUTH throttle and credential cache, as the
-   SMTP side's; POP3's maildrop locks are file locks shared with every process.
+   SMTP side's; POP3's maildrop locks are file locks shared with every process. With its
+   pool's load board (``--board FD:SLOTS``, ``net.loadboard``) its listeners take connections
+   by load (``net.listener`` rule 7), in the board's slot of its index; released at its end.
 
 What can go wrong: a bad descriptor, a bind failure or an unusable configuration ends the worker
 with exit status 1 and a log line; the server restarts it after a pause (``app.master`` rule 5).
@@ -68,6 +70,7 @@ from pigeon import maillog
 from pigeon.app import ipc
 from pigeon.app.master import WORKER_STOP_GRACE, Command, WorkerSpec
 from pigeon.app.runtime import freeze_startup, reopen_logs, setup_logging, tune_allocator, tune_gc
+from pigeon.net.loadboard import LoadBoard
 from pigeon.app.services import (MailParts, SmtpParts, credential_verifier, expander, imap_listener,
                                  inbound_verdicts, journal_owner, pop3_listener, pop3_lock_dir,
                                  smtp_listener, srs_codec)
@@ -113,6 +116,8 @@ def worker_command(config_file: str | None) -> Command:
         if config_file is not None:
             cmd += ["--config", config_file]
         cmd += ["worker", "--pool", spec.pool, "--index", str(spec.index)]
+        if spec.board is not None:
+            cmd += ["--board", f"{spec.board[0]}:{spec.board[1]}"]
         for service, fds in spec.listen:
             cmd += ["--service", f"{service}={','.join(str(fd) for fd in fds)}" if fds else service]
         return cmd
@@ -215,9 +220,10 @@ class _Inbox(asyncio.Protocol):
 
 class Worker:
     def __init__(self, config: Config, pool: str, index: int, pipe_fd: int,
-                 listen: Sequence[tuple[str, Sequence[int]]]) -> None:
+                 listen: Sequence[tuple[str, Sequence[int]]], board: LoadBoard | None = None) -> None:
         self.config = config
         self.index = index
+        self.board = board  # rule 10
         self.name = f"{pool} worker {index}"
         self.listen = [(service, list(fds)) for service, fds in listen]
         self.clock = SystemClock()
@@ -298,7 +304,8 @@ class Worker:
                           max_append=cfg.limits.max_message_size, changes=self.changes)
         auth = Authenticator(credential_verifier(self.directory, cfg.auth, self.clock),
                              AuthThrottle(cfg.auth.throttle, self.clock), self.clock)
-        self._mail = MailParts(self.current_config, store, auth, self.tls, MaildropLocks(pop3_lock_dir(cfg)))
+        self._mail = MailParts(self.current_config, store, auth, self.tls, MaildropLocks(pop3_lock_dir(cfg)),
+                               board=self.board)
         return self._mail
 
     def on_queued(self, record: QueueRecord) -> None:
@@ -410,6 +417,9 @@ class Worker:
             self.queue.close()
         if self._mail is not None:
             self._mail.mailstore.close()
+        if self.board is not None:
+            self.board.release()  # rule 10
+            self.board.close()
         self.directory.close()
         self.link.close()
 
@@ -431,8 +441,9 @@ SERVICES: dict[str, Callable[[Worker, str, list[int]], Listener | None]] = {
     "smtp": _smtp, "imap": _imap, "imaps": _imap, "pop3": _pop3, "pop3s": _pop3}
 
 
-def run_worker(config: Config, pool: str, index: int, listen: Sequence[tuple[str, Sequence[int]]]) -> int:
-    """The ``pigeon worker`` command."""
+def run_worker(config: Config, pool: str, index: int, listen: Sequence[tuple[str, Sequence[int]]],
+               board: tuple[int, int] | None = None) -> int:
+    """The ``pigeon worker`` command (``board``: descriptor and slots, rule 10)."""
     name = f"{pool} worker {index}"
     pipe_fd = os.dup(1)
     os.dup2(2, 1)  # rule 1: anything printed goes to standard error, not into the pipe
@@ -445,7 +456,8 @@ def run_worker(config: Config, pool: str, index: int, listen: Sequence[tuple[str
                   ", ".join(unknown) or "(none given)", ", ".join(sorted(SERVICES)))
         return 1
     try:
-        worker = Worker(config, pool, index, pipe_fd, listen)
+        worker = Worker(config, pool, index, pipe_fd, listen,
+                        None if board is None else LoadBoard.attach(board[0], index, board[1]))
         maillog.observe(worker.counters.observe)
         rc = asyncio.run(worker.run())
         maillog.flush()

@@ -17,15 +17,15 @@ Rules:
    ``TimeoutError``, so sessions end it as they end an idle one.
 5. ``EMFILE``/``ENFILE`` at accept: asyncio already stops accepting on that socket for a second;
    ``quiet_accept_errors`` makes its log line one per interval instead of one per attempt.
-7. ``accept_burst``: how many connections one wake-up of the listening socket accepts. asyncio
-   accepts up to its ``backlog`` (1024) in one go, so when the listening socket is shared by
-   several processes (``[imap]``/``[pop3] processes``) and clients connect at once, the process
-   that wakes first takes them all (the mixed IMAP benchmark had every session in one of two
-   processes). With a small burst each process takes a few, and a busy process, whose loop
-   comes back to the socket later, takes fewer (nginx's accept balancing, without a mutex).
-   asyncio uses one number for the kernel's queue and for the burst, so the socket is
-   listened on again with ``BACKLOG`` right after the server starts. SMTP keeps the default:
-   its sessions are short and its accept rate is measured against Postfix.
+7. A listening socket shared by several processes (``[imap]``/``[pop3] processes``) is served
+   with a ``board`` (``net.loadboard``: each process's session count, in shared memory) and
+   this module's own accept loop instead of asyncio's: one connection per wake-up, and a
+   process with more sessions than another (``LoadBoard.busier``) declines the connection
+   for ``loadboard.DECLINE_PAUSE``, so that the other takes it (``loadboard.SharedAccept``);
+   one still waiting after the pause is taken (the other process is busy or stuck). Without it, the process that wakes
+   first took every connection of a burst (asyncio accepts up to its backlog per wake-up;
+   even one per wake-up left 43 of 50 benchmark sessions in one process): one account's
+   sessions then ran on one core. SMTP keeps asyncio's loop: its sessions are short.
 6. ``stop`` closes the listening sockets first (no new sessions), then asks every session to
    finish (``Session.shutdown``), waits a grace period, and cancels what is left. A session that
    is cancelled has not acknowledged anything it has not committed, so nothing accepted is lost.
@@ -46,6 +46,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from pigeon.net.loadboard import LoadBoard, SharedAccept
 from pigeon.net.tls import tls_info
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ BACKLOG = 1024  # the kernel's queue of connections not yet accepted (Postfix's 
 TLS_HANDSHAKE_TIMEOUT = 10.0
 # Accept errors (EMFILE and the like) are logged at most once per this many seconds.
 ACCEPT_ERROR_LOG_INTERVAL = 10.0
+
 
 
 def _format(name: object) -> str:
@@ -378,8 +380,10 @@ class Listener:
                  sockets: list[socket.socket] | None = None,
                  gate: ConnectionGate | None = None,
                  handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT,
-                 accept_burst: int | None = None) -> None:
-        self.accept_burst = accept_burst  # rule 7; None: asyncio's (the whole backlog)
+                 board: LoadBoard | None = None) -> None:
+        self.board = board  # rule 7: a socket shared by several processes, accepted by load
+        self._shared: SharedAccept | None = None  # rule 7: the accept loop with the board
+        self._accept_errors = QuietLog()
         self.tls = tls  # implicit TLS: handshaken in _accept, after the connection is counted
         self.on_tls: Callable[[str], None] | None = None  # given to each Stream (the metrics)
         self.handshake_timeout = handshake_timeout
@@ -399,29 +403,44 @@ class Listener:
         self._failed_handshakes = QuietLog(level=logging.INFO)
 
     async def start(self) -> None:
-        burst = self.accept_burst or BACKLOG
+        serve = self.board is None  # rule 7: else this module's accept loop, started below
         for sock in self.inherited:
-            server = await asyncio.start_server(self._accept, sock=sock, backlog=burst, limit=READ_SIZE * 2)
-            self._relisten(server)
+            server = await asyncio.start_server(self._accept, sock=sock, backlog=BACKLOG, limit=READ_SIZE * 2,
+                                                start_serving=serve)
             self.servers.append(server)
             log.info("listening service=%s address=%s (shared)", self.service, _format(sock.getsockname()))
-        if self.inherited:
-            return
-        for host, port in self.endpoints:
+        for host, port in [] if self.inherited else self.endpoints:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             server = await asyncio.start_server(
-                self._accept, host, port, family=family, reuse_address=True, backlog=burst,
-                limit=READ_SIZE * 2)
-            self._relisten(server)
+                self._accept, host, port, family=family, reuse_address=True, backlog=BACKLOG,
+                limit=READ_SIZE * 2, start_serving=serve)
             self.servers.append(server)
             log.info("listening service=%s address=%s", self.service, f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        if not serve:
+            self._start_accepting()
 
-    def _relisten(self, server: asyncio.Server) -> None:
-        """Rule 7: the kernel's queue back to ``BACKLOG`` when asyncio was given a small burst."""
-        if self.accept_burst is not None:
-            for wrapped in server.sockets:  # asyncio's wrappers have no listen(): a duplicate has
-                with socket.fromfd(wrapped.fileno(), wrapped.family, wrapped.type) as sock:
-                    sock.listen(BACKLOG)
+    # -- rule 7: accepting by load ---------------------------------------------------------
+
+    def _start_accepting(self) -> None:
+        if self.board is not None:
+            self.board.claim()
+            self._shared = SharedAccept(self.board, self._accepted, self._accept_errors.log)
+            self._shared.start([w for server in self.servers for w in server.sockets], BACKLOG)
+
+    def _accepted(self, conn: socket.socket) -> None:
+        asyncio.get_running_loop().create_task(self._serve_accepted(conn))
+
+    async def _serve_accepted(self, conn: socket.socket) -> None:
+        try:
+            try:
+                reader, writer = await asyncio.open_connection(sock=conn, limit=READ_SIZE * 2)
+            except OSError:
+                conn.close()
+                return
+            await self._accept(reader, writer)
+        finally:
+            if self.board is not None:
+                self.board.add(-1)
 
     def listening_fds(self) -> list[int]:
         """The listening sockets' descriptors, to hand to another process (``sockets=``)."""
@@ -483,6 +502,8 @@ class Listener:
         return True
 
     async def stop(self, grace: float = 10.0) -> None:
+        if self._shared is not None:
+            self._shared.stop()
         for s in self.servers:
             s.close()
         for session in list(self.sessions.values()):

@@ -366,7 +366,7 @@ class Account:
                 row = core.synced(name)
                 published = False
                 try:
-                    with core.own_changes(row.id, name), core.index.write(durable=False) as conn:
+                    with core.index.write(durable=False) as conn, core.own_changes(conn, row.id, name):
                         # Flushed below (Rule 5). ops Rule 1: UIDNEXT and HIGHESTMODSEQ as of this
                         # transaction: another process may have appended since ``synced`` read them.
                         row = core.row_by_id(row.id)

@@ -34,15 +34,13 @@ Rules:
    index's WAL flushed through the store's group-commit engine (``durable.commit``,
    ``flush_blocking``), so the concurrent writers of an account share each flush, and neither
    readers nor the next writer wait for it (index Rule 2).
-8. This process's own changes of ``cur/`` (a STORE's rename, an APPEND's or COPY's link, an
-   EXPUNGE's unlink: all in the index already) do not make the next scan list ``cur/`` again
-   (``own_changes``): when ``cur/``'s mtime was the one of this process's last listing just
-   before the change, the listing's record (``scan_memo``) takes the mtime after it, keeping
-   the time of the listing. Without this, every write of any session made the next sync of
-   every session list the folder (1,000 names and rows, ~10 % of the server's CPU in the mixed
-   benchmark). A change by another program in the same instant is taken for ours, and is
-   seen at the next listing, at most ``scan.DIRTY_RELIST`` after the last one (scan Rule 1:
-   the same bound as a change in the same timestamp tick).
+8. Pigeon's own changes of ``cur/`` (a STORE's rename, an APPEND's or COPY's link, an
+   EXPUNGE's unlink: all in the index already) do not make the next scan list ``cur/`` again,
+   in this process or another (``own_changes``, inside the write transaction: ``scan`` Rules 1
+   and 8, the listing record in the folder's index row). Without this, every write of any
+   session made the next sync of every session list the folder (1,000 names and rows, ~10 %
+   of the server's CPU in the mixed benchmark), and with ``[imap] processes = 2`` every write
+   of one process made the other list it.
 """
 
 from __future__ import annotations
@@ -54,7 +52,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +67,7 @@ from pigeon.store.mailbox import folders
 from pigeon.store.mailbox.flags import cur_name
 from pigeon.store.mailbox.index import INDEX_NAME, FolderRow, Index, read_boot_id
 from pigeon.store.mailbox.model import MailboxError
-from pigeon.store.mailbox.scan import DIRTY_RELIST, ScanMemo, scan
+from pigeon.store.mailbox.scan import own_change, scan, up_to_date
 from pigeon.store.mailbox.snapshot import FlagTable, Snapshot, WarmSnapshots
 from pigeon.store.names import UniqueNames
 
@@ -122,7 +120,6 @@ class AccountCore:
         self.clock = clock
         self.max_append = max_append
         self.open_views = 0
-        self.scan_memo: ScanMemo = {}  # scan Rule 1: this process's last listing of each folder
         # Shared by the views (``snapshot`` Rules 2, 4): the latest snapshot of each folder id,
         # kept only while a view holds it.
         self.flag_table = FlagTable()
@@ -145,23 +142,11 @@ class AccountCore:
             self.group.flush_blocking(DirSync(self.path(name) / "cur"))
         self.index.sync()
 
-    @contextmanager
-    def own_changes(self, folder_id: int, name: str) -> Iterator[None]:
-        """Rule 8, around a change of the folder's ``cur/`` by this process (under ``lock``)."""
-        cur = self.path(name) / "cur"
-        try:
-            before = os.stat(cur).st_mtime_ns
-        except OSError:
-            before = None
-        yield
-        last = self.scan_memo.get(folder_id)
-        if before is None or last is None or last[1] != before:
-            return  # changed by someone else since the listing: the next scan lists it
-        try:
-            after = os.stat(cur).st_mtime_ns
-        except OSError:
-            return
-        self.scan_memo[folder_id] = (last[0], after, last[2])
+    def own_changes(self, conn: sqlite3.Connection, folder_id: int,
+                    name: str) -> AbstractContextManager[None]:
+        """Rule 8, around a change of the folder's ``cur/`` by Pigeon, inside the index
+        transaction ``conn`` that records it (``scan.own_change``)."""
+        return own_change(conn, folder_id, self.path(name) / "cur")
 
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
@@ -223,11 +208,7 @@ class AccountCore:
             st_cur = os.stat(path / "cur").st_mtime_ns
         except (OSError, sqlite3.Error):
             return False
-        if st_new == row.new_mtime and st_cur == row.cur_mtime:
-            return True
-        last = self.scan_memo.get(folder_id)
-        return (last is not None and last[0] == st_new and last[1] == st_cur
-                and time.monotonic() - last[2] < DIRTY_RELIST)
+        return up_to_date(row, st_new, st_cur) or self.index.writer_active()  # scan Rule 9
 
     def needs_scan(self, row: FolderRow, since: float | None = None) -> bool:
         """Would ``rescan(row, since=since)`` scan? The same tests (Rule 6, ``scan`` Rule 1),
@@ -240,11 +221,7 @@ class AccountCore:
             st_cur = os.stat(path / "cur").st_mtime_ns
         except OSError:
             return True
-        if st_new == row.new_mtime and st_cur == row.cur_mtime:
-            return False
-        last = self.scan_memo.get(row.id)
-        return not (last is not None and last[0] == st_new and last[1] == st_cur
-                    and time.monotonic() - last[2] < DIRTY_RELIST)
+        return not (up_to_date(row, st_new, st_cur) or self.index.writer_active())  # scan Rule 9
 
     def exists(self, name: str) -> bool:
         return os.path.isdir(self.path(name) / "cur")
@@ -276,7 +253,7 @@ class AccountCore:
             return row
         started = self.monotonic()
         try:
-            fresh = scan(self.index, row, self.path(row.name), force, self.scan_memo)
+            fresh = scan(self.index, row, self.path(row.name), force)
             self.scanned[(row.id, row.name)] = started
             return fresh
         except FileNotFoundError:

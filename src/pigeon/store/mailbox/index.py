@@ -1,7 +1,8 @@
 """The per-account SQLite index: ``<maildir>/pigeon-index.sqlite3``.
 
 What it holds: per folder its UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ, the first UID no session
-has seen yet (``\\Recent``), special-use and the ``new/`` and ``cur/`` mtimes of the last scan;
+has seen yet (``\\Recent``), special-use, the ``new/`` and ``cur/`` mtimes of the last scan and
+the record of the last listing (``scan`` Rule 1);
 per message its UID, Maildir base name, info letters (flags as in the file name), keywords,
 MODSEQ, INTERNALDATE and size; tombstones ``(uid, modseq)`` of expunged messages (QRESYNC,
 RFC 7162 §3.2.10); subscriptions; a cache ``(folder, uid, key) → blob``.
@@ -57,8 +58,9 @@ Rules:
    UIDNEXT to its reservation: a reboot costs at most ``UID_RESERVE`` UIDs per folder and a
    full flag resynchronisation for CONDSTORE clients. Without a boot id (not Linux) every
    write commits with ``FULL``, as before.
-7. Schema 2 added the reservation columns (Rule 6); an index of schema 1 is upgraded in place
-   when opened (its commits were all ``FULL``: nothing to recover).
+7. Schema 2 added the reservation columns (Rule 6), schema 3 the listing record (``listed_*``,
+   ``scan`` Rule 1); an older index is upgraded in place when opened (schema 1's commits were
+   all ``FULL``: nothing to recover; an empty listing record only means one more listing).
 8. Writers of several processes (``[imap] processes``) queue on an ``fcntl`` lock of
    ``pigeon-index.lock`` taken before ``BEGIN IMMEDIATE`` and released after the commit: the
    kernel wakes the next waiter when it is released, where SQLite's busy handler sleeps and
@@ -66,12 +68,17 @@ Rules:
    account lock (the caller's) does the queueing; only ``write`` takes it, and its descriptor
    is closed only with the connection. A second ``Index`` of the same file in one process
    (two stores) would release the first's lock when closed: SQLite's own lock still holds.
+   ``writer_active`` tells a reader that a write is under way (this connection's transaction,
+   or the lock held by another process: ``F_GETLK``), so that it can wait for its commit
+   instead of taking a half-done change for another program's (``scan`` Rule 9).
 
 What can go wrong: ``sqlite3.Error`` (disk full, a corrupt file) propagates; the session
 answers ``NO``. A deleted index is rebuilt from the Maildir with new UIDVALIDITY values.
 ``sync`` raises the ``OSError`` of the flush (EIO): the change is committed but may not
 survive a power loss, and the caller answers ``NO``. A clock of boots that lies (the same
 boot id after a reboot: a container sharing a stale ``/proc``) defeats Rule 6.
+``writer_active`` packs Linux's 64-bit ``struct flock``; where ``F_GETLK`` refuses it, it says
+False, and readers list ``cur/`` as they did before (Rule 8).
 """
 
 from __future__ import annotations
@@ -82,6 +89,7 @@ import hashlib
 import logging
 import os
 import sqlite3
+import struct
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -96,7 +104,7 @@ log = logging.getLogger(__name__)
 INDEX_NAME = "pigeon-index.sqlite3"
 UIDVALIDITY_FLOOR_NAME = "pigeon-uidvalidity"
 LOCK_NAME = "pigeon-index.lock"  # Rule 8
-SCHEMA_VERSION = 2  # Rule 7
+SCHEMA_VERSION = 3  # Rule 7
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")  # Rule 6 (Linux)
 # Rule 6: values handed out per durable reservation. A FULL commit every 10,000 flag changes
 # of a folder; a reboot skips at most that many MODSEQs (63-bit: room for 10^14 reboots).
@@ -117,6 +125,7 @@ BUSY_TIMEOUT_MS = 10_000  # a second process's write transaction (a big COPY) ca
 EXCLUSIVE_RETRY = 60.0  # Rule 5: seconds before an index opened exclusively tries a normal open
 DEGRADED_LOG_EVERY = 60.0  # Rule 5: seconds between two log lines about skipped index writes
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_FLOCK = struct.Struct("@hhqqi4x")  # Rule 8: Linux's struct flock (F_GETLK), with its padding
 
 
 def disk_full(exc: BaseException) -> bool:
@@ -141,7 +150,10 @@ CREATE TABLE IF NOT EXISTS folder(
     new_mtime INTEGER NOT NULL DEFAULT -1,
     cur_mtime INTEGER NOT NULL DEFAULT -1,
     modseq_reserved INTEGER NOT NULL DEFAULT 0,
-    uid_reserved INTEGER NOT NULL DEFAULT 0);
+    uid_reserved INTEGER NOT NULL DEFAULT 0,
+    listed_new INTEGER NOT NULL DEFAULT -1,
+    listed_cur INTEGER NOT NULL DEFAULT -1,
+    listed_at INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS message(
     folder INTEGER NOT NULL,
     uid INTEGER NOT NULL,
@@ -176,11 +188,19 @@ class FolderRow:
     special_use: str | None
     new_mtime: int
     cur_mtime: int
+    # scan Rule 1: the mtimes of new/ and cur/ the last listing saw (cur/ moved on by Pigeon's own
+    # changes since), and when it ran (time.time_ns()); shared by every process
+    listed_new: int = -1
+    listed_cur: int = -1
+    listed_at: int = 0
 
 
 _UPGRADES = {  # Rule 7: from schema N to N + 1
     1: ("ALTER TABLE folder ADD COLUMN modseq_reserved INTEGER NOT NULL DEFAULT 0;"
         "ALTER TABLE folder ADD COLUMN uid_reserved INTEGER NOT NULL DEFAULT 0;"),
+    2: ("ALTER TABLE folder ADD COLUMN listed_new INTEGER NOT NULL DEFAULT -1;"
+        "ALTER TABLE folder ADD COLUMN listed_cur INTEGER NOT NULL DEFAULT -1;"
+        "ALTER TABLE folder ADD COLUMN listed_at INTEGER NOT NULL DEFAULT 0;"),
 }
 
 
@@ -194,7 +214,7 @@ def read_boot_id() -> int | None:
 
 
 _FOLDER_COLS = ("id, name, uidvalidity, uidnext, highestmodseq, recent_uid, special_use, "
-                "new_mtime, cur_mtime")
+                "new_mtime, cur_mtime, listed_new, listed_cur, listed_at")
 
 
 class Index:
@@ -422,17 +442,37 @@ class Index:
             # flushes the database after a checkpoint) and removed it.
             pass
 
-    def _lock(self) -> bool:
-        """Rule 8: queue for the write lock of the index among processes."""
+    def _lock_file(self) -> int | None:
         if self._lock_fd is None:
             try:
                 self._lock_fd = os.open(self.path.with_name(LOCK_NAME),
                                         os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             except OSError as exc:  # a full disk cannot create it: SQLite's own lock still holds
                 log.debug("index %s: no lock file (%s); SQLite's busy handler queues", self.path, exc)
-                return False
-        fcntl.lockf(self._lock_fd, fcntl.LOCK_EX)
+        return self._lock_fd
+
+    def _lock(self) -> bool:
+        """Rule 8: queue for the write lock of the index among processes."""
+        fd = self._lock_file()
+        if fd is None:
+            return False
+        fcntl.lockf(fd, fcntl.LOCK_EX)
         return True
+
+    def writer_active(self) -> bool:
+        """Rule 8: a write transaction of this connection, or of another process, is under way
+        (False when that cannot be told)."""
+        conn = self._conn
+        if conn is not None and conn.in_transaction:
+            return True
+        fd = self._lock_fd  # not opened here: the writers' thread may be opening it
+        if fd is None:
+            return False
+        try:  # struct flock: l_type, l_whence, l_start, l_len, l_pid; F_WRLCK over the whole file
+            got = fcntl.fcntl(fd, fcntl.F_GETLK, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
+        except OSError:
+            return False
+        return _FLOCK.unpack(got[:_FLOCK.size])[0] in (fcntl.F_WRLCK, fcntl.F_RDLCK)
 
     def _unlock(self) -> None:
         if self._lock_fd is not None:

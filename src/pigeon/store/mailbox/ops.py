@@ -126,7 +126,7 @@ def store(core: AccountCore, folder_id: int, uids: Sequence[int], mode: StoreMod
     with core.lock:
         row = core.rescan(core.row_by_id(folder_id))
         try:
-            with core.own_changes(row.id, row.name), core.index.write(durable=False) as conn:
+            with core.index.write(durable=False) as conn, core.own_changes(conn, row.id, row.name):
                 row = core.row_by_id(row.id)  # Rule 1: as of this transaction (other processes)
                 modseq = row.highestmodseq + 1
                 rows = load_rows(conn, row.id, uids)
@@ -180,7 +180,7 @@ def remove(core: AccountCore, folder_id: int, uids: Sequence[int] | None,
     with core.lock:
         row = core.rescan(core.row_by_id(folder_id))
         try:
-            with core.own_changes(row.id, row.name), core.index.write(durable=False) as conn:
+            with core.index.write(durable=False) as conn, core.own_changes(conn, row.id, row.name):
                 row = core.row_by_id(row.id)  # Rule 1: as of this transaction (other processes)
                 if only_deleted and not core.index.lagging:
                     rows = _deleted_rows(conn, row.id, uids)  # Rule 3
@@ -255,9 +255,9 @@ def transfer(core: AccountCore, src_id: int, uids: Sequence[int] | None, dest_na
         dest_cur = core.path(dest.name) / "cur"
         placed: list[tuple[Path, Path]] = []  # (source, target) of the files linked or moved
         try:
-            with (core.own_changes(dest.id, dest.name),
-                  core.own_changes(src.id, src.name) if move else nullcontext(),
-                  core.index.write(durable=False) as conn):
+            with (core.index.write(durable=False) as conn,
+                  core.own_changes(conn, dest.id, dest.name),
+                  core.own_changes(conn, src.id, src.name) if move and src.id != dest.id else nullcontext()):
                 src, dest = core.row_by_id(src.id), core.row_by_id(dest.id)  # Rule 1
                 rows = load_rows(conn, src.id, uids)
                 uid = dest.uidnext

@@ -6,12 +6,15 @@ Rules:
    of now is recorded as "unknown" (-1), because a change in the same timestamp tick would not
    move the mtime (Linux file times are jiffy-granular; FAT's are 2 s). It is rescanned until
    it has been quiet for that long.
-   While a directory is "unknown" and its mtime has not moved since this process last listed
-   it, it is listed again at most every ``DIRTY_RELIST`` seconds (``ScanMemo``, one per account
-   per process): the sessions of a busy mailbox (every STORE renames a file, so ``cur/`` is
-   always unknown) do not each list ``cur/`` after every command. Changes by Pigeon sessions,
-   in any process, are in the index already; only another program's change made within the
-   same timestamp tick as the last listing waits, up to ``DIRTY_RELIST``.
+   While a directory is "unknown", the folder row's listing record (``listed_new``,
+   ``listed_cur``, ``listed_at``: the mtimes the last listing saw and when it ran) lets a scan
+   skip the listing when the mtimes are still those and the listing is less than
+   ``DIRTY_RELIST`` old: the sessions of a busy mailbox (every STORE renames a file, so
+   ``cur/`` is always unknown) do not each list ``cur/`` after every command. The record is in
+   the index, so it is shared by every process (``[imap] processes``), and Pigeon's own
+   changes of ``cur/``, in any process, move it on (``own_change``, Rule 8). Only another
+   program's change made within the same timestamp tick as the last listing or Pigeon change
+   waits, up to ``DIRTY_RELIST`` after the listing.
 2. Files in ``new/`` move to ``cur/<base>:2,<info>`` (maildir spec) and get UIDs in arrival
    order: file mtime, then name. A file that reappears in ``new/`` under a base the index
    knows (a rename lost in a crash) goes back to ``cur/`` with its indexed flags, same UID.
@@ -31,6 +34,24 @@ Rules:
 7. A scan's commit is not flushed (index Rule 2): a power loss may undo it, and the next scan
    finds the same files again; the UIDs and MODSEQs it gave are never given again (index
    Rule 6).
+8. ``own_change`` wraps a change of ``cur/`` by Pigeon (a STORE's rename, an APPEND's or COPY's
+   link, an EXPUNGE's unlink), inside the index transaction that records it (index Rule 1:
+   every Pigeon writer of the account, in every process, holds the index's write lock, so
+   no other Pigeon change interleaves): when ``cur/``'s mtime was the listing record's just
+   before the change, the record takes the mtime after it, in the same transaction, keeping
+   the time of the listing. Before, the record was per process and another process's change
+   made this one list ``cur/`` (1,000+ names and rows) on its next sync. A change by another
+   program in the same instant is taken for Pigeon's and is seen at the next listing, at most
+   ``DIRTY_RELIST`` after the last one (the bound of Rule 1). A record moved on by a
+   transaction that rolls back is rolled back with it. A scan stats the directories again
+   once it holds the write lock: what it lists and records is what the index has.
+9. Between a Pigeon writer's rename and its commit, the directory has moved and the record
+   not yet (another process, or this one's event loop, reads the committed row): a reader
+   that finds the record behind while a write is under way (``Index.writer_active``) takes
+   the folder as up to date (``AccountCore.unchanged``, ``needs_scan``) and looks again at
+   its next sync, after that commit; a change by another program is then found as Rule 1
+   says. (Measured with ``[imap] processes = 2``, 10 clients: one sync in ten listed cur/
+   because it looked inside that window.)
 
 What can go wrong: FileNotFoundError when the folder's directories are gone (the caller treats
 the folder as deleted); other OSError and sqlite3.Error propagate.
@@ -42,6 +63,8 @@ import logging
 import os
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,8 +77,10 @@ log = logging.getLogger(__name__)
 
 DIRTY_WINDOW_NS = 2_000_000_000  # Rule 1: covers coarse (jiffy) and FAT (2 s) timestamps
 # Rule 1: another program's change in the same timestamp tick as our last listing is seen this
-# late at most; 10 listings a second per busy folder and process instead of one per command.
+# late at most; 10 listings a second per busy folder (all processes together) instead of one
+# per command.
 DIRTY_RELIST = 0.1
+DIRTY_RELIST_NS = int(DIRTY_RELIST * 1e9)
 BULK_LOOKUP = 64  # files in new/ above which the index's known bases are read in one query
 
 
@@ -67,26 +92,46 @@ class _Arrival:
     name: str  # the file name in cur/
 
 
-ScanMemo = dict[int, tuple[int, int, float]]  # Rule 1: folder id → (new/ mtime, cur/ mtime, monotonic time) listed
+def up_to_date(row: FolderRow, st_new: int, st_cur: int, now_ns: int | None = None) -> bool:
+    """Rule 1: the index has every change of directories whose mtimes are ``st_new`` and
+    ``st_cur``: the mtimes of the last scan, settled, or those of a listing less than
+    ``DIRTY_RELIST`` old (``now_ns``: ``time.time_ns()``)."""
+    if st_new == row.new_mtime and st_cur == row.cur_mtime:
+        return True
+    if st_new != row.listed_new or st_cur != row.listed_cur:
+        return False
+    age = (time.time_ns() if now_ns is None else now_ns) - row.listed_at
+    return 0 <= age < DIRTY_RELIST_NS  # a clock set back: list again
 
 
-def scan(index: Index, row: FolderRow, folder: Path, force: bool = False, memo: ScanMemo | None = None) -> FolderRow:
+@contextmanager
+def own_change(conn: sqlite3.Connection, folder_id: int, cur_dir: Path) -> Iterator[None]:
+    """Rule 8, inside the write transaction that records the change (``conn``)."""
+    try:
+        before = os.stat(cur_dir).st_mtime_ns
+    except OSError:
+        before = None
+    yield
+    if before is None:
+        return
+    try:
+        after = os.stat(cur_dir).st_mtime_ns
+    except OSError:
+        return
+    if after != before:
+        conn.execute("UPDATE folder SET listed_cur=? WHERE id=? AND listed_cur=?", (after, folder_id, before))
+
+
+def scan(index: Index, row: FolderRow, folder: Path, force: bool = False) -> FolderRow:
     """Bring the index up to date with ``folder``; returns the refreshed row (Rules 1-6)."""
     new_dir, cur_dir = folder / "new", folder / "cur"
+    now_ns = time.time_ns()  # before the stats: a listing is never recorded as later than it ran
     st_new = os.stat(new_dir).st_mtime_ns
     st_cur = os.stat(cur_dir).st_mtime_ns
-    if not force and st_new == row.new_mtime and st_cur == row.cur_mtime:
+    if not force and up_to_date(row, st_new, st_cur):
         return row
-    now = time.monotonic()
-    if not force and memo is not None:
-        last = memo.get(row.id)
-        if last is not None and last[0] == st_new and last[1] == st_cur and now - last[2] < DIRTY_RELIST:
-            return row  # Rule 1: unknown only by the clock, and listed just now
     try:
-        fresh = _scan(index, row, new_dir, cur_dir, st_new, st_cur, force)
-        if memo is not None:
-            memo[row.id] = (st_new, st_cur, now)
-        return fresh
+        return _scan(index, row, new_dir, cur_dir, st_new, st_cur, force, now_ns)
     except (OSError, sqlite3.Error) as exc:
         if not disk_full(exc):
             raise
@@ -95,14 +140,20 @@ def scan(index: Index, row: FolderRow, folder: Path, force: bool = False, memo: 
 
 
 def _scan(index: Index, row: FolderRow, new_dir: Path, cur_dir: Path, st_new: int, st_cur: int,
-          force: bool) -> FolderRow:
+          force: bool, listed_at: int) -> FolderRow:
     with index.write(durable=False) as conn:  # Rule 7
         fresh = index.folder_by_id(row.id)
         if fresh is None:
             raise FileNotFoundError(f"folder {row.name!r} was deleted")
         row = fresh
-        if not force and st_new == row.new_mtime and st_cur == row.cur_mtime:
-            return row  # another scanner got here first
+        # Rule 8: again under the index's write lock, which every Pigeon change of the folder
+        # holds: what is listed and recorded below is then exactly what the index has, even
+        # when another process changed cur/ since the caller's look (then the record, were it
+        # the earlier mtime, would never match again and every sync would list).
+        st_new = os.stat(new_dir).st_mtime_ns
+        st_cur = os.stat(cur_dir).st_mtime_ns
+        if not force and up_to_date(row, st_new, st_cur):
+            return row  # another scanner (or process) got here first
         arrivals: dict[str, _Arrival] = {}
         if force or st_new != row.new_mtime:
             _take_new(conn, row.id, new_dir, cur_dir, arrivals)
@@ -155,9 +206,10 @@ def _scan(index: Index, row: FolderRow, new_dir: Path, cur_dir: Path, st_new: in
             conn.executemany("UPDATE message SET info=?, modseq=? WHERE folder=? AND uid=?",
                              [(info, modseq, row.id, uid) for info, uid in changed])
         now_ns = time.time_ns()
-        conn.execute("UPDATE folder SET uidnext=?, highestmodseq=?, new_mtime=?, cur_mtime=? "
-                     "WHERE id=?", (uidnext, modseq, _settled(st_new, now_ns),
-                                    _settled(st_cur, now_ns), row.id))
+        conn.execute("UPDATE folder SET uidnext=?, highestmodseq=?, new_mtime=?, cur_mtime=?, "
+                     "listed_new=?, listed_cur=?, listed_at=? WHERE id=?",
+                     (uidnext, modseq, _settled(st_new, now_ns), _settled(st_cur, now_ns),
+                      st_new, st_cur, listed_at, row.id))
     refreshed = index.folder_by_id(row.id)
     if refreshed is None:  # pragma: no cover - we hold the only writer that could delete it
         raise FileNotFoundError(f"folder {row.name!r} was deleted")

@@ -188,6 +188,9 @@ def test_an_index_of_schema_1_is_upgraded_in_place(tmp_path: Path) -> None:
     conn = sqlite3.connect(index)
     conn.executescript("ALTER TABLE folder DROP COLUMN modseq_reserved;"
                        "ALTER TABLE folder DROP COLUMN uid_reserved;"
+                       "ALTER TABLE folder DROP COLUMN listed_new;"  # schema 3's (scan Rule 1)
+                       "ALTER TABLE folder DROP COLUMN listed_cur;"
+                       "ALTER TABLE folder DROP COLUMN listed_at;"
                        "DELETE FROM meta WHERE key='boot'; PRAGMA user_version=1;")
     conn.close()
     store = machine.store()
@@ -199,9 +202,11 @@ def test_an_index_of_schema_1_is_upgraded_in_place(tmp_path: Path) -> None:
     store.close()
     conn = sqlite3.connect(index)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-    reserved = conn.execute("SELECT modseq_reserved FROM folder WHERE name='INBOX'").fetchone()[0]
+    reserved, listed_at = conn.execute(
+        "SELECT modseq_reserved, listed_at FROM folder WHERE name='INBOX'").fetchone()
     conn.close()
     assert reserved > changed[0].modseq
+    assert listed_at > 0  # schema 3: the listing record (scan Rule 1), written by the first scan
     assert os.path.exists(machine.maildir / "pigeon-index.lock")
 
 
