@@ -53,9 +53,8 @@ def _emit(qid: str, event: str, **fields: object) -> None:
         observer(event, fields)  # rule 5: counted even when the line is not written
     if not log.isEnabledFor(logging.INFO):
         return  # nothing is formatted for a line nobody reads
-    parts = [qid or "NOQUEUE", event]
-    parts.extend(f"{k}={_quote(v)}" for k, v in fields.items() if v is not None)
-    text = " ".join(parts)
+    text = " ".join([qid or "NOQUEUE", event,
+                     *[f"{k}={_quote(v)}" for k, v in fields.items() if v is not None]])
     direct = _direct
     if direct is not None:
         direct.write(text)
