@@ -46,6 +46,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from pigeon.net.channel import Channel, Reader, Writer
 from pigeon.net.tls import tls_info
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ class Stream:
     re-arms itself at the earliest deadline left.
     """
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout: float,
+    def __init__(self, reader: Reader, writer: Writer, timeout: float,
                  line_timeout: float | None = None) -> None:
         self.reader = reader
         self.writer = writer
@@ -226,7 +227,7 @@ class Stream:
         if writer.transport.get_write_buffer_size():
             await self._guarded(writer.drain(), _WRITE)
         dropped = 0
-        buffered = getattr(self.reader, "_buffer", None)  # CPython's StreamReader keeps a bytearray
+        buffered = getattr(self.reader, "_buffer", None)  # a Channel or a StreamReader: a bytearray
         if isinstance(buffered, bytearray):
             dropped = len(buffered)
             buffered.clear()
@@ -248,6 +249,8 @@ class Stream:
         try:
             if not self.writer.is_closing():
                 self.writer.close()
+            if self.writer.transport.get_write_buffer_size() == 0 and not self.tls_active:
+                return  # nothing left to send: the socket closes in the loop's next turn
             async with asyncio.timeout(5):
                 await self.writer.wait_closed()
         except (OSError, TimeoutError, ConnectionError) as exc:
@@ -400,8 +403,9 @@ class Listener:
 
     async def start(self) -> None:
         burst = self.accept_burst or BACKLOG
+        loop = asyncio.get_running_loop()
         for sock in self.inherited:
-            server = await asyncio.start_server(self._accept, sock=sock, backlog=burst, limit=READ_SIZE * 2)
+            server = await loop.create_server(self._channel, sock=sock, backlog=burst)
             self._relisten(server)
             self.servers.append(server)
             log.info("listening service=%s address=%s (shared)", self.service, _format(sock.getsockname()))
@@ -409,9 +413,8 @@ class Listener:
             return
         for host, port in self.endpoints:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            server = await asyncio.start_server(
-                self._accept, host, port, family=family, reuse_address=True, backlog=burst,
-                limit=READ_SIZE * 2)
+            server = await loop.create_server(
+                self._channel, host, port, family=family, reuse_address=True, backlog=burst)
             self._relisten(server)
             self.servers.append(server)
             log.info("listening service=%s address=%s", self.service, f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
@@ -436,7 +439,14 @@ class Listener:
                 out.append((str(name[0]), int(name[1])))
         return out
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _channel(self) -> Channel:
+        """A new connection's reader and writer (``net.channel``); its session runs in a task."""
+        return Channel(self._start, READ_SIZE * 2)
+
+    def _start(self, channel: Channel) -> asyncio.Task[None]:
+        return asyncio.get_running_loop().create_task(self._accept(channel, channel))
+
+    async def _accept(self, reader: Reader, writer: Writer) -> None:
         limits = self.limits()
         stream = Stream(reader, writer, limits.session_timeout, limits.line_timeout)
         stream.on_tls = self.on_tls

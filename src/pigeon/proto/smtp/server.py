@@ -101,7 +101,8 @@ __all__ = ["NEED_DATA", "DEFAULT_OFFERED", "ESMTP_LINE_ALLOWANCE", "Phase", "Ser
 #: (+100 MAIL for RET/ENVID, +500 RCPT for NOTIFY/ORCPT), RFC 4954 §5 (+500 MAIL for AUTH=),
 #: rounded up to leave room for BODY= and SMTPUTF8.
 ESMTP_LINE_ALLOWANCE: Final = 1024
-_LONG_VERBS: Final = (b"MAIL ", b"RCPT ")  # rule 4: the commands with ESMTP_LINE_ALLOWANCE
+# Rule 4: the commands that get ESMTP_LINE_ALLOWANCE (compared with a slice of the input buffer).
+_LONG_VERBS: Final = (bytearray(b"MAIL "), bytearray(b"RCPT "))
 REJECTED_LINE_SHOWN: Final = 128  # octets of an offending line kept in CommandRejected (for the log)
 
 #: Extensions whose commands/parameters the core accepts unless told otherwise.
