@@ -398,6 +398,7 @@ class Listener:
         self.sessions: dict[asyncio.Task[None], Session] = {}
         # Shared by every listener of the process (rule 2); a listener alone counts alone.
         self.gate = gate if gate is not None else ConnectionGate()
+        self._receive = memoryview(bytearray(READ_SIZE))  # every channel's reads (net.channel rule 7)
         self._refusals = QuietLog()
         self._failed_handshakes = QuietLog(level=logging.INFO)
 
@@ -441,7 +442,7 @@ class Listener:
 
     def _channel(self) -> Channel:
         """A new connection's reader and writer (``net.channel``); its session runs in a task."""
-        return Channel(self._start, READ_SIZE * 2)
+        return Channel(self._start, READ_SIZE * 2, self._receive)
 
     def _start(self, channel: Channel) -> asyncio.Task[None]:
         return asyncio.get_running_loop().create_task(self._accept(channel, channel))
