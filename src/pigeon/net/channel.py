@@ -5,8 +5,8 @@ and a ``StreamWriter``: three objects, a buffer that copies each read twice, and
 calls between the socket and the session for every line a client sends. ``Channel`` is those
 three in one object with the same surface (``read``, ``write``, ``drain``, ``close``,
 ``wait_closed``, ``start_tls``, ``get_extra_info``, ``transport``), made by
-``loop.create_server``; ``Stream`` (``net.listener``) runs on either. The SMTP benchmark
-(docs/benchmarks.md, "2026-12-08 session side") measured the difference in CPU per message.
+``loop.create_server``; ``Stream`` (``net.listener``) runs on either. What it saves, measured:
+docs/benchmarks.md, "the SMTP session side" (2026-12-07/08).
 
 Rules:
 1. ``read(n)``: up to ``n`` buffered octets, waiting for some when there are none; ``b""`` at
