@@ -112,3 +112,51 @@ def test_one_reader_at_a_time() -> None:
         assert await channel.read(10) == b"x"
 
     asyncio.run(_pair(body))
+
+
+def test_channels_sharing_one_receive_buffer_each_keep_their_own_input() -> None:
+    """Rule 7: the listener lends one receive buffer to every channel; what each connection
+    sent stays that connection's, however the reads interleave."""
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        shared = memoryview(bytearray(64))  # smaller than what each client sends: many reads
+        channels: list[Channel] = []
+        idle = asyncio.Event()
+
+        async def session() -> None:
+            await idle.wait()
+
+        def on_connect(channel: Channel) -> asyncio.Task[None]:
+            channels.append(channel)
+            return loop.create_task(session())
+
+        server = await loop.create_server(lambda: Channel(on_connect, 1 << 20, shared), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        clients = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+        sent = [bytes([65 + i]) * 5000 for i in range(3)]
+        for (_, writer), data in zip(clients, sent):
+            writer.write(data[:2500])
+        for (_, writer), data in zip(clients, sent):
+            writer.write(data[2500:])
+            await writer.drain()
+        await asyncio.sleep(0.2)
+        assert len(channels) == 3
+        by_peer = {ch.get_extra_info("peername"): ch for ch in channels}
+        try:
+            for (_, writer), data in zip(clients, sent):
+                channel = by_peer[writer.get_extra_info("sockname")]
+                got = bytearray()
+                while len(got) < len(data):
+                    got += await asyncio.wait_for(channel.read(1000), 5)
+                assert bytes(got) == data
+        finally:
+            idle.set()
+            for _, writer in clients:
+                writer.close()
+            for channel in channels:
+                channel.close()
+                await channel.wait_closed()
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(main())
