@@ -51,6 +51,13 @@ class Reply:
         return Reply(self.code, self.enhanced, text)
 
     def to_bytes(self) -> bytes:
+        text = self.text
+        if type(text) is str and "\r" not in text and "\n" not in text:
+            # One line, nothing to clean: every reply of a transaction (a few per message).
+            if self.enhanced:
+                return (f"{self.code} {self.enhanced} {text}\r\n" if text
+                        else f"{self.code} {self.enhanced}\r\n").encode("utf-8")
+            return f"{self.code} {text}\r\n".encode("utf-8")
         out = []
         lines = self.lines
         for i, line in enumerate(lines):

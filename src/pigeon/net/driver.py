@@ -16,9 +16,9 @@ Rules:
    what is pending, so every answer is on the wire before the server waits for the client.
 2. Back-pressure follows from rule 1: what the server holds of a client's input is what the core
    keeps to finish a line or a literal (each core bounds it), one read (``READ_SIZE``) and
-   asyncio's reader buffer (which stops reading the socket past ``2 × READ_SIZE``). A core that
-   asks for more while holding over ``max_buffered`` octets is broken: the session ends with a
-   log line instead of growing.
+   the connection's buffer (``net.channel``: it stops reading the socket past
+   ``2 × READ_SIZE``). A core that asks for more while holding over ``max_buffered`` octets is
+   broken: the session ends with a log line instead of growing.
 3. Output: the handler queues bytes with ``emit`` (or in the core, for cores with
    ``data_to_send``, passed as ``output``). Pending output is written before each read, at the
    end, and — when ``flush_at`` is set — after an event once it reaches ``flush_at`` octets, so a

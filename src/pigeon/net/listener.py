@@ -46,6 +46,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from pigeon.net.channel import Channel, Reader, Writer
 from pigeon.net.loadboard import LoadBoard, SharedAccept
 from pigeon.net.tls import tls_info
 
@@ -92,7 +93,7 @@ class Stream:
     re-arms itself at the earliest deadline left.
     """
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout: float,
+    def __init__(self, reader: Reader, writer: Writer, timeout: float,
                  line_timeout: float | None = None) -> None:
         self.reader = reader
         self.writer = writer
@@ -228,7 +229,7 @@ class Stream:
         if writer.transport.get_write_buffer_size():
             await self._guarded(writer.drain(), _WRITE)
         dropped = 0
-        buffered = getattr(self.reader, "_buffer", None)  # CPython's StreamReader keeps a bytearray
+        buffered = getattr(self.reader, "_buffer", None)  # a Channel or a StreamReader: a bytearray
         if isinstance(buffered, bytearray):
             dropped = len(buffered)
             buffered.clear()
@@ -250,6 +251,8 @@ class Stream:
         try:
             if not self.writer.is_closing():
                 self.writer.close()
+            if self.writer.transport.get_write_buffer_size() == 0 and not self.tls_active:
+                return  # nothing left to send: the socket closes in the loop's next turn
             async with asyncio.timeout(5):
                 await self.writer.wait_closed()
         except (OSError, TimeoutError, ConnectionError) as exc:
@@ -399,21 +402,22 @@ class Listener:
         self.sessions: dict[asyncio.Task[None], Session] = {}
         # Shared by every listener of the process (rule 2); a listener alone counts alone.
         self.gate = gate if gate is not None else ConnectionGate()
+        self._receive = memoryview(bytearray(READ_SIZE))  # every channel's reads (net.channel rule 7)
         self._refusals = QuietLog()
         self._failed_handshakes = QuietLog(level=logging.INFO)
 
     async def start(self) -> None:
         serve = self.board is None  # rule 7: else this module's accept loop, started below
+        loop = asyncio.get_running_loop()
         for sock in self.inherited:
-            server = await asyncio.start_server(self._accept, sock=sock, backlog=BACKLOG, limit=READ_SIZE * 2,
-                                                start_serving=serve)
+            server = await loop.create_server(self._channel, sock=sock, backlog=BACKLOG, start_serving=serve)
             self.servers.append(server)
             log.info("listening service=%s address=%s (shared)", self.service, _format(sock.getsockname()))
         for host, port in [] if self.inherited else self.endpoints:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            server = await asyncio.start_server(
-                self._accept, host, port, family=family, reuse_address=True, backlog=BACKLOG,
-                limit=READ_SIZE * 2, start_serving=serve)
+            server = await loop.create_server(
+                self._channel, host, port, family=family, reuse_address=True, backlog=BACKLOG,
+                start_serving=serve)
             self.servers.append(server)
             log.info("listening service=%s address=%s", self.service, f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
         if not serve:
@@ -431,16 +435,24 @@ class Listener:
         asyncio.get_running_loop().create_task(self._serve_accepted(conn))
 
     async def _serve_accepted(self, conn: socket.socket) -> None:
+        """Rule 7: a connection ``SharedAccept`` took (counted on the board), served as any
+        other; the count goes down when its session ends."""
         try:
-            try:
-                reader, writer = await asyncio.open_connection(sock=conn, limit=READ_SIZE * 2)
-            except OSError:
-                conn.close()
-                return
-            await self._accept(reader, writer)
-        finally:
+            await asyncio.get_running_loop().connect_accepted_socket(self._counted_channel, sock=conn)
+        except OSError:
+            conn.close()
             if self.board is not None:
                 self.board.add(-1)
+
+    def _counted_channel(self) -> Channel:
+        return Channel(self._start_counted, READ_SIZE * 2, self._receive)
+
+    def _start_counted(self, channel: Channel) -> asyncio.Task[None]:
+        task = self._start(channel)
+        board = self.board
+        if board is not None:
+            task.add_done_callback(lambda _task: board.add(-1))
+        return task
 
     def listening_fds(self) -> list[int]:
         """The listening sockets' descriptors, to hand to another process (``sockets=``)."""
@@ -455,7 +467,14 @@ class Listener:
                 out.append((str(name[0]), int(name[1])))
         return out
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _channel(self) -> Channel:
+        """A new connection's reader and writer (``net.channel``); its session runs in a task."""
+        return Channel(self._start, READ_SIZE * 2, self._receive)
+
+    def _start(self, channel: Channel) -> asyncio.Task[None]:
+        return asyncio.get_running_loop().create_task(self._accept(channel, channel))
+
+    async def _accept(self, reader: Reader, writer: Writer) -> None:
         limits = self.limits()
         stream = Stream(reader, writer, limits.session_timeout, limits.line_timeout)
         stream.on_tls = self.on_tls

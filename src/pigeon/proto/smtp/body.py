@@ -78,7 +78,11 @@ class DotReader:
                 del buf[:3]
                 self.done = True
                 return b""
-        idx = buf.find(_END)
+        # Rule 6: one scan finds the first line that starts with a dot, a stuffed one or the end
+        # marker's; the end marker can only be at or after it, and without it (the usual message)
+        # there is no second scan for dot-stuffing.
+        first = buf.find(b"\n.")
+        idx = -1 if first < 0 else buf.find(_END, first - 1 if first else 0)
         if idx >= 0:
             seg_end, consumed = idx + 2, idx + 5
             self.done = True
@@ -90,13 +94,14 @@ class DotReader:
             seg_end = consumed = last_lf + 1
         seg = bytes(buf[:seg_end])
         del buf[:consumed]
-        out = self._process(seg)
+        out = self._process(seg, 0 <= first and first + 1 < seg_end)
         if not self.done:
             self._check_tail(buf)
         return out
 
-    def _process(self, seg: bytes) -> bytes:
-        """``seg`` is whole lines, starting at a line start and ending with LF."""
+    def _process(self, seg: bytes, stuffed: bool) -> bytes:
+        """``seg`` is whole lines, starting at a line start and ending with LF; ``stuffed``: a
+        line after the first starts with a dot."""
         if not self.bare_newline:
             crlf = seg.count(b"\r\n")
             if seg.count(b"\n") != crlf or seg.count(b"\r") != crlf:
@@ -112,7 +117,7 @@ class DotReader:
         # RFC 5321 §4.5.2: remove the first dot of every line that starts with one.
         if seg[0] == _DOT:
             seg = seg[1:]
-        if b"\n." in seg:
+        if stuffed:
             seg = seg.replace(b"\n.", b"\n")
         self.size += len(seg)
         if self.max_size and self.size > self.max_size:

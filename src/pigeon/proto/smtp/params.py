@@ -99,6 +99,13 @@ def split_path(arg: str) -> tuple[str, str]:
         if not head or "<" in head or ">" in head:
             raise ParamError(C501_SYNTAX_PARAMS.with_text("Syntax: <address> expected"))
         return head, rest.strip(" ")
+    if '"' not in arg:  # no quoted local part (the usual path): the first ">" ends the path
+        end = arg.find(">")
+        if end > 0:
+            rest = arg[end + 1 :]
+            if rest and not rest.startswith(" "):
+                raise ParamError(C501_SYNTAX_PARAMS.with_text("Syntax: space expected after the path"))
+            return arg[1:end], rest.strip(" ")
     in_quote = False
     escaped = False
     for i in range(1, len(arg)):
@@ -205,7 +212,7 @@ def parse_mail_args(
 ) -> MailArgs:
     """Parse what follows ``MAIL FROM:``."""
     path, ptext = split_path(arg)
-    params = split_params(ptext, _allowed(offered, esmtp, _MAIL_KEYS))
+    params = split_params(ptext, _allowed(offered, esmtp, _MAIL_KEYS)) if ptext else {}
     size: int | None = None
     if "SIZE" in params:
         raw = _need_value("SIZE", params["SIZE"])
@@ -261,7 +268,7 @@ def parse_rcpt_args(
 ) -> RcptArgs:
     """Parse what follows ``RCPT TO:``."""
     path, ptext = split_path(arg)
-    params = split_params(ptext, _allowed(offered, esmtp, _RCPT_KEYS))
+    params = split_params(ptext, _allowed(offered, esmtp, _RCPT_KEYS)) if ptext else {}
     notify: tuple[str, ...] = ()
     if "NOTIFY" in params:
         values = tuple(ascii_upper(v) for v in _need_value("NOTIFY", params["NOTIFY"]).split(","))

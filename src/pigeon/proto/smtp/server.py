@@ -101,6 +101,8 @@ __all__ = ["NEED_DATA", "DEFAULT_OFFERED", "ESMTP_LINE_ALLOWANCE", "Phase", "Ser
 #: (+100 MAIL for RET/ENVID, +500 RCPT for NOTIFY/ORCPT), RFC 4954 §5 (+500 MAIL for AUTH=),
 #: rounded up to leave room for BODY= and SMTPUTF8.
 ESMTP_LINE_ALLOWANCE: Final = 1024
+# Rule 4: the commands that get ESMTP_LINE_ALLOWANCE (compared with a slice of the input buffer).
+_LONG_VERBS: Final = (bytearray(b"MAIL "), bytearray(b"RCPT "))
 REJECTED_LINE_SHOWN: Final = 128  # octets of an offending line kept in CommandRejected (for the log)
 
 #: Extensions whose commands/parameters the core accepts unless told otherwise.
@@ -371,11 +373,13 @@ class ServerConnection:
         return CommandRejected(reply, line[:REJECTED_LINE_SHOWN])
 
     def _command_limit(self) -> int:
-        if self._esmtp and bytes(self._in.data[:5]).upper() in (b"MAIL ", b"RCPT "):
+        if self._esmtp and self._in.data[:5].upper() in _LONG_VERBS:
             return self.max_command_line + ESMTP_LINE_ALLOWANCE
         return self.max_command_line
 
     def _next_command(self) -> ServerEvent | NeedData:
+        if not self._in.data:  # nothing buffered (half of the calls: the driver reads next)
+            return self._eof_event()
         line = self._read_line(self._command_limit())
         if line is None:
             return self._eof_event()
