@@ -15,7 +15,7 @@ from pigeon.store.mailbox.account import (
     MailStore,
 )
 from pigeon.store.mailbox.folders import INBOX, NAME_MAX, SEPARATOR
-from pigeon.store.mailbox.index import disk_full
+from pigeon.store.mailbox.index import WouldWait, disk_full
 from pigeon.store.mailbox.model import (
     Changes,
     ErrorCode,
@@ -29,5 +29,5 @@ from pigeon.store.mailbox.view import Mailbox, sync_views
 __all__ = [
     "DEFAULT_MAX_APPEND", "INBOX", "MAX_FOLDERS", "MAX_SUBSCRIPTIONS", "NAME_MAX", "SEPARATOR", "Account", "Changes",
     "ErrorCode", "MailStore", "Mailbox", "MailboxError", "MailboxInfo", "MailboxStatus",
-    "MessageMeta", "disk_full", "sync_views",
+    "MessageMeta", "WouldWait", "disk_full", "sync_views",
 ]

@@ -68,6 +68,18 @@ Rules:
    cost more CPU in the hand-over of the GIL between the loop and the worker threads than the
    sync itself (docs/benchmarks.md, issue 18, "CPU per command").
 
+15. ``read_nowait`` and ``cache_many_nowait`` are ``read`` and ``cache_many`` for the event
+   loop (the FETCH of a few small messages, ``imapd.fetch`` rule 7): the file the view knows,
+   the loop's own read connection (Rule 13), never the account lock; None whenever that is
+   not enough (the file moved, the connection is busy, the index is open exclusively) and the
+   caller goes to a worker thread. Why: the thread hop and its GIL hand-overs cost more than
+   reading a 10 KB file (~15 µs) or a few cached values.
+16. ``store(wait=False)`` is the event loop's STORE: it raises ``index.WouldWait``, having
+   changed nothing, when it would wait for the account lock, a scan of the folder, another
+   process's index lock or a flush (``ops.store``, ``Index.write``); the caller then stores in
+   a worker thread. A STORE commits with ``synchronous=NORMAL`` and flushes nothing (index
+   Rule 6), so what is left on the loop is a rename per message and one small transaction.
+
 What can go wrong: ``MailboxError("NONEXISTENT")`` when the folder was deleted or renamed
 away under the view (the IMAP session should then end with BYE); ``MailboxError
 ("EXPUNGEISSUED")`` from ``read`` when the message was expunged by someone else.
@@ -88,7 +100,7 @@ from pigeon.store.mailbox import files, ops
 from pigeon.store.mailbox.context import AccountCore
 from pigeon.store.mailbox.folders import normalize
 from pigeon.store.mailbox.flags import cur_name
-from pigeon.store.mailbox.index import FolderRow, disk_full
+from pigeon.store.mailbox.index import FolderRow, WouldWait, disk_full
 from pigeon.store.mailbox.model import Changes, MailboxError, MessageMeta, make_meta
 from pigeon.store.mailbox.snapshot import Snapshot, build, derive, key_of
 
@@ -351,7 +363,7 @@ class Mailbox:
 
     def store(self, uids: Sequence[int], mode: Literal["set", "add", "remove"], flags: frozenset[str],
               unchangedsince: int | None = None, gone: list[int] | None = None,
-              refreshed: list[MessageMeta] | None = None) -> tuple[list[MessageMeta], list[int]]:
+              refreshed: list[MessageMeta] | None = None, wait: bool = True) -> tuple[list[MessageMeta], list[int]]:
         """STORE on messages of the view; returns (changed, failed UNCHANGEDSINCE uids).
 
         Messages not in the view, or expunged by others meanwhile, are skipped; ``gone``,
@@ -359,18 +371,23 @@ class Mailbox:
         Rule 11: afterwards every stored message of the view is as the index has it;
         ``refreshed``, when given, receives those that had been changed by someone else
         since the view last saw them (their change is taken in here, not by ``sync``).
+        ``wait=False`` (Rule 16): ``index.WouldWait``, with nothing changed, rather than wait.
         """
         self._writable()
-        with self._core.lock:
+        if not self._core.lock.acquire(blocking=wait):
+            raise WouldWait("the account lock is held")
+        try:
             mine = [u for u in uids if self._entry(u) is not None]
             found: dict[int, ops.Row] = {}
-            rows, failed = ops.store(self._core, self._id, mine, mode, flags, unchangedsince, gone, found)
+            rows, failed = ops.store(self._core, self._id, mine, mode, flags, unchangedsince, gone, found, wait)
             stale = self._stale(found, failed)
             for msg in stale:  # Rule 11: before our own rows, which are newer
                 self._set(msg.uid, self._entry_of(msg))
             changed = self._apply_rows(rows)
             if refreshed is not None:
                 refreshed.extend(m for m in map(self.get, [r.uid for r in stale]) if m is not None)
+        finally:
+            self._core.lock.release()
         if changed:
             self._core.notify(self.name)
         return changed, failed
@@ -449,6 +466,19 @@ class Mailbox:
         # Renamed under us MAX_RELOCATE times in a row: another program is racing on this file.
         raise MailboxError("EXPUNGEISSUED", f"message {uid} kept moving while it was read")
 
+    def read_nowait(self, uid: int, header_only: bool = False) -> bytes | None:
+        """Rule 15: ``read`` (``read_header`` with ``header_only``) for the event loop: the file
+        the view knows, with no lock and no lookup; None when it is not there (renamed or
+        removed meanwhile, or the message left the view): the caller then reads in a worker
+        thread, where Rule 10 finds it again or says it is gone."""
+        if self._entry(uid) is None:
+            return None
+        path, form = self._resolve(uid)
+        try:
+            return files.read_header(path, form) if header_only else files.read_all(path, form)
+        except FileNotFoundError:
+            return None
+
     def _find(self, uid: int) -> tuple[Path, files.Form] | None:
         """The message's file found by its base name in ``cur/`` or ``new/`` (Rule 10)."""
         entry = self._entry(uid)
@@ -477,15 +507,32 @@ class Mailbox:
         a batch never pulls in more than a few MiB; a (uid, key) that is absent is not cached."""
         if not uids or not keys:
             return {}
-        wanted = set(uids)
-        marks = ",".join("?" * len(keys))
         core = self._core
         shared = core.can_read
         with core.reading() if shared else core.lock:  # context Rule 5
-            rows = (core.reader if shared else core.index).conn.execute(
-                "SELECT uid, key, CASE WHEN length(value) <= ? THEN value END FROM cache "
-                f"WHERE folder=? AND uid BETWEEN ? AND ? AND key IN ({marks})",
-                (PREFETCH_VALUE, self._id, uids[0], uids[-1], *keys)).fetchall()
+            return self._cache_rows((core.reader if shared else core.index).conn, uids, keys)
+
+    def cache_many_nowait(self, uids: Sequence[int],
+                          keys: Sequence[str]) -> dict[tuple[int, str], bytes | None] | None:
+        """Rule 15: ``cache_many`` for the event loop, through its own read connection (Rule 13);
+        None when that cannot be done at once (the caller then reads in a worker thread)."""
+        if not uids or not keys:
+            return {}
+        core = self._core
+        if not core.can_read or not core.loop_reader_lock.acquire(blocking=False):
+            return None
+        try:
+            return self._cache_rows(core.loop_reader.conn, uids, keys)
+        finally:
+            core.loop_reader_lock.release()
+
+    def _cache_rows(self, conn: sqlite3.Connection, uids: Sequence[int],
+                    keys: Sequence[str]) -> dict[tuple[int, str], bytes | None]:
+        wanted = set(uids)
+        marks = ",".join("?" * len(keys))
+        rows = conn.execute("SELECT uid, key, CASE WHEN length(value) <= ? THEN value END FROM cache "
+                            f"WHERE folder=? AND uid BETWEEN ? AND ? AND key IN ({marks})",
+                            (PREFETCH_VALUE, self._id, uids[0], uids[-1], *keys)).fetchall()
         return {(u, k): None if v is None else bytes(v) for u, k, v in rows if u in wanted}
 
     def cache_put(self, uid: int, key: str, value: bytes) -> None:
