@@ -94,7 +94,7 @@ import sqlite3
 from array import array
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pigeon.store.mailbox import files, ops
 from pigeon.store.mailbox.context import AccountCore
@@ -195,9 +195,25 @@ class Mailbox:
         if over and isinstance(uids, Sequence) and len(uids) > n // BULK_ROWS_FRACTION:
             # Many UIDs (a SEARCH, FETCH 1:*) of a view with an overlay: the whole view at C
             # speed, the overlay patched in, then only the UIDs asked for.
-            rows = [r for r in zip(suids, fids, sizes, dates, modseqs, strict=True) if r[0] not in over]
-            rows += [(u, e[0], e[1], e[2], e[3]) for u, e in over.items() if e is not None]
-            rows.sort()
+            # The overlay (at most ~1/8 of the view, Rule 8) is patched in place by position.
+            every: list[MetaRow | None] = list(zip(suids, fids, sizes, dates, modseqs, strict=True))
+            added: list[MetaRow] = []
+            dropped = False
+            for u, e in over.items():
+                i = find(suids, u)
+                if i < n and suids[i] == u:
+                    every[i] = None if e is None else (u, e[0], e[1], e[2], e[3])
+                    dropped = dropped or e is None
+                elif e is not None:
+                    added.append((u, e[0], e[1], e[2], e[3]))
+            rows: list[MetaRow] = ([r for r in every if r is not None] if dropped
+                                   else cast("list[MetaRow]", every))
+            if added:
+                added.sort()
+                if rows and added[0][0] < rows[-1][0]:
+                    rows = sorted([*rows, *added])
+                else:
+                    rows += added
             wanted = set(uids)
             if len(rows) != len(wanted) or not wanted.issuperset([r[0] for r in rows]):
                 rows = [r for r in rows if r[0] in wanted]
@@ -525,6 +541,26 @@ class Mailbox:
             return self._cache_rows(core.loop_reader.conn, uids, keys)
         finally:
             core.loop_reader_lock.release()
+
+    def cache_filter(self, uids: Sequence[int], key: str, needle: str) -> tuple[set[int], dict[int, bytes]]:
+        """For the ascending ``uids``: those whose cached ``key`` value (JSON, ASCII) contains
+        neither ``needle`` (lower-case printable ASCII), ASCII case ignored, nor a ``\\u``
+        escape, and the cached values of the others; uids in neither are not cached. One
+        query, the test made by SQLite (``imapd.search`` rule 8): the caller decodes only the
+        few values that may match, instead of receiving every value."""
+        if not uids:
+            return set(), {}
+        core = self._core
+        shared = core.can_read
+        with core.reading() if shared else core.lock:  # context Rule 5
+            rows = (core.reader if shared else core.index).conn.execute(
+                "SELECT uid, CASE WHEN instr(value, X'5C75') = 0 AND instr(lower(value), ?) = 0 "
+                "THEN NULL ELSE value END FROM cache WHERE folder=? AND key=? AND uid BETWEEN ? AND ?",
+                (needle, self._id, key, uids[0], uids[-1])).fetchall()
+        wanted = set(uids)
+        out = {u for u, v in rows if v is None}
+        out &= wanted
+        return out, {u: bytes(v) for u, v in rows if v is not None and u in wanted}
 
     def _cache_rows(self, conn: sqlite3.Connection, uids: Sequence[int],
                     keys: Sequence[str]) -> dict[tuple[int, str], bytes | None]:
