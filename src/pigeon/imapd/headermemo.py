@@ -19,6 +19,9 @@ Rules:
 5. Safe from several threads (searches run in worker threads): the maps' table under a lock;
    a map is never changed once handed out: new values go into a copy that replaces it (a
    search iterating over the old one is not disturbed).
+6. ``rule_out`` also keeps, per needle (at most ``MAX_NEEDLES``, least recently used dropped),
+   which UIDs it rules out and the values of the others; a repeated search tests only the
+   values added since (a new message's), not the whole folder again.
 
 What can go wrong: memory, bounded by rule 3 (~100 octets a value: ~10 MB at the limit).
 """
@@ -35,6 +38,11 @@ from pigeon.store.mailbox import Mailbox
 #: Rule 3: values kept per process. ~100 octets each (a From value of ~40 octets, the int key,
 #: dict overhead): ~10 MB, the 1,000-message INBOX of 100 sessions' searches many times over.
 MAX_VALUES: Final = 100_000
+#: Rule 6: needles remembered per process (each a set of the folder's UIDs at most).
+MAX_NEEDLES: Final = 64
+_ESCAPE: Final = b"\\u"
+#: Rule 6: (map, UIDs ruled out, the others' values, every UID tested)
+_Ruling = tuple[dict[int, bytes], set[int], dict[int, bytes], set[int]]
 
 
 class HeaderMemo:
@@ -44,6 +52,7 @@ class HeaderMemo:
         self.max_values = max_values
         self._maps: OrderedDict[tuple[str, int, str], dict[int, bytes]] = OrderedDict()
         self._lock = threading.Lock()
+        self._needles: OrderedDict[tuple[str, int, str, bytes], _Ruling] = OrderedDict()
 
     def values(self, mailbox: Mailbox, uids: Sequence[int], key: str) -> dict[int, bytes] | None:
         """UID → the lower-cased cached value of ``key``, for the ascending ``uids`` (those the
@@ -56,7 +65,7 @@ class HeaderMemo:
             if memo is None:
                 memo = self._maps[name] = {}
             self._maps.move_to_end(name)
-        missing = [u for u in uids if u not in memo]
+        missing = sorted(set(uids).difference(memo.keys()))
         if missing:  # rule 2
             got = mailbox.cache_many(missing, [key])
             fresh = {u: v.lower() for (u, _), v in got.items() if v is not None}
@@ -70,6 +79,40 @@ class HeaderMemo:
                 self._maps[name] = memo
             self._trim(name)
         return memo
+
+    def rule_out(self, mailbox: Mailbox, uids: Sequence[int], key: str,
+                 needle: bytes) -> tuple[set[int], dict[int, bytes]] | None:
+        """(UIDs whose cached value of ``key`` cannot contain ``needle``, lower-case plain
+        ASCII; the cached values of the others) for the ascending ``uids`` (maybe more UIDs
+        than those: the caller looks up its own); UIDs in neither are not cached. None when
+        the folder is too large to keep (rule 3). Rule 6."""
+        kept = self.values(mailbox, uids, key)
+        if kept is None:
+            return None
+        name = (str(mailbox.directory), mailbox.uidvalidity, key, needle)
+        with self._lock:
+            got = self._needles.get(name)
+            if got is not None:
+                self._needles.move_to_end(name)
+        if got is not None and got[0] is kept:
+            return got[1], got[2]
+        if got is None or len(got[3]) > 2 * len(kept) + 64:  # from scratch (rule 1: expunged ones)
+            ruled, others, tested = set(), {}, set()
+        else:  # copies: the old ones may be in use in another thread (rule 5)
+            ruled, others, tested = set(got[1]), dict(got[2]), set(got[3])
+        for uid in kept.keys() - tested:
+            raw = kept[uid]
+            if needle in raw or _ESCAPE in raw:
+                others[uid] = raw
+            else:
+                ruled.add(uid)
+        tested.update(kept.keys())
+        with self._lock:
+            self._needles[name] = (kept, ruled, others, tested)
+            self._needles.move_to_end(name)
+            while len(self._needles) > MAX_NEEDLES:
+                self._needles.popitem(last=False)
+        return ruled, others
 
     def _trim(self, keep: tuple[str, int, str]) -> None:
         """Rule 3: drop the least recently used maps (never ``keep``) while over the limit."""

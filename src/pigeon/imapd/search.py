@@ -373,16 +373,12 @@ def _run(sel: Selected, uids: list[int], criteria: c.SearchAnd, saved: list[int]
     matcher = Matcher(sel, saved, len(uids), uids[-1] if uids else 0, cached)
     for h in heads:
         key = HEADER_CACHE + h.field.lower()
-        kept = memo.values(sel.mailbox, uids, key) if memo is not None else None
-        if kept is None:
-            ruled, values = sel.mailbox.cache_filter(uids, key, h.value.lower())
-            cached.update({(uid, key): v for uid, v in values.items()})
-        else:  # rule 9
-            # maybe more UIDs than asked for: harmless, only those of ``rows`` are looked up;
-            # the UIDs in neither are not cached: ``_Candidate.values`` decodes and caches them
-            needle = h.value.lower().encode("ascii")
-            ruled = {u for u, raw in kept.items() if needle not in raw and b"\\u" not in raw}
-            cached.update({(u, key): raw for u, raw in kept.items() if u not in ruled})
+        # rule 9; maybe more UIDs than asked for: harmless, only those of ``rows`` are looked
+        # up; UIDs in neither are not cached: ``_Candidate.values`` decodes and caches them
+        got = (memo.rule_out(sel.mailbox, uids, key, h.value.lower().encode("ascii"))
+               if memo is not None else None)
+        ruled, values = got if got is not None else sel.mailbox.cache_filter(uids, key, h.value.lower())
+        cached.update({(uid, key): v for uid, v in values.items()})
         matcher.ruled[id(h)] = ruled  # never looked at again (``Matcher.filter``)
 
     def each(key: c.SearchKey, i: int) -> bool:

@@ -147,3 +147,20 @@ def test_header_memo_is_bounded_and_drops_expunged_messages(selected: Selected) 
     kept.update({10_000 + n: b'["gone"]' for n in range(2 * len(uids) + 64)})  # expunged since
     fresh = memo.values(box, [*uids[:-1], 999_999], S.HEADER_CACHE + "to")  # 999999: not cached, read
     assert fresh is not None and set(fresh) == set(uids[:-1])
+
+
+def test_header_memo_rulings_follow_new_messages(selected: Selected) -> None:
+    """headermemo rule 6: a needle's ruling, kept, then extended by the values added since,
+    equals one made from scratch; the kept one is reused as long as the map is the same."""
+    uids = list(selected.uids)
+    S._run(selected, uids, _criteria(b'FROM "x"'), None)  # fills the header cache
+    key = S.HEADER_CACHE + "from"
+    memo = HeaderMemo()
+    first = memo.rule_out(selected.mailbox, uids[:40], key, b"user17")
+    again = memo.rule_out(selected.mailbox, uids[:40], key, b"user17")
+    assert first is not None and again is not None and first[0] is again[0]  # reused
+    grown = memo.rule_out(selected.mailbox, uids, key, b"user17")
+    scratch = HeaderMemo().rule_out(selected.mailbox, uids, key, b"user17")
+    assert grown is not None and scratch is not None
+    assert grown == scratch and scratch[1]  # some may match
+    assert set(scratch[0]) | set(scratch[1]) == set(uids)
