@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pigeon.store.mailbox import Account, WouldWait, scan
+from pigeon.store.mailbox import Account, MailboxError, WouldWait, files, scan
 from pigeon.store.mailbox.index import LOCK_NAME
 from tests.unit.store.mailbox.conftest import MSG
 
@@ -135,3 +135,25 @@ def test_store_nowait_declines_without_changing_anything(account: Account, maild
         assert [(m.uid, m.flags) for m in changed] == [(1, frozenset({"\\Seen"}))]
     finally:
         box.close()
+
+
+def test_read_follows_the_index_after_another_sessions_changes(account: Account, monkeypatch: pytest.MonkeyPatch) -> None:
+    """view Rule 10: a file renamed by another session's STORE is found by the index's name,
+    one expunged is EXPUNGEISSUED, both without listing cur/."""
+    for _ in range(3):
+        account.append("INBOX", MSG, frozenset(), None)
+    box, other = account.select("INBOX"), account.select("INBOX")
+    try:
+        other.store([1], "add", frozenset({"\\Seen"}))
+        other.store([2], "add", frozenset({"\\Deleted"}))
+        other.expunge()
+        listed: list[object] = []
+        monkeypatch.setattr(files, "find_by_base", lambda *a: listed.append(a))
+        assert box.read(1) == box.read(3)  # the same content: found at its new name
+        with pytest.raises(MailboxError) as err:
+            box.read_header(2)
+        assert err.value.code == "EXPUNGEISSUED"
+        assert listed == []
+    finally:
+        box.close()
+        other.close()
