@@ -4,7 +4,9 @@
 SELECT) → ``Mailbox`` (one session's view). See ``docs/architecture.md`` (Maildir layout) and
 the module docstrings: ``folders`` (names), ``flags`` (file names), ``index`` (SQLite),
 ``scan`` (disk ⇄ index), ``ops`` (STORE/EXPUNGE/COPY/MOVE), ``view`` (the view), ``account``.
-All calls block: the servers run them in worker threads (``asyncio.to_thread``).
+All calls block: the servers run them in worker threads (``asyncio.to_thread``), except
+those made for the event loop, which never wait (``view`` Rules 13, 15, 16: ``sync_nowait``,
+``read_nowait``, ``cache_many_nowait``, ``store(wait=False)``).
 """
 
 from pigeon.store.mailbox.account import (
