@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 from pigeon.auth.sasl import Authenticator
 from pigeon.config import Config
+from pigeon.imapd.headermemo import HeaderMemo
 from pigeon.imapd.idlewake import IdleGroups
 from pigeon.imapd.session import ImapSession
 from pigeon.imapd.syncbatch import SyncBatches
@@ -50,6 +51,7 @@ class ImapSessionFactory:
         self.implicit_tls = implicit_tls
         self.syncs = SyncBatches()  # the sessions' syncs batched per folder (``syncbatch``)
         self.idlers = IdleGroups(store.changes)  # IDLE sessions woken per folder (``idlewake``)
+        self.header_memo = HeaderMemo()  # header values SEARCH tests (``headermemo``)
 
     @property
     def service(self) -> str:

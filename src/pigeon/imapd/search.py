@@ -26,7 +26,13 @@ Rules:
 8. A header key with a plain needle (printable ASCII, no ``"`` or ``\\``) first rules out the
    messages whose cached JSON (rule 6) is pure ASCII (no ``\\u`` escape) and does not contain
    the needle, case-insensitively, without decoding it: such a value is written verbatim in
-   the JSON, and its casefold is its lower case. Only the rest are decoded and matched.
+   the JSON, and its casefold is its lower case. Only the rest are decoded and matched. For
+   the header keys of the top-level AND whose field no other key needs, the values come from
+   the process's ``HeaderMemo`` (rule 9), else SQLite makes that test
+   (``Mailbox.cache_filter``): only the values that may match are read out of the index.
+9. ``headermemo.HeaderMemo`` keeps those fields' cached values in memory, per process: a
+   header search of a 1,000-message folder read them out of SQLite every time (~1 ms, the
+   most expensive command of the mixed load of issue 18).
 6. Header keys (FROM, TO, SUBJECT, HEADER ...) match the decoded values of the field, which are
    cached per message in the index (``HEADER_CACHE`` + field name, JSON; a message's content
    never changes, so neither does the entry): read for the whole search in one query, the
@@ -43,6 +49,7 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from pigeon.imapd.headermemo import HeaderMemo
 from pigeon.imapd.replies import Done, bad, ok
 from pigeon.imapd.selected import RECENT, Selected
 from pigeon.proto.imap import commands as c
@@ -171,6 +178,7 @@ class Matcher:
         self._flag_memo: dict[tuple[str, int], bool] = {}  # (flag, flag-set id) → has it
         self._splits: dict[int, tuple[list[c.SearchKey], c.SearchKey | None]] = {}
         self._bounds: dict[dt.date, tuple[float, float] | None] = {}
+        self.ruled: dict[int, set[int]] = {}  # rule 8: id(header key) → UIDs it rules out
 
     def ordered(self, key: c.SearchAnd) -> list[c.SearchKey]:
         got = self._order.get(id(key))
@@ -199,6 +207,9 @@ class Matcher:
     def ruled_out(self, key: c.SearchHeader, uid: int) -> bool:
         """Rule 8: True when the cached JSON of the field's values proves that none contains
         ``key.value`` (a plain ASCII needle, ``_plain``); False means "decode and look"."""
+        ruled = self.ruled.get(id(key))
+        if ruled is not None:
+            return uid in ruled
         raw = self.cached.get((uid, HEADER_CACHE + key.field.lower()))
         if raw is None or b"\\u" in raw:  # not cached, or non-ASCII text (casefold may differ)
             return False
@@ -220,8 +231,14 @@ class Matcher:
                 return idx
             heads = self._heads(rest)
             if heads:  # rule 8: most messages are ruled out without decoding their values
-                ruled_out = self.ruled_out
-                idx = [i for i in idx if not any(ruled_out(h, rows[i][0]) for h in heads)]
+                known = [self.ruled[id(h)] for h in heads if id(h) in self.ruled]
+                if known:
+                    out = known[0].union(*known[1:]) if len(known) > 1 else known[0]
+                    idx = [i for i in idx if rows[i][0] not in out]
+                    heads = [h for h in heads if id(h) not in self.ruled]
+                if heads:
+                    ruled_out = self.ruled_out
+                    idx = [i for i in idx if not any(ruled_out(h, rows[i][0]) for h in heads)]
             return [i for i in idx if each(rest, i)]
         if cost(key) != _META:
             return [i for i in idx if each(key, i)]
@@ -335,18 +352,34 @@ class Matcher:
         raise ValueError(f"unknown search key {type(key).__name__}")  # pragma: no cover
 
 
-def _run(sel: Selected, uids: list[int], criteria: c.SearchAnd, saved: list[int] | None) -> list[Found]:
-    """In a worker thread, or on the loop for metadata keys (rule 5)."""
+def _run(sel: Selected, uids: list[int], criteria: c.SearchAnd, saved: list[int] | None,
+         memo: HeaderMemo | None = None) -> list[Found]:
+    """In a worker thread, or on the loop for metadata keys (rule 5); ``memo``: rule 9."""
     pending = sel.pending
     rows = sel.mailbox.rows([u for u in uids if u not in pending] if pending else uids)
     if len(rows) == len(uids):
         seqs = list(range(1, len(uids) + 1))
     else:
         seqs = [bisect.bisect_left(uids, r[0]) + 1 for r in rows]
-    fields = _header_fields(criteria)
+    # rule 8: the plain header keys of the top-level AND whose field no other key needs are
+    # tested by SQLite; the other fields' values are read in bulk
+    heads = [k for k in criteria.keys if isinstance(k, c.SearchHeader) and _plain(k.value)]
+    fields = set().union(*(_header_fields(k) for k in criteria.keys if not any(k is h for h in heads)))
+    heads = [h for h in heads if h.field.lower() not in fields]
+    fields |= {h.field.lower() for h in heads if not h.value}  # an empty needle matches all: no filter
+    heads = [h for h in heads if h.value]
     cached: Cached = sel.mailbox.cache_many(uids, [HEADER_CACHE + f for f in sorted(fields)]) if fields else {}
     puts: list[tuple[int, str, bytes]] = []
     matcher = Matcher(sel, saved, len(uids), uids[-1] if uids else 0, cached)
+    for h in heads:
+        key = HEADER_CACHE + h.field.lower()
+        # rule 9; maybe more UIDs than asked for: harmless, only those of ``rows`` are looked
+        # up; UIDs in neither are not cached: ``_Candidate.values`` decodes and caches them
+        got = (memo.rule_out(sel.mailbox, uids, key, h.value.lower().encode("ascii"))
+               if memo is not None else None)
+        ruled, values = got if got is not None else sel.mailbox.cache_filter(uids, key, h.value.lower())
+        cached.update({(uid, key): v for uid, v in values.items()})
+        matcher.ruled[id(h)] = ruled  # never looked at again (``Matcher.filter``)
 
     def each(key: c.SearchKey, i: int) -> bool:
         try:  # called once per message at most (``Matcher._split``): one read of its file
@@ -398,7 +431,7 @@ async def search(s: ImapSession, cmd: c.Search) -> Done:
     if cost(cmd.criteria) == _META and len(uids) <= INLINE_MAX:  # rule 5
         found = _run(sel, uids, cmd.criteria, s.saved)
     else:
-        found = await asyncio.to_thread(_run, sel, uids, cmd.criteria, s.saved)
+        found = await asyncio.to_thread(_run, sel, uids, cmd.criteria, s.saved, s.ctx.header_memo)
     numbers = [uid for uid, _ in found] if cmd.uid else [sel.seq_of(uid) or 0 for uid, _ in found]
     top = max((m for _, m in found), default=0)
     opts = cmd.return_opts

@@ -18,21 +18,30 @@ Rules:
    (``view`` Rule 11) and it is reported here, not by the next sync; with ``.SILENT`` too,
    since the client does not know of it (RFC 3501 §7.4.1: a server may send unsolicited
    FETCH responses of flag changes during STORE).
+6. A STORE of at most ``INLINE_STORE`` messages runs on the event loop when nothing makes it
+   wait (``view`` Rule 16: the account lock free, no scan due, no flush); otherwise
+   (``WouldWait``, nothing changed) in a worker thread. Why: the thread hop cost more CPU
+   than the STORE (issue 18, docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from pigeon.imapd.replies import READ_ONLY, Done, bad, mailbox_error, ok
 from pigeon.imapd.selected import RECENT, Selected
 from pigeon.proto.imap import commands as c
 from pigeon.proto.imap.seqset import compact
-from pigeon.store.mailbox import MailboxError, MessageMeta
+from pigeon.store.mailbox import MailboxError, MessageMeta, WouldWait
 
 if TYPE_CHECKING:
     from pigeon.imapd.session import ImapSession
+
+
+#: Rule 6: messages a STORE may change on the event loop: a rename (~10 µs) and an index row
+#: each, so at most ~1 ms of the loop's time; a bigger STORE goes to a worker thread.
+INLINE_STORE: Final = 64
 
 
 def _selected(s: ImapSession) -> Selected:
@@ -59,8 +68,14 @@ async def store(s: ImapSession, cmd: c.Store) -> Done:
     live = [m.uid for m in sel.live(uids)]
     gone: list[int] = []
     refreshed: list[MessageMeta] = []  # rule 5
-    changed, failed = await asyncio.to_thread(sel.mailbox.store, live, cmd.mode, flags,
-                                              cmd.unchangedsince, gone, refreshed)
+    try:
+        if len(live) > INLINE_STORE:
+            raise WouldWait("a big STORE")
+        changed, failed = sel.mailbox.store(live, cmd.mode, flags, cmd.unchangedsince, gone, refreshed,
+                                            wait=False)  # rule 6
+    except WouldWait:
+        changed, failed = await asyncio.to_thread(sel.mailbox.store, live, cmd.mode, flags,
+                                                  cmd.unchangedsince, gone, refreshed)
     failed_set = set(failed) | set(gone)  # rule 4: no FETCH of stale flags for a gone message
     s.emit(sel.announce([*changed, *refreshed]))  # selected rule 5: before the FETCH showing it
     if not cmd.silent:

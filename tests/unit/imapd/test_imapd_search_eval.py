@@ -12,6 +12,7 @@ import pytest
 
 from pigeon.core.address import parse_address
 from pigeon.imapd import search as S
+from pigeon.imapd.headermemo import HeaderMemo
 from pigeon.imapd.selected import Modes, Selected
 from pigeon.proto.imap import commands as c
 from pigeon.proto.imap.connection import ImapServerConnection
@@ -81,7 +82,11 @@ def _tree(rnd: random.Random, depth: int = 0) -> str:
     return rnd.choice(LEAVES)
 
 
-def test_setwise_evaluation_equals_one_message_at_a_time(selected: Selected) -> None:
+@pytest.mark.parametrize("memo", [None, HeaderMemo(), HeaderMemo(max_values=100)],
+                         ids=["sqlite", "memo", "memo-evicting"])
+def test_setwise_evaluation_equals_one_message_at_a_time(selected: Selected, memo: HeaderMemo | None) -> None:
+    """Rules 7-9: with the header values from SQLite's test, from the memory memo, and from a
+    memo too small to keep two fields (each search evicts the other's map)."""
     uids = list(selected.uids)
     S._run(selected, uids, _criteria(b'FROM "x" SUBJECT "x"'), None)  # fills the header cache
     rnd = random.Random(7)
@@ -89,7 +94,7 @@ def test_setwise_evaluation_equals_one_message_at_a_time(selected: Selected) -> 
     for _ in range(300):
         text = " ".join(_tree(rnd) for _ in range(rnd.randint(1, 3)))
         criteria = _criteria(text.encode())
-        got = [uid for uid, _ in S._run(selected, uids, criteria, None)]
+        got = [uid for uid, _ in S._run(selected, uids, criteria, None, memo)]
         assert got == _one_by_one(selected, criteria), text
         seen_hits += bool(got)
     assert seen_hits > 100  # the trees are not all empty answers
@@ -100,9 +105,10 @@ def test_header_prefilter_keeps_case_folded_matches(selected: Selected) -> None:
     pre-filter must not rule them out."""
     uids = list(selected.uids)
     rows = {r[0]: r for r in selected.mailbox.rows(uids)}
-    for _ in range(2):  # first from the files, then from the index cache
-        ss = {u for u, _ in S._run(selected, uids, _criteria(b'FROM "ss"'), None)}
-        kelvin = {u for u, _ in S._run(selected, uids, _criteria(b'FROM "k"'), None)}
+    memo = HeaderMemo()
+    for n in range(4):  # from the files, the index cache, then twice through the memo
+        ss = {u for u, _ in S._run(selected, uids, _criteria(b'FROM "ss"'), None, memo if n > 1 else None)}
+        kelvin = {u for u, _ in S._run(selected, uids, _criteria(b'FROM "k"'), None, memo if n > 1 else None)}
         assert ss and kelvin
         for uid in rows:
             header = selected.mailbox.read_header(uid)
@@ -121,3 +127,40 @@ def test_internaldate_day_bounds(selected: Selected) -> None:
         want = [r[0] for r in rows if test(dt.datetime.fromtimestamp(r[3]).date())]
         assert got == want and want, op
     assert S.cost(_criteria(b"UNSEEN SINCE 1-Feb-2026 KEYWORD $Work")) == S._META
+
+
+def test_header_memo_is_bounded_and_drops_expunged_messages(selected: Selected) -> None:
+    """headermemo rules 1, 3: maps beyond the limit are dropped (least recently used first),
+    a folder over the limit is not kept, and a map forgets UIDs no longer in the folder."""
+    uids = list(selected.uids)
+    for field in (b"FROM", b"SUBJECT", b"TO"):  # fills the header cache
+        S._run(selected, uids, _criteria(field + b' "x"'), None)
+    memo = HeaderMemo(max_values=2 * len(uids))
+    box = selected.mailbox
+    assert len(memo.values(box, uids, S.HEADER_CACHE + "from") or {}) == len(uids)
+    assert len(memo.values(box, uids, S.HEADER_CACHE + "to") or {}) == len(uids)
+    memo.values(box, uids, S.HEADER_CACHE + "subject")  # evicts "from", the oldest
+    assert [k[2] for k in memo._maps] == [S.HEADER_CACHE + "to", S.HEADER_CACHE + "subject"]
+    assert HeaderMemo(max_values=len(uids) - 1).values(box, uids, S.HEADER_CACHE + "from") is None
+    kept = memo.values(box, uids, S.HEADER_CACHE + "to")
+    assert kept is not None
+    kept.update({10_000 + n: b'["gone"]' for n in range(2 * len(uids) + 64)})  # expunged since
+    fresh = memo.values(box, [*uids[:-1], 999_999], S.HEADER_CACHE + "to")  # 999999: not cached, read
+    assert fresh is not None and set(fresh) == set(uids[:-1])
+
+
+def test_header_memo_rulings_follow_new_messages(selected: Selected) -> None:
+    """headermemo rule 6: a needle's ruling, kept, then extended by the values added since,
+    equals one made from scratch; the kept one is reused as long as the map is the same."""
+    uids = list(selected.uids)
+    S._run(selected, uids, _criteria(b'FROM "x"'), None)  # fills the header cache
+    key = S.HEADER_CACHE + "from"
+    memo = HeaderMemo()
+    first = memo.rule_out(selected.mailbox, uids[:40], key, b"user17")
+    again = memo.rule_out(selected.mailbox, uids[:40], key, b"user17")
+    assert first is not None and again is not None and first[0] is again[0]  # reused
+    grown = memo.rule_out(selected.mailbox, uids, key, b"user17")
+    scratch = HeaderMemo().rule_out(selected.mailbox, uids, key, b"user17")
+    assert grown is not None and scratch is not None
+    assert grown == scratch and scratch[1]  # some may match
+    assert set(scratch[0]) | set(scratch[1]) == set(uids)

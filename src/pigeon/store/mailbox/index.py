@@ -128,6 +128,11 @@ _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 _FLOCK = struct.Struct("@hhqqi4x")  # Rule 8: Linux's struct flock (F_GETLK), with its padding
 
 
+class WouldWait(Exception):
+    """``write(wait=False)``: the write would wait (another process's lock, a flush); nothing
+    was written (the IMAP STORE on the event loop then goes to a worker thread)."""
+
+
 def disk_full(exc: BaseException) -> bool:
     """Rule 5: the error says the disk (or the user's quota) is full."""
     if isinstance(exc, OSError):
@@ -362,13 +367,17 @@ class Index:
         self._exclusive_until = 0.0
 
     @contextmanager
-    def write(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
+    def write(self, durable: bool = True, wait: bool = True) -> Iterator[sqlite3.Connection]:
         """A ``BEGIN IMMEDIATE`` transaction, committed on success, rolled back on error.
-        ``durable``: flushed before this returns (Rule 2); else the caller may ``sync``."""
+        ``durable``: flushed before this returns (Rule 2); else the caller may ``sync``.
+        ``wait=False`` (with ``durable=False``): ``WouldWait`` instead of queueing for another
+        process's lock (Rule 8) or of a flush (a FULL commit, a new reservation: Rule 6)."""
         conn = self.conn
-        locked = self._lock()
+        full = durable or not self._volatile_ok
+        if not wait and (full or conn.execute(_NEAR_RESERVE, (MODSEQ_HEADROOM, UID_HEADROOM)).fetchone()):
+            raise WouldWait("the write needs a flush")
+        locked = self._lock(wait)
         try:
-            full = durable or not self._volatile_ok
             if not full:
                 self._ensure_reserve(conn)  # Rule 6, before any value is handed out
             self._synchronous(conn, full)
@@ -451,12 +460,19 @@ class Index:
                 log.debug("index %s: no lock file (%s); SQLite's busy handler queues", self.path, exc)
         return self._lock_fd
 
-    def _lock(self) -> bool:
-        """Rule 8: queue for the write lock of the index among processes."""
+    def _lock(self, wait: bool = True) -> bool:
+        """Rule 8: queue for the write lock of the index among processes (``WouldWait`` when
+        it is held and ``wait`` is False)."""
         fd = self._lock_file()
         if fd is None:
             return False
-        fcntl.lockf(fd, fcntl.LOCK_EX)
+        if wait:
+            fcntl.lockf(fd, fcntl.LOCK_EX)
+            return True
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except (BlockingIOError, PermissionError) as exc:  # EAGAIN or EACCES: held elsewhere
+            raise WouldWait("another process is writing the index") from exc
         return True
 
     def writer_active(self) -> bool:

@@ -60,7 +60,7 @@ from pigeon.durable.io import unlink_quietly
 from pigeon.store.mailbox import files
 from pigeon.store.mailbox.context import AccountCore
 from pigeon.store.mailbox.flags import StoreMode, apply, cur_name, parse_flags, split_name
-from pigeon.store.mailbox.index import FolderRow, disk_full
+from pigeon.store.mailbox.index import FolderRow, WouldWait, disk_full
 from pigeon.store.mailbox.model import MailboxError
 
 log = logging.getLogger(__name__)
@@ -115,18 +115,25 @@ def locate(core: AccountCore, row: FolderRow, msg: Row) -> Path | None:
 def store(core: AccountCore, folder_id: int, uids: Sequence[int], mode: StoreMode,
           flags: frozenset[str], unchangedsince: int | None,
           gone: list[int] | None = None,
-          current: dict[int, Row] | None = None) -> tuple[list[Row], list[int]]:
+          current: dict[int, Row] | None = None, wait: bool = True) -> tuple[list[Row], list[int]]:
     """Rules 1, 2, 5. Returns (rows that changed, uids refused by UNCHANGEDSINCE); ``gone``,
     when given, receives the uids no longer in the index (expunged by others meanwhile), and
-    ``current`` every row found, as it was before this STORE (Rule 7)."""
+    ``current`` every row found, as it was before this STORE (Rule 7). ``wait=False``: raise
+    ``index.WouldWait``, having changed nothing, rather than wait for the account lock, a
+    scan of the folder or the index (the event loop's STORE, ``view`` Rule 16)."""
     letters, keywords = parse_flags(sorted(flags))
     changed: list[Row] = []
     failed: list[int] = []
     before: dict[int, Row] = {}  # Rule 6: the rows as they were
-    with core.lock:
-        row = core.rescan(core.row_by_id(folder_id))
+    if not core.lock.acquire(blocking=wait):
+        raise WouldWait("the account lock is held")
+    try:
+        row = core.row_by_id(folder_id)
+        if not wait and core.needs_scan(row):
+            raise WouldWait("the folder needs a scan")
+        row = core.rescan(row)
         try:
-            with core.index.write(durable=False) as conn, core.own_changes(conn, row.id, row.name):
+            with core.index.write(durable=False, wait=wait) as conn, core.own_changes(conn, row.id, row.name):
                 row = core.row_by_id(row.id)  # Rule 1: as of this transaction (other processes)
                 modseq = row.highestmodseq + 1
                 rows = load_rows(conn, row.id, uids)
@@ -160,6 +167,8 @@ def store(core: AccountCore, folder_id: int, uids: Sequence[int], mode: StoreMod
             if not disk_full(exc):
                 raise
             return _stored_in_names(core, changed, before, exc), failed
+    finally:
+        core.lock.release()
     return changed, failed
 
 

@@ -33,7 +33,10 @@ Rules:
    whatever this process's lock says. The file is looked up again by its base name (which
    never changes) in ``cur/`` and ``new/``, then through the rescanned index; only a message
    that is really gone raises ``EXPUNGEISSUED`` (the IMAP session then serves the others and
-   says so, RFC 2180 §4.1). Once open, a Maildir file's content never changes.
+   says so, RFC 2180 §4.1). Once open, a Maildir file's content never changes. The index is
+   asked first (one query on a read connection): a message it no longer has is gone, and
+   one whose flags changed is at the name it gives; only then is ``cur/`` listed (a message
+   appended and expunged by other sessions cost a SEARCH two listings of a 1,000-file ``cur/``).
 11. After a STORE, each message it named is in the view as in the index (``ops`` Rule 7),
    even when the STORE wrote nothing because another session had already set those flags:
    the untagged FETCH of a STORE shows the flags after it (RFC 3501 §6.4.6), never the view's
@@ -68,6 +71,18 @@ Rules:
    cost more CPU in the hand-over of the GIL between the loop and the worker threads than the
    sync itself (docs/benchmarks.md, issue 18, "CPU per command").
 
+15. ``read_nowait`` and ``cache_many_nowait`` are ``read`` and ``cache_many`` for the event
+   loop (the FETCH of a few small messages, ``imapd.fetch`` rule 7): the file the view knows,
+   the loop's own read connection (Rule 13), never the account lock; None whenever that is
+   not enough (the file moved, the connection is busy, the index is open exclusively) and the
+   caller goes to a worker thread. Why: the thread hop and its GIL hand-overs cost more than
+   reading a 10 KB file (~15 µs) or a few cached values.
+16. ``store(wait=False)`` is the event loop's STORE: it raises ``index.WouldWait``, having
+   changed nothing, when it would wait for the account lock, a scan of the folder, another
+   process's index lock or a flush (``ops.store``, ``Index.write``); the caller then stores in
+   a worker thread. A STORE commits with ``synchronous=NORMAL`` and flushes nothing (index
+   Rule 6), so what is left on the loop is a rename per message and one small transaction.
+
 What can go wrong: ``MailboxError("NONEXISTENT")`` when the folder was deleted or renamed
 away under the view (the IMAP session should then end with BYE); ``MailboxError
 ("EXPUNGEISSUED")`` from ``read`` when the message was expunged by someone else.
@@ -82,13 +97,13 @@ import sqlite3
 from array import array
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pigeon.store.mailbox import files, ops
 from pigeon.store.mailbox.context import AccountCore
 from pigeon.store.mailbox.folders import normalize
 from pigeon.store.mailbox.flags import cur_name
-from pigeon.store.mailbox.index import FolderRow, disk_full
+from pigeon.store.mailbox.index import FolderRow, WouldWait, disk_full
 from pigeon.store.mailbox.model import Changes, MailboxError, MessageMeta, make_meta
 from pigeon.store.mailbox.snapshot import Snapshot, build, derive, key_of
 
@@ -183,9 +198,25 @@ class Mailbox:
         if over and isinstance(uids, Sequence) and len(uids) > n // BULK_ROWS_FRACTION:
             # Many UIDs (a SEARCH, FETCH 1:*) of a view with an overlay: the whole view at C
             # speed, the overlay patched in, then only the UIDs asked for.
-            rows = [r for r in zip(suids, fids, sizes, dates, modseqs, strict=True) if r[0] not in over]
-            rows += [(u, e[0], e[1], e[2], e[3]) for u, e in over.items() if e is not None]
-            rows.sort()
+            # The overlay (at most ~1/8 of the view, Rule 8) is patched in place by position.
+            every: list[MetaRow | None] = list(zip(suids, fids, sizes, dates, modseqs, strict=True))
+            added: list[MetaRow] = []
+            dropped = False
+            for u, e in over.items():
+                i = find(suids, u)
+                if i < n and suids[i] == u:
+                    every[i] = None if e is None else (u, e[0], e[1], e[2], e[3])
+                    dropped = dropped or e is None
+                elif e is not None:
+                    added.append((u, e[0], e[1], e[2], e[3]))
+            rows: list[MetaRow] = ([r for r in every if r is not None] if dropped
+                                   else cast("list[MetaRow]", every))
+            if added:
+                added.sort()
+                if rows and added[0][0] < rows[-1][0]:
+                    rows = sorted([*rows, *added])
+                else:
+                    rows += added
             wanted = set(uids)
             if len(rows) != len(wanted) or not wanted.issuperset([r[0] for r in rows]):
                 rows = [r for r in rows if r[0] in wanted]
@@ -351,7 +382,7 @@ class Mailbox:
 
     def store(self, uids: Sequence[int], mode: Literal["set", "add", "remove"], flags: frozenset[str],
               unchangedsince: int | None = None, gone: list[int] | None = None,
-              refreshed: list[MessageMeta] | None = None) -> tuple[list[MessageMeta], list[int]]:
+              refreshed: list[MessageMeta] | None = None, wait: bool = True) -> tuple[list[MessageMeta], list[int]]:
         """STORE on messages of the view; returns (changed, failed UNCHANGEDSINCE uids).
 
         Messages not in the view, or expunged by others meanwhile, are skipped; ``gone``,
@@ -359,18 +390,23 @@ class Mailbox:
         Rule 11: afterwards every stored message of the view is as the index has it;
         ``refreshed``, when given, receives those that had been changed by someone else
         since the view last saw them (their change is taken in here, not by ``sync``).
+        ``wait=False`` (Rule 16): ``index.WouldWait``, with nothing changed, rather than wait.
         """
         self._writable()
-        with self._core.lock:
+        if not self._core.lock.acquire(blocking=wait):
+            raise WouldWait("the account lock is held")
+        try:
             mine = [u for u in uids if self._entry(u) is not None]
             found: dict[int, ops.Row] = {}
-            rows, failed = ops.store(self._core, self._id, mine, mode, flags, unchangedsince, gone, found)
+            rows, failed = ops.store(self._core, self._id, mine, mode, flags, unchangedsince, gone, found, wait)
             stale = self._stale(found, failed)
             for msg in stale:  # Rule 11: before our own rows, which are newer
                 self._set(msg.uid, self._entry_of(msg))
             changed = self._apply_rows(rows)
             if refreshed is not None:
                 refreshed.extend(m for m in map(self.get, [r.uid for r in stale]) if m is not None)
+        finally:
+            self._core.lock.release()
         if changed:
             self._core.notify(self.name)
         return changed, failed
@@ -436,11 +472,18 @@ class Mailbox:
         base name in ``cur/`` and ``new/``, then from the rescanned index; give up only when
         the message is gone (``EXPUNGEISSUED``, RFC 2180 §4.1)."""
         path, form = self._resolve(uid)
+        asked = False
         for _ in range(files.MAX_RELOCATE):
             try:
                 return reader(path, form)
             except FileNotFoundError:
                 pass
+            if not asked:  # the index first: one query rather than a listing of cur/
+                asked = True
+                where = self._indexed(uid)  # raises EXPUNGEISSUED when the index has it no more
+                if where is not None and where[0] != path:
+                    path, form = where
+                    continue
             again = self._find(uid)
             if again is None:
                 path, form = self._resolve(uid, force=True)  # raises EXPUNGEISSUED when gone
@@ -448,6 +491,35 @@ class Mailbox:
                 path, form = again
         # Renamed under us MAX_RELOCATE times in a row: another program is racing on this file.
         raise MailboxError("EXPUNGEISSUED", f"message {uid} kept moving while it was read")
+
+    def _indexed(self, uid: int) -> tuple[str, files.Form] | None:
+        """Rule 10: the message's file as the index names it now, through a read connection
+        (no lock); ``EXPUNGEISSUED`` when the index no longer has it (expunged by a session or
+        process of this server, or found gone by a scan); None when the index cannot be read
+        now (opened exclusively)."""
+        core = self._core
+        if not core.can_read:
+            return None
+        with core.reading():
+            r = core.reader.conn.execute("SELECT base, info FROM message WHERE folder=? AND uid=?",
+                                         (self._id, uid)).fetchone()
+        if r is None:
+            raise MailboxError("EXPUNGEISSUED", f"message {uid} has been expunged")
+        base = str(r[0])
+        return os.path.join(self._snap.cur, cur_name(base, str(r[1]))), files.form_of(base)
+
+    def read_nowait(self, uid: int, header_only: bool = False) -> bytes | None:
+        """Rule 15: ``read`` (``read_header`` with ``header_only``) for the event loop: the file
+        the view knows, with no lock and no lookup; None when it is not there (renamed or
+        removed meanwhile, or the message left the view): the caller then reads in a worker
+        thread, where Rule 10 finds it again or says it is gone."""
+        if self._entry(uid) is None:
+            return None
+        path, form = self._resolve(uid)
+        try:
+            return files.read_header(path, form) if header_only else files.read_all(path, form)
+        except FileNotFoundError:
+            return None
 
     def _find(self, uid: int) -> tuple[Path, files.Form] | None:
         """The message's file found by its base name in ``cur/`` or ``new/`` (Rule 10)."""
@@ -477,15 +549,52 @@ class Mailbox:
         a batch never pulls in more than a few MiB; a (uid, key) that is absent is not cached."""
         if not uids or not keys:
             return {}
-        wanted = set(uids)
-        marks = ",".join("?" * len(keys))
+        core = self._core
+        shared = core.can_read
+        with core.reading() if shared else core.lock:  # context Rule 5
+            return self._cache_rows((core.reader if shared else core.index).conn, uids, keys)
+
+    def cache_many_nowait(self, uids: Sequence[int],
+                          keys: Sequence[str]) -> dict[tuple[int, str], bytes | None] | None:
+        """Rule 15: ``cache_many`` for the event loop, through its own read connection (Rule 13);
+        None when that cannot be done at once (the caller then reads in a worker thread)."""
+        if not uids or not keys:
+            return {}
+        core = self._core
+        if not core.can_read or not core.loop_reader_lock.acquire(blocking=False):
+            return None
+        try:
+            return self._cache_rows(core.loop_reader.conn, uids, keys)
+        finally:
+            core.loop_reader_lock.release()
+
+    def cache_filter(self, uids: Sequence[int], key: str, needle: str) -> tuple[set[int], dict[int, bytes]]:
+        """For the ascending ``uids``: those whose cached ``key`` value (JSON, ASCII) contains
+        neither ``needle`` (lower-case printable ASCII), ASCII case ignored, nor a ``\\u``
+        escape, and the cached values of the others; uids in neither are not cached. One
+        query, the test made by SQLite (``imapd.search`` rule 8): the caller decodes only the
+        few values that may match, instead of receiving every value."""
+        if not uids:
+            return set(), {}
         core = self._core
         shared = core.can_read
         with core.reading() if shared else core.lock:  # context Rule 5
             rows = (core.reader if shared else core.index).conn.execute(
-                "SELECT uid, key, CASE WHEN length(value) <= ? THEN value END FROM cache "
-                f"WHERE folder=? AND uid BETWEEN ? AND ? AND key IN ({marks})",
-                (PREFETCH_VALUE, self._id, uids[0], uids[-1], *keys)).fetchall()
+                "SELECT uid, CASE WHEN instr(value, X'5C75') = 0 AND instr(lower(value), ?) = 0 "
+                "THEN NULL ELSE value END FROM cache WHERE folder=? AND key=? AND uid BETWEEN ? AND ?",
+                (needle, self._id, key, uids[0], uids[-1])).fetchall()
+        wanted = set(uids)
+        out = {u for u, v in rows if v is None}
+        out &= wanted
+        return out, {u: bytes(v) for u, v in rows if v is not None and u in wanted}
+
+    def _cache_rows(self, conn: sqlite3.Connection, uids: Sequence[int],
+                    keys: Sequence[str]) -> dict[tuple[int, str], bytes | None]:
+        wanted = set(uids)
+        marks = ",".join("?" * len(keys))
+        rows = conn.execute("SELECT uid, key, CASE WHEN length(value) <= ? THEN value END FROM cache "
+                            f"WHERE folder=? AND uid BETWEEN ? AND ? AND key IN ({marks})",
+                            (PREFETCH_VALUE, self._id, uids[0], uids[-1], *keys)).fetchall()
         return {(u, k): None if v is None else bytes(v) for u, k, v in rows if u in wanted}
 
     def cache_put(self, uid: int, key: str, value: bytes) -> None:
