@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import fastroad_ab  # bench/: the same message, batch and directory stand-in
+from fastroad_ab import BATCH, BOB, BODY, WARM_UP
 from pigeon import maillog
 from pigeon.cleanup.intake import Intake
 from pigeon.clocks import SystemClock
@@ -37,19 +39,9 @@ from pigeon.queue.store import FileQueueStore
 from pigeon.store.maildir import MaildirStore
 from pigeon.web.metrics import MailCounters
 
-BOB = Address("bob", "example.net")
-BODY = b"From: a@example.org\r\nSubject: x\r\n\r\n" + (b"y" * 78 + b"\r\n") * 125  # ~10 KB
-WARM_UP = 50
-BATCH = 10  # concurrent commits, as 10 SMTP sessions would make
 
 
-class Directory:
-    def user_exists(self, address: Address) -> bool:
-        return True
-
-    def is_local_domain(self, domain: str) -> bool:
-        return True
-
+class Directory(fastroad_ab.Directory):
     def expand(self, address: Address) -> list[Address]:
         return [address]
 

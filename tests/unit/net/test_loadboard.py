@@ -12,23 +12,9 @@ import subprocess
 
 import pytest
 
-from pigeon.net.listener import BACKLOG, ConnectionGate, ConnectionLimits, Listener, Stream
+from pigeon.net.listener import BACKLOG, ConnectionGate, ConnectionLimits, Listener
 from pigeon.net.loadboard import DECLINE_PAUSE, LoadBoard
-
-
-class _Hold:
-    """A session that greets and holds the connection until the client goes."""
-
-    def __init__(self, stream: Stream) -> None:
-        self.stream = stream
-
-    async def run(self) -> None:
-        await self.stream.write(b"hello\r\n")
-        while await self.stream.read():
-            pass
-
-    def shutdown(self) -> None:
-        pass
+from tests.unit.net.test_listener_limits import _Echo as _Hold  # greets, holds until the client goes
 
 
 def _limits() -> ConnectionLimits:
