@@ -4,13 +4,13 @@ never waits for the account lock, and hands back None whenever it would have to 
 from __future__ import annotations
 
 import os
-import threading
 import time
 from pathlib import Path
 
 from pigeon.store.mailbox import Account, Changes
 from pigeon.store.mailbox import scan
 from tests.unit.store.mailbox.conftest import MSG
+from tests.unit.store.mailbox.test_loop_ops import _held as held_lock
 
 
 def _plain(ch: Changes | None) -> object:
@@ -30,22 +30,8 @@ def test_nowait_equals_sync_and_ignores_a_held_account_lock(account: Account) ->
         writer.store([3], "add", frozenset({"$Work"}))
         writer.store([4], "add", frozenset({"\\Deleted"}))
         writer.expunge()
-        held = threading.Event()
-        release = threading.Event()
-
-        def hold() -> None:  # a writer in its fsync, as far as the lock can tell
-            with account._core.lock:
-                held.set()
-                release.wait(10)
-
-        t = threading.Thread(target=hold)
-        t.start()
-        held.wait(10)
-        try:
+        with held_lock(account):  # a writer in its fsync, as far as the lock can tell
             quick = a.sync_nowait(a.tick())
-        finally:
-            release.set()
-            t.join()
         assert _plain(quick) == _plain(b.sync())
         assert quick is not None and quick.expunged == [4] and quick.new == []
         assert [(m.uid, m.flags) for m in quick.changed] == [
