@@ -438,21 +438,11 @@ class Listener:
         """Rule 7: a connection ``SharedAccept`` took (counted on the board), served as any
         other; the count goes down when its session ends."""
         try:
-            await asyncio.get_running_loop().connect_accepted_socket(self._counted_channel, sock=conn)
+            await asyncio.get_running_loop().connect_accepted_socket(self._channel, sock=conn)
         except OSError:
             conn.close()
             if self.board is not None:
                 self.board.add(-1)
-
-    def _counted_channel(self) -> Channel:
-        return Channel(self._start_counted, READ_SIZE * 2, self._receive)
-
-    def _start_counted(self, channel: Channel) -> asyncio.Task[None]:
-        task = self._start(channel)
-        board = self.board
-        if board is not None:
-            task.add_done_callback(lambda _task: board.add(-1))
-        return task
 
     def listening_fds(self) -> list[int]:
         """The listening sockets' descriptors, to hand to another process (``sockets=``)."""
@@ -472,7 +462,11 @@ class Listener:
         return Channel(self._start, READ_SIZE * 2, self._receive)
 
     def _start(self, channel: Channel) -> asyncio.Task[None]:
-        return asyncio.get_running_loop().create_task(self._accept(channel, channel))
+        task = asyncio.get_running_loop().create_task(self._accept(channel, channel))
+        board = self.board
+        if board is not None:  # rule 7: every connection came through SharedAccept, counted there
+            task.add_done_callback(lambda _task: board.add(-1))
+        return task
 
     async def _accept(self, reader: Reader, writer: Writer) -> None:
         limits = self.limits()
